@@ -1,0 +1,252 @@
+"""The catalog: what Atlas has done, in one SQLite file through sqlite-utils.
+
+Each call opens its own short-lived connection, so threads and several processes
+(`atlas serve` beside an `atlas snapshot` in a deploy) can share the file safely;
+state changes that must not race run inside `BEGIN IMMEDIATE`.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from bot.errors import AtlasError, Busy, NotFound
+
+RUNNING = "running"
+OK = "ok"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+DELETED = "deleted"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def owner_id() -> str:
+    import os
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+SNAPSHOT_COLUMNS: dict[str, Any] = {
+    "id": str,
+    "database": str,
+    "dbname": str,
+    "environment": str,
+    "status": str,
+    "source": str,
+    "requested_by": str,
+    "note": str,
+    "started_at": str,
+    "finished_at": str,
+    "heartbeat_at": str,
+    "owner": str,
+    "duration_s": float,
+    "dump_s": float,
+    "size_bytes": int,
+    "raw_size_bytes": int,
+    "sha256": str,
+    "dump_sha256": str,
+    "storage_key": str,
+    "location": str,
+    "pending_ref": str,
+    "pg_dump_version": str,
+    "server_version": str,
+    "encryption": str,
+    "compression": str,
+    "manifest": str,
+    "error": str,
+    "verified_at": str,
+    "slack_channel": str,
+    "slack_ts": str,
+    "pinned": int,
+}
+
+
+class Catalog:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+
+    @contextmanager
+    def db(self) -> Iterator[sqlite_utils.Database]:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise AtlasError(
+                f"Cannot open the catalog {self.path}: {exc}", "check ATLAS_STATE"
+            ) from None
+        conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            yield sqlite_utils.Database(conn)
+        finally:
+            conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        with self.db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self.db() as db:
+            db.execute("PRAGMA journal_mode = WAL")
+            snaps = db["snapshots"]
+            if not snaps.exists():
+                snaps.create(SNAPSHOT_COLUMNS, pk="id", not_null={"database", "status"})
+            else:
+                missing = {k: v for k, v in SNAPSHOT_COLUMNS.items() if k not in snaps.columns_dict}
+                for col, typ in missing.items():
+                    snaps.add_column(col, typ)
+            db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS one_running_snapshot "
+                "ON snapshots(database, environment) WHERE status = 'running'"
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS snapshots_started ON snapshots(started_at)")
+            if not db["seen_requests"].exists():
+                db["seen_requests"].create({"key": str, "seen_at": str}, pk="key")
+            if not db["audit"].exists():
+                db["audit"].create(
+                    {
+                        "id": int,
+                        "at": str,
+                        "actor": str,
+                        "action": str,
+                        "subject": str,
+                        "detail": str,
+                    },
+                    pk="id",
+                )
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def begin_snapshot(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Insert a running snapshot, or raise Busy naming who holds the database."""
+        row = {"status": RUNNING, "owner": owner_id(), "started_at": now(), **row}
+        row["heartbeat_at"] = row["started_at"]
+        try:
+            with self.transaction() as db:
+                db["snapshots"].insert(row)
+        except sqlite3.IntegrityError:
+            other = self.running_snapshot(row["database"], row["environment"])
+            if other is None:
+                raise
+            raise Busy(
+                f"A snapshot of {row['database']} is already running: {other['id']}, "
+                f"started by {other.get('requested_by') or 'someone'} at {other['started_at']}.",
+                "wait for it to finish; `atlas list` shows its progress",
+            ) from None
+        return row
+
+    def running_snapshot(self, database: str, environment: str) -> dict[str, Any] | None:
+        with self.db() as db:
+            rows = list(
+                db["snapshots"].rows_where(
+                    "database = ? AND environment = ? AND status = 'running'",
+                    [database, environment],
+                )
+            )
+        return rows[0] if rows else None
+
+    def update_snapshot(self, snap_id: str, **fields: Any) -> None:
+        with self.transaction() as db:
+            db["snapshots"].update(snap_id, fields)
+
+    def finish_snapshot(self, snap_id: str, status: str, **fields: Any) -> None:
+        self.update_snapshot(snap_id, status=status, finished_at=now(), **fields)
+
+    def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        with self.db() as db:
+            try:
+                return db["snapshots"].get(snap_id)
+            except sqlite_utils.db.NotFoundError:
+                pass
+        raise NotFound(
+            f"No snapshot with id {snap_id!r}.", "`atlas list` or `/atlas list` shows the ids"
+        )
+
+    def list_snapshots(
+        self,
+        limit: int = 20,
+        database: str | None = None,
+        status: str | None = None,
+        environment: str | None = None,
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        for col, val in (("database", database), ("status", status), ("environment", environment)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        with self.db() as db:
+            return list(
+                db["snapshots"].rows_where(
+                    " AND ".join(where) or None,
+                    args,
+                    order_by="started_at DESC, id DESC",
+                    limit=limit,
+                )
+            )
+
+    def stale_running(self, owner_alive: Any, stale_after_s: float) -> list[dict[str, Any]]:
+        """Running snapshots whose process is gone (same host) or silent for too long."""
+        host = socket.gethostname()
+        cutoff = datetime.now(UTC).timestamp() - stale_after_s
+        out = []
+        with self.db() as db:
+            for row in db["snapshots"].rows_where("status = 'running'"):
+                o_host, _, o_pid = (row.get("owner") or "").rpartition(":")
+                beat = datetime.fromisoformat(row["heartbeat_at"]).timestamp()
+                if (o_host == host and o_pid.isdigit() and not owner_alive(int(o_pid))) or (
+                    beat < cutoff
+                ):
+                    out.append(row)
+        return out
+
+    # -- request de-duplication and audit -------------------------------------------------
+
+    def first_time(self, key: str) -> bool:
+        """True the first time a request key (Slack trigger or event id) is seen."""
+        with self.db() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO seen_requests(key, seen_at) VALUES (?, ?)", [key, now()]
+            )
+            return cur.rowcount == 1
+
+    def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None:
+        with self.db() as db:
+            db["audit"].insert(
+                {
+                    "at": now(),
+                    "actor": actor,
+                    "action": action,
+                    "subject": subject,
+                    "detail": json.dumps(detail, default=str, sort_keys=True),
+                }
+            )
+
+    def audit_log(self, limit: int = 50, subject: str | None = None) -> list[dict[str, Any]]:
+        with self.db() as db:
+            return list(
+                db["audit"].rows_where(
+                    "subject = ?" if subject else None,
+                    [subject] if subject else [],
+                    order_by="id DESC",
+                    limit=limit,
+                )
+            )

@@ -1,0 +1,159 @@
+"""Settings from the environment (and an optional TOML file), validated once at start.
+
+Validation happens here so that a typo in the environment is a clear error before any
+job starts, not a confusing failure half-way through a dump.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import AtlasError
+
+
+def _csv(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(v).strip() for v in value if str(v).strip()]
+
+
+class DatabaseTarget(BaseModel):
+    """One database Atlas backs up, with the staging server its restores go to."""
+
+    name: str
+    url: str = ""
+    staging_url: str | None = None
+    environment: str = "production"
+
+    @field_validator("name", "environment")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
+            raise ValueError(f"{v!r} must be letters, digits, '-', '_' or '.'")
+        return v
+
+
+class Settings(BaseSettings):
+    """Every knob Atlas reads. Field names map 1:1 to the documented env names."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    staging_database_url: str | None = Field(default=None, alias="STAGING_DATABASE_URL")
+    environment: str = Field(default="production", alias="ATLAS_ENVIRONMENT")
+    database_name: str | None = Field(default=None, alias="ATLAS_DATABASE_NAME")
+    storage: str = Field(default="./backups", alias="ATLAS_STORAGE")
+    state: Path = Field(default=Path("./atlas.db"), alias="ATLAS_STATE")
+    config_file: Path | None = Field(default=None, alias="ATLAS_CONFIG")
+    pg_bindir: str | None = Field(default=None, alias="ATLAS_PG_BINDIR")
+    zstd_level: int = Field(default=3, ge=1, le=19, alias="ATLAS_ZSTD_LEVEL")
+    zstd_threads: int = Field(default=0, ge=0, le=64, alias="ATLAS_ZSTD_THREADS")
+
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    channel: str | None = Field(default=None, alias="ATLAS_CHANNEL")
+    allowed_users: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="ATLAS_ALLOWED_USERS"
+    )
+    http_port: int = Field(default=3000, alias="PORT")
+
+    databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
+
+    @field_validator("allowed_users", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> list[str]:
+        return _csv(v)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _slash(cls, v: str | None) -> str | None:
+        if v and not v.endswith("/"):
+            v += "/"
+        return v
+
+    def target(self, name: str | None = None) -> DatabaseTarget:
+        """The database a command is about: by name, or the only/first one configured."""
+        if not self.databases:
+            raise AtlasError(
+                "No database is configured.",
+                "set DATABASE_URL (or PG* variables with ATLAS_DATABASE_NAME), "
+                "or list databases in the ATLAS_CONFIG file",
+            )
+        if name is None:
+            return next(iter(self.databases.values()))
+        try:
+            return self.databases[name]
+        except KeyError:
+            known = ", ".join(sorted(self.databases))
+            raise AtlasError(f"Unknown database {name!r}.", f"configured: {known}") from None
+
+
+def _name_from_url(url: str) -> str | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return conninfo_to_dict(url).get("dbname") or None  # type: ignore[return-value]
+    except Exception:
+        return None
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read env (+ TOML), fill in the database list, and turn validation errors into one message."""
+    source = dict(os.environ if env is None else env)
+    try:
+        settings = Settings(**{k: v for k, v in source.items() if k.isupper()})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise AtlasError(f"Invalid configuration: {problems}") from None
+
+    if settings.config_file:
+        settings.databases.update(_load_toml(settings.config_file, settings))
+    if settings.database_url is not None or source.get("PGDATABASE") or settings.database_name:
+        url = settings.database_url or ""
+        name = settings.database_name or _name_from_url(url) or source.get("PGDATABASE") or "main"
+        try:
+            settings.databases.setdefault(
+                name,
+                DatabaseTarget(
+                    name=name,
+                    url=url,
+                    staging_url=settings.staging_database_url,
+                    environment=settings.environment,
+                ),
+            )
+        except ValidationError as exc:
+            raise AtlasError(f"Invalid database name {name!r}: {exc.errors()[0]['msg']}") from None
+    return settings
+
+
+def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise AtlasError(f"ATLAS_CONFIG file {path} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AtlasError(f"ATLAS_CONFIG file {path} is not valid TOML: {exc}") from None
+    out: dict[str, DatabaseTarget] = {}
+    for name, body in (data.get("databases") or {}).items():
+        if not isinstance(body, dict):
+            raise AtlasError(f"ATLAS_CONFIG: [databases.{name}] must be a table.")
+        body = {"environment": settings.environment, **body, "name": name}
+        try:
+            out[name] = DatabaseTarget(**body)
+        except ValidationError as exc:
+            raise AtlasError(
+                f"ATLAS_CONFIG: [databases.{name}]: {exc.errors()[0]['msg']}"
+            ) from None
+    return out

@@ -1,0 +1,27 @@
+"""One exception type that carries a message fit for a human and a hint for what to do next."""
+
+from __future__ import annotations
+
+
+class AtlasError(Exception):
+    """A failure we can explain: `str()` is the plain-words reason, `hint` the next step."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class NotFound(AtlasError):
+    """An id that the catalog does not know."""
+
+
+class Busy(AtlasError):
+    """Another job already holds the resource."""
+
+
+class Refused(AtlasError):
+    """A policy or safety check said no."""

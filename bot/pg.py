@@ -1,0 +1,179 @@
+"""libpq connection handling that keeps passwords out of argv, logs and messages."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bot.errors import AtlasError
+
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Conn:
+    """A connection split into the part that may be shown and the password that may not."""
+
+    conninfo: str  # key=value form, no password: safe for argv
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> Conn:
+        try:
+            params = conninfo_to_dict(url) if url else {}
+        except psycopg.ProgrammingError as exc:
+            raise AtlasError(f"Invalid database URL: {redact(str(exc))}") from None
+        password = params.pop("password", None)
+        return cls(make_conninfo("", **params), str(password) if password is not None else None)
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """Environment for a libpq subprocess: the password travels here, never in argv."""
+        env = dict(os.environ if base is None else base)
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        env.setdefault("PGCONNECT_TIMEOUT", "10")
+        env["PGAPPNAME"] = "atlas"
+        return env
+
+    def connect(self, **kwargs: object) -> psycopg.Connection:
+        kw: dict[str, object] = {"connect_timeout": 10, "application_name": "atlas"}
+        kw.update(kwargs)
+        if self.password is not None:
+            kw["password"] = self.password
+        try:
+            return psycopg.connect(self.conninfo, **kw)  # type: ignore[arg-type]
+        except psycopg.OperationalError as exc:
+            raise AtlasError(
+                f"Cannot connect to {self.describe()}: {first_line(redact(str(exc), self.secrets))}",
+                "check the URL, that the server is up, and the credentials",
+            ) from None
+
+    def with_dbname(self, dbname: str) -> Conn:
+        params = conninfo_to_dict(self.conninfo)
+        params["dbname"] = dbname
+        return Conn(make_conninfo("", **params), self.password)
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.password] if self.password else []
+
+    def describe(self) -> str:
+        """host:port/dbname for humans; never the password."""
+        p = conninfo_to_dict(self.conninfo)
+        host = p.get("host") or p.get("hostaddr") or os.environ.get("PGHOST") or "local socket"
+        port = p.get("port") or os.environ.get("PGPORT") or "5432"
+        db = p.get("dbname") or os.environ.get("PGDATABASE") or p.get("user") or "?"
+        return f"{host}:{port}/{db}"
+
+
+def first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else text.strip()
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """Mask passwords in URLs and key=value strings, and any known secret values."""
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    text = _KV_PASSWORD.sub(r"\1***", text)
+    for secret in secrets:
+        if secret and len(secret) >= 3:
+            text = text.replace(secret, "***")
+    return text
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version_num: int  # e.g. 150018
+    version: str  # e.g. "15.18"
+    dbname: str
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def server_info(conn: psycopg.Connection) -> ServerInfo:
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+        "current_database()"
+    ).fetchone()
+    assert row is not None
+    return ServerInfo(int(row[0]), str(row[1]).split()[0], str(row[2]))
+
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def tool_version(path: str) -> tuple[int, int]:
+    """(major, minor) of a PostgreSQL client tool, e.g. pg_dump 15.18 -> (15, 18)."""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except OSError as exc:
+        raise AtlasError(f"Cannot run {path}: {exc.strerror}") from None
+    m = _VERSION.search(out.stdout)
+    if out.returncode != 0 or not m:
+        raise AtlasError(f"{path} --version gave no PostgreSQL version: {out.stdout.strip()!r}")
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def _candidates(name: str, bindir: str | None) -> list[str]:
+    if bindir:
+        return [str(Path(bindir) / name)]
+    found: list[str] = []
+    on_path = shutil.which(name)
+    if on_path:
+        found.append(on_path)
+    patterns = [
+        "/usr/lib/postgresql/*/bin",
+        "/usr/pgsql-*/bin",
+        "/opt/homebrew/opt/postgresql@*/bin",
+        "/usr/local/opt/postgresql@*/bin",
+    ]
+    for pattern in patterns:
+        for d in sorted(glob.glob(pattern)):
+            p = Path(d) / name
+            if p.is_file() and os.access(p, os.X_OK):
+                found.append(str(p))
+    return found
+
+
+def find_tool(name: str, server_major: int, bindir: str | None = None) -> tuple[str, str]:
+    """The newest `name` (pg_dump, pg_restore) at least as new as the server, and its version.
+
+    pg_dump refuses servers newer than itself, and an old pg_restore cannot read a new
+    archive; choosing here turns that into one clear message before anything runs.
+    """
+    best: tuple[tuple[int, int], str] | None = None
+    seen: list[str] = []
+    for path in _candidates(name, bindir):
+        try:
+            ver = tool_version(path)
+        except AtlasError:
+            continue
+        seen.append(f"{path} ({ver[0]}.{ver[1]})")
+        if best is None or ver > best[0]:
+            best = (ver, path)
+    if best is None:
+        where = f"in ATLAS_PG_BINDIR={bindir}" if bindir else "on PATH"
+        raise AtlasError(
+            f"{name} was not found {where}.",
+            "install the PostgreSQL client tools or set ATLAS_PG_BINDIR",
+        )
+    (major, minor), path = best
+    if major < server_major:
+        raise AtlasError(
+            f"{name} {major}.{minor} is older than the server (PostgreSQL {server_major}); "
+            f"{name} must be at least the server's major version. Found: {', '.join(seen)}.",
+            f"install postgresql-client-{server_major} (or newer) or point ATLAS_PG_BINDIR at it",
+        )
+    return path, f"{major}.{minor}"

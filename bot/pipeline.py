@@ -1,0 +1,269 @@
+"""Streaming pipelines: pg_dump -> zstd -> sha256 -> storage, and storage -> checks -> consumer.
+
+Nothing here holds a whole dump in memory or on disk: data moves in chunks of about
+1 MiB, so memory stays flat however large the database is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import zstandard
+
+from bot.errors import AtlasError
+from bot.pg import redact
+from bot.storage import ArtifactWriter, Storage
+
+CHUNK = 1 << 20
+Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
+
+
+@dataclass(frozen=True)
+class DumpStats:
+    raw_size: int
+    size: int
+    sha256: str
+    dump_sha256: str
+    seconds: float
+
+
+class _StderrTail:
+    """Collects the last few KiB a child writes to stderr without blocking it."""
+
+    def __init__(self, stream: object) -> None:
+        self.data = b""
+        self._t = threading.Thread(target=self._run, args=(stream,), daemon=True)
+        self._t.start()
+
+    def _run(self, stream: object) -> None:
+        for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            self.data = (self.data + line)[-8192:]
+
+    def text(self, secrets: Sequence[str] = ()) -> str:
+        self._t.join(timeout=5)
+        return redact(self.data.decode("utf-8", "replace").strip(), secrets)
+
+
+def _grow_pipe(fd: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)  # type: ignore[attr-defined]
+
+
+class ArchiveCheck:
+    """Feeds a byte stream to `pg_restore -f /dev/null`, which reads every TOC entry and
+    data block: a truncated or corrupt custom-format archive makes it fail. `--list`
+    alone reads only the table of contents and would miss truncation."""
+
+    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [pg_restore, "--file", os.devnull],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stdin is not None
+        _grow_pipe(self.proc.stdin.fileno())
+        self.err = _StderrTail(self.proc.stderr)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self.broken = False
+        self._t = threading.Thread(target=self._feed, daemon=True)
+        self._t.start()
+
+    def _feed(self) -> None:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        while (chunk := self._q.get()) is not None:
+            if self.broken:
+                continue
+            try:
+                stdin.write(chunk)
+            except (BrokenPipeError, OSError):
+                self.broken = True
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+    def feed(self, chunk: bytes) -> None:
+        self._q.put(chunk)
+
+    def finish(self) -> None:
+        """Raise if pg_restore could not read the archive through to its end."""
+        self._q.put(None)
+        self._t.join()
+        code = self.proc.wait()
+        if code != 0 or self.broken:
+            detail = self.err.text() or f"exit code {code}"
+            raise AtlasError(f"The archive does not read through to its end: {detail}")
+
+    def kill(self) -> None:
+        with contextlib.suppress(queue.Full):
+            self._q.put_nowait(None)
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.proc.wait()
+
+
+class _HashingSink:
+    def __init__(self, writer: ArtifactWriter) -> None:
+        self.writer = writer
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.writer.write(data)
+        return len(data)
+
+
+def run_dump(
+    argv: list[str],
+    env: dict[str, str],
+    writer: ArtifactWriter,
+    *,
+    pg_restore: str,
+    level: int = 3,
+    threads: int = 0,
+    secrets: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> DumpStats:
+    """Run pg_dump (custom format, uncompressed) and stream it compressed into `writer`.
+
+    The plain dump is also fed to pg_restore as it goes, so the archive is proven
+    readable without a second pass. The caller commits or aborts the writer.
+    """
+    started = time.monotonic()
+    dump = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=CHUNK
+    )
+    assert dump.stdout is not None
+    err = _StderrTail(dump.stderr)
+    check: ArchiveCheck | None = None
+    try:
+        check = ArchiveCheck(pg_restore, env)
+        _grow_pipe(dump.stdout.fileno())
+        cctx = zstandard.ZstdCompressor(level=level, threads=threads or -1, write_checksum=True)
+        sink = _HashingSink(writer)
+        raw_sha = hashlib.sha256()
+        raw = 0
+        out = dump.stdout
+        zw = cctx.stream_writer(sink, write_size=CHUNK, closefd=False)
+        while chunk := out.read(CHUNK):
+            raw_sha.update(chunk)
+            raw += len(chunk)
+            check.feed(chunk)
+            zw.write(chunk)
+            if progress:
+                progress(raw, sink.size, time.monotonic() - started)
+        code = dump.wait()
+        if code != 0:
+            raise _dump_failed(code, err.text(secrets))
+        zw.flush(zstandard.FLUSH_FRAME)
+        check.finish()
+        return DumpStats(
+            raw, sink.size, sink.sha.hexdigest(), raw_sha.hexdigest(), time.monotonic() - started
+        )
+    except BaseException:
+        if dump.poll() is None:
+            dump.kill()
+        dump.wait()
+        if check is not None:
+            check.kill()
+        raise
+
+
+def _dump_failed(code: int, stderr: str) -> AtlasError:
+    if code < 0:
+        return AtlasError(
+            f"pg_dump was killed by signal {-code} before it finished.",
+            "nothing was kept; check the server and the host's memory, then retry",
+        )
+    lines = [ln.removeprefix("pg_dump: ").strip() for ln in stderr.splitlines() if ln.strip()]
+    text = "; ".join(lines[-3:]) or f"exit code {code}"
+    hint = None
+    if "server version" in text and "version mismatch" in text:
+        hint = "install a pg_dump at least as new as the server, or set ATLAS_PG_BINDIR"
+    elif "password authentication failed" in text:
+        hint = "check the password in DATABASE_URL or .pgpass"
+    return AtlasError(f"pg_dump failed: {text}", hint)
+
+
+# -- reading an artifact back ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    size: int
+    sha256: str
+    dump_sha256: str
+    raw_size: int
+
+
+def read_artifact(
+    storage: Storage,
+    key: str,
+    consume: Callable[[bytes], None],
+    *,
+    expect_size: int | None,
+    expect_sha256: str | None,
+    expect_dump_sha256: str | None = None,
+    progress: Progress | None = None,
+) -> ReadStats:
+    """Stream a stored artifact, decompress it into `consume`, and check it end to end.
+
+    Raises AtlasError on a size or checksum mismatch, truncation or trailing garbage:
+    the consumer must treat what it received as void in that case.
+    """
+    started = time.monotonic()
+    sha, raw_sha = hashlib.sha256(), hashlib.sha256()
+    size = raw = 0
+    dobj = zstandard.ZstdDecompressor().decompressobj()
+    try:
+        for chunk in storage.read(key):
+            sha.update(chunk)
+            size += len(chunk)
+            if dobj.eof:
+                raise AtlasError("The artifact has data after its end: it was tampered with.")
+            out = dobj.decompress(chunk)
+            if out:
+                raw_sha.update(out)
+                raw += len(out)
+                consume(out)
+            if progress:
+                progress(raw, size, time.monotonic() - started)
+    except zstandard.ZstdError as exc:
+        raise AtlasError(f"The artifact is corrupt (zstd: {exc}).") from None
+    where = storage.location(key)
+    if expect_size is not None and size != expect_size:
+        raise AtlasError(
+            f"The stored artifact {where} is {size} bytes, but {expect_size} were written."
+        )
+    if expect_sha256 and sha.hexdigest() != expect_sha256:
+        raise AtlasError(
+            f"Checksum mismatch for {where}: sha256 {sha.hexdigest()[:12]}…, "
+            f"expected {expect_sha256[:12]}…. The artifact was changed or damaged."
+        )
+    if not dobj.eof:
+        raise AtlasError(f"The artifact {where} is truncated (the zstd frame does not end).")
+    if expect_dump_sha256 and raw_sha.hexdigest() != expect_dump_sha256:
+        raise AtlasError(f"The decompressed dump from {where} does not match its checksum.")
+    return ReadStats(size, sha.hexdigest(), raw_sha.hexdigest(), raw)
+
+
+def hash_stored(storage: Storage, key: str) -> tuple[int, str]:
+    """Size and sha256 of the stored bytes, read back from storage."""
+    sha = hashlib.sha256()
+    size = 0
+    for chunk in storage.read(key):
+        sha.update(chunk)
+        size += len(chunk)
+    return size, sha.hexdigest()

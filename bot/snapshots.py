@@ -1,0 +1,415 @@
+"""Take, verify, list and fetch snapshots: the operations behind `/atlas snapshot` and `atlas`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import psycopg
+
+from bot import manifest, pipeline
+from bot.catalog import FAILED, INTERRUPTED, OK, Catalog, now
+from bot.config import DatabaseTarget, Settings
+from bot.errors import AtlasError, NotFound
+from bot.pg import Conn, find_tool, redact, server_info
+from bot.storage import ArtifactWriter, Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pg_dump custom format (-Fc -Z0), compressed as one zstd frame"
+CORRUPT = "corrupt"
+HEARTBEAT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    snapshot_id: str
+    raw_bytes: int
+    stored_bytes: int
+    elapsed: float
+
+    @property
+    def rate(self) -> float:
+        return self.raw_bytes / self.elapsed if self.elapsed > 0 else 0.0
+
+
+def new_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def artifact_key(target: DatabaseTarget, snap_id: str) -> str:
+    """Production and staging stay apart: environment/database/id."""
+    return f"{target.environment}/{target.name}/{snap_id}.dump.zst"
+
+
+def sidecar_key(key: str) -> str:
+    return key.removesuffix(".dump.zst") + ".json"
+
+
+class Snapshots:
+    def __init__(self, settings: Settings, catalog: Catalog, storage: Storage | None = None):
+        self.settings = settings
+        self.catalog = catalog
+        self._storage = storage
+
+    @property
+    def storage(self) -> Storage:
+        if self._storage is None:
+            self._storage = open_storage(self.settings.storage)
+        return self._storage
+
+    # -- take ------------------------------------------------------------------------
+
+    def take(
+        self,
+        *,
+        requested_by: str,
+        note: str = "",
+        database: str | None = None,
+        source: str = "cli",
+        progress: Callable[[Progress], None] | None = None,
+        progress_every: float = 1.0,
+        on_start: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Dump, store and verify one snapshot; returns its catalog row.
+
+        Raises Busy when the database already has one running, AtlasError on any
+        failure (after recording it and removing whatever was half-written).
+        """
+        target = self.settings.target(database)
+        snap_id = new_id()
+        key = artifact_key(target, snap_id)
+        row = self.catalog.begin_snapshot(
+            {
+                "id": snap_id,
+                "database": target.name,
+                "environment": target.environment,
+                "source": source,
+                "requested_by": requested_by,
+                "note": note[:2000],
+                "storage_key": key,
+                "location": self.storage.location(key),
+                "compression": "zstd",
+                "encryption": "none",
+                "pinned": 0,
+            }
+        )
+        conn = Conn.parse(target.url)
+        writer: ArtifactWriter | None = None
+        try:
+            if on_start:
+                on_start(row)
+            writer, stats, info, versions, found = self._dump(
+                conn, snap_id, key, progress, progress_every
+            )
+            stored = writer.commit()
+            self._check_stored(key, stats, stored, writer)
+            result = {
+                "dbname": info.dbname,
+                "server_version": info.version,
+                "pg_dump_version": versions,
+                "size_bytes": stats.size,
+                "raw_size_bytes": stats.raw_size,
+                "sha256": stats.sha256,
+                "dump_sha256": stats.dump_sha256,
+                "dump_s": round(stats.seconds, 3),
+                "manifest": json.dumps(found),
+                "verified_at": now(),
+                "pending_ref": None,
+            }
+            self.storage.put_bytes(sidecar_key(key), self._sidecar({**row, **result}))
+            finished = now()
+            result["duration_s"] = round(_seconds_between(row["started_at"], finished), 3)
+            self.catalog.finish_snapshot(snap_id, OK, **result)
+            self.catalog.audit(requested_by, "snapshot.ok", snap_id, size=stats.size)
+        except BaseException as exc:
+            message = self._fail(snap_id, key, writer, exc, conn)
+            self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
+            if isinstance(exc, AtlasError):
+                raise
+            if isinstance(exc, Exception):
+                raise AtlasError(message) from exc
+            raise
+        return self.catalog.get_snapshot(snap_id)
+
+    def _dump(
+        self,
+        conn: Conn,
+        snap_id: str,
+        key: str,
+        progress: Callable[[Progress], None] | None,
+        progress_every: float,
+    ) -> tuple[ArtifactWriter, pipeline.DumpStats, Any, str, dict[str, Any]]:
+        with conn.connect(autocommit=False) as pgconn:
+            pgconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            pgconn.read_only = True
+            info = server_info(pgconn)
+            pg_dump, dump_ver = find_tool("pg_dump", info.major, self.settings.pg_bindir)
+            pg_restore, _ = find_tool("pg_restore", info.major, self.settings.pg_bindir)
+            self.catalog.update_snapshot(
+                snap_id, dbname=info.dbname, server_version=info.version, pg_dump_version=dump_ver
+            )
+            exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert exported is not None
+            found: dict[str, Any] = {}
+            errors: list[BaseException] = []
+
+            def count() -> None:
+                try:
+                    found.update(manifest.collect(pgconn))
+                except BaseException as exc:  # reported after the dump
+                    errors.append(exc)
+
+            counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
+            counter.start()
+            writer = self.storage.writer(key)
+            try:
+                self.catalog.update_snapshot(snap_id, pending_ref=writer.pending_ref)
+                argv = [
+                    pg_dump,
+                    "--format=custom",
+                    "--compress=0",
+                    "--no-owner",
+                    "--no-acl",
+                    "--lock-wait-timeout=60s",
+                    f"--snapshot={exported[0]}",
+                    "--dbname",
+                    conn.conninfo,
+                ]
+                last = [0.0, time.monotonic()]
+
+                def on_bytes(raw: int, stored: int, elapsed: float) -> None:
+                    t = time.monotonic()
+                    if t - last[1] >= HEARTBEAT_S:
+                        last[1] = t
+                        self.catalog.update_snapshot(snap_id, heartbeat_at=now())
+                    if progress and elapsed - last[0] >= progress_every:
+                        last[0] = elapsed
+                        progress(Progress(snap_id, raw, stored, elapsed))
+
+                stats = pipeline.run_dump(
+                    argv,
+                    conn.env(),
+                    writer,
+                    pg_restore=pg_restore,
+                    level=self.settings.zstd_level,
+                    threads=self.settings.zstd_threads,
+                    secrets=conn.secrets,
+                    progress=on_bytes,
+                )
+                counter.join()
+                if errors:
+                    raise AtlasError(f"Could not read the manifest: {errors[0]}")
+            except BaseException:
+                writer.abort()
+                counter.join(timeout=30)
+                raise
+            if progress:
+                progress(Progress(snap_id, stats.raw_size, stats.size, stats.seconds))
+            return writer, stats, info, dump_ver, found
+
+    def _check_stored(
+        self, key: str, stats: pipeline.DumpStats, stored: Any, writer: ArtifactWriter
+    ) -> None:
+        """The stored object must be exactly what was streamed, byte for byte."""
+        expected_etag = self.storage.expected_etag(writer)
+        head = self.storage.stat(key)
+        if head is None or head.size != stats.size:
+            got = "missing" if head is None else f"{head.size} bytes"
+            raise AtlasError(f"Stored object is {got}, but {stats.size} bytes were written.")
+        if expected_etag and head.etag == expected_etag:
+            return  # the store computed this from the bytes it received
+        size, sha = pipeline.hash_stored(self.storage, key)
+        if size != stats.size or sha != stats.sha256:
+            raise AtlasError("The stored object's checksum does not match what was written.")
+
+    def _fail(
+        self,
+        snap_id: str,
+        key: str,
+        writer: ArtifactWriter | None,
+        exc: BaseException,
+        conn: Conn,
+    ) -> str:
+        if isinstance(exc, KeyboardInterrupt):
+            message = "Interrupted by the operator (Ctrl-C); nothing was kept."
+        elif isinstance(exc, AtlasError):
+            message = str(exc)
+        else:
+            message = f"Unexpected error: {type(exc).__name__}: {exc}"
+        message = redact(message, conn.secrets)
+        if writer is not None:
+            writer.abort()
+        for k in (key, sidecar_key(key)):
+            with contextlib.suppress(Exception):
+                self.storage.delete(k)
+        status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
+        with contextlib.suppress(Exception):
+            self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=None)
+        log.warning("snapshot %s failed: %s", snap_id, message)
+        return message
+
+    def _sidecar(self, row: dict[str, Any]) -> bytes:
+        """A self-describing JSON next to the artifact, so storage alone is enough to restore."""
+        keys = [
+            "id",
+            "database",
+            "dbname",
+            "environment",
+            "requested_by",
+            "note",
+            "started_at",
+            "server_version",
+            "pg_dump_version",
+            "size_bytes",
+            "raw_size_bytes",
+            "sha256",
+            "dump_sha256",
+            "compression",
+            "encryption",
+        ]
+        doc = {k: row.get(k) for k in keys}
+        doc["format"] = FORMAT
+        doc["manifest"] = json.loads(row["manifest"])
+        doc["restore"] = (
+            "zstd -dc ID.dump.zst > ID.dump && pg_restore --clean --if-exists --no-owner "
+            '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
+        )
+        return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+    # -- read side ---------------------------------------------------------------------
+
+    def get(self, snap_id: str) -> dict[str, Any]:
+        return self.catalog.get_snapshot(snap_id)
+
+    def list(self, limit: int = 20, database: str | None = None) -> list[dict[str, Any]]:
+        return self.catalog.list_snapshots(limit=limit, database=database)
+
+    def _readable(self, snap_id: str) -> dict[str, Any]:
+        row = self.catalog.get_snapshot(snap_id)
+        if row["status"] not in (OK, CORRUPT):
+            raise AtlasError(
+                f"Snapshot {snap_id} is {row['status']}, so it has no artifact to read.",
+                row.get("error") or None,
+            )
+        return row
+
+    def verify(self, snap_id: str, actor: str = "cli") -> dict[str, Any]:
+        """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
+        row = self._readable(snap_id)
+        started = time.monotonic()
+        pg_restore, _ = find_tool(
+            "pg_restore", _major(row.get("server_version")), self.settings.pg_bindir
+        )
+        check = pipeline.ArchiveCheck(pg_restore, dict(os.environ))
+        try:
+            pipeline.read_artifact(
+                self.storage,
+                row["storage_key"],
+                check.feed,
+                expect_size=row["size_bytes"],
+                expect_sha256=row["sha256"],
+                expect_dump_sha256=row["dump_sha256"],
+            )
+            check.finish()
+        except AtlasError as exc:
+            check.kill()
+            self.catalog.update_snapshot(snap_id, status=CORRUPT, error=str(exc))
+            self.catalog.audit(actor, "snapshot.verify_failed", snap_id, error=str(exc))
+            raise
+        self.catalog.update_snapshot(snap_id, status=OK, verified_at=now(), error=None)
+        self.catalog.audit(actor, "snapshot.verified", snap_id)
+        return {**self.catalog.get_snapshot(snap_id), "verify_s": time.monotonic() - started}
+
+    def fetch(self, snap_id: str, out: str, *, force: bool = False) -> dict[str, Any]:
+        """Write the plain pg_dump custom-format file that `pg_restore` reads as it is."""
+        row = self._readable(snap_id)
+        if out == "-":
+            stream: IO[bytes] = sys.stdout.buffer
+            pipeline.read_artifact(
+                self.storage,
+                row["storage_key"],
+                stream.write,
+                expect_size=row["size_bytes"],
+                expect_sha256=row["sha256"],
+                expect_dump_sha256=row["dump_sha256"],
+            )
+            stream.flush()
+            return row
+        path = Path(out)
+        if path.exists() and not force:
+            raise AtlasError(f"{path} already exists.", "choose another -o path or pass --force")
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                pipeline.read_artifact(
+                    self.storage,
+                    row["storage_key"],
+                    fh.write,
+                    expect_size=row["size_bytes"],
+                    expect_sha256=row["sha256"],
+                    expect_dump_sha256=row["dump_sha256"],
+                )
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AtlasError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return row
+
+    # -- crash recovery ------------------------------------------------------------------
+
+    def recover(self, stale_after_s: float = 120.0) -> list[dict[str, Any]]:
+        """Mark snapshots left running by a dead process as interrupted and clean up after them."""
+        rows = self.catalog.stale_running(_pid_alive, stale_after_s)
+        for row in rows:
+            if row.get("pending_ref"):
+                with contextlib.suppress(Exception):
+                    self.storage.discard_pending(row["pending_ref"])
+            self.catalog.finish_snapshot(
+                row["id"],
+                INTERRUPTED,
+                error="Atlas stopped while this snapshot was running; nothing was kept.",
+                pending_ref=None,
+            )
+            self.catalog.audit("atlas", "snapshot.interrupted", row["id"])
+        return [self.catalog.get_snapshot(r["id"]) for r in rows]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _major(version: str | None) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
+def _seconds_between(a: str, b: str) -> float:
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+
+
+__all__ = ["Snapshots", "Progress", "NotFound", "artifact_key", "sidecar_key", "new_id"]

@@ -1,0 +1,381 @@
+"""Where artifacts live: a local folder or an S3 bucket, behind one small interface.
+
+Writers never expose a half-written object under its final name: local files are
+written under a hidden temporary name and renamed on commit; S3 objects are multipart
+uploads that only exist once completed, and are aborted on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from bot.errors import AtlasError, NotFound
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    etag: str | None = None
+
+
+class ArtifactWriter(Protocol):
+    pending_ref: str  # enough to clean up after a crash
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> StoredObject: ...
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    kind: str
+
+    def location(self, key: str) -> str: ...
+    def writer(self, key: str) -> ArtifactWriter: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
+    def stat(self, key: str) -> StoredObject | None: ...
+    def delete(self, key: str) -> None: ...
+    def discard_pending(self, pending_ref: str) -> None: ...
+    def expected_etag(self, writer: ArtifactWriter) -> str | None: ...
+
+
+def open_storage(spec: str) -> Storage:
+    """`s3://bucket/prefix` or a folder path."""
+    if spec.startswith("s3://"):
+        bucket, _, prefix = spec[5:].partition("/")
+        if not bucket:
+            raise AtlasError(f"ATLAS_STORAGE={spec!r} names no bucket.", "use s3://bucket/prefix")
+        return S3Storage(bucket, prefix.strip("/"))
+    return LocalStorage(Path(spec))
+
+
+def _disk_error(exc: OSError, path: Path) -> AtlasError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return AtlasError(
+            f"The disk is full while writing {path.parent} ({exc.strerror}).",
+            "free space or point ATLAS_STORAGE elsewhere; the partial file was removed",
+        )
+    return AtlasError(f"Cannot write {path}: {exc.strerror or exc}.")
+
+
+class LocalWriter:
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
+        self.pending_ref = str(self.tmp)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.tmp, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+        except OSError as exc:
+            raise _disk_error(exc, self.tmp) from None
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                n = self._fh.write(view)
+                view = view[n:]
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc, self.tmp) from None
+        self.size += len(data)
+
+    def commit(self) -> StoredObject:
+        try:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            os.replace(self.tmp, self.final)
+            dir_fd = os.open(self.final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            self.abort()
+            raise _disk_error(exc, self.final) from None
+        return StoredObject(self.size)
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+
+class LocalStorage:
+    kind = "local"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise AtlasError(f"Refusing a storage key outside {self.root}: {key!r}")
+        return path
+
+    def location(self, key: str) -> str:
+        return str(self._path(key))
+
+    def writer(self, key: str) -> LocalWriter:
+        return LocalWriter(self._path(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        w = self.writer(key)
+        w.write(data)
+        w.commit()
+
+    def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fh = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise NotFound(f"The artifact {path} is missing from storage.") from None
+        with fh:
+            while chunk := fh.read(chunk_size):
+                yield chunk
+
+    def stat(self, key: str) -> StoredObject | None:
+        try:
+            return StoredObject(self._path(key).stat().st_size)
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def discard_pending(self, pending_ref: str) -> None:
+        path = Path(pending_ref)
+        if path.name.endswith(".partial") and self.root in path.resolve().parents:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def expected_etag(self, writer: ArtifactWriter) -> str | None:
+        return None
+
+
+def _s3_error(exc: Exception, what: str) -> AtlasError:
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "?")
+        return AtlasError(
+            f"S3 refused {what}: {code}: {err.get('Message', '')}".rstrip(": "),
+            "check the bucket name, its policy and the credentials Atlas runs with",
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return AtlasError(f"Cannot reach S3 for {what}: {exc}", "check AWS_ENDPOINT_URL/network")
+    if isinstance(exc, NoCredentialsError):
+        return AtlasError(f"No AWS credentials for {what}.", "set AWS_* or an instance role")
+    return AtlasError(f"S3 failed during {what}: {exc}")
+
+
+class S3Writer:
+    """Streams parts to a multipart upload on two threads while the caller keeps writing."""
+
+    MIN_PART = 8 << 20
+
+    def __init__(self, client: Any, bucket: str, key: str) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        try:
+            resp = client.create_multipart_upload(Bucket=bucket, Key=key, **_sse_args())
+        except Exception as exc:
+            raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
+        self.upload_id: str = resp["UploadId"]
+        self.pending_ref = f"{key}\n{self.upload_id}"
+        self._buf = bytearray()
+        self._parts: list[Future[dict[str, Any]]] = []
+        self._md5s: list[bytes] = []
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
+        self._slots = threading.Semaphore(2)
+        self._error: Exception | None = None
+        self.size = 0
+
+    def _part_size(self) -> int:
+        n = len(self._parts)
+        return self.MIN_PART if n < 2000 else self.MIN_PART * 4
+
+    def write(self, data: bytes) -> None:
+        self._raise_if_failed()
+        self._buf += data
+        self.size += len(data)
+        while len(self._buf) >= self._part_size():
+            size = self._part_size()
+            self._submit(bytes(self._buf[:size]))
+            del self._buf[:size]
+
+    def _submit(self, body: bytes) -> None:
+        import base64
+
+        number = len(self._parts) + 1
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        self._md5s.append(md5)
+        self._slots.acquire()
+        self._raise_if_failed()
+
+        def upload() -> dict[str, Any]:
+            try:
+                r = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ContentMD5=base64.b64encode(md5).decode(),
+                )
+                return {"PartNumber": number, "ETag": r["ETag"]}
+            except Exception as exc:
+                self._error = self._error or exc
+                raise
+            finally:
+                self._slots.release()
+
+        self._parts.append(self._pool.submit(upload))
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            err = self._error
+            self.abort()
+            raise _s3_error(err, f"the write to s3://{self.bucket}/{self.key}") from None
+
+    def commit(self) -> StoredObject:
+        if self._buf or not self._parts:
+            self._submit(bytes(self._buf))
+            self._buf.clear()
+        try:
+            parts = [f.result() for f in self._parts]
+        except Exception:
+            self._raise_if_failed()
+            raise
+        try:
+            resp = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except Exception as exc:
+            self.abort()
+            raise _s3_error(exc, f"completing s3://{self.bucket}/{self.key}") from None
+        finally:
+            self._pool.shutdown(wait=False)
+        return StoredObject(self.size, str(resp.get("ETag", "")).strip('"') or None)
+
+    def multipart_etag(self) -> str:
+        digest = hashlib.md5(b"".join(self._md5s), usedforsecurity=False).hexdigest()
+        return f"{digest}-{len(self._md5s)}"
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with contextlib.suppress(Exception):
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+
+
+def _sse_args() -> dict[str, str]:
+    """Server-side encryption settings for every upload (ATLAS_S3_SSE, ATLAS_S3_KMS_KEY_ID)."""
+    sse = os.environ.get("ATLAS_S3_SSE", "").strip()
+    if not sse:
+        return {}
+    args = {"ServerSideEncryption": sse}
+    key_id = os.environ.get("ATLAS_S3_KMS_KEY_ID", "").strip()
+    if sse == "aws:kms" and key_id:
+        args["SSEKMSKeyId"] = key_id
+    return args
+
+
+class S3Storage:
+    kind = "s3"
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix
+        self.client = client or boto3.client(
+            "s3",
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                connect_timeout=10,
+                read_timeout=60,
+                max_pool_connections=8,
+            ),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def location(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def writer(self, key: str) -> S3Writer:
+        return S3Writer(self.client, self.bucket, self._key(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **_sse_args())
+        except Exception as exc:
+            raise _s3_error(exc, f"the write to {self.location(key)}") from None
+
+    def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise NotFound(f"The artifact {self.location(key)} is missing from S3.") from None
+            raise _s3_error(exc, f"reading {self.location(key)}") from None
+        except Exception as exc:
+            raise _s3_error(exc, f"reading {self.location(key)}") from None
+        try:
+            yield from body.iter_chunks(chunk_size)
+        except Exception as exc:
+            raise _s3_error(exc, f"reading {self.location(key)}") from None
+        finally:
+            body.close()
+
+    def stat(self, key: str) -> StoredObject | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise _s3_error(exc, f"checking {self.location(key)}") from None
+        return StoredObject(int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
+
+    def head(self, key: str) -> dict[str, Any]:
+        return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise _s3_error(exc, f"deleting {self.location(key)}") from None
+
+    def discard_pending(self, pending_ref: str) -> None:
+        key, _, upload_id = pending_ref.partition("\n")
+        if upload_id:
+            with contextlib.suppress(Exception):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def expected_etag(self, writer: ArtifactWriter) -> str | None:
+        return writer.multipart_etag() if isinstance(writer, S3Writer) else None
