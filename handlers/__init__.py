@@ -1,0 +1,13 @@
+"""Slack listeners: parse the request, call bot/, render the reply. Nothing else lives here."""
+
+from __future__ import annotations
+
+from slack_bolt import App
+
+from bot.services import Services
+from handlers import commands, dedupe
+
+
+def register(app: App, services: Services) -> None:
+    dedupe.register(app, services)
+    commands.register(app, services)

@@ -1,0 +1,93 @@
+"""Build the Bolt app from config and serve it over Socket Mode or HTTP."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+
+from bot.config import Settings
+from bot.errors import AtlasError
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def build_app(services: Services) -> App:
+    """A Bolt app with Atlas's listeners; no network calls beyond Bolt's auth.test."""
+    import handlers
+
+    settings = services.settings
+    if settings.slack_signing_secret is None or services.slack is None:
+        raise AtlasError(
+            "The Slack bot needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.",
+            "create the app from manifest.yml and copy both from its settings page",
+        )
+    app = App(
+        client=services.slack,
+        signing_secret=settings.slack_signing_secret.get_secret_value(),
+        process_before_response=False,
+    )
+    handlers.register(app, services)
+    return app
+
+
+def wsgi(app: App | None, services: Services) -> WSGIApp:
+    """POST /slack/events for Slack, GET /healthz for load balancers and Docker."""
+    slack = SlackRequestHandler(app, path="/slack/events") if app else None
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            try:
+                services.catalog.list_snapshots(limit=1)
+                status, body = "200 OK", {"ok": True}
+            except Exception as exc:  # health must answer, not raise
+                status, body = "503 Service Unavailable", {"ok": False, "error": str(exc)}
+            data = json.dumps(body).encode()
+            start_response(
+                status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+            )
+            return [data]
+        if slack is None:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found"]
+        return slack(environ, start_response)
+
+    return application
+
+
+def make_server(application: WSGIApp, host: str, port: int) -> Any:
+    import waitress
+
+    return waitress.create_server(application, host=host, port=port, threads=8, ident="atlas")
+
+
+def run(
+    settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
+) -> None:
+    services = Services.from_settings(settings)
+    services.recover()
+    app = build_app(services)
+    port = port or settings.http_port
+    socket_mode = settings.slack_app_token is not None and not force_http
+    server = make_server(wsgi(None if socket_mode else app, services), host, port)
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        assert settings.slack_app_token is not None
+        threading.Thread(target=server.run, name="healthz", daemon=True).start()
+        log.info("Atlas: Socket Mode, /healthz on %s:%s", host, port)
+        SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+    else:
+        log.info("Atlas: HTTP on %s:%s (POST /slack/events, GET /healthz)", host, port)
+        try:
+            server.run()
+        finally:
+            services.shutdown()

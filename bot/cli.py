@@ -1,0 +1,273 @@
+"""`atlas`: the same operations as the Slack bot, for terminals and deploy pipelines."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot import messages
+from bot.config import load_settings
+from bot.errors import AtlasError
+from bot.services import Services
+from bot.snapshots import Progress as SnapProgress
+
+err = Console(stderr=True)
+PUBLIC_FIELDS = [
+    "id",
+    "database",
+    "dbname",
+    "environment",
+    "status",
+    "source",
+    "requested_by",
+    "note",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "size_bytes",
+    "raw_size_bytes",
+    "sha256",
+    "dump_sha256",
+    "storage_key",
+    "location",
+    "server_version",
+    "pg_dump_version",
+    "compression",
+    "encryption",
+    "verified_at",
+    "error",
+    "pinned",
+]
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: row.get(k) for k in PUBLIC_FIELDS}
+    if row.get("manifest"):
+        out["manifest"] = json.loads(row["manifest"])
+    return out
+
+
+def _services() -> Services:
+    return Services.from_settings(load_settings())
+
+
+def _fail(exc: AtlasError, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({"status": "failed", "error": str(exc), **(extra or {})}))
+    else:
+        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+        if exc.hint:
+            err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+    sys.exit(1)
+
+
+def _operator() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log what Atlas does to stderr.")
+def main(verbose: bool) -> None:
+    """Atlas: take, store, verify and fetch PostgreSQL snapshots.
+
+    Configuration comes from the environment (DATABASE_URL, ATLAS_STORAGE, ATLAS_STATE,
+    ...; see README). Every command exits non-zero on failure.
+    """
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option("--note", default="", help="Why this snapshot exists, e.g. 'deploy abc123'.")
+@click.option("--db", "database", default=None, help="Database name from ATLAS_CONFIG.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def snapshot(note: str, database: str | None, as_json: bool) -> None:
+    """Dump, compress, store and verify a snapshot now; print its id."""
+    try:
+        services = _services()
+        show_bar = not as_json and err.is_terminal
+        with _progress_bar(show_bar) as on_progress:
+            row = services.snapshot_reported(
+                requested_by=_operator(),
+                note=note,
+                database=database,
+                source="cli",
+                progress=on_progress,
+            )
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps(public(row)))
+    else:
+        err.print(
+            f"[green]ok[/] {messages.human_bytes(row['size_bytes'])} in "
+            f"{messages.human_seconds(row['duration_s'])}, sha256 {row['sha256'][:12]}, "
+            f"{row['location']}",
+            highlight=False,
+        )
+        click.echo(row["id"])
+
+
+class _progress_bar:
+    """A rich progress bar on a TTY; a no-op callback elsewhere (CI logs stay clean)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Progress | None = None
+
+    def __enter__(self) -> Callable[[SnapProgress], None]:
+        if not self.enabled:
+            return lambda p: None
+        self.bar = Progress(
+            TextColumn("dumping"),
+            BarColumn(),
+            DownloadColumn(),
+            TextColumn("stored {task.fields[stored]}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        )
+        self.bar.start()
+        task = self.bar.add_task("dump", total=None, stored="0 B")
+
+        def update(p: SnapProgress) -> None:
+            assert self.bar is not None
+            self.bar.update(
+                task, completed=p.raw_bytes, stored=messages.human_bytes(p.stored_bytes)
+            )
+
+        return update
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar:
+            self.bar.stop()
+
+
+@main.command("list")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--db", "database", default=None)
+@click.option("--json", "as_json", is_flag=True)
+def list_(limit: int, database: str | None, as_json: bool) -> None:
+    """Recent snapshots, newest first."""
+    try:
+        rows = _services().snapshots.list(limit=limit, database=database)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps([public(r) for r in rows]))
+        return
+    table = Table("id", "database", "env", "status", "size", "started (UTC)", "note")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["database"],
+            r["environment"],
+            r["status"],
+            messages.human_bytes(r["size_bytes"]) if r.get("size_bytes") else "",
+            (r.get("started_at") or "")[:19].replace("T", " "),
+            (r.get("note") or "")[:40],
+        )
+    Console().print(table)
+
+
+@main.command()
+@click.argument("snapshot_id")
+@click.option("--json", "as_json", is_flag=True)
+def show(snapshot_id: str, as_json: bool) -> None:
+    """Everything the catalog knows about one snapshot."""
+    try:
+        row = _services().snapshots.get(snapshot_id)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    click.echo(json.dumps(public(row), indent=None if as_json else 2))
+
+
+@main.command()
+@click.argument("snapshot_id")
+@click.option("--json", "as_json", is_flag=True)
+def verify(snapshot_id: str, as_json: bool) -> None:
+    """Re-read a stored snapshot: size, checksums, and the archive read through to its end."""
+    try:
+        row = _services().snapshots.verify(snapshot_id, actor=_operator())
+    except AtlasError as exc:
+        _fail(exc, as_json, {"id": snapshot_id})
+        return
+    if as_json:
+        click.echo(json.dumps({**public(row), "verify_s": round(row["verify_s"], 3)}))
+    else:
+        click.echo(f"ok {snapshot_id}: {row['size_bytes']} bytes, sha256 {row['sha256']}")
+
+
+@main.command()
+@click.argument("snapshot_id")
+@click.option("-o", "--output", required=True, help="File to write, or - for stdout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def fetch(snapshot_id: str, output: str, force: bool) -> None:
+    """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore."""
+    try:
+        row = _services().snapshots.fetch(snapshot_id, output, force=force)
+    except AtlasError as exc:
+        _fail(exc, False)
+        return
+    if output != "-":
+        err.print(
+            f"wrote {output} ({messages.human_bytes(row['raw_size_bytes'])}, checksums ok). "
+            f'Restore: pg_restore --clean --if-exists --no-owner --no-acl --dbname "$STAGING_DATABASE_URL" {output}',
+            highlight=False,
+        )
+
+
+@main.command()
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def audit(limit: int, as_json: bool) -> None:
+    """The append-only record of what Atlas did and who asked."""
+    try:
+        rows = _services().catalog.audit_log(limit=limit)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['at']}  {r['actor']:<24} {r['action']:<24} {r['subject']}  {r['detail']}")
+
+
+@main.command()
+@click.option(
+    "--http", "force_http", is_flag=True, help="Serve HTTP even if SLACK_APP_TOKEN is set."
+)
+@click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server
+@click.option("--port", default=None, type=int, help="HTTP port (default: $PORT or 3000).")
+def serve(force_http: bool, host: str, port: int | None) -> None:
+    """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP."""
+    from bot.app import run
+
+    try:
+        run(load_settings(), force_http=force_http, host=host, port=port)
+    except AtlasError as exc:
+        _fail(exc, False)
+
+
+if __name__ == "__main__":
+    main()

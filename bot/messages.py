@@ -1,0 +1,134 @@
+"""Slack message rendering: pure functions from plain values to text and Block Kit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HELP = """\
+*Atlas* keeps this team's PostgreSQL backups safe.
+• `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`)
+• `/atlas list`: recent snapshots, newest first
+• `/atlas verify ID`: re-read a stored snapshot and check it end to end
+• `/atlas help`: this message
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`."""
+
+
+def escape(text: str) -> str:
+    """Neutralise Slack markup in user text: `<!channel>` and `<@U1>` become inert."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(s), 60)
+    return f"{m} min {sec} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _who(row: dict[str, Any]) -> str:
+    user = row.get("requested_by") or "someone"
+    return f"<@{user}>" if user.startswith(("U", "W")) and user.isalnum() else escape(user)
+
+
+def _note(row: dict[str, Any]) -> str:
+    note = (row.get("note") or "").strip()
+    return f"\n>{escape(note)}" if note else ""
+
+
+def snapshot_started(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    text = f":hourglass_flowing_sand: Snapshot `{row['id']}` of *{escape(row['database'])}* started"
+    return text, [_section(f"{text} for {_who(row)}.{_note(row)}")]
+
+
+def snapshot_progress(
+    row: dict[str, Any], raw: int, stored: int, elapsed: float
+) -> tuple[str, list[dict[str, Any]]]:
+    rate = raw / elapsed if elapsed > 0 else 0
+    text, blocks = snapshot_started(row)
+    blocks.append(
+        _context(
+            f"dumped {human_bytes(raw)} · stored {human_bytes(stored)} · "
+            f"{human_bytes(rate)}/s · {human_seconds(elapsed)} elapsed"
+        )
+    )
+    return text, blocks
+
+
+def snapshot_done(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    text = f":white_check_mark: Snapshot `{row['id']}` of *{escape(row['database'])}* is stored and verified"
+    facts = [
+        f"*Database:* {escape(row.get('dbname') or row['database'])} ({escape(row['environment'])}, PostgreSQL {row.get('server_version') or '?'})",
+        f"*Size:* {human_bytes(row.get('size_bytes'))} (dump {human_bytes(row.get('raw_size_bytes'))})",
+        f"*Duration:* {human_seconds(row.get('duration_s'))}",
+        f"*Checksum:* sha256 `{(row.get('sha256') or '')[:12]}`",
+        f"*Stored at:* `{escape(row.get('location') or '')}`",
+        f"*Asked by:* {_who(row)}",
+    ]
+    return text, [_section(f"{text}.{_note(row)}"), _section("\n".join(facts))]
+
+
+def snapshot_failed(row: dict[str, Any], error: str) -> tuple[str, list[dict[str, Any]]]:
+    text = f":x: Snapshot `{row['id']}` of *{escape(row['database'])}* failed"
+    return text, [
+        _section(f"{text}: {escape(error)}{_note(row)}"),
+        _context(
+            f"Asked by {_who(row)} · nothing was kept, so nothing can be mistaken for a good backup"
+        ),
+    ]
+
+
+def snapshot_interrupted(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    text = (
+        f":warning: Snapshot `{row['id']}` of *{escape(row['database'])}* was interrupted: "
+        "Atlas stopped while it ran. Nothing was kept; take a new one with `/atlas snapshot`."
+    )
+    return text, [_section(text)]
+
+
+def snapshot_line(row: dict[str, Any]) -> str:
+    icon = {"ok": ":white_check_mark:", "running": ":hourglass_flowing_sand:"}.get(
+        row["status"], ":x:"
+    )
+    size = human_bytes(row.get("size_bytes")) if row.get("size_bytes") else "—"
+    note = f" — {escape(row['note'][:80])}" if row.get("note") else ""
+    return (
+        f"{icon} `{row['id']}` {escape(row['database'])} {row['status']} · {size} · "
+        f"{(row.get('started_at') or '')[:16].replace('T', ' ')} UTC{note}"
+    )
+
+
+def snapshot_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No snapshots yet. Take one with `/atlas snapshot before <change>`."
+    return "*Recent snapshots* (newest first)\n" + "\n".join(snapshot_line(r) for r in rows)
+
+
+def verified(row: dict[str, Any]) -> str:
+    return (
+        f":white_check_mark: Snapshot `{row['id']}` verified: {human_bytes(row.get('size_bytes'))}, "
+        f"sha256 `{(row.get('sha256') or '')[:12]}` matches and the archive reads to its end."
+    )
+
+
+def error(message: str) -> str:
+    return f":x: {escape(message)}"

@@ -1,0 +1,122 @@
+"""The operations Slack and the CLI share, wired to the catalog, storage and Slack reporting."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk import WebClient
+
+from bot import messages
+from bot.catalog import Catalog
+from bot.config import Settings
+from bot.errors import AtlasError, Busy
+from bot.notify import Message, make_client
+from bot.snapshots import Progress, Snapshots
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    snapshots: Snapshots
+    slack: WebClient | None
+    jobs: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        catalog = Catalog(settings.state)
+        return cls(settings, catalog, Snapshots(settings, catalog), make_client(settings))
+
+    def snapshot_reported(
+        self,
+        *,
+        requested_by: str,
+        note: str = "",
+        database: str | None = None,
+        source: str = "slack",
+        channel: str | None = None,
+        progress: Any = None,
+    ) -> dict[str, Any]:
+        """Take a snapshot and tell the channel: one message, updated with progress and result."""
+        msg = Message(self.slack, channel or self.settings.channel)
+        started: dict[str, Any] = {}
+
+        def on_start(row: dict[str, Any]) -> None:
+            started.update(row)
+            msg.post(*messages.snapshot_started(row))
+            if msg.ts:
+                self.catalog.update_snapshot(row["id"], slack_channel=msg.channel, slack_ts=msg.ts)
+
+        def on_progress(p: Progress) -> None:
+            msg.update(*messages.snapshot_progress(started, p.raw_bytes, p.stored_bytes, p.elapsed))
+            if progress:
+                progress(p)
+
+        try:
+            row = self.snapshots.take(
+                requested_by=requested_by,
+                note=note,
+                database=database,
+                source=source,
+                progress=on_progress,
+                progress_every=0.5,
+                on_start=on_start,
+            )
+        except Busy as exc:
+            msg.post(messages.error(str(exc)), [])
+            raise
+        except AtlasError as exc:
+            if started:
+                msg.update(*messages.snapshot_failed(started, str(exc)), final=True)
+            else:
+                msg.post(messages.error(f"Snapshot failed: {exc}"), [])
+            raise
+        msg.update(*messages.snapshot_done(row), final=True)
+        return row
+
+    def start_snapshot(
+        self, *, requested_by: str, note: str, channel: str | None, database: str | None = None
+    ) -> Future[dict[str, Any]]:
+        """Check for a running snapshot now (so the user hears at once), then run in background."""
+        target = self.settings.target(database)
+        running = self.catalog.running_snapshot(target.name, target.environment)
+        if running:
+            raise Busy(
+                f"A snapshot of {target.name} is already running: {running['id']}, started by "
+                f"{running.get('requested_by') or 'someone'} at {running['started_at']}.",
+                "wait for it to finish; `/atlas list` shows it",
+            )
+
+        def job() -> dict[str, Any]:
+            try:
+                return self.snapshot_reported(
+                    requested_by=requested_by, note=note, database=database, channel=channel
+                )
+            except AtlasError as exc:
+                log.warning("snapshot for %s failed: %s", requested_by, exc)
+                raise
+
+        return self.jobs.submit(job)
+
+    def recover(self) -> list[dict[str, Any]]:
+        """After a restart: close out snapshots that were running and say so in Slack."""
+        rows = self.snapshots.recover()
+        for row in rows:
+            text, blocks = messages.snapshot_interrupted(row)
+            channel = row.get("slack_channel") or self.settings.channel
+            if row.get("slack_ts"):
+                original = Message(self.slack, channel)
+                original.ts = row["slack_ts"]
+                original.update(text, blocks, final=True)
+            Message(self.slack, channel).post(text, blocks)
+        return rows
+
+    def shutdown(self) -> None:
+        self.jobs.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,51 @@
+"""`/atlas` subcommands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+
+from bot import access, messages
+from bot.errors import AtlasError
+from bot.services import Services
+
+
+def register(app: App, services: Services) -> None:
+    @app.command("/atlas")
+    def atlas(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        user = command.get("user_id", "")
+        sub, _, rest = (command.get("text") or "").strip().partition(" ")
+        sub = sub.lower() or "help"
+        if sub == "help":
+            ack(text=messages.HELP)
+            return
+        if not access.may_run(user, services.settings.allowed_users):
+            ack(text=access.refusal(user))
+            return
+        try:
+            if sub == "snapshot":
+                services.start_snapshot(
+                    requested_by=user, note=rest.strip(), channel=command.get("channel_id")
+                )
+                ack(
+                    text=":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
+                )
+            elif sub == "list":
+                ack(text=messages.snapshot_list(services.snapshots.list(limit=10)))
+            elif sub == "verify" and rest.strip():
+                snap_id = rest.strip()
+                services.snapshots.get(snap_id)  # unknown id: answer now
+                ack(text=f":mag: Verifying `{messages.escape(snap_id)}`…")
+                services.jobs.submit(_verify, services, snap_id, user, respond)
+            else:
+                ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
+        except AtlasError as exc:
+            ack(text=messages.error(str(exc)))
+
+
+def _verify(services: Services, snap_id: str, user: str, respond: Respond) -> None:
+    try:
+        respond(text=messages.verified(services.snapshots.verify(snap_id, actor=user)))
+    except AtlasError as exc:
+        respond(text=messages.error(f"Snapshot {snap_id} failed verification: {exc}"))
