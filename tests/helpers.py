@@ -1,0 +1,75 @@
+"""Small helpers shared by the Atlas tests (settings for a test database, restore-and-count)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bot.catalog import Catalog
+from bot.config import Settings, load_settings
+from bot.services import Services
+from tests.support.pg import PgCluster
+
+
+def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) -> Settings:
+    env = {
+        "DATABASE_URL": url,
+        "ATLAS_STORAGE": storage or str(tmp / "backups"),
+        "ATLAS_STATE": str(tmp / "atlas.db"),
+        **extra,
+    }
+    return load_settings(env)
+
+
+def services_for(settings: Settings, slack: Any = None) -> Services:
+    from bot.snapshots import Snapshots
+
+    catalog = Catalog(settings.state)
+    return Services(settings, catalog, Snapshots(settings, catalog), slack)
+
+
+def add_bulk(url: str, mb: int) -> None:
+    """A table of roughly `mb` MB of poorly compressible text, so dumps take a moment."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgcrypto")
+        conn.execute("CREATE TABLE IF NOT EXISTS bulk (id int, payload text)")
+        conn.execute(
+            "INSERT INTO bulk SELECT g, encode(gen_random_bytes(700), 'base64') "
+            "FROM generate_series(1, %s) g",
+            [mb * 1100],
+        )
+
+
+def restore_counts(pg: PgCluster, dump_file: Path, tables: list[str]) -> dict[str, int]:
+    """Run the runbook's pg_restore line into a new database and count rows."""
+    target = f"r_{os.urandom(4).hex()}"
+    pg.create_database(target)
+    try:
+        env = {**os.environ, "PGPASSWORD": pg.password or ""}
+        subprocess.run(
+            [
+                "pg_restore",
+                "--clean",
+                "--if-exists",
+                "--no-owner",
+                "--no-acl",
+                "--exit-on-error",
+                "--dbname",
+                f"host={pg.host} port={pg.port} user=postgres dbname={target}",
+                str(dump_file),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        return {t: pg.execute(target, f"SELECT count(*) FROM {t}")[0][0] for t in tables}
+    finally:
+        pg.drop_database(target)
+
+
+def storage_files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())

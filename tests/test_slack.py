@@ -1,0 +1,236 @@
+"""The running Bolt app over HTTP: signed requests in, the fake Slack Web API recording what goes out."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from bot.app import build_app, make_server, wsgi
+from bot.notify import make_client
+from bot.services import Services
+from tests.helpers import add_bulk, services_for, settings_for
+from tests.support import pick_free_port
+from tests.support.pg import fill_sample
+from tests.support.slack import FakeSlackApi, post_slash_command
+
+SECRET = "test-signing-secret"
+TOKEN = "xoxb-secret-bot-token-123"
+
+
+@dataclass
+class Bot:
+    url: str
+    services: Services
+    slack: FakeSlackApi
+
+    def command(self, text: str, **kw) -> tuple[int, str]:
+        kw.setdefault("response_url", self.slack.response_url)
+        return post_slash_command(self.url, SECRET, text=text, **kw)
+
+    def wait_final(self, timeout: float = 30) -> dict:
+        return self.slack.wait_for(
+            lambda c: (
+                c["method"] in ("chat.update", "chat.postMessage")
+                and (
+                    ":white_check_mark:" in str(c["params"].get("text"))
+                    or ":x:" in str(c["params"].get("text"))
+                )
+            ),
+            timeout=timeout,
+        )
+
+
+def start_bot(pg_url: str, tmp_path, slack: FakeSlackApi, **env: str) -> tuple[Bot, object]:
+    settings = settings_for(
+        pg_url,
+        tmp_path,
+        SLACK_BOT_TOKEN=TOKEN,
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack.url,
+        ATLAS_CHANNEL="CATLAS",
+        **env,
+    )
+    services = services_for(settings, make_client(settings, timeout=2))
+    app = build_app(services)
+    port = pick_free_port()
+    server = make_server(wsgi(app, services), "127.0.0.1", port)
+    threading.Thread(target=server.run, daemon=True).start()
+    return Bot(f"http://127.0.0.1:{port}", services, slack), server
+
+
+@pytest.fixture
+def bot(pg, pg_db, pg_url, tmp_path, slack_api) -> Iterator[Bot]:
+    fill_sample(pg_url, rows=2000)
+    b, server = start_bot(pg_url, tmp_path, slack_api)
+    yield b
+    server.close()
+    b.services.shutdown()
+
+
+def test_snapshot_from_slack_acks_fast_then_reports(bot, pg):
+    started = time.monotonic()
+    status, body = bot.command("snapshot before migration 0042 <!channel> <@U777>", user_id="U42")
+    assert status == 200 and time.monotonic() - started < 3
+    assert "Snapshot starting" in body
+
+    first = bot.slack.wait_for("chat.postMessage")
+    assert first["params"]["channel"] == "C1"
+    final = bot.wait_final()
+    text = str(final["params"]["blocks"])
+    row = bot.services.snapshots.list()[0]
+    assert row["status"] == "ok" and row["requested_by"] == "U42"
+    assert row["note"] == "before migration 0042 <!channel> <@U777>"
+    for needed in (
+        row["id"],
+        row["sha256"][:12],
+        row["location"],
+        "<@U42>",
+        "KB",
+        "before migration 0042",
+    ):
+        assert needed in text, needed
+    assert "&lt;!channel&gt;" in text and "<!channel>" not in bot.slack.all_text()
+    assert "<@U777>" not in bot.slack.all_text()
+    everything = bot.slack.all_text()
+    assert pg.password not in everything and TOKEN not in everything
+
+
+def test_progress_updates_the_same_message(pg, pg_db, pg_url, tmp_path, slack_api):
+    add_bulk(pg_url, 60)
+    b, server = start_bot(pg_url, tmp_path, slack_api)
+    try:
+        b.command("snapshot big")
+        posted = slack_api.wait_for("chat.postMessage")
+        b.wait_final(timeout=60)
+        updates = [
+            c
+            for c in slack_api.calls("chat.update")
+            if c["params"]["ts"] == posted["response"]["ts"]
+        ]
+        assert updates, "progress and result edit the first message"
+        assert "stored and verified" in str(updates[-1]["params"]["blocks"])
+    finally:
+        server.close()
+
+
+def test_bad_or_stale_signature_is_401_and_does_nothing(bot):
+    status, _ = bot.command("snapshot nope", bad_signature=True)
+    assert status == 401
+    status, _ = bot.command("snapshot nope", timestamp=int(time.time()) - 3600)
+    assert status == 401
+    time.sleep(0.3)
+    assert bot.services.snapshots.list() == []
+    assert bot.slack.calls("chat.postMessage") == []
+
+
+def test_slack_retry_of_the_same_command_runs_once(bot):
+    trigger = "123.retry-me"
+    assert bot.command("snapshot once", trigger_id=trigger)[0] == 200
+    assert (
+        bot.command("snapshot once", trigger_id=trigger, headers_extra={"X-Slack-Retry-Num": "1"})[
+            0
+        ]
+        == 200
+    )
+    bot.wait_final()
+    time.sleep(0.5)
+    assert len(bot.services.snapshots.list()) == 1
+
+
+def test_second_snapshot_while_one_runs_names_the_first(bot):
+    target = bot.services.settings.target()
+    bot.services.catalog.begin_snapshot(
+        {"id": "s-held", "database": target.name, "environment": "production", "requested_by": "U9"}
+    )
+    status, body = bot.command("snapshot again", user_id="U2")
+    assert status == 200
+    assert "already running: s-held, started by U9" in body
+    assert [r["id"] for r in bot.services.snapshots.list()] == ["s-held"]
+
+
+def test_allow_list_refuses_others(pg, pg_db, pg_url, tmp_path, slack_api):
+    b, server = start_bot(pg_url, tmp_path, slack_api, ATLAS_ALLOWED_USERS="U1,U2")
+    try:
+        status, body = b.command("snapshot sneaky", user_id="U666")
+        assert status == 200 and "not on this workspace's Atlas allow-list" in body
+        time.sleep(0.3)
+        assert b.services.snapshots.list() == []
+        assert "Atlas" in b.command("help", user_id="U666")[1]
+    finally:
+        server.close()
+
+
+def test_list_verify_help_and_unknown_id(bot):
+    bot.command("snapshot one")
+    bot.wait_final()
+    snap = bot.services.snapshots.list()[0]
+    status, body = bot.command("list")
+    assert status == 200 and snap["id"] in body
+    assert "/atlas snapshot" in bot.command("help")[1]
+    assert "No snapshot with id" in bot.command("verify nope")[1]
+    assert "Verifying" in bot.command(f"verify {snap['id']}")[1]
+    reply = bot.slack.wait_for("response_url")
+    assert "verified" in str(reply["params"]) and snap["sha256"][:12] in str(reply["params"])
+
+
+def test_failure_is_posted_in_plain_words(pg, pg_db, tmp_path, slack_api):
+    port = pick_free_port()
+    b, server = start_bot(
+        f"postgresql://postgres:pw-should-hide@127.0.0.1:{port}/gone", tmp_path, slack_api
+    )
+    try:
+        b.command("snapshot doomed")
+        final = b.wait_final()
+        assert ":x:" in final["params"]["text"]
+        assert "Cannot connect" in str(final["params"]["blocks"])
+        assert "pw-should-hide" not in slack_api.all_text()
+        assert b.services.snapshots.list()[0]["status"] == "failed"
+    finally:
+        server.close()
+
+
+def test_slack_timing_out_does_not_fail_the_backup(bot):
+    bot.slack.delay("chat.postMessage", 5)  # longer than the client's 2 s timeout
+    bot.slack.delay("chat.update", 5)
+    bot.command("snapshot while slack is slow")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        rows = bot.services.snapshots.list()
+        if rows and rows[0]["status"] != "running":
+            break
+        time.sleep(0.2)
+    assert rows[0]["status"] == "ok"
+    bot.slack.delay("chat.postMessage", 0)
+    bot.slack.delay("chat.update", 0)
+
+
+def test_healthz(bot):
+    with urllib.request.urlopen(f"{bot.url}/healthz", timeout=5) as resp:
+        assert resp.status == 200 and b'"ok": true' in resp.read()
+
+
+def test_restart_recovery_is_announced(pg, pg_db, pg_url, tmp_path, slack_api):
+    b, server = start_bot(pg_url, tmp_path, slack_api)
+    server.close()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    b.services.catalog.begin_snapshot(
+        {
+            "id": "s-crashed",
+            "database": "x",
+            "environment": "production",
+            "owner": f"{socket.gethostname()}:{dead.pid}",
+        }
+    )
+    b.services.recover()
+    call = slack_api.wait_for("chat.postMessage")
+    assert call["params"]["channel"] == "CATLAS" and "s-crashed" in call["params"]["text"]
+    assert "interrupted" in call["params"]["text"]
+    assert b.services.snapshots.get("s-crashed")["status"] == "interrupted"
