@@ -220,7 +220,7 @@ def test_old_pg_dump_is_refused_before_anything_runs(pg, pg_db, pg_url, tmp_path
     bindir.mkdir()
     for tool in ("pg_dump", "pg_restore"):
         script = bindir / tool
-        script.write_text('#!/bin/sh\necho "%s (PostgreSQL) 12.3"\n' % tool)
+        script.write_text(f'#!/bin/sh\necho "{tool} (PostgreSQL) 12.3"\n')
         script.chmod(0o755)
     settings = settings_for(pg_url, tmp_path, ATLAS_PG_BINDIR=str(bindir))
     snaps = Snapshots(settings, Catalog(settings.state))
