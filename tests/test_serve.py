@@ -1,0 +1,102 @@
+"""`atlas serve --http` as a real process: health, a snapshot from Slack, and a crash mid-snapshot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import add_bulk, storage_files
+from tests.support import pick_free_port
+from tests.support.pg import fill_sample
+from tests.support.slack import post_slash_command
+
+SECRET = "serve-signing-secret"
+
+
+def _start(env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.1)
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode())
+    proc.kill()
+    raise AssertionError("atlas serve did not become healthy")
+
+
+def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path, slack_api):
+    fill_sample(pg_url, rows=100)
+    add_bulk(pg_url, 150)
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "ATLAS_STORAGE": str(tmp_path / "backups"),
+        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "SLACK_BOT_TOKEN": "xoxb-serve-token",
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": slack_api.url,
+        "ATLAS_CHANNEL": "CATLAS",
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    port = pick_free_port()
+    proc = _start(env, port)
+    try:
+        status, _ = post_slash_command(
+            f"http://127.0.0.1:{port}", SECRET, text="snapshot big one", channel_id="CDEPLOY"
+        )
+        assert status == 200
+        started = slack_api.wait_for("chat.postMessage")
+        assert started["params"]["channel"] == "CDEPLOY"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    time.sleep(0.5)  # let the orphaned pg_dump die of SIGPIPE
+    slack_api.clear()
+    proc = _start(env, port)
+    try:
+        notice = slack_api.wait_for(
+            lambda c: c["method"] == "chat.postMessage" and "interrupted" in str(c["params"])
+        )
+        assert notice["params"]["channel"] == "CDEPLOY"
+        edited = slack_api.wait_for("chat.update")
+        assert edited["params"]["ts"] == started["response"]["ts"]
+        listed = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "list", "--json"],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
+        assert '"status": "interrupted"' in listed.stdout.decode()
+        assert storage_files(Path(tmp_path / "backups")) == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
