@@ -29,8 +29,8 @@ class DatabaseTarget(BaseModel):
     """One database Atlas backs up, with the staging server its restores go to."""
 
     name: str
-    url: str = ""
-    staging_url: str | None = None
+    url: str = Field(default="", repr=False)  # may hold a password: never in repr/logs
+    staging_url: str | None = Field(default=None, repr=False)
     environment: str = "production"
 
     @field_validator("name", "environment")
@@ -46,8 +46,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
-    database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    staging_database_url: str | None = Field(default=None, alias="STAGING_DATABASE_URL")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL", repr=False)
+    staging_database_url: str | None = Field(default=None, alias="STAGING_DATABASE_URL", repr=False)
     environment: str = Field(default="production", alias="ATLAS_ENVIRONMENT")
     database_name: str | None = Field(default=None, alias="ATLAS_DATABASE_NAME")
     storage: str = Field(default="./backups", alias="ATLAS_STORAGE")
@@ -135,7 +135,28 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             )
         except ValidationError as exc:
             raise AtlasError(f"Invalid database name {name!r}: {exc.errors()[0]['msg']}") from None
+    for target in settings.databases.values():
+        _check_staging_apart(target)
     return settings
+
+
+def _check_staging_apart(target: DatabaseTarget) -> None:
+    """Refuse at start a staging URL that spells the production database.
+
+    This catches the plain mistakes; restores also compare the servers' identities.
+    """
+    from bot.pg import Conn
+
+    if not target.staging_url:
+        return
+    prod, staging = Conn.parse(target.url), Conn.parse(target.staging_url)
+    if prod.address() == staging.address():
+        host, port, db = prod.address()
+        raise AtlasError(
+            f"STAGING_DATABASE_URL for {target.name} points at the production database "
+            f"({host}:{port}/{db}).",
+            "restores must never touch production: point staging at another database",
+        )
 
 
 def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:

@@ -67,6 +67,17 @@ class Conn:
     def secrets(self) -> list[str]:
         return [self.password] if self.password else []
 
+    def address(self) -> tuple[str, str, str]:
+        """(host, port, dbname) with libpq's defaults filled in, for comparing two URLs."""
+        p = conninfo_to_dict(self.conninfo)
+        host = str(p.get("host") or p.get("hostaddr") or os.environ.get("PGHOST") or "localhost")
+        if host.startswith("/") or host in ("127.0.0.1", "::1"):
+            host = "localhost"
+        port = str(p.get("port") or os.environ.get("PGPORT") or "5432")
+        user = p.get("user") or os.environ.get("PGUSER") or ""
+        db = str(p.get("dbname") or os.environ.get("PGDATABASE") or user)
+        return host.lower(), port, db
+
     def describe(self) -> str:
         """host:port/dbname for humans; never the password."""
         p = conninfo_to_dict(self.conninfo)
