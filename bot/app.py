@@ -72,9 +72,13 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
 def run(
     settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
 ) -> None:
+    from bot import scheduler
+
     services = Services.from_settings(settings)
-    services.recover()
     app = build_app(services)
+    services.recover()
+    services.flow.resume()
+    sched = scheduler.start(services)
     port = port or settings.http_port
     socket_mode = settings.slack_app_token is not None and not force_http
     server = make_server(wsgi(None if socket_mode else app, services), host, port)
@@ -90,4 +94,5 @@ def run(
         try:
             server.run()
         finally:
+            sched.shutdown(wait=False)
             services.shutdown()

@@ -72,6 +72,52 @@ SNAPSHOT_COLUMNS: dict[str, Any] = {
 }
 
 
+REQUEST_COLUMNS: dict[str, Any] = {
+    "id": str,
+    "kind": str,  # restore | drill
+    "snapshot_id": str,
+    "database": str,
+    "requested_by": str,
+    "created_at": str,
+    "expires_at": str,
+    "required": int,
+    "approvers": str,  # json list, resolved when the request was made
+    "status": str,
+    "channel": str,
+    "ts": str,
+    "decided_at": str,
+    "approved_by": str,  # json list
+    "reason": str,
+    "owner": str,
+    "job_started_at": str,
+    "drill_id": str,
+}
+
+DRILL_COLUMNS: dict[str, Any] = {
+    "id": str,
+    "kind": str,  # restore | drill
+    "request_id": str,
+    "snapshot_id": str,
+    "database": str,
+    "target": str,
+    "scratch_db": str,
+    "status": str,  # running | passed | failed
+    "requested_by": str,
+    "approved_by": str,
+    "started_at": str,
+    "finished_at": str,
+    "download_s": float,
+    "restore_s": float,
+    "verify_s": float,
+    "total_s": float,
+    "checks": str,
+    "problems": str,
+    "error": str,
+    "kept": int,
+    "owner": str,
+}
+
+
 class Catalog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -119,6 +165,16 @@ class Catalog:
                 "ON snapshots(database, environment) WHERE status = 'running'"
             )
             db.execute("CREATE INDEX IF NOT EXISTS snapshots_started ON snapshots(started_at)")
+            if not db["requests"].exists():
+                db["requests"].create(REQUEST_COLUMNS, pk="id")
+                db["requests"].create_index(["channel", "ts"])
+            if not db["reactions"].exists():
+                db["reactions"].create(
+                    {"request_id": str, "user": str, "emoji": str, "at": str},
+                    pk=("request_id", "user", "emoji"),
+                )
+            if not db["drills"].exists():
+                db["drills"].create(DRILL_COLUMNS, pk="id")
             if not db["seen_requests"].exists():
                 db["seen_requests"].create({"key": str, "seen_at": str}, pk="key")
             if not db["audit"].exists():
@@ -132,6 +188,11 @@ class Catalog:
                         "detail": str,
                     },
                     pk="id",
+                )
+            for op in ("UPDATE", "DELETE"):
+                db.execute(
+                    f"CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()} BEFORE {op} ON audit "
+                    "BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"
                 )
 
     # -- snapshots -------------------------------------------------------------------
@@ -218,6 +279,91 @@ class Catalog:
                     out.append(row)
         return out
 
+    # -- approval requests and drills ----------------------------------------------------
+
+    def add_request(self, row: dict[str, Any]) -> dict[str, Any]:
+        with self.transaction() as db:
+            db["requests"].insert(row)
+        return row
+
+    def get_request(self, request_id: str) -> dict[str, Any]:
+        with self.db() as db:
+            try:
+                return db["requests"].get(request_id)
+            except sqlite_utils.db.NotFoundError:
+                raise NotFound(f"No request with id {request_id!r}.") from None
+
+    def request_by_message(self, channel: str, ts: str) -> dict[str, Any] | None:
+        with self.db() as db:
+            rows = list(db["requests"].rows_where("channel = ? AND ts = ?", [channel, ts]))
+        return rows[0] if rows else None
+
+    def update_request(self, request_id: str, **fields: Any) -> None:
+        with self.transaction() as db:
+            db["requests"].update(request_id, fields)
+
+    def requests_where(self, where: str, args: list[Any]) -> list[dict[str, Any]]:
+        with self.db() as db:
+            return list(db["requests"].rows_where(where, args, order_by="created_at"))
+
+    def reactions(self, db: sqlite_utils.Database, request_id: str) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (r["user"], r["emoji"])
+            for r in db["reactions"].rows_where("request_id = ?", [request_id])
+        )
+
+    def set_reactions(
+        self, db: sqlite_utils.Database, request_id: str, reactions: frozenset[tuple[str, str]]
+    ) -> None:
+        db.execute("DELETE FROM reactions WHERE request_id = ?", [request_id])
+        if reactions:
+            db["reactions"].insert_all(
+                {"request_id": request_id, "user": u, "emoji": e, "at": now()}
+                for u, e in sorted(reactions)
+            )
+
+    def claim_job(self, request_id: str) -> bool:
+        """Move an approved request to running; True for exactly one caller."""
+        with self.db() as db:
+            cur = db.execute(
+                "UPDATE requests SET status = 'running', job_started_at = ?, owner = ? "
+                "WHERE id = ? AND status = 'approved'",
+                [now(), owner_id(), request_id],
+            )
+            return cur.rowcount == 1
+
+    def add_drill(self, row: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db["drills"].insert(
+                {"status": RUNNING, "owner": owner_id(), "started_at": now(), **row}
+            )
+
+    def update_drill(self, drill_id: str, **fields: Any) -> None:
+        with self.transaction() as db:
+            db["drills"].update(drill_id, fields)
+
+    def get_drill(self, drill_id: str) -> dict[str, Any]:
+        with self.db() as db:
+            try:
+                return db["drills"].get(drill_id)
+            except sqlite_utils.db.NotFoundError:
+                raise NotFound(f"No drill with id {drill_id!r}.") from None
+
+    def list_drills(
+        self, limit: int = 20, kind: str | None = None, database: str | None = None
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        for col, val in (("kind", kind), ("database", database)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        with self.db() as db:
+            return list(
+                db["drills"].rows_where(
+                    " AND ".join(where) or None, args, order_by="started_at DESC", limit=limit
+                )
+            )
+
     # -- request de-duplication and audit -------------------------------------------------
 
     def first_time(self, key: str) -> bool:
@@ -228,17 +374,34 @@ class Catalog:
             )
             return cur.rowcount == 1
 
-    def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None:
-        with self.db() as db:
-            db["audit"].insert(
-                {
-                    "at": now(),
-                    "actor": actor,
-                    "action": action,
-                    "subject": subject,
-                    "detail": json.dumps(detail, default=str, sort_keys=True),
-                }
-            )
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        db: sqlite_utils.Database | None = None,
+        **detail: Any,
+    ) -> None:
+        """Append one line; pass `db` to write inside the caller's transaction."""
+        if db is not None:
+            self._audit(db, actor, action, subject, detail)
+            return
+        with self.db() as own:
+            self._audit(own, actor, action, subject, detail)
+
+    @staticmethod
+    def _audit(
+        db: sqlite_utils.Database, actor: str, action: str, subject: str, detail: dict[str, Any]
+    ) -> None:
+        db["audit"].insert(
+            {
+                "at": now(),
+                "actor": actor,
+                "action": action,
+                "subject": subject,
+                "detail": json.dumps(detail, default=str, sort_keys=True),
+            }
+        )
 
     def audit_log(self, limit: int = 50, subject: str | None = None) -> list[dict[str, Any]]:
         with self.db() as db:

@@ -236,6 +236,98 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
         )
 
 
+def _drill_public(d: dict[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    for key in ("checks", "problems", "approved_by"):
+        out[key] = json.loads(d.get(key) or "[]")
+    out.pop("owner", None)
+    return out
+
+
+def _restore_command(kind: str, snapshot_id: str | None, yes: bool, as_json: bool) -> None:
+    try:
+        services = _services()
+        snap = services.restores.pick_snapshot(snapshot_id)
+        _, staging = services.restores.staging_for(snap)
+        where = (
+            f"a new scratch database on {staging.describe().rsplit('/', 1)[0]}"
+            if kind == "drill"
+            else f"{staging.describe()} (its current content is replaced)"
+        )
+        if not yes:
+            if not sys.stdin.isatty():
+                raise AtlasError(f"Refusing to {kind} without confirmation.", "pass --yes")
+            click.confirm(f"{kind.title()} snapshot {snap['id']} into {where}?", abort=True)
+        drill = services.restores.run(
+            kind=kind,
+            snap_id=snap["id"],
+            requested_by=_operator(),
+            approved_by=["cli --yes" if yes else "cli confirm"],
+        )
+    except AtlasError as exc:
+        _fail(exc, as_json, {"snapshot_id": snapshot_id})
+        return
+    if as_json:
+        click.echo(json.dumps(_drill_public(drill)))
+    else:
+        click.echo(
+            f"{drill['id']}: {drill['status']} in {messages.human_seconds(drill.get('total_s'))}"
+        )
+        for c in json.loads(drill.get("checks") or "[]"):
+            click.echo(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}")
+        for p in json.loads(drill.get("problems") or "[]"):
+            click.echo(f"  problem: {p}")
+        if drill.get("error"):
+            click.echo(f"  error: {drill['error']}")
+    if drill["status"] != "passed":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("snapshot_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+def restore(snapshot_id: str, yes: bool, as_json: bool) -> None:
+    """Restore a snapshot into staging (STAGING_DATABASE_URL), then verify it."""
+    _restore_command("restore", snapshot_id, yes, as_json)
+
+
+@main.command()
+@click.argument("snapshot_id", required=False)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True)
+def drill(snapshot_id: str | None, yes: bool, as_json: bool) -> None:
+    """Restore drill: restore into a new scratch database, verify, report, drop."""
+    _restore_command("drill", snapshot_id, yes, as_json)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def drills(limit: int, as_json: bool) -> None:
+    """Past drills and restores with their verdicts and timings."""
+    try:
+        rows = _services().catalog.list_drills(limit=limit)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps([_drill_public(r) for r in rows]))
+        return
+    table = Table("id", "kind", "database", "snapshot", "verdict", "restore time", "started (UTC)")
+    for r in rows:
+        table.add_row(
+            r["id"],
+            r["kind"],
+            r["database"],
+            r["snapshot_id"],
+            r["status"],
+            messages.human_seconds(r.get("total_s")),
+            (r.get("started_at") or "")[:19].replace("T", " "),
+        )
+    Console().print(table)
+
+
 @main.command()
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

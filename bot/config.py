@@ -25,6 +25,13 @@ def _csv(value: Any) -> list[str]:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
+class Check(BaseModel):
+    """A "core app flow" check: a read-only query that must return true."""
+
+    name: str
+    sql: str
+
+
 class DatabaseTarget(BaseModel):
     """One database Atlas backs up, with the staging server its restores go to."""
 
@@ -32,6 +39,7 @@ class DatabaseTarget(BaseModel):
     url: str = Field(default="", repr=False)  # may hold a password: never in repr/logs
     staging_url: str | None = Field(default=None, repr=False)
     environment: str = "production"
+    checks: list[Check] = Field(default_factory=list)
 
     @field_validator("name", "environment")
     @classmethod
@@ -67,12 +75,32 @@ class Settings(BaseSettings):
     )
     http_port: int = Field(default=3000, alias="PORT")
 
+    approvers: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="ATLAS_APPROVERS")
+    required_approvals: int = Field(default=1, ge=1, le=20, alias="ATLAS_REQUIRED_APPROVALS")
+    approval_ttl_minutes: int = Field(default=60, ge=1, alias="ATLAS_APPROVAL_TTL_MINUTES")
+    approve_emojis: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["white_check_mark"], alias="ATLAS_APPROVE_EMOJIS"
+    )
+    reject_emojis: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["x"], alias="ATLAS_REJECT_EMOJIS"
+    )
+    drill_keep: bool = Field(default=False, alias="ATLAS_DRILL_KEEP")
+    restore_jobs: int = Field(default=2, ge=1, le=32, alias="ATLAS_RESTORE_JOBS")
+    check_timeout_s: int = Field(default=30, ge=1, alias="ATLAS_CHECK_TIMEOUT_S")
+    work_dir: Path | None = Field(default=None, alias="ATLAS_WORK_DIR")
+    checks: list[Check] = Field(default_factory=list)
+
     databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
 
-    @field_validator("allowed_users", mode="before")
+    @field_validator("allowed_users", "approvers", mode="before")
     @classmethod
     def _split(cls, v: Any) -> list[str]:
         return _csv(v)
+
+    @field_validator("approve_emojis", "reject_emojis", mode="before")
+    @classmethod
+    def _emojis(cls, v: Any) -> list[str]:
+        return [e.strip(":") for e in _csv(v)]
 
     @field_validator("slack_api_url")
     @classmethod
@@ -166,6 +194,10 @@ def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
         raise AtlasError(f"ATLAS_CONFIG file {path} does not exist.") from None
     except tomllib.TOMLDecodeError as exc:
         raise AtlasError(f"ATLAS_CONFIG file {path} is not valid TOML: {exc}") from None
+    try:
+        settings.checks = [Check(**c) for c in data.get("checks") or []]
+    except (TypeError, ValidationError) as exc:
+        raise AtlasError(f"ATLAS_CONFIG: [[checks]] need a name and a sql: {exc}") from None
     out: dict[str, DatabaseTarget] = {}
     for name, body in (data.get("databases") or {}).items():
         if not isinstance(body, dict):

@@ -9,8 +9,11 @@ HELP = """\
 • `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`)
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
+• `/atlas restore ID`: ask to restore a snapshot into staging (approved by reactions)
+• `/atlas drill [ID]`: ask for a restore drill into a new scratch database (default: newest good snapshot)
+• `/atlas drills`: past drills and restores with their verdicts and timings
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas audit`."""
 
 
 def escape(text: str) -> str:
@@ -132,3 +135,115 @@ def verified(row: dict[str, Any]) -> str:
 
 def error(message: str) -> str:
     return f":x: {escape(message)}"
+
+
+# -- restore and drill requests -----------------------------------------------------------
+
+KIND_WORDS = {"restore": "Restore into staging", "drill": "Restore drill"}
+
+
+def _users(ids: list[str]) -> str:
+    return ", ".join(f"<@{u}>" for u in ids) if ids else "nobody yet"
+
+
+def request_message(
+    req: dict[str, Any],
+    snap: dict[str, Any],
+    *,
+    approvers: list[str],
+    approved_by: list[str],
+    approve_emoji: str,
+    reject_emoji: str,
+    target: str,
+) -> tuple[str, list[dict[str, Any]]]:
+    what = KIND_WORDS[req["kind"]]
+    status = req["status"]
+    head = {
+        "pending": f":raised_hand: {what} requested",
+        "approved": f":rocket: {what} approved, starting",
+        "running": f":gear: {what} running",
+        "done": f":checkered_flag: {what} finished",
+        "failed": f":x: {what} failed",
+        "rejected": f":no_entry: {what} rejected",
+        "expired": f":hourglass: {what} expired",
+        "refused": f":no_entry: {what} refused",
+    }.get(status, f"{what}: {status}")
+    text = f"{head}: snapshot `{snap['id']}` of *{escape(snap['database'])}*"
+    lines = [
+        f"*Snapshot:* `{snap['id']}` ({human_bytes(snap.get('size_bytes'))}, taken {str(snap.get('started_at'))[:16].replace('T', ' ')} UTC)",
+        f"*Into:* `{escape(target)}`",
+        f"*Asked by:* <@{req['requested_by']}>",
+        f"*Approvals:* {len(approved_by)} of {req['required']} ({_users(approved_by)})",
+        f"*Approvers:* {_users(approvers)}",
+    ]
+    if status == "pending":
+        lines.append(
+            f"React :{approve_emoji}: to approve or :{reject_emoji}: to reject. "
+            f"Expires {str(req['expires_at'])[:16].replace('T', ' ')} UTC."
+        )
+    elif req.get("reason"):
+        lines.append(f"*Why:* {escape(req['reason'])}")
+    return text, [_section(text), _section("\n".join(lines)), _context(f"request `{req['id']}`")]
+
+
+def drill_report(
+    drill: dict[str, Any], previous: dict[str, Any] | None
+) -> tuple[str, list[dict[str, Any]]]:
+    """The verdict people read at a glance: checks table, restore time, trend."""
+    import json
+
+    ok = drill["status"] == "passed"
+    what = KIND_WORDS.get(drill["kind"], drill["kind"])
+    text = (
+        f"{':white_check_mark:' if ok else ':x:'} {what} `{drill['id']}` "
+        f"{'passed' if ok else 'FAILED'}: snapshot `{drill['snapshot_id']}` of *{escape(drill['database'])}*"
+    )
+    total = drill.get("total_s")
+    trend = ""
+    if previous and previous.get("total_s") and total:
+        delta = total - previous["total_s"]
+        trend = f" ({'+' if delta >= 0 else '−'}{human_seconds(abs(delta))} vs {human_seconds(previous['total_s'])} on {str(previous['started_at'])[:10]})"
+    lines = [
+        f"*Time to restore:* {human_seconds(total)}{trend}",
+        f"fetch+checksum {human_seconds(drill.get('download_s'))} · restore {human_seconds(drill.get('restore_s'))} · verify {human_seconds(drill.get('verify_s'))}",
+        f"*Target:* `{escape(drill.get('target') or '')}`"
+        + (
+            " (kept)"
+            if drill.get("kept")
+            else " (scratch database dropped)"
+            if drill.get("scratch_db")
+            else ""
+        ),
+    ]
+    checks = json.loads(drill.get("checks") or "[]")
+    rows = ["manifest (tables, row counts, sequences, extensions)"]
+    problems = json.loads(drill.get("problems") or "[]")
+    manifest_bad = [p for p in problems if not p.startswith(("check ", "warning: "))]
+    table = [f"{'✅' if not manifest_bad and not drill.get('error') else '❌'} {rows[0]}"]
+    table += [f"{'✅' if c['passed'] else '❌'} {c['name']}: {c['detail']}" for c in checks]
+    blocks = [
+        _section(text),
+        _section("\n".join(lines)),
+        _section("```" + "\n".join(escape(t) for t in table) + "```"),
+    ]
+    if drill.get("error"):
+        blocks.append(_section(f"*Error:* {escape(drill['error'])}"))
+    if problems:
+        blocks.append(
+            _section("*Problems:*\n" + "\n".join(f"• {escape(p)}" for p in problems[:20]))
+        )
+    return text, blocks
+
+
+def drill_line(d: dict[str, Any]) -> str:
+    icon = {"passed": ":white_check_mark:", "running": ":gear:"}.get(d["status"], ":x:")
+    return (
+        f"{icon} `{d['id']}` {d['kind']} of {escape(d['database'])} from `{d['snapshot_id']}` · "
+        f"{d['status']} · {human_seconds(d.get('total_s'))} · {str(d.get('started_at'))[:16].replace('T', ' ')} UTC"
+    )
+
+
+def drill_list(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "No drills yet. Start one with `/atlas drill`."
+    return "*Recent drills and restores* (newest first)\n" + "\n".join(drill_line(r) for r in rows)

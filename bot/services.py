@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk import WebClient
 
 from bot import messages
+from bot.approval_flow import ApprovalFlow
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
 from bot.notify import Message, make_client
+from bot.restores import Restores
 from bot.snapshots import Progress, Snapshots
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Services:
-    settings: Settings
-    catalog: Catalog
-    snapshots: Snapshots
-    slack: WebClient | None
-    jobs: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
-    )
+    """Everything a request handler needs, built once from settings."""
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog | None = None, slack: WebClient | None = None
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog or Catalog(settings.state)
+        self.snapshots = Snapshots(settings, self.catalog)
+        self.restores = Restores(settings, self.catalog, self.snapshots)
+        self.slack = slack
+        self.flow = ApprovalFlow(self)
+        self.jobs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        catalog = Catalog(settings.state)
-        return cls(settings, catalog, Snapshots(settings, catalog), make_client(settings))
+        return cls(settings, slack=make_client(settings))
 
     def snapshot_reported(
         self,

@@ -38,6 +38,14 @@ def register(app: App, services: Services) -> None:
                 services.snapshots.get(snap_id)  # unknown id: answer now
                 ack(text=f":mag: Verifying `{messages.escape(snap_id)}`…")
                 services.jobs.submit(_verify, services, snap_id, user, respond)
+            elif sub in ("restore", "drill") and (rest.strip() or sub == "drill"):
+                snap = services.restores.pick_snapshot(rest.strip() or None)  # fail fast
+                ack(text=f":raised_hand: Asking for approval to {sub} `{snap['id']}`…")
+                services.jobs.submit(
+                    _request, services, sub, snap["id"], user, command.get("channel_id"), respond
+                )
+            elif sub == "drills":
+                ack(text=messages.drill_list(services.catalog.list_drills(limit=10)))
             else:
                 ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
         except AtlasError as exc:
@@ -49,3 +57,12 @@ def _verify(services: Services, snap_id: str, user: str, respond: Respond) -> No
         respond(text=messages.verified(services.snapshots.verify(snap_id, actor=user)))
     except AtlasError as exc:
         respond(text=messages.error(f"Snapshot {snap_id} failed verification: {exc}"))
+
+
+def _request(
+    services: Services, kind: str, snap_id: str, user: str, channel: str | None, respond: Respond
+) -> None:
+    try:
+        services.flow.request(kind=kind, snap_id=snap_id, requested_by=user, channel=channel)
+    except AtlasError as exc:
+        respond(text=messages.error(str(exc)))

@@ -26,10 +26,7 @@ def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) 
 
 
 def services_for(settings: Settings, slack: Any = None) -> Services:
-    from bot.snapshots import Snapshots
-
-    catalog = Catalog(settings.state)
-    return Services(settings, catalog, Snapshots(settings, catalog), slack)
+    return Services(settings, Catalog(settings.state), slack)
 
 
 def add_bulk(url: str, mb: int) -> None:

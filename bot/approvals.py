@@ -1,0 +1,121 @@
+"""Approval policy for restores and drills: pure functions of plain values, no I/O.
+
+The catalog applies the outcome inside one transaction, so duplicated or racing
+reactions still produce exactly one decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+PENDING = "pending"
+APPROVED = "approved"
+REJECTED = "rejected"
+EXPIRED = "expired"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+
+# what happened to one reaction
+IGNORE = "ignore"  # nothing changes and nobody needs telling
+TELL = "tell"  # nothing changes; tell the reacting user why
+COUNT = "count"  # an approval counted, more needed
+WITHDRAW = "withdraw"  # an approval was taken back
+APPROVE = "approve"  # enough approvals: start the job
+REJECT = "reject"  # an approver said no: the request ends
+EXPIRE = "expire"  # too late: the request ends
+
+
+@dataclass(frozen=True)
+class Policy:
+    approvers: frozenset[str]  # Slack user ids (user groups already resolved)
+    required: int = 1
+    ttl: timedelta = timedelta(minutes=60)
+    approve_emojis: frozenset[str] = frozenset({"white_check_mark"})
+    reject_emojis: frozenset[str] = frozenset({"x"})
+
+    def __post_init__(self) -> None:
+        if self.required < 1:
+            raise ValueError("required approvals must be at least 1")
+
+
+@dataclass(frozen=True)
+class Request:
+    requester: str
+    status: str
+    expires_at: datetime
+    reactions: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (user, emoji)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: str
+    reason: str
+    status: str
+    reactions: frozenset[tuple[str, str]]
+    approvals: frozenset[str]
+
+
+def approvals(
+    policy: Policy, req: Request, reactions: frozenset[tuple[str, str]]
+) -> frozenset[str]:
+    """Who counts: approvers other than the requester with at least one approve emoji on."""
+    return frozenset(
+        user
+        for user, emoji in reactions
+        if emoji in policy.approve_emojis and user in policy.approvers and user != req.requester
+    )
+
+
+def is_expired(req: Request, now: datetime) -> bool:
+    return req.status == PENDING and now >= req.expires_at
+
+
+def on_reaction(
+    policy: Policy,
+    req: Request,
+    *,
+    user: str,
+    emoji: str,
+    added: bool,
+    now: datetime,
+    bot_user: str | None,
+) -> Outcome:
+    """Decide what one reaction_added/reaction_removed does to a request."""
+    current = approvals(policy, req, req.reactions)
+
+    def out(action: str, reason: str, status: str = req.status, reactions=req.reactions) -> Outcome:
+        return Outcome(action, reason, status, reactions, approvals(policy, req, reactions))
+
+    if emoji not in policy.approve_emojis | policy.reject_emojis:
+        return out(IGNORE, "not an approval or rejection emoji")
+    if bot_user and user == bot_user:
+        return out(IGNORE, "the bot's own reaction")
+    if req.status != PENDING:
+        return out(IGNORE, f"the request is already {req.status}")
+    if is_expired(req, now):
+        return out(EXPIRE, "the request expired before it was approved", EXPIRED)
+
+    key = (user, emoji)
+    if not added:
+        if key not in req.reactions:
+            return out(IGNORE, "that reaction was not counted")
+        reactions = req.reactions - {key}
+        if user in current and user not in approvals(policy, req, reactions):
+            return out(WITHDRAW, f"<@{user}> withdrew their approval", PENDING, reactions)
+        return out(IGNORE, "nothing changes", PENDING, reactions)
+
+    if user not in policy.approvers:
+        return out(TELL, "you are not an approver for restores, so your reaction does not count")
+    if emoji in policy.reject_emojis:
+        return out(REJECT, f"rejected by <@{user}>", REJECTED, req.reactions | {key})
+    if user == req.requester:
+        return out(TELL, "you asked for this, so you cannot approve it; another approver must")
+    reactions = req.reactions | {key}
+    now_approved = approvals(policy, req, reactions)
+    if now_approved == current:
+        return out(IGNORE, "you already approved", PENDING, reactions)
+    if len(now_approved) >= policy.required:
+        return out(APPROVE, "enough approvals", APPROVED, reactions)
+    return out(COUNT, f"{len(now_approved)} of {policy.required} approvals", PENDING, reactions)
