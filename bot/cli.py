@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -12,6 +13,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +23,14 @@ from bot.errors import AtlasError
 from bot.services import Services
 from bot.snapshots import Progress as SnapProgress
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _out() -> Console:
+    """Tables at full width when piped, so ids are never cut."""
+    return Console() if sys.stdout.isatty() else Console(width=250)
+
+
 PUBLIC_FIELDS = [
     "id",
     "database",
@@ -65,10 +74,15 @@ def _fail(exc: AtlasError, as_json: bool, extra: dict[str, Any] | None = None) -
     if as_json:
         click.echo(json.dumps({"status": "failed", "error": str(exc), **(extra or {})}))
     else:
-        err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
     sys.exit(1)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a cancelled CI job) cleans up like Ctrl-C: nothing half-written stays."""
+    raise KeyboardInterrupt
 
 
 def _operator() -> str:
@@ -87,6 +101,7 @@ def main(verbose: bool) -> None:
     Configuration comes from the environment (DATABASE_URL, ATLAS_STORAGE, ATLAS_STATE,
     ...; see README). Every command exits non-zero on failure.
     """
+    signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -119,7 +134,7 @@ def snapshot(note: str, database: str | None, as_json: bool) -> None:
         err.print(
             f"[green]ok[/] {messages.human_bytes(row['size_bytes'])} in "
             f"{messages.human_seconds(row['duration_s'])}, sha256 {row['sha256'][:12]}, "
-            f"{row['location']}",
+            f"{escape(row['location'])}",
             highlight=False,
         )
         click.echo(row["id"])
@@ -183,9 +198,9 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
             r["status"],
             messages.human_bytes(r["size_bytes"]) if r.get("size_bytes") else "",
             (r.get("started_at") or "")[:19].replace("T", " "),
-            (r.get("note") or "")[:40],
+            escape((r.get("note") or "")[:40]),
         )
-    Console().print(table)
+    _out().print(table)
 
 
 @main.command()
@@ -233,6 +248,7 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
             f"wrote {output} ({messages.human_bytes(row['raw_size_bytes'])}, checksums ok). "
             f'Restore: pg_restore --clean --if-exists --no-owner --no-acl --dbname "$STAGING_DATABASE_URL" {output}',
             highlight=False,
+            markup=False,
         )
 
 
@@ -325,7 +341,7 @@ def drills(limit: int, as_json: bool) -> None:
             messages.human_seconds(r.get("total_s")),
             (r.get("started_at") or "")[:19].replace("T", " "),
         )
-    Console().print(table)
+    _out().print(table)
 
 
 @main.command()

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
 
     databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args: Any, **kw: Any):  # type: ignore[no-untyped-def]
+        """Only what load_settings passes in: it reads the environment, once, itself."""
+        return (init_settings,)
+
     @field_validator("allowed_users", "approvers", mode="before")
     @classmethod
     def _split(cls, v: Any) -> list[str]:

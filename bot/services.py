@@ -82,6 +82,12 @@ class Services:
             else:
                 msg.post(messages.error(f"Snapshot failed: {exc}"), [])
             raise
+        except KeyboardInterrupt:
+            if started:
+                msg.update(
+                    *messages.snapshot_failed(started, "interrupted by the operator"), final=True
+                )
+            raise
         msg.update(*messages.snapshot_done(row), final=True)
         return row
 

@@ -88,6 +88,7 @@ class Snapshots:
         failure (after recording it and removing whatever was half-written).
         """
         target = self.settings.target(database)
+        self.recover()  # a snapshot left "running" by a dead process must not block this one
         snap_id = new_id()
         key = artifact_key(target, snap_id)
         row = self.catalog.begin_snapshot(
@@ -105,9 +106,10 @@ class Snapshots:
                 "pinned": 0,
             }
         )
-        conn = Conn.parse(target.url)
         writer: ArtifactWriter | None = None
+        conn = Conn("", None)
         try:
+            conn = Conn.parse(target.url)
             if on_start:
                 on_start(row)
             writer, stats, info, versions, found = self._dump(
@@ -257,7 +259,7 @@ class Snapshots:
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         with contextlib.suppress(Exception):
             self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=None)
-        log.warning("snapshot %s failed: %s", snap_id, message)
+        log.info("snapshot %s failed: %s", snap_id, message)
         return message
 
     def _sidecar(self, row: dict[str, Any]) -> bytes:

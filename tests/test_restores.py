@@ -1,0 +1,216 @@
+"""Restores and drills against a real PostgreSQL server with production and staging databases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.errors import AtlasError, Refused
+from bot.pg import Conn
+from bot.restores import guard_not_production, identity
+from tests.helpers import add_bulk, services_for, settings_for
+from tests.support.pg import fill_sample
+
+
+def _dbs(pg) -> set[str]:
+    return {r[0] for r in pg.execute("postgres", "SELECT datname FROM pg_database")}
+
+
+@pytest.fixture
+def env(pg, pg_db, pg_url, tmp_path):
+    """Production = pg_db with sample data; staging = a second database on the same server."""
+    expected = fill_sample(pg_url, rows=1500)
+    staging = pg_db + "_stg"
+    pg.create_database(staging)
+    checks = tmp_path / "atlas.toml"
+    checks.write_text(
+        '[[checks]]\nname = "users exist"\nsql = "SELECT count(*) > 0 FROM users"\n'
+        '[[checks]]\nname = "orders point at users"\n'
+        'sql = "SELECT NOT EXISTS (SELECT 1 FROM orders o LEFT JOIN users u ON u.id = o.user_id WHERE u.id IS NULL)"\n'
+    )
+    settings = settings_for(
+        pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(staging), ATLAS_CONFIG=str(checks)
+    )
+    services = services_for(settings)
+    snap = services.snapshots.take(requested_by="U1")
+    yield services, snap, staging, expected
+    pg.drop_database(staging)
+
+
+def test_drill_restores_into_a_scratch_database_verifies_and_drops_it(pg, env):
+    services, snap, _, _ = env
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1", approved_by=["U2"])
+    assert drill["status"] == "passed", drill
+    assert drill["snapshot_id"] == snap["id"]
+    assert drill["scratch_db"].startswith("atlas_drill_")
+    checks = json.loads(drill["checks"])
+    assert [c["name"] for c in checks] == ["users exist", "orders point at users"]
+    assert all(c["passed"] for c in checks)
+    assert json.loads(drill["problems"]) == []
+    for phase in ("download_s", "restore_s", "verify_s", "total_s"):
+        assert drill[phase] > 0
+    assert _dbs(pg) == before  # the scratch database is gone
+    assert services.catalog.list_drills()[0]["id"] == drill["id"]
+    actions = [a["action"] for a in services.catalog.audit_log()]
+    assert "drill.started" in actions and "drill.passed" in actions
+
+
+def test_restore_into_staging_replaces_its_content(pg, env):
+    services, snap, staging, expected = env
+    pg.execute(staging, "CREATE TABLE users (id int, junk text)")
+    pg.execute(staging, "INSERT INTO users VALUES (1, 'stale')")
+    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "passed", drill
+    counts = {
+        t: pg.execute(staging, f"SELECT count(*) FROM {t}")[0][0] for t in ("users", "orders")
+    }
+    assert counts == expected
+    assert pg.execute(staging, "SELECT last_value FROM invoice_no_seq")[0][0] == 1600
+
+
+def test_failing_app_flow_check_fails_the_drill(pg, env, tmp_path):
+    services, snap, _, _ = env
+    from bot.config import Check
+
+    services.settings.checks.append(
+        Check(name="no users at all", sql="SELECT count(*) = 0 FROM users")
+    )
+    services.settings.checks.append(Check(name="broken sql", sql="SELECT nope FROM nowhere"))
+    services.settings.checks.append(Check(name="too slow", sql="SELECT pg_sleep(5) IS NOT NULL"))
+    services.settings.check_timeout_s = 1
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    by_name = {c["name"]: c for c in json.loads(drill["checks"])}
+    assert by_name["users exist"]["passed"]
+    assert (
+        not by_name["no users at all"]["passed"]
+        and "returned False" in by_name["no users at all"]["detail"]
+    )
+    assert "nowhere" in by_name["broken sql"]["detail"]
+    assert "statement timeout" in by_name["too slow"]["detail"]
+    assert _dbs(pg) == before
+
+
+def test_checks_are_read_only(pg, env):
+    services, snap, _, _ = env
+    from bot.config import Check
+
+    services.settings.checks[:] = [
+        Check(name="sneaky write", sql="DELETE FROM users RETURNING true")
+    ]
+    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "read-only" in json.loads(drill["checks"])[0]["detail"]
+
+
+def test_tampered_artifact_fails_before_restoring(pg, env):
+    services, snap, staging, _ = env
+    path = Path(snap["location"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    before = _dbs(pg)
+    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "Checksum mismatch" in drill["error"] or "corrupt" in drill["error"]
+    assert drill["restore_s"] is None  # pg_restore never ran
+    assert (
+        pg.execute(staging, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0] == 0
+    )
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed" and _dbs(pg) == before
+
+
+def test_pg_restore_error_is_a_failed_restore(pg, env):
+    services, snap, staging, _ = env
+    pg.execute(staging, "CREATE TABLE users (id int)")
+    pg.execute(staging, "CREATE VIEW keep_me AS SELECT * FROM users")  # blocks DROP TABLE users
+    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "pg_restore stopped on an error" in drill["error"]
+    assert "depend" in drill["error"]
+
+
+def test_guard_catches_the_same_database_spelled_differently(pg, pg_db, pg_url):
+    prod = Conn.parse(pg_url)
+    aliases = [
+        f"postgresql://postgres:{pg.password}@db-alias.example:{pg.port}/{pg_db}?hostaddr=127.0.0.1",
+        f"host={pg.socket_dir} port={pg.port} dbname={pg_db} user=postgres",
+        f"postgresql://postgres:{pg.password}@127.0.0.1:{pg.port}/{pg_db}?application_name=x&sslmode=disable",
+    ]
+    for alias in aliases:
+        with pytest.raises(Refused, match="it is the production database"):
+            guard_not_production(prod, Conn.parse(alias))
+    other = pg_db + "_other"
+    pg.create_database(other)
+    try:
+        guard_not_production(prod, Conn.parse(pg.url(other)))  # a different database passes
+        assert identity(prod).system_id  # superuser: the strong identity is available
+    finally:
+        pg.drop_database(other)
+
+
+def test_staging_pointing_at_production_is_refused_and_audited(pg, pg_db, pg_url, tmp_path):
+    fill_sample(pg_url, rows=10)
+    alias = (
+        f"postgresql://postgres:{pg.password}@db-alias.example:{pg.port}/{pg_db}?hostaddr=127.0.0.1"
+    )
+    services = services_for(settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=alias))
+    snap = services.snapshots.take(requested_by="U1")
+    with pytest.raises(Refused):
+        services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U7")
+    assert services.catalog.audit_log()[0]["action"] == "restore.refused"
+    assert services.catalog.list_drills() == []
+    with pytest.raises(AtlasError, match="points at the production database"):
+        settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(pg_db))
+
+
+def test_unreachable_staging_fails_clearly(pg, pg_db, pg_url, tmp_path, free_port):
+    fill_sample(pg_url, rows=10)
+    services = services_for(
+        settings_for(
+            pg_url,
+            tmp_path,
+            STAGING_DATABASE_URL=f"postgresql://u:stg-secret@127.0.0.1:{free_port}/s",
+        )
+    )
+    snap = services.snapshots.take(requested_by="U1")
+    with pytest.raises(AtlasError, match="Cannot connect") as info:
+        services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert "stg-secret" not in str(info.value)
+
+
+def test_unknown_or_failed_snapshot_cannot_be_restored(env):
+    services, _, _, _ = env
+    with pytest.raises(AtlasError, match="No snapshot with id 'nope'"):
+        services.restores.run(kind="drill", snap_id="nope", requested_by="U1")
+
+
+def test_drill_from_s3(pg, pg_db, pg_url, tmp_path, s3_env):
+    fill_sample(pg_url, rows=500)
+    add_bulk(pg_url, 10)
+    staging = pg_db + "_s3stg"
+    pg.create_database(staging)
+    try:
+        services = services_for(
+            settings_for(
+                pg_url, tmp_path, storage=f"s3://{s3_env}/x", STAGING_DATABASE_URL=pg.url(staging)
+            )
+        )
+        services.snapshots.take(requested_by="U1")
+        drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
+        assert drill["status"] == "passed", drill
+    finally:
+        pg.drop_database(staging)
+
+
+def test_audit_log_is_append_only(env):
+    services, _, _, _ = env
+    import sqlite3
+
+    with services.catalog.db() as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute("DELETE FROM audit")
