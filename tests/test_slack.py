@@ -4,65 +4,16 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
-from bot.app import build_app, make_server, wsgi
-from bot.notify import make_client
-from bot.services import Services
-from tests.helpers import add_bulk, services_for, settings_for
+from tests.helpers import add_bulk
+from tests.slackbot import TOKEN, Bot, start_bot
 from tests.support import pick_free_port
 from tests.support.pg import fill_sample
-from tests.support.slack import FakeSlackApi, post_slash_command
-
-SECRET = "test-signing-secret"
-TOKEN = "xoxb-secret-bot-token-123"
-
-
-@dataclass
-class Bot:
-    url: str
-    services: Services
-    slack: FakeSlackApi
-
-    def command(self, text: str, **kw) -> tuple[int, str]:
-        kw.setdefault("response_url", self.slack.response_url)
-        return post_slash_command(self.url, SECRET, text=text, **kw)
-
-    def wait_final(self, timeout: float = 30) -> dict:
-        return self.slack.wait_for(
-            lambda c: (
-                c["method"] in ("chat.update", "chat.postMessage")
-                and (
-                    ":white_check_mark:" in str(c["params"].get("text"))
-                    or ":x:" in str(c["params"].get("text"))
-                )
-            ),
-            timeout=timeout,
-        )
-
-
-def start_bot(pg_url: str, tmp_path, slack: FakeSlackApi, **env: str) -> tuple[Bot, object]:
-    settings = settings_for(
-        pg_url,
-        tmp_path,
-        SLACK_BOT_TOKEN=TOKEN,
-        SLACK_SIGNING_SECRET=SECRET,
-        SLACK_API_URL=slack.url,
-        ATLAS_CHANNEL="CATLAS",
-        **env,
-    )
-    services = services_for(settings, make_client(settings, timeout=2))
-    app = build_app(services)
-    port = pick_free_port()
-    server = make_server(wsgi(app, services), "127.0.0.1", port)
-    threading.Thread(target=server.run, daemon=True).start()
-    return Bot(f"http://127.0.0.1:{port}", services, slack), server
 
 
 @pytest.fixture
