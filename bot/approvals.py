@@ -106,12 +106,12 @@ def on_reaction(
             return out(WITHDRAW, f"<@{user}> withdrew their approval", PENDING, reactions)
         return out(IGNORE, "nothing changes", PENDING, reactions)
 
+    if user == req.requester and emoji in policy.approve_emojis:
+        return out(TELL, "you asked for this, so you cannot approve it; another approver must")
     if user not in policy.approvers:
         return out(TELL, "you are not an approver for restores, so your reaction does not count")
     if emoji in policy.reject_emojis:
         return out(REJECT, f"rejected by <@{user}>", REJECTED, req.reactions | {key})
-    if user == req.requester:
-        return out(TELL, "you asked for this, so you cannot approve it; another approver must")
     reactions = req.reactions | {key}
     now_approved = approvals(policy, req, reactions)
     if now_approved == current:

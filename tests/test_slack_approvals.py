@@ -1,0 +1,279 @@
+"""Restore and drill requests in the channel, approved by signed reaction events."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.slackbot import Bot, start_bot
+from tests.support.pg import fill_sample
+
+APPROVERS = "U_ANN,U_BOB,S_DBA"
+
+
+@pytest.fixture
+def setup(pg, pg_db, pg_url, tmp_path, slack_api):
+    fill_sample(pg_url, rows=800)
+    staging = pg_db + "_stg"
+    pg.create_database(staging)
+    slack_api.set_usergroup("S_DBA", ["U_CAROL"])
+    bots: list = []
+
+    def make(**env: str) -> Bot:
+        env = {
+            "STAGING_DATABASE_URL": pg.url(staging),
+            "ATLAS_APPROVERS": APPROVERS,
+            **env,
+        }
+        b, server = start_bot(pg_url, tmp_path, slack_api, **env)
+        bots.append((b, server))
+        b.services.snapshots.take(requested_by="U_SNAP")
+        return b
+
+    yield make
+    for b, server in bots:
+        server.close()
+        b.services.shutdown()
+    pg.drop_database(staging)
+
+
+def _request_message(bot: Bot) -> dict:
+    """The request message, once it is fully posted (its reactions are on)."""
+    call = bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "requested" in str(c["params"].get("text"))
+    )
+    ts = call["response"]["ts"]
+    bot.slack.wait_for(
+        lambda c: (
+            c["method"] == "reactions.add"
+            and c["params"]["timestamp"] == ts
+            and c["params"]["name"] == "x"
+        )
+    )
+    deadline = time.time() + 5
+    while not bot.services.catalog.request_by_message(call["response"]["channel"], ts):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    return call
+
+
+def eventually(check, timeout: float = 10):
+    """Events are acked first and handled just after: poll for the effect."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _wait_status(bot: Bot, req_id: str, statuses: set[str], timeout: float = 30) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        req = bot.services.catalog.get_request(req_id)
+        if req["status"] in statuses:
+            return req
+        time.sleep(0.1)
+    raise AssertionError(f"request stayed {req['status']}")
+
+
+def test_full_drill_from_request_to_report(setup, pg):
+    bot = setup()
+    status, body = bot.command("drill", user_id="U_REQ")
+    assert status == 200 and "Asking for approval" in body
+    msg = _request_message(bot)
+    text = str(msg["params"]["blocks"])
+    snap = bot.services.snapshots.list()[0]
+    assert snap["id"] in text and "<@U_REQ>" in text and "0 of 1" in text
+    for who in ("U_ANN", "U_BOB", "U_CAROL"):  # the group was resolved
+        assert f"<@{who}>" in text
+    assert "Expires" in text
+    ts = msg["response"]["ts"]
+    bot.slack.wait_for(lambda c: c["method"] == "reactions.add" and c["params"]["name"] == "x")
+    added = {c["params"]["name"] for c in bot.slack.calls("reactions.add")}
+    assert added == {"white_check_mark", "x"}
+    [req] = bot.services.catalog.requests_where("1=1", [])
+
+    # the bot's own reactions, the requester and a non-approver do not count
+    bot.react("UBOT", "white_check_mark", ts)
+    bot.react("U_REQ", "white_check_mark", ts)
+    bot.react("U_EVE", "white_check_mark", ts)
+    eph = [c for c in bot.slack.calls("chat.postEphemeral")]
+    deadline = time.time() + 5
+    while len(eph) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+        eph = bot.slack.calls("chat.postEphemeral")
+    assert {c["params"]["user"] for c in eph} == {"U_REQ", "U_EVE"}
+    time.sleep(0.3)
+    assert "cannot approve it" in str(eph) and "not an approver" in str(eph)
+    assert bot.services.catalog.get_request(req["id"])["status"] == "pending"
+
+    # a group member approves: the job runs and reports in the thread and the channel
+    bot.react("U_CAROL", "white_check_mark", ts)
+    req = _wait_status(bot, req["id"], {"done", "failed"})
+    assert req["status"] == "done", req
+    report = bot.slack.wait_for(
+        lambda c: (
+            c["method"] == "chat.postMessage"
+            and "passed" in str(c["params"].get("text"))
+            and c["params"].get("thread_ts") == ts
+        )
+    )
+    in_channel = [
+        c
+        for c in bot.slack.calls("chat.postMessage")
+        if "passed" in str(c["params"].get("text")) and not c["params"].get("thread_ts")
+    ]
+    assert in_channel, "the verdict is also posted in the channel"
+    blocks = str(report["params"]["blocks"])
+    assert "Time to restore" in blocks and "manifest" in blocks
+    drill = bot.services.catalog.get_drill(req["drill_id"])
+    assert drill["status"] == "passed" and json.loads(drill["approved_by"]) == ["U_CAROL"]
+    updates = [c for c in bot.slack.calls("chat.update") if c["params"]["ts"] == ts]
+    assert "finished" in str(updates[-1]["params"]["text"])
+    actions = [a["action"] for a in bot.services.catalog.audit_log(subject=req["id"])]
+    assert "drill.tell" in actions and "drill.approve" in actions and "drill.requested" in actions
+    assert "/atlas" not in pg.password and pg.password not in bot.slack.all_text()
+    assert drill["id"] in bot.command("drills")[1]
+
+
+def test_duplicate_event_delivery_runs_one_job(setup):
+    bot = setup()
+    bot.command("restore " + "x", user_id="U_REQ")  # unknown id: refused at once
+    snap = bot.services.snapshots.list()[0]
+    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    for retry in (None, 1, 2):
+        bot.react("U_ANN", "white_check_mark", ts, event_id="Ev-same", retry_num=retry)
+    [req] = bot.services.catalog.requests_where("1=1", [])
+    _wait_status(bot, req["id"], {"done", "failed"})
+    time.sleep(0.5)
+    assert len(bot.services.catalog.list_drills()) == 1
+
+
+def test_racing_approvals_start_exactly_one_job(setup):
+    bot = setup(ATLAS_REQUIRED_APPROVALS="2")
+    bot.command("drill", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    [req] = bot.services.catalog.requests_where("1=1", [])
+    users = ["U_ANN", "U_BOB", "U_CAROL"]
+    threads = [threading.Thread(target=bot.react, args=(u, "white_check_mark", ts)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    req = _wait_status(bot, req["id"], {"done", "failed"})
+    time.sleep(0.5)
+    assert len(bot.services.catalog.list_drills()) == 1
+    assert len(json.loads(req["approved_by"])) >= 2
+
+
+def test_withdraw_reject_and_expiry(setup):
+    bot = setup(ATLAS_REQUIRED_APPROVALS="2")
+    snap = bot.services.snapshots.list()[0]
+    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    [req] = bot.services.catalog.requests_where("1=1", [])
+    catalog = bot.services.catalog
+
+    def approved_by(expected):
+        def check():
+            assert json.loads(catalog.get_request(req["id"])["approved_by"]) == expected
+
+        return check
+
+    def status_is(req_id, expected):
+        def check():
+            assert catalog.get_request(req_id)["status"] == expected
+
+        return check
+
+    bot.react("U_ANN", "white_check_mark", ts)
+    eventually(approved_by(["U_ANN"]))
+    bot.react("U_ANN", "white_check_mark", ts, added=False)
+    eventually(approved_by([]))
+    bot.react("U_BOB", "x", ts)
+    eventually(status_is(req["id"], "rejected"))
+    bot.react("U_ANN", "white_check_mark", ts)
+    bot.react("U_CAROL", "white_check_mark", ts)
+    time.sleep(0.5)
+    assert catalog.get_request(req["id"])["status"] == "rejected"
+    assert catalog.list_drills() == []
+    eventually(lambda: _assert_in("rejected", bot.slack.calls("chat.update")[-1]["params"]["text"]))
+
+    # a second request expires: clicks after expiry cannot approve it, the message says so
+    bot.slack.clear()
+    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    ts2 = _request_message(bot)["response"]["ts"]
+    req2 = next(r for r in bot.services.catalog.requests_where("status = 'pending'", []))
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    bot.services.catalog.update_request(req2["id"], expires_at=past)
+    bot.react("U_ANN", "white_check_mark", ts2)
+    bot.react("U_BOB", "white_check_mark", ts2)
+    eventually(status_is(req2["id"], "expired"))
+    eventually(lambda: _assert_in("expired", bot.slack.calls("chat.update")[-1]["params"]["text"]))
+    time.sleep(0.3)
+    assert catalog.get_request(req2["id"])["status"] == "expired"
+    assert catalog.list_drills() == []
+
+
+def _assert_in(needle: str, haystack: str) -> None:
+    assert needle in haystack
+
+
+def test_expiry_sweep_updates_the_message(setup):
+    bot = setup()
+    bot.command("drill", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    [req] = bot.services.catalog.requests_where("1=1", [])
+    bot.services.catalog.update_request(
+        req["id"], expires_at=(datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    )
+    assert bot.services.flow.expire_due() == [req["id"]]
+    assert bot.services.flow.expire_due() == []
+    last = bot.slack.calls("chat.update")[-1]
+    assert last["params"]["ts"] == ts and "expired" in last["params"]["text"]
+
+
+def test_restart_between_approval_and_job_runs_it_once(setup):
+    bot = setup()
+    bot.command("drill", user_id="U_REQ")
+    _request_message(bot)
+    [req] = bot.services.catalog.requests_where("1=1", [])
+    # as if the process died right after committing the approval
+    bot.services.catalog.update_request(req["id"], status="approved", approved_by='["U_ANN"]')
+    threads = [threading.Thread(target=bot.services.flow.resume) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _wait_status(bot, req["id"], {"done", "failed"})
+    time.sleep(0.3)
+    assert len(bot.services.catalog.list_drills()) == 1
+
+
+def test_production_guard_refusal_is_posted_and_audited(setup, pg, pg_db):
+    alias = (
+        f"postgresql://postgres:{pg.password}@db-alias.example:{pg.port}/{pg_db}?hostaddr=127.0.0.1"
+    )
+    bot = setup(STAGING_DATABASE_URL=alias)
+    snap = bot.services.snapshots.list()[0]
+    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    posted = bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "production database" in str(c["params"])
+    )
+    assert ":x:" in posted["params"]["text"]
+    assert bot.services.catalog.audit_log()[0]["action"] == "restore.refused"
+    assert bot.services.catalog.requests_where("1=1", []) == []
+    assert pg.password not in bot.slack.all_text()
+
+
+def test_unknown_snapshot_and_no_staging(setup):
+    bot = setup()
+    assert "No snapshot with id 'nope'" in bot.command("restore nope")[1]
