@@ -10,12 +10,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from slack_sdk.errors import SlackApiError
-
 from bot import approvals, messages
 from bot.catalog import now, owner_id
 from bot.errors import AtlasError, Refused
-from bot.notify import Message
+from bot.notify import Message, slack_errors
 from bot.pg import Conn
 from bot.restores import guard_not_production
 
@@ -50,7 +48,7 @@ class ApprovalFlow:
         if self.s.slack is not None:
             try:
                 members = list(self.s.slack.usergroups_users_list(usergroup=group)["users"])
-            except (SlackApiError, OSError) as exc:
+            except slack_errors() as exc:
                 log.warning("cannot resolve user group %s: %s", group, exc)
                 return cached[1] if cached else []
         self._groups[group] = (time.monotonic(), members)
@@ -117,7 +115,7 @@ class ApprovalFlow:
             raise AtlasError("Could not post the request in Slack; nothing will run.")
         self.s.catalog.update_request(req["id"], channel=msg.channel, ts=msg.ts)
         for emoji in (self.s.settings.approve_emojis[0], self.s.settings.reject_emojis[0]):
-            with contextlib.suppress(SlackApiError, OSError):
+            with contextlib.suppress(*slack_errors()):
                 self.s.slack.reactions_add(channel=msg.channel, timestamp=msg.ts, name=emoji)  # type: ignore[union-attr]
         return self.s.catalog.get_request(req["id"])
 
@@ -208,7 +206,7 @@ class ApprovalFlow:
             return
         try:
             self.s.slack.chat_postEphemeral(channel=channel, user=user, text=f"<@{user}>, {text}.")
-        except (SlackApiError, OSError):
+        except slack_errors():
             Message(self.s.slack, channel, thread_ts=ts).post(f"<@{user}>, {text}.", [])
 
     # -- running -------------------------------------------------------------------------

@@ -90,6 +90,29 @@ class Settings(BaseSettings):
     work_dir: Path | None = Field(default=None, alias="ATLAS_WORK_DIR")
     checks: list[Check] = Field(default_factory=list)
 
+    snapshot_schedule: str | None = Field(default=None, alias="ATLAS_SNAPSHOT_SCHEDULE")
+    timezone: str = Field(default="UTC", alias="ATLAS_TIMEZONE")
+    housekeeping_at: str = Field(default="09:00", alias="ATLAS_HOUSEKEEPING_AT")
+    drill_every: str = Field(default="quarter", alias="ATLAS_DRILL_EVERY")
+    reminder_lead_days: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [14, 7, 0], alias="ATLAS_REMINDER_LEAD_DAYS"
+    )
+    reminder_overdue_every_days: int = Field(
+        default=7, ge=1, alias="ATLAS_REMINDER_OVERDUE_EVERY_DAYS"
+    )
+    retention_days: int = Field(default=30, ge=1, alias="ATLAS_RETENTION_DAYS")
+    keep_daily: int = Field(default=0, ge=0, alias="ATLAS_KEEP_DAILY")
+    keep_weekly: int = Field(default=0, ge=0, alias="ATLAS_KEEP_WEEKLY")
+    keep_monthly: int = Field(default=0, ge=0, alias="ATLAS_KEEP_MONTHLY")
+    encryption_key: SecretStr | None = Field(default=None, alias="ATLAS_ENCRYPTION_KEY")
+    encryption_key_file: Path | None = Field(default=None, alias="ATLAS_ENCRYPTION_KEY_FILE")
+    s3_sse: str | None = Field(default=None, alias="ATLAS_S3_SSE")
+    s3_kms_key_id: str | None = Field(default=None, alias="ATLAS_S3_KMS_KEY_ID")
+    rds_instance: str | None = Field(default=None, alias="ATLAS_RDS_INSTANCE")
+    rds_cluster: str | None = Field(default=None, alias="ATLAS_RDS_CLUSTER")
+    provider_retention_min: int = Field(default=14, ge=0, alias="ATLAS_PROVIDER_RETENTION_MIN")
+    provider_retention_max: int = Field(default=30, ge=1, alias="ATLAS_PROVIDER_RETENTION_MAX")
+
     databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
 
     @classmethod
@@ -101,6 +124,60 @@ class Settings(BaseSettings):
     @classmethod
     def _split(cls, v: Any) -> list[str]:
         return _csv(v)
+
+    @field_validator("reminder_lead_days", mode="before")
+    @classmethod
+    def _days(cls, v: Any) -> list[int]:
+        days = sorted({int(d) for d in _csv(v)}, reverse=True)
+        if any(d < 0 for d in days):
+            raise ValueError("lead days must be 0 or more")
+        return days
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use e.g. UTC or Europe/Berlin)") from None
+        return v
+
+    @field_validator("snapshot_schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"not a cron expression ({exc}); e.g. '0 3 * * *'") from None
+        return v
+
+    @field_validator("housekeeping_at")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        hh, _, mm = v.partition(":")
+        if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+            raise ValueError("use HH:MM, e.g. 09:00")
+        return v
+
+    @field_validator("drill_every")
+    @classmethod
+    def _every(cls, v: str) -> str:
+        if v != "quarter" and not (v.isdigit() and int(v) > 0):
+            raise ValueError("use 'quarter' or a number of days")
+        return v
+
+    @field_validator("s3_sse")
+    @classmethod
+    def _sse(cls, v: str | None) -> str | None:
+        if v and v not in ("AES256", "aws:kms"):
+            raise ValueError("use AES256 or aws:kms")
+        return v or None
 
     @field_validator("approve_emojis", "reject_emojis", mode="before")
     @classmethod

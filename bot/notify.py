@@ -5,23 +5,32 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
-
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-)
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 
+if TYPE_CHECKING:  # slack_sdk is imported only when Slack is configured: CLI start-up stays fast
+    from slack_sdk import WebClient
+
 log = logging.getLogger(__name__)
+
+
+def slack_errors() -> tuple[type[BaseException], ...]:
+    """What a Slack Web API call raises when Slack says no, is slow, or is unreachable."""
+    from slack_sdk.errors import SlackApiError
+
+    return (SlackApiError, OSError, TimeoutError)
 
 
 def make_client(settings: Settings, timeout: int = 10) -> WebClient | None:
     if settings.slack_bot_token is None:
         return None
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import (
+        ConnectionErrorRetryHandler,
+        RateLimitErrorRetryHandler,
+    )
+
     kwargs: dict[str, Any] = {
         "token": settings.slack_bot_token.get_secret_value(),
         "timeout": timeout,
@@ -56,7 +65,7 @@ class Message:
         try:
             resp = getattr(self.client, method)(channel=self.channel, **kw)
             return dict(resp.data) if isinstance(resp.data, dict) else None
-        except (SlackApiError, OSError, TimeoutError) as exc:
+        except slack_errors() as exc:
             log.warning("Slack %s failed: %s", method, exc)
             return None
 

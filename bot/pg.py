@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -125,6 +126,7 @@ def server_info(conn: psycopg.Connection) -> ServerInfo:
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
+@functools.lru_cache(maxsize=32)
 def tool_version(path: str) -> tuple[int, int]:
     """(major, minor) of a PostgreSQL client tool, e.g. pg_dump 15.18 -> (15, 18)."""
     try:

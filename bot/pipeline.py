@@ -74,7 +74,7 @@ class ArchiveCheck:
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
         self.err = _StderrTail(self.proc.stderr)
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self.broken = False
         self._t = threading.Thread(target=self._feed, daemon=True)
         self._t.start()

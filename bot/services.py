@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
-
-from slack_sdk import WebClient
+from typing import TYPE_CHECKING, Any
 
 from bot import messages
 from bot.approval_flow import ApprovalFlow
@@ -16,6 +14,9 @@ from bot.errors import AtlasError, Busy
 from bot.notify import Message, make_client
 from bot.restores import Restores
 from bot.snapshots import Progress, Snapshots
+
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
 
 log = logging.getLogger(__name__)
 

@@ -198,7 +198,8 @@ class S3Writer:
             raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
         self.upload_id: str = resp["UploadId"]
         self.pending_ref = f"{key}\n{self.upload_id}"
-        self._buf = bytearray()
+        self._buf: list[bytes] = []  # chunks of the part being filled
+        self._buffered = 0
         self._parts: list[Future[dict[str, Any]]] = []
         self._md5s: list[bytes] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
@@ -212,12 +213,17 @@ class S3Writer:
 
     def write(self, data: bytes) -> None:
         self._raise_if_failed()
-        self._buf += data
+        self._buf.append(data)
+        self._buffered += len(data)
         self.size += len(data)
-        while len(self._buf) >= self._part_size():
-            size = self._part_size()
-            self._submit(bytes(self._buf[:size]))
-            del self._buf[:size]
+        if self._buffered >= self._part_size():
+            self._flush_part()
+
+    def _flush_part(self) -> None:
+        body = b"".join(self._buf)  # the one copy a part needs
+        self._buf.clear()
+        self._buffered = 0
+        self._submit(body)
 
     def _submit(self, body: bytes) -> None:
         import base64
@@ -254,9 +260,8 @@ class S3Writer:
             raise _s3_error(err, f"the write to s3://{self.bucket}/{self.key}") from None
 
     def commit(self) -> StoredObject:
-        if self._buf or not self._parts:
-            self._submit(bytes(self._buf))
-            self._buf.clear()
+        if self._buffered or not self._parts:
+            self._flush_part()
         try:
             parts = [f.result() for f in self._parts]
         except Exception:
