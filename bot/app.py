@@ -94,5 +94,5 @@ def run(
         try:
             server.run()
         finally:
-            sched.shutdown(wait=False)
+            sched.shutdown()
             services.shutdown()

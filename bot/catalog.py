@@ -69,6 +69,7 @@ SNAPSHOT_COLUMNS: dict[str, Any] = {
     "slack_channel": str,
     "slack_ts": str,
     "pinned": int,
+    "provider_snapshot": str,
 }
 
 
@@ -175,6 +176,12 @@ class Catalog:
                 )
             if not db["drills"].exists():
                 db["drills"].create(DRILL_COLUMNS, pk="id")
+            if not db["reminders"].exists():
+                db["reminders"].create(
+                    {"key": str, "database": str, "sent_at": str, "text": str}, pk="key"
+                )
+            if not db["leases"].exists():
+                db["leases"].create({"name": str, "owner": str, "expires_at": float}, pk="name")
             if not db["seen_requests"].exists():
                 db["seen_requests"].create({"key": str, "seen_at": str}, pk="key")
             if not db["audit"].exists():
@@ -363,6 +370,41 @@ class Catalog:
                     " AND ".join(where) or None, args, order_by="started_at DESC", limit=limit
                 )
             )
+
+    # -- reminders and leases --------------------------------------------------------------
+
+    def sent_reminders(self, database: str) -> set[str]:
+        with self.db() as db:
+            rows = db["reminders"].rows_where("database = ?", [database])
+            return {r["key"].removeprefix(f"{database}:") for r in rows}
+
+    def claim_reminder(self, key: str, database: str, text: str) -> bool:
+        """Record a reminder as sent; True only for the first caller (exactly-once posting)."""
+        with self.db() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO reminders(key, database, sent_at, text) VALUES (?, ?, ?, ?)",
+                [key, database, now(), text],
+            )
+            return cur.rowcount == 1
+
+    def unclaim_reminder(self, key: str) -> None:
+        """Posting failed: let the next check try again."""
+        with self.db() as db:
+            db.execute("DELETE FROM reminders WHERE key = ?", [key])
+
+    def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Hold (or renew) a named lease; only one holder at a time across processes."""
+        t = datetime.now(UTC).timestamp()
+        with self.transaction() as db:
+            rows = list(db["leases"].rows_where("name = ?", [name]))
+            if rows and rows[0]["owner"] != owner and rows[0]["expires_at"] > t:
+                return False
+            db["leases"].upsert({"name": name, "owner": owner, "expires_at": t + ttl_s}, pk="name")
+            return True
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self.db() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", [name, owner])
 
     # -- request de-duplication and audit -------------------------------------------------
 

@@ -56,6 +56,7 @@ PUBLIC_FIELDS = [
     "verified_at",
     "error",
     "pinned",
+    "provider_snapshot",
 ]
 
 
@@ -112,7 +113,8 @@ def main(verbose: bool) -> None:
 @click.option("--note", default="", help="Why this snapshot exists, e.g. 'deploy abc123'.")
 @click.option("--db", "database", default=None, help="Database name from ATLAS_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def snapshot(note: str, database: str | None, as_json: bool) -> None:
+@click.option("--provider", is_flag=True, help="Also start an RDS snapshot (ATLAS_RDS_INSTANCE).")
+def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> None:
     """Dump, compress, store and verify a snapshot now; print its id."""
     try:
         services = _services()
@@ -124,6 +126,7 @@ def snapshot(note: str, database: str | None, as_json: bool) -> None:
                 database=database,
                 source="cli",
                 progress=on_progress,
+                provider=provider,
             )
     except AtlasError as exc:
         _fail(exc, as_json)
@@ -342,6 +345,74 @@ def drills(limit: int, as_json: bool) -> None:
             (r.get("started_at") or "")[:19].replace("T", " "),
         )
     _out().print(table)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def prune(dry_run: bool, as_json: bool) -> None:
+    """Apply the retention policy (ATLAS_RETENTION_DAYS and keep-daily/weekly/monthly)."""
+    from bot import housekeeping
+
+    try:
+        decisions = housekeeping.prune(_services(), dry_run=dry_run, actor=_operator())
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "decisions": [d.__dict__ for d in decisions]}))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for d in decisions:
+        click.echo(f"{'keep  ' if d.keep else verb:<12} {d.snapshot_id}  {d.reason}")
+    pruned = sum(not d.keep for d in decisions)
+    click.echo(f"{len(decisions) - pruned} kept, {pruned} {verb}")
+
+
+def _pin(snapshot_id: str, pinned: bool) -> None:
+    try:
+        row = _services().snapshots.pin(snapshot_id, pinned, actor=_operator())
+    except AtlasError as exc:
+        _fail(exc, False)
+        return
+    state = "kept until `atlas unkeep`" if pinned else "back under the retention policy"
+    click.echo(f"{row['id']} is {state}")
+
+
+@main.command()
+@click.argument("snapshot_id")
+def keep(snapshot_id: str) -> None:
+    """Pin a snapshot so retention never deletes it (e.g. the one before a big migration)."""
+    _pin(snapshot_id, True)
+
+
+@main.command()
+@click.argument("snapshot_id")
+def unkeep(snapshot_id: str) -> None:
+    """Release a pinned snapshot back to the retention policy."""
+    _pin(snapshot_id, False)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--no-provider", is_flag=True, help="Skip the provider (RDS) check.")
+def status(as_json: bool, no_provider: bool) -> None:
+    """The backup checklist with live facts; exits 1 when anything is ❌ (gate deploys on it)."""
+    from bot import status as st
+
+    try:
+        lines = st.evaluate(st.gather(_services(), check_provider=not no_provider))
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    worst = st.worst(lines)
+    if as_json:
+        click.echo(json.dumps({"status": worst, "checks": [line.__dict__ for line in lines]}))
+    else:
+        for line in lines:
+            click.echo(f"{st.ICONS[line.level]} {line.title}: {line.detail.replace('`', '')}")
+    if worst == st.FAIL:
+        sys.exit(1)
 
 
 @main.command()

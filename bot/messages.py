@@ -12,8 +12,10 @@ HELP = """\
 • `/atlas restore ID`: ask to restore a snapshot into staging (approved by reactions)
 • `/atlas drill [ID]`: ask for a restore drill into a new scratch database (default: newest good snapshot)
 • `/atlas drills`: past drills and restores with their verdicts and timings
+• `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
+• `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas audit`."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas audit`."""
 
 
 def escape(text: str) -> str:
@@ -87,6 +89,8 @@ def snapshot_done(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         f"*Stored at:* `{escape(row.get('location') or '')}`",
         f"*Asked by:* {_who(row)}",
     ]
+    if row.get("provider_snapshot"):
+        facts.append(f"*Provider snapshot:* `{escape(row['provider_snapshot'])}` (started)")
     return text, [_section(f"{text}.{_note(row)}"), _section("\n".join(facts))]
 
 
@@ -124,6 +128,12 @@ def snapshot_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No snapshots yet. Take one with `/atlas snapshot before <change>`."
     return "*Recent snapshots* (newest first)\n" + "\n".join(snapshot_line(r) for r in rows)
+
+
+def pinned(row: dict[str, Any]) -> str:
+    if row.get("pinned"):
+        return f":pushpin: Snapshot `{row['id']}` is kept until `/atlas unkeep {row['id']}`."
+    return f"Snapshot `{row['id']}` is back under the retention policy."
 
 
 def verified(row: dict[str, Any]) -> str:
@@ -247,3 +257,25 @@ def drill_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "No drills yet. Start one with `/atlas drill`."
     return "*Recent drills and restores* (newest first)\n" + "\n".join(drill_line(r) for r in rows)
+
+
+DRILL_ACTION = "atlas_request_drill"
+
+
+def with_drill_button(text: str, database: str) -> list[dict[str, Any]]:
+    """A reminder with a button that opens the same approval flow as `/atlas drill`."""
+    return [
+        _section(text),
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": DRILL_ACTION,
+                    "text": {"type": "plain_text", "text": "Start a restore drill"},
+                    "value": database,
+                    "style": "primary",
+                }
+            ],
+        },
+    ]

@@ -14,14 +14,15 @@ import queue
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import zstandard
 
 from bot.errors import AtlasError
 from bot.pg import redact
-from bot.storage import ArtifactWriter, Storage
+from bot.storage import ArtifactWriter, Storage, StoredObject
 
 CHUNK = 1 << 20
 Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
@@ -30,8 +31,6 @@ Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed
 @dataclass(frozen=True)
 class DumpStats:
     raw_size: int
-    size: int
-    sha256: str
     dump_sha256: str
     seconds: float
 
@@ -112,14 +111,36 @@ class ArchiveCheck:
         self.proc.wait()
 
 
-class _HashingSink:
-    def __init__(self, writer: ArtifactWriter) -> None:
-        self.writer = writer
+class HashingWriter:
+    """Wraps the storage writer: size and sha256 of exactly the bytes that are stored."""
+
+    def __init__(self, inner: ArtifactWriter) -> None:
+        self.inner = inner
+        self.pending_ref = inner.pending_ref
         self.sha = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self.sha.update(data)
+        self.size += len(data)
+        self.inner.write(data)
+        return len(data)
+
+    def commit(self) -> StoredObject:
+        return self.inner.commit()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+class _Sink:
+    """What zstd's stream writer writes to; counts bytes for progress."""
+
+    def __init__(self, writer: ArtifactWriter) -> None:
+        self.writer = writer
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
         self.size += len(data)
         self.writer.write(data)
         return len(data)
@@ -152,7 +173,7 @@ def run_dump(
         check = ArchiveCheck(pg_restore, env)
         _grow_pipe(dump.stdout.fileno())
         cctx = zstandard.ZstdCompressor(level=level, threads=threads or -1, write_checksum=True)
-        sink = _HashingSink(writer)
+        sink = _Sink(writer)
         raw_sha = hashlib.sha256()
         raw = 0
         out = dump.stdout
@@ -169,9 +190,7 @@ def run_dump(
             raise _dump_failed(code, err.text(secrets))
         zw.flush(zstandard.FLUSH_FRAME)
         check.finish()
-        return DumpStats(
-            raw, sink.size, sink.sha.hexdigest(), raw_sha.hexdigest(), time.monotonic() - started
-        )
+        return DumpStats(raw, raw_sha.hexdigest(), time.monotonic() - started)
     except BaseException:
         if dump.poll() is None:
             dump.kill()
@@ -217,6 +236,7 @@ def read_artifact(
     expect_sha256: str | None,
     expect_dump_sha256: str | None = None,
     progress: Progress | None = None,
+    identity: Any = None,
 ) -> ReadStats:
     """Stream a stored artifact, decompress it into `consume`, and check it end to end.
 
@@ -227,10 +247,22 @@ def read_artifact(
     sha, raw_sha = hashlib.sha256(), hashlib.sha256()
     size = raw = 0
     dobj = zstandard.ZstdDecompressor().decompressobj()
-    try:
+    counted = [0]
+
+    def stored_chunks() -> Iterator[bytes]:
         for chunk in storage.read(key):
             sha.update(chunk)
-            size += len(chunk)
+            counted[0] += len(chunk)
+            yield chunk
+
+    chunks: Iterable[bytes] = stored_chunks()
+    if identity is not None:
+        from bot.crypto import decrypt_chunks
+
+        chunks = decrypt_chunks(identity, chunks)
+    try:
+        for chunk in chunks:
+            size = counted[0]
             if dobj.eof:
                 raise AtlasError("The artifact has data after its end: it was tampered with.")
             out = dobj.decompress(chunk)
@@ -242,6 +274,7 @@ def read_artifact(
                 progress(raw, size, time.monotonic() - started)
     except zstandard.ZstdError as exc:
         raise AtlasError(f"The artifact is corrupt (zstd: {exc}).") from None
+    size = counted[0]
     where = storage.location(key)
     if expect_size is not None and size != expect_size:
         raise AtlasError(

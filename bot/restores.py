@@ -278,6 +278,7 @@ class Restores:
                         expect_size=snap["size_bytes"],
                         expect_sha256=snap["sha256"],
                         expect_dump_sha256=snap["dump_sha256"],
+                        identity=self.snapshots.identity_for(snap),
                     )
                 except OSError as exc:
                     raise AtlasError(

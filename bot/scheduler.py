@@ -1,26 +1,89 @@
-"""Background jobs inside `atlas serve` (APScheduler)."""
+"""APScheduler jobs inside `atlas serve`: cron snapshots, daily housekeeping, request expiry.
+
+Several `atlas serve` processes may share one catalog (a rolling deploy, a stray
+replica): a lease in the catalog makes exactly one of them act, and each job has
+`max_instances=1`, so a job still running is never started twice.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
+from bot import housekeeping
+from bot.catalog import owner_id
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
+LEASE = "scheduler"
+LEASE_TTL_S = 90.0
 
-def start(services: Services) -> BackgroundScheduler:
-    """Expire approval requests on time, so their messages say so without waiting for a click."""
-    sched = BackgroundScheduler(timezone="UTC")
-    sched.add_job(
-        services.flow.expire_due,
-        "interval",
-        seconds=30,
-        id="expire-requests",
-        max_instances=1,
-        coalesce=True,
-    )
-    sched.start()
-    return sched
+
+class Scheduler:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.owner = owner_id()
+        st = services.settings
+        self.sched = BackgroundScheduler(timezone=st.timezone)
+        self._add("lease", self.renew, "interval", seconds=30)
+        self._add("expire-requests", services.flow.expire_due, "interval", seconds=30)
+        hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
+        self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
+        if st.snapshot_schedule:
+            trigger = CronTrigger.from_crontab(st.snapshot_schedule, timezone=st.timezone)
+            self._add("snapshot", lambda: housekeeping.scheduled_snapshot(services), trigger)
+
+    def _add(self, job_id: str, fn: Callable[[], Any], trigger: Any, **kw: Any) -> None:
+        def guarded() -> None:
+            if job_id != "lease" and not self.leader():
+                log.info("not the scheduler leader; skipping %s", job_id)
+                return
+            fn()
+
+        self.sched.add_job(
+            guarded,
+            trigger,
+            id=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+            **kw,
+        )
+
+    def renew(self) -> bool:
+        return self.services.catalog.acquire_lease(LEASE, self.owner, LEASE_TTL_S)
+
+    def leader(self) -> bool:
+        return self.renew()
+
+    def start(self) -> None:
+        """Start, and run housekeeping once now so a restart never skips a day."""
+        self.sched.start()
+        self.sched.add_job(
+            lambda: self.leader() and housekeeping.daily(self.services),
+            id="housekeeping-at-start",
+            next_run_time=datetime.now(UTC),
+        )
+
+    def shutdown(self) -> None:
+        self.sched.shutdown(wait=False)
+        self.services.catalog.release_lease(LEASE, self.owner)
+
+    def next_runs(self) -> dict[str, str]:
+        return {
+            job.id: job.next_run_time.isoformat()
+            for job in self.sched.get_jobs()
+            if job.next_run_time is not None
+        }
+
+
+def start(services: Services) -> Scheduler:
+    s = Scheduler(services)
+    s.start()
+    return s

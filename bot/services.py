@@ -48,6 +48,7 @@ class Services:
         source: str = "slack",
         channel: str | None = None,
         progress: Any = None,
+        provider: bool = False,
     ) -> dict[str, Any]:
         """Take a snapshot and tell the channel: one message, updated with progress and result."""
         msg = Message(self.slack, channel or self.settings.channel)
@@ -89,11 +90,47 @@ class Services:
                     *messages.snapshot_failed(started, "interrupted by the operator"), final=True
                 )
             raise
+        if provider:
+            row = self.provider_snapshot(row, msg)
         msg.update(*messages.snapshot_done(row), final=True)
         return row
 
+    def provider_snapshot(self, row: dict[str, Any], msg: Message) -> dict[str, Any]:
+        """`--provider`: also start an RDS snapshot, named after ours."""
+        from bot import provider
+
+        ident = self.settings.rds_cluster or self.settings.rds_instance
+        if not ident:
+            raise AtlasError(
+                f"Snapshot {row['id']} is stored, but no provider is configured for --provider.",
+                "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
+            )
+        try:
+            pid = provider.start_snapshot(
+                ident, f"atlas-{row['id']}", cluster=bool(self.settings.rds_cluster)
+            )
+        except AtlasError as exc:
+            msg.post(
+                messages.error(
+                    f"Snapshot {row['id']} is stored, but the provider snapshot failed: {exc}"
+                ),
+                [],
+            )
+            raise
+        self.catalog.update_snapshot(row["id"], provider_snapshot=pid)
+        self.catalog.audit(
+            row["requested_by"], "provider.snapshot", row["id"], provider_snapshot=pid
+        )
+        return self.catalog.get_snapshot(row["id"])
+
     def start_snapshot(
-        self, *, requested_by: str, note: str, channel: str | None, database: str | None = None
+        self,
+        *,
+        requested_by: str,
+        note: str,
+        channel: str | None,
+        database: str | None = None,
+        provider: bool = False,
     ) -> Future[dict[str, Any]]:
         """Check for a running snapshot now (so the user hears at once), then run in background."""
         target = self.settings.target(database)
@@ -108,7 +145,11 @@ class Services:
         def job() -> dict[str, Any]:
             try:
                 return self.snapshot_reported(
-                    requested_by=requested_by, note=note, database=database, channel=channel
+                    requested_by=requested_by,
+                    note=note,
+                    database=database,
+                    channel=channel,
+                    provider=provider,
                 )
             except AtlasError as exc:
                 log.warning("snapshot for %s failed: %s", requested_by, exc)

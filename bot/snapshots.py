@@ -54,7 +54,7 @@ def artifact_key(target: DatabaseTarget, snap_id: str) -> str:
 
 
 def sidecar_key(key: str) -> str:
-    return key.removesuffix(".dump.zst") + ".json"
+    return key.removesuffix(".age").removesuffix(".dump.zst") + ".json"
 
 
 class Snapshots:
@@ -62,12 +62,40 @@ class Snapshots:
         self.settings = settings
         self.catalog = catalog
         self._storage = storage
+        self._identity: Any = None
+        self._identity_loaded = False
 
     @property
     def storage(self) -> Storage:
         if self._storage is None:
             self._storage = open_storage(self.settings.storage)
         return self._storage
+
+    def encryption_identity(self) -> Any:
+        """The age identity when a key is configured (ATLAS_ENCRYPTION_KEY[_FILE]), else None."""
+        if not self._identity_loaded:
+            from bot import crypto
+
+            st = self.settings
+            env = {}
+            if st.encryption_key is not None:
+                env[crypto.KEY_ENV] = st.encryption_key.get_secret_value()
+            if st.encryption_key_file is not None:
+                env[crypto.KEY_FILE_ENV] = str(st.encryption_key_file)
+            self._identity = crypto.load_identity(env)
+            self._identity_loaded = True
+        return self._identity
+
+    def identity_for(self, row: dict[str, Any]) -> Any:
+        if row.get("encryption") != "age":
+            return None
+        identity = self.encryption_identity()
+        if identity is None:
+            raise AtlasError(
+                f"Snapshot {row['id']} is encrypted (age), and no key is configured.",
+                "set ATLAS_ENCRYPTION_KEY_FILE to the key it was made with",
+            )
+        return identity
 
     # -- take ------------------------------------------------------------------------
 
@@ -88,9 +116,10 @@ class Snapshots:
         failure (after recording it and removing whatever was half-written).
         """
         target = self.settings.target(database)
+        identity = self.encryption_identity()  # a bad key fails before anything starts
         self.recover()  # a snapshot left "running" by a dead process must not block this one
         snap_id = new_id()
-        key = artifact_key(target, snap_id)
+        key = artifact_key(target, snap_id) + (".age" if identity is not None else "")
         row = self.catalog.begin_snapshot(
             {
                 "id": snap_id,
@@ -102,7 +131,7 @@ class Snapshots:
                 "storage_key": key,
                 "location": self.storage.location(key),
                 "compression": "zstd",
-                "encryption": "none",
+                "encryption": "age" if identity is not None else "none",
                 "pinned": 0,
             }
         )
@@ -113,17 +142,17 @@ class Snapshots:
             if on_start:
                 on_start(row)
             writer, stats, info, versions, found = self._dump(
-                conn, snap_id, key, progress, progress_every
+                conn, snap_id, key, progress, progress_every, identity
             )
-            stored = writer.commit()
-            self._check_stored(key, stats, stored, writer)
+            writer.commit()
+            self._check_stored(key, writer)
             result = {
                 "dbname": info.dbname,
                 "server_version": info.version,
                 "pg_dump_version": versions,
-                "size_bytes": stats.size,
+                "size_bytes": writer.size,
                 "raw_size_bytes": stats.raw_size,
-                "sha256": stats.sha256,
+                "sha256": writer.sha.hexdigest(),
                 "dump_sha256": stats.dump_sha256,
                 "dump_s": round(stats.seconds, 3),
                 "manifest": json.dumps(found),
@@ -134,7 +163,7 @@ class Snapshots:
             finished = now()
             result["duration_s"] = round(_seconds_between(row["started_at"], finished), 3)
             self.catalog.finish_snapshot(snap_id, OK, **result)
-            self.catalog.audit(requested_by, "snapshot.ok", snap_id, size=stats.size)
+            self.catalog.audit(requested_by, "snapshot.ok", snap_id, size=writer.size)
         except BaseException as exc:
             message = self._fail(snap_id, key, writer, exc, conn)
             self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
@@ -152,7 +181,8 @@ class Snapshots:
         key: str,
         progress: Callable[[Progress], None] | None,
         progress_every: float,
-    ) -> tuple[ArtifactWriter, pipeline.DumpStats, Any, str, dict[str, Any]]:
+        identity: Any,
+    ) -> tuple[pipeline.HashingWriter, pipeline.DumpStats, Any, str, dict[str, Any]]:
         with conn.connect(autocommit=False) as pgconn:
             pgconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             pgconn.read_only = True
@@ -175,7 +205,12 @@ class Snapshots:
 
             counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
             counter.start()
-            writer = self.storage.writer(key)
+            stored = pipeline.HashingWriter(self.storage.writer(key))
+            writer: ArtifactWriter = stored
+            if identity is not None:
+                from bot.crypto import EncryptingWriter
+
+                writer = EncryptingWriter(stored, identity)
             try:
                 self.catalog.update_snapshot(snap_id, pending_ref=writer.pending_ref)
                 argv = [
@@ -218,22 +253,20 @@ class Snapshots:
                 counter.join(timeout=30)
                 raise
             if progress:
-                progress(Progress(snap_id, stats.raw_size, stats.size, stats.seconds))
-            return writer, stats, info, dump_ver, found
+                progress(Progress(snap_id, stats.raw_size, stored.size, stats.seconds))
+            return _Committable(writer, stored), stats, info, dump_ver, found
 
-    def _check_stored(
-        self, key: str, stats: pipeline.DumpStats, stored: Any, writer: ArtifactWriter
-    ) -> None:
+    def _check_stored(self, key: str, writer: _Committable) -> None:
         """The stored object must be exactly what was streamed, byte for byte."""
-        expected_etag = self.storage.expected_etag(writer)
+        expected_etag = self.storage.expected_etag(writer.stored.inner)
         head = self.storage.stat(key)
-        if head is None or head.size != stats.size:
+        if head is None or head.size != writer.size:
             got = "missing" if head is None else f"{head.size} bytes"
-            raise AtlasError(f"Stored object is {got}, but {stats.size} bytes were written.")
+            raise AtlasError(f"Stored object is {got}, but {writer.size} bytes were written.")
         if expected_etag and head.etag == expected_etag:
             return  # the store computed this from the bytes it received
         size, sha = pipeline.hash_stored(self.storage, key)
-        if size != stats.size or sha != stats.sha256:
+        if size != writer.size or sha != writer.sha.hexdigest():
             raise AtlasError("The stored object's checksum does not match what was written.")
 
     def _fail(
@@ -284,10 +317,17 @@ class Snapshots:
         doc = {k: row.get(k) for k in keys}
         doc["format"] = FORMAT
         doc["manifest"] = json.loads(row["manifest"])
-        doc["restore"] = (
-            "zstd -dc ID.dump.zst > ID.dump && pg_restore --clean --if-exists --no-owner "
-            '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
+        decode = (
+            "age -d -i KEY.txt ID.dump.zst.age | zstd -dc > ID.dump"
+            if row.get("encryption") == "age"
+            else "zstd -dc ID.dump.zst > ID.dump"
         )
+        doc["restore"] = (
+            f"{decode} && pg_restore --clean --if-exists --no-owner "
+            '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
+        ).replace("ID", row["id"])
+        if row.get("encryption") == "age":
+            doc["recipient"] = self.encryption_identity().recipient
         return json.dumps(doc, indent=2, sort_keys=True).encode()
 
     # -- read side ---------------------------------------------------------------------
@@ -323,6 +363,7 @@ class Snapshots:
                 expect_size=row["size_bytes"],
                 expect_sha256=row["sha256"],
                 expect_dump_sha256=row["dump_sha256"],
+                identity=self.identity_for(row),
             )
             check.finish()
         except AtlasError as exc:
@@ -346,6 +387,7 @@ class Snapshots:
                 expect_size=row["size_bytes"],
                 expect_sha256=row["sha256"],
                 expect_dump_sha256=row["dump_sha256"],
+                identity=self.identity_for(row),
             )
             stream.flush()
             return row
@@ -362,6 +404,7 @@ class Snapshots:
                     expect_size=row["size_bytes"],
                     expect_sha256=row["sha256"],
                     expect_dump_sha256=row["dump_sha256"],
+                    identity=self.identity_for(row),
                 )
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -373,6 +416,21 @@ class Snapshots:
             tmp.unlink(missing_ok=True)
             raise
         return row
+
+    # -- retention and pins ----------------------------------------------------------------
+
+    def delete_artifact(self, row: dict[str, Any]) -> None:
+        for key in (row["storage_key"], sidecar_key(row["storage_key"])):
+            self.storage.delete(key)
+
+    def pin(self, snap_id: str, pinned: bool, actor: str) -> dict[str, Any]:
+        """`keep` protects a snapshot from retention until `unkeep`."""
+        row = self.catalog.get_snapshot(snap_id)
+        if pinned and row["status"] not in (OK, CORRUPT):
+            raise AtlasError(f"Snapshot {snap_id} is {row['status']}; there is nothing to keep.")
+        self.catalog.update_snapshot(snap_id, pinned=int(pinned))
+        self.catalog.audit(actor, "snapshot.keep" if pinned else "snapshot.unkeep", snap_id)
+        return self.catalog.get_snapshot(snap_id)
 
     # -- crash recovery ------------------------------------------------------------------
 
@@ -391,6 +449,31 @@ class Snapshots:
             )
             self.catalog.audit("atlas", "snapshot.interrupted", row["id"])
         return [self.catalog.get_snapshot(r["id"]) for r in rows]
+
+
+class _Committable:
+    """The outermost writer (maybe encrypting) and the hashing one next to storage."""
+
+    def __init__(self, outer: ArtifactWriter, stored: pipeline.HashingWriter) -> None:
+        self.outer, self.stored = outer, stored
+        self.pending_ref = stored.pending_ref
+
+    @property
+    def size(self) -> int:
+        return self.stored.size
+
+    @property
+    def sha(self) -> Any:
+        return self.stored.sha
+
+    def write(self, data: bytes) -> None:
+        self.outer.write(data)
+
+    def commit(self) -> Any:
+        return self.outer.commit()
+
+    def abort(self) -> None:
+        self.outer.abort()
 
 
 def _pid_alive(pid: int) -> bool:

@@ -25,8 +25,14 @@ def register(app: App, services: Services) -> None:
             return
         try:
             if sub == "snapshot":
+                note, provider = rest.strip(), False
+                if note.startswith("--provider"):
+                    note, provider = note.removeprefix("--provider").strip(), True
                 services.start_snapshot(
-                    requested_by=user, note=rest.strip(), channel=command.get("channel_id")
+                    requested_by=user,
+                    note=note,
+                    channel=command.get("channel_id"),
+                    provider=provider,
                 )
                 ack(
                     text=":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
@@ -44,6 +50,12 @@ def register(app: App, services: Services) -> None:
                 services.jobs.submit(
                     _request, services, sub, snap["id"], user, command.get("channel_id"), respond
                 )
+            elif sub in ("keep", "unkeep") and rest.strip():
+                row = services.snapshots.pin(rest.strip(), sub == "keep", actor=user)
+                ack(text=messages.pinned(row))
+            elif sub == "status":
+                ack(text=":mag: Checking…")
+                services.jobs.submit(_status, services, respond)
             elif sub == "drills":
                 ack(text=messages.drill_list(services.catalog.list_drills(limit=10)))
             else:
@@ -64,5 +76,14 @@ def _request(
 ) -> None:
     try:
         services.flow.request(kind=kind, snap_id=snap_id, requested_by=user, channel=channel)
+    except AtlasError as exc:
+        respond(text=messages.error(str(exc)))
+
+
+def _status(services: Services, respond: Respond) -> None:
+    from bot import status
+
+    try:
+        respond(text=status.render(status.evaluate(status.gather(services))))
     except AtlasError as exc:
         respond(text=messages.error(str(exc)))
