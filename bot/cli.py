@@ -416,6 +416,30 @@ def status(as_json: bool, no_provider: bool) -> None:
 
 
 @main.command()
+@click.option("-o", "--output", required=True, help="Key file to create (mode 0600).")
+def keygen(output: str) -> None:
+    """Create an age key for encryption at rest; point ATLAS_ENCRYPTION_KEY_FILE at it."""
+    import os
+
+    from bot.crypto import generate_identity
+
+    secret, recipient = generate_identity()
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        _fail(AtlasError(f"{output} already exists; Atlas never overwrites a key."), False)
+        return
+    with os.fdopen(fd, "w") as fh:
+        fh.write(f"# created by atlas keygen\n# public key: {recipient}\n{secret}\n")
+    err.print(
+        f"wrote {output}; public key {recipient}. Keep a copy of this file somewhere safe: "
+        "without it encrypted snapshots cannot be restored.",
+        highlight=False,
+        markup=False,
+    )
+
+
+@main.command()
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def audit(limit: int, as_json: bool) -> None:

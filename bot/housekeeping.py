@@ -183,4 +183,5 @@ def daily(services: Services) -> dict[str, Any]:
             log.exception("housekeeping %s failed", name)
             result[name] = f"error: {exc}"
     log.info("housekeeping: %s", json.dumps(result, default=str))
+    services.catalog.audit("atlas", "housekeeping.ran", "daily", **result)
     return result

@@ -274,6 +274,10 @@ def read_artifact(
                 progress(raw, size, time.monotonic() - started)
     except zstandard.ZstdError as exc:
         raise AtlasError(f"The artifact is corrupt (zstd: {exc}).") from None
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()  # stop a decrypting thread and release the storage read at once
     size = counted[0]
     where = storage.location(key)
     if expect_size is not None and size != expect_size:

@@ -5,13 +5,14 @@ addition to Atlas's own logical dumps. `check` reads an RDS instance (or Aurora 
 cluster) and says in plain words what is wrong; `start_snapshot` asks RDS for a manual
 snapshot tagged ``created-by=atlas``. The policy itself lives in the pure function `evaluate`.
 
-boto3 finds its settings the usual way: ``AWS_REGION``, ``AWS_ENDPOINT_URL`` and the standard
-credentials chain (env, shared files, instance / task role).
+Settings come from the environment the usual way: ``AWS_REGION`` (or ``AWS_DEFAULT_REGION``),
+``AWS_ENDPOINT_URL`` and the standard credentials chain (env, shared files, instance / task role).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ SNAPSHOT_PREFIX = "atlas-"
 MAX_SNAPSHOT_ID = 255
 MAX_CLUSTER_SNAPSHOT_ID = 63
 
+_SETTING_HINT = "set ATLAS_RDS_INSTANCE (or ATLAS_RDS_CLUSTER)"
 _NOT_FOUND = {
     "DBInstanceNotFound",
     "DBInstanceNotFoundFault",
@@ -130,15 +132,20 @@ def evaluate(
 
 
 def make_client() -> Any:
-    """A boto3 RDS client (region, endpoint and credentials from the environment)."""
+    """A boto3 RDS client (region, endpoint and credentials from the environment).
+
+    boto3 itself reads ``AWS_DEFAULT_REGION`` but not ``AWS_REGION`` (which the other AWS SDKs
+    and Atlas's docs use), so ``AWS_REGION`` is passed on explicitly and wins when set.
+    """
     import boto3
     import botocore.config
 
     config = botocore.config.Config(
         retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=30
     )
+    region = os.environ.get("AWS_REGION", "").strip() or None
     with _translated("setting up the RDS client", "", "instance", None):
-        client = boto3.client("rds", config=config)
+        client = boto3.client("rds", config=config, region_name=region)
     return client
 
 
@@ -158,7 +165,7 @@ def check(
     """
     kind = "cluster" if cluster else "instance"
     if not identifier or not identifier.strip():
-        raise AtlasError(f"No RDS {kind} given to check.", "set ATLAS_RDS_INSTANCE")
+        raise AtlasError(f"No RDS {kind} given to check.", _SETTING_HINT)
     identifier = identifier.strip()
     now = now or datetime.now(UTC)
     client = client if client is not None else make_client()
@@ -213,7 +220,7 @@ def start_snapshot(
     """
     kind = "cluster" if cluster else "instance"
     if not identifier or not identifier.strip():
-        raise AtlasError(f"No RDS {kind} given to snapshot.", "set ATLAS_RDS_INSTANCE")
+        raise AtlasError(f"No RDS {kind} given to snapshot.", _SETTING_HINT)
     identifier = identifier.strip()
     snap = snapshot_identifier(snapshot_id, cluster=cluster)
     client = client if client is not None else make_client()
@@ -269,11 +276,16 @@ def _endpoint(client: Any) -> str | None:
 def _not_found(identifier: str, kind: str, client: Any) -> AtlasError:
     region = _region(client)
     where = f" in region {region}" if region else ""
-    other = "an instance" if kind == "cluster" else "an Aurora or Multi-AZ cluster"
-    return AtlasError(
-        f"No RDS {kind} named {identifier}{where}.",
-        f"check ATLAS_RDS_INSTANCE and AWS_REGION; if it is {other}, check it as one",
-    )
+    if kind == "cluster":
+        hint = (
+            "check ATLAS_RDS_CLUSTER and AWS_REGION; for a single instance set ATLAS_RDS_INSTANCE"
+        )
+    else:
+        hint = (
+            "check ATLAS_RDS_INSTANCE and AWS_REGION; "
+            "for an Aurora or Multi-AZ cluster set ATLAS_RDS_CLUSTER instead"
+        )
+    return AtlasError(f"No RDS {kind} named {identifier}{where}.", hint)
 
 
 @contextlib.contextmanager

@@ -68,7 +68,8 @@ class Snapshots:
     @property
     def storage(self) -> Storage:
         if self._storage is None:
-            self._storage = open_storage(self.settings.storage)
+            st = self.settings
+            self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id)
         return self._storage
 
     def encryption_identity(self) -> Any:

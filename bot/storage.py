@@ -51,13 +51,13 @@ class Storage(Protocol):
     def expected_etag(self, writer: ArtifactWriter) -> str | None: ...
 
 
-def open_storage(spec: str) -> Storage:
-    """`s3://bucket/prefix` or a folder path."""
+def open_storage(spec: str, sse: str | None = None, kms_key_id: str | None = None) -> Storage:
+    """`s3://bucket/prefix` or a folder path; `sse` asks S3 to encrypt every upload."""
     if spec.startswith("s3://"):
         bucket, _, prefix = spec[5:].partition("/")
         if not bucket:
             raise AtlasError(f"ATLAS_STORAGE={spec!r} names no bucket.", "use s3://bucket/prefix")
-        return S3Storage(bucket, prefix.strip("/"))
+        return S3Storage(bucket, prefix.strip("/"), sse=sse, kms_key_id=kms_key_id)
     return LocalStorage(Path(spec))
 
 
@@ -190,10 +190,10 @@ class S3Writer:
 
     MIN_PART = 8 << 20
 
-    def __init__(self, client: Any, bucket: str, key: str) -> None:
+    def __init__(self, client: Any, bucket: str, key: str, sse: dict[str, str]) -> None:
         self.client, self.bucket, self.key = client, bucket, key
         try:
-            resp = client.create_multipart_upload(Bucket=bucket, Key=key, **_sse_args())
+            resp = client.create_multipart_upload(Bucket=bucket, Key=key, **sse)
         except Exception as exc:
             raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
         self.upload_id: str = resp["UploadId"]
@@ -293,26 +293,32 @@ class S3Writer:
             )
 
 
-def _sse_args() -> dict[str, str]:
+def sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
     """Server-side encryption settings for every upload (ATLAS_S3_SSE, ATLAS_S3_KMS_KEY_ID)."""
-    sse = os.environ.get("ATLAS_S3_SSE", "").strip()
     if not sse:
         return {}
     args = {"ServerSideEncryption": sse}
-    key_id = os.environ.get("ATLAS_S3_KMS_KEY_ID", "").strip()
-    if sse == "aws:kms" and key_id:
-        args["SSEKMSKeyId"] = key_id
+    if sse == "aws:kms" and kms_key_id:
+        args["SSEKMSKeyId"] = kms_key_id
     return args
 
 
 class S3Storage:
     kind = "s3"
 
-    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        client: Any = None,
+        sse: str | None = None,
+        kms_key_id: str | None = None,
+    ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix
+        self.sse = sse_args(sse, kms_key_id)
         self.client = client or boto3.client(
             "s3",
             config=Config(
@@ -330,11 +336,11 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def writer(self, key: str) -> S3Writer:
-        return S3Writer(self.client, self.bucket, self._key(key))
+        return S3Writer(self.client, self.bucket, self._key(key), self.sse)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **_sse_args())
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.sse)
         except Exception as exc:
             raise _s3_error(exc, f"the write to {self.location(key)}") from None
 

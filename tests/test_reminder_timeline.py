@@ -1,0 +1,184 @@
+"""The real bot at shifted wall-clock times (libfaketime): each drill reminder reaches Slack once."""
+
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import pytest
+
+from tests.support import pick_free_port
+from tests.support.pg import fill_sample
+
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))), None)
+pytestmark = pytest.mark.skipif(
+    LIBFAKETIME is None, reason="needs libfaketime (Debian package faketime)"
+)
+
+
+def _faked(when: str, env: dict[str, str]) -> dict[str, str]:
+    """libfaketime preloaded directly (not the `faketime` wrapper, which forks), so signals
+    reach the bot itself; the clock starts at `when` and runs on."""
+    return {
+        **env,
+        "LD_PRELOAD": LIBFAKETIME or "",
+        "FAKETIME": f"@{when}",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_NO_CACHE": "1",
+    }
+
+
+def _housekeeping_runs(db: str) -> int:
+    if not os.path.exists(db):
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute(
+                "SELECT count(*) FROM audit WHERE action = 'housekeeping.ran'"
+            ).fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+
+def _tail(log) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace")[-3000:]
+
+
+def _serve_at(when: str, env: dict[str, str]) -> None:
+    """Start `atlas serve` as if it were `when`, let start-up housekeeping run, stop it."""
+    before = _housekeeping_runs(env["ATLAS_STATE"])
+    port = pick_free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the test process ends
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "serve",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=_faked(when, env),
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    try:
+        deadline = time.time() + 30
+        while _housekeeping_runs(env["ATLAS_STATE"]) <= before:
+            if proc.poll() is not None:
+                raise AssertionError(_tail(log))
+            if time.time() > deadline:
+                proc.kill()
+                raise AssertionError(f"housekeeping did not run at {when}: {_tail(log)}")
+            time.sleep(0.1)
+        while True:  # the HTTP server comes up just after start-up housekeeping
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                assert time.time() < deadline, _tail(log)
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _atlas_at(when: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=_faked(when, env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_drill_reminders_once_each_across_restarts_and_clock_jumps(
+    pg, pg_db, pg_url, tmp_path, slack_api
+):
+    fill_sample(pg_url, rows=200)
+    staging = pg_db + "_stg"
+    pg.create_database(staging)
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "STAGING_DATABASE_URL": pg.url(staging),
+        "ATLAS_STORAGE": str(tmp_path / "backups"),
+        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "SLACK_BOT_TOKEN": "xoxb-timeline",
+        "SLACK_SIGNING_SECRET": "timeline-secret",
+        "SLACK_API_URL": slack_api.url,
+        "ATLAS_CHANNEL": "CREMIND",
+        "ATLAS_RETENTION_DAYS": "3650",  # keep this test's snapshots whatever the fake date
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    try:
+        # a real drill in Q3, so Q4 is owed
+        assert _atlas_at("2026-09-10 12:00:00", env, "snapshot").returncode == 0
+        drill = _atlas_at("2026-09-10 12:05:00", env, "drill", "--yes")
+        assert drill.returncode == 0, drill.stderr
+
+        def reminders() -> list[str]:
+            return [
+                c["params"]["text"]
+                for c in slack_api.calls("chat.postMessage")
+                if c["params"].get("channel") == "CREMIND"
+                and "drill" in c["params"]["text"].lower()
+            ]
+
+        timeline = [
+            ("2026-12-16 10:00:00", 0),  # 15 days before Q4's last day: nothing yet
+            ("2026-12-17 10:00:00", 1),  # 14 days: first reminder
+            ("2026-12-17 11:00:00", 1),  # restart the same day: nothing new
+            ("2026-12-24 10:00:00", 2),  # 7 days
+            ("2026-12-20 10:00:00", 2),  # clock jumped back: nothing re-sent
+            ("2026-12-31 10:00:00", 3),  # the last day
+            ("2027-01-01 10:00:00", 4),  # overdue
+            ("2027-01-05 10:00:00", 4),
+            ("2027-01-08 10:00:00", 5),  # overdue, a week later
+        ]
+        for when, expected in timeline:
+            _serve_at(when, env)
+            assert len(reminders()) == expected, (when, reminders())
+        texts = reminders()
+        assert "14 days" in texts[0] and "7 days" in texts[1]
+        assert "/atlas drill" in texts[0] and "2026-09-10" in texts[0]
+        assert all("overdue" in t.lower() or "late" in t.lower() for t in texts[3:])
+        buttons = [
+            c
+            for c in slack_api.calls("chat.postMessage")
+            if "atlas_request_drill" in str(c["params"].get("blocks"))
+        ]
+        assert len(buttons) == 5
+
+        # a passed drill silences the overdue reminders
+        assert _atlas_at("2027-01-09 09:00:00", env, "snapshot").returncode == 0
+        assert _atlas_at("2027-01-09 09:05:00", env, "drill", "--yes").returncode == 0
+        _serve_at("2027-01-15 10:00:00", env)
+        _serve_at("2027-02-20 10:00:00", env)
+        assert len(reminders()) == 5
+        _serve_at("2027-03-18 10:00:00", env)  # Q1 already has its passed drill
+        assert len(reminders()) == 5
+        _serve_at("2027-06-16 10:00:00", env)  # Q2's own 14-day reminder
+        assert len(reminders()) == 6
+
+        status = _atlas_at("2027-07-02 10:00:00", env, "status", "--json", "--no-provider")
+        assert status.returncode == 1  # the last passed drill is older than the period
+        assert '"drill:' in status.stdout and "OVERDUE" in status.stdout
+    finally:
+        pg.drop_database(staging)
