@@ -73,7 +73,7 @@ class ArchiveCheck:
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
         self.err = _StderrTail(self.proc.stderr)
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self.broken = False
         self._t = threading.Thread(target=self._feed, daemon=True)
         self._t.start()
@@ -172,7 +172,13 @@ def run_dump(
     try:
         check = ArchiveCheck(pg_restore, env)
         _grow_pipe(dump.stdout.fileno())
-        cctx = zstandard.ZstdCompressor(level=level, threads=threads or -1, write_checksum=True)
+        params = zstandard.ZstdCompressionParameters.from_level(
+            level,
+            threads=threads or -1,
+            job_size=4 << 20,  # smaller jobs than zstd's default: ~30 MB less memory, same speed
+            write_checksum=True,
+        )
+        cctx = zstandard.ZstdCompressor(compression_params=params)
         sink = _Sink(writer)
         raw_sha = hashlib.sha256()
         raw = 0
