@@ -397,7 +397,8 @@ class Catalog:
         t = datetime.now(UTC).timestamp()
         with self.transaction() as db:
             rows = list(db["leases"].rows_where("name = ?", [name]))
-            if rows and rows[0]["owner"] != owner and rows[0]["expires_at"] > t:
+            held = rows and rows[0]["owner"] != owner and rows[0]["expires_at"] > t
+            if held and rows[0]["expires_at"] - t <= ttl_s:  # further out: the clock went back
                 return False
             db["leases"].upsert({"name": name, "owner": owner, "expires_at": t + ttl_s}, pk="name")
             return True

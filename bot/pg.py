@@ -130,7 +130,7 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 def tool_version(path: str) -> tuple[int, int]:
     """(major, minor) of a PostgreSQL client tool, e.g. pg_dump 15.18 -> (15, 18)."""
     try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run([path, "--version"], capture_output=True, text=True)
     except OSError as exc:
         raise AtlasError(f"Cannot run {path}: {exc.strerror}") from None
     m = _VERSION.search(out.stdout)

@@ -8,6 +8,7 @@ replica): a lease in the catalog makes exactly one of them act, and each job has
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,8 @@ LEASE_TTL_S = 90.0
 class Scheduler:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.owner = owner_id()
+        self.owner = f"{owner_id()}:{secrets.token_hex(3)}"
+        self._stopped = False
         st = services.settings
         self.sched = BackgroundScheduler(timezone=st.timezone)
         self._add("lease", self.renew, "interval", seconds=30)
@@ -57,6 +59,8 @@ class Scheduler:
         )
 
     def renew(self) -> bool:
+        if self._stopped:  # a job finishing after shutdown must not take the lease back
+            return False
         return self.services.catalog.acquire_lease(LEASE, self.owner, LEASE_TTL_S)
 
     def leader(self) -> bool:
@@ -72,6 +76,7 @@ class Scheduler:
         )
 
     def shutdown(self) -> None:
+        self._stopped = True
         self.sched.shutdown(wait=False)
         self.services.catalog.release_lease(LEASE, self.owner)
 

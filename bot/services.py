@@ -51,6 +51,11 @@ class Services:
         provider: bool = False,
     ) -> dict[str, Any]:
         """Take a snapshot and tell the channel: one message, updated with progress and result."""
+        if provider and not (self.settings.rds_cluster or self.settings.rds_instance):
+            raise AtlasError(
+                "--provider needs a provider: nothing was started.",
+                "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
+            )
         msg = Message(self.slack, channel or self.settings.channel)
         started: dict[str, Any] = {}
 
@@ -90,21 +95,17 @@ class Services:
                     *messages.snapshot_failed(started, "interrupted by the operator"), final=True
                 )
             raise
+        msg.update(*messages.snapshot_done(row), final=True)
         if provider:
             row = self.provider_snapshot(row, msg)
-        msg.update(*messages.snapshot_done(row), final=True)
+            msg.update(*messages.snapshot_done(row), final=True)
         return row
 
     def provider_snapshot(self, row: dict[str, Any], msg: Message) -> dict[str, Any]:
         """`--provider`: also start an RDS snapshot, named after ours."""
         from bot import provider
 
-        ident = self.settings.rds_cluster or self.settings.rds_instance
-        if not ident:
-            raise AtlasError(
-                f"Snapshot {row['id']} is stored, but no provider is configured for --provider.",
-                "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
-            )
+        ident = self.settings.rds_cluster or self.settings.rds_instance or ""
         try:
             pid = provider.start_snapshot(
                 ident, f"atlas-{row['id']}", cluster=bool(self.settings.rds_cluster)

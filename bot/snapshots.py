@@ -352,6 +352,7 @@ class Snapshots:
         """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
         row = self._readable(snap_id)
         started = time.monotonic()
+        identity = self.identity_for(row)  # no key: an error, not a corrupt snapshot
         pg_restore, _ = find_tool(
             "pg_restore", _major(row.get("server_version")), self.settings.pg_bindir
         )
@@ -364,17 +365,31 @@ class Snapshots:
                 expect_size=row["size_bytes"],
                 expect_sha256=row["sha256"],
                 expect_dump_sha256=row["dump_sha256"],
-                identity=self.identity_for(row),
+                identity=identity,
             )
             check.finish()
         except AtlasError as exc:
             check.kill()
+            if identity is not None and self._intact(row):
+                raise AtlasError(
+                    f"Snapshot {snap_id} is intact (its checksum matches) but {exc}",
+                    "is ATLAS_ENCRYPTION_KEY_FILE the key it was made with?",
+                ) from None
             self.catalog.update_snapshot(snap_id, status=CORRUPT, error=str(exc))
             self.catalog.audit(actor, "snapshot.verify_failed", snap_id, error=str(exc))
             raise
         self.catalog.update_snapshot(snap_id, status=OK, verified_at=now(), error=None)
         self.catalog.audit(actor, "snapshot.verified", snap_id)
         return {**self.catalog.get_snapshot(snap_id), "verify_s": time.monotonic() - started}
+
+    def _intact(self, row: dict[str, Any]) -> bool:
+        try:
+            return pipeline.hash_stored(self.storage, row["storage_key"]) == (
+                row["size_bytes"],
+                row["sha256"],
+            )
+        except AtlasError:
+            return False
 
     def fetch(self, snap_id: str, out: str, *, force: bool = False) -> dict[str, Any]:
         """Write the plain pg_dump custom-format file that `pg_restore` reads as it is."""
