@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -17,9 +16,8 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from tests.support import pick_free_port
+from tests.support.s3 import moto_server
 
 __all__ = [
     "RDS_REGION",
@@ -92,20 +90,6 @@ def create_cluster(client: Any, name: str, retention: int | None = None) -> dict
     )["DBCluster"]
 
 
-def _wait_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # the server answered
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _set_auth_count(endpoint: str, value: str) -> None:
     req = urllib.request.Request(
         endpoint + "/moto-api/reset-auth",
@@ -133,25 +117,8 @@ def iam_enforced(endpoint: str) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def rds_server() -> Iterator[str]:
     """A moto server for this test module; yields its endpoint ``http://127.0.0.1:PORT``."""
-    last: Exception | None = None
-    for _attempt in range(5):
-        port = pick_free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-        try:
-            server.start()
-            endpoint = f"http://127.0.0.1:{port}"
-            _wait_http(endpoint + "/moto-api/")
-        except Exception as exc:  # port race: try another one
-            last = exc
-            with contextlib.suppress(Exception):
-                server.stop()
-            continue
-        try:
-            yield endpoint
-        finally:
-            server.stop()
-        return
-    raise RuntimeError(f"could not start moto server: {last}")
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

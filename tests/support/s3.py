@@ -80,9 +80,9 @@ def _wait_http(url: str, timeout: float = 15) -> None:
             time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """Session (per xdist worker) moto server; yields its endpoint ``http://127.0.0.1:PORT``."""
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on a free loopback port (retrying port races); yields its endpoint."""
     last: Exception | None = None
     for _attempt in range(5):
         port = pick_free_port()
@@ -102,6 +102,13 @@ def s3_server() -> Iterator[str]:
             server.stop()
         return
     raise RuntimeError(f"could not start moto server: {last}")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """Session (per xdist worker) moto server; yields its endpoint ``http://127.0.0.1:PORT``."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
