@@ -51,11 +51,7 @@ class Services:
         provider: bool = False,
     ) -> dict[str, Any]:
         """Take a snapshot and tell the channel: one message, updated with progress and result."""
-        if provider and not (self.settings.rds_cluster or self.settings.rds_instance):
-            raise AtlasError(
-                "--provider needs a provider: nothing was started.",
-                "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
-            )
+        self._check_provider(provider)
         msg = Message(self.slack, channel or self.settings.channel)
         started: dict[str, Any] = {}
 
@@ -101,6 +97,13 @@ class Services:
             msg.update(*messages.snapshot_done(row), final=True)
         return row
 
+    def _check_provider(self, wanted: bool) -> None:
+        if wanted and not (self.settings.rds_cluster or self.settings.rds_instance):
+            raise AtlasError(
+                "--provider needs a provider: nothing was started.",
+                "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
+            )
+
     def provider_snapshot(self, row: dict[str, Any], msg: Message) -> dict[str, Any]:
         """`--provider`: also start an RDS snapshot, named after ours."""
         from bot import provider
@@ -134,6 +137,7 @@ class Services:
         provider: bool = False,
     ) -> Future[dict[str, Any]]:
         """Check for a running snapshot now (so the user hears at once), then run in background."""
+        self._check_provider(provider)  # answer at once, in the command's reply
         target = self.settings.target(database)
         running = self.catalog.running_snapshot(target.name, target.environment)
         if running:
