@@ -185,3 +185,10 @@ def test_restart_recovery_is_announced(pg, pg_db, pg_url, tmp_path, slack_api):
     assert call["params"]["channel"] == "CATLAS" and "s-crashed" in call["params"]["text"]
     assert "interrupted" in call["params"]["text"]
     assert b.services.snapshots.get("s-crashed")["status"] == "interrupted"
+
+
+def test_provider_flag_without_a_provider_is_refused_in_the_reply(bot):
+    status, body = bot.command("snapshot --provider before 0042")
+    assert status == 200 and "--provider needs a provider" in body
+    time.sleep(0.3)
+    assert bot.services.snapshots.list() == []
