@@ -7,7 +7,6 @@ moto keeps its state per process, so give every instance/cluster a unique name (
 from __future__ import annotations
 
 import contextlib
-import os
 import urllib.error
 import urllib.request
 import uuid
@@ -17,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.support.s3 import moto_server
+from tests.support.s3 import moto_server, point_aws_at
 
 __all__ = [
     "RDS_REGION",
@@ -34,18 +33,6 @@ __all__ = [
 RDS_REGION = "us-east-1"
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
-
-_AWS_VARS_TO_DROP = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ENDPOINT_URL_RDS",
-)
 
 
 def unique(prefix: str) -> str:
@@ -124,17 +111,7 @@ def rds_server() -> Iterator[str]:
 @pytest.fixture
 def rds_env(rds_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> str:
     """Point boto3 (via env only, fresh default session) at the moto server; returns its endpoint."""
-    for var in _AWS_VARS_TO_DROP:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", rds_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", RDS_REGION)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", RDS_REGION)
-    # Ignore any ~/.aws config, credentials or instance role on this machine.
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.path.join(str(tmp_path), "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.path.join(str(tmp_path), "no-aws-creds"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    point_aws_at(monkeypatch, rds_server, tmp_path, ACCESS_KEY, SECRET_KEY, RDS_REGION)
     # boto3.client() reuses one default session that caches the first credentials it found;
     # start each test without it so the code under test resolves everything from this env.
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)

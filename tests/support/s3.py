@@ -43,6 +43,7 @@ _AWS_VARS_TO_DROP = (
     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
     "AWS_CONTAINER_CREDENTIALS_FULL_URI",
     "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_RDS",
     "AWS_S3_ENDPOINT",
 )
 
@@ -104,6 +105,27 @@ def moto_server() -> Iterator[str]:
     raise RuntimeError(f"could not start moto server: {last}")
 
 
+def point_aws_at(
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str,
+    tmp_path: Any,
+    key: str,
+    secret: str,
+    region: str,
+) -> None:
+    """Point boto3, through the environment only, at a local server; ignore ~/.aws and roles."""
+    for var in _AWS_VARS_TO_DROP:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_REGION", region)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.path.join(str(tmp_path), "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.path.join(str(tmp_path), "no-aws-creds"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """Session (per xdist worker) moto server; yields its endpoint ``http://127.0.0.1:PORT``."""
@@ -114,17 +136,7 @@ def s3_server() -> Iterator[str]:
 @pytest.fixture
 def s3_env(s3_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[str]:
     """Point boto3 (via env) at moto; create and yield a fresh unique bucket name."""
-    for var in _AWS_VARS_TO_DROP:
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", S3_REGION)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", S3_REGION)
-    # Ignore any ~/.aws config or credentials on the machine.
-    monkeypatch.setenv("AWS_CONFIG_FILE", os.path.join(str(tmp_path), "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.path.join(str(tmp_path), "no-aws-creds"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    point_aws_at(monkeypatch, s3_server, tmp_path, S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION)
     bucket = f"atlas-test-{uuid.uuid4().hex[:16]}"
     make_s3_client(s3_server).create_bucket(Bucket=bucket)
     yield bucket
