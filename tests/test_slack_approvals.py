@@ -125,12 +125,14 @@ def test_full_drill_from_request_to_report(setup, pg):
             and c["params"].get("thread_ts") == ts
         )
     )
-    in_channel = [
-        c
-        for c in bot.slack.calls("chat.postMessage")
-        if "passed" in str(c["params"].get("text")) and not c["params"].get("thread_ts")
-    ]
-    assert in_channel, "the verdict is also posted in the channel"
+    # the verdict is also posted in the channel (after the thread reply)
+    bot.slack.wait_for(
+        lambda c: (
+            c["method"] == "chat.postMessage"
+            and "passed" in str(c["params"].get("text"))
+            and not c["params"].get("thread_ts")
+        )
+    )
     blocks = str(report["params"]["blocks"])
     assert "Time to restore" in blocks and "manifest" in blocks
     drill = bot.services.catalog.get_drill(req["drill_id"])
