@@ -22,9 +22,8 @@ import zstandard
 
 from bot.errors import AtlasError
 from bot.pg import redact
-from bot.storage import ArtifactWriter, Storage, StoredObject
+from bot.storage import CHUNK, ArtifactWriter, Storage, StoredObject
 
-CHUNK = 1 << 20
 Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
 
 

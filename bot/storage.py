@@ -376,9 +376,6 @@ class S3Storage:
             raise _s3_error(exc, f"checking {self.location(key)}") from None
         return StoredObject(int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
 
-    def head(self, key: str) -> dict[str, Any]:
-        return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
