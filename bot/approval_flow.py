@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot import approvals, messages
-from bot.catalog import now, owner_id
+from bot.catalog import now, owner_id, pid_alive
 from bot.errors import AtlasError, Refused
 from bot.notify import Message, slack_errors
 from bot.pg import Conn
@@ -67,14 +67,20 @@ class ApprovalFlow:
     # -- asking --------------------------------------------------------------------------
 
     def request(
-        self, *, kind: str, snap_id: str | None, requested_by: str, channel: str | None
+        self,
+        *,
+        kind: str,
+        snap_id: str | None,
+        requested_by: str,
+        channel: str | None,
+        database: str | None = None,
     ) -> dict[str, Any]:
         """Create the request and post it with the approve/reject reactions already on."""
         restores = self.s.restores
         channel = channel or self.s.settings.channel
         if not channel:
             raise AtlasError("No channel to ask for approvals in.", "set ATLAS_CHANNEL")
-        snap = restores.pick_snapshot(snap_id)
+        snap = restores.pick_snapshot(snap_id, database)
         target, staging = restores.staging_for(snap)
         try:
             guard_not_production(Conn.parse(target.url), staging)
@@ -279,9 +285,7 @@ class ApprovalFlow:
         mine = owner_id().rsplit(":", 1)[0]
         for req in self.s.catalog.requests_where("status = 'running'", []):
             host, _, pid = (req.get("owner") or "").rpartition(":")
-            from bot.snapshots import _pid_alive
-
-            if host == mine and pid.isdigit() and not _pid_alive(int(pid)):
+            if host == mine and pid.isdigit() and not pid_alive(int(pid)):
                 self.s.catalog.update_request(
                     req["id"], status=approvals.FAILED, reason="Atlas restarted while the job ran"
                 )

@@ -8,6 +8,7 @@ state changes that must not race run inside `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -31,9 +32,18 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def owner_id() -> str:
-    import os
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a catalog owner that died leaves work behind)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
+
+def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -271,7 +281,7 @@ class Catalog:
                 )
             )
 
-    def stale_running(self, owner_alive: Any, stale_after_s: float) -> list[dict[str, Any]]:
+    def stale_running(self, stale_after_s: float) -> list[dict[str, Any]]:
         """Running snapshots whose process is gone (same host) or silent for too long."""
         host = socket.gethostname()
         cutoff = datetime.now(UTC).timestamp() - stale_after_s
@@ -280,7 +290,7 @@ class Catalog:
             for row in db["snapshots"].rows_where("status = 'running'"):
                 o_host, _, o_pid = (row.get("owner") or "").rpartition(":")
                 beat = datetime.fromisoformat(row["heartbeat_at"]).timestamp()
-                if (o_host == host and o_pid.isdigit() and not owner_alive(int(o_pid))) or (
+                if (o_host == host and o_pid.isdigit() and not pid_alive(int(o_pid))) or (
                     beat < cutoff
                 ):
                     out.append(row)

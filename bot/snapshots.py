@@ -39,10 +39,6 @@ class Progress:
     stored_bytes: int
     elapsed: float
 
-    @property
-    def rate(self) -> float:
-        return self.raw_bytes / self.elapsed if self.elapsed > 0 else 0.0
-
 
 def new_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
@@ -452,7 +448,7 @@ class Snapshots:
 
     def recover(self, stale_after_s: float = 120.0) -> list[dict[str, Any]]:
         """Mark snapshots left running by a dead process as interrupted and clean up after them."""
-        rows = self.catalog.stale_running(_pid_alive, stale_after_s)
+        rows = self.catalog.stale_running(stale_after_s)
         for row in rows:
             if row.get("pending_ref"):
                 with contextlib.suppress(Exception):
@@ -490,16 +486,6 @@ class _Committable:
 
     def abort(self) -> None:
         self.outer.abort()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _major(version: str | None) -> int:
