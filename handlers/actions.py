@@ -22,9 +22,8 @@ def register(app: App, services: Services) -> None:
             return
         database = (body.get("actions") or [{}])[0].get("value") or None
         try:
-            snap = services.restores.pick_snapshot(None, database)
             services.flow.request(
-                kind="drill", snap_id=snap["id"], requested_by=user, channel=channel
+                kind="drill", snap_id=None, database=database, requested_by=user, channel=channel
             )
         except AtlasError as exc:
             respond(
