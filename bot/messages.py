@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 HELP = """\
@@ -40,6 +41,11 @@ def human_seconds(s: float | None) -> str:
         return f"{s:.1f} s"
     m, sec = divmod(int(s), 60)
     return f"{m} min {sec} s" if m < 60 else f"{m // 60} h {m % 60} min"
+
+
+def _utc(iso: Any) -> str:
+    """'2026-11-24T17:32:08.123+00:00' -> '2026-11-24 17:32' (catalog times are UTC)."""
+    return str(iso or "")[:16].replace("T", " ")
 
 
 def _section(text: str) -> dict[str, Any]:
@@ -120,7 +126,7 @@ def snapshot_line(row: dict[str, Any]) -> str:
     note = f" — {escape(row['note'][:80])}" if row.get("note") else ""
     return (
         f"{icon} `{row['id']}` {escape(row['database'])} {row['status']} · {size} · "
-        f"{(row.get('started_at') or '')[:16].replace('T', ' ')} UTC{note}"
+        f"{_utc(row.get('started_at') or '')} UTC{note}"
     )
 
 
@@ -180,7 +186,7 @@ def request_message(
     }.get(status, f"{what}: {status}")
     text = f"{head}: snapshot `{snap['id']}` of *{escape(snap['database'])}*"
     lines = [
-        f"*Snapshot:* `{snap['id']}` ({human_bytes(snap.get('size_bytes'))}, taken {str(snap.get('started_at'))[:16].replace('T', ' ')} UTC)",
+        f"*Snapshot:* `{snap['id']}` ({human_bytes(snap.get('size_bytes'))}, taken {_utc(snap.get('started_at'))} UTC)",
         f"*Into:* `{escape(target)}`",
         f"*Asked by:* <@{req['requested_by']}>",
         f"*Approvals:* {len(approved_by)} of {req['required']} ({_users(approved_by)})",
@@ -189,7 +195,7 @@ def request_message(
     if status == "pending":
         lines.append(
             f"React :{approve_emoji}: to approve or :{reject_emoji}: to reject. "
-            f"Expires {str(req['expires_at'])[:16].replace('T', ' ')} UTC."
+            f"Expires {_utc(req['expires_at'])} UTC."
         )
     elif req.get("reason"):
         lines.append(f"*Why:* {escape(req['reason'])}")
@@ -200,8 +206,6 @@ def drill_report(
     drill: dict[str, Any], previous: dict[str, Any] | None
 ) -> tuple[str, list[dict[str, Any]]]:
     """The verdict people read at a glance: checks table, restore time, trend."""
-    import json
-
     ok = drill["status"] == "passed"
     what = KIND_WORDS.get(drill["kind"], drill["kind"])
     text = (
@@ -249,7 +253,7 @@ def drill_line(d: dict[str, Any]) -> str:
     icon = {"passed": ":white_check_mark:", "running": ":gear:"}.get(d["status"], ":x:")
     return (
         f"{icon} `{d['id']}` {d['kind']} of {escape(d['database'])} from `{d['snapshot_id']}` · "
-        f"{d['status']} · {human_seconds(d.get('total_s'))} · {str(d.get('started_at'))[:16].replace('T', ' ')} UTC"
+        f"{d['status']} · {human_seconds(d.get('total_s'))} · {_utc(d.get('started_at'))} UTC"
     )
 
 
