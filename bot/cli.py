@@ -14,8 +14,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bot import messages
 from bot.config import load_settings
@@ -148,11 +146,19 @@ class _progress_bar:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar: Progress | None = None
+        self.bar: Any = None
 
     def __enter__(self) -> Callable[[SnapProgress], None]:
         if not self.enabled:
             return lambda p: None
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.bar = Progress(
             TextColumn("dumping"),
             BarColumn(),
@@ -192,6 +198,8 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([public(r) for r in rows]))
         return
+    from rich.table import Table
+
     table = Table("id", "database", "env", "status", "size", "started (UTC)", "note")
     for r in rows:
         table.add_row(
@@ -333,6 +341,8 @@ def drills(limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_drill_public(r) for r in rows]))
         return
+    from rich.table import Table
+
     table = Table("id", "kind", "database", "snapshot", "verdict", "restore time", "started (UTC)")
     for r in rows:
         table.add_row(

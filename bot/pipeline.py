@@ -59,9 +59,12 @@ def _grow_pipe(fd: int) -> None:
 class ArchiveCheck:
     """Feeds a byte stream to `pg_restore -f /dev/null`, which reads every TOC entry and
     data block: a truncated or corrupt custom-format archive makes it fail. `--list`
-    alone reads only the table of contents and would miss truncation."""
+    alone reads only the table of contents and would miss truncation.
 
-    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
+    With `hash_input`, the sha256 of the stream is computed on the feeding thread too,
+    off the caller's critical path."""
+
+    def __init__(self, pg_restore: str, env: dict[str, str], *, hash_input: bool = False) -> None:
         self.proc = subprocess.Popen(
             [pg_restore, "--file", os.devnull],
             stdin=subprocess.PIPE,
@@ -72,42 +75,91 @@ class ArchiveCheck:
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
         self.err = _StderrTail(self.proc.stderr)
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.sha = hashlib.sha256() if hash_input else None
+        self.size = 0
         self.broken = False
-        self._t = threading.Thread(target=self._feed, daemon=True)
-        self._t.start()
+        self._pump = Pump(self._write, name="archive-check")
 
-    def _feed(self) -> None:
+    def _write(self, chunk: bytes) -> None:
+        if self.sha is not None:
+            self.sha.update(chunk)
+        self.size += len(chunk)
+        if self.broken:
+            return
         stdin = self.proc.stdin
         assert stdin is not None
-        while (chunk := self._q.get()) is not None:
-            if self.broken:
-                continue
-            try:
-                stdin.write(chunk)
-            except (BrokenPipeError, OSError):
-                self.broken = True
-        with contextlib.suppress(OSError):
-            stdin.close()
+        try:
+            stdin.write(chunk)
+        except (BrokenPipeError, OSError):
+            self.broken = True  # pg_restore gave up: finish() reports its reason
 
     def feed(self, chunk: bytes) -> None:
-        self._q.put(chunk)
+        self._pump.put(chunk)
 
     def finish(self) -> None:
         """Raise if pg_restore could not read the archive through to its end."""
-        self._q.put(None)
-        self._t.join()
+        try:
+            self._pump.close()
+        finally:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
         code = self.proc.wait()
         if code != 0 or self.broken:
             detail = self.err.text() or f"exit code {code}"
             raise AtlasError(f"The archive does not read through to its end: {detail}")
 
     def kill(self) -> None:
-        with contextlib.suppress(queue.Full):
-            self._q.put_nowait(None)
         with contextlib.suppress(OSError):
             self.proc.kill()
+        self._pump.close(raise_error=False)
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
         self.proc.wait()
+
+
+class Pump:
+    """A thread that hands every chunk put to it, in order, to `fn`.
+
+    It lets hashing and I/O run beside the compressor instead of after it. The queue is
+    short, so memory stays flat. An error in `fn` stops the work and is raised to the
+    producer on its next `put` or at `close`.
+    """
+
+    def __init__(self, fn: Callable[[bytes], object], *, name: str, depth: int = 4) -> None:
+        self._fn = fn
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self._closed = False
+        self._t = threading.Thread(target=self._run, name=name, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while (chunk := self._q.get()) is not None:
+            if self.error is None:
+                try:
+                    self._fn(chunk)
+                except BaseException as exc:
+                    self.error = exc
+
+    def put(self, chunk: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        self._q.put(chunk)
+
+    def close(self, *, raise_error: bool = True) -> None:
+        """Wait until every chunk was handled (or dropped after an error)."""
+        if not self._closed:
+            self._closed = True
+            if not raise_error:
+                self.error = self.error or _Stopped()  # skip what is still queued
+            self._q.put(None)
+            self._t.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+
+class _Stopped(Exception):
+    """Marks a pump that was stopped on purpose; never raised to users."""
 
 
 class HashingWriter:
@@ -133,15 +185,16 @@ class HashingWriter:
 
 
 class _Sink:
-    """What zstd's stream writer writes to; counts bytes for progress."""
+    """What zstd's stream writer writes to: counts bytes and hands them to the storage
+    writer's thread."""
 
-    def __init__(self, writer: ArtifactWriter) -> None:
-        self.writer = writer
+    def __init__(self, pump: Pump) -> None:
+        self.pump = pump
         self.size = 0
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
-        self.writer.write(data)
+        self.pump.put(data)
         return len(data)
 
 
@@ -168,8 +221,12 @@ def run_dump(
     assert dump.stdout is not None
     err = _StderrTail(dump.stderr)
     check: ArchiveCheck | None = None
+    # Three lanes run side by side: this thread reads pg_dump and compresses (zstd uses
+    # its own worker threads), the check lane hashes the plain dump and feeds pg_restore,
+    # the store lane hashes and writes the compressed bytes.
+    store = Pump(writer.write, name="store")
     try:
-        check = ArchiveCheck(pg_restore, env)
+        check = ArchiveCheck(pg_restore, env, hash_input=True)
         _grow_pipe(dump.stdout.fileno())
         params = zstandard.ZstdCompressionParameters.from_level(
             level,
@@ -178,13 +235,11 @@ def run_dump(
             write_checksum=True,
         )
         cctx = zstandard.ZstdCompressor(compression_params=params)
-        sink = _Sink(writer)
-        raw_sha = hashlib.sha256()
+        sink = _Sink(store)
         raw = 0
         out = dump.stdout
         zw = cctx.stream_writer(sink, write_size=CHUNK, closefd=False)
         while chunk := out.read(CHUNK):
-            raw_sha.update(chunk)
             raw += len(chunk)
             check.feed(chunk)
             zw.write(chunk)
@@ -194,12 +249,15 @@ def run_dump(
         if code != 0:
             raise _dump_failed(code, err.text(secrets))
         zw.flush(zstandard.FLUSH_FRAME)
+        store.close()
         check.finish()
-        return DumpStats(raw, raw_sha.hexdigest(), time.monotonic() - started)
+        assert check.sha is not None and check.size == raw
+        return DumpStats(raw, check.sha.hexdigest(), time.monotonic() - started)
     except BaseException:
         if dump.poll() is None:
             dump.kill()
         dump.wait()
+        store.close(raise_error=False)  # the caller aborts the writer: nothing may still write
         if check is not None:
             check.kill()
         raise

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from bot import messages
-from bot.approval_flow import ApprovalFlow
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
 from bot.notify import Message, make_client
-from bot.restores import Restores
 from bot.snapshots import Progress, Snapshots
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
+
+    from bot.approval_flow import ApprovalFlow
+    from bot.restores import Restores
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +32,31 @@ class Services:
         self.settings = settings
         self.catalog = catalog or Catalog(settings.state)
         self.snapshots = Snapshots(settings, self.catalog)
-        self.restores = Restores(settings, self.catalog, self.snapshots)
         self.slack = slack
-        self.flow = ApprovalFlow(self)
         self.jobs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
+        self._build_lock = threading.RLock()
+        self._restores: Restores | None = None
+        self._flow: ApprovalFlow | None = None
+
+    # Built on first use, once even when handler threads race: `atlas snapshot` starts
+    # its dump without importing the restore and approval code.
+    @property
+    def restores(self) -> Restores:
+        with self._build_lock:
+            if self._restores is None:
+                from bot.restores import Restores
+
+                self._restores = Restores(self.settings, self.catalog, self.snapshots)
+            return self._restores
+
+    @property
+    def flow(self) -> ApprovalFlow:
+        with self._build_lock:
+            if self._flow is None:
+                from bot.approval_flow import ApprovalFlow
+
+                self._flow = ApprovalFlow(self)
+            return self._flow
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

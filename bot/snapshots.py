@@ -23,7 +23,7 @@ from bot.catalog import FAILED, INTERRUPTED, OK, Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, NotFound
 from bot.pg import Conn, find_tool, redact, server_info
-from bot.storage import ArtifactWriter, Storage, open_storage
+from bot.storage import ArtifactWriter, Storage, StoredObject, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,7 @@ class Snapshots:
             writer, stats, info, versions, found = self._dump(
                 conn, snap_id, key, progress, progress_every, identity
             )
-            writer.commit()
-            self._check_stored(key, writer)
+            self._check_stored(key, writer, writer.commit())
             result = {
                 "dbname": info.dbname,
                 "server_version": info.version,
@@ -253,7 +252,7 @@ class Snapshots:
                 progress(Progress(snap_id, stats.raw_size, stored.size, stats.seconds))
             return _Committable(writer, stored), stats, info, dump_ver, found
 
-    def _check_stored(self, key: str, writer: _Committable) -> None:
+    def _check_stored(self, key: str, writer: _Committable, committed: StoredObject) -> None:
         """The stored object must be exactly what was streamed, byte for byte."""
         expected_etag = self.storage.expected_etag(writer.stored.inner)
         head = self.storage.stat(key)
@@ -262,8 +261,13 @@ class Snapshots:
             raise AtlasError(f"Stored object is {got}, but {writer.size} bytes were written.")
         if expected_etag and head.etag == expected_etag:
             return  # the store computed this from the bytes it received
-        size, sha = pipeline.hash_stored(self.storage, key)
-        if size != writer.size or sha != writer.sha.hexdigest():
+        if committed.sha256 is not None:  # read back from storage while it was written
+            sha = committed.sha256
+        else:
+            size, sha = pipeline.hash_stored(self.storage, key)
+            if size != writer.size:
+                sha = ""
+        if sha != writer.sha.hexdigest():
             raise AtlasError("The stored object's checksum does not match what was written.")
 
     def _fail(
