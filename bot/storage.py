@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import queue
 import threading
 import uuid
 from collections.abc import Iterator
@@ -292,9 +293,14 @@ def _s3_error(exc: Exception, what: str) -> AtlasError:
 
 
 class S3Writer:
-    """Streams parts to a multipart upload on two threads while the caller keeps writing."""
+    """Streams parts to a multipart upload on two threads while the caller keeps writing.
+
+    Parts are filled in place in a few reused buffers (one filling, two uploading), so
+    memory stays flat and no part is ever copied whole.
+    """
 
     MIN_PART = 5 << 20  # S3's minimum: the smallest buffers
+    IN_FLIGHT = 2
 
     def __init__(self, client: Any, bucket: str, key: str, sse: dict[str, str]) -> None:
         self.client, self.bucket, self.key = client, bucket, key
@@ -304,42 +310,56 @@ class S3Writer:
             raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
         self.upload_id: str = resp["UploadId"]
         self.pending_ref = f"{key}\n{self.upload_id}"
-        self._buf: list[bytes] = []  # chunks of the part being filled
-        self._buffered = 0
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(self.IN_FLIGHT + 1):
+            self._free.put(bytearray(0))  # sized on first use
+        self._buf: bytearray | None = None  # the part being filled
+        self._filled = 0
         self._parts: list[Future[dict[str, Any]]] = []
         self._md5s: list[bytes] = []
-        # two parts uploading while the next fills: memory stays flat (a few parts)
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="s3-part")
-        self._slots = threading.Semaphore(2)
+        self._pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT, thread_name_prefix="s3-part")
         self._error: Exception | None = None
         self.size = 0
 
     def _part_size(self) -> int:
         n = len(self._parts)
-        return self.MIN_PART if n < 2000 else self.MIN_PART * 4
+        return self.MIN_PART if n < 2000 else self.MIN_PART * 4  # 10,000 parts at most
 
     def write(self, data: bytes) -> None:
         self._raise_if_failed()
-        self._buf.append(data)
-        self._buffered += len(data)
-        self.size += len(data)
-        if self._buffered >= self._part_size():
-            self._flush_part()
+        view = memoryview(data)
+        self.size += len(view)
+        while view:
+            if self._buf is None:
+                self._buf = self._take_buffer(self._part_size())
+                self._filled = 0
+            n = min(len(view), len(self._buf) - self._filled)
+            self._buf[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+            if self._filled == len(self._buf):
+                self._flush_part()
+
+    def _take_buffer(self, size: int) -> bytearray:
+        """A free buffer; waits while all are uploading, which keeps memory bounded."""
+        buf = self._free.get()
+        self._raise_if_failed()
+        return buf if len(buf) == size else bytearray(size)
 
     def _flush_part(self) -> None:
-        body = b"".join(self._buf)  # the one copy a part needs
-        self._buf.clear()
-        self._buffered = 0
-        self._submit(body)
+        buf = self._buf if self._buf is not None else self._take_buffer(0)
+        filled = self._filled
+        self._buf, self._filled = None, 0
+        self._submit(buf, filled)
 
-    def _submit(self, body: bytes) -> None:
+    def _submit(self, buf: bytearray, filled: int) -> None:
         import base64
 
         number = len(self._parts) + 1
+        # botocore takes bytes or bytearray; only a short last part needs its own copy
+        body: bytes | bytearray = buf if filled == len(buf) else bytes(memoryview(buf)[:filled])
         md5 = hashlib.md5(body, usedforsecurity=False).digest()
         self._md5s.append(md5)
-        self._slots.acquire()
-        self._raise_if_failed()
 
         def upload() -> dict[str, Any]:
             try:
@@ -356,7 +376,7 @@ class S3Writer:
                 self._error = self._error or exc
                 raise
             finally:
-                self._slots.release()
+                self._free.put(buf)
 
         self._parts.append(self._pool.submit(upload))
 
@@ -367,7 +387,7 @@ class S3Writer:
             raise _s3_error(err, f"the write to s3://{self.bucket}/{self.key}") from None
 
     def commit(self) -> StoredObject:
-        if self._buffered or not self._parts:
+        if self._filled or not self._parts:
             self._flush_part()
         try:
             parts = [f.result() for f in self._parts]
