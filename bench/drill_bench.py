@@ -308,6 +308,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--size-mb", type=int, default=300, help="database size in MB (default 300)")
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; median is reported")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed rounds of both variants first (default 1): a fresh cluster creates "
+        "its WAL files during the first restores, which would tax whichever runs first",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds per run (default: scales with size)"
@@ -320,6 +327,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--size-mb must be positive")
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if args.warmup < 0:
+        p.error("--warmup must be 0 or more")
     return args
 
 
@@ -397,6 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"snapshot {snap['id']}: {snap_run.size_bytes / MB:.1f} MB in "
                 f"{snap_run.wall_s:.1f}s; plain dump {info['dump_bytes'] / MB:.1f} MB"
             )
+
+            for i in range(args.warmup):  # fills the server's WAL files and caches for both
+                log(f"warm-up {i + 1}/{args.warmup} (not counted) ...")
+                run_raw(ctx, cluster, pg_restore, dump, 1000 + i)
+                run_drill(ctx, env, str(snap["id"]), 1000 + i)
 
             for i in range(args.repeat):
                 if raw.error is None:

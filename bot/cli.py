@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import json
 import logging
@@ -12,8 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from bot import messages
 from bot.config import load_settings
@@ -21,11 +20,34 @@ from bot.errors import AtlasError
 from bot.services import Services
 from bot.snapshots import Progress as SnapProgress
 
-err = Console(stderr=True, soft_wrap=True)
+
+class _Stderr:
+    """rich's console on stderr, loaded on first use: `--json` runs never import rich."""
+
+    _console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if _Stderr._console is None:
+            from rich.console import Console
+
+            _Stderr._console = Console(stderr=True, soft_wrap=True)
+        return getattr(_Stderr._console, name)
 
 
-def _out() -> Console:
+err = _Stderr()
+
+
+def escape(text: str) -> str:
+    """Text shown as is by rich, whatever brackets it holds."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def _out() -> Any:
     """Tables at full width when piped, so ids are never cut."""
+    from rich.console import Console
+
     return Console() if sys.stdout.isatty() else Console(width=250)
 
 
@@ -100,6 +122,9 @@ def main(verbose: bool) -> None:
     Configuration comes from the environment (DATABASE_URL, ATLAS_STORAGE, ATLAS_STATE,
     ...; see README). Every command exits non-zero on failure.
     """
+    # What the imports created lives as long as the process: keeping it out of the
+    # cyclic GC makes collections, and interpreter exit, measurably cheaper.
+    gc.freeze()
     signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

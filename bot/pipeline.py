@@ -34,7 +34,7 @@ class DumpStats:
     seconds: float
 
 
-class _StderrTail:
+class StderrTail:
     """Collects the last few KiB a child writes to stderr without blocking it."""
 
     def __init__(self, stream: object) -> None:
@@ -56,29 +56,34 @@ def _grow_pipe(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)  # type: ignore[attr-defined]
 
 
-class ArchiveCheck:
-    """Feeds a byte stream to `pg_restore -f /dev/null`, which reads every TOC entry and
-    data block: a truncated or corrupt custom-format archive makes it fail. `--list`
-    alone reads only the table of contents and would miss truncation.
+class FeedProcess:
+    """Feeds a byte stream to a child process's stdin on its own thread.
 
-    With `hash_input`, the sha256 of the stream is computed on the feeding thread too,
-    off the caller's critical path."""
+    With `hash_input`, the sha256 of the stream is computed on that thread too, off the
+    caller's critical path. If the child stops reading, the rest is dropped and
+    `finish` reports the child's exit code and stderr.
+    """
 
-    def __init__(self, pg_restore: str, env: dict[str, str], *, hash_input: bool = False) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        *,
+        hash_input: bool = False,
+        secrets: Sequence[str] = (),
+        name: str = "feed",
+    ) -> None:
         self.proc = subprocess.Popen(
-            [pg_restore, "--file", os.devnull],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
         )
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
-        self.err = _StderrTail(self.proc.stderr)
+        self.err = StderrTail(self.proc.stderr)
+        self.secrets = secrets
         self.sha = hashlib.sha256() if hash_input else None
         self.size = 0
         self.broken = False
-        self._pump = Pump(self._write, name="archive-check")
+        self._pump = Pump(self._write, name=name)
 
     def _write(self, chunk: bytes) -> None:
         if self.sha is not None:
@@ -90,23 +95,26 @@ class ArchiveCheck:
         assert stdin is not None
         try:
             stdin.write(chunk)
-        except (BrokenPipeError, OSError):
-            self.broken = True  # pg_restore gave up: finish() reports its reason
+        except OSError:
+            self.broken = True  # the child stopped reading: its exit code says why
 
     def feed(self, chunk: bytes) -> None:
         self._pump.put(chunk)
 
-    def finish(self) -> None:
-        """Raise if pg_restore could not read the archive through to its end."""
+    @property
+    def failed(self) -> bool:
+        """The child already exited with an error: feeding it more is pointless."""
+        return self.broken and self.proc.poll() not in (None, 0)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the child to read everything (or give up); its exit code and stderr."""
         try:
             self._pump.close()
         finally:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()  # type: ignore[union-attr]
         code = self.proc.wait()
-        if code != 0 or self.broken:
-            detail = self.err.text() or f"exit code {code}"
-            raise AtlasError(f"The archive does not read through to its end: {detail}")
+        return code, self.err.text(self.secrets)
 
     def kill(self) -> None:
         with contextlib.suppress(OSError):
@@ -115,6 +123,24 @@ class ArchiveCheck:
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         self.proc.wait()
+
+
+class ArchiveCheck(FeedProcess):
+    """Feeds a byte stream to `pg_restore -f /dev/null`, which reads every TOC entry and
+    data block: a truncated or corrupt custom-format archive makes it fail. `--list`
+    alone reads only the table of contents and would miss truncation."""
+
+    def __init__(self, pg_restore: str, env: dict[str, str], *, hash_input: bool = False) -> None:
+        super().__init__(
+            [pg_restore, "--file", os.devnull], env, hash_input=hash_input, name="archive-check"
+        )
+
+    def verify(self) -> None:
+        """Raise if pg_restore could not read the archive through to its end."""
+        code, stderr = self.finish()
+        if code != 0 or self.broken:
+            detail = stderr or f"exit code {code}"
+            raise AtlasError(f"The archive does not read through to its end: {detail}")
 
 
 class Pump:
@@ -219,7 +245,7 @@ def run_dump(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=CHUNK
     )
     assert dump.stdout is not None
-    err = _StderrTail(dump.stderr)
+    err = StderrTail(dump.stderr)
     check: ArchiveCheck | None = None
     # Three lanes run side by side: this thread reads pg_dump and compresses (zstd uses
     # its own worker threads), the check lane hashes the plain dump and feeds pg_restore,
@@ -250,7 +276,7 @@ def run_dump(
             raise _dump_failed(code, err.text(secrets))
         zw.flush(zstandard.FLUSH_FRAME)
         store.close()
-        check.finish()
+        check.verify()
         assert check.sha is not None and check.size == raw
         return DumpStats(raw, check.sha.hexdigest(), time.monotonic() - started)
     except BaseException:
@@ -286,7 +312,6 @@ def _dump_failed(code: int, stderr: str) -> AtlasError:
 class ReadStats:
     size: int
     sha256: str
-    dump_sha256: str
     raw_size: int
 
 
@@ -300,20 +325,27 @@ def read_artifact(
     expect_dump_sha256: str | None = None,
     progress: Progress | None = None,
     identity: Any = None,
+    source: Iterable[bytes] | None = None,
 ) -> ReadStats:
     """Stream a stored artifact, decompress it into `consume`, and check it end to end.
+
+    `source` gives the stored bytes when the caller already holds them open (e.g. a
+    private copy); otherwise they are read from storage.
 
     Raises AtlasError on a size or checksum mismatch, truncation or trailing garbage:
     the consumer must treat what it received as void in that case.
     """
     started = time.monotonic()
-    sha, raw_sha = hashlib.sha256(), hashlib.sha256()
+    sha = hashlib.sha256()
+    # Equal stored bytes decompress to the same dump (and zstd checks its own frame
+    # checksum), so the dump's sha256 is only worth computing when it is the sole check.
+    raw_sha = hashlib.sha256() if expect_dump_sha256 and not expect_sha256 else None
     size = raw = 0
     dobj = zstandard.ZstdDecompressor().decompressobj()
     counted = [0]
 
     def stored_chunks() -> Iterator[bytes]:
-        for chunk in storage.read(key):
+        for chunk in storage.read(key) if source is None else source:
             sha.update(chunk)
             counted[0] += len(chunk)
             yield chunk
@@ -330,7 +362,8 @@ def read_artifact(
                 raise AtlasError("The artifact has data after its end: it was tampered with.")
             out = dobj.decompress(chunk)
             if out:
-                raw_sha.update(out)
+                if raw_sha is not None:
+                    raw_sha.update(out)
                 raw += len(out)
                 consume(out)
             if progress:
@@ -354,9 +387,9 @@ def read_artifact(
         )
     if not dobj.eof:
         raise AtlasError(f"The artifact {where} is truncated (the zstd frame does not end).")
-    if expect_dump_sha256 and raw_sha.hexdigest() != expect_dump_sha256:
+    if raw_sha is not None and raw_sha.hexdigest() != expect_dump_sha256:
         raise AtlasError(f"The decompressed dump from {where} does not match its checksum.")
-    return ReadStats(size, sha.hexdigest(), raw_sha.hexdigest(), raw)
+    return ReadStats(size, sha.hexdigest(), raw)
 
 
 def hash_stored(storage: Storage, key: str) -> tuple[int, str]:

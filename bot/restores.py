@@ -7,17 +7,19 @@ report about themselves, not by comparing URL strings.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import secrets
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
@@ -28,6 +30,7 @@ from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn, find_tool, first_line, redact
 from bot.snapshots import Snapshots
+from bot.storage import CHUNK, Storage
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +70,31 @@ def identity(conn: Conn) -> Identity:
     return Identity(system_id, str(row[2]), int(row[1]), str(row[0]))
 
 
-def guard_not_production(production: Conn, target: Conn) -> None:
-    """Refuse when `target` is the production database, however its URL is spelled."""
-    try:
-        prod = identity(production)
-    except AtlasError as exc:
-        raise Refused(
-            f"Cannot prove the target is not production, because production is unreachable: {exc}",
-            "restores are refused until Atlas can compare the two servers",
-        ) from None
+def guard_not_production(
+    production: Conn, target: Conn, *, known: Identity | None = None
+) -> Identity:
+    """Refuse when `target` is the production database, however its URL is spelled.
+
+    Returns production's identity, which a second check in the same job may pass as
+    `known`.
+    """
+    prod = known
+    if prod is None:
+        try:
+            prod = identity(production)
+        except AtlasError as exc:
+            raise Refused(
+                "Cannot prove the target is not production, because production is "
+                f"unreachable: {exc}",
+                "restores are refused until Atlas can compare the two servers",
+            ) from None
     if identity(target).same_database(prod):
         raise Refused(
             f"Refusing to restore into {target.describe()}: it is the production database "
             f"({prod.dbname} on the same server).",
             "restores go to staging only; check STAGING_DATABASE_URL",
         )
+    return prod
 
 
 @dataclass(frozen=True)
@@ -171,10 +184,14 @@ class Restores:
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap)
         production = Conn.parse(target.url)
+        # The checksum runs while the target is checked and prepared.
+        artifact = _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
         try:
-            guard_not_production(production, staging)
-        except Refused as exc:
-            self.catalog.audit(requested_by, f"{kind}.refused", snap["id"], error=str(exc))
+            prod = guard_not_production(production, staging)
+        except BaseException as exc:
+            artifact.close()
+            if isinstance(exc, Refused):
+                self.catalog.audit(requested_by, f"{kind}.refused", snap["id"], error=str(exc))
             raise
         drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         scratch = f"atlas_drill_{drill_id.replace('-', '_')}" if kind == "drill" else None
@@ -196,6 +213,7 @@ class Restores:
         )
         self.catalog.audit(requested_by, f"{kind}.started", drill_id, snapshot=snap["id"])
         say = phase or (lambda _msg: None)
+        say(f"Fetching `{snap['id']}` and checking its checksum…")
         started = time.monotonic()
         timings: dict[str, float] = {}
         created = False
@@ -206,16 +224,15 @@ class Restores:
                 self._create_db(staging, scratch)
                 created = True
                 dest = staging.with_dbname(scratch)
-                guard_not_production(production, dest)
-            say(f"Fetching `{snap['id']}` and checking its checksum…")
-            t = time.monotonic()
+                guard_not_production(production, dest, known=prod)
             pg_restore, _ = find_tool("pg_restore", _major(snap), self.settings.pg_bindir)
-            with self._materialized(snap) as dump_file:
-                timings["download_s"] = time.monotonic() - t
-                say(f"Restoring into `{dest.describe()}`…")
-                t = time.monotonic()
-                self._pg_restore(pg_restore, dest, dump_file, clean=kind == "restore")
-                timings["restore_s"] = time.monotonic() - t
+            checked = artifact.wait()
+            timings["download_s"] = artifact.seconds
+            say(f"Restoring into `{dest.describe()}`…")
+            t = time.monotonic()
+            self._restore(pg_restore, dest, snap, checked, clean=kind == "restore")
+            timings["restore_s"] = time.monotonic() - t
+            artifact.close()
             say("Verifying against the snapshot's manifest and running the app-flow checks…")
             t = time.monotonic()
             problems, warnings = self._verify(snap, dest, kind)
@@ -253,65 +270,138 @@ class Restores:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            artifact.close()
             if created and not keep:
                 self.drop_database(staging, scratch)
         return self.catalog.get_drill(drill_id)
 
     # -- steps -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _materialized(self, snap: dict[str, Any]):  # type: ignore[no-untyped-def]
-        """The plain dump in a private temp file, checksums proven before it is used.
+    def _work_dir(self) -> Path:
+        return self.settings.work_dir or Path(tempfile.gettempdir())
 
-        pg_restore needs a seekable file for parallel jobs; the file is removed after.
+    def _restore(
+        self,
+        pg_restore: str,
+        dest: Conn,
+        snap: dict[str, Any],
+        artifact: BinaryIO,
+        *,
+        clean: bool,
+    ) -> None:
+        """Decompress straight into pg_restore: no wait for a decompressed copy.
+
+        A drill (empty database) loads schema and data from the stream, then builds
+        indexes and constraints with --jobs. Those need only the archive's table of
+        contents, so only the start of the stream is kept on disk, up to where
+        `pg_restore --list` finished reading. A staging refresh (--clean) runs in one
+        pg_restore, so that it drops the old objects in dependency order.
         """
-        work = self.settings.work_dir or Path(tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(prefix=f".atlas-{snap['id']}-", suffix=".dump", dir=work)
-        path = Path(name)
+        base = [pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
+        if clean:
+            base += ["--clean", "--if-exists"]
+        if clean or self.settings.restore_jobs < 2:
+            self._stream_into(base, dest, snap, artifact)
+            return
+        fd, name = tempfile.mkstemp(
+            prefix=f".atlas-{snap['id']}-", suffix=".toc", dir=self._work_dir()
+        )
+        toc = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
+                self._stream_into(
+                    [*base, "--section=pre-data", "--section=data"],
+                    dest,
+                    snap,
+                    artifact,
+                    toc=(pg_restore, fh),
+                )
+            argv = [*base, "--section=post-data", f"--jobs={self.settings.restore_jobs}"]
+            proc = subprocess.run(
+                [*argv, "--dbname", dest.conninfo, str(toc)],
+                env=dest.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+        finally:
+            toc.unlink(missing_ok=True)
+
+    def _stream_into(
+        self,
+        argv: list[str],
+        dest: Conn,
+        snap: dict[str, Any],
+        artifact: BinaryIO,
+        *,
+        toc: tuple[str, BinaryIO] | None = None,
+    ) -> None:
+        """Run pg_restore on the decompressed artifact fed through its stdin; raise on any
+        checksum or pg_restore error.
+
+        With `toc` (pg_restore, file), the start of the stream is also written to the
+        file until `pg_restore --list` has read the whole table of contents from it.
+        """
+        restore = pipeline.FeedProcess(
+            [*argv, "--dbname", dest.conninfo], dest.env(), secrets=dest.secrets, name="pg-restore"
+        )
+        lister: _TocReader | None = None
+        copy: pipeline.Pump | None = None
+        if toc is not None:
+            toc_file, work = toc[1], self._work_dir()
+
+            def write_toc(chunk: bytes) -> None:
                 try:
-                    pipeline.read_artifact(
-                        self.snapshots.storage,
-                        snap["storage_key"],
-                        fh.write,
-                        expect_size=snap["size_bytes"],
-                        expect_sha256=snap["sha256"],
-                        expect_dump_sha256=snap["dump_sha256"],
-                        identity=self.snapshots.identity_for(snap),
-                    )
+                    toc_file.write(chunk)
                 except OSError as exc:
                     raise AtlasError(
-                        f"Cannot write the dump to {work}: {exc.strerror}.",
+                        f"Cannot write to {work}: {exc.strerror or exc}.",
                         "free space there or set ATLAS_WORK_DIR",
                     ) from None
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
 
-    def _pg_restore(self, pg_restore: str, dest: Conn, dump_file: Path, *, clean: bool) -> None:
-        argv = [
-            pg_restore,
-            "--no-owner",
-            "--no-acl",
-            "--exit-on-error",
-            f"--jobs={self.settings.restore_jobs}",
-        ]
-        if clean:
-            argv += ["--clean", "--if-exists"]
-        argv += ["--dbname", dest.conninfo, str(dump_file)]
-        proc = subprocess.run(argv, env=dest.env(), capture_output=True, text=True)
-        if proc.returncode != 0:
-            lines = [
-                ln.removeprefix("pg_restore: ").strip()
-                for ln in redact(proc.stderr, dest.secrets).splitlines()
-                if ln.strip()
-            ]
-            raise AtlasError(
-                "pg_restore stopped on an error: "
-                + ("; ".join(lines[-3:]) or f"exit {proc.returncode}"),
-                "a restore that succeeds with errors is a failed restore",
-            )
+            lister = _TocReader(toc[0], dest.env())
+            copy = pipeline.Pump(write_toc, name="toc-copy")
+
+        def consume(chunk: bytes) -> None:
+            nonlocal lister
+            if restore.failed:
+                raise _Stopped  # pg_restore exited on an error: say what it said
+            restore.feed(chunk)
+            if lister is not None and copy is not None:
+                copy.put(chunk)  # the file holds at least what the lister was given
+                if lister.read_all_of(chunk):
+                    _finish_toc(lister, copy)
+                    lister = None
+
+        try:
+            try:
+                pipeline.read_artifact(
+                    self.snapshots.storage,
+                    snap["storage_key"],
+                    consume,
+                    expect_size=snap["size_bytes"],
+                    expect_sha256=snap["sha256"],
+                    expect_dump_sha256=snap["dump_sha256"],
+                    identity=self.snapshots.identity_for(snap),
+                    source=iter(lambda: artifact.read(CHUNK), b""),
+                )
+                if lister is not None and copy is not None:
+                    _finish_toc(lister, copy)  # a short archive: the file holds all of it
+                    lister = None
+            except _Stopped:
+                pass
+            code, stderr = restore.finish()
+            if code != 0:
+                raise _restore_failed(stderr, code)
+        except BaseException:
+            restore.kill()
+            if lister is not None:
+                lister.kill()
+            if copy is not None:
+                copy.close(raise_error=False)
+            raise
 
     def _verify(self, snap: dict[str, Any], dest: Conn, kind: str) -> tuple[list[str], list[str]]:
         expected = json.loads(snap["manifest"])
@@ -363,3 +453,151 @@ def _major(snap: dict[str, Any]) -> int:
         return int(str(snap.get("pg_dump_version") or "0").split(".")[0])
     except ValueError:
         return 0
+
+
+def _restore_failed(stderr: str, code: int) -> AtlasError:
+    lines = [ln.removeprefix("pg_restore: ").strip() for ln in stderr.splitlines() if ln.strip()]
+    return AtlasError(
+        "pg_restore stopped on an error: " + ("; ".join(lines[-3:]) or f"exit {code}"),
+        "a restore that succeeds with errors is a failed restore",
+    )
+
+
+class _Stopped(Exception):
+    """pg_restore stopped early; its exit code and stderr tell the story."""
+
+
+class _TocReader:
+    """`pg_restore --list` on the start of the stream: it exits once it has read the
+    archive's table of contents, which tells how much of the stream the post-data
+    step needs."""
+
+    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [pg_restore, "--list"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.err = pipeline.StderrTail(self.proc.stderr)
+
+    def read_all_of(self, chunk: bytes) -> bool:
+        """Hand it `chunk`; True once it has stopped reading (done, or failed).
+
+        The write blocks while the pipe is full, so a chunk larger than the pipe's
+        buffer returns only once pg_restore read most of it or exited.
+        """
+        assert self.proc.stdin is not None
+        if self.proc.poll() is not None:
+            return True
+        try:
+            self.proc.stdin.write(chunk)
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return True
+        return self.proc.poll() is not None
+
+    def finish(self) -> tuple[int, str]:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        return self.proc.wait(), self.err.text()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.finish()
+
+
+def _finish_toc(lister: _TocReader, copy: pipeline.Pump) -> None:
+    """The copy is complete once the lister read the whole table of contents."""
+    copy.close()
+    code, stderr = lister.finish()
+    if code != 0:
+        raise AtlasError(f"pg_restore cannot read the archive's table of contents: {stderr}")
+
+
+class _CheckedArtifact:
+    """Opens the stored artifact and proves its size and sha256 on a thread, while the
+    target database is being prepared.
+
+    A restore runs the SQL inside the archive, so a changed archive must not get the
+    chance to run any: nothing reads it for a restore before `wait` returned. The
+    restore then reads this same open file (a local artifact, or a private download
+    from S3), and every checksum is checked again on the way.
+    """
+
+    def __init__(self, storage: Storage, snap: dict[str, Any], work_dir: Path) -> None:
+        self._storage, self._snap, self._work = storage, snap, work_dir
+        self._fh: BinaryIO | None = None
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._done = False
+        self.seconds = 0.0
+        self._t = threading.Thread(target=self._run, name="checksum", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        try:
+            fh = self._storage.open_copy(self._snap["storage_key"], self._work)
+            self._fh = fh
+            sha, size = hashlib.sha256(), 0
+            while not self._stop.is_set() and (chunk := fh.read(CHUNK)):
+                sha.update(chunk)
+                size += len(chunk)
+            self._check(size, sha.hexdigest())
+            fh.seek(0)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+            with self._lock:
+                self._done = True
+                closing = self._stop.is_set()
+            if closing:
+                self._close_file()
+
+    def _check(self, size: int, sha256: str) -> None:
+        snap, where = self._snap, self._storage.location(self._snap["storage_key"])
+        if self._stop.is_set():
+            return
+        if size != snap["size_bytes"]:
+            raise AtlasError(
+                f"The stored artifact {where} is {size} bytes, "
+                f"but {snap['size_bytes']} were written.",
+                "nothing was restored from it",
+            )
+        if sha256 != snap["sha256"]:
+            raise AtlasError(
+                f"Checksum mismatch for {where}: sha256 {sha256[:12]}…, "
+                f"expected {snap['sha256'][:12]}…. The artifact was changed or damaged.",
+                "nothing was restored from it",
+            )
+
+    def wait(self) -> BinaryIO:
+        self._t.join()
+        if isinstance(self._error, OSError):
+            raise AtlasError(
+                f"Cannot download the artifact to {self._work}: "
+                f"{self._error.strerror or self._error}.",
+                "free space there or set ATLAS_WORK_DIR",
+            )
+        if self._error is not None:
+            raise self._error
+        assert self._fh is not None
+        return self._fh
+
+    def close(self) -> None:
+        """Release the file; a download still running closes it itself when done."""
+        with self._lock:
+            self._stop.set()
+            done = self._done
+        if done:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()

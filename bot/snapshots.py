@@ -367,7 +367,7 @@ class Snapshots:
                 expect_dump_sha256=row["dump_sha256"],
                 identity=identity,
             )
-            check.finish()
+            check.verify()
         except AtlasError as exc:
             check.kill()
             if identity is not None and self._intact(row):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from bot.errors import AtlasError, NotFound
 
@@ -47,6 +47,7 @@ class Storage(Protocol):
     def writer(self, key: str) -> ArtifactWriter: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
+    def open_copy(self, key: str, work_dir: Path) -> BinaryIO: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def delete(self, key: str) -> None: ...
     def discard_pending(self, pending_ref: str) -> None: ...
@@ -254,6 +255,15 @@ class LocalStorage:
         with fh:
             while chunk := fh.read(chunk_size):
                 yield chunk
+
+    def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
+        """The artifact itself, opened once: later reads see this file even if another
+        is renamed into its place."""
+        path = self._path(key)
+        try:
+            return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError:
+            raise NotFound(f"The artifact {path} is missing from storage.") from None
 
     def stat(self, key: str) -> StoredObject | None:
         try:
@@ -490,6 +500,20 @@ class S3Storage:
             raise _s3_error(exc, f"reading {self.location(key)}") from None
         finally:
             body.close()
+
+    def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
+        """A private download: an unnamed temporary file that no other process can open."""
+        import tempfile
+
+        fh = tempfile.TemporaryFile(dir=work_dir)  # noqa: SIM115 - the caller closes it
+        try:
+            for chunk in self.read(key):
+                fh.write(chunk)
+            fh.seek(0)
+        except BaseException:  # OSError (a full work disk) is the caller's to explain
+            fh.close()
+            raise
+        return fh  # type: ignore[return-value]
 
     def stat(self, key: str) -> StoredObject | None:
         from botocore.exceptions import ClientError

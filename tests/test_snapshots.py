@@ -192,7 +192,7 @@ def test_archive_check_catches_truncation_that_pg_restore_list_misses(pg, pg_db,
     check = ArchiveCheck("pg_restore", dict(os.environ))
     check.feed(cut.read_bytes())
     with pytest.raises(AtlasError, match="does not read through"):
-        check.finish()
+        check.verify()
 
 
 def test_unknown_id_unreachable_db_and_bad_password(pg, pg_db, tmp_path, free_port):
