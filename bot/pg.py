@@ -144,7 +144,9 @@ def _candidates(name: str, bindir: str | None) -> list[str]:
         return [str(Path(bindir) / name)]
     found: list[str] = []
     on_path = shutil.which(name)
-    if on_path:
+    # Debian's pg_wrapper (a Perl script) runs one of /usr/lib/postgresql/*/bin, which
+    # are listed below anyway; asking it for its version costs ~20 ms of Perl start-up.
+    if on_path and not os.path.realpath(on_path).endswith("/pg_wrapper"):
         found.append(on_path)
     patterns = [
         "/usr/lib/postgresql/*/bin",

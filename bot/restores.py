@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -226,16 +227,30 @@ class Restores:
                 dest = staging.with_dbname(scratch)
                 guard_not_production(production, dest, known=prod)
             pg_restore, _ = find_tool("pg_restore", _major(snap), self.settings.pg_bindir)
-            checked = artifact.wait()
-            timings["download_s"] = artifact.seconds
-            say(f"Restoring into `{dest.describe()}`…")
-            t = time.monotonic()
-            self._restore(pg_restore, dest, snap, checked, clean=kind == "restore")
-            timings["restore_s"] = time.monotonic() - t
+            checked_at: list[float] = []
+
+            def checked() -> BinaryIO:
+                """Called once pg_restore is started and waiting for its input."""
+                fh = artifact.wait()
+                timings["download_s"] = artifact.seconds
+                checked_at.append(time.monotonic())
+                say(f"Restoring into `{dest.describe()}`…")
+                return fh
+
+            compared: list[tuple[list[str], list[str]]] = []
+            self._restore(
+                pg_restore,
+                dest,
+                snap,
+                checked,
+                clean=kind == "restore",
+                while_indexing=lambda: compared.append(self._verify(snap, dest, kind)),
+            )
+            timings["restore_s"] = time.monotonic() - checked_at[0]
             artifact.close()
             say("Verifying against the snapshot's manifest and running the app-flow checks…")
             t = time.monotonic()
-            problems, warnings = self._verify(snap, dest, kind)
+            problems, warnings = compared[0] if compared else self._verify(snap, dest, kind)
             checks = run_checks(
                 dest, [*self.settings.checks, *target.checks], self.settings.check_timeout_s
             )
@@ -285,17 +300,20 @@ class Restores:
         pg_restore: str,
         dest: Conn,
         snap: dict[str, Any],
-        artifact: BinaryIO,
+        artifact: Callable[[], BinaryIO],
         *,
         clean: bool,
+        while_indexing: Callable[[], None] | None = None,
     ) -> None:
         """Decompress straight into pg_restore: no wait for a decompressed copy.
 
         A drill (empty database) loads schema and data from the stream, then builds
         indexes and constraints with --jobs. Those need only the archive's table of
         contents, so only the start of the stream is kept on disk, up to where
-        `pg_restore --list` finished reading. A staging refresh (--clean) runs in one
-        pg_restore, so that it drops the old objects in dependency order.
+        `pg_restore --list` finished reading. Indexes and constraints change no rows,
+        so `while_indexing` (the row-count comparison) runs meanwhile. A staging
+        refresh (--clean) runs in one pg_restore, so that it drops the old objects in
+        dependency order.
         """
         base = [pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
         if clean:
@@ -317,15 +335,19 @@ class Restores:
                     toc=(pg_restore, fh),
                 )
             argv = [*base, "--section=post-data", f"--jobs={self.settings.restore_jobs}"]
-            proc = subprocess.run(
-                [*argv, "--dbname", dest.conninfo, str(toc)],
-                env=dest.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-            )
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as side:
+                beside = side.submit(while_indexing) if while_indexing else None
+                proc = subprocess.run(
+                    [*argv, "--dbname", dest.conninfo, str(toc)],
+                    env=dest.env(),
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                )
             if proc.returncode != 0:
                 raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+            if beside is not None:
+                beside.result()  # its error, if any
         finally:
             toc.unlink(missing_ok=True)
 
@@ -334,12 +356,14 @@ class Restores:
         argv: list[str],
         dest: Conn,
         snap: dict[str, Any],
-        artifact: BinaryIO,
+        artifact: Callable[[], BinaryIO],
         *,
         toc: tuple[str, BinaryIO] | None = None,
     ) -> None:
         """Run pg_restore on the decompressed artifact fed through its stdin; raise on any
-        checksum or pg_restore error.
+        checksum or pg_restore error. `artifact()` is called once pg_restore has started
+        (it waits for the stored artifact's checksum; pg_restore runs nothing before it
+        reads its input).
 
         With `toc` (pg_restore, file), the start of the stream is also written to the
         file until `pg_restore --list` has read the whole table of contents from it.
@@ -376,6 +400,7 @@ class Restores:
                     lister = None
 
         try:
+            fh = artifact()
             try:
                 pipeline.read_artifact(
                     self.snapshots.storage,
@@ -385,7 +410,7 @@ class Restores:
                     expect_sha256=snap["sha256"],
                     expect_dump_sha256=snap["dump_sha256"],
                     identity=self.snapshots.identity_for(snap),
-                    source=iter(lambda: artifact.read(CHUNK), b""),
+                    source=iter(lambda: fh.read(CHUNK), b""),
                 )
                 if lister is not None and copy is not None:
                     _finish_toc(lister, copy)  # a short archive: the file holds all of it

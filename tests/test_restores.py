@@ -274,7 +274,7 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
                 [pg_restore, "--no-owner", "--no-acl", "--section=pre-data", "--section=data"],
                 dest,
                 snap,
-                artifact,
+                lambda: artifact,
                 toc=(pg_restore, toc),
             )
         assert 0 < toc_path.stat().st_size < full_path.stat().st_size // 2
@@ -310,3 +310,22 @@ def test_artifact_checksum_is_checked_before_pg_restore_starts(pg, env):
         )[0][0]
         == 0
     )
+
+
+def test_rows_that_differ_from_the_manifest_fail_the_drill(pg, env):
+    """The restored row counts are compared with the snapshot's manifest (while the
+    indexes build); a difference fails the drill and says where."""
+    services, snap, _, expected = env
+    manifest = json.loads(snap["manifest"])
+    manifest["tables"]["public.users"] += 1
+    manifest["tables"]["public.ghosts"] = 7
+    services.catalog.update_snapshot(snap["id"], manifest=json.dumps(manifest))
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    problems = json.loads(drill["problems"])
+    assert f"table public.users has {expected['users']} rows, expected {expected['users'] + 1}" in (
+        problems
+    )
+    assert "table public.ghosts is missing" in problems
+    assert _dbs(pg) == before

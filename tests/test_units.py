@@ -416,6 +416,22 @@ def test_find_tool_missing(tmp_path: Path) -> None:
     assert "ATLAS_PG_BINDIR" in str(info.value)
 
 
+def test_find_tool_skips_debian_pg_wrapper_on_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wrapper only dispatches to the versioned binaries, which are found anyway."""
+    wrapper = _fake_tool(tmp_path / "share", "pg_wrapper", "pg_dump (PostgreSQL) 99.0")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pg_dump").symlink_to(wrapper)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    from bot.pg import _candidates
+
+    assert str(tmp_path / "bin" / "pg_dump") not in _candidates("pg_dump", None)
+    plain = _fake_tool(tmp_path / "plain", "pg_dump", "pg_dump (PostgreSQL) 99.0")
+    monkeypatch.setenv("PATH", str(plain.parent))
+    assert str(plain) in _candidates("pg_dump", None)  # any other pg_dump on PATH counts
+
+
 def test_find_tool_not_a_postgres_tool(tmp_path: Path) -> None:
     _fake_tool(tmp_path / "bin", "pg_dump", "something else 1.0")
     with pytest.raises(AtlasError, match="was not found"):
