@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -21,6 +22,19 @@ LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1
 pytestmark = pytest.mark.skipif(
     LIBFAKETIME is None, reason="needs libfaketime (Debian package faketime)"
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_faketime_leftovers():
+    """libfaketime shares its clock with child processes through /dev/shm objects named
+    after the process that created them, which stay behind when that process is killed.
+    Remove those of processes that are gone."""
+    yield
+    for path in glob.glob("/dev/shm/faketime_shm_*") + glob.glob("/dev/shm/sem.faketime_sem_*"):
+        pid = path.rsplit("_", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def _faked(when: str, env: dict[str, str]) -> dict[str, str]:
