@@ -17,7 +17,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -237,20 +236,12 @@ class Restores:
                 say(f"Restoring into `{dest.describe()}`…")
                 return fh
 
-            compared: list[tuple[list[str], list[str]]] = []
-            self._restore(
-                pg_restore,
-                dest,
-                snap,
-                checked,
-                clean=kind == "restore",
-                while_indexing=lambda: compared.append(self._verify(snap, dest, kind)),
-            )
+            self._restore(pg_restore, dest, snap, checked, clean=kind == "restore")
             timings["restore_s"] = time.monotonic() - checked_at[0]
             artifact.close()
             say("Verifying against the snapshot's manifest and running the app-flow checks…")
             t = time.monotonic()
-            problems, warnings = compared[0] if compared else self._verify(snap, dest, kind)
+            problems, warnings = self._verify(snap, dest, kind)
             checks = run_checks(
                 dest, [*self.settings.checks, *target.checks], self.settings.check_timeout_s
             )
@@ -303,17 +294,14 @@ class Restores:
         artifact: Callable[[], BinaryIO],
         *,
         clean: bool,
-        while_indexing: Callable[[], None] | None = None,
     ) -> None:
         """Decompress straight into pg_restore: no wait for a decompressed copy.
 
         A drill (empty database) loads schema and data from the stream, then builds
         indexes and constraints with --jobs. Those need only the archive's table of
         contents, so only the start of the stream is kept on disk, up to where
-        `pg_restore --list` finished reading. Indexes and constraints change no rows,
-        so `while_indexing` (the row-count comparison) runs meanwhile. A staging
-        refresh (--clean) runs in one pg_restore, so that it drops the old objects in
-        dependency order.
+        `pg_restore --list` finished reading. A staging refresh (--clean) runs in one
+        pg_restore, so that it drops the old objects in dependency order.
         """
         base = [pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
         if clean:
@@ -335,19 +323,15 @@ class Restores:
                     toc=(pg_restore, fh),
                 )
             argv = [*base, "--section=post-data", f"--jobs={self.settings.restore_jobs}"]
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as side:
-                beside = side.submit(while_indexing) if while_indexing else None
-                proc = subprocess.run(
-                    [*argv, "--dbname", dest.conninfo, str(toc)],
-                    env=dest.env(),
-                    stdin=subprocess.DEVNULL,
-                    capture_output=True,
-                    text=True,
-                )
+            proc = subprocess.run(
+                [*argv, "--dbname", dest.conninfo, str(toc)],
+                env=dest.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
-            if beside is not None:
-                beside.result()  # its error, if any
         finally:
             toc.unlink(missing_ok=True)
 
