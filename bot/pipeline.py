@@ -32,6 +32,8 @@ class DumpStats:
     raw_size: int
     dump_sha256: str
     seconds: float
+    toc_bytes: int  # the start of the dump that holds its header and table of contents
+    toc_sha256: str
 
 
 class StderrTail:
@@ -143,6 +145,67 @@ class ArchiveCheck(FeedProcess):
             raise AtlasError(f"The archive does not read through to its end: {detail}")
 
 
+class TocProbe:
+    """`pg_restore --list` on the start of a plain dump stream.
+
+    It exits once it has read the archive's header and table of contents, which hold
+    every SQL statement a restore runs; what follows is table data. `size` and
+    `sha256` cover the stream up to where it stopped (a little past the TOC's end).
+    """
+
+    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [pg_restore, "--list"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        self.err = StderrTail(self.proc.stderr)
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Hand it `chunk`; True once it has stopped reading (done, or failed).
+
+        The write blocks while the pipe is full, so a chunk larger than the pipe's
+        buffer returns only once pg_restore read most of it or exited.
+        """
+        if self.done or self.proc.poll() is not None:
+            self.done = True
+            return True
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(chunk)
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.done = True  # it stopped reading
+        else:
+            self.done = self.proc.poll() is not None
+        return self.done
+
+    def finish(self) -> tuple[int, str]:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        return self.proc.wait(), self.err.text()
+
+    def verified(self) -> tuple[int, str]:
+        """(size, sha256) of the stream's start that holds the whole TOC; raises when
+        pg_restore could not read a table of contents from it."""
+        code, stderr = self.finish()
+        if code != 0:
+            raise AtlasError(f"pg_restore cannot read the archive's table of contents: {stderr}")
+        return self.size, self.sha.hexdigest()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        self.finish()
+
+
 class Pump:
     """A thread that hands every chunk put to it, in order, to `fn`.
 
@@ -251,8 +314,10 @@ def run_dump(
     # its own worker threads), the check lane hashes the plain dump and feeds pg_restore,
     # the store lane hashes and writes the compressed bytes.
     store = Pump(writer.write, name="store")
+    toc: TocProbe | None = None
     try:
         check = ArchiveCheck(pg_restore, env, hash_input=True)
+        toc = TocProbe(pg_restore, env)
         _grow_pipe(dump.stdout.fileno())
         params = zstandard.ZstdCompressionParameters.from_level(
             level,
@@ -268,6 +333,8 @@ def run_dump(
         while chunk := out.read(CHUNK):
             raw += len(chunk)
             check.feed(chunk)
+            if not toc.done:
+                toc.feed(chunk)
             zw.write(chunk)
             if progress:
                 progress(raw, sink.size, time.monotonic() - started)
@@ -277,8 +344,11 @@ def run_dump(
         zw.flush(zstandard.FLUSH_FRAME)
         store.close()
         check.verify()
+        toc_bytes, toc_sha256 = toc.verified()
         assert check.sha is not None and check.size == raw
-        return DumpStats(raw, check.sha.hexdigest(), time.monotonic() - started)
+        return DumpStats(
+            raw, check.sha.hexdigest(), time.monotonic() - started, toc_bytes, toc_sha256
+        )
     except BaseException:
         if dump.poll() is None:
             dump.kill()
@@ -286,6 +356,8 @@ def run_dump(
         store.close(raise_error=False)  # the caller aborts the writer: nothing may still write
         if check is not None:
             check.kill()
+        if toc is not None:
+            toc.kill()
         raise
 
 

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -184,12 +184,20 @@ class Restores:
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap)
         production = Conn.parse(target.url)
-        # The checksum runs while the target is checked and prepared.
-        artifact = _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
+        # A drill of a snapshot that recorded its table of contents (all the SQL a
+        # restore runs) streams straight from storage once that part is verified; the
+        # rest of the artifact is verified before indexes are built and the drill can
+        # pass. Otherwise, and for every staging refresh, the whole artifact is checked
+        # before pg_restore starts, on a thread while the target is checked and prepared.
+        toc_first = kind == "drill" and bool(snap.get("toc_bytes") and snap.get("toc_sha256"))
+        artifact = (
+            None if toc_first else _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
+        )
         try:
             prod = guard_not_production(production, staging)
         except BaseException as exc:
-            artifact.close()
+            if artifact is not None:
+                artifact.close()
             if isinstance(exc, Refused):
                 self.catalog.audit(requested_by, f"{kind}.refused", snap["id"], error=str(exc))
             raise
@@ -226,19 +234,36 @@ class Restores:
                 dest = staging.with_dbname(scratch)
                 guard_not_production(production, dest, known=prod)
             pg_restore, _ = find_tool("pg_restore", _major(snap), self.settings.pg_bindir)
-            checked_at: list[float] = []
+            began = time.monotonic()
+            first_byte: list[float] = []
 
-            def checked() -> BinaryIO:
+            def source() -> Iterable[bytes]:
                 """Called once pg_restore is started and waiting for its input."""
+                if artifact is None:
+                    return self.snapshots.storage.read(snap["storage_key"])
                 fh = artifact.wait()
-                timings["download_s"] = artifact.seconds
-                checked_at.append(time.monotonic())
-                say(f"Restoring into `{dest.describe()}`…")
-                return fh
+                return iter(lambda: fh.read(CHUNK), b"")
 
-            self._restore(pg_restore, dest, snap, checked, clean=kind == "restore")
-            timings["restore_s"] = time.monotonic() - checked_at[0]
-            artifact.close()
+            def restoring() -> None:
+                """pg_restore gets its first byte: all it will execute is verified."""
+                first_byte.append(time.monotonic())
+                timings["download_s"] = artifact.seconds if artifact else first_byte[0] - began
+                say(f"Restoring into `{dest.describe()}`…")
+
+            self._restore(
+                pg_restore,
+                dest,
+                snap,
+                _Input(
+                    source,
+                    restoring,
+                    (snap["toc_bytes"], snap["toc_sha256"]) if toc_first else None,
+                ),
+                clean=kind == "restore",
+            )
+            timings["restore_s"] = time.monotonic() - (first_byte[0] if first_byte else began)
+            if artifact is not None:
+                artifact.close()
             say("Verifying against the snapshot's manifest and running the app-flow checks…")
             t = time.monotonic()
             problems, warnings = self._verify(snap, dest, kind)
@@ -276,7 +301,8 @@ class Restores:
             if not isinstance(exc, Exception):
                 raise
         finally:
-            artifact.close()
+            if artifact is not None:
+                artifact.close()
             if created and not keep:
                 self.drop_database(staging, scratch)
         return self.catalog.get_drill(drill_id)
@@ -291,7 +317,7 @@ class Restores:
         pg_restore: str,
         dest: Conn,
         snap: dict[str, Any],
-        artifact: Callable[[], BinaryIO],
+        artifact: _Input,
         *,
         clean: bool,
     ) -> None:
@@ -340,14 +366,13 @@ class Restores:
         argv: list[str],
         dest: Conn,
         snap: dict[str, Any],
-        artifact: Callable[[], BinaryIO],
+        artifact: _Input,
         *,
         toc: tuple[str, BinaryIO] | None = None,
     ) -> None:
         """Run pg_restore on the decompressed artifact fed through its stdin; raise on any
-        checksum or pg_restore error. `artifact()` is called once pg_restore has started
-        (it waits for the stored artifact's checksum; pg_restore runs nothing before it
-        reads its input).
+        checksum or pg_restore error. The artifact is opened once pg_restore has started
+        (pg_restore runs nothing before it reads its input).
 
         With `toc` (pg_restore, file), the start of the stream is also written to the
         file until `pg_restore --list` has read the whole table of contents from it.
@@ -355,7 +380,7 @@ class Restores:
         restore = pipeline.FeedProcess(
             [*argv, "--dbname", dest.conninfo], dest.env(), secrets=dest.secrets, name="pg-restore"
         )
-        lister: _TocReader | None = None
+        lister: pipeline.TocProbe | None = None
         copy: pipeline.Pump | None = None
         if toc is not None:
             toc_file, work = toc[1], self._work_dir()
@@ -369,22 +394,34 @@ class Restores:
                         "free space there or set ATLAS_WORK_DIR",
                     ) from None
 
-            lister = _TocReader(toc[0], dest.env())
+            lister = pipeline.TocProbe(toc[0], dest.env())
             copy = pipeline.Pump(write_toc, name="toc-copy")
+        where = self.snapshots.storage.location(snap["storage_key"])
+        held: bytearray | None = bytearray() if artifact.toc is not None else None
+        fed = False
 
         def consume(chunk: bytes) -> None:
-            nonlocal lister
+            nonlocal lister, held, fed
+            if held is not None and artifact.toc is not None:
+                held += chunk  # nothing reaches pg_restore before its SQL is verified
+                if len(held) < artifact.toc[0]:
+                    return
+                _check_toc(held, artifact.toc, where)
+                chunk, held = bytes(held), None
+            if not fed:
+                fed = True
+                artifact.restoring()
             if restore.failed:
                 raise _Stopped  # pg_restore exited on an error: say what it said
             restore.feed(chunk)
             if lister is not None and copy is not None:
                 copy.put(chunk)  # the file holds at least what the lister was given
-                if lister.read_all_of(chunk):
+                if lister.feed(chunk):
                     _finish_toc(lister, copy)
                     lister = None
 
         try:
-            fh = artifact()
+            chunks = artifact.source()
             try:
                 pipeline.read_artifact(
                     self.snapshots.storage,
@@ -394,8 +431,10 @@ class Restores:
                     expect_sha256=snap["sha256"],
                     expect_dump_sha256=snap["dump_sha256"],
                     identity=self.snapshots.identity_for(snap),
-                    source=iter(lambda: fh.read(CHUNK), b""),
+                    source=chunks,
                 )
+                if held is not None:
+                    raise AtlasError(f"The archive {where} ends inside its table of contents.")
                 if lister is not None and copy is not None:
                     _finish_toc(lister, copy)  # a short archive: the file holds all of it
                     lister = None
@@ -476,54 +515,31 @@ class _Stopped(Exception):
     """pg_restore stopped early; its exit code and stderr tell the story."""
 
 
-class _TocReader:
-    """`pg_restore --list` on the start of the stream: it exits once it has read the
-    archive's table of contents, which tells how much of the stream the post-data
-    step needs."""
-
-    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [pg_restore, "--list"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env=env,
-        )
-        self.err = pipeline.StderrTail(self.proc.stderr)
-
-    def read_all_of(self, chunk: bytes) -> bool:
-        """Hand it `chunk`; True once it has stopped reading (done, or failed).
-
-        The write blocks while the pipe is full, so a chunk larger than the pipe's
-        buffer returns only once pg_restore read most of it or exited.
-        """
-        assert self.proc.stdin is not None
-        if self.proc.poll() is not None:
-            return True
-        try:
-            self.proc.stdin.write(chunk)
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            return True
-        return self.proc.poll() is not None
-
-    def finish(self) -> tuple[int, str]:
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
-        return self.proc.wait(), self.err.text()
-
-    def kill(self) -> None:
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        self.finish()
-
-
-def _finish_toc(lister: _TocReader, copy: pipeline.Pump) -> None:
+def _finish_toc(lister: pipeline.TocProbe, copy: pipeline.Pump) -> None:
     """The copy is complete once the lister read the whole table of contents."""
     copy.close()
-    code, stderr = lister.finish()
-    if code != 0:
-        raise AtlasError(f"pg_restore cannot read the archive's table of contents: {stderr}")
+    lister.verified()
+
+
+def _check_toc(held: bytearray, toc: tuple[int, str], where: str) -> None:
+    size, expected = toc
+    if hashlib.sha256(memoryview(held)[:size]).hexdigest() != expected:
+        raise AtlasError(
+            f"The table of contents of {where} does not match its checksum: the artifact "
+            "was changed or damaged.",
+            "nothing was restored from it",
+        )
+
+
+@dataclass(frozen=True)
+class _Input:
+    """How a restore reads its artifact: `source()` gives the stored bytes, `restoring()`
+    is told when pg_restore gets its first byte, and `toc` (size, sha256) is the
+    stream's start that must be verified before that."""
+
+    source: Callable[[], Iterable[bytes]]
+    restoring: Callable[[], None]
+    toc: tuple[int, str] | None
 
 
 class _CheckedArtifact:

@@ -150,6 +150,8 @@ class Snapshots:
                 "raw_size_bytes": stats.raw_size,
                 "sha256": writer.sha.hexdigest(),
                 "dump_sha256": stats.dump_sha256,
+                "toc_bytes": stats.toc_bytes,
+                "toc_sha256": stats.toc_sha256,
                 "dump_s": round(stats.seconds, 3),
                 "manifest": json.dumps(found),
                 "verified_at": now(),

@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn
-from bot.restores import guard_not_production, identity
+from bot.restores import _Input, guard_not_production, identity
 from tests.helpers import add_bulk, services_for, settings_for
 from tests.support.pg import fill_sample
 
@@ -274,7 +274,7 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
                 [pg_restore, "--no-owner", "--no-acl", "--section=pre-data", "--section=data"],
                 dest,
                 snap,
-                lambda: artifact,
+                _Input(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None),
                 toc=(pg_restore, toc),
             )
         assert 0 < toc_path.stat().st_size < full_path.stat().st_size // 2
@@ -329,3 +329,73 @@ def test_rows_that_differ_from_the_manifest_fail_the_drill(pg, env):
     )
     assert "table public.ghosts is missing" in problems
     assert _dbs(pg) == before
+
+
+def _rewrite_artifact(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    """Decompress, edit the plain dump, recompress: a valid zstd artifact with other content."""
+    import zstandard
+
+    plain = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(edit(plain)))
+
+
+def test_drill_refuses_a_changed_table_of_contents_before_pg_restore_reads_it(pg, env):
+    """A drill streams from storage; the SQL part of the archive (its table of contents)
+    is checked against the snapshot's record before pg_restore gets a byte of it."""
+    services, _, _, _ = env
+    add_bulk(services.settings.target().url, mb=4)  # table data well past the table of contents
+    snap = services.snapshots.take(requested_by="U1")
+    assert 0 < snap["toc_bytes"] < snap["raw_size_bytes"] // 2 and len(snap["toc_sha256"]) == 64
+    path = Path(snap["location"])
+
+    def edit(plain: bytes) -> bytes:
+        head = plain[: snap["toc_bytes"]]
+        assert b"CREATE TABLE public.users" in head
+        return (
+            head.replace(b"CREATE TABLE public.users", b"CREATE TABLE public.uXers")
+            + (plain[snap["toc_bytes"] :])
+        )
+
+    _rewrite_artifact(path, edit)
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "table of contents" in drill["error"] and "does not match" in drill["error"]
+    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore got nothing
+    assert _dbs(pg) == before
+
+
+def test_drill_with_changed_table_data_fails_and_builds_no_index(pg, env):
+    """Changed rows after the table of contents: the stream's checksums fail at its end,
+    before indexes and constraints are built, and the drill fails."""
+    services, _, _, _ = env
+    add_bulk(services.settings.target().url, mb=4)
+    snap = services.snapshots.take(requested_by="U1")
+    path = Path(snap["location"])
+
+    def edit(plain: bytes) -> bytes:
+        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
+
+    _rewrite_artifact(path, edit)
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "Checksum mismatch" in drill["error"] or "bytes, but" in drill["error"]
+    assert drill["download_s"] is not None and drill["restore_s"] is None
+    assert _dbs(pg) == before
+
+
+def test_snapshots_without_a_recorded_toc_are_checked_whole_first(pg, env):
+    """Older snapshots (no toc_sha256): the drill checks the whole artifact before restoring."""
+    services, snap, _, _ = env
+    services.catalog.update_snapshot(snap["id"], toc_bytes=None, toc_sha256=None)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "passed", drill
+    path = Path(snap["location"])
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    path.write_bytes(bytes(data))
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed" and "Checksum mismatch" in drill["error"]
+    assert drill["restore_s"] is None
