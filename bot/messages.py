@@ -219,7 +219,7 @@ def drill_report(
         trend = f" ({'+' if delta >= 0 else '−'}{human_seconds(abs(delta))} vs {human_seconds(previous['total_s'])} on {str(previous['started_at'])[:10]})"
     lines = [
         f"*Time to restore:* {human_seconds(total)}{trend}",
-        f"fetch+checksum {human_seconds(drill.get('download_s'))} · restore {human_seconds(drill.get('restore_s'))} · verify {human_seconds(drill.get('verify_s'))}",
+        f"checked before restoring {human_seconds(drill.get('download_s'))} · restore {human_seconds(drill.get('restore_s'))} · verify {human_seconds(drill.get('verify_s'))}",
         f"*Target:* `{escape(drill.get('target') or '')}`"
         + (
             " (kept)"
