@@ -85,6 +85,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["x"], alias="ATLAS_REJECT_EMOJIS"
     )
     drill_keep: bool = Field(default=False, alias="ATLAS_DRILL_KEEP")
+    # Drills stream once the archive's table of contents (all its SQL) is verified; with
+    # this, they first check the whole artifact, as staging refreshes always do.
+    drill_verify_first: bool = Field(default=False, alias="ATLAS_DRILL_VERIFY_FIRST")
     restore_jobs: int = Field(default=2, ge=1, le=32, alias="ATLAS_RESTORE_JOBS")
     check_timeout_s: int = Field(default=30, ge=1, alias="ATLAS_CHECK_TIMEOUT_S")
     work_dir: Path | None = Field(default=None, alias="ATLAS_WORK_DIR")

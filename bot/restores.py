@@ -187,9 +187,14 @@ class Restores:
         # A drill of a snapshot that recorded its table of contents (all the SQL a
         # restore runs) streams straight from storage once that part is verified; the
         # rest of the artifact is verified before indexes are built and the drill can
-        # pass. Otherwise, and for every staging refresh, the whole artifact is checked
-        # before pg_restore starts, on a thread while the target is checked and prepared.
-        toc_first = kind == "drill" and bool(snap.get("toc_bytes") and snap.get("toc_sha256"))
+        # pass. Otherwise (ATLAS_DRILL_VERIFY_FIRST, older snapshots) and for every staging
+        # refresh, the whole artifact is checked before pg_restore starts, on a thread
+        # while the target is checked and prepared.
+        toc_first = (
+            kind == "drill"
+            and not self.settings.drill_verify_first
+            and bool(snap.get("toc_bytes") and snap.get("toc_sha256"))
+        )
         artifact = (
             None if toc_first else _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
         )

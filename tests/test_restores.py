@@ -386,6 +386,23 @@ def test_drill_with_changed_table_data_fails_and_builds_no_index(pg, env):
     assert _dbs(pg) == before
 
 
+def test_drill_verify_first_checks_the_whole_artifact_before_restoring(pg, env):
+    """ATLAS_DRILL_VERIFY_FIRST: a changed row stops the drill before pg_restore starts."""
+    services, _, _, _ = env
+    add_bulk(services.settings.target().url, mb=4)
+    snap = services.snapshots.take(requested_by="U1")
+    services.settings.drill_verify_first = True
+
+    def edit(plain: bytes) -> bytes:
+        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
+
+    _rewrite_artifact(Path(snap["location"]), edit)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed" and "nothing was restored" in drill["error"]
+    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore got nothing
+
+
 def test_snapshots_without_a_recorded_toc_are_checked_whole_first(pg, env):
     """Older snapshots (no toc_sha256): the drill checks the whole artifact before restoring."""
     services, snap, _, _ = env
