@@ -60,6 +60,7 @@ from bench.snapshot_bench import (
     base_env,
     build_database,
     check_atlas_ready,
+    format_check,
     log,
     run_processes,
     run_watched,
@@ -286,15 +287,7 @@ def format_report(
             f"  total_s is atlas's own clock (create db to verify); the rest of the wall time is "
             f"start-up, the scratch drop and exit (`atlas snapshot --help` alone: {startup_s:.2f}s)"
         )
-    lines += ["", "targets:"]
-    for check in checks:
-        value = _fmt(check.value, ".3f") + ("x" if check.value is not None else "")
-        if check.limit is None:
-            verdict, limit = "(info)", ""
-        else:
-            limit = f"<= {check.limit:g}x"
-            verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
-        lines.append(f"  {check.name:<40} {value:>10}  {limit:<10} {verdict}")
+    lines += ["", "targets:", *(format_check(c) for c in checks)]
     return "\n".join(lines)
 
 

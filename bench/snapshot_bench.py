@@ -37,8 +37,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -471,20 +469,6 @@ class S3Target:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
 
-def _wait_http(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own local server
-                return
-        except urllib.error.HTTPError:
-            return  # it answered
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 def _s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> Any:
     import boto3
 
@@ -519,40 +503,25 @@ def open_s3(external_endpoint: str | None, bucket: str | None) -> Iterator[S3Tar
         yield target
         return
 
-    from moto.server import ThreadedMotoServer
-
-    from tests.support import pick_free_port
+    from tests.support.s3 import moto_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request access log
-    last: Exception | None = None
-    for _attempt in range(5):
-        port = pick_free_port()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    with contextlib.ExitStack() as stack:
         try:
-            server.start()
-            endpoint = f"http://127.0.0.1:{port}"
-            _wait_http(endpoint + "/moto-api/")
-        except Exception as exc:  # most likely a port race: try another port
-            last = exc
-            with contextlib.suppress(Exception):
-                server.stop()
-            continue
-        try:
-            target = S3Target(
-                endpoint=endpoint,
-                bucket=bucket or f"atlas-bench-{uuid.uuid4().hex[:12]}",
-                access_key=S3_ACCESS_KEY,
-                secret_key=S3_SECRET_KEY,
-                region=S3_REGION,
-                kind="moto",
-            )
-            target.client = _s3_client(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION)
-            target.client.create_bucket(Bucket=target.bucket)
-            yield target
-        finally:
-            server.stop()
-        return
-    raise BenchError(f"could not start the moto S3 server: {last}")
+            endpoint = stack.enter_context(moto_server())
+        except Exception as exc:
+            raise BenchError(f"could not start the moto S3 server: {exc}") from None
+        target = S3Target(
+            endpoint=endpoint,
+            bucket=bucket or f"atlas-bench-{uuid.uuid4().hex[:12]}",
+            access_key=S3_ACCESS_KEY,
+            secret_key=S3_SECRET_KEY,
+            region=S3_REGION,
+            kind="moto",
+        )
+        target.client = _s3_client(endpoint, S3_ACCESS_KEY, S3_SECRET_KEY, S3_REGION)
+        target.client.create_bucket(Bucket=target.bucket)
+        yield target
 
 
 # -- the database ----------------------------------------------------------------------------
@@ -1005,18 +974,21 @@ def format_size_report(result: SizeResult, repeat: int) -> str:
                 f"  {res.name}: atlas's own duration_s {inner:.2f}s of {res.median_s:.2f}s wall "
                 f"(the rest is process start-up and exit{startup})"
             )
-    lines += ["", "targets:"]
-    for check in result.checks:
-        value = _fmt(check.value, ".3f" if check.unit == "x" else ".1f")
-        value += check.unit if check.value is not None else ""
-        if check.limit is None:
-            verdict, limit = "(info)", ""
-        else:
-            op = "<" if check.strict else "<="
-            limit = f"{op} {check.limit:g}{check.unit}"
-            verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
-        lines.append(f"  {check.name:<40} {value:>10}  {limit:<10} {verdict}")
+    lines += ["", "targets:", *(format_check(c) for c in result.checks)]
     return "\n".join(lines)
+
+
+def format_check(check: Check) -> str:
+    """One line: the value, the limit, and PASS, MISS, n/a or (info)."""
+    value = _fmt(check.value, ".3f" if check.unit == "x" else ".1f")
+    value += check.unit if check.value is not None else ""
+    if check.limit is None:
+        verdict, limit = "(info)", ""
+    else:
+        op = "<" if check.strict else "<="
+        limit = f"{op} {check.limit:g}{check.unit}"
+        verdict = {True: "PASS", False: "MISS", None: "n/a"}[check.passed]
+    return f"  {check.name:<40} {value:>10}  {limit:<10} {verdict}"
 
 
 def format_memory_summary(results: Sequence[SizeResult]) -> str:

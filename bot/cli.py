@@ -44,6 +44,11 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+def _when(iso: str | None) -> str:
+    """'2026-11-24T17:32:08.123+00:00' -> '2026-11-24 17:32:08' (catalog times are UTC)."""
+    return (iso or "")[:19].replace("T", " ")
+
+
 def _out() -> Any:
     """Tables at full width when piped, so ids are never cut."""
     from rich.console import Console
@@ -233,7 +238,7 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
             r["environment"],
             r["status"],
             messages.human_bytes(r["size_bytes"]) if r.get("size_bytes") else "",
-            (r.get("started_at") or "")[:19].replace("T", " "),
+            _when(r.get("started_at")),
             escape((r.get("note") or "")[:40]),
         )
     _out().print(table)
@@ -377,7 +382,7 @@ def drills(limit: int, as_json: bool) -> None:
             r["snapshot_id"],
             r["status"],
             messages.human_seconds(r.get("total_s")),
-            (r.get("started_at") or "")[:19].replace("T", " "),
+            _when(r.get("started_at")),
         )
     _out().print(table)
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,3 +74,37 @@ def restore_counts(pg: PgCluster, dump_file: Path, tables: list[str]) -> dict[st
 
 def storage_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def serve_command(port: int) -> list[str]:
+    """`atlas serve` over HTTP on loopback, run from this checkout's interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "serve",
+        "--http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def wait_healthy(
+    port: int, proc: subprocess.Popen, deadline: float, output: Callable[[], str]
+) -> None:
+    """Wait until /healthz answers 200; fail with the server's output if it exits or stalls."""
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise AssertionError(output())
+        if time.time() > deadline:
+            proc.kill()
+            raise AssertionError(f"atlas serve did not become healthy: {output()}")
+        time.sleep(0.1)

@@ -11,10 +11,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 import pytest
 
+from tests.helpers import serve_command, wait_healthy
 from tests.support import pick_free_port
 from tests.support.pg import fill_sample
 
@@ -72,20 +72,7 @@ def _serve_at(when: str, env: dict[str, str]) -> None:
     port = pick_free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the test process ends
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "serve",
-            "--http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=_faked(when, env),
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+        serve_command(port), env=_faked(when, env), stdout=subprocess.DEVNULL, stderr=log
     )
     try:
         deadline = time.time() + 30
@@ -96,14 +83,8 @@ def _serve_at(when: str, env: dict[str, str]) -> None:
                 proc.kill()
                 raise AssertionError(f"housekeeping did not run at {when}: {_tail(log)}")
             time.sleep(0.1)
-        while True:  # the HTTP server comes up just after start-up housekeeping
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert time.time() < deadline, _tail(log)
-                time.sleep(0.1)
+        # the HTTP server comes up just after start-up housekeeping
+        wait_healthy(port, proc, deadline, lambda: _tail(log))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

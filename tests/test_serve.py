@@ -7,10 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from tests.helpers import add_bulk, storage_files
+from tests.helpers import add_bulk, serve_command, storage_files, wait_healthy
 from tests.support import pick_free_port
 from tests.support.pg import fill_sample
 from tests.support.slack import post_slash_command
@@ -20,33 +19,10 @@ SECRET = "serve-signing-secret"
 
 def _start(env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "serve",
-            "--http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        serve_command(port), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-        if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode())
-    proc.kill()
-    raise AssertionError("atlas serve did not become healthy")
+    wait_healthy(port, proc, time.time() + 20, lambda: proc.stdout.read().decode())
+    return proc
 
 
 def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path, slack_api):
