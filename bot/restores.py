@@ -340,9 +340,15 @@ class Restores:
         if clean or self.settings.restore_jobs < 2:
             self._stream_into(base, dest, snap, artifact)
             return
-        fd, name = tempfile.mkstemp(
-            prefix=f".atlas-{snap['id']}-", suffix=".toc", dir=self._work_dir()
-        )
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f".atlas-{snap['id']}-", suffix=".toc", dir=self._work_dir()
+            )
+        except OSError as exc:
+            raise AtlasError(
+                f"Cannot write to {self._work_dir()}: {exc.strerror or exc}.",
+                "check that the folder exists and is writable, or set ATLAS_WORK_DIR",
+            ) from None
         toc = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:

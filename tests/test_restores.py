@@ -416,3 +416,14 @@ def test_snapshots_without_a_recorded_toc_are_checked_whole_first(pg, env):
     drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
     assert drill["status"] == "failed" and "Checksum mismatch" in drill["error"]
     assert drill["restore_s"] is None
+
+
+def test_unusable_work_dir_fails_the_drill_clearly(pg, env, tmp_path):
+    services, snap, _, _ = env
+    services.settings.work_dir = tmp_path / "missing"
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert f"Cannot write to {tmp_path / 'missing'}" in drill["error"]
+    assert "ATLAS_WORK_DIR" in drill["error"]
+    assert _dbs(pg) == before
