@@ -83,7 +83,6 @@ SNAPSHOT_COLUMNS: dict[str, Any] = {
     "size_bytes": int,
     "raw_size_bytes": int,
     "sha256": str,
-    "dump_sha256": str,
     "toc_bytes": int,  # start of the plain dump holding its table of contents (all its SQL)
     "toc_sha256": str,
     "storage_key": str,

@@ -71,7 +71,6 @@ PUBLIC_FIELDS = [
     "size_bytes",
     "raw_size_bytes",
     "sha256",
-    "dump_sha256",
     "storage_key",
     "location",
     "server_version",

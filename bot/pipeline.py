@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import queue
 import subprocess
 import threading
 import time
@@ -22,7 +21,8 @@ import zstandard
 
 from bot.errors import AtlasError
 from bot.pg import redact
-from bot.storage import CHUNK, ArtifactWriter, Storage, StoredObject
+from bot.pump import Pump
+from bot.storage import CHUNK, ArtifactWriter, Storage
 
 Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
 
@@ -30,7 +30,6 @@ Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed
 @dataclass(frozen=True)
 class DumpStats:
     raw_size: int
-    dump_sha256: str
     seconds: float
     toc_bytes: int  # the start of the dump that holds its header and table of contents
     toc_sha256: str
@@ -61,9 +60,8 @@ def _grow_pipe(fd: int) -> None:
 class FeedProcess:
     """Feeds a byte stream to a child process's stdin on its own thread.
 
-    With `hash_input`, the sha256 of the stream is computed on that thread too, off the
-    caller's critical path. If the child stops reading, the rest is dropped and
-    `finish` reports the child's exit code and stderr.
+    If the child stops reading, the rest is dropped and `finish` reports the child's
+    exit code and stderr.
     """
 
     def __init__(
@@ -71,7 +69,6 @@ class FeedProcess:
         argv: list[str],
         env: dict[str, str],
         *,
-        hash_input: bool = False,
         secrets: Sequence[str] = (),
         name: str = "feed",
     ) -> None:
@@ -82,14 +79,11 @@ class FeedProcess:
         _grow_pipe(self.proc.stdin.fileno())
         self.err = StderrTail(self.proc.stderr)
         self.secrets = secrets
-        self.sha = hashlib.sha256() if hash_input else None
         self.size = 0
         self.broken = False
         self._pump = Pump(self._write, name=name)
 
     def _write(self, chunk: bytes) -> None:
-        if self.sha is not None:
-            self.sha.update(chunk)
         self.size += len(chunk)
         if self.broken:
             return
@@ -132,10 +126,8 @@ class ArchiveCheck(FeedProcess):
     data block: a truncated or corrupt custom-format archive makes it fail. `--list`
     alone reads only the table of contents and would miss truncation."""
 
-    def __init__(self, pg_restore: str, env: dict[str, str], *, hash_input: bool = False) -> None:
-        super().__init__(
-            [pg_restore, "--file", os.devnull], env, hash_input=hash_input, name="archive-check"
-        )
+    def __init__(self, pg_restore: str, env: dict[str, str]) -> None:
+        super().__init__([pg_restore, "--file", os.devnull], env, name="archive-check")
 
     def verify(self) -> None:
         """Raise if pg_restore could not read the archive through to its end."""
@@ -206,73 +198,6 @@ class TocProbe:
         self.finish()
 
 
-class Pump:
-    """A thread that hands every chunk put to it, in order, to `fn`.
-
-    It lets hashing and I/O run beside the compressor instead of after it. The queue is
-    short, so memory stays flat. An error in `fn` stops the work and is raised to the
-    producer on its next `put` or at `close`.
-    """
-
-    def __init__(self, fn: Callable[[bytes], object], *, name: str, depth: int = 4) -> None:
-        self._fn = fn
-        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self.error: BaseException | None = None
-        self._closed = False
-        self._t = threading.Thread(target=self._run, name=name, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while (chunk := self._q.get()) is not None:
-            if self.error is None:
-                try:
-                    self._fn(chunk)
-                except BaseException as exc:
-                    self.error = exc
-
-    def put(self, chunk: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self._q.put(chunk)
-
-    def close(self, *, raise_error: bool = True) -> None:
-        """Wait until every chunk was handled (or dropped after an error)."""
-        if not self._closed:
-            self._closed = True
-            if not raise_error:
-                self.error = self.error or _Stopped()  # skip what is still queued
-            self._q.put(None)
-            self._t.join()
-        if raise_error and self.error is not None:
-            raise self.error
-
-
-class _Stopped(Exception):
-    """Marks a pump that was stopped on purpose; never raised to users."""
-
-
-class HashingWriter:
-    """Wraps the storage writer: size and sha256 of exactly the bytes that are stored."""
-
-    def __init__(self, inner: ArtifactWriter) -> None:
-        self.inner = inner
-        self.pending_ref = inner.pending_ref
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha.update(data)
-        self.size += len(data)
-        self.inner.write(data)
-        return len(data)
-
-    def commit(self) -> StoredObject:
-        return self.inner.commit()
-
-    def abort(self) -> None:
-        self.inner.abort()
-
-
 class _Sink:
     """What zstd's stream writer writes to: counts bytes and hands them to the storage
     writer's thread."""
@@ -316,7 +241,7 @@ def run_dump(
     store = Pump(writer.write, name="store")
     toc: TocProbe | None = None
     try:
-        check = ArchiveCheck(pg_restore, env, hash_input=True)
+        check = ArchiveCheck(pg_restore, env)
         toc = TocProbe(pg_restore, env)
         _grow_pipe(dump.stdout.fileno())
         params = zstandard.ZstdCompressionParameters.from_level(
@@ -345,10 +270,7 @@ def run_dump(
         store.close()
         check.verify()
         toc_bytes, toc_sha256 = toc.verified()
-        assert check.sha is not None and check.size == raw
-        return DumpStats(
-            raw, check.sha.hexdigest(), time.monotonic() - started, toc_bytes, toc_sha256
-        )
+        return DumpStats(raw, time.monotonic() - started, toc_bytes, toc_sha256)
     except BaseException:
         if dump.poll() is None:
             dump.kill()
@@ -394,7 +316,6 @@ def read_artifact(
     *,
     expect_size: int | None,
     expect_sha256: str | None,
-    expect_dump_sha256: str | None = None,
     progress: Progress | None = None,
     identity: Any = None,
     source: Iterable[bytes] | None = None,
@@ -409,9 +330,6 @@ def read_artifact(
     """
     started = time.monotonic()
     sha = hashlib.sha256()
-    # Equal stored bytes decompress to the same dump (and zstd checks its own frame
-    # checksum), so the dump's sha256 is only worth computing when it is the sole check.
-    raw_sha = hashlib.sha256() if expect_dump_sha256 and not expect_sha256 else None
     size = raw = 0
     dobj = zstandard.ZstdDecompressor().decompressobj()
     counted = [0]
@@ -434,8 +352,6 @@ def read_artifact(
                 raise AtlasError("The artifact has data after its end: it was tampered with.")
             out = dobj.decompress(chunk)
             if out:
-                if raw_sha is not None:
-                    raw_sha.update(out)
                 raw += len(out)
                 consume(out)
             if progress:
@@ -459,8 +375,6 @@ def read_artifact(
         )
     if not dobj.eof:
         raise AtlasError(f"The artifact {where} is truncated (the zstd frame does not end).")
-    if raw_sha is not None and raw_sha.hexdigest() != expect_dump_sha256:
-        raise AtlasError(f"The decompressed dump from {where} does not match its checksum.")
     return ReadStats(size, sha.hexdigest(), raw)
 
 

@@ -29,6 +29,7 @@ from bot.catalog import Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn, find_tool, first_line, redact
+from bot.pump import Pump
 from bot.snapshots import Snapshots
 from bot.storage import CHUNK, Storage
 
@@ -392,7 +393,7 @@ class Restores:
             [*argv, "--dbname", dest.conninfo], dest.env(), secrets=dest.secrets, name="pg-restore"
         )
         lister: pipeline.TocProbe | None = None
-        copy: pipeline.Pump | None = None
+        copy: Pump | None = None
         if toc is not None:
             toc_file, work = toc[1], self._work_dir()
 
@@ -406,7 +407,7 @@ class Restores:
                     ) from None
 
             lister = pipeline.TocProbe(toc[0], dest.env())
-            copy = pipeline.Pump(write_toc, name="toc-copy")
+            copy = Pump(write_toc, name="toc-copy")
         where = self.snapshots.storage.location(snap["storage_key"])
         held: bytearray | None = bytearray() if artifact.toc is not None else None
         fed = False
@@ -440,7 +441,6 @@ class Restores:
                     consume,
                     expect_size=snap["size_bytes"],
                     expect_sha256=snap["sha256"],
-                    expect_dump_sha256=snap["dump_sha256"],
                     identity=self.snapshots.identity_for(snap),
                     source=chunks,
                 )
@@ -526,7 +526,7 @@ class _Stopped(Exception):
     """pg_restore stopped early; its exit code and stderr tell the story."""
 
 
-def _finish_toc(lister: pipeline.TocProbe, copy: pipeline.Pump) -> None:
+def _finish_toc(lister: pipeline.TocProbe, copy: Pump) -> None:
     """The copy is complete once the lister read the whole table of contents."""
     copy.close()
     lister.verified()

@@ -141,15 +141,14 @@ class Snapshots:
             writer, stats, info, versions, found = self._dump(
                 conn, snap_id, key, progress, progress_every, identity
             )
-            self._check_stored(key, writer, writer.commit())
+            sha256 = self._check_stored(key, writer, writer.commit())
             result = {
                 "dbname": info.dbname,
                 "server_version": info.version,
                 "pg_dump_version": versions,
                 "size_bytes": writer.size,
                 "raw_size_bytes": stats.raw_size,
-                "sha256": writer.sha.hexdigest(),
-                "dump_sha256": stats.dump_sha256,
+                "sha256": sha256,
                 "toc_bytes": stats.toc_bytes,
                 "toc_sha256": stats.toc_sha256,
                 "dump_s": round(stats.seconds, 3),
@@ -180,7 +179,7 @@ class Snapshots:
         progress: Callable[[Progress], None] | None,
         progress_every: float,
         identity: Any,
-    ) -> tuple[pipeline.HashingWriter, pipeline.DumpStats, Any, str, dict[str, Any]]:
+    ) -> tuple[_Committable, pipeline.DumpStats, Any, str, dict[str, Any]]:
         with conn.connect(autocommit=False) as pgconn:
             pgconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             pgconn.read_only = True
@@ -203,7 +202,7 @@ class Snapshots:
 
             counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
             counter.start()
-            stored = pipeline.HashingWriter(self.storage.writer(key))
+            stored = self.storage.writer(key)
             writer: ArtifactWriter = stored
             if identity is not None:
                 from bot.crypto import EncryptingWriter
@@ -254,23 +253,20 @@ class Snapshots:
                 progress(Progress(snap_id, stats.raw_size, stored.size, stats.seconds))
             return _Committable(writer, stored), stats, info, dump_ver, found
 
-    def _check_stored(self, key: str, writer: _Committable, committed: StoredObject) -> None:
-        """The stored object must be exactly what was streamed, byte for byte."""
-        expected_etag = self.storage.expected_etag(writer.stored.inner)
+    def _check_stored(self, key: str, writer: _Committable, committed: StoredObject) -> str:
+        """The stored object must be exactly what was streamed, byte for byte; its sha256."""
         head = self.storage.stat(key)
-        if head is None or head.size != writer.size:
+        if head is None or head.size != writer.size or committed.sha256 is None:
             got = "missing" if head is None else f"{head.size} bytes"
             raise AtlasError(f"Stored object is {got}, but {writer.size} bytes were written.")
+        if committed.read_back:  # the writer compared every stored byte with the stream
+            return committed.sha256
+        expected_etag = self.storage.expected_etag(writer.stored)
         if expected_etag and head.etag == expected_etag:
-            return  # the store computed this from the bytes it received
-        if committed.sha256 is not None:  # read back from storage while it was written
-            sha = committed.sha256
-        else:
-            size, sha = pipeline.hash_stored(self.storage, key)
-            if size != writer.size:
-                sha = ""
-        if sha != writer.sha.hexdigest():
+            return committed.sha256  # the store computed this from the bytes it received
+        if pipeline.hash_stored(self.storage, key) != (writer.size, committed.sha256):
             raise AtlasError("The stored object's checksum does not match what was written.")
+        return committed.sha256
 
     def _fail(
         self,
@@ -313,7 +309,6 @@ class Snapshots:
             "size_bytes",
             "raw_size_bytes",
             "sha256",
-            "dump_sha256",
             "compression",
             "encryption",
         ]
@@ -366,7 +361,6 @@ class Snapshots:
                 check.feed,
                 expect_size=row["size_bytes"],
                 expect_sha256=row["sha256"],
-                expect_dump_sha256=row["dump_sha256"],
                 identity=identity,
             )
             check.verify()
@@ -404,7 +398,6 @@ class Snapshots:
                 stream.write,
                 expect_size=row["size_bytes"],
                 expect_sha256=row["sha256"],
-                expect_dump_sha256=row["dump_sha256"],
                 identity=self.identity_for(row),
             )
             stream.flush()
@@ -421,7 +414,6 @@ class Snapshots:
                     fh.write,
                     expect_size=row["size_bytes"],
                     expect_sha256=row["sha256"],
-                    expect_dump_sha256=row["dump_sha256"],
                     identity=self.identity_for(row),
                 )
                 fh.flush()
@@ -470,19 +462,15 @@ class Snapshots:
 
 
 class _Committable:
-    """The outermost writer (maybe encrypting) and the hashing one next to storage."""
+    """The outermost writer (maybe encrypting) and the storage writer beneath it."""
 
-    def __init__(self, outer: ArtifactWriter, stored: pipeline.HashingWriter) -> None:
+    def __init__(self, outer: ArtifactWriter, stored: Any) -> None:
         self.outer, self.stored = outer, stored
         self.pending_ref = stored.pending_ref
 
     @property
     def size(self) -> int:
-        return self.stored.size
-
-    @property
-    def sha(self) -> Any:
-        return self.stored.sha
+        return int(self.stored.size)
 
     def write(self, data: bytes) -> None:
         self.outer.write(data)

@@ -12,7 +12,6 @@ import errno
 import hashlib
 import os
 import queue
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from bot.errors import AtlasError, NotFound
+from bot.pump import Pump
 
 CHUNK = 1 << 20
 
@@ -29,7 +29,8 @@ CHUNK = 1 << 20
 class StoredObject:
     size: int
     etag: str | None = None
-    sha256: str | None = None  # of the bytes read back from storage, when the writer did
+    sha256: str | None = None  # of the stored bytes, when the writer computed it
+    read_back: bool = False  # the writer read the object back: exactly the bytes written
 
 
 class ArtifactWriter(Protocol):
@@ -76,10 +77,11 @@ def _disk_error(exc: OSError, path: Path) -> AtlasError:
 class LocalWriter:
     """Writes `final` under a hidden temporary name; `commit` makes it durable and renames it.
 
-    With `read_back`, a second thread reads the file back just behind the writer and
-    hashes what the filesystem returns, so the check that the stored bytes are the
-    streamed ones costs no extra pass at the end. Writeback is started every few MiB,
-    so the final fsync has little left to flush.
+    With `read_back`, a second thread reads the file back just behind the writer,
+    compares it byte for byte with what was written, and hashes what the filesystem
+    returned: the proof that the stored bytes are the streamed ones costs no extra pass
+    at the end, and the stream itself is hashed only once. Writeback is started every
+    few MiB, so the final fsync has little left to flush.
     """
 
     WRITEBACK_EVERY = 8 << 20
@@ -98,6 +100,8 @@ class LocalWriter:
         self._reader = _ReadBehind(self.tmp) if read_back else None
 
     def write(self, data: bytes) -> None:
+        if self._reader is not None and type(data) is not bytes:
+            data = bytes(data)  # kept for the comparison: the caller may reuse its buffer
         try:
             view = memoryview(data)
             while view:
@@ -111,13 +115,14 @@ class LocalWriter:
             _start_writeback(self._fh.fileno(), self._flushed, self.size - self._flushed)
             self._flushed = self.size
         if self._reader is not None:
-            self._reader.advance(self.size)
+            self._reader.expect(data)
 
     def commit(self) -> StoredObject:
+        """Durable and renamed, or an AtlasError and nothing left behind."""
         try:
             os.fsync(self._fh.fileno())
             self._fh.close()
-            sha256 = self._reader.finish(self.size) if self._reader is not None else None
+            sha256 = self._reader.finish() if self._reader is not None else None
             os.replace(self.tmp, self.final)
             dir_fd = os.open(self.final.parent, os.O_RDONLY)
             try:
@@ -127,7 +132,10 @@ class LocalWriter:
         except OSError as exc:
             self.abort()
             raise _disk_error(exc, self.final) from None
-        return StoredObject(self.size, sha256=sha256)
+        except BaseException:
+            self.abort()
+            raise
+        return StoredObject(self.size, sha256=sha256, read_back=sha256 is not None)
 
     def abort(self) -> None:
         if self._reader is not None:
@@ -139,63 +147,79 @@ class LocalWriter:
 
 
 class _ReadBehind:
-    """Reads a file back while it is being written and hashes every byte found there."""
+    """Reads a file back while it is being written: every byte must be the one written.
+
+    It trails the writer by at least a chunk, so it reads what the filesystem holds
+    rather than racing the write, and it holds only a few chunks for the comparison.
+    """
+
+    LAG = 4  # batches of >= 1 MiB held at most; the writer waits beyond that
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._fd = os.open(path, os.O_RDONLY)
         self._sha = hashlib.sha256()
-        self._pos = 0  # read and hashed up to here
-        self._avail = 0  # written up to here
-        self._end: int | None = None  # set once the writer is done
-        self._error: OSError | None = None
-        self._cv = threading.Condition()
-        self._t = threading.Thread(target=self._run, name="read-back", daemon=True)
-        self._t.start()
+        self._pos = 0  # compared and hashed up to here
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._pump: Pump[list[bytes]] = Pump(self._compare, name="read-back", depth=self.LAG)
 
-    def advance(self, written: int) -> None:
-        if written - self._avail >= CHUNK:
-            with self._cv:
-                self._avail = written
-                self._cv.notify()
+    def expect(self, data: bytes) -> None:
+        self._batch.append(data)
+        self._batched += len(data)
+        if self._batched >= CHUNK:
+            self._pump.put(self._batch)
+            self._batch, self._batched = [], 0
 
-    def _run(self) -> None:
+    def _compare(self, pieces: list[bytes]) -> None:
+        for data in pieces:
+            got = _pread_exactly(self._fd, len(data), self._pos)
+            if got != data:  # bytes == bytes is a memcmp
+                at = self._pos + next(
+                    (i for i, (a, b) in enumerate(zip(got, data, strict=False)) if a != b),
+                    min(len(got), len(data)),
+                )
+                raise AtlasError(
+                    f"The stored file {self.path} does not read back as what was written "
+                    f"(first difference at byte {at:,}).",
+                    "check the disk and the filesystem holding ATLAS_STORAGE; nothing was kept",
+                )
+            self._sha.update(got)
+            self._pos += len(got)
+
+    def finish(self) -> str:
+        """The sha256 of the file, which holds exactly the written bytes and nothing more."""
         try:
-            while True:
-                with self._cv:
-                    while self._end is None and self._avail - self._pos < CHUNK:
-                        self._cv.wait()
-                    end = self._end if self._end is not None else self._avail
-                while self._pos < end:
-                    chunk = os.pread(self._fd, min(CHUNK, end - self._pos), self._pos)
-                    if not chunk:
-                        return  # shorter than written: finish() sees _pos < size
-                    self._sha.update(chunk)
-                    self._pos += len(chunk)
-                if self._end is not None and self._pos >= self._end:
-                    if self._end >= 0:  # not stopped: nothing may follow the written bytes
-                        self._pos += len(os.pread(self._fd, 1, self._pos))
-                    return
-        except OSError as exc:
-            self._error = exc
-
-    def finish(self, size: int) -> str | None:
-        """The sha256 of the file's content, or None when it is not `size` bytes long."""
-        with self._cv:
-            self._end = size
-            self._cv.notify()
-        self._t.join()
-        os.close(self._fd)
-        if self._error is not None:
-            raise self._error
-        return self._sha.hexdigest() if self._pos == size else None
+            if self._batch:
+                self._pump.put(self._batch)
+            self._pump.close()
+            if os.pread(self._fd, 1, self._pos):
+                raise AtlasError(
+                    f"The stored file {self.path} is longer than what was written.",
+                    "another process may be writing to ATLAS_STORAGE; nothing was kept",
+                )
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        return self._sha.hexdigest()
 
     def stop(self) -> None:
-        with self._cv:
-            self._end = -1
-            self._cv.notify()
-        self._t.join()
+        self._pump.close(raise_error=False)
         with contextlib.suppress(OSError):
             os.close(self._fd)
+
+
+def _pread_exactly(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset`, or fewer only where the file ends."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size and (more := os.pread(fd, size - got, offset + got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
@@ -305,6 +329,9 @@ def _s3_error(exc: Exception, what: str) -> AtlasError:
 class S3Writer:
     """Streams parts to a multipart upload on two threads while the caller keeps writing.
 
+    `commit` reports the sha256 of the bytes sent; the caller proves the bucket holds
+    them through the ETag (the MD5s of the parts) or by reading the object back.
+
     Parts are filled in place in a few reused buffers (one filling, two uploading), so
     memory stays flat and no part is ever copied whole.
     """
@@ -329,6 +356,7 @@ class S3Writer:
         self._md5s: list[bytes] = []
         self._pool = ThreadPoolExecutor(max_workers=self.IN_FLIGHT, thread_name_prefix="s3-part")
         self._error: Exception | None = None
+        self._sha = hashlib.sha256()
         self.size = 0
 
     def _part_size(self) -> int:
@@ -339,6 +367,7 @@ class S3Writer:
         self._raise_if_failed()
         view = memoryview(data)
         self.size += len(view)
+        self._sha.update(view)
         while view:
             if self._buf is None:
                 self._buf = self._take_buffer(self._part_size())
@@ -416,7 +445,8 @@ class S3Writer:
             raise _s3_error(exc, f"completing s3://{self.bucket}/{self.key}") from None
         finally:
             self._pool.shutdown(wait=False)
-        return StoredObject(self.size, str(resp.get("ETag", "")).strip('"') or None)
+        etag = str(resp.get("ETag", "")).strip('"') or None
+        return StoredObject(self.size, etag, sha256=self._sha.hexdigest())
 
     def multipart_etag(self) -> str:
         digest = hashlib.md5(b"".join(self._md5s), usedforsecurity=False).hexdigest()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import AtlasError
-from bot.pipeline import Pump
+from bot.pump import Pump
 from bot.storage import CHUNK, LocalStorage, LocalWriter
 
 
@@ -27,29 +27,41 @@ def test_read_back_hashes_what_the_file_holds(tmp_path: Path) -> None:
     stored = writer.commit()
     assert stored.size == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.read_back
     assert (tmp_path / "prod/app/x.dump.zst").read_bytes() == data
     assert not list(tmp_path.rglob("*.partial"))
 
 
 def test_read_back_sees_a_byte_changed_on_disk(tmp_path: Path) -> None:
-    """The checksum comes from the file, not from the bytes handed to write()."""
+    """The proof comes from the file, not from the bytes handed to write()."""
     data = os.urandom(CHUNK // 2)  # under one step: nothing is read back before commit
     writer = LocalWriter(tmp_path / "x.dump.zst", read_back=True)
     writer.write(data)
     with open(_partial(tmp_path), "r+b") as fh:  # e.g. a faulty disk or another process
         fh.seek(1000)
         fh.write(bytes([data[1000] ^ 0xFF]))
-    stored = writer.commit()
-    assert stored.sha256 is not None
-    assert stored.sha256 != hashlib.sha256(data).hexdigest()
+    with pytest.raises(AtlasError, match="does not read back as what was written.*byte 1,000"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor the partial
 
 
-def test_read_back_reports_a_file_longer_than_written(tmp_path: Path) -> None:
+def test_read_back_refuses_a_file_longer_than_written(tmp_path: Path) -> None:
     writer = LocalWriter(tmp_path / "x.dump.zst", read_back=True)
     writer.write(b"a" * 1000)
     with open(_partial(tmp_path), "ab") as fh:
         fh.write(b"trailing")
-    assert writer.commit().sha256 is None  # not the written length: no checksum to trust
+    with pytest.raises(AtlasError, match="longer than what was written"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_back_refuses_a_file_shorter_than_written(tmp_path: Path) -> None:
+    writer = LocalWriter(tmp_path / "x.dump.zst", read_back=True)
+    writer.write(b"a" * 1000)
+    os.truncate(_partial(tmp_path), 600)
+    with pytest.raises(AtlasError, match="first difference at byte 600"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_abort_stops_read_back_and_removes_the_partial(tmp_path: Path) -> None:
@@ -64,7 +76,8 @@ def test_abort_stops_read_back_and_removes_the_partial(tmp_path: Path) -> None:
 def test_without_read_back_there_is_no_checksum(tmp_path: Path) -> None:
     writer = LocalWriter(tmp_path / "x.json")
     writer.write(b"{}")
-    assert writer.commit().sha256 is None
+    stored = writer.commit()
+    assert stored.sha256 is None and not stored.read_back
     assert (tmp_path / "x.json").read_bytes() == b"{}"
 
 
