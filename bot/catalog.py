@@ -265,8 +265,20 @@ class Catalog:
         with self.transaction() as db:
             db["snapshots"].update(snap_id, fields)
 
-    def finish_snapshot(self, snap_id: str, status: str, **fields: Any) -> None:
-        self.update_snapshot(snap_id, status=status, finished_at=now(), **fields)
+    def finish_snapshot(
+        self,
+        snap_id: str,
+        status: str,
+        audit: tuple[str, str, dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Record the outcome, and with `audit` (actor, action, detail) its audit line in
+        the same transaction."""
+        with self.transaction() as db:
+            db["snapshots"].update(snap_id, {"status": status, "finished_at": now(), **fields})
+            if audit is not None:
+                actor, action, detail = audit
+                self._audit(db, actor, action, snap_id, detail)
 
     def get_snapshot(self, snap_id: str) -> dict[str, Any]:
         with self.db() as db:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +162,27 @@ def _candidates(name: str, bindir: str | None) -> list[str]:
             if p.is_file() and os.access(p, os.X_OK):
                 found.append(str(p))
     return found
+
+
+def warm_tool_versions(names: Iterable[str], bindir: str | None = None) -> Callable[[], None]:
+    """Ask every candidate tool for its version at once, on threads, so the few
+    milliseconds each `--version` takes overlap the database connection. Call the
+    returned function before `find_tool`."""
+
+    def ask(path: str) -> None:
+        with contextlib.suppress(AtlasError):
+            tool_version(path)
+
+    paths = [p for name in names for p in _candidates(name, bindir)]
+    threads = [threading.Thread(target=ask, args=(p,), daemon=True) for p in paths]
+    for t in threads:
+        t.start()
+
+    def wait() -> None:
+        for t in threads:
+            t.join()
+
+    return wait
 
 
 def find_tool(name: str, server_major: int, bindir: str | None = None) -> tuple[str, str]:

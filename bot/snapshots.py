@@ -22,7 +22,7 @@ from bot import manifest, pipeline
 from bot.catalog import FAILED, INTERRUPTED, OK, Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, NotFound
-from bot.pg import Conn, find_tool, redact, server_info
+from bot.pg import Conn, find_tool, redact, server_info, warm_tool_versions
 from bot.storage import ArtifactWriter, Storage, StoredObject, open_storage
 
 log = logging.getLogger(__name__)
@@ -71,15 +71,16 @@ class Snapshots:
     def encryption_identity(self) -> Any:
         """The age identity when a key is configured (ATLAS_ENCRYPTION_KEY[_FILE]), else None."""
         if not self._identity_loaded:
-            from bot import crypto
-
             st = self.settings
-            env = {}
-            if st.encryption_key is not None:
-                env[crypto.KEY_ENV] = st.encryption_key.get_secret_value()
-            if st.encryption_key_file is not None:
-                env[crypto.KEY_FILE_ENV] = str(st.encryption_key_file)
-            self._identity = crypto.load_identity(env)
+            if st.encryption_key is not None or st.encryption_key_file is not None:
+                from bot import crypto  # pyrage only when a key is set
+
+                env = {}
+                if st.encryption_key is not None:
+                    env[crypto.KEY_ENV] = st.encryption_key.get_secret_value()
+                if st.encryption_key_file is not None:
+                    env[crypto.KEY_FILE_ENV] = str(st.encryption_key_file)
+                self._identity = crypto.load_identity(env)
             self._identity_loaded = True
         return self._identity
 
@@ -159,8 +160,9 @@ class Snapshots:
             self.storage.put_bytes(sidecar_key(key), self._sidecar({**row, **result}))
             finished = now()
             result["duration_s"] = round(_seconds_between(row["started_at"], finished), 3)
-            self.catalog.finish_snapshot(snap_id, OK, **result)
-            self.catalog.audit(requested_by, "snapshot.ok", snap_id, size=writer.size)
+            self.catalog.finish_snapshot(
+                snap_id, OK, audit=(requested_by, "snapshot.ok", {"size": writer.size}), **result
+            )
         except BaseException as exc:
             message = self._fail(snap_id, key, writer, exc, conn)
             self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
@@ -180,15 +182,15 @@ class Snapshots:
         progress_every: float,
         identity: Any,
     ) -> tuple[_Committable, pipeline.DumpStats, Any, str, dict[str, Any]]:
+        bindir = self.settings.pg_bindir
+        tools_known = warm_tool_versions(("pg_dump", "pg_restore"), bindir)  # while connecting
         with conn.connect(autocommit=False) as pgconn:
             pgconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             pgconn.read_only = True
             info = server_info(pgconn)
-            pg_dump, dump_ver = find_tool("pg_dump", info.major, self.settings.pg_bindir)
-            pg_restore, _ = find_tool("pg_restore", info.major, self.settings.pg_bindir)
-            self.catalog.update_snapshot(
-                snap_id, dbname=info.dbname, server_version=info.version, pg_dump_version=dump_ver
-            )
+            tools_known()
+            pg_dump, dump_ver = find_tool("pg_dump", info.major, bindir)
+            pg_restore, _ = find_tool("pg_restore", info.major, bindir)
             exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             found: dict[str, Any] = {}
@@ -209,7 +211,13 @@ class Snapshots:
 
                 writer = EncryptingWriter(stored, identity)
             try:
-                self.catalog.update_snapshot(snap_id, pending_ref=writer.pending_ref)
+                self.catalog.update_snapshot(
+                    snap_id,
+                    dbname=info.dbname,
+                    server_version=info.version,
+                    pg_dump_version=dump_ver,
+                    pending_ref=writer.pending_ref,
+                )
                 argv = [
                     pg_dump,
                     "--format=custom",

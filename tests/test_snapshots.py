@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -49,6 +50,10 @@ def test_local_snapshot_restores_to_identical_counts(pg, pg_db, pg_url, tmp_path
     assert row["server_version"].startswith("15.")
     sidecar = json.loads(Path(row["location"].replace(".dump.zst", ".json")).read_text())
     assert sidecar["sha256"] == row["sha256"] and sidecar["manifest"] == manifest
+    assert hashlib.sha256(Path(row["location"]).read_bytes()).hexdigest() == row["sha256"]
+    [audit] = snaps.catalog.audit_log(subject=row["id"])
+    assert (audit["actor"], audit["action"]) == ("U1", "snapshot.ok")
+    assert json.loads(audit["detail"]) == {"size": row["size_bytes"]}
 
     out = tmp_path / "plain.dump"
     snaps.fetch(row["id"], str(out))
