@@ -472,13 +472,13 @@ class Snapshots:
 class _Committable:
     """The outermost writer (maybe encrypting) and the storage writer beneath it."""
 
-    def __init__(self, outer: ArtifactWriter, stored: Any) -> None:
+    def __init__(self, outer: ArtifactWriter, stored: ArtifactWriter) -> None:
         self.outer, self.stored = outer, stored
         self.pending_ref = stored.pending_ref
 
     @property
     def size(self) -> int:
-        return int(self.stored.size)
+        return self.stored.size
 
     def write(self, data: bytes) -> None:
         self.outer.write(data)

@@ -35,6 +35,7 @@ class StoredObject:
 
 class ArtifactWriter(Protocol):
     pending_ref: str  # enough to clean up after a crash
+    size: int  # bytes written so far
 
     def write(self, data: bytes) -> None: ...
     def commit(self) -> StoredObject: ...
