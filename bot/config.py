@@ -25,6 +25,12 @@ def _csv(value: Any) -> list[str]:
     return [str(v).strip() for v in value if str(v).strip()]
 
 
+def aws_region() -> str | None:
+    """AWS_REGION, which the other AWS SDKs and Atlas's docs use. boto3 by itself reads
+    only AWS_DEFAULT_REGION and its config file; those still apply when this is unset."""
+    return os.environ.get("AWS_REGION", "").strip() or None
+
+
 class Check(BaseModel):
     """A "core app flow" check: a read-only query that must return true."""
 

@@ -12,13 +12,13 @@ Settings come from the environment the usual way: ``AWS_REGION`` (or ``AWS_DEFAU
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.config import aws_region
 from bot.errors import AtlasError
 
 __all__ = [
@@ -132,20 +132,16 @@ def evaluate(
 
 
 def make_client() -> Any:
-    """A boto3 RDS client (region, endpoint and credentials from the environment).
-
-    boto3 itself reads ``AWS_DEFAULT_REGION`` but not ``AWS_REGION`` (which the other AWS SDKs
-    and Atlas's docs use), so ``AWS_REGION`` is passed on explicitly and wins when set.
-    """
+    """A boto3 RDS client (region, endpoint and credentials from the environment;
+    ``AWS_REGION`` wins when set, see `config.aws_region`)."""
     import boto3
     import botocore.config
 
     config = botocore.config.Config(
         retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=30
     )
-    region = os.environ.get("AWS_REGION", "").strip() or None
     with _translated("setting up the RDS client", "", "instance", None):
-        client = boto3.client("rds", config=config, region_name=region)
+        client = boto3.client("rds", config=config, region_name=aws_region())
     return client
 
 

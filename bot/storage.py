@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from bot.config import aws_region
 from bot.errors import AtlasError, NotFound
 from bot.pump import Pump
 
@@ -489,6 +490,7 @@ class S3Storage:
         self.sse = sse_args(sse, kms_key_id)
         self.client = client or boto3.client(
             "s3",
+            region_name=aws_region(),
             config=Config(
                 retries={"max_attempts": 5, "mode": "standard"},
                 # parts carry Content-MD5 already; skipping the extra CRC pass saves a copy

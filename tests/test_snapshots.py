@@ -292,3 +292,22 @@ def test_full_disk_is_a_clear_failure_with_no_partial_file(pg, pg_db, pg_url, tm
     finally:
         subprocess.run(["umount", str(mnt)])
         mnt.rmdir()
+
+
+def test_s3_storage_uses_aws_region(s3_env, monkeypatch):
+    """boto3 alone reads only AWS_DEFAULT_REGION; the documented AWS_REGION must win."""
+    from bot.storage import S3Storage
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    storage = S3Storage(s3_env, "team")
+    assert storage.client.meta.region_name == "eu-west-3"
+    bucket = f"{s3_env}-paris"
+    storage.client.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
+    paris = S3Storage(bucket, "team")
+    paris.put_bytes("x.json", b"{}")
+    assert b"".join(paris.read("x.json")) == b"{}"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    assert S3Storage(bucket).client.meta.region_name == "eu-west-3"
