@@ -22,9 +22,11 @@ only yields authenticated plaintext, but a truncated artifact is only known to b
 truncated at its end: like `pipeline.read_artifact`, a consumer must treat what it
 received as void when the iteration raises.
 
-Keys: one age X25519 identity ("AGE-SECRET-KEY-1…", as `age-keygen` writes it) from
-ATLAS_ENCRYPTION_KEY_FILE or ATLAS_ENCRYPTION_KEY; the recipient (public key) used to
-encrypt is derived from it. Key text never appears in messages or reprs.
+Keys: age X25519 identities ("AGE-SECRET-KEY-1…", as `age-keygen` writes them) from
+ATLAS_ENCRYPTION_KEY_FILE or ATLAS_ENCRYPTION_KEY, one per line. New artifacts are
+encrypted to the first one's recipient (public key); every one of them decrypts, as with
+`age -d -i FILE`, so a key is rotated by putting the new one first and keeping the old
+one below it until its artifacts are pruned. Key text never appears in messages or reprs.
 """
 
 from __future__ import annotations
@@ -53,16 +55,22 @@ DECRYPT_FAILED = "cannot decrypt: wrong key or damaged artifact"
 
 
 class Identity:
-    """An age X25519 identity (secret key) and the recipient (public key) derived from it."""
+    """The configured age X25519 identities (secret keys): the first is the current one,
+    whose recipient (public key) new artifacts are encrypted to; older ones still decrypt."""
 
-    __slots__ = ("_key", "recipient")
+    __slots__ = ("_keys", "recipient")
 
-    def __init__(self, key: Any) -> None:
-        self._key = key
-        self.recipient: str = str(key.to_public())
+    def __init__(self, keys: list[Any]) -> None:
+        self._keys = keys
+        self.recipient: str = str(keys[0].to_public())
+
+    @property
+    def retired(self) -> int:
+        """How many older keys are kept for decryption only."""
+        return len(self._keys) - 1
 
     def __repr__(self) -> str:
-        return f"Identity(recipient={self.recipient!r})"
+        return f"Identity(recipient={self.recipient!r}, retired={self.retired})"
 
 
 def generate_identity() -> tuple[str, str]:
@@ -72,22 +80,29 @@ def generate_identity() -> tuple[str, str]:
 
 
 def parse_identity(text: str, source: str = KEY_ENV) -> Identity:
-    """Parse age identity text: one AGE-SECRET-KEY-1… line; blank and `#` lines are ignored."""
+    """Parse age identity text: AGE-SECRET-KEY-1… lines, the current key first; blank and
+    `#` lines are ignored."""
     lines = [ln.strip() for ln in text.splitlines()]
     keys = [ln for ln in lines if ln and not ln.startswith("#")]
-    hint = f"put one line made by `age-keygen` (or `atlas keygen`), {SECRET_PREFIX}…, in {source}"
+    hint = (
+        f"put a line made by `age-keygen` (or `atlas keygen`), {SECRET_PREFIX}…, in {source}; "
+        "when rotating, the new key first and older ones below it"
+    )
     if not keys:
         raise AtlasError(f"{source} holds no age identity.", hint)
-    if len(keys) > 1:
-        raise AtlasError(f"{source} holds {len(keys)} lines that are not comments.", hint)
-    if not keys[0].upper().startswith(SECRET_PREFIX):
-        raise AtlasError(f"{source} is not an age identity (it must start {SECRET_PREFIX}).", hint)
-    try:
-        key = x25519.Identity.from_str(keys[0])
-    except Exception:
-        # pyrage's message could quote the key: say nothing of it.
-        raise AtlasError(f"{source} is not a valid age identity (bad encoding).", hint) from None
-    return Identity(key)
+    parsed = []
+    for number, line in enumerate(keys, 1):
+        where = source if len(keys) == 1 else f"{source} (key {number} of {len(keys)})"
+        if not line.upper().startswith(SECRET_PREFIX):
+            raise AtlasError(
+                f"{where} is not an age identity (it must start {SECRET_PREFIX}).", hint
+            )
+        try:
+            parsed.append(x25519.Identity.from_str(line))
+        except Exception:
+            # pyrage's message could quote the key: say nothing of it.
+            raise AtlasError(f"{where} is not a valid age identity (bad encoding).", hint) from None
+    return Identity(parsed)
 
 
 def load_identity(env: Mapping[str, str]) -> Identity | None:
@@ -113,7 +128,7 @@ def load_identity(env: Mapping[str, str]) -> Identity | None:
 
 def _recipient(key: Identity | str) -> Any:
     if isinstance(key, Identity):
-        return key._key.to_public()
+        return key._keys[0].to_public()
     try:
         return x25519.Recipient.from_str(key.strip())
     except Exception:
@@ -356,7 +371,7 @@ def decrypt_chunks(identity: Identity, chunks: Iterable[bytes]) -> Iterator[byte
 
     def run() -> None:
         try:
-            pyrage.decrypt_io(reader, writer, [identity._key])
+            pyrage.decrypt_io(reader, writer, identity._keys)
             if writer.error is not None:
                 raise writer.error
             writer.drain()

@@ -377,7 +377,9 @@ class Snapshots:
             if identity is not None and self._intact(row):
                 raise AtlasError(
                     f"Snapshot {snap_id} is intact (its checksum matches) but {exc}",
-                    "is ATLAS_ENCRYPTION_KEY_FILE the key it was made with?",
+                    "its sidecar names the public key it was encrypted to (`recipient`); "
+                    "after a rotation keep that key in ATLAS_ENCRYPTION_KEY_FILE, below the "
+                    "new one",
                 ) from None
             self.catalog.update_snapshot(snap_id, status=CORRUPT, error=str(exc))
             self.catalog.audit(actor, "snapshot.verify_failed", snap_id, error=str(exc))

@@ -349,9 +349,10 @@ def test_key_configuration_errors(key, tmp_path):
     with pytest.raises(AtlasError, match="Cannot read") as e:
         crypto.load_identity({"ATLAS_ENCRYPTION_KEY_FILE": str(tmp_path / "missing.txt")})
     assert "No such file" in str(e.value)
-    keyfile.write_text(f"{secret}\n{crypto.generate_identity()[0]}\n")
-    with pytest.raises(AtlasError, match="2 lines"):
+    keyfile.write_text(f"{secret}\nAGE-SECRET-KEY-1QQQQ\n")
+    with pytest.raises(AtlasError, match=r"\(key 2 of 2\) is not a valid age identity") as e:
         crypto.load_identity({"ATLAS_ENCRYPTION_KEY_FILE": str(keyfile)})
+    assert secret not in str(e.value) and "QQQQ" not in str(e.value)
     keyfile.write_text("# only a comment\n")
     with pytest.raises(AtlasError, match="holds no age identity"):
         crypto.load_identity({"ATLAS_ENCRYPTION_KEY_FILE": str(keyfile)})
@@ -382,6 +383,35 @@ def test_invalid_key_message_does_not_echo_the_key(bad, key, tmp_path):
         assert str(keyfile) in str(e.value)
         assert text not in str(e.value)
         assert len(text) < 40 or text[16:40] not in str(e.value)
+
+
+# -- key rotation ------------------------------------------------------------------------------
+
+
+def test_rotated_key_file_encrypts_to_the_first_and_decrypts_with_any(key, ident, plain, cipher):
+    new_secret, new_public = crypto.generate_identity()
+    rotated = crypto.parse_identity(f"# new\n{new_secret}\n# retired\n{key[0]}\n")
+    assert rotated.recipient == new_public and rotated.retired == 1
+    assert key[0] not in repr(rotated) and new_secret not in repr(rotated)
+    assert decrypt(rotated, cipher) == plain  # made with the old key
+
+    fresh = encrypt(rotated, plain[: 2 * MiB])
+    assert decrypt(crypto.parse_identity(new_secret), fresh) == plain[: 2 * MiB]
+    with pytest.raises(AtlasError, match=crypto.DECRYPT_FAILED):
+        decrypt(ident, fresh)  # not encrypted to the retired key any more
+
+
+@needs_age
+def test_age_cli_reads_a_rotated_key_file_too(key, plain, cipher, tmp_path):
+    """The manual path keeps working with the same file: age tries every identity in it."""
+    keyfile = tmp_path / "key.txt"
+    keyfile.write_text(f"{crypto.generate_identity()[0]}\n{key[0]}\n")
+    artifact = tmp_path / "x.dump.zst.age"
+    artifact.write_bytes(cipher)
+    out = subprocess.run(
+        [AGE, "-d", "-i", str(keyfile), str(artifact)], capture_output=True, check=True
+    )
+    assert out.stdout == plain
 
 
 # -- interop with the age CLI (the README's manual restore path) --------------------------------

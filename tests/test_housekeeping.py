@@ -596,6 +596,33 @@ def test_verify_without_the_key_does_not_mark_a_good_snapshot_corrupt(
     assert keyed.snapshots.get(row["id"])["status"] == "ok"
 
 
+def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_file):
+    old_key, old_public = key_file
+    row = services_for(
+        settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(old_key))
+    ).snapshots.take(requested_by="U1")
+
+    # the runbook of a rotation: `atlas keygen` a new key, old key kept below it
+    new_key = tmp_path / "new.txt"
+    assert atlas(tmp_path, "keygen", "-o", str(new_key), env={}).code == 0
+    rotated = tmp_path / "rotated.txt"
+    rotated.write_text(new_key.read_text() + old_key.read_text())
+    services = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(rotated)))
+    assert services.snapshots.verify(row["id"])["status"] == "ok"
+    fresh = services.snapshots.take(requested_by="U1")
+    side = json.loads(Path(fresh["location"]).with_name(f"{fresh['id']}.json").read_bytes())
+    new_public = services.snapshots.encryption_identity().recipient
+    assert side["recipient"] == new_public != old_public
+
+    # dropping the old key too early: a clear refusal that names the way out
+    only_new = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(new_key)))
+    assert only_new.snapshots.verify(fresh["id"])["status"] == "ok"
+    with pytest.raises(AtlasError, match="cannot decrypt") as info:
+        only_new.snapshots.verify(row["id"])
+    assert "recipient" in (info.value.hint or "")
+    assert only_new.snapshots.get(row["id"])["status"] == "ok"  # not marked corrupt
+
+
 # -- 5. S3 server-side encryption -------------------------------------------------------------------
 
 
