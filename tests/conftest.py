@@ -8,6 +8,7 @@ from tests.support import pick_free_port
 from tests.support.pg import pg, pg_db, pg_url
 from tests.support.s3 import s3_client, s3_env, s3_server
 from tests.support.slack import slack_api
+from tests.support.socket_mode import socket_mode
 
 __all__ = [
     "free_port",
@@ -18,6 +19,7 @@ __all__ = [
     "s3_env",
     "s3_server",
     "slack_api",
+    "socket_mode",
 ]
 
 

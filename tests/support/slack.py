@@ -39,6 +39,7 @@ __all__ = [
     "reaction_event",
     "sign",
     "slack_api",
+    "slash_command_payload",
 ]
 
 BOT_USER_ID = "UBOT"
@@ -88,6 +89,8 @@ class FakeSlackApi:
         self.channels: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (channels or {}).items()}
         #: file id -> raw bytes uploaded through ``files_upload_v2``
         self.uploads: dict[str, bytes] = {}
+        #: what ``apps.connections.open`` hands out (a FakeSocketMode's url); None refuses
+        self.socket_mode_url: str | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._calls: list[SlackCall] = []
@@ -407,6 +410,10 @@ class FakeSlackApi:
                 if isinstance(f, dict)
             ]
             return {"ok": True, "files": out}
+        if method == "apps.connections.open":
+            if self.socket_mode_url is None:
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": self.socket_mode_url}
         if method in ("views.open", "views.publish", "views.update", "views.push"):
             return {"ok": True, "view": {"id": "V" + uuid.uuid4().hex[:8].upper()}}
         return {"ok": True}
@@ -559,6 +566,35 @@ def _post(
         return int(exc.code), exc.read().decode("utf-8", errors="replace")
 
 
+def slash_command_payload(
+    *,
+    text: str,
+    user_id: str = "U1",
+    channel_id: str = "C1",
+    command: str = "/atlas",
+    trigger_id: str | None = None,
+    response_url: str | None = None,
+    user_name: str | None = None,
+    team_id: str = TEAM_ID,
+) -> dict[str, str]:
+    """The fields Slack sends for a slash command (a form over HTTP, JSON in Socket Mode)."""
+    return {
+        "token": "verification-token-unused",
+        "team_id": team_id,
+        "team_domain": "atlas-test",
+        "channel_id": channel_id,
+        "channel_name": f"chan-{channel_id.lower()}",
+        "user_id": user_id,
+        "user_name": user_name or user_id.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "is_enterprise_install": "false",
+        "response_url": response_url or "http://127.0.0.1:9/response_url/unused",
+        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().hex[:12]}",
+    }
+
+
 def post_slash_command(
     base_url: str,
     secret: str,
@@ -582,21 +618,16 @@ def post_slash_command(
     Pass ``response_url=slack_api.response_url`` so ``respond()`` lands in the fake;
     the default points at a closed local port (fails fast, never reaches the internet).
     """
-    form = {
-        "token": "verification-token-unused",
-        "team_id": team_id,
-        "team_domain": "atlas-test",
-        "channel_id": channel_id,
-        "channel_name": f"chan-{channel_id.lower()}",
-        "user_id": user_id,
-        "user_name": user_name or user_id.lower(),
-        "command": command,
-        "text": text,
-        "api_app_id": APP_ID,
-        "is_enterprise_install": "false",
-        "response_url": response_url or "http://127.0.0.1:9/response_url/unused",
-        "trigger_id": trigger_id or f"{int(time.time())}.{uuid.uuid4().hex[:12]}",
-    }
+    form = slash_command_payload(
+        text=text,
+        user_id=user_id,
+        channel_id=channel_id,
+        command=command,
+        trigger_id=trigger_id,
+        response_url=response_url,
+        user_name=user_name,
+        team_id=team_id,
+    )
     body = urlencode(form).encode("utf-8")
     return _post(
         base_url.rstrip("/") + path,
