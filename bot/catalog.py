@@ -280,6 +280,17 @@ class Catalog:
                 actor, action, detail = audit
                 self._audit(db, actor, action, snap_id, detail)
 
+    def first_good_snapshot_at(self, database: str) -> str | None:
+        """When Atlas first backed `database` up and proved it (kept or pruned since): from
+        then on a restore drill is owed."""
+        with self.db() as db:
+            row = db.execute(
+                "SELECT min(started_at) FROM snapshots "
+                "WHERE database = ? AND verified_at IS NOT NULL",
+                [database],
+            ).fetchone()
+        return row[0] if row else None
+
     def get_snapshot(self, snap_id: str) -> dict[str, Any]:
         with self.db() as db:
             try:

@@ -50,7 +50,9 @@ def drill_reminders(services: Services, at: datetime | None = None) -> list[str]
     for name in services.settings.databases:
         last = last_passed_drill(services, name)
         last_at = _at(last["finished_at"]) if last else None
-        rem = reminders.owed(policy, last_at, at, services.catalog.sent_reminders(name))
+        since = _at(services.catalog.first_good_snapshot_at(name))
+        sent = services.catalog.sent_reminders(name)
+        rem = reminders.owed(policy, last_at, at, sent, since=since)
         if rem is None:
             continue
         key = f"{name}:{rem.key}"

@@ -140,33 +140,45 @@ def _last_day(deadline_at: datetime, tz: ZoneInfo) -> date:
 
 
 def deadline(
-    policy: DrillPolicy, last_passed: datetime | None, now: datetime
+    policy: DrillPolicy,
+    last_passed: datetime | None,
+    now: datetime,
+    *,
+    since: datetime | None = None,
 ) -> tuple[str, datetime]:
     """The period whose drill is owed and its exclusive deadline (in ``policy.tz``).
+
+    ``since``: when Atlas started backing the database up (its first good snapshot). With no
+    passed drill ever, that is when the obligation began.
 
     Quarter mode: the owed quarter is the one after the quarter of the last passed drill, so a
     drill passed this quarter moves the obligation to the next quarter, and a missed quarter
     stays owed (and overdue) after the calendar rolls over instead of being forgiven. With no
-    passed drill ever there is nothing to carry over, so the current quarter is owed.
+    passed drill ever, the quarter of ``since`` is owed (and stays owed, as above); without
+    ``since`` either, the current quarter.
 
     N-day mode: deadline = last passed drill + N days (same local wall time), key
-    ``"due-YYYY-MM-DD"`` (the deadline's local date). With no passed drill ever the drill is
-    treated as already due: the deadline is the latest local midnight on a fixed
-    ``overdue_every_days`` grid (counted from 1970-01-01), i.e. at most that many days ago. The
-    grid keeps the key stable, so a never-drilled setup is nagged once per interval, not per check.
+    ``"due-YYYY-MM-DD"`` (the deadline's local date). With no passed drill ever it is ``since``
+    + N days. Without ``since`` either, the drill is treated as already due: the deadline is
+    the latest local midnight on a fixed ``overdue_every_days`` grid (counted from 1970-01-01),
+    i.e. at most that many days ago. The grid keeps the key stable, so a never-drilled setup is
+    nagged once per interval, not per check.
     """
     _require_aware("now", now)
     _require_aware("last_passed", last_passed)
+    _require_aware("since", since)
     tz = policy.tz
     if policy.every == QUARTER:
         if last_passed is None:
-            owed_q = _quarter_index(now, tz)
+            owed_q = _quarter_index(since or now, tz)
         else:
             owed_q = _quarter_index(last_passed, tz) + 1
         year, q = divmod(owed_q, 4)
         return f"{year}-Q{q + 1}", _quarter_start(owed_q + 1, tz)
     assert isinstance(policy.every, int)
-    if last_passed is None:
+    if last_passed is None and since is not None:
+        due = since.astimezone(tz) + timedelta(days=policy.every)
+    elif last_passed is None:
         today = now.astimezone(tz).date()
         grid = policy.overdue_every_days
         due = _midnight(today - timedelta(days=(today - _EPOCH).days % grid), tz)
@@ -199,7 +211,12 @@ def _thresholds(
 
 
 def owed(
-    policy: DrillPolicy, last_passed: datetime | None, now: datetime, sent: set[str]
+    policy: DrillPolicy,
+    last_passed: datetime | None,
+    now: datetime,
+    sent: set[str],
+    *,
+    since: datetime | None = None,
 ) -> Reminder | None:
     """The one reminder to post now, or None.
 
@@ -208,7 +225,7 @@ def owed(
     superseded rather than posted late, so the channel gets one message, not a burst. Thresholds
     at or before the last passed drill are moot (that drill already answered them).
     """
-    period, due = deadline(policy, last_passed, now)
+    period, due = deadline(policy, last_passed, now, since=since)
     reached = [
         t
         for t in _thresholds(policy, period, due, now)

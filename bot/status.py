@@ -196,6 +196,9 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         drill = housekeeping.last_passed_drill(services, name)
         facts.last_drill[name] = drill
         last_at = datetime.fromisoformat(drill["finished_at"]) if drill else None
-        facts.deadline[name] = reminders.deadline(policy, last_at, now)[1]
+        since = services.catalog.first_good_snapshot_at(name)
+        facts.deadline[name] = reminders.deadline(
+            policy, last_at, now, since=datetime.fromisoformat(since) if since else None
+        )[1]
         facts.staging[name] = bool(target.staging_url)
     return facts

@@ -849,6 +849,22 @@ def test_status_checklist_from_the_command_line(
     assert housekeeping.drill_reminders(services) == []  # once
 
 
+def test_never_drilled_database_gets_overdue_reminders(pg_db, pg_url, small, tmp_path, slack_api):
+    """The first good snapshot starts the obligation: its quarter needs a passed drill."""
+    services = services_for(
+        settings_for(pg_url, tmp_path, ATLAS_CHANNEL="CREMIND"), slack_api.client()
+    )
+    row = services.snapshots.take(requested_by="U1")
+    started = datetime.fromisoformat(row["started_at"])
+    q = (started.month - 1) // 3
+    next_quarter = datetime(started.year + (q == 3), (q + 1) % 4 * 3 + 1, 1, tzinfo=UTC)
+    posted = housekeeping.drill_reminders(services, at=next_quarter + timedelta(days=9))
+    assert posted == [f"{pg_db}:{started.year}-Q{q + 1}:overdue-1"]
+    text = slack_api.wait_for("chat.postMessage")["params"]["text"]
+    assert "overdue" in text and "No restore drill has passed yet" in text
+    assert housekeeping.drill_reminders(services, at=next_quarter + timedelta(days=10)) == []
+
+
 @pytest.fixture
 def bot(pg, pg_url, small, staging, tmp_path, slack_api) -> Iterator[Bot]:
     b, server = start_bot(

@@ -26,13 +26,14 @@ def simulate(
     last_passed: Callable[[datetime], datetime | None],
     step: timedelta = timedelta(hours=6),
     sent: set[str] | None = None,
+    since: datetime | None = None,
 ) -> list[tuple[datetime, Reminder]]:
     """Run the scheduler loop the bot would run: check, post, remember the key."""
     sent = set() if sent is None else sent
     posted: list[tuple[datetime, Reminder]] = []
     now = start
     while now <= end:
-        rem = owed(policy, last_passed(now), now, sent)
+        rem = owed(policy, last_passed(now), now, sent, since=since)
         if rem is not None:
             assert rem.key not in sent
             sent.add(rem.key)
@@ -317,6 +318,51 @@ def test_quarter_without_any_drill_has_no_carry_over() -> None:
     rem = owed(policy, None, datetime(2026, 12, 31, 10, tzinfo=BERLIN), set())
     assert rem is not None
     assert rem.key == "2026-Q4:last-day"
+
+
+def test_never_drilled_owes_the_quarter_of_the_first_snapshot_and_goes_overdue() -> None:
+    """Backups since Q3 and no drill ever: Q3 stays owed, and is overdue from October on."""
+    first = utc(2026, 9, 20, 3)
+    posted = simulate(QUARTERLY, first, utc(2026, 10, 25), lambda _: None, since=first)
+    assert [rem.key for _, rem in posted] == [
+        "2026-Q3:lead-14",  # reached before the first check: the latest lead, once
+        "2026-Q3:lead-7",
+        "2026-Q3:last-day",
+        "2026-Q3:overdue-0",
+        "2026-Q3:overdue-1",
+        "2026-Q3:overdue-2",
+        "2026-Q3:overdue-3",
+    ]
+    assert posted[3][0] == utc(2026, 10, 1, 3)  # the first check of October
+    # without the first snapshot's date each quarter stood alone: October stayed silent
+    october = simulate(QUARTERLY, utc(2026, 10, 1), utc(2026, 10, 25), lambda _: None)
+    assert october == []
+    # the first passed drill (in Q4) ends it: Q4 is answered, Q1 is owed as usual
+    passed = utc(2026, 10, 26, 9)
+    assert deadline(QUARTERLY, passed, utc(2026, 10, 27), since=first) == (
+        "2027-Q1",
+        utc(2027, 4, 1),
+    )
+    assert owed(QUARTERLY, passed, utc(2026, 10, 29), set(), since=first) is None
+
+
+def test_never_drilled_every_n_days_counts_from_the_first_snapshot() -> None:
+    policy = DrillPolicy(every=30)
+    first = utc(2026, 11, 1, 9)
+    assert deadline(policy, None, utc(2026, 11, 2), since=first) == (
+        "due-2026-12-01",
+        utc(2026, 12, 1, 9),
+    )
+    posted = simulate(policy, first, utc(2026, 12, 16), lambda _: None, since=first)
+    assert [(rem.key.split(":")[1], rem.kind) for _, rem in posted] == [
+        ("lead-14", "lead"),
+        ("lead-7", "lead"),
+        ("last-day", "last_day"),
+        ("overdue-0", "overdue"),
+        ("overdue-1", "overdue"),
+        ("overdue-2", "overdue"),
+    ]
+    assert posted[0][0] >= utc(2026, 11, 17)  # not nagged on day one
 
 
 def test_reminder_text_overdue() -> None:
