@@ -280,6 +280,21 @@ class Catalog:
                 actor, action, detail = audit
                 self._audit(db, actor, action, snap_id, detail)
 
+    def has_snapshot(self, snap_id: str) -> bool:
+        with self.db() as db:
+            return (
+                db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snap_id]).fetchone() is not None
+            )
+
+    def add_snapshot(self, row: dict[str, Any]) -> bool:
+        """Insert a finished snapshot found in storage; False if the id is already known."""
+        try:
+            with self.transaction() as db:
+                db["snapshots"].insert(row)
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
     def first_good_snapshot_at(self, database: str) -> str | None:
         """When Atlas first backed `database` up and proved it (kept or pruned since): from
         then on a restore drill is owed."""

@@ -408,6 +408,34 @@ def prune(dry_run: bool, as_json: bool) -> None:
     click.echo(f"{len(decisions) - pruned} kept, {pruned} {verb}")
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be registered; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def rescan(dry_run: bool, as_json: bool) -> None:
+    """Rebuild the catalog from ATLAS_STORAGE: register every snapshot whose sidecar and
+    artifact are there but that the catalog does not know (e.g. after losing ATLAS_STATE).
+    Exits 1 when a sidecar had to be skipped."""
+    try:
+        results = _services().snapshots.rescan(_operator(), dry_run=dry_run)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    skipped = [r for r in results if r["outcome"] == "skipped"]
+    if as_json:
+        click.echo(json.dumps({"dry_run": dry_run, "results": results}))
+    else:
+        verb = "would import" if dry_run else "imported"
+        for r in results:
+            label = verb if r["outcome"] == "imported" else r["outcome"]
+            reason = f"  {r['reason']}" if r.get("reason") else ""
+            click.echo(f"{label:<13} {r['id']}{reason}")
+        imported = sum(r["outcome"] == "imported" for r in results)
+        known = sum(r["outcome"] == "known" for r in results)
+        click.echo(f"{imported} {verb}, {known} already known, {len(skipped)} skipped")
+    if skipped:
+        sys.exit(1)
+
+
 def _pin(snapshot_id: str, pinned: bool) -> None:
     try:
         row = _services().snapshots.pin(snapshot_id, pinned, actor=_operator())

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 FORMAT = "pg_dump custom format (-Fc -Z0), compressed as one zstd frame"
 CORRUPT = "corrupt"
 HEARTBEAT_S = 5.0
+SIDECAR_MAX = 16 << 20  # manifests of very many tables stay far below this
 
 
 @dataclass(frozen=True)
@@ -317,8 +318,11 @@ class Snapshots:
             "size_bytes",
             "raw_size_bytes",
             "sha256",
+            "toc_bytes",
+            "toc_sha256",
             "compression",
             "encryption",
+            "verified_at",
         ]
         doc = {k: row.get(k) for k in keys}
         doc["format"] = FORMAT
@@ -437,6 +441,94 @@ class Snapshots:
             raise
         return row
 
+    # -- rebuilding the catalog from storage ------------------------------------------------
+
+    def rescan(self, actor: str, *, dry_run: bool = False) -> list[dict[str, Any]]:
+        """Register snapshots that storage holds but the catalog does not know, from their
+        sidecars: after losing ATLAS_STATE, storage alone brings drills, restores and
+        retention back. Only configured databases are scanned: another Atlas's backups in
+        a shared bucket are never adopted, since retention would then delete them."""
+        results = []
+        for target in self.settings.databases.values():
+            for key in self.storage.list(f"{target.environment}/{target.name}/"):
+                if key.endswith(".json") and key.count("/") == 2:
+                    results.append(self._adopt(key, target, actor, dry_run))
+        return results
+
+    def _adopt(self, key: str, target: DatabaseTarget, actor: str, dry_run: bool) -> dict[str, Any]:
+        snap_id = key.rsplit("/", 1)[1].removesuffix(".json")
+        found: dict[str, Any] = {"key": key, "id": snap_id}
+        if self.catalog.has_snapshot(snap_id):
+            return {**found, "outcome": "known"}
+        try:
+            row = self._row_from_sidecar(key, snap_id, target)
+        except AtlasError as exc:
+            return {**found, "outcome": "skipped", "reason": str(exc)}
+        if not dry_run:
+            if not self.catalog.add_snapshot(row):
+                return {**found, "outcome": "known"}
+            self.catalog.audit(actor, "snapshot.imported", snap_id, sidecar=key)
+        return {**found, "outcome": "imported", "database": target.name}
+
+    def _row_from_sidecar(self, key: str, snap_id: str, target: DatabaseTarget) -> dict[str, Any]:
+        """A catalog row from a sidecar, or AtlasError saying why it cannot be trusted."""
+        data = b""
+        for chunk in self.storage.read(key):
+            data += chunk
+            if len(data) > SIDECAR_MAX:
+                raise AtlasError(f"{key} is larger than a sidecar can be.")
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise AtlasError(f"{key} is not JSON.") from None
+        if not isinstance(doc, dict):
+            raise AtlasError(f"{key} is not a sidecar.")
+        expected = {
+            "id": snap_id,
+            "database": target.name,
+            "environment": target.environment,
+            "format": FORMAT,
+            "compression": "zstd",
+        }
+        for field, want in expected.items():
+            if doc.get(field) != want:
+                raise AtlasError(f"{key}: {field} is {doc.get(field)!r}, expected {want!r}.")
+        encryption = doc.get("encryption")
+        sha256, size = doc.get("sha256"), doc.get("size_bytes")
+        if encryption not in ("none", "age"):
+            raise AtlasError(f"{key}: unknown encryption {encryption!r}.")
+        if not (isinstance(sha256, str) and len(sha256) == 64 and _is_hex(sha256)):
+            raise AtlasError(f"{key}: no valid sha256.")
+        if not isinstance(size, int) or size <= 0 or not isinstance(doc.get("manifest"), dict):
+            raise AtlasError(f"{key}: no size or manifest.")
+        artifact = artifact_key(target, snap_id) + (".age" if encryption == "age" else "")
+        head = self.storage.stat(artifact)
+        if head is None:
+            raise AtlasError(f"{key}: its artifact {artifact} is missing.")
+        if head.size != size:
+            raise AtlasError(f"{key}: {artifact} is {head.size} bytes, the sidecar says {size}.")
+        text = {k: doc.get(k) for k in ("dbname", "requested_by", "started_at", "verified_at")}
+        text.update({k: doc.get(k) for k in ("server_version", "pg_dump_version", "toc_sha256")})
+        return {
+            **{k: str(v) if v is not None else None for k, v in text.items()},
+            "id": snap_id,
+            "database": target.name,
+            "environment": target.environment,
+            "status": OK,
+            "source": "rescan",
+            "note": str(doc.get("note") or "")[:2000],
+            "size_bytes": size,
+            "raw_size_bytes": _int_or_none(doc.get("raw_size_bytes")),
+            "sha256": sha256,
+            "toc_bytes": _int_or_none(doc.get("toc_bytes")),
+            "storage_key": artifact,
+            "location": self.storage.location(artifact),
+            "compression": "zstd",
+            "encryption": encryption,
+            "manifest": json.dumps(doc["manifest"]),
+            "pinned": 0,
+        }
+
     # -- retention and pins ----------------------------------------------------------------
 
     def delete_artifact(self, row: dict[str, Any]) -> None:
@@ -490,6 +582,14 @@ class _Committable:
 
     def abort(self) -> None:
         self.outer.abort()
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _major(version: str | None) -> int:

@@ -50,6 +50,7 @@ class Storage(Protocol):
     def writer(self, key: str) -> ArtifactWriter: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def delete(self, key: str) -> None: ...
@@ -281,6 +282,16 @@ class LocalStorage:
         with fh:
             while chunk := fh.read(chunk_size):
                 yield chunk
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys of the finished files under `prefix` (never hidden `.partial` ones)."""
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            rel = path.relative_to(self.root)
+            if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+                yield rel.as_posix()
 
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
         """The artifact itself, opened once: later reads see this file even if another
@@ -533,6 +544,19 @@ class S3Storage:
             raise _s3_error(exc, f"reading {self.location(key)}") from None
         finally:
             body.close()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys under `prefix`, relative to this storage's own prefix."""
+        strip = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield str(obj["Key"]).removeprefix(strip)
+        except Exception as exc:
+            raise _s3_error(exc, f"listing {self.location(prefix)}") from None
 
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
         """A private download: an unnamed temporary file that no other process can open."""
