@@ -308,6 +308,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="untimed rounds of both variants first (default 1): a fresh cluster creates "
         "its WAL files during the first restores, which would tax whichever runs first",
     )
+    p.add_argument(
+        "--spool",
+        action="store_true",
+        help="time drills with ATLAS_RESTORE_SPOOL=true (plain dump to disk, then -j for data)",
+    )
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds per run (default: scales with size)"
@@ -335,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     atlas = atlas_command()
     raw = Series(f"raw: pg_restore -j {RESTORE_JOBS}")
-    drill = Series("atlas drill (wall)")
+    drill = Series("atlas drill, spooled (wall)" if args.spool else "atlas drill (wall)")
     meta: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -381,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             storage = work / "atlas-storage"
             env = atlas_env(ctx, storage, cluster.url(staging))
+            if args.spool:
+                env["ATLAS_RESTORE_SPOOL"] = "true"
 
             log("atlas snapshot ...")
             snap_run, snap = _run_atlas(

@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     # this, they first check the whole artifact, as staging refreshes always do.
     drill_verify_first: bool = Field(default=False, alias="ATLAS_DRILL_VERIFY_FIRST")
     restore_jobs: int = Field(default=2, ge=1, le=32, alias="ATLAS_RESTORE_JOBS")
+    restore_spool: bool = Field(default=False, alias="ATLAS_RESTORE_SPOOL")
     check_timeout_s: int = Field(default=30, ge=1, alias="ATLAS_CHECK_TIMEOUT_S")
     work_dir: Path | None = Field(default=None, alias="ATLAS_WORK_DIR")
     checks: list[Check] = Field(default_factory=list)

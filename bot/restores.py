@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -191,13 +192,19 @@ class Restores:
         # pass. Otherwise (ATLAS_DRILL_VERIFY_FIRST, older snapshots) and for every staging
         # refresh, the whole artifact is checked before pg_restore starts, on a thread
         # while the target is checked and prepared.
+        # ATLAS_RESTORE_SPOOL: the whole plain dump is decompressed (and checked) into the
+        # work dir first, so that pg_restore --jobs loads table data in parallel too.
+        spool = self.settings.restore_spool and self.settings.restore_jobs >= 2
         toc_first = (
             kind == "drill"
+            and not spool
             and not self.settings.drill_verify_first
             and bool(snap.get("toc_bytes") and snap.get("toc_sha256"))
         )
         artifact = (
-            None if toc_first else _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
+            None
+            if toc_first or spool
+            else _CheckedArtifact(self.snapshots.storage, snap, self._work_dir())
         )
         try:
             prod = guard_not_production(production, staging)
@@ -333,23 +340,19 @@ class Restores:
         indexes and constraints with --jobs. Those need only the archive's table of
         contents, so only the start of the stream is kept on disk, up to where
         `pg_restore --list` finished reading. A staging refresh (--clean) runs in one
-        pg_restore, so that it drops the old objects in dependency order.
+        pg_restore, so that it drops the old objects in dependency order. With
+        ATLAS_RESTORE_SPOOL, see `_spool_and_restore`.
         """
         base = [pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
         if clean:
             base += ["--clean", "--if-exists"]
+        if self.settings.restore_spool and self.settings.restore_jobs >= 2:
+            self._spool_and_restore(base, dest, snap, artifact)
+            return
         if clean or self.settings.restore_jobs < 2:
             self._stream_into(base, dest, snap, artifact)
             return
-        try:
-            fd, name = tempfile.mkstemp(
-                prefix=f".atlas-{snap['id']}-", suffix=".toc", dir=self._work_dir()
-            )
-        except OSError as exc:
-            raise AtlasError(
-                f"Cannot write to {self._work_dir()}: {exc.strerror or exc}.",
-                "check that the folder exists and is writable, or set ATLAS_WORK_DIR",
-            ) from None
+        fd, name = self._work_file(snap, ".toc")
         toc = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -372,6 +375,70 @@ class Restores:
                 raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
         finally:
             toc.unlink(missing_ok=True)
+
+    def _work_file(self, snap: dict[str, Any], suffix: str) -> tuple[int, str]:
+        try:
+            return tempfile.mkstemp(
+                prefix=f".atlas-{snap['id']}-", suffix=suffix, dir=self._work_dir()
+            )
+        except OSError as exc:
+            raise AtlasError(
+                f"Cannot write to {self._work_dir()}: {exc.strerror or exc}.",
+                "check that the folder exists and is writable, or set ATLAS_WORK_DIR",
+            ) from None
+
+    def _spool_and_restore(
+        self, base: list[str], dest: Conn, snap: dict[str, Any], artifact: _Input
+    ) -> None:
+        """Decompress the whole artifact into a private file in the work dir, checking every
+        checksum, then restore it with `pg_restore --jobs N`: table data loads over N
+        connections, at the cost of disk space for the plain dump."""
+        work = self._work_dir()
+        need = int(snap.get("raw_size_bytes") or 0)
+        free = _free_bytes(work)
+        if free is not None and need > free:
+            raise AtlasError(
+                f"ATLAS_RESTORE_SPOOL needs {need / 1e9:.1f} GB free in {work} for the plain "
+                f"dump; {free / 1e9:.1f} GB are.",
+                "free space there, point ATLAS_WORK_DIR at a larger disk, or unset "
+                "ATLAS_RESTORE_SPOOL to stream instead",
+            )
+        fd, name = self._work_file(snap, ".dump")
+        spooled = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+
+                def write(chunk: bytes) -> None:
+                    try:
+                        fh.write(chunk)
+                    except OSError as exc:
+                        raise AtlasError(
+                            f"Cannot write the plain dump to {work}: {exc.strerror or exc}.",
+                            "free space there or set ATLAS_WORK_DIR",
+                        ) from None
+
+                pipeline.read_artifact(
+                    self.snapshots.storage,
+                    snap["storage_key"],
+                    write,
+                    expect_size=snap["size_bytes"],
+                    expect_sha256=snap["sha256"],
+                    identity=self.snapshots.identity_for(snap),
+                    source=artifact.source(),
+                )
+            artifact.restoring()
+            argv = [*base, f"--jobs={self.settings.restore_jobs}", "--dbname", dest.conninfo]
+            proc = subprocess.run(
+                [*argv, str(spooled)],
+                env=dest.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
+            if proc.returncode != 0:
+                raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+        finally:
+            spooled.unlink(missing_ok=True)
 
     def _stream_into(
         self,
@@ -505,6 +572,13 @@ class Restores:
             ):
                 return row
         return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None  # a missing folder: creating the file says so clearly
 
 
 def _major(snap: dict[str, Any]) -> int:

@@ -427,3 +427,47 @@ def test_unusable_work_dir_fails_the_drill_clearly(pg, env, tmp_path):
     assert f"Cannot write to {tmp_path / 'missing'}" in drill["error"]
     assert "ATLAS_WORK_DIR" in drill["error"]
     assert _dbs(pg) == before
+
+
+def test_spooled_drill_and_refresh_load_data_with_jobs(pg, pg_db, env, tmp_path):
+    """ATLAS_RESTORE_SPOOL: the checked plain dump goes to the work dir, then one
+    `pg_restore --jobs` restores it (data included); nothing stays behind."""
+    services, snap, staging, expected = env
+    services.settings.restore_spool = True
+    services.settings.restore_jobs = 2
+    services.settings.work_dir = tmp_path
+    services.settings.drill_keep = True
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    try:
+        assert drill["status"] == "passed", drill
+        scratch = drill["scratch_db"]
+        assert _schema(pg, scratch) == _schema(pg, pg_db)
+        counts = {t: pg.execute(scratch, f"SELECT count(*) FROM {t}")[0][0] for t in expected}
+        assert counts == expected
+        assert drill["download_s"] > 0 and drill["restore_s"] > 0
+    finally:
+        pg.drop_database(drill["scratch_db"])
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
+
+    pg.execute(staging, "CREATE TABLE users (id int, junk text)")
+    refresh = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
+    assert refresh["status"] == "passed", refresh
+    assert pg.execute(staging, "SELECT count(*) FROM users")[0][0] == expected["users"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
+
+
+def test_spooled_drill_checks_everything_before_pg_restore_runs(pg, env, tmp_path):
+    services, snap, _, _ = env
+    services.settings.restore_spool = True
+    services.settings.work_dir = tmp_path
+    path = Path(snap["location"])
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01
+    path.write_bytes(bytes(data))
+    before = _dbs(pg)
+    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    assert drill["status"] == "failed"
+    assert "corrupt" in drill["error"] or "Checksum mismatch" in drill["error"]
+    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore never ran
+    assert _dbs(pg) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
