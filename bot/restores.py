@@ -363,16 +363,8 @@ class Restores:
                     artifact,
                     toc=(pg_restore, fh),
                 )
-            argv = [*base, "--section=post-data", f"--jobs={self.settings.restore_jobs}"]
-            proc = subprocess.run(
-                [*argv, "--dbname", dest.conninfo, str(toc)],
-                env=dest.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+            jobs = f"--jobs={self.settings.restore_jobs}"
+            _restore_file([*base, "--section=post-data", jobs], dest, toc)
         finally:
             toc.unlink(missing_ok=True)
 
@@ -427,16 +419,7 @@ class Restores:
                     source=artifact.source(),
                 )
             artifact.restoring()
-            argv = [*base, f"--jobs={self.settings.restore_jobs}", "--dbname", dest.conninfo]
-            proc = subprocess.run(
-                [*argv, str(spooled)],
-                env=dest.env(),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+            _restore_file([*base, f"--jobs={self.settings.restore_jobs}"], dest, spooled)
         finally:
             spooled.unlink(missing_ok=True)
 
@@ -572,6 +555,19 @@ class Restores:
             ):
                 return row
         return None
+
+
+def _restore_file(argv: list[str], dest: Conn, path: Path) -> None:
+    """pg_restore ARGV of a file into `dest`; raise with its (redacted) words on failure."""
+    proc = subprocess.run(
+        [*argv, "--dbname", dest.conninfo, str(path)],
+        env=dest.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise _restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
 
 
 def _free_bytes(folder: Path) -> int | None:

@@ -25,10 +25,8 @@ def _start(env: dict[str, str], port: int) -> subprocess.Popen:
     return proc
 
 
-def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path, slack_api):
-    fill_sample(pg_url, rows=100)
-    add_bulk(pg_url, 150)
-    env = {
+def _env(pg_url: str, tmp_path: Path, slack_api) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
@@ -38,6 +36,12 @@ def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path,
         "SLACK_API_URL": slack_api.url,
         "ATLAS_CHANNEL": "CATLAS",
     }
+
+
+def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path, slack_api):
+    fill_sample(pg_url, rows=100)
+    add_bulk(pg_url, 150)
+    env = _env(pg_url, tmp_path, slack_api)
     env.pop("SLACK_APP_TOKEN", None)
     port = pick_free_port()
     proc = _start(env, port)
@@ -83,17 +87,7 @@ def test_socket_mode_snapshot_end_to_end(pg, pg_db, pg_url, tmp_path, slack_api,
     slash command arriving over the WebSocket runs a snapshot; a redelivery runs nothing."""
     fill_sample(pg_url, rows=200)
     slack_api.socket_mode_url = socket_mode.url
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg_url,
-        "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
-        "SLACK_BOT_TOKEN": "xoxb-serve-token",
-        "SLACK_SIGNING_SECRET": SECRET,
-        "SLACK_APP_TOKEN": "xapp-1-A1-socket-token",
-        "SLACK_API_URL": slack_api.url,
-        "ATLAS_CHANNEL": "CATLAS",
-    }
+    env = {**_env(pg_url, tmp_path, slack_api), "SLACK_APP_TOKEN": "xapp-1-A1-socket-token"}
     port = pick_free_port()
     argv = [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
