@@ -409,15 +409,7 @@ class Restores:
                             "free space there or set ATLAS_WORK_DIR",
                         ) from None
 
-                pipeline.read_artifact(
-                    self.snapshots.storage,
-                    snap["storage_key"],
-                    write,
-                    expect_size=snap["size_bytes"],
-                    expect_sha256=snap["sha256"],
-                    identity=self.snapshots.identity_for(snap),
-                    source=artifact.source(),
-                )
+                self.snapshots.read(snap, write, source=artifact.source())
             artifact.restoring()
             _restore_file([*base, f"--jobs={self.settings.restore_jobs}"], dest, spooled)
         finally:
@@ -485,15 +477,7 @@ class Restores:
         try:
             chunks = artifact.source()
             try:
-                pipeline.read_artifact(
-                    self.snapshots.storage,
-                    snap["storage_key"],
-                    consume,
-                    expect_size=snap["size_bytes"],
-                    expect_sha256=snap["sha256"],
-                    identity=self.snapshots.identity_for(snap),
-                    source=chunks,
-                )
+                self.snapshots.read(snap, consume, source=chunks)
                 if held is not None:
                     raise AtlasError(f"The archive {where} ends inside its table of contents.")
                 if lister is not None and copy is not None:

@@ -10,7 +10,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -357,6 +357,25 @@ class Snapshots:
             )
         return row
 
+    def read(
+        self,
+        row: dict[str, Any],
+        consume: Callable[[bytes], None],
+        *,
+        source: Iterable[bytes] | None = None,
+    ) -> pipeline.ReadStats:
+        """Decompress (and decrypt) a stored snapshot into `consume`, checking its size,
+        sha256 and zstd frame; `source` gives the stored bytes when already open."""
+        return pipeline.read_artifact(
+            self.storage,
+            row["storage_key"],
+            consume,
+            expect_size=row["size_bytes"],
+            expect_sha256=row["sha256"],
+            identity=self.identity_for(row),
+            source=source,
+        )
+
     def verify(self, snap_id: str, actor: str = "cli") -> dict[str, Any]:
         """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
         row = self._readable(snap_id)
@@ -367,14 +386,7 @@ class Snapshots:
         )
         check = pipeline.ArchiveCheck(pg_restore, dict(os.environ))
         try:
-            pipeline.read_artifact(
-                self.storage,
-                row["storage_key"],
-                check.feed,
-                expect_size=row["size_bytes"],
-                expect_sha256=row["sha256"],
-                identity=identity,
-            )
+            self.read(row, check.feed)
             check.verify()
         except AtlasError as exc:
             check.kill()
@@ -406,14 +418,7 @@ class Snapshots:
         row = self._readable(snap_id)
         if out == "-":
             stream: IO[bytes] = sys.stdout.buffer
-            pipeline.read_artifact(
-                self.storage,
-                row["storage_key"],
-                stream.write,
-                expect_size=row["size_bytes"],
-                expect_sha256=row["sha256"],
-                identity=self.identity_for(row),
-            )
+            self.read(row, stream.write)
             stream.flush()
             return row
         path = Path(out)
@@ -422,14 +427,7 @@ class Snapshots:
         tmp = path.with_name(f".{path.name}.partial")
         try:
             with open(tmp, "wb") as fh:
-                pipeline.read_artifact(
-                    self.storage,
-                    row["storage_key"],
-                    fh.write,
-                    expect_size=row["size_bytes"],
-                    expect_sha256=row["sha256"],
-                    identity=self.identity_for(row),
-                )
+                self.read(row, fh.write)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
