@@ -399,17 +399,7 @@ class Restores:
         spooled = Path(name)
         try:
             with os.fdopen(fd, "wb") as fh:
-
-                def write(chunk: bytes) -> None:
-                    try:
-                        fh.write(chunk)
-                    except OSError as exc:
-                        raise AtlasError(
-                            f"Cannot write the plain dump to {work}: {exc.strerror or exc}.",
-                            "free space there or set ATLAS_WORK_DIR",
-                        ) from None
-
-                self.snapshots.read(snap, write, source=artifact.source())
+                self.snapshots.read(snap, _writing_to(fh, work), source=artifact.source())
             artifact.restoring()
             _restore_file([*base, f"--jobs={self.settings.restore_jobs}"], dest, spooled)
         finally:
@@ -437,19 +427,8 @@ class Restores:
         lister: pipeline.TocProbe | None = None
         copy: Pump | None = None
         if toc is not None:
-            toc_file, work = toc[1], self._work_dir()
-
-            def write_toc(chunk: bytes) -> None:
-                try:
-                    toc_file.write(chunk)
-                except OSError as exc:
-                    raise AtlasError(
-                        f"Cannot write to {work}: {exc.strerror or exc}.",
-                        "free space there or set ATLAS_WORK_DIR",
-                    ) from None
-
             lister = pipeline.TocProbe(toc[0], dest.env())
-            copy = Pump(write_toc, name="toc-copy")
+            copy = Pump(_writing_to(toc[1], self._work_dir()), name="toc-copy")
         where = self.snapshots.storage.location(snap["storage_key"])
         held: bytearray | None = bytearray() if artifact.toc is not None else None
         fed = False
@@ -539,6 +518,21 @@ class Restores:
             ):
                 return row
         return None
+
+
+def _writing_to(fh: BinaryIO, work: Path) -> Callable[[bytes], None]:
+    """`fh.write`, with a full or failing work disk said in plain words."""
+
+    def write(chunk: bytes) -> None:
+        try:
+            fh.write(chunk)
+        except OSError as exc:
+            raise AtlasError(
+                f"Cannot write to {work}: {exc.strerror or exc}.",
+                "free space there or set ATLAS_WORK_DIR",
+            ) from None
+
+    return write
 
 
 def _restore_file(argv: list[str], dest: Conn, path: Path) -> None:
