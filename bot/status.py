@@ -44,6 +44,8 @@ class Facts:
     prunable: int = 0
     storage_kind: str = "local"
     local_key: bool = False
+    key_recipient: str | None = None  # the public key new artifacts are encrypted to
+    retired_keys: int = 0  # older keys kept for reading only
     s3_sse: str | None = None
     staging: dict[str, bool] = field(default_factory=dict)  # database -> staging configured
 
@@ -55,6 +57,13 @@ def _age(now: datetime, iso: str | None) -> timedelta | None:
 def _ago(delta: timedelta) -> str:
     h = delta.total_seconds() / 3600
     return f"{h:.0f} h ago" if h < 48 else f"{h / 24:.0f} days ago"
+
+
+def _key_detail(f: Facts) -> str:
+    if not f.key_recipient:
+        return ""
+    retired = f"; {f.retired_keys} retired key(s) kept for reading" if f.retired_keys else ""
+    return f" (to {f.key_recipient[:16]}…{retired})"
 
 
 def evaluate(f: Facts) -> list[Line]:
@@ -126,7 +135,7 @@ def evaluate(f: Facts) -> list[Line]:
         )
     else:
         enc = (
-            (OK, "artifacts encrypted with age")
+            (OK, "artifacts encrypted with age" + _key_detail(f))
             if f.local_key
             else (
                 FAIL,
@@ -174,6 +183,7 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         now,
         housekeeping.protected_snapshots(services),
     )
+    identity = services.snapshots.encryption_identity()
     facts = Facts(
         now=now,
         schedule=st.snapshot_schedule,
@@ -186,7 +196,9 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         kept=sum(d.keep for d in decisions),
         prunable=sum(not d.keep for d in decisions),
         storage_kind=services.snapshots.storage.kind,
-        local_key=services.snapshots.encryption_identity() is not None,
+        local_key=identity is not None,
+        key_recipient=identity.recipient if identity is not None else None,
+        retired_keys=identity.retired if identity is not None else 0,
         s3_sse=st.s3_sse,
     )
     policy = housekeeping.drill_policy(services)

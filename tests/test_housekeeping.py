@@ -26,7 +26,7 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import housekeeping
+from bot import housekeeping, status
 from bot.config import load_settings
 from bot.crypto import generate_identity
 from bot.errors import AtlasError
@@ -613,6 +613,12 @@ def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_
     side = json.loads(Path(fresh["location"]).with_name(f"{fresh['id']}.json").read_bytes())
     new_public = services.snapshots.encryption_identity().recipient
     assert side["recipient"] == new_public != old_public
+    [line] = [
+        ln
+        for ln in status.evaluate(status.gather(services, check_provider=False))
+        if ln.key == "encryption"
+    ]
+    assert line.detail.endswith(f"(to {new_public[:16]}…; 1 retired key(s) kept for reading)")
 
     # dropping the old key too early: a clear refusal that names the way out
     only_new = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(new_key)))
@@ -792,7 +798,7 @@ def _status(tmp_path: Path, env: dict[str, str]) -> tuple[int, dict[str, Any], d
 def test_status_checklist_from_the_command_line(
     pg, pg_db, pg_url, small, staging, tmp_path, key_file
 ):
-    key, _ = key_file
+    key, recipient = key_file
     env = {
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
@@ -829,7 +835,7 @@ def test_status_checklist_from_the_command_line(
         "key": "encryption",
         "level": "ok",
         "title": "Encryption at rest",
-        "detail": "artifacts encrypted with age",
+        "detail": f"artifacts encrypted with age (to {recipient[:16]}…)",
     }
     assert checks["automated"]["level"] == "warn"  # provider not configured
     assert "`0 3 * * *`" in checks["automated"]["detail"]
