@@ -79,7 +79,7 @@ VOLUME ["/var/lib/atlas"]
 
 USER 10001:10001
 
-# HTTP mode: Bolt on /slack/events. Both modes serve /healthz on this port.
+# HTTP mode: Bolt on /slack/events. Both modes serve /healthz and /metrics on this port.
 EXPOSE 3000
 
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \

@@ -40,10 +40,22 @@ def build_app(services: Services) -> App:
 
 
 def wsgi(app: App | None, services: Services) -> WSGIApp:
-    """POST /slack/events for Slack, GET /healthz for load balancers and Docker."""
+    """POST /slack/events for Slack, GET /healthz for load balancers and Docker, GET /metrics
+    for Prometheus."""
     slack = SlackRequestHandler(app, path="/slack/events") if app else None
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/metrics":
+            from bot import metrics
+
+            try:
+                data, kind = metrics.render(services)
+                status = "200 OK"
+            except Exception as exc:  # a scrape must answer, not raise
+                data, kind = f"metrics failed: {exc}\n".encode(), "text/plain"
+                status = "503 Service Unavailable"
+            start_response(status, [("Content-Type", kind), ("Content-Length", str(len(data)))])
+            return [data]
         if environ.get("PATH_INFO") == "/healthz":
             try:
                 services.catalog.list_snapshots(limit=1)

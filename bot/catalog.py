@@ -280,6 +280,14 @@ class Catalog:
                 actor, action, detail = audit
                 self._audit(db, actor, action, snap_id, detail)
 
+    def snapshot_counts(self, database: str) -> dict[str, int]:
+        with self.db() as db:
+            rows = db.execute(
+                "SELECT status, count(*) FROM snapshots WHERE database = ? GROUP BY status",
+                [database],
+            ).fetchall()
+        return {str(status): int(n) for status, n in rows}
+
     def has_snapshot(self, snap_id: str) -> bool:
         with self.db() as db:
             return (

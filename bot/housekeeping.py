@@ -42,6 +42,14 @@ def _at(iso: str | None) -> datetime | None:
     return datetime.fromisoformat(iso) if iso else None
 
 
+def drill_deadline(services: Services, database: str, now: datetime) -> datetime:
+    """When the next restore drill of `database` must have passed (exclusive)."""
+    last = last_passed_drill(services, database)
+    since = _at(services.catalog.first_good_snapshot_at(database))
+    last_at = _at(last["finished_at"]) if last else None
+    return reminders.deadline(drill_policy(services), last_at, now, since=since)[1]
+
+
 def drill_reminders(services: Services, at: datetime | None = None) -> list[str]:
     """Post each owed drill-due reminder exactly once; returns the keys posted."""
     at = at or datetime.now(UTC)

@@ -168,7 +168,7 @@ def render(lines: list[Line]) -> str:
 
 
 def gather(services: Services, at: datetime | None = None, check_provider: bool = True) -> Facts:
-    from bot import housekeeping, reminders, retention
+    from bot import housekeeping, retention
 
     st = services.settings
     now = at or datetime.now(UTC)
@@ -201,16 +201,10 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         retired_keys=identity.retired if identity is not None else 0,
         s3_sse=st.s3_sse,
     )
-    policy = housekeeping.drill_policy(services)
     for name, target in st.databases.items():
         rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
         facts.last_snapshot[name] = rows[0] if rows else None
-        drill = housekeeping.last_passed_drill(services, name)
-        facts.last_drill[name] = drill
-        last_at = datetime.fromisoformat(drill["finished_at"]) if drill else None
-        since = services.catalog.first_good_snapshot_at(name)
-        facts.deadline[name] = reminders.deadline(
-            policy, last_at, now, since=datetime.fromisoformat(since) if since else None
-        )[1]
+        facts.last_drill[name] = housekeeping.last_passed_drill(services, name)
+        facts.deadline[name] = housekeeping.drill_deadline(services, name, now)
         facts.staging[name] = bool(target.staging_url)
     return facts

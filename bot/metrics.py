@@ -1,0 +1,115 @@
+"""Prometheus metrics on `GET /metrics`, so backup age and drill recency can page someone
+through the team's usual alerting as well as in Slack, e.g.
+
+    time() - atlas_snapshot_last_success_timestamp_seconds > 26 * 3600
+    atlas_drill_deadline_timestamp_seconds < time()
+
+`families` is pure (catalog facts in, metric families out); `render` reads the catalog.
+A database with no good snapshot (or no passed drill) has no sample for it: alert on
+`absent(...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    database: str
+    environment: str
+    last_ok: dict[str, Any] | None  # the newest good snapshot's catalog row
+    last_drill: dict[str, Any] | None  # the newest passed drill or staging restore
+    deadline: datetime
+    by_status: dict[str, int] = field(default_factory=dict)  # catalog rows per status
+
+
+def _ts(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def families(facts: list[DatabaseFacts]) -> list[Metric]:
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database", "environment")) -> Any:
+        return GaugeMetricFamily(name, doc, labels=list(labels))
+
+    ok_at = gauge(
+        "atlas_snapshot_last_success_timestamp_seconds", "When the newest good snapshot finished."
+    )
+    size = gauge("atlas_snapshot_last_size_bytes", "Stored size of the newest good snapshot.")
+    took = gauge("atlas_snapshot_last_duration_seconds", "How long the newest good snapshot took.")
+    rows = gauge(
+        "atlas_snapshots",
+        "Snapshots in the catalog by status.",
+        ("database", "environment", "status"),
+    )
+    drill_at = gauge(
+        "atlas_drill_last_success_timestamp_seconds",
+        "When the newest passed drill (or staging restore) finished.",
+    )
+    restore = gauge(
+        "atlas_drill_last_total_seconds", "Time to restore and verify in the newest passed drill."
+    )
+    due = gauge("atlas_drill_deadline_timestamp_seconds", "When the next drill must have passed.")
+    for f in facts:
+        labels = [f.database, f.environment]
+        if f.last_ok is not None:
+            finished = _ts(f.last_ok.get("finished_at") or f.last_ok.get("started_at"))
+            if finished is not None:
+                ok_at.add_metric(labels, finished)
+            size.add_metric(labels, float(f.last_ok.get("size_bytes") or 0))
+            if f.last_ok.get("duration_s") is not None:
+                took.add_metric(labels, float(f.last_ok["duration_s"]))
+        for status, n in sorted(f.by_status.items()):
+            rows.add_metric([*labels, status], float(n))
+        if f.last_drill is not None:
+            finished = _ts(f.last_drill.get("finished_at"))
+            if finished is not None:
+                drill_at.add_metric(labels, finished)
+            if f.last_drill.get("total_s") is not None:
+                restore.add_metric(labels, float(f.last_drill["total_s"]))
+        due.add_metric(labels, f.deadline.timestamp())
+    return [ok_at, size, took, rows, drill_at, restore, due]
+
+
+def gather(services: Services, now: datetime | None = None) -> list[DatabaseFacts]:
+    from bot import housekeeping
+
+    now = now or datetime.now(UTC)
+    out = []
+    for name, target in services.settings.databases.items():
+        rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
+        out.append(
+            DatabaseFacts(
+                database=name,
+                environment=target.environment,
+                last_ok=rows[0] if rows else None,
+                last_drill=housekeeping.last_passed_drill(services, name),
+                deadline=housekeeping.drill_deadline(services, name, now),
+                by_status=services.catalog.snapshot_counts(name),
+            )
+        )
+    return out
+
+
+class _Collected:
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.metrics
+
+
+def render(services: Services) -> tuple[bytes, str]:
+    """The exposition text and its content type."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collected(families(gather(services))))  # type: ignore[arg-type]
+    return generate_latest(registry), CONTENT_TYPE_LATEST
