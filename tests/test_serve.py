@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.helpers import add_bulk, serve_command, storage_files, wait_healthy
@@ -131,6 +132,8 @@ def test_socket_mode_snapshot_end_to_end(pg, pg_db, pg_url, tmp_path, slack_api,
         )
         assert listed.stdout.decode().count('"status": "ok"') == 1
         assert len(storage_files(tmp_path / "backups")) == 2  # the artifact and its sidecar
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert b"atlas_snapshot_last_success_timestamp_seconds{" in resp.read()
     finally:
         proc.terminate()
         proc.wait(timeout=10)
