@@ -79,12 +79,10 @@ class FeedProcess:
         _grow_pipe(self.proc.stdin.fileno())
         self.err = StderrTail(self.proc.stderr)
         self.secrets = secrets
-        self.size = 0
         self.broken = False
         self._pump = Pump(self._write, name=name)
 
     def _write(self, chunk: bytes) -> None:
-        self.size += len(chunk)
         if self.broken:
             return
         stdin = self.proc.stdin
