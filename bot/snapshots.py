@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import sys
 import threading
@@ -39,6 +40,9 @@ class Progress:
     raw_bytes: int
     stored_bytes: int
     elapsed: float
+
+
+SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 
 
 def new_id() -> str:
@@ -456,6 +460,8 @@ class Snapshots:
     def _adopt(self, key: str, target: DatabaseTarget, actor: str, dry_run: bool) -> dict[str, Any]:
         snap_id = key.rsplit("/", 1)[1].removesuffix(".json")
         found: dict[str, Any] = {"key": key, "id": snap_id}
+        if not SNAPSHOT_ID.fullmatch(snap_id):
+            return {**found, "outcome": "skipped", "reason": f"{key} is not named like a snapshot."}
         if self.catalog.has_snapshot(snap_id):
             return {**found, "outcome": "known"}
         try:
@@ -499,6 +505,8 @@ class Snapshots:
             raise AtlasError(f"{key}: no valid sha256.")
         if not isinstance(size, int) or size <= 0 or not isinstance(doc.get("manifest"), dict):
             raise AtlasError(f"{key}: no size or manifest.")
+        if not _is_time(doc.get("started_at")) or not _is_time(doc.get("verified_at"), None):
+            raise AtlasError(f"{key}: started_at or verified_at is not a time.")
         artifact = artifact_key(target, snap_id) + (".age" if encryption == "age" else "")
         head = self.storage.stat(artifact)
         if head is None:
@@ -580,6 +588,16 @@ class _Committable:
 
     def abort(self) -> None:
         self.outer.abort()
+
+
+def _is_time(value: Any, *allowed: Any) -> bool:
+    if value in allowed:
+        return True
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _is_hex(text: str) -> bool:

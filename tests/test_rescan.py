@@ -105,6 +105,7 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     sidecar.write_text(json.dumps({**doc, "size_bytes": doc["size_bytes"] + 1}))
     folder = Path(good["location"]).parent
     (folder / ".half-written.json.partial").write_text("{")
+    (folder / "notes.json").write_text("{}")  # not a snapshot's sidecar
     other = folder.parent / "otherdb"  # another database's backups in the same storage
     other.mkdir()
     (other / "20260101-000000-abcd.json").write_text("{}")
@@ -117,7 +118,8 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     res = _cli(tmp_path, env, "rescan", "--json")
     assert res.returncode == 1, res.stderr
     results = {r["id"]: r for r in json.loads(res.stdout)["results"]}
-    assert set(results) == {gone["id"], tampered["id"], good["id"]}
+    assert set(results) == {gone["id"], tampered["id"], good["id"], "notes"}
+    assert results["notes"]["outcome"] == "skipped"
     assert results[good["id"]]["outcome"] == "imported"
     assert results[gone["id"]]["outcome"] == "skipped"
     assert "is missing" in results[gone["id"]]["reason"]
@@ -127,7 +129,7 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
 
     res = _cli(tmp_path, env, "rescan")
     assert res.returncode == 1
-    assert "0 imported, 1 already known, 2 skipped" in res.stdout
+    assert "0 imported, 1 already known, 3 skipped" in res.stdout
 
 
 def test_rescan_from_s3(pg_url, tmp_path, s3_env):
