@@ -404,29 +404,26 @@ def test_rotated_key_file_encrypts_to_the_first_and_decrypts_with_any(key, ident
 @needs_age
 def test_age_cli_reads_a_rotated_key_file_too(key, plain, cipher, tmp_path):
     """The manual path keeps working with the same file: age tries every identity in it."""
-    keyfile = tmp_path / "key.txt"
-    keyfile.write_text(f"{crypto.generate_identity()[0]}\n{key[0]}\n")
-    artifact = tmp_path / "x.dump.zst.age"
-    artifact.write_bytes(cipher)
-    out = subprocess.run(
-        [AGE, "-d", "-i", str(keyfile), str(artifact)], capture_output=True, check=True
-    )
-    assert out.stdout == plain
+    out = _age_decrypt(tmp_path, f"{crypto.generate_identity()[0]}\n{key[0]}\n", cipher)
+    assert out.returncode == 0 and out.stdout == plain
 
 
 # -- interop with the age CLI (the README's manual restore path) --------------------------------
 
 
-@needs_age
-def test_age_cli_decrypts_what_atlas_wrote(key, plain, cipher, tmp_path):
+def _age_decrypt(tmp_path: Path, key_text: str, cipher: bytes) -> subprocess.CompletedProcess:
+    """`age -d -i KEYFILE ARTIFACT`, the README's manual path."""
     keyfile = tmp_path / "key.txt"
-    keyfile.write_text(key[0] + "\n")
+    keyfile.write_text(key_text)
     artifact = tmp_path / "x.dump.zst.age"
     artifact.write_bytes(cipher)
-    out = subprocess.run(
-        [AGE, "-d", "-i", str(keyfile), str(artifact)], capture_output=True, check=True
-    )
-    assert out.stdout == plain
+    return subprocess.run([AGE, "-d", "-i", str(keyfile), str(artifact)], capture_output=True)
+
+
+@needs_age
+def test_age_cli_decrypts_what_atlas_wrote(key, plain, cipher, tmp_path):
+    out = _age_decrypt(tmp_path, key[0] + "\n", cipher)
+    assert out.returncode == 0 and out.stdout == plain
 
 
 @needs_age
@@ -443,12 +440,7 @@ def test_atlas_decrypts_what_age_cli_wrote(key, ident, plain, tmp_path):
 
 @needs_age
 def test_age_cli_rejects_a_truncated_artifact(key, cipher, tmp_path):
-    keyfile = tmp_path / "key.txt"
-    keyfile.write_text(key[0] + "\n")
-    artifact = tmp_path / "x.age"
-    artifact.write_bytes(cipher[:-20])
-    out = subprocess.run([AGE, "-d", "-i", str(keyfile), str(artifact)], capture_output=True)
-    assert out.returncode != 0
+    assert _age_decrypt(tmp_path, key[0] + "\n", cipher[:-20]).returncode != 0
 
 
 @pytest.mark.skipif(AGE_KEYGEN is None, reason="age-keygen is not installed (Debian: age)")
