@@ -300,24 +300,16 @@ def _dump_failed(code: int, stderr: str) -> AtlasError:
 # -- reading an artifact back ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReadStats:
-    size: int
-    sha256: str
-    raw_size: int
-
-
 def read_artifact(
     storage: Storage,
     key: str,
     consume: Callable[[bytes], None],
     *,
-    expect_size: int | None,
-    expect_sha256: str | None,
-    progress: Progress | None = None,
+    expect_size: int,
+    expect_sha256: str,
     identity: Any = None,
     source: Iterable[bytes] | None = None,
-) -> ReadStats:
+) -> None:
     """Stream a stored artifact, decompress it into `consume`, and check it end to end.
 
     `source` gives the stored bytes when the caller already holds them open (e.g. a
@@ -326,9 +318,7 @@ def read_artifact(
     Raises AtlasError on a size or checksum mismatch, truncation or trailing garbage:
     the consumer must treat what it received as void in that case.
     """
-    started = time.monotonic()
     sha = hashlib.sha256()
-    size = raw = 0
     dobj = zstandard.ZstdDecompressor().decompressobj()
     counted = [0]
 
@@ -345,35 +335,28 @@ def read_artifact(
         chunks = decrypt_chunks(identity, chunks)
     try:
         for chunk in chunks:
-            size = counted[0]
             if dobj.eof:
                 raise AtlasError("The artifact has data after its end: it was tampered with.")
-            out = dobj.decompress(chunk)
-            if out:
-                raw += len(out)
+            if out := dobj.decompress(chunk):
                 consume(out)
-            if progress:
-                progress(raw, size, time.monotonic() - started)
     except zstandard.ZstdError as exc:
         raise AtlasError(f"The artifact is corrupt (zstd: {exc}).") from None
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # stop a decrypting thread and release the storage read at once
-    size = counted[0]
-    where = storage.location(key)
-    if expect_size is not None and size != expect_size:
+    size, where = counted[0], storage.location(key)
+    if size != expect_size:
         raise AtlasError(
             f"The stored artifact {where} is {size} bytes, but {expect_size} were written."
         )
-    if expect_sha256 and sha.hexdigest() != expect_sha256:
+    if sha.hexdigest() != expect_sha256:
         raise AtlasError(
             f"Checksum mismatch for {where}: sha256 {sha.hexdigest()[:12]}…, "
             f"expected {expect_sha256[:12]}…. The artifact was changed or damaged."
         )
     if not dobj.eof:
         raise AtlasError(f"The artifact {where} is truncated (the zstd frame does not end).")
-    return ReadStats(size, sha.hexdigest(), raw)
 
 
 def hash_stored(storage: Storage, key: str) -> tuple[int, str]:

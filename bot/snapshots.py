@@ -367,10 +367,10 @@ class Snapshots:
         consume: Callable[[bytes], None],
         *,
         source: Iterable[bytes] | None = None,
-    ) -> pipeline.ReadStats:
+    ) -> None:
         """Decompress (and decrypt) a stored snapshot into `consume`, checking its size,
         sha256 and zstd frame; `source` gives the stored bytes when already open."""
-        return pipeline.read_artifact(
+        pipeline.read_artifact(
             self.storage,
             row["storage_key"],
             consume,
