@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.errors import AtlasError, Busy, NotFound
+from bot.text import clean_text
 
 
 def _import_sqlite_utils() -> Any:
@@ -315,6 +316,7 @@ class Catalog:
         return row[0] if row else None
 
     def get_snapshot(self, snap_id: str) -> dict[str, Any]:
+        snap_id = clean_text(snap_id, 100)  # typed by a person: any bytes may arrive
         with self.db() as db:
             try:
                 return db["snapshots"].get(snap_id)

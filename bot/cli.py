@@ -17,24 +17,22 @@ import click
 from bot import messages
 from bot.config import load_settings
 from bot.errors import AtlasError
+from bot.redaction import install_logging, redact_value
 from bot.services import Services
 from bot.snapshots import Progress as SnapProgress
 
-
-class _Stderr:
-    """rich's console on stderr, loaded on first use: `--json` runs never import rich."""
-
-    _console: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if _Stderr._console is None:
-            from rich.console import Console
-
-            _Stderr._console = Console(stderr=True, soft_wrap=True)
-        return getattr(_Stderr._console, name)
+_stderr: Any = None
 
 
-err = _Stderr()
+def err() -> Any:
+    """rich's console on stderr, made on first use (`--json` runs never import rich). The
+    real Console, not a proxy: rich's progress bar uses it as a context manager."""
+    global _stderr
+    if _stderr is None:
+        from rich.console import Console
+
+        _stderr = Console(stderr=True, soft_wrap=True)
+    return _stderr
 
 
 def escape(text: str) -> str:
@@ -95,13 +93,17 @@ def _services() -> Services:
     return Services.from_settings(load_settings())
 
 
+def _json(value: Any, indent: int | None = None) -> None:
+    """One JSON document on stdout, with every string redacted on its way out."""
+    click.echo(json.dumps(redact_value(value), indent=indent))
+
+
 def _fail(exc: AtlasError, as_json: bool, extra: dict[str, Any] | None = None) -> None:
     if as_json:
-        click.echo(json.dumps({"status": "failed", "error": str(exc), **(extra or {})}))
+        _json({"status": "failed", "error": str(exc), **(extra or {})})
     else:
-        err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
-        if exc.hint:
-            err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        # One line, what is wrong and then what to do: the same words as in Slack and JSON.
+        err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     sys.exit(1)
 
 
@@ -118,7 +120,30 @@ def _operator() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every command fails the same way: one clear, redacted line (or one JSON object with
+    --json) and exit 1, never a traceback, whatever went wrong."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        as_json = "--json" in sys.argv[1:]
+        try:
+            return super().invoke(ctx)
+        except AtlasError as exc:
+            _fail(exc, as_json)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            logging.getLogger("atlas").debug("unexpected error", exc_info=True)
+            _fail(
+                AtlasError(
+                    f"Unexpected error: {type(exc).__name__}: {exc}",
+                    "run with -v to log the details, and report it",
+                ),
+                as_json,
+            )
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what Atlas does to stderr.")
 def main(verbose: bool) -> None:
     """Atlas: take, store, verify and fetch PostgreSQL snapshots.
@@ -130,10 +155,10 @@ def main(verbose: bool) -> None:
     # cyclic GC makes collections, and interpreter exit, measurably cheaper.
     gc.freeze()
     signal.signal(signal.SIGTERM, _terminate)
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    install_logging(logging.DEBUG if verbose else logging.WARNING)
+    if verbose:  # the libraries' own chatter stays at INFO
+        for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "slack_sdk", "slack_bolt"):
+            logging.getLogger(noisy).setLevel(logging.INFO)
 
 
 @main.command()
@@ -145,7 +170,7 @@ def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> 
     """Dump, compress, store and verify a snapshot now; print its id."""
     try:
         services = _services()
-        show_bar = not as_json and err.is_terminal
+        show_bar = not as_json and sys.stderr.isatty()
         with _progress_bar(show_bar) as on_progress:
             row = services.snapshot_reported(
                 requested_by=_operator(),
@@ -159,9 +184,9 @@ def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> 
         _fail(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps(public(row)))
+        _json(public(row))
     else:
-        err.print(
+        err().print(
             f"[green]ok[/] {messages.human_bytes(row['size_bytes'])} in "
             f"{messages.human_seconds(row['duration_s'])}, sha256 {row['sha256'][:12]}, "
             f"{escape(row['location'])}",
@@ -194,7 +219,7 @@ class _progress_bar:
             DownloadColumn(),
             TextColumn("stored {task.fields[stored]}"),
             TimeElapsedColumn(),
-            console=err,
+            console=err(),
             transient=True,
         )
         self.bar.start()
@@ -225,7 +250,7 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps([public(r) for r in rows]))
+        _json([public(r) for r in rows])
         return
     from rich.table import Table
 
@@ -253,7 +278,7 @@ def show(snapshot_id: str, as_json: bool) -> None:
     except AtlasError as exc:
         _fail(exc, as_json)
         return
-    click.echo(json.dumps(public(row), indent=None if as_json else 2))
+    _json(public(row), indent=None if as_json else 2)
 
 
 @main.command()
@@ -267,7 +292,7 @@ def verify(snapshot_id: str, as_json: bool) -> None:
         _fail(exc, as_json, {"id": snapshot_id})
         return
     if as_json:
-        click.echo(json.dumps({**public(row), "verify_s": round(row["verify_s"], 3)}))
+        _json({**public(row), "verify_s": round(row["verify_s"], 3)})
     else:
         click.echo(f"ok {snapshot_id}: {row['size_bytes']} bytes, sha256 {row['sha256']}")
 
@@ -284,7 +309,7 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
         _fail(exc, False)
         return
     if output != "-":
-        err.print(
+        err().print(
             f"wrote {output} ({messages.human_bytes(row['raw_size_bytes'])}, checksums ok). "
             f'Restore: pg_restore --clean --if-exists --no-owner --no-acl --dbname "$STAGING_DATABASE_URL" {output}',
             highlight=False,
@@ -324,7 +349,7 @@ def _restore_command(kind: str, snapshot_id: str | None, yes: bool, as_json: boo
         _fail(exc, as_json, {"snapshot_id": snapshot_id})
         return
     if as_json:
-        click.echo(json.dumps(_drill_public(drill)))
+        _json(_drill_public(drill))
     else:
         click.echo(
             f"{drill['id']}: {drill['status']} in {messages.human_seconds(drill.get('total_s'))}"
@@ -368,7 +393,7 @@ def drills(limit: int, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps([_drill_public(r) for r in rows]))
+        _json([_drill_public(r) for r in rows])
         return
     from rich.table import Table
 
@@ -399,7 +424,7 @@ def prune(dry_run: bool, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps({"dry_run": dry_run, "decisions": [d.__dict__ for d in decisions]}))
+        _json({"dry_run": dry_run, "decisions": [d.__dict__ for d in decisions]})
         return
     verb = "would delete" if dry_run else "deleted"
     for d in decisions:
@@ -422,7 +447,7 @@ def rescan(dry_run: bool, as_json: bool) -> None:
         return
     skipped = [r for r in results if r["outcome"] == "skipped"]
     if as_json:
-        click.echo(json.dumps({"dry_run": dry_run, "results": results}))
+        _json({"dry_run": dry_run, "results": results})
     else:
         verb = "would import" if dry_run else "imported"
         for r in results:
@@ -474,7 +499,7 @@ def status(as_json: bool, no_provider: bool) -> None:
         return
     worst = st.worst(lines)
     if as_json:
-        click.echo(json.dumps({"status": worst, "checks": [line.__dict__ for line in lines]}))
+        _json({"status": worst, "checks": [line.__dict__ for line in lines]})
     else:
         for line in lines:
             click.echo(f"{st.ICONS[line.level]} {line.title}: {line.detail.replace('`', '')}")
@@ -498,7 +523,7 @@ def keygen(output: str) -> None:
         return
     with os.fdopen(fd, "w") as fh:
         fh.write(f"# created by atlas keygen\n# public key: {recipient}\n{secret}\n")
-    err.print(
+    err().print(
         f"wrote {output}; public key {recipient}. Keep a copy of this file somewhere safe: "
         "without it encrypted snapshots cannot be restored.",
         highlight=False,
@@ -517,7 +542,7 @@ def audit(limit: int, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        click.echo(json.dumps(rows))
+        _json(rows)
         return
     for r in rows:
         click.echo(f"{r['at']}  {r['actor']:<24} {r['action']:<24} {r['subject']}  {r['detail']}")

@@ -14,7 +14,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot import redaction
 from bot.errors import AtlasError
+
+# Settings that are, or may carry, a secret: redacted from everything Atlas says.
+SECRET_SETTINGS = (
+    "DATABASE_URL",
+    "STAGING_DATABASE_URL",
+    "PGPASSWORD",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "ATLAS_ENCRYPTION_KEY",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
 
 
 def _csv(value: Any) -> list[str]:
@@ -46,6 +60,9 @@ class DatabaseTarget(BaseModel):
     staging_url: str | None = Field(default=None, repr=False)
     environment: str = "production"
     checks: list[Check] = Field(default_factory=list)
+    # Where the URLs came from, for error messages that name the setting to fix.
+    url_setting: str = Field(default="url", exclude=True)
+    staging_setting: str = Field(default="staging_url", exclude=True)
 
     @field_validator("name", "environment")
     @classmethod
@@ -230,6 +247,7 @@ def _name_from_url(url: str) -> str | None:
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Read env (+ TOML), fill in the database list, and turn validation errors into one message."""
     source = dict(os.environ if env is None else env)
+    redaction.remember(*(source.get(name) for name in SECRET_SETTINGS))
     try:
         settings = Settings(**{k: v for k, v in source.items() if k.isupper()})
     except ValidationError as exc:
@@ -251,29 +269,37 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                     url=url,
                     staging_url=settings.staging_database_url,
                     environment=settings.environment,
+                    url_setting="DATABASE_URL",
+                    staging_setting="STAGING_DATABASE_URL",
                 ),
             )
         except ValidationError as exc:
             raise AtlasError(f"Invalid database name {name!r}: {exc.errors()[0]['msg']}") from None
     for target in settings.databases.values():
-        _check_staging_apart(target)
+        _check_urls(target)
     return settings
 
 
-def _check_staging_apart(target: DatabaseTarget) -> None:
-    """Refuse at start a staging URL that spells the production database.
+def _check_urls(target: DatabaseTarget) -> None:
+    """Refuse at start a staging URL that spells the production database. This catches
+    the plain mistakes; restores also compare the servers' identities.
 
-    This catches the plain mistakes; restores also compare the servers' identities.
+    A malformed URL is not refused here: commands that only read the catalog still work,
+    and a job that needs the URL fails with the reason recorded and posted.
     """
     from bot.pg import Conn
 
     if not target.staging_url:
         return
-    prod, staging = Conn.parse(target.url), Conn.parse(target.staging_url)
+    try:
+        prod = Conn.parse(target.url, target.url_setting)
+        staging = Conn.parse(target.staging_url, target.staging_setting)
+    except AtlasError:
+        return
     if prod.address() == staging.address():
         host, port, db = prod.address()
         raise AtlasError(
-            f"STAGING_DATABASE_URL for {target.name} points at the production database "
+            f"{target.staging_setting} for {target.name} points at the production database "
             f"({host}:{port}/{db}).",
             "restores must never touch production: point staging at another database",
         )
@@ -294,7 +320,14 @@ def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
     for name, body in (data.get("databases") or {}).items():
         if not isinstance(body, dict):
             raise AtlasError(f"ATLAS_CONFIG: [databases.{name}] must be a table.")
-        body = {"environment": settings.environment, **body, "name": name}
+        body = {
+            "environment": settings.environment,
+            **body,
+            "name": name,
+            "url_setting": f"ATLAS_CONFIG [databases.{name}] url",
+            "staging_setting": f"ATLAS_CONFIG [databases.{name}] staging_url",
+        }
+        redaction.remember(str(body.get("url") or ""), str(body.get("staging_url") or ""))
         try:
             out[name] = DatabaseTarget(**body)
         except ValidationError as exc:

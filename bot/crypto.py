@@ -41,7 +41,7 @@ from typing import Any
 import pyrage
 from pyrage import x25519
 
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Damaged
 from bot.storage import ArtifactWriter, StoredObject
 
 CHUNK = 1 << 20
@@ -410,4 +410,4 @@ def _decrypt_error(exc: BaseException) -> BaseException:
         hint = "this is not an age-encrypted artifact, or its header is damaged"
     else:
         hint = "the ciphertext was truncated or modified; discard what was read"
-    return AtlasError(DECRYPT_FAILED, hint)
+    return Damaged(DECRYPT_FAILED, hint)

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from bot.redaction import redact
+
 
 class AtlasError(Exception):
     """A failure we can explain: `str()` is the plain-words reason, `hint` the next step."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
+        # Redacted where it is made: an error may quote a mistyped URL back, and from
+        # here it goes to the terminal, the catalog, the log and Slack.
+        message = redact(message)
+        hint = redact(hint) if hint else hint
         super().__init__(message)
         self.message = message
         self.hint = hint
@@ -25,3 +31,8 @@ class Busy(AtlasError):
 
 class Refused(AtlasError):
     """A policy or safety check said no."""
+
+
+class Damaged(AtlasError):
+    """A stored artifact is not what its snapshot recorded: a checksum, size or frame
+    mismatch. Whoever finds one, the snapshot is marked corrupt (`Snapshots.mark_damaged`)."""

@@ -17,10 +17,8 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from bot import redaction
 from bot.errors import AtlasError
-
-_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -31,11 +29,19 @@ class Conn:
     password: str | None
 
     @classmethod
-    def parse(cls, url: str) -> Conn:
+    def parse(cls, url: str, setting: str = "the database URL") -> Conn:
+        """Split a libpq URL or key=value string; a malformed one is one clear error that
+        names the setting and never quotes its password."""
+        redaction.remember(url)
         try:
             params = conninfo_to_dict(url) if url else {}
         except psycopg.ProgrammingError as exc:
-            raise AtlasError(f"Invalid database URL: {redact(str(exc))}") from None
+            raise AtlasError(
+                f"Invalid database URL in {setting}: {first_line(str(exc))}.",
+                "write it as postgresql://USER@HOST:5432/DBNAME (percent-encode special "
+                "characters in the password, or keep it in ~/.pgpass or PGPASSWORD), "
+                "or as host=HOST dbname=DBNAME user=USER",
+            ) from None
         password = params.pop("password", None)
         return cls(make_conninfo("", **params), str(password) if password is not None else None)
 
@@ -96,13 +102,8 @@ def first_line(text: str) -> str:
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Mask passwords in URLs and key=value strings, and any known secret values."""
-    text = _URL_PASSWORD.sub(r"\1***\3", text)
-    text = _KV_PASSWORD.sub(r"\1***", text)
-    for secret in secrets:
-        if secret and len(secret) >= 3:
-            text = text.replace(secret, "***")
-    return text
+    """Mask passwords in URLs and key=value strings, configured secrets and `secrets`."""
+    return redaction.redact(text, secrets)
 
 
 @dataclass(frozen=True)

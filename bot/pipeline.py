@@ -19,7 +19,7 @@ from typing import Any
 
 import zstandard
 
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Damaged
 from bot.pg import redact
 from bot.pump import Pump
 from bot.storage import CHUNK, ArtifactWriter, Storage
@@ -315,8 +315,8 @@ def read_artifact(
     `source` gives the stored bytes when the caller already holds them open (e.g. a
     private copy); otherwise they are read from storage.
 
-    Raises AtlasError on a size or checksum mismatch, truncation or trailing garbage:
-    the consumer must treat what it received as void in that case.
+    Raises Damaged on a size or checksum mismatch, truncation or trailing garbage: the
+    consumer must treat what it received as void in that case.
     """
     sha = hashlib.sha256()
     dobj = zstandard.ZstdDecompressor().decompressobj()
@@ -336,27 +336,27 @@ def read_artifact(
     try:
         for chunk in chunks:
             if dobj.eof:
-                raise AtlasError("The artifact has data after its end: it was tampered with.")
+                raise Damaged("The artifact has data after its end: it was tampered with.")
             if out := dobj.decompress(chunk):
                 consume(out)
     except zstandard.ZstdError as exc:
-        raise AtlasError(f"The artifact is corrupt (zstd: {exc}).") from None
+        raise Damaged(f"The artifact is corrupt (zstd: {exc}).") from None
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()  # stop a decrypting thread and release the storage read at once
     size, where = counted[0], storage.location(key)
     if size != expect_size:
-        raise AtlasError(
+        raise Damaged(
             f"The stored artifact {where} is {size} bytes, but {expect_size} were written."
         )
     if sha.hexdigest() != expect_sha256:
-        raise AtlasError(
+        raise Damaged(
             f"Checksum mismatch for {where}: sha256 {sha.hexdigest()[:12]}…, "
             f"expected {expect_sha256[:12]}…. The artifact was changed or damaged."
         )
     if not dobj.eof:
-        raise AtlasError(f"The artifact {where} is truncated (the zstd frame does not end).")
+        raise Damaged(f"The artifact {where} is truncated (the zstd frame does not end).")
 
 
 def hash_stored(storage: Storage, key: str) -> tuple[int, str]:

@@ -28,7 +28,7 @@ from psycopg import sql
 from bot import manifest, pipeline
 from bot.catalog import Catalog, now
 from bot.config import DatabaseTarget, Settings
-from bot.errors import AtlasError, Refused
+from bot.errors import AtlasError, Damaged, Refused
 from bot.pg import Conn, find_tool, first_line, redact
 from bot.pump import Pump
 from bot.snapshots import Snapshots
@@ -163,7 +163,7 @@ class Restores:
                 f"No staging database is configured for {target.name}.",
                 "set STAGING_DATABASE_URL (or staging_url in ATLAS_CONFIG)",
             )
-        return target, Conn.parse(target.staging_url)
+        return target, Conn.parse(target.staging_url, target.staging_setting)
 
     def run(
         self,
@@ -185,7 +185,7 @@ class Restores:
         assert kind in ("restore", "drill")
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap)
-        production = Conn.parse(target.url)
+        production = Conn.parse(target.url, target.url_setting)
         # A drill of a snapshot that recorded its table of contents (all the SQL a
         # restore runs) streams straight from storage once that part is verified; the
         # rest of the artifact is verified before indexes are built and the drill can
@@ -299,6 +299,8 @@ class Restores:
             )
             self.catalog.audit("atlas", f"{kind}.{verdict}", drill_id, problems=problems)
         except BaseException as exc:
+            if isinstance(exc, Damaged):
+                exc = self.snapshots.mark_damaged(snap, exc, requested_by, found_by=drill_id)
             message = redact(str(exc), [*production.secrets, *staging.secrets])
             if isinstance(exc, KeyboardInterrupt):
                 message = "Interrupted by the operator."
@@ -432,9 +434,12 @@ class Restores:
         where = self.snapshots.storage.location(snap["storage_key"])
         held: bytearray | None = bytearray() if artifact.toc is not None else None
         fed = False
+        stopped = False
 
         def consume(chunk: bytes) -> None:
-            nonlocal lister, held, fed
+            nonlocal lister, held, fed, stopped
+            if stopped:
+                return  # pg_restore gave up: the rest is only read to check its checksums
             if held is not None and artifact.toc is not None:
                 held += chunk  # nothing reaches pg_restore before its SQL is verified
                 if len(held) < artifact.toc[0]:
@@ -445,7 +450,13 @@ class Restores:
                 fed = True
                 artifact.restoring()
             if restore.failed:
-                raise _Stopped  # pg_restore exited on an error: say what it said
+                # pg_restore exited on an error. Damaged data is one cause: read on to the
+                # end, so that a checksum mismatch is named as what it is.
+                stopped = True
+                if lister is not None:
+                    lister.kill()
+                    lister = None
+                return
             restore.feed(chunk)
             if lister is not None and copy is not None:
                 copy.put(chunk)  # the file holds at least what the lister was given
@@ -455,15 +466,12 @@ class Restores:
 
         try:
             chunks = artifact.source()
-            try:
-                self.snapshots.read(snap, consume, source=chunks)
-                if held is not None:
-                    raise AtlasError(f"The archive {where} ends inside its table of contents.")
-                if lister is not None and copy is not None:
-                    _finish_toc(lister, copy)  # a short archive: the file holds all of it
-                    lister = None
-            except _Stopped:
-                pass
+            self.snapshots.read(snap, consume, source=chunks)
+            if held is not None:
+                raise Damaged(f"The archive {where} ends inside its table of contents.")
+            if lister is not None and copy is not None:
+                _finish_toc(lister, copy)  # a short archive: the file holds all of it
+                lister = None
             code, stderr = restore.finish()
             if code != 0:
                 raise _restore_failed(stderr, code)
@@ -570,10 +578,6 @@ def _restore_failed(stderr: str, code: int) -> AtlasError:
     )
 
 
-class _Stopped(Exception):
-    """pg_restore stopped early; its exit code and stderr tell the story."""
-
-
 def _finish_toc(lister: pipeline.TocProbe, copy: Pump) -> None:
     """The copy is complete once the lister read the whole table of contents."""
     copy.close()
@@ -583,7 +587,7 @@ def _finish_toc(lister: pipeline.TocProbe, copy: Pump) -> None:
 def _check_toc(held: bytearray, toc: tuple[int, str], where: str) -> None:
     size, expected = toc
     if hashlib.sha256(memoryview(held)[:size]).hexdigest() != expected:
-        raise AtlasError(
+        raise Damaged(
             f"The table of contents of {where} does not match its checksum: the artifact "
             "was changed or damaged.",
             "nothing was restored from it",
@@ -648,13 +652,13 @@ class _CheckedArtifact:
         if self._stop.is_set():
             return
         if size != snap["size_bytes"]:
-            raise AtlasError(
+            raise Damaged(
                 f"The stored artifact {where} is {size} bytes, "
                 f"but {snap['size_bytes']} were written.",
                 "nothing was restored from it",
             )
         if sha256 != snap["sha256"]:
-            raise AtlasError(
+            raise Damaged(
                 f"Checksum mismatch for {where}: sha256 {sha256[:12]}…, "
                 f"expected {snap['sha256'][:12]}…. The artifact was changed or damaged.",
                 "nothing was restored from it",

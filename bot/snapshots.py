@@ -22,9 +22,10 @@ import psycopg
 from bot import manifest, pipeline
 from bot.catalog import FAILED, INTERRUPTED, OK, Catalog, now
 from bot.config import DatabaseTarget, Settings
-from bot.errors import AtlasError, NotFound
+from bot.errors import AtlasError, Damaged, NotFound
 from bot.pg import Conn, find_tool, redact, server_info, warm_tool_versions
 from bot.storage import ArtifactWriter, Storage, StoredObject, open_storage
+from bot.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ class Snapshots:
                 "environment": target.environment,
                 "source": source,
                 "requested_by": requested_by,
-                "note": note[:2000],
+                "note": clean_text(note),
                 "storage_key": key,
                 "location": self.storage.location(key),
                 "compression": "zstd",
@@ -141,7 +142,7 @@ class Snapshots:
         writer: ArtifactWriter | None = None
         conn = Conn("", None)
         try:
-            conn = Conn.parse(target.url)
+            conn = Conn.parse(target.url, target.url_setting)
             if on_start:
                 on_start(row)
             writer, stats, info, versions, found = self._dump(
@@ -394,19 +395,34 @@ class Snapshots:
             check.verify()
         except AtlasError as exc:
             check.kill()
-            if identity is not None and self._intact(row):
-                raise AtlasError(
-                    f"Snapshot {snap_id} is intact (its checksum matches) but {exc}",
-                    "its sidecar names the public key it was encrypted to (`recipient`); "
-                    "after a rotation keep that key in ATLAS_ENCRYPTION_KEY_FILE, below the "
-                    "new one",
-                ) from None
-            self.catalog.update_snapshot(snap_id, status=CORRUPT, error=str(exc))
-            self.catalog.audit(actor, "snapshot.verify_failed", snap_id, error=str(exc))
-            raise
+            raise self.mark_damaged(row, exc, actor, found_by="verify") from None
         self.catalog.update_snapshot(snap_id, status=OK, verified_at=now(), error=None)
         self.catalog.audit(actor, "snapshot.verified", snap_id)
         return {**self.catalog.get_snapshot(snap_id), "verify_s": time.monotonic() - started}
+
+    def mark_damaged(
+        self, row: dict[str, Any], exc: AtlasError, actor: str, *, found_by: str
+    ) -> AtlasError:
+        """The one place a damaged artifact is recorded, whoever found it (verify, a drill,
+        a restore, a fetch): the snapshot becomes `corrupt`, so status, retention and the
+        next drill stop counting on it. Returns the error to raise.
+
+        An encrypted artifact that cannot be decrypted but whose checksum matches is not
+        damaged: the key is wrong, and that is what the error then says.
+        """
+        if row.get("encryption") == "age" and self._intact(row):
+            return AtlasError(
+                f"Snapshot {row['id']} is intact (its checksum matches) but {exc}",
+                "its sidecar names the public key it was encrypted to (`recipient`); "
+                "after a rotation keep that key in ATLAS_ENCRYPTION_KEY_FILE, below the "
+                "new one",
+            )
+        self.catalog.update_snapshot(row["id"], status=CORRUPT, error=str(exc))
+        self.catalog.audit(
+            actor, "snapshot.damaged", row["id"], found_by=found_by, error=str(exc)
+        )
+        log.warning("snapshot %s is damaged (found by %s): %s", row["id"], found_by, exc)
+        return exc
 
     def _intact(self, row: dict[str, Any]) -> bool:
         try:
@@ -422,7 +438,10 @@ class Snapshots:
         row = self._readable(snap_id)
         if out == "-":
             stream: IO[bytes] = sys.stdout.buffer
-            self.read(row, stream.write)
+            try:
+                self.read(row, stream.write)
+            except Damaged as exc:
+                raise self.mark_damaged(row, exc, "cli", found_by="fetch") from None
             stream.flush()
             return row
         path = Path(out)
@@ -435,6 +454,9 @@ class Snapshots:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
+        except Damaged as exc:
+            tmp.unlink(missing_ok=True)
+            raise self.mark_damaged(row, exc, "cli", found_by="fetch") from None
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise AtlasError(f"Cannot write {path}: {exc.strerror or exc}.") from None
