@@ -385,7 +385,7 @@ class Snapshots:
         """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
         row = self._readable(snap_id)
         started = time.monotonic()
-        identity = self.identity_for(row)  # no key: an error, not a corrupt snapshot
+        self.identity_for(row)  # no key: an error before reading, not a corrupt snapshot
         pg_restore, _ = find_tool(
             "pg_restore", _major(row.get("server_version")), self.settings.pg_bindir
         )
@@ -418,9 +418,7 @@ class Snapshots:
                 "new one",
             )
         self.catalog.update_snapshot(row["id"], status=CORRUPT, error=str(exc))
-        self.catalog.audit(
-            actor, "snapshot.damaged", row["id"], found_by=found_by, error=str(exc)
-        )
+        self.catalog.audit(actor, "snapshot.damaged", row["id"], found_by=found_by, error=str(exc))
         log.warning("snapshot %s is damaged (found by %s): %s", row["id"], found_by, exc)
         return exc
 
