@@ -30,13 +30,57 @@ def build_app(services: Services) -> App:
             "The Slack bot needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.",
             "create the app from manifest.yml and copy both from its settings page",
         )
+    check_slack(services.slack)
+    logging.getLogger("slack_bolt.App").addFilter(_TokenNotice())
     app = App(
         client=services.slack,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=False,
+        token_verification_enabled=False,  # check_slack did it, with a clear error
     )
     handlers.register(app, services)
     return app
+
+
+class _TokenNotice(logging.Filter):
+    """Bolt warns that SLACK_BOT_TOKEN goes unused when it is given a client: it is used,
+    by that client."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+class _Quiet(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def check_slack(client: Any) -> dict[str, Any]:
+    """`auth.test` before serving: an invalid token or an unreachable Slack is one clear
+    error at start, not a traceback, and not a bot that silently never answers."""
+    from slack_sdk.errors import SlackApiError
+
+    sdk_log = logging.getLogger("slack_sdk.web.base_client")
+    quiet = _Quiet()
+    sdk_log.addFilter(quiet)  # its retries would each log the same failure
+    try:
+        return dict(client.auth_test().data)
+    except SlackApiError as exc:
+        code = exc.response.get("error") if exc.response is not None else None
+        raise AtlasError(
+            f"Slack refused SLACK_BOT_TOKEN ({code or exc}).",
+            "copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page, "
+            "and reinstall the app if it was revoked",
+        ) from None
+    except (OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise AtlasError(
+            f"Cannot reach Slack at {client.base_url}: {reason}.",
+            "check the network, the proxy (HTTPS_PROXY) and SLACK_API_URL; "
+            "Atlas exits so that its supervisor restarts it",
+        ) from None
+    finally:
+        sdk_log.removeFilter(quiet)
 
 
 def wsgi(app: App | None, services: Services) -> WSGIApp:
@@ -70,6 +114,13 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
         if slack is None:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found"]
+        stamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
+        if not (stamp.isascii() and stamp.isdigit()):
+            # Bolt would raise on int("1e10") and answer 500 with a traceback in the log;
+            # a request without a whole-number timestamp is just another bad signature.
+            log.info("refused a Slack request with a malformed timestamp header")
+            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
+            return [b"invalid request"]
         return slack(environ, start_response)
 
     return application
@@ -96,11 +147,20 @@ def run(
     server = make_server(wsgi(None if socket_mode else app, services), host, port)
     if socket_mode:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from slack_sdk.errors import SlackApiError
 
         assert settings.slack_app_token is not None
         threading.Thread(target=server.run, name="healthz", daemon=True).start()
         log.info("Atlas: Socket Mode, /healthz on %s:%s", host, port)
-        SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+        try:
+            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+        except SlackApiError as exc:
+            code = exc.response.get("error") if exc.response is not None else None
+            raise AtlasError(
+                f"Slack refused SLACK_APP_TOKEN ({code or exc}).",
+                "create an app-level token (xapp-…) with connections:write under Basic "
+                "Information, or unset it to serve HTTP",
+            ) from None
     else:
         log.info("Atlas: HTTP on %s:%s (POST /slack/events, GET /healthz)", host, port)
         try:

@@ -297,13 +297,9 @@ class ApprovalFlow:
                             error="Atlas restarted while it ran",
                             finished_at=now(),
                         )
-                        if d.get("scratch_db"):
-                            target = self.s.settings.target(d["database"])
-                            self.s.restores.drop_database(
-                                Conn.parse(target.staging_url or ""), d["scratch_db"]
-                            )
                 self.s.catalog.audit("atlas", f"{req['kind']}.interrupted", req["id"])
                 self._refresh(req["id"])
+        self.s.restores.clean_up_scratch()  # what the interrupted drills left on staging
         for req in self.s.catalog.requests_where("status = 'approved'", []):
             self.start(req["id"])
         self.expire_due()

@@ -145,30 +145,74 @@ DRILL_COLUMNS: dict[str, Any] = {
     "problems": str,
     "error": str,
     "kept": int,
+    "scratch_dropped": int,  # 0 while a scratch database may still exist on staging
+    "cleanup_error": str,  # why dropping it failed; housekeeping tries again
     "owner": str,
 }
+
+
+def _add_missing_columns(table: Any, columns: dict[str, Any]) -> None:
+    """Columns added since a catalog was created: older catalogs keep working."""
+    for col, typ in columns.items():
+        if col not in table.columns_dict:
+            table.add_column(col, typ)
 
 
 class Catalog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.parent and not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise AtlasError(
+                    f"Cannot create the folder for the catalog {self.path}: {exc.strerror or exc}.",
+                    "point ATLAS_STATE at a writable place",
+                ) from None
         self._migrate()
 
     @contextmanager
     def db(self) -> Iterator[sqlite_utils.Database]:
         try:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
         except sqlite3.Error as exc:
-            raise AtlasError(
-                f"Cannot open the catalog {self.path}: {exc}", "check ATLAS_STATE"
-            ) from None
-        conn.execute("PRAGMA busy_timeout = 30000")
+            raise self._error(exc) from None
         try:
             yield sqlite_utils.Database(conn)
+        except sqlite3.IntegrityError:
+            raise  # a constraint the caller handles (a second running snapshot, a known id)
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         finally:
             conn.close()
+
+    def _error(self, exc: sqlite3.Error) -> AtlasError:
+        """SQLite's failures in words an operator can act on, never a traceback."""
+        text = str(exc)
+        where = f"ATLAS_STATE={self.path}"
+        if "disk is full" in text or "disk I/O error" in text:
+            return AtlasError(
+                f"The catalog's disk is full ({where}: {text}); nothing more can be recorded.",
+                "free space on that disk, or move ATLAS_STATE to a larger one",
+            )
+        if "readonly" in text or "unable to open" in text:
+            return AtlasError(
+                f"The catalog cannot be written ({where}: {text}).",
+                "make the file and its folder writable for the user Atlas runs as, "
+                "or point ATLAS_STATE elsewhere",
+            )
+        if "not a database" in text:
+            return AtlasError(
+                f"{where} is not an Atlas catalog ({text}).",
+                "point ATLAS_STATE at the catalog file, or at a new path to start one",
+            )
+        if "locked" in text:
+            return AtlasError(
+                f"The catalog stayed locked for 30 s ({where}).",
+                "another Atlas process holds it; try again",
+            )
+        return AtlasError(f"The catalog failed ({where}: {text}).")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
@@ -187,10 +231,7 @@ class Catalog:
             snaps = db["snapshots"]
             if not snaps.exists():
                 snaps.create(SNAPSHOT_COLUMNS, pk="id", not_null={"database", "status"})
-            else:
-                missing = {k: v for k, v in SNAPSHOT_COLUMNS.items() if k not in snaps.columns_dict}
-                for col, typ in missing.items():
-                    snaps.add_column(col, typ)
+            _add_missing_columns(snaps, SNAPSHOT_COLUMNS)
             db.execute(
                 "CREATE UNIQUE INDEX IF NOT EXISTS one_running_snapshot "
                 "ON snapshots(database, environment) WHERE status = 'running'"
@@ -206,6 +247,7 @@ class Catalog:
                 )
             if not db["drills"].exists():
                 db["drills"].create(DRILL_COLUMNS, pk="id")
+            _add_missing_columns(db["drills"], DRILL_COLUMNS)
             if not db["reminders"].exists():
                 db["reminders"].create(
                     {"key": str, "database": str, "sent_at": str, "text": str}, pk="key"
@@ -348,6 +390,13 @@ class Catalog:
                 )
             )
 
+    def left_behind(self) -> list[dict[str, Any]]:
+        """Finished snapshots whose unfinished write could not be removed when they failed."""
+        with self.db() as db:
+            return list(
+                db["snapshots"].rows_where("status != 'running' AND pending_ref IS NOT NULL")
+            )
+
     def stale_running(self, stale_after_s: float) -> list[dict[str, Any]]:
         """Running snapshots whose process is gone (same host) or silent for too long."""
         host = socket.gethostname()
@@ -425,6 +474,22 @@ class Catalog:
     def update_drill(self, drill_id: str, **fields: Any) -> None:
         with self.transaction() as db:
             db["drills"].update(drill_id, fields)
+
+    def drills_to_clean(self) -> list[dict[str, Any]]:
+        """Finished drills whose scratch database was not dropped yet, and running ones
+        whose process on this host is gone."""
+        host = socket.gethostname()
+        out = []
+        with self.db() as db:
+            for row in db["drills"].rows_where(
+                "scratch_db IS NOT NULL AND scratch_dropped = 0 AND coalesce(kept, 0) = 0"
+            ):
+                if row["status"] == RUNNING:
+                    o_host, _, o_pid = (row.get("owner") or "").rpartition(":")
+                    if not (o_host == host and o_pid.isdigit() and not pid_alive(int(o_pid))):
+                        continue
+                out.append(row)
+        return out
 
     def get_drill(self, drill_id: str) -> dict[str, Any]:
         with self.db() as db:

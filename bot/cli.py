@@ -90,7 +90,11 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _services() -> Services:
-    return Services.from_settings(load_settings())
+    """Services for one command. Snapshots left `running` by a process that died (an OOM
+    kill, a cancelled CI job) are closed out first, so no command shows them as running."""
+    services = Services.from_settings(load_settings())
+    services.recover()
+    return services
 
 
 def _json(value: Any, indent: int | None = None) -> None:
@@ -254,7 +258,7 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table("id", "database", "env", "status", "size", "started (UTC)", "note")
+    table = Table("id", "database", "env", "status", "size", "started (UTC)", "kept", "note")
     for r in rows:
         table.add_row(
             r["id"],
@@ -263,6 +267,7 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
             r["status"],
             messages.human_bytes(r["size_bytes"]) if r.get("size_bytes") else "",
             _when(r.get("started_at")),
+            "pinned" if r.get("pinned") else "",
             escape((r.get("note") or "")[:40]),
         )
     _out().print(table)
@@ -278,7 +283,25 @@ def show(snapshot_id: str, as_json: bool) -> None:
     except AtlasError as exc:
         _fail(exc, as_json)
         return
-    _json(public(row), indent=None if as_json else 2)
+    if as_json:
+        _json(public(row))
+        return
+    doc = public(row)
+    manifest = doc.pop("manifest", None) or {}
+    width = max(len(k) for k in doc)
+    for key, value in doc.items():
+        if value is None or value == "":
+            continue
+        if key == "pinned":
+            value = "yes (retention never deletes it)" if value else "no"
+        click.echo(f"{key:<{width}}  {redact_value(str(value))}")
+    tables = manifest.get("tables") or {}
+    if manifest:
+        click.echo(
+            f"{'manifest':<{width}}  {len(tables)} tables, {sum(tables.values()):,} rows, "
+            f"{len(manifest.get('sequences') or {})} sequences, "
+            f"extensions: {', '.join(sorted(manifest.get('extensions') or {})) or 'none'}"
+        )
 
 
 @main.command()
@@ -456,7 +479,13 @@ def rescan(dry_run: bool, as_json: bool) -> None:
             click.echo(f"{label:<13} {r['id']}{reason}")
         imported = sum(r["outcome"] == "imported" for r in results)
         known = sum(r["outcome"] == "known" for r in results)
+        other = sorted({r["key"].rsplit("/", 1)[0] for r in results if r["outcome"] == "other"})
         click.echo(f"{imported} {verb}, {known} already known, {len(skipped)} skipped")
+        if other:
+            click.echo(
+                f"Not configured here, left alone: {', '.join(other)} "
+                "(add them to ATLAS_CONFIG to adopt their snapshots)"
+            )
     if skipped:
         sys.exit(1)
 
@@ -493,7 +522,7 @@ def status(as_json: bool, no_provider: bool) -> None:
     from bot import status as st
 
     try:
-        lines = st.evaluate(st.gather(_services(), check_provider=not no_provider))
+        lines = st.evaluate(st.gather(_services(), check_provider=not no_provider, surface="cli"))
     except AtlasError as exc:
         _fail(exc, as_json)
         return

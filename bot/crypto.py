@@ -324,6 +324,10 @@ class EncryptingWriter:
         self._closed = True
         return self.inner.commit()
 
+    @property
+    def cleaned(self) -> bool:
+        return bool(self.inner.cleaned)
+
     def abort(self) -> None:
         if self._closed:
             return

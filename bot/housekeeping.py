@@ -186,6 +186,8 @@ def daily(services: Services) -> dict[str, Any]:
         ("pruned", lambda: [d.snapshot_id for d in prune(services) if not d.keep]),
         ("provider", lambda: provider_check(services)),
         ("expired", services.flow.expire_due),
+        ("unfinished_writes", lambda: len(services.snapshots.sweep_pending())),
+        ("scratch_dropped", services.restores.clean_up_scratch),
     ):
         try:
             result[name] = job()

@@ -19,6 +19,80 @@ HELP = """\
 From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas audit`."""
 
 
+# Slack's documented limits (Block Kit reference, chat.postMessage): a message over
+# them is refused outright, so every message Atlas sends goes through `fit`.
+MAX_TEXT = 40_000  # a message's top-level text
+MAX_BLOCKS = 50
+MAX_SECTION = 3_000  # section text, and any text object
+MAX_FIELD = 2_000  # each of a section's fields
+MAX_FIELDS = 10
+MAX_CONTEXT_ELEMENTS = 10
+MAX_HEADER = 150
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2_000
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending in "…", without splitting an
+    escape (`&lt;`), a mention or link (`<@U1>`), or leaving a code block open."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 4]  # room for "…" and a closing fence
+    amp, semi = cut.rfind("&"), cut.rfind(";")
+    if amp > semi and amp >= len(cut) - 6:
+        cut = cut[:amp]
+    if cut.rfind("<") > cut.rfind(">"):
+        cut = cut[: cut.rfind("<")]
+    out = cut + "…"
+    if out.count("```") % 2:
+        out += "```"
+    return out
+
+
+def fit(text: str, blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """The message cut down to what Slack accepts; long content keeps its start."""
+    blocks = [_fit_block(b) for b in blocks]
+    if len(blocks) > MAX_BLOCKS:
+        dropped = len(blocks) - (MAX_BLOCKS - 1)
+        blocks = [*blocks[: MAX_BLOCKS - 1], _context(f"… {dropped} more blocks not shown")]
+    return truncate(text, MAX_TEXT), blocks
+
+
+def _fit_text_object(obj: dict[str, Any], limit: int) -> dict[str, Any]:
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+        return {**obj, "text": truncate(obj["text"], limit)}
+    return obj
+
+
+def _fit_block(block: dict[str, Any]) -> dict[str, Any]:
+    kind = block.get("type")
+    out = dict(block)
+    if kind == "section":
+        if "text" in out:
+            out["text"] = _fit_text_object(out["text"], MAX_SECTION)
+        if "fields" in out:
+            out["fields"] = [_fit_text_object(f, MAX_FIELD) for f in out["fields"][:MAX_FIELDS]]
+    elif kind == "header" and "text" in out:
+        out["text"] = _fit_text_object(out["text"], MAX_HEADER)
+    elif kind == "context":
+        out["elements"] = [
+            _fit_text_object(e, MAX_SECTION) for e in out.get("elements", [])[:MAX_CONTEXT_ELEMENTS]
+        ]
+    elif kind == "actions":
+        out["elements"] = [_fit_button(e) for e in out.get("elements", [])]
+    return out
+
+
+def _fit_button(element: dict[str, Any]) -> dict[str, Any]:
+    if element.get("type") != "button":
+        return element
+    out = dict(element)
+    out["text"] = _fit_text_object(out.get("text", {}), MAX_BUTTON_TEXT)
+    if isinstance(out.get("value"), str):
+        out["value"] = out["value"][:MAX_BUTTON_VALUE]
+    return out
+
+
 def escape(text: str) -> str:
     """Neutralise Slack markup in user text: `<!channel>` and `<@U1>` become inert."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -124,9 +198,10 @@ def snapshot_line(row: dict[str, Any]) -> str:
     )
     size = human_bytes(row.get("size_bytes")) if row.get("size_bytes") else "—"
     note = f" — {escape(row['note'][:80])}" if row.get("note") else ""
+    pin = " · :pushpin: kept" if row.get("pinned") else ""
     return (
         f"{icon} `{row['id']}` {escape(row['database'])} {row['status']} · {size} · "
-        f"{_utc(row.get('started_at') or '')} UTC{note}"
+        f"{_utc(row.get('started_at') or '')} UTC{pin}{note}"
     )
 
 
@@ -150,7 +225,7 @@ def verified(row: dict[str, Any]) -> str:
 
 
 def error(message: str) -> str:
-    return f":x: {escape(message)}"
+    return truncate(f":x: {escape(message)}", MAX_SECTION)
 
 
 # -- restore and drill requests -----------------------------------------------------------

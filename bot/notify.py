@@ -8,6 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
+from bot.messages import fit
+from bot.redaction import redact, redact_value
 
 if TYPE_CHECKING:  # slack_sdk is imported only when Slack is configured: CLI start-up stays fast
     from slack_sdk import WebClient
@@ -62,6 +64,8 @@ class Message:
     def _call(self, method: str, **kw: Any) -> dict[str, Any] | None:
         if self.client is None or not self.channel:
             return None
+        if "text" in kw:  # the one way out to the channel: redacted, within Slack's limits
+            kw["text"], kw["blocks"] = fit(redact(kw["text"]), redact_value(kw.get("blocks", [])))
         try:
             resp = getattr(self.client, method)(channel=self.channel, **kw)
             return dict(resp.data) if isinstance(resp.data, dict) else None

@@ -227,6 +227,7 @@ class Restores:
                 if scratch
                 else staging.describe(),
                 "scratch_db": scratch,
+                "scratch_dropped": 0 if scratch else None,
                 "requested_by": requested_by,
                 "approved_by": json.dumps(approved_by or []),
                 "kept": 0,
@@ -319,8 +320,56 @@ class Restores:
             if artifact is not None:
                 artifact.close()
             if created and not keep:
-                self.drop_database(staging, scratch)
+                self._drop_scratch(drill_id, staging, scratch, in_report=True)
         return self.catalog.get_drill(drill_id)
+
+    def _drop_scratch(
+        self, drill_id: str, server: Conn, name: str | None, *, in_report: bool = False
+    ) -> bool:
+        """Drop a drill's scratch database and record that it is gone; when it cannot be
+        dropped now, record why (in the drill's report too, with `in_report`), so that
+        housekeeping tries again."""
+        error = self.drop_database(server, name)
+        if error is None:
+            self.catalog.update_drill(drill_id, scratch_dropped=1, cleanup_error=None)
+            return True
+        changes: dict[str, Any] = {"cleanup_error": error}
+        if in_report:
+            problems = json.loads(self.catalog.get_drill(drill_id).get("problems") or "[]")
+            problems.append(
+                f"warning: the scratch database {name} could not be dropped yet ({error}); "
+                "housekeeping drops it later"
+            )
+            changes["problems"] = json.dumps(problems)
+        self.catalog.update_drill(drill_id, **changes)
+        return False
+
+    def clean_up_scratch(self) -> list[str]:
+        """Drop scratch databases that earlier drills left behind: a drop that failed (a
+        session of another role was still connected), or a drill whose process died.
+        Only databases this catalog created are touched."""
+        dropped = []
+        for drill in self.catalog.drills_to_clean():
+            if drill["status"] == "running":
+                self.catalog.update_drill(
+                    drill["id"],
+                    status=FAILED,
+                    finished_at=now(),
+                    error="Atlas stopped while this drill ran",
+                )
+                self.catalog.audit("atlas", f"{drill['kind']}.interrupted", drill["id"])
+            try:
+                target = self.settings.target(drill["database"])
+                server = Conn.parse(target.staging_url or "", target.staging_setting)
+            except AtlasError as exc:
+                log.warning("cannot clean up %s: %s", drill["scratch_db"], exc)
+                continue
+            if self._drop_scratch(drill["id"], server, drill["scratch_db"]):
+                self.catalog.audit(
+                    "atlas", "drill.scratch_dropped", drill["id"], db=drill["scratch_db"]
+                )
+                dropped.append(drill["scratch_db"])
+        return dropped
 
     # -- steps -------------------------------------------------------------------------
 
@@ -504,16 +553,42 @@ class Restores:
                     "the staging user needs CREATEDB",
                 ) from None
 
-    def drop_database(self, server: Conn, name: str | None) -> None:
+    def drop_database(self, server: Conn, name: str | None) -> str | None:
+        """Drop a scratch database; None when it is gone, else why it is not.
+
+        A staging role without superuser cannot use `WITH (FORCE)` while a session it may
+        not signal is connected: an autovacuum worker, which a fresh restore attracts, or
+        another role's session. So: end the role's own leftover sessions (pg_restore
+        workers), then a plain DROP, which asks autovacuum to leave and waits for it; FORCE
+        only as the last resort, for roles allowed to use it.
+        """
         if not name:
-            return
+            return None
+        drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
+        error = "not tried"
         try:
             with server.connect(autocommit=True) as c:
-                c.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+                for attempt in range(3):
+                    c.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid() AND usename = current_user",
+                        [name],
+                    )
+                    try:
+                        c.execute(drop)
+                        return None
+                    except psycopg.errors.ObjectInUse as exc:
+                        error = first_line(str(exc))
+                        time.sleep(0.5 * (attempt + 1))
+                try:
+                    c.execute(sql.SQL("{} WITH (FORCE)").format(drop))
+                    return None
+                except psycopg.Error as exc:
+                    error = f"{error}; with FORCE: {first_line(str(exc))}"
         except (psycopg.Error, AtlasError) as exc:
-            log.error("could not drop scratch database %s: %s", name, exc)
+            error = first_line(str(exc))
+        log.error("could not drop scratch database %s: %s", name, error)
+        return error
 
     def previous_passed(self, drill: dict[str, Any]) -> dict[str, Any] | None:
         for row in self.catalog.list_drills(

@@ -35,6 +35,9 @@ class Scheduler:
         self.sched = BackgroundScheduler(timezone=st.timezone)
         self._add("lease", self.renew, "interval", seconds=30)
         self._add("expire-requests", services.flow.expire_due, "interval", seconds=30)
+        # a CLI snapshot killed on this host (OOM, a cancelled CI job) is closed out and
+        # announced within a minute, not at the next snapshot
+        self._add("recover", services.recover, "interval", seconds=60)
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
         if st.snapshot_schedule:
@@ -73,6 +76,9 @@ class Scheduler:
             lambda: self.leader() and housekeeping.daily(self.services),
             id="housekeeping-at-start",
             next_run_time=datetime.now(UTC),
+            # However late the thread gets to it (a busy host, a slow start), it runs:
+            # APScheduler's default grace of 1 s would silently skip the day's reminders.
+            misfire_grace_time=None,
         )
 
     def shutdown(self) -> None:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import psycopg
 
 from bot import manifest, pipeline
-from bot.catalog import FAILED, INTERRUPTED, OK, Catalog, now
+from bot.catalog import FAILED, INTERRUPTED, OK, RUNNING, Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, NotFound
 from bot.pg import Conn, find_tool, redact, server_info, warm_tool_versions
@@ -139,14 +139,14 @@ class Snapshots:
                 "pinned": 0,
             }
         )
-        writer: ArtifactWriter | None = None
+        opened: list[ArtifactWriter] = []  # the writer, once _dump has opened it
         conn = Conn("", None)
         try:
             conn = Conn.parse(target.url, target.url_setting)
             if on_start:
                 on_start(row)
             writer, stats, info, versions, found = self._dump(
-                conn, snap_id, key, progress, progress_every, identity
+                conn, snap_id, key, progress, progress_every, identity, opened
             )
             sha256 = self._check_stored(key, writer, writer.commit())
             result = {
@@ -170,7 +170,7 @@ class Snapshots:
                 snap_id, OK, audit=(requested_by, "snapshot.ok", {"size": writer.size}), **result
             )
         except BaseException as exc:
-            message = self._fail(snap_id, key, writer, exc, conn)
+            message = self._fail(snap_id, key, opened[0] if opened else None, exc, conn)
             self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
             if isinstance(exc, AtlasError):
                 raise
@@ -187,6 +187,7 @@ class Snapshots:
         progress: Callable[[Progress], None] | None,
         progress_every: float,
         identity: Any,
+        opened: list[ArtifactWriter],
     ) -> tuple[_Committable, pipeline.DumpStats, Any, str, dict[str, Any]]:
         bindir = self.settings.pg_bindir
         tools_known = warm_tool_versions(("pg_dump", "pg_restore"), bindir)  # while connecting
@@ -216,6 +217,7 @@ class Snapshots:
                 from bot.crypto import EncryptingWriter
 
                 writer = EncryptingWriter(stored, identity)
+            opened.append(_Committable(writer, stored))
             try:
                 self.catalog.update_snapshot(
                     snap_id,
@@ -297,14 +299,17 @@ class Snapshots:
         else:
             message = f"Unexpected error: {type(exc).__name__}: {exc}"
         message = redact(message, conn.secrets)
+        left_behind = None
         if writer is not None:
             writer.abort()
+            if not writer.cleaned:  # e.g. S3 unreachable: recovery aborts the upload later
+                left_behind = writer.pending_ref
         for k in (key, sidecar_key(key)):
             with contextlib.suppress(Exception):
                 self.storage.delete(k)
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         with contextlib.suppress(Exception):
-            self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=None)
+            self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=left_behind)
         log.info("snapshot %s failed: %s", snap_id, message)
         return message
 
@@ -471,10 +476,23 @@ class Snapshots:
         retention back. Only configured databases are scanned: another Atlas's backups in
         a shared bucket are never adopted, since retention would then delete them."""
         results = []
-        for target in self.settings.databases.values():
-            for key in self.storage.list(f"{target.environment}/{target.name}/"):
-                if key.endswith(".json") and key.count("/") == 2:
-                    results.append(self._adopt(key, target, actor, dry_run))
+        configured = {(t.environment, t.name): t for t in self.settings.databases.values()}
+        for key in self.storage.list(""):
+            if not (key.endswith(".json") and key.count("/") == 2):
+                continue
+            environment, database, _ = key.split("/")
+            target = configured.get((environment, database))
+            if target is not None:
+                results.append(self._adopt(key, target, actor, dry_run))
+            else:  # named, so that a typo in a database's name does not go unnoticed
+                results.append(
+                    {
+                        "key": key,
+                        "id": key.rsplit("/", 1)[1].removesuffix(".json"),
+                        "outcome": "other",
+                        "reason": f"{environment}/{database} is not a database configured here",
+                    }
+                )
         return results
 
     def _adopt(self, key: str, target: DatabaseTarget, actor: str, dry_run: bool) -> dict[str, Any]:
@@ -573,20 +591,46 @@ class Snapshots:
     # -- crash recovery ------------------------------------------------------------------
 
     def recover(self, stale_after_s: float = 120.0) -> list[dict[str, Any]]:
-        """Mark snapshots left running by a dead process as interrupted and clean up after them."""
+        """Mark snapshots left running by a dead process as interrupted and clean up after
+        them; retry removing what failed snapshots could not remove (an S3 upload whose
+        abort did not get through). Returns the newly interrupted snapshots."""
         rows = self.catalog.stale_running(stale_after_s)
         for row in rows:
-            if row.get("pending_ref"):
-                with contextlib.suppress(Exception):
-                    self.storage.discard_pending(row["pending_ref"])
             self.catalog.finish_snapshot(
                 row["id"],
                 INTERRUPTED,
                 error="Atlas stopped while this snapshot was running; nothing was kept.",
-                pending_ref=None,
             )
             self.catalog.audit("atlas", "snapshot.interrupted", row["id"])
+        for row in self.catalog.left_behind():
+            if self._discard(row["pending_ref"]):
+                self.catalog.update_snapshot(row["id"], pending_ref=None)
         return [self.catalog.get_snapshot(r["id"]) for r in rows]
+
+    def _discard(self, ref: str) -> bool:
+        try:
+            return self.storage.discard_pending(ref)
+        except AtlasError as exc:
+            log.warning("cannot remove the unfinished write %s yet: %s", ref.split("\n")[0], exc)
+            return False
+
+    def sweep_pending(self, older_than_s: float = 3600.0) -> list[str]:
+        """Remove unfinished writes in storage that no running snapshot owns: partial files
+        and open S3 uploads a crash left unrecorded. Those younger than `older_than_s` are
+        left alone, in case another process has just started them."""
+        running = {
+            r["pending_ref"]
+            for r in self.catalog.list_snapshots(limit=1000, status=RUNNING)
+            if r.get("pending_ref")
+        }
+        cutoff = time.time() - older_than_s
+        removed = []
+        for target in self.settings.databases.values():
+            for found in self.storage.pending(f"{target.environment}/{target.name}/"):
+                if found.ref not in running and found.started < cutoff and self._discard(found.ref):
+                    self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])
+                    removed.append(found.ref)
+        return removed
 
 
 class _Committable:
@@ -599,6 +643,10 @@ class _Committable:
     @property
     def size(self) -> int:
         return self.stored.size
+
+    @property
+    def cleaned(self) -> bool:
+        return bool(self.stored.cleaned)
 
     def write(self, data: bytes) -> None:
         self.outer.write(data)

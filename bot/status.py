@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 ICONS = {OK: "✅", WARN: "⚠️", FAIL: "❌"}
+GRACE = timedelta(hours=2)  # a snapshot may take a while, and a schedule may slip a little
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,14 @@ class Facts:
     retired_keys: int = 0  # older keys kept for reading only
     s3_sse: str | None = None
     staging: dict[str, bool] = field(default_factory=dict)  # database -> staging configured
+    # what the kept artifacts really are, not what the configuration promises
+    kept_plain: int = 0  # good snapshots kept that are not age-encrypted
+    kept_encrypted: int = 0
+    plain_gone_by: datetime | None = None  # when retention removes the last plaintext one
+    newest_sse: str | None = None  # server-side encryption S3 reports for the newest artifact
+    snapshot_every: timedelta = timedelta(hours=24)  # the schedule's longest gap
+    damaged: list[str] = field(default_factory=list)  # kept snapshots found corrupt
+    surface: str = "slack"  # where the lines are read: "slack" (/atlas …) or "cli" (atlas …)
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -83,6 +92,8 @@ def evaluate(f: Facts) -> list[Line]:
     level = FAIL if FAIL in (sched[0], prov[0]) else WARN if WARN in (sched[0], prov[0]) else OK
     lines.append(Line("automated", level, "Automated backups", f"{sched[1]}; {prov[1]}"))
 
+    cmd = "/atlas" if f.surface == "slack" else "atlas"
+    fresh, stale = f.snapshot_every + GRACE, 2 * f.snapshot_every + GRACE
     for db in f.databases:
         snap = f.last_snapshot.get(db)
         if snap is None:
@@ -90,8 +101,14 @@ def evaluate(f: Facts) -> list[Line]:
         else:
             age = _age(f.now, snap.get("finished_at") or snap["started_at"]) or timedelta(0)
             verified = snap.get("verified_at")
-            level = OK if age < timedelta(hours=48) else WARN
+            level = OK if age <= fresh else WARN if age <= stale else FAIL
             detail = f"`{snap['id']}` {_ago(age)}, {'verified' if verified else 'not verified'}"
+            if level != OK:
+                detail += (
+                    f"; older than {_ago(fresh).removesuffix(' ago')}, expected every "
+                    f"{_ago(f.snapshot_every).removesuffix(' ago')}"
+                )
+                detail = ("STALE: " if level == FAIL else "") + detail
             lines.append(Line(f"snapshot:{db}", level, f"Last snapshot of {db}", detail))
 
         drill = f.last_drill.get(db)
@@ -99,7 +116,7 @@ def evaluate(f: Facts) -> list[Line]:
         when = f"next due by {due.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if due else ""
         if drill is None:
             level = FAIL  # restore capability has never been proven
-            detail = f"no passed drill yet: run `/atlas drill`; {when}".rstrip("; ")
+            detail = f"no passed drill yet: run `{cmd} drill`; {when}".rstrip("; ")
         else:
             passed = datetime.fromisoformat(drill["finished_at"])
             level = OK
@@ -124,25 +141,19 @@ def evaluate(f: Facts) -> list[Line]:
         )
     )
 
-    if f.storage_kind == "s3":
-        enc = (
-            (OK, f"S3 server-side encryption {f.s3_sse}")
-            if f.s3_sse
-            else (
+    level, detail = _encryption(f)
+    lines.append(Line("encryption", level, "Encryption at rest", detail))
+    if f.damaged:
+        lines.append(
+            Line(
+                "damaged",
                 WARN,
-                "S3 upload without ATLAS_S3_SSE (relies on the bucket's default encryption)",
+                "Damaged snapshots",
+                f"{len(f.damaged)} kept snapshot(s) failed their checksums and can never be "
+                f"restored: {', '.join(f'`{i}`' for i in f.damaged[:5])}; "
+                "retention removes them",
             )
         )
-    else:
-        enc = (
-            (OK, "artifacts encrypted with age" + _key_detail(f))
-            if f.local_key
-            else (
-                FAIL,
-                "local artifacts are not encrypted (set ATLAS_ENCRYPTION_KEY_FILE)",
-            )
-        )
-    lines.append(Line("encryption", enc[0], "Encryption at rest", enc[1]))
 
     missing = [db for db in f.databases if not f.staging.get(db)]
     if missing:
@@ -156,6 +167,54 @@ def evaluate(f: Facts) -> list[Line]:
     return lines
 
 
+def _encryption(f: Facts) -> tuple[str, str]:
+    """What the kept artifacts are: a key set today does not encrypt older artifacts."""
+    kept = f.kept_plain + f.kept_encrypted
+    if f.local_key:
+        if f.kept_plain:
+            gone = f" by {f.plain_gone_by:%Y-%m-%d}" if f.plain_gone_by else ""
+            return WARN, (
+                f"{f.kept_plain} of {kept} kept artifacts are not encrypted (taken before the "
+                f"key was set); retention removes them{gone}. New artifacts are encrypted with "
+                "age" + _key_detail(f)
+            )
+        what = f"all {kept} kept artifacts" if kept else "new artifacts"
+        return OK, f"{what} encrypted with age" + _key_detail(f)
+    if f.storage_kind == "s3":
+        sse = f.newest_sse or f.s3_sse
+        if sse:
+            return OK, f"S3 server-side encryption ({sse}); no client-side key"
+        return WARN, (
+            "S3 reports no server-side encryption on the newest artifact "
+            "(set ATLAS_S3_SSE, or ATLAS_ENCRYPTION_KEY_FILE for client-side encryption)"
+        )
+    return WARN, (
+        f"{'the ' + str(kept) + ' kept' if kept else 'local'} artifacts are not encrypted by "
+        "Atlas: fine only on an encrypted disk (set ATLAS_ENCRYPTION_KEY_FILE)"
+    )
+
+
+def schedule_gap(cron: str | None, tz: str, now: datetime) -> timedelta:
+    """The longest wait between two runs of a cron schedule (a day without one): the age
+    past which the last snapshot is late."""
+    if not cron:
+        return timedelta(hours=24)
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(cron, timezone=tz)
+    fires: list[datetime] = []
+    prev: datetime | None = None
+    at = now
+    for _ in range(64):
+        nxt = trigger.get_next_fire_time(prev, at)
+        if nxt is None:
+            break
+        fires.append(nxt)
+        prev, at = nxt, nxt + timedelta(seconds=1)
+    gaps = [b - a for a, b in zip(fires, fires[1:], strict=False)]
+    return max(gaps) if gaps else timedelta(hours=24)
+
+
 def worst(lines: list[Line]) -> str:
     levels = {line.level for line in lines}
     return FAIL if FAIL in levels else WARN if WARN in levels else OK
@@ -167,7 +226,12 @@ def render(lines: list[Line]) -> str:
     )
 
 
-def gather(services: Services, at: datetime | None = None, check_provider: bool = True) -> Facts:
+def gather(
+    services: Services,
+    at: datetime | None = None,
+    check_provider: bool = True,
+    surface: str = "slack",
+) -> Facts:
     from bot import housekeeping, retention
 
     st = services.settings
@@ -177,12 +241,12 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
     if ident and check_provider:
         result = housekeeping.provider_check(services, at=now)
         problems = list(result.problems) if result is not None else ["provider check failed"]
-    decisions = retention.plan(
-        services.catalog.list_snapshots(limit=100000),
-        housekeeping.retention_policy(services),
-        now,
-        housekeeping.protected_snapshots(services),
-    )
+    rows = services.catalog.list_snapshots(limit=100000)
+    policy = housekeeping.retention_policy(services)
+    decisions = retention.plan(rows, policy, now, housekeeping.protected_snapshots(services))
+    kept_ids = {d.snapshot_id for d in decisions if d.keep}
+    kept_ok = [r for r in rows if r["id"] in kept_ids and r["status"] == "ok"]
+    plain = [r for r in kept_ok if r.get("encryption") != "age"]
     identity = services.snapshots.encryption_identity()
     facts = Facts(
         now=now,
@@ -200,7 +264,16 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         key_recipient=identity.recipient if identity is not None else None,
         retired_keys=identity.retired if identity is not None else 0,
         s3_sse=st.s3_sse,
+        kept_plain=len(plain),
+        kept_encrypted=len(kept_ok) - len(plain),
+        plain_gone_by=_gone_by(plain, policy.days),
+        snapshot_every=schedule_gap(st.snapshot_schedule, st.timezone, now),
+        damaged=[r["id"] for r in rows if r["id"] in kept_ids and r["status"] == "corrupt"],
+        surface=surface,
     )
+    if facts.storage_kind == "s3" and kept_ok and identity is None:
+        head = services.snapshots.storage.stat(kept_ok[0]["storage_key"])
+        facts.newest_sse = head.sse if head is not None else None
     for name, target in st.databases.items():
         rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
         facts.last_snapshot[name] = rows[0] if rows else None
@@ -208,3 +281,9 @@ def gather(services: Services, at: datetime | None = None, check_provider: bool 
         facts.deadline[name] = housekeeping.drill_deadline(services, name, now)
         facts.staging[name] = bool(target.staging_url)
     return facts
+
+
+def _gone_by(rows: list[dict[str, Any]], days: int) -> datetime | None:
+    """When the retention window has passed the newest of `rows` (pins aside)."""
+    times = [datetime.fromisoformat(r["started_at"]) for r in rows if not r.get("pinned")]
+    return max(times) + timedelta(days=days) if times and len(times) == len(rows) else None

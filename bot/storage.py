@@ -32,15 +32,25 @@ class StoredObject:
     etag: str | None = None
     sha256: str | None = None  # of the stored bytes, when the writer computed it
     read_back: bool = False  # the writer read the object back: exactly the bytes written
+    sse: str | None = None  # the server-side encryption S3 reports for it
 
 
 class ArtifactWriter(Protocol):
     pending_ref: str  # enough to clean up after a crash
     size: int  # bytes written so far
+    cleaned: bool  # after abort: nothing is left behind (False: keep pending_ref, retry)
 
     def write(self, data: bytes) -> None: ...
     def commit(self) -> StoredObject: ...
     def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An unfinished write found in storage: a hidden partial file or an open upload."""
+
+    ref: str  # what discard_pending takes
+    started: float  # epoch seconds
 
 
 class Storage(Protocol):
@@ -54,7 +64,8 @@ class Storage(Protocol):
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO: ...
     def stat(self, key: str) -> StoredObject | None: ...
     def delete(self, key: str) -> None: ...
-    def discard_pending(self, pending_ref: str) -> None: ...
+    def discard_pending(self, pending_ref: str) -> bool: ...
+    def pending(self, prefix: str) -> Iterator[Pending]: ...
     def expected_etag(self, writer: ArtifactWriter) -> str | None: ...
 
 
@@ -99,6 +110,7 @@ class LocalWriter:
         except OSError as exc:
             raise _disk_error(exc, self.tmp) from None
         self.size = 0
+        self.cleaned = False
         self._flushed = 0
         self._reader = _ReadBehind(self.tmp) if read_back else None
 
@@ -145,8 +157,13 @@ class LocalWriter:
             self._reader.stop()
         with contextlib.suppress(OSError):
             self._fh.close()
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # left behind: the pending ref stays in the catalog for a later try
+        self.cleaned = True
 
 
 class _ReadBehind:
@@ -312,11 +329,26 @@ class LocalStorage:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
-    def discard_pending(self, pending_ref: str) -> None:
+    def discard_pending(self, pending_ref: str) -> bool:
         path = Path(pending_ref)
-        if path.name.endswith(".partial") and self.root in path.resolve().parents:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if not (path.name.endswith(".partial") and self.root in path.resolve().parents):
+            return True  # not ours to remove
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        return True
+
+    def pending(self, prefix: str) -> Iterator[Pending]:
+        """Hidden `.partial` files under `prefix`: writes that never finished."""
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return
+        for path in base.rglob(".*.partial"):
+            with contextlib.suppress(OSError):
+                yield Pending(str(path), path.stat().st_mtime)
 
     def expected_etag(self, writer: ArtifactWriter) -> str | None:
         return None
@@ -371,6 +403,7 @@ class S3Writer:
         self._error: Exception | None = None
         self._sha = hashlib.sha256()
         self.size = 0
+        self.cleaned = False
 
     def _part_size(self) -> int:
         n = len(self._parts)
@@ -466,11 +499,26 @@ class S3Writer:
         return f"{digest}-{len(self._md5s)}"
 
     def abort(self) -> None:
+        """Stop the upload. When S3 cannot be reached to abort it, `cleaned` stays False:
+        the snapshot keeps the upload's reference and later recovery aborts it, since an
+        open upload is billed storage that no listing of objects shows."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        with contextlib.suppress(Exception):
-            self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
-            )
+        if self.cleaned:
+            return
+        self.cleaned = _abort_upload(self.client, self.bucket, self.key, self.upload_id)
+
+
+def _abort_upload(client: Any, bucket: str, key: str, upload_id: str) -> bool:
+    """True when the upload is gone (aborted now, or already)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+    except ClientError as exc:
+        return exc.response.get("Error", {}).get("Code") in ("NoSuchUpload", "404")
+    except Exception:
+        return False
+    return True
 
 
 def sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
@@ -581,7 +629,11 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise _s3_error(exc, f"checking {self.location(key)}") from None
-        return StoredObject(int(head["ContentLength"]), str(head.get("ETag", "")).strip('"'))
+        return StoredObject(
+            int(head["ContentLength"]),
+            str(head.get("ETag", "")).strip('"'),
+            sse=head.get("ServerSideEncryption"),
+        )
 
     def delete(self, key: str) -> None:
         try:
@@ -589,11 +641,22 @@ class S3Storage:
         except Exception as exc:
             raise _s3_error(exc, f"deleting {self.location(key)}") from None
 
-    def discard_pending(self, pending_ref: str) -> None:
+    def discard_pending(self, pending_ref: str) -> bool:
         key, _, upload_id = pending_ref.partition("\n")
-        if upload_id:
-            with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        return not upload_id or _abort_upload(self.client, self.bucket, key, upload_id)
+
+    def pending(self, prefix: str) -> Iterator[Pending]:
+        """Open multipart uploads under `prefix`: they cost money and no object listing
+        shows them."""
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key(prefix)
+            )
+            for page in pages:
+                for up in page.get("Uploads", []):
+                    yield Pending(f"{up['Key']}\n{up['UploadId']}", up["Initiated"].timestamp())
+        except Exception as exc:
+            raise _s3_error(exc, f"listing open uploads under {self.location(prefix)}") from None
 
     def expected_etag(self, writer: ArtifactWriter) -> str | None:
         return writer.multipart_etag() if isinstance(writer, S3Writer) else None

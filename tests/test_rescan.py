@@ -118,7 +118,10 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     res = _cli(tmp_path, env, "rescan", "--json")
     assert res.returncode == 1, res.stderr
     results = {r["id"]: r for r in json.loads(res.stdout)["results"]}
-    assert set(results) == {gone["id"], tampered["id"], good["id"], "notes"}
+    other_id = "20260101-000000-abcd"
+    assert set(results) == {gone["id"], tampered["id"], good["id"], "notes", other_id}
+    assert results[other_id]["outcome"] == "other"  # named, never adopted
+    assert "otherdb is not a database configured here" in results[other_id]["reason"]
     assert results["notes"]["outcome"] == "skipped"
     assert results[good["id"]]["outcome"] == "imported"
     assert results[gone["id"]]["outcome"] == "skipped"
@@ -130,6 +133,7 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     res = _cli(tmp_path, env, "rescan")
     assert res.returncode == 1
     assert "0 imported, 1 already known, 3 skipped" in res.stdout
+    assert "Not configured here, left alone: production/otherdb" in res.stdout
 
 
 def test_rescan_from_s3(pg_url, tmp_path, s3_env):
