@@ -368,6 +368,17 @@ class Catalog:
             f"No snapshot with id {snap_id!r}.", "`atlas list` or `/atlas list` shows the ids"
         )
 
+    def snapshot_ids_like(self, prefix: str, limit: int = 6) -> list[str]:
+        """Ids starting with `prefix`, newest first (for unique-prefix lookups)."""
+        prefix = clean_text(prefix, 100)
+        with self.db() as db:
+            rows = db.execute(
+                "SELECT id FROM snapshots WHERE substr(id, 1, ?) = ? "
+                "ORDER BY started_at DESC, id DESC LIMIT ?",
+                [len(prefix), prefix, limit],
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def list_snapshots(
         self,
         limit: int = 20,

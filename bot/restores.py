@@ -138,7 +138,8 @@ class Restores:
     def pick_snapshot(self, snap_id: str | None, database: str | None = None) -> dict[str, Any]:
         """The named snapshot, or the newest good one of the database."""
         if snap_id:
-            row = self.catalog.get_snapshot(snap_id)
+            row = self.snapshots.get(snap_id, database)
+            snap_id = row["id"]
             if row["status"] != "ok":
                 raise AtlasError(
                     f"Snapshot {snap_id} is {row['status']}; only good snapshots can be restored.",
@@ -366,7 +367,7 @@ class Restores:
                 continue
             if self._drop_scratch(drill["id"], server, drill["scratch_db"]):
                 self.catalog.audit(
-                    "atlas", "drill.scratch_dropped", drill["id"], db=drill["scratch_db"]
+                    "atlas", "drill.scratch_dropped", drill["id"], scratch_db=drill["scratch_db"]
                 )
                 dropped.append(drill["scratch_db"])
         return dropped
@@ -565,26 +566,23 @@ class Restores:
         if not name:
             return None
         drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-        error = "not tried"
         try:
             with server.connect(autocommit=True) as c:
-                for attempt in range(3):
-                    c.execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid() AND usename = current_user",
-                        [name],
-                    )
-                    try:
-                        c.execute(drop)
-                        return None
-                    except psycopg.errors.ObjectInUse as exc:
-                        error = first_line(str(exc))
-                        time.sleep(0.5 * (attempt + 1))
+                c.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid() AND usename = current_user",
+                    [name],
+                )
+                try:
+                    c.execute(drop)  # the server waits up to 5 s for autovacuum to leave
+                    return None
+                except psycopg.errors.ObjectInUse as exc:
+                    error = first_line(str(exc))
                 try:
                     c.execute(sql.SQL("{} WITH (FORCE)").format(drop))
                     return None
                 except psycopg.Error as exc:
-                    error = f"{error}; with FORCE: {first_line(str(exc))}"
+                    error = f"{error}; {first_line(str(exc))}"
         except (psycopg.Error, AtlasError) as exc:
             error = first_line(str(exc))
         log.error("could not drop scratch database %s: %s", name, error)

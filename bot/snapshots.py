@@ -140,6 +140,7 @@ class Snapshots:
             }
         )
         opened: list[ArtifactWriter] = []  # the writer, once _dump has opened it
+        committing = False
         conn = Conn("", None)
         try:
             conn = Conn.parse(target.url, target.url_setting)
@@ -148,6 +149,7 @@ class Snapshots:
             writer, stats, info, versions, found = self._dump(
                 conn, snap_id, key, progress, progress_every, identity, opened
             )
+            committing = True  # from here an object may exist under its final name
             sha256 = self._check_stored(key, writer, writer.commit())
             result = {
                 "dbname": info.dbname,
@@ -170,7 +172,8 @@ class Snapshots:
                 snap_id, OK, audit=(requested_by, "snapshot.ok", {"size": writer.size}), **result
             )
         except BaseException as exc:
-            message = self._fail(snap_id, key, opened[0] if opened else None, exc, conn)
+            writer_or_none = opened[0] if opened else None
+            message = self._fail(snap_id, key, writer_or_none, exc, conn, committing)
             self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
             if isinstance(exc, AtlasError):
                 raise
@@ -291,6 +294,7 @@ class Snapshots:
         writer: ArtifactWriter | None,
         exc: BaseException,
         conn: Conn,
+        committing: bool,
     ) -> str:
         if isinstance(exc, KeyboardInterrupt):
             message = "Interrupted by the operator (Ctrl-C); nothing was kept."
@@ -304,9 +308,10 @@ class Snapshots:
             writer.abort()
             if not writer.cleaned:  # e.g. S3 unreachable: recovery aborts the upload later
                 left_behind = writer.pending_ref
-        for k in (key, sidecar_key(key)):
-            with contextlib.suppress(Exception):
-                self.storage.delete(k)
+        if committing:  # an object may exist under its final name: it must not stay
+            for k in (key, sidecar_key(key)):
+                with contextlib.suppress(Exception):
+                    self.storage.delete(k)
         status = INTERRUPTED if isinstance(exc, KeyboardInterrupt) else FAILED
         with contextlib.suppress(Exception):
             self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=left_behind)
@@ -352,14 +357,43 @@ class Snapshots:
 
     # -- read side ---------------------------------------------------------------------
 
-    def get(self, snap_id: str) -> dict[str, Any]:
-        return self.catalog.get_snapshot(snap_id)
+    def get(self, ref: str, database: str | None = None) -> dict[str, Any]:
+        """A snapshot by id, unique id prefix (`20261129-0344`), or `latest` (the newest
+        good snapshot of `database`, or of the first configured one)."""
+        return self.catalog.get_snapshot(self.resolve(ref, database))
+
+    def resolve(self, ref: str, database: str | None = None) -> str:
+        """The full id `ref` names; NotFound or an ambiguity in words otherwise."""
+        ref = ref.strip()
+        if ref == "latest":
+            target = self.settings.target(database)
+            rows = self.catalog.list_snapshots(
+                limit=1, database=target.name, status=OK, environment=target.environment
+            )
+            if not rows:
+                raise NotFound(
+                    f"There is no good snapshot of {target.name} yet, so `latest` names none.",
+                    "take one with `atlas snapshot` or `/atlas snapshot`",
+                )
+            return str(rows[0]["id"])
+        if SNAPSHOT_ID.fullmatch(ref) or len(ref) < 4:
+            return ref  # a full id, or too short to mean anything: looked up as it is
+        found = self.catalog.snapshot_ids_like(ref)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+            raise AtlasError(
+                f"{ref!r} is the start of several snapshot ids: {shown}.",
+                "give more of the id",
+            )
+        return ref
 
     def list(self, limit: int = 20, database: str | None = None) -> list[dict[str, Any]]:
         return self.catalog.list_snapshots(limit=limit, database=database)
 
     def _readable(self, snap_id: str) -> dict[str, Any]:
-        row = self.catalog.get_snapshot(snap_id)
+        row = self.get(snap_id)
         if row["status"] not in (OK, CORRUPT):
             raise AtlasError(
                 f"Snapshot {snap_id} is {row['status']}, so it has no artifact to read.",
@@ -389,6 +423,7 @@ class Snapshots:
     def verify(self, snap_id: str, actor: str = "cli") -> dict[str, Any]:
         """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
         row = self._readable(snap_id)
+        snap_id = row["id"]
         started = time.monotonic()
         self.identity_for(row)  # no key: an error before reading, not a corrupt snapshot
         pg_restore, _ = find_tool(
@@ -581,7 +616,8 @@ class Snapshots:
 
     def pin(self, snap_id: str, pinned: bool, actor: str) -> dict[str, Any]:
         """`keep` protects a snapshot from retention until `unkeep`."""
-        row = self.catalog.get_snapshot(snap_id)
+        row = self.get(snap_id)
+        snap_id = row["id"]
         if pinned and row["status"] not in (OK, CORRUPT):
             raise AtlasError(f"Snapshot {snap_id} is {row['status']}; there is nothing to keep.")
         self.catalog.update_snapshot(snap_id, pinned=int(pinned))

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from bot.errors import AtlasError
 from bot.messages import human_seconds
+from bot.pg import Conn
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -55,8 +57,9 @@ class Facts:
     plain_gone_by: datetime | None = None  # when retention removes the last plaintext one
     newest_sse: str | None = None  # server-side encryption S3 reports for the newest artifact
     snapshot_every: timedelta = timedelta(hours=24)  # the schedule's longest gap
-    damaged: list[str] = field(default_factory=list)  # kept snapshots found corrupt
+    damaged: list[str] = field(default_factory=list)  # snapshots found corrupt, not pruned yet
     surface: str = "slack"  # where the lines are read: "slack" (/atlas …) or "cli" (atlas …)
+    config_problems: dict[str, str] = field(default_factory=dict)  # database -> what is wrong
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -94,6 +97,8 @@ def evaluate(f: Facts) -> list[Line]:
 
     cmd = "/atlas" if f.surface == "slack" else "atlas"
     fresh, stale = f.snapshot_every + GRACE, 2 * f.snapshot_every + GRACE
+    for db, problem in f.config_problems.items():
+        lines.append(Line(f"config:{db}", FAIL, f"Configuration of {db}", problem))
     for db in f.databases:
         snap = f.last_snapshot.get(db)
         if snap is None:
@@ -149,7 +154,7 @@ def evaluate(f: Facts) -> list[Line]:
                 "damaged",
                 WARN,
                 "Damaged snapshots",
-                f"{len(f.damaged)} kept snapshot(s) failed their checksums and can never be "
+                f"{len(f.damaged)} snapshot(s) failed their checksums and can never be "
                 f"restored: {', '.join(f'`{i}`' for i in f.damaged[:5])}; "
                 "retention removes them",
             )
@@ -268,13 +273,22 @@ def gather(
         kept_encrypted=len(kept_ok) - len(plain),
         plain_gone_by=_gone_by(plain, policy.days),
         snapshot_every=schedule_gap(st.snapshot_schedule, st.timezone, now),
-        damaged=[r["id"] for r in rows if r["id"] in kept_ids and r["status"] == "corrupt"],
+        damaged=[r["id"] for r in rows if r["status"] == "corrupt"],
         surface=surface,
     )
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = services.snapshots.storage.stat(kept_ok[0]["storage_key"])
         facts.newest_sse = head.sse if head is not None else None
     for name, target in st.databases.items():
+        for url, setting in (
+            (target.url, target.url_setting),
+            (target.staging_url, target.staging_setting),
+        ):
+            try:
+                if url is not None:
+                    Conn.parse(url, setting)
+            except AtlasError as exc:
+                facts.config_problems[name] = str(exc)
         rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
         facts.last_snapshot[name] = rows[0] if rows else None
         facts.last_drill[name] = housekeeping.last_passed_drill(services, name)

@@ -392,6 +392,7 @@ class S3Writer:
             raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
         self.upload_id: str = resp["UploadId"]
         self.pending_ref = f"{key}\n{self.upload_id}"
+        self._abort_tried = False
         self._free: queue.Queue[bytearray] = queue.Queue()
         for _ in range(self.IN_FLIGHT + 1):
             self._free.put(bytearray(0))  # sized on first use
@@ -503,8 +504,9 @@ class S3Writer:
         the snapshot keeps the upload's reference and later recovery aborts it, since an
         open upload is billed storage that no listing of objects shows."""
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self.cleaned:
+        if self._abort_tried:  # once: when S3 is unreachable, recovery retries later
             return
+        self._abort_tried = True
         self.cleaned = _abort_upload(self.client, self.bucket, self.key, self.upload_id)
 
 
@@ -547,11 +549,17 @@ class S3Storage:
 
         self.bucket, self.prefix = bucket, prefix
         self.sse = sse_args(sse, kms_key_id)
+        # boto3's own AWS_MAX_ATTEMPTS / AWS_RETRY_MODE win when set; else 5, standard
+        retries: dict[str, Any] = {}
+        if not os.environ.get("AWS_MAX_ATTEMPTS"):
+            retries["max_attempts"] = 5
+        if not os.environ.get("AWS_RETRY_MODE"):
+            retries["mode"] = "standard"
         self.client = client or boto3.client(
             "s3",
             region_name=aws_region(),
             config=Config(
-                retries={"max_attempts": 5, "mode": "standard"},
+                retries=retries or None,
                 # parts carry Content-MD5 already; skipping the extra CRC pass saves a copy
                 request_checksum_calculation="when_required",
                 connect_timeout=10,

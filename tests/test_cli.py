@@ -207,6 +207,31 @@ def test_plain_list_shows_whole_ids(shared: Shared) -> None:
     assert shared.row["id"] in table.stdout
 
 
+def test_show_reads_as_text_and_latest_or_a_prefix_names_a_snapshot(atlas: Atlas) -> None:
+    first = atlas.snapshot("first")
+    second = atlas.snapshot("second <b>")
+    shown = atlas.ok("show", "latest")
+    assert not shown.stdout.lstrip().startswith("{")  # text for people, not JSON
+    assert re.search(rf"^id\s+{second['id']}$", shown.stdout, re.MULTILINE), shown.stdout
+    assert re.search(r"^note\s+second <b>$", shown.stdout, re.MULTILINE)
+    assert re.search(r"^manifest\s+2 tables, 150 rows, 3 sequences", shown.stdout, re.MULTILINE)
+    assert atlas.ok("show", first["id"][:-2], "--json").json()["id"] == first["id"]
+    common = os.path.commonprefix([first["id"], second["id"]])
+    ambiguous = atlas("show", common)
+    assert ambiguous.code == 1 and "is the start of several snapshot ids" in ambiguous.stderr
+
+
+def test_list_shows_which_snapshots_are_pinned(atlas: Atlas) -> None:
+    kept, loose = atlas.snapshot("kept"), atlas.snapshot("loose")
+    assert "is kept until" in atlas.ok("keep", kept["id"]).stdout
+    rows = {}
+    for line in atlas.ok("list").stdout.splitlines():
+        if found := re.search(r"\d{8}-\d{6}-[0-9a-f]{4}", line):
+            rows[found.group(0)] = line
+    assert "pinned" in rows[kept["id"]] and "pinned" not in rows[loose["id"]]
+    assert [r["pinned"] for r in atlas.ok("list", "--json").json()] == [0, 1]
+
+
 # -- verify ----------------------------------------------------------------------------------
 
 

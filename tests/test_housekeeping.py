@@ -860,6 +860,39 @@ def test_status_checklist_from_the_command_line(
     assert housekeeping.drill_reminders(services) == []  # once
 
 
+def test_status_says_what_is_true_of_the_artifacts(pg_db, pg_url, small, tmp_path, key_file):
+    """A stale last snapshot fails the checklist; the schedule says what stale is; the
+    encryption line counts the kept artifacts, not the configuration."""
+    key, _ = key_file
+    services = services_for(settings_for(pg_url, tmp_path))
+    plain = services.snapshots.take(requested_by="U1")
+
+    def lines(**env: str) -> dict[str, status.Line]:
+        s = services_for(settings_for(pg_url, tmp_path, **env))
+        return {ln.key: ln for ln in status.evaluate(status.gather(s, check_provider=False))}
+
+    snap_line = f"snapshot:{pg_db}"
+    assert lines()[snap_line].level == "ok"
+    age_snapshot(services, plain["id"], 40)
+    stale = lines()[snap_line]
+    assert stale.level == "fail" and stale.detail.startswith("STALE: ")
+    assert "expected every 24 h" in stale.detail
+    weekly = {"ATLAS_SNAPSHOT_SCHEDULE": "0 3 * * 0"}
+    age_snapshot(services, plain["id"], 5)
+    assert lines(**weekly)[snap_line].level == "ok"  # a weekly schedule: 5 days is fine
+    age_snapshot(services, plain["id"], 10)
+    assert lines(**weekly)[snap_line].level == "warn"
+    assert lines()[snap_line].level == "fail"
+
+    keyed = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(key)))
+    keyed.snapshots.take(requested_by="U1")
+    enc = lines(ATLAS_ENCRYPTION_KEY_FILE=str(key))["encryption"]
+    assert enc.level == "warn", enc
+    assert enc.detail.startswith("1 of 2 kept artifacts are not encrypted")
+    assert "retention removes them by" in enc.detail
+    assert lines()["encryption"].level == "warn"  # no key at all: Atlas encrypts nothing
+
+
 def test_never_drilled_database_gets_overdue_reminders(pg_db, pg_url, small, tmp_path, slack_api):
     """The first good snapshot starts the obligation: its quarter needs a passed drill."""
     services = services_for(

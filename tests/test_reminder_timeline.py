@@ -177,3 +177,37 @@ def test_drill_reminders_once_each_across_restarts_and_clock_jumps(
         assert '"drill:' in status.stdout and "OVERDUE" in status.stdout
     finally:
         pg.drop_database(staging)
+
+
+def test_start_up_housekeeping_survives_a_slow_start(pg_url, tmp_path, slack_api):
+    """A busy host: the clock runs a thousand times faster than the process, so the
+    few milliseconds between scheduling start-up housekeeping and running it are
+    seconds to the scheduler. It must run all the same (the day's reminders depend on
+    it), not be dropped as a missed run."""
+    fill_sample(pg_url, rows=50)
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "ATLAS_STORAGE": str(tmp_path / "backups"),
+        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "SLACK_BOT_TOKEN": "xoxb-slow-start",
+        "SLACK_SIGNING_SECRET": "slow-start-secret",
+        "SLACK_API_URL": slack_api.url,
+        "ATLAS_CHANNEL": "CSLOW",
+    }
+    env.pop("SLACK_APP_TOKEN", None)
+    faked = {**_faked("2026-11-16 10:00:00", env), "FAKETIME": "@2026-11-16 10:00:00 x1000"}
+    faked.pop("FAKETIME_DONT_FAKE_MONOTONIC")  # the scheduler's waits run fast too
+    port = pick_free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed when the test process ends
+    proc = subprocess.Popen(serve_command(port), env=faked, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.time() + 30
+        while _housekeeping_runs(env["ATLAS_STATE"]) == 0:
+            assert proc.poll() is None, _tail(log)
+            assert time.time() < deadline, f"start-up housekeeping never ran: {_tail(log)}"
+            time.sleep(0.05)
+        assert "was missed by" not in _tail(log)
+    finally:
+        proc.kill()
+        proc.wait()

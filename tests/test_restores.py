@@ -474,3 +474,34 @@ def test_spooled_drill_checks_everything_before_pg_restore_runs(pg, env, tmp_pat
     assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore never ran
     assert _dbs(pg) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
+
+
+def test_damage_a_drill_finds_is_recorded_and_the_next_drill_avoids_it(pg, env):
+    """A drill that finds a damaged block marks the snapshot corrupt: `list` and `status`
+    stop counting it as good, and the next default drill takes the good one before it."""
+    services, older, _, _ = env
+    add_bulk(services.settings.target().url, mb=4)
+    snap = services.snapshots.take(requested_by="U1")
+
+    def edit(plain: bytes) -> bytes:  # one damaged row in the middle of the data
+        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
+
+    _rewrite_artifact(Path(snap["location"]), edit)
+    drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
+    assert drill["snapshot_id"] == snap["id"] and drill["status"] == "failed"
+    row = services.catalog.get_snapshot(snap["id"])
+    assert row["status"] == "corrupt" and (
+        "Checksum mismatch" in row["error"] or "bytes, but" in row["error"]
+    )
+    damaged = services.catalog.audit_log(subject=snap["id"])[0]
+    assert damaged["action"] == "snapshot.damaged" and drill["id"] in damaged["detail"]
+
+    from bot import status
+
+    lines = {ln.key: ln for ln in status.evaluate(status.gather(services, check_provider=False))}
+    assert older["id"] in lines[f"snapshot:{row['database']}"].detail  # the last good one
+    assert snap["id"] in lines["damaged"].detail
+
+    again = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
+    assert again["snapshot_id"] == older["id"] and again["status"] == "passed", again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
 import time
@@ -93,6 +94,16 @@ def test_slack_retry_of_the_same_command_runs_once(bot):
     bot.wait_final()
     time.sleep(0.5)
     assert len(bot.services.snapshots.list()) == 1
+
+
+def test_an_ignored_slack_retry_is_logged(bot, caplog):
+    caplog.set_level(logging.INFO, logger="handlers.dedupe")
+    trigger = "456.logged-retry"
+    bot.command("list", trigger_id=trigger)
+    retry = {"X-Slack-Retry-Num": "2", "X-Slack-Retry-Reason": "http_timeout"}
+    assert bot.command("list", trigger_id=trigger, headers_extra=retry)[0] == 200
+    [line] = [r.getMessage() for r in caplog.records if r.name == "handlers.dedupe"]
+    assert f"command:{trigger}" in line and "retry 2" in line and "http_timeout" in line
 
 
 def test_second_snapshot_while_one_runs_names_the_first(bot):
@@ -192,3 +203,19 @@ def test_provider_flag_without_a_provider_is_refused_in_the_reply(bot):
     assert status == 200 and "--provider needs a provider" in body
     time.sleep(0.3)
     assert bot.services.snapshots.list() == []
+
+
+def test_a_note_full_of_mentions_still_fits_slacks_limits(bot):
+    """`<!channel>` escapes to 17 characters: a 2,000-character note of them would make a
+    section of 3,300, and Slack refuses the whole message. It is cut, still inert."""
+    note = "<!channel> " * 180
+    status, _ = bot.command(f"snapshot {note}", user_id="U42")
+    assert status == 200
+    final = bot.wait_final()
+    assert final["response"]["ok"], final["response"]
+    sections = [b["text"]["text"] for b in final["params"]["blocks"] if b["type"] == "section"]
+    assert all(len(t) <= 3000 for t in sections)
+    assert any(t.endswith("…") and "&lt;!channel&gt;" in t for t in sections)
+    assert "<!channel>" not in bot.slack.all_text()
+    refused = [c for c in bot.slack.calls() if c["response"] and not c["response"].get("ok")]
+    assert refused == []

@@ -62,12 +62,13 @@ def _request_message(bot: Bot) -> dict:
 
 
 def eventually(check, timeout: float = 10):
-    """Events are acked first and handled just after: poll for the effect."""
+    """Events are acked first and handled just after: poll for the effect (a message not
+    edited yet is an IndexError into the list of edits)."""
     deadline = time.time() + timeout
     while True:
         try:
             return check()
-        except AssertionError:
+        except (AssertionError, IndexError):
             if time.time() > deadline:
                 raise
             time.sleep(0.05)

@@ -11,6 +11,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -22,8 +23,11 @@ from tests.support import pick_free_port
 
 __all__ = [
     "DEFAULT_PASSWORD",
+    "LeastPrivilege",
     "PgCluster",
+    "fill_realistic",
     "fill_sample",
+    "least_privilege",
     "pg",
     "pg_db",
     "pg_url",
@@ -341,6 +345,173 @@ def fill_sample(target: str | psycopg.Connection[Any], rows: int = 1000) -> dict
     return {"users": rows, "orders": 2 * rows}
 
 
+def fill_realistic(target: str | psycopg.Connection[Any], scale: int = 1) -> dict[str, int]:
+    """An application schema as production databases have them: two schemas, 24 tables
+    of a few sizes, primary keys, foreign keys (one of them to itself), unique and
+    partial and expression indexes, a citext column, sequences, a view and a materialised
+    view. Returns the expected ``count(*)`` per table (``schema.table``)."""
+    if isinstance(target, str):
+        with psycopg.connect(target, autocommit=True) as conn:
+            return fill_realistic(conn, scale)
+    conn = target
+    n = 200 * scale
+    counts: dict[str, int] = {}
+    with conn.transaction():
+        text_type = "citext" if _try_extension(conn, "citext") else "text"
+        conn.execute("CREATE SCHEMA app")
+        conn.execute("CREATE SCHEMA billing")
+        for i in range(1, 14):  # small lookup tables
+            conn.execute(
+                f"CREATE TABLE app.lookup_{i} (id smallint PRIMARY KEY, code text NOT NULL UNIQUE)"
+            )
+            conn.execute(
+                f"INSERT INTO app.lookup_{i} SELECT g, 'code-{i}-' || g FROM generate_series(1, 20) g"
+            )
+            counts[f"app.lookup_{i}"] = 20
+        conn.execute(
+            f"CREATE TABLE app.customers (id bigserial PRIMARY KEY, email {text_type} NOT NULL,"
+            " name text NOT NULL, tier smallint REFERENCES app.lookup_1(id),"
+            " referred_by bigint REFERENCES app.customers(id), created_at timestamptz NOT NULL)"
+        )
+        conn.execute("CREATE UNIQUE INDEX customers_email ON app.customers (email)")
+        conn.execute("CREATE INDEX customers_lower_name ON app.customers (lower(name))")
+        conn.execute(
+            "INSERT INTO app.customers (email, name, tier, referred_by, created_at)"
+            " SELECT 'c' || g || '@example.com', 'Customer ' || g, 1 + g %% 20,"
+            "  CASE WHEN g > 10 THEN g / 10 END,"
+            "  timestamptz '2024-01-01 00:00:00+00' + g * interval '37 minutes'"
+            " FROM generate_series(1, %s) g",
+            (n,),
+        )
+        counts["app.customers"] = n
+        conn.execute(
+            "CREATE TABLE app.addresses (id bigserial PRIMARY KEY,"
+            " customer_id bigint NOT NULL REFERENCES app.customers(id) ON DELETE CASCADE,"
+            " kind smallint REFERENCES app.lookup_2(id), line text, city text, zip text)"
+        )
+        conn.execute("CREATE INDEX addresses_customer ON app.addresses (customer_id)")
+        conn.execute(
+            "INSERT INTO app.addresses (customer_id, kind, line, city, zip)"
+            " SELECT 1 + g %% %s, 1 + g %% 2, g || ' Main St', 'City ' || g %% 50, lpad(g::text, 5, '0')"
+            " FROM generate_series(1, %s) g",
+            (n, 2 * n),
+        )
+        counts["app.addresses"] = 2 * n
+        conn.execute(
+            "CREATE TABLE app.products (id serial PRIMARY KEY, sku text NOT NULL UNIQUE,"
+            " title text NOT NULL, category smallint REFERENCES app.lookup_3(id),"
+            " price numeric(10,2) NOT NULL CHECK (price >= 0), active boolean NOT NULL)"
+        )
+        conn.execute("CREATE INDEX products_active ON app.products (category) WHERE active")
+        conn.execute(
+            "INSERT INTO app.products (sku, title, category, price, active)"
+            " SELECT 'SKU-' || g, 'Product ' || g, 1 + g %% 20, (g %% 500) * 1.5, g %% 7 <> 0"
+            " FROM generate_series(1, %s) g",
+            (n // 2,),
+        )
+        counts["app.products"] = n // 2
+        conn.execute(
+            "CREATE TABLE app.orders (id bigserial PRIMARY KEY,"
+            " customer_id bigint NOT NULL REFERENCES app.customers(id),"
+            " status smallint NOT NULL REFERENCES app.lookup_4(id),"
+            " placed_at timestamptz NOT NULL, note text)"
+        )
+        conn.execute("CREATE INDEX orders_customer ON app.orders (customer_id, placed_at DESC)")
+        conn.execute("CREATE INDEX orders_open ON app.orders (placed_at) WHERE status < 3")
+        conn.execute(
+            "INSERT INTO app.orders (customer_id, status, placed_at, note)"
+            " SELECT 1 + g %% %s, 1 + g %% 5,"
+            "  timestamptz '2025-01-01 00:00:00+00' + g * interval '11 minutes', md5(g::text)"
+            " FROM generate_series(1, %s) g",
+            (n, 5 * n),
+        )
+        counts["app.orders"] = 5 * n
+        conn.execute(
+            "CREATE TABLE app.order_items (order_id bigint NOT NULL"
+            " REFERENCES app.orders(id) ON DELETE CASCADE,"
+            " line smallint NOT NULL, product_id int NOT NULL REFERENCES app.products(id),"
+            " qty int NOT NULL, PRIMARY KEY (order_id, line))"
+        )
+        conn.execute("CREATE INDEX order_items_product ON app.order_items (product_id)")
+        conn.execute(
+            "INSERT INTO app.order_items SELECT o, l, 1 + (o * 7 + l) %% %s, 1 + l"
+            " FROM generate_series(1, %s) o, generate_series(1, 3) l",
+            (n // 2, 5 * n),
+        )
+        counts["app.order_items"] = 15 * n
+        conn.execute(
+            "CREATE TABLE app.reviews (id bigserial PRIMARY KEY,"
+            " product_id int NOT NULL REFERENCES app.products(id),"
+            " customer_id bigint REFERENCES app.customers(id), stars smallint, body text)"
+        )
+        conn.execute("CREATE INDEX reviews_product ON app.reviews (product_id, stars)")
+        conn.execute(
+            "INSERT INTO app.reviews (product_id, customer_id, stars, body)"
+            " SELECT 1 + g %% %s, 1 + g %% %s, 1 + g %% 5, repeat('good ', 1 + g %% 20)"
+            " FROM generate_series(1, %s) g",
+            (n // 2, n, n),
+        )
+        counts["app.reviews"] = n
+        conn.execute(
+            "CREATE TABLE app.events (id bigserial PRIMARY KEY, at timestamptz NOT NULL,"
+            " kind smallint REFERENCES app.lookup_5(id), payload jsonb)"
+        )
+        conn.execute("CREATE INDEX events_at ON app.events USING brin (at)")
+        conn.execute(
+            "INSERT INTO app.events (at, kind, payload)"
+            " SELECT timestamptz '2025-06-01 00:00:00+00' + g * interval '1 second', 1 + g %% 20,"
+            "  jsonb_build_object('n', g, 'tag', 't' || g %% 13)"
+            " FROM generate_series(1, %s) g",
+            (10 * n,),
+        )
+        counts["app.events"] = 10 * n
+        conn.execute(
+            "CREATE TABLE billing.invoices (id bigserial PRIMARY KEY,"
+            " order_id bigint NOT NULL UNIQUE REFERENCES app.orders(id),"
+            " currency smallint REFERENCES app.lookup_6(id), total numeric(12,2) NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO billing.invoices (order_id, currency, total)"
+            " SELECT g, 1 + g %% 3, (g %% 1000) * 3.25 FROM generate_series(1, %s) g",
+            (4 * n,),
+        )
+        counts["billing.invoices"] = 4 * n
+        conn.execute(
+            "CREATE TABLE billing.payments (id bigserial PRIMARY KEY,"
+            " invoice_id bigint NOT NULL REFERENCES billing.invoices(id),"
+            " method smallint REFERENCES app.lookup_7(id), amount numeric(12,2) NOT NULL,"
+            " paid_at timestamptz NOT NULL)"
+        )
+        conn.execute("CREATE INDEX payments_invoice ON billing.payments (invoice_id)")
+        conn.execute(
+            "INSERT INTO billing.payments (invoice_id, method, amount, paid_at)"
+            " SELECT 1 + g %% %s, 1 + g %% 4, (g %% 700) * 2.0,"
+            "  timestamptz '2025-02-01 00:00:00+00' + g * interval '13 minutes'"
+            " FROM generate_series(1, %s) g",
+            (4 * n, 4 * n),
+        )
+        counts["billing.payments"] = 4 * n
+        for name, fk in (("refunds", "payments"), ("disputes", "payments")):
+            conn.execute(
+                f"CREATE TABLE billing.{name} (id serial PRIMARY KEY,"
+                f" ref_id bigint NOT NULL REFERENCES billing.{fk}(id), reason text)"
+            )
+            conn.execute(
+                f"INSERT INTO billing.{name} (ref_id, reason)"
+                " SELECT g * 3, 'reason ' || g FROM generate_series(1, %s) g",
+                (n // 4,),
+            )
+            counts[f"billing.{name}"] = n // 4
+        conn.execute("CREATE SEQUENCE billing.invoice_number START 1000")
+        conn.execute("SELECT setval('billing.invoice_number', %s)", (1000 + 4 * n,))
+        conn.execute("CREATE VIEW app.open_orders AS SELECT * FROM app.orders WHERE status < 3")
+        conn.execute(
+            "CREATE MATERIALIZED VIEW billing.daily_totals AS SELECT date_trunc('day', paid_at)"
+            " AS day, sum(amount) AS total FROM billing.payments GROUP BY 1"
+        )
+    return counts
+
+
 def _try_extension(conn: psycopg.Connection[Any], name: str) -> bool:
     try:
         with conn.transaction():
@@ -353,6 +524,74 @@ def _try_extension(conn: psycopg.Connection[Any], name: str) -> bool:
 def unique_name(prefix: str = "t_") -> str:
     """A unique lowercase identifier such as ``t_3f2a9c1b0d4e``."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@dataclass
+class LeastPrivilege:
+    """Roles as a careful team grants them, on the test cluster.
+
+    - ``reader``: reads production through ``pg_read_all_data``; no superuser, owns nothing.
+    - ``stager``: only ``CREATEDB`` on the staging server, for drills' scratch databases.
+    - ``owner``: owns the staging database that refreshes replace, and nothing else.
+    """
+
+    pg: PgCluster
+    production: str  # database name
+    staging: str  # database name, owned by `owner`
+    reader: str
+    stager: str
+    owner: str
+    password: str
+
+    def url(self, role: str, dbname: str, **params: Any) -> str:
+        return self.pg.url(dbname, user=role, password=self.password, **params)
+
+    @property
+    def reader_url(self) -> str:
+        return self.url(self.reader, self.production)
+
+    @property
+    def stager_url(self) -> str:
+        return self.url(self.stager, "postgres")
+
+    @property
+    def owner_url(self) -> str:
+        return self.url(self.owner, self.staging)
+
+
+@pytest.fixture
+def least_privilege(pg: PgCluster, pg_db: str) -> Iterator[LeastPrivilege]:
+    """Non-superuser roles for ``pg_db`` (production) and a staging database beside it."""
+    tag = uuid.uuid4().hex[:8]
+    roles = LeastPrivilege(
+        pg=pg,
+        production=pg_db,
+        staging=f"{pg_db}_stg",
+        reader=f"reader_{tag}",
+        stager=f"stager_{tag}",
+        owner=f"owner_{tag}",
+        password=f"lp-{tag}-pw",
+    )
+    pg.create_role(roles.reader, roles.password)
+    pg.create_role(roles.stager, roles.password, createdb=True)
+    pg.create_role(roles.owner, roles.password)
+    pg.execute("postgres", f'GRANT pg_read_all_data TO "{roles.reader}"')
+    pg.create_database(roles.staging, owner=roles.owner)
+    try:
+        yield roles
+    finally:
+        with pg.connect() as conn:
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database d JOIN pg_roles r ON r.oid = d.datdba"
+                " WHERE r.rolname = ANY(%s)",
+                [[roles.stager, roles.owner]],
+            ).fetchall():
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+        for role in (roles.reader, roles.stager, roles.owner):
+            pg.execute("postgres", f'DROP OWNED BY "{role}"')
+            pg.drop_role(role)
 
 
 # -- fixtures --------------------------------------------------------------------------------

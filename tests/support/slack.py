@@ -419,6 +419,49 @@ class FakeSlackApi:
         return {"ok": True}
 
 
+_MESSAGE_METHODS = frozenset(
+    {"chat.postMessage", "chat.update", "chat.postEphemeral", "response_url"}
+)
+
+
+def _limit_error(method: str, params: dict[str, Any]) -> str | None:
+    """Slack's documented limits (Block Kit reference, chat.postMessage): the error code
+    Slack answers for a message that breaks one, or None."""
+    if method not in _MESSAGE_METHODS:
+        return None
+    if len(str(params.get("text") or "")) > 40_000:
+        return "msg_too_long"
+    blocks = params.get("blocks") or []
+    if not isinstance(blocks, list):
+        return None
+    if len(blocks) > 50:
+        return "invalid_blocks"
+
+    def too_long(obj: Any, limit: int) -> bool:
+        return isinstance(obj, dict) and len(str(obj.get("text") or "")) > limit
+
+    for block in blocks:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "section" and (
+            too_long(block.get("text"), 3000)
+            or len(block.get("fields") or []) > 10
+            or any(too_long(f, 2000) for f in block.get("fields") or [])
+        ):
+            return "invalid_blocks"
+        if kind == "header" and too_long(block.get("text"), 150):
+            return "invalid_blocks"
+        if kind == "context" and (
+            len(block.get("elements") or []) > 10
+            or any(too_long(e, 3000) for e in block.get("elements") or [])
+        ):
+            return "invalid_blocks"
+        if kind == "actions":
+            for e in block.get("elements") or []:
+                if too_long(e.get("text"), 75) or len(str(e.get("value") or "")) > 2000:
+                    return "invalid_blocks"
+    return None
+
+
 def _decode_json_params(params: dict[str, Any]) -> dict[str, Any]:
     for key in _JSON_PARAMS:
         value = params.get(key)
@@ -501,6 +544,12 @@ def _make_handler(fake: FakeSlackApi) -> type[BaseHTTPRequestHandler]:
             call, failure, delay = fake._record(method, params, headers, path)
             if delay:
                 fake._stopping.wait(delay)
+            refused = _limit_error(method, params)
+            if refused is not None:  # as Slack does: the whole message is refused
+                payload = {"ok": False, "error": refused}
+                call["response"] = payload
+                self._send(200, payload, {})
+                return
             if failure is not None:
                 payload = {"ok": False, "error": failure.error}
                 extra = {"Retry-After": str(failure.retry_after)} if failure.status == 429 else {}

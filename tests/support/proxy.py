@@ -1,0 +1,132 @@
+"""A small TCP proxy on 127.0.0.1 that can cut the network the way a real one fails.
+
+Tests point a client (boto3, libpq) at the proxy instead of the server, then:
+- `cut_after(n)`: pass `n` more bytes upstream, then reset every open connection (a
+  link that drops mid-transfer);
+- `refuse()`: reset every connection and every new one at once (the network is down);
+- `restore()`: pass everything again.
+The server behind it keeps running and keeps its state (a restarted moto would forget
+its open uploads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+from tests.support import pick_free_port
+
+__all__ = ["TcpProxy", "tcp_proxy"]
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST, as a dropped link looks to the peer."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.close()
+
+
+class TcpProxy:
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = pick_free_port()
+        self._lock = threading.Lock()
+        self._budget: int | None = None  # bytes still allowed upstream; None: unlimited
+        self._refusing = False
+        self._conns: list[socket.socket] = []
+        self.bytes_up = 0
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- control ---------------------------------------------------------------------------
+
+    def cut_after(self, n: int) -> None:
+        with self._lock:
+            self._budget = n
+
+    def refuse(self) -> None:
+        with self._lock:
+            self._refusing = True
+            conns, self._conns = self._conns, []
+        for c in conns:
+            _reset(c)
+
+    def restore(self) -> None:
+        with self._lock:
+            self._refusing = False
+            self._budget = None
+
+    def close(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        self.refuse()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            with self._lock:
+                refusing = self._refusing
+            if refusing:
+                _reset(client)
+                continue
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                _reset(client)
+                continue
+            server.settimeout(None)
+            with self._lock:
+                self._conns += [client, server]
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if upstream:
+                    with self._lock:
+                        if self._refusing:
+                            break
+                        if self._budget is not None:
+                            if self._budget <= 0:
+                                break
+                            data = data[: self._budget]
+                            self._budget -= len(data)
+                        self.bytes_up += len(data)
+                dst.sendall(data)
+                if upstream and self._budget is not None and self._budget <= 0:
+                    break
+        except OSError:
+            pass
+        self.refuse_one(src, dst)
+
+    def refuse_one(self, *socks: socket.socket) -> None:
+        for s in socks:
+            _reset(s)
+            with self._lock, contextlib.suppress(ValueError):
+                self._conns.remove(s)
+
+
+@contextlib.contextmanager
+def tcp_proxy(upstream_port: int) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(upstream_port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -1,0 +1,259 @@
+"""Faults users meet: a network cut mid-upload, a full catalog disk, Slack unreachable or
+refusing the token at start, a killed CLI, hostile input. Each ends in one clear line,
+with nothing half-written left that looks good."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bot.errors import AtlasError
+from tests.helpers import add_bulk, serve_command, services_for, settings_for, storage_files
+from tests.slackbot import SECRET, start_bot
+from tests.support import pick_free_port
+from tests.support.pg import fill_sample
+from tests.support.proxy import tcp_proxy
+from tests.support.slack import sign
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
+    }
+    env.update(
+        ATLAS_STORAGE=str(tmp / "backups"),
+        ATLAS_STATE=str(tmp / "atlas.db"),
+        PYTHONPATH=str(REPO),
+    )
+    env.update(extra)
+    return env
+
+
+def _atlas(args: list[str], env: dict[str, str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        **kw,
+    )
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+# -- the network to S3 is cut mid-upload -------------------------------------------------------
+
+
+def test_an_upload_cut_mid_transfer_is_aborted_once_s3_is_back(
+    pg_url, tmp_path, s3_server, s3_env, s3_client, monkeypatch
+):
+    """The link drops after the first part; the abort cannot get through either. The
+    open upload (billed, invisible to listings) is aborted by the next snapshot."""
+    bucket = s3_env
+    add_bulk(pg_url, 14)
+    with tcp_proxy(int(s3_server.rsplit(":", 1)[1])) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # boto3's own setting: fail in seconds
+        services = services_for(settings_for(pg_url, tmp_path, storage=f"s3://{bucket}/atlas"))
+        proxy.cut_after(7 << 20)  # the first 5 MiB part gets through, the second does not
+        with pytest.raises(AtlasError) as info:
+            services.snapshots.take(requested_by="ops")
+        assert "S3" in str(info.value)
+        [failed] = services.catalog.list_snapshots()
+        assert failed["status"] == "failed" and failed["pending_ref"]
+        open_uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert len(open_uploads) == 1  # what the failed abort left behind
+        assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+        proxy.restore()
+        good = services.snapshots.take(requested_by="ops")
+        assert good["status"] == "ok"
+        assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        assert services.catalog.get_snapshot(failed["id"])["pending_ref"] is None
+
+        # an upload no snapshot knows of (a crash before it was recorded) is swept by
+        # housekeeping (moto dates every upload in 2010, so it counts as old)
+        key = f"atlas/production/{good['database']}/20261129-000000-dead.dump.zst"
+        s3_client.create_multipart_upload(Bucket=bucket, Key=key)
+        swept = services.snapshots.sweep_pending()
+        assert [r.split("\n")[0] for r in swept] == [key]
+        assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
+    fill_sample(pg_url, rows=20)
+    services = services_for(settings_for(pg_url, tmp_path))
+    row = services.snapshots.take(requested_by="ops")
+    partial = Path(row["location"]).with_name(".20261129-000000-dead.dump.zst.1a2b3c4d.partial")
+    partial.write_bytes(b"half")
+    assert services.snapshots.sweep_pending() == []  # young: maybe another process's
+    two_hours_ago = time.time() - 7200
+    os.utime(partial, (two_hours_ago, two_hours_ago))
+    assert services.snapshots.sweep_pending() == [str(partial)]
+    assert not partial.exists() and Path(row["location"]).exists()
+
+
+# -- the catalog's disk is full ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
+    fill_sample(pg_url, rows=50)
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        env = _cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
+        assert _atlas(["snapshot"], env, tmp_path).returncode == 0
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:  # fill the disk to the last byte
+            while os.write(fd, b"\0" * 512):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        for args in (["snapshot"], ["snapshot", "--json"], ["keep", "latest"]):
+            proc = _atlas(args, env, tmp_path, text=True)
+            assert proc.returncode == 1
+            assert "Traceback" not in proc.stderr
+            if "--json" in args:
+                assert "disk is full" in json.loads(proc.stdout)["error"]
+            else:
+                assert "catalog's disk is full" in _one_error_line(proc.stderr)
+        # nothing that looks like a good snapshot was left in storage
+        artifacts = [f for f in storage_files(tmp_path / "backups") if f.endswith(".zst")]
+        assert len(artifacts) == 1
+        filler.unlink()
+        listed = json.loads(_atlas(["list", "--json"], env, tmp_path).stdout)
+        assert [r["status"] for r in listed][-1] == "ok"
+        assert len([r for r in listed if r["status"] == "ok"]) == 1
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# -- Slack at start: unreachable, or refusing the token -----------------------------------------
+
+
+def test_serve_says_in_one_line_when_slack_is_unreachable_or_refuses(tmp_path, slack_api):
+    base = _cli_env(
+        tmp_path,
+        DATABASE_URL="postgresql://app@127.0.0.1:1/app",
+        SLACK_BOT_TOKEN="xoxb-start-token-1234",
+        SLACK_SIGNING_SECRET="start-secret",
+    )
+    closed = f"http://127.0.0.1:{pick_free_port()}/api/"
+    down = _atlas(serve_command(0)[3:], {**base, "SLACK_API_URL": closed}, tmp_path, text=True)
+    assert down.returncode == 1
+    line = _one_error_line(down.stderr)
+    assert "Cannot reach Slack" in line and "Connection refused" in line
+
+    slack_api.fail_next("auth.test", "invalid_auth")
+    refused = _atlas(
+        serve_command(0)[3:], {**base, "SLACK_API_URL": slack_api.url}, tmp_path, text=True
+    )
+    assert refused.returncode == 1
+    line = _one_error_line(refused.stderr)
+    assert "Slack refused SLACK_BOT_TOKEN (invalid_auth)" in line
+    assert "xoxb-start-token-1234" not in refused.stderr
+
+
+# -- hostile HTTP ----------------------------------------------------------------------------------
+
+
+def test_a_malformed_request_timestamp_is_refused_like_a_bad_signature(
+    pg_url, tmp_path, slack_api, caplog
+):
+    bot, server = start_bot(pg_url, tmp_path, slack_api)
+    try:
+        body = "command=%2Fatlas&text=list&user_id=U1"
+        for stamp in ("1e10", "", "12:00", "-5", " 17"):
+            headers = {**sign(SECRET, body), "X-Slack-Request-Timestamp": stamp}
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            req = urllib.request.Request(
+                f"{bot.url}/slack/events", data=body.encode(), headers=headers, method="POST"
+            )
+            with pytest.raises(urllib.error.HTTPError) as info:
+                urllib.request.urlopen(req, timeout=5)
+            assert info.value.code == 401, stamp
+        assert "Traceback" not in caplog.text
+    finally:
+        server.close()
+        bot.services.shutdown()
+
+
+# -- a CLI snapshot killed mid-dump -----------------------------------------------------------
+
+
+def test_a_killed_cli_snapshot_is_closed_out_by_the_next_command(pg_url, tmp_path, slack_api):
+    add_bulk(pg_url, 60)
+    env = _cli_env(
+        tmp_path,
+        DATABASE_URL=pg_url,
+        SLACK_BOT_TOKEN="xoxb-killed-1234",
+        SLACK_API_URL=slack_api.url,
+        ATLAS_CHANNEL="CKILL",
+        ATLAS_ZSTD_LEVEL="19",  # slow enough to be caught mid-dump
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "snapshot"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = tmp_path / "backups"
+    deadline = time.time() + 60
+    while not any(p.name.endswith(".partial") for p in folder.rglob("*")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # an OOM kill: no handler runs
+    proc.wait()
+
+    listed = json.loads(_atlas(["list", "--json"], env, tmp_path).stdout)
+    assert [r["status"] for r in listed] == ["interrupted"]
+    assert [p for p in folder.rglob("*") if p.is_file()] == []  # the partial file is gone
+    status = json.loads(_atlas(["status", "--json", "--no-provider"], env, tmp_path).stdout)
+    snapshot_line = next(c for c in status["checks"] if c["key"].startswith("snapshot:"))
+    assert snapshot_line["level"] == "fail"
+    text = slack_api.wait_for(lambda c: "interrupted" in str(c["params"].get("text")))
+    assert listed[0]["id"] in text["params"]["text"]
+
+
+# -- user text ----------------------------------------------------------------------------------
+
+
+def test_a_note_with_invalid_utf8_is_kept_as_text(pg_url, tmp_path):
+    fill_sample(pg_url, rows=20)
+    env = _cli_env(tmp_path, DATABASE_URL=pg_url)
+    argv = [sys.executable.encode(), b"-m", b"bot.cli", b"snapshot", b"--json", b"--note"]
+    proc = subprocess.run(
+        [*argv, b"bad \xff\xfe byte\x07s"], env=env, cwd=tmp_path, capture_output=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["status"] == "ok" and doc["note"] == "bad \ufffd\ufffd bytes"
+    side = json.loads(Path(doc["location"]).with_name(f"{doc['id']}.json").read_text())
+    assert side["note"] == doc["note"]
