@@ -192,6 +192,24 @@ def snapshot_interrupted(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]
     return text, [_section(text)]
 
 
+def snapshot_damaged(
+    row: dict[str, Any], found_by: str, good: dict[str, Any] | None
+) -> tuple[str, list[dict[str, Any]]]:
+    text = (
+        f":rotating_light: Snapshot `{row['id']}` of *{escape(row['database'])}* is damaged "
+        f"(found by {escape(found_by)}) and can never be restored"
+    )
+    then = (
+        f"The newest good snapshot is `{good['id']}` ({_utc(good.get('started_at'))} UTC)."
+        if good
+        else "There is no good snapshot of it left: take one with `/atlas snapshot` now."
+    )
+    return text, [
+        _section(f"{text}: {escape(row.get('error') or '')}"),
+        _context(f"It is marked corrupt, so drills and retention stop counting on it. {then}"),
+    ]
+
+
 def snapshot_line(row: dict[str, Any]) -> str:
     icon = {"ok": ":white_check_mark:", "running": ":hourglass_flowing_sand:"}.get(
         row["status"], ":x:"

@@ -32,6 +32,7 @@ class Services:
         self.settings = settings
         self.catalog = catalog or Catalog(settings.state)
         self.snapshots = Snapshots(settings, self.catalog)
+        self.snapshots.on_damage = self._announce_damage
         self.slack = slack
         self.jobs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
         self._build_lock = threading.RLock()
@@ -184,6 +185,15 @@ class Services:
                 raise
 
         return self.jobs.submit(job)
+
+    def _announce_damage(self, row: dict[str, Any], found_by: str) -> None:
+        """A damaged backup is news for the whole channel, whoever found it."""
+        good = self.catalog.list_snapshots(
+            limit=1, database=row["database"], status="ok", environment=row["environment"]
+        )
+        Message(self.slack, self.settings.channel).post(
+            *messages.snapshot_damaged(row, found_by, good[0] if good else None)
+        )
 
     def recover(self) -> list[dict[str, Any]]:
         """After a restart: close out snapshots that were running and say so in Slack."""

@@ -66,6 +66,8 @@ class Snapshots:
         self._storage = storage
         self._identity: Any = None
         self._identity_loaded = False
+        # told of every damaged artifact found (Services posts it to the channel)
+        self.on_damage: Callable[[dict[str, Any], str], None] | None = None
 
     @property
     def storage(self) -> Storage:
@@ -460,6 +462,8 @@ class Snapshots:
         self.catalog.update_snapshot(row["id"], status=CORRUPT, error=str(exc))
         self.catalog.audit(actor, "snapshot.damaged", row["id"], found_by=found_by, error=str(exc))
         log.warning("snapshot %s is damaged (found by %s): %s", row["id"], found_by, exc)
+        if self.on_damage is not None:
+            self.on_damage({**row, "status": CORRUPT, "error": str(exc)}, found_by)
         return exc
 
     def _intact(self, row: dict[str, Any]) -> bool:

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,20 @@ def test_a_note_full_of_mentions_still_fits_slacks_limits(bot):
     assert "<!channel>" not in bot.slack.all_text()
     refused = [c for c in bot.slack.calls() if c["response"] and not c["response"].get("ok")]
     assert refused == []
+
+
+def test_a_damaged_snapshot_found_by_verify_is_announced(bot):
+    snap = bot.services.snapshots.take(requested_by="U1")
+    good = bot.services.snapshots.take(requested_by="U1")
+    path = Path(snap["location"])
+    path.write_bytes(path.read_bytes()[:-100])  # truncated on disk
+    bot.slack.clear()
+    bot.command(f"verify {snap['id'][:-1]}", user_id="U2")  # a unique prefix will do
+    reply = bot.slack.wait_for(lambda c: c["method"] == "response_url", timeout=20)
+    assert "failed verification" in reply["params"]["text"]
+    post = bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "is damaged" in c["params"]["text"]
+    )
+    assert post["params"]["channel"] == "CATLAS"
+    assert good["id"] in str(post["params"]["blocks"])  # what to use instead
+    assert bot.services.catalog.get_snapshot(snap["id"])["status"] == "corrupt"
