@@ -636,16 +636,26 @@ class Snapshots:
         abort did not get through). Returns the newly interrupted snapshots."""
         rows = self.catalog.stale_running(stale_after_s)
         for row in rows:
+            # the unfinished write, even if the process died before recording its name
+            gone = self._discard_unfinished(row["storage_key"])
             self.catalog.finish_snapshot(
                 row["id"],
                 INTERRUPTED,
                 error="Atlas stopped while this snapshot was running; nothing was kept.",
+                **({"pending_ref": None} if gone else {}),
             )
             self.catalog.audit("atlas", "snapshot.interrupted", row["id"])
         for row in self.catalog.left_behind():
             if self._discard(row["pending_ref"]):
                 self.catalog.update_snapshot(row["id"], pending_ref=None)
         return [self.catalog.get_snapshot(r["id"]) for r in rows]
+
+    def _discard_unfinished(self, key: str) -> bool:
+        try:
+            return self.storage.discard_unfinished(key)
+        except AtlasError as exc:
+            log.warning("cannot remove the unfinished write of %s yet: %s", key, exc)
+            return False
 
     def _discard(self, ref: str) -> bool:
         try:

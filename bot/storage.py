@@ -65,6 +65,7 @@ class Storage(Protocol):
     def stat(self, key: str) -> StoredObject | None: ...
     def delete(self, key: str) -> None: ...
     def discard_pending(self, pending_ref: str) -> bool: ...
+    def discard_unfinished(self, key: str) -> bool: ...
     def pending(self, prefix: str) -> Iterator[Pending]: ...
     def expected_etag(self, writer: ArtifactWriter) -> str | None: ...
 
@@ -340,6 +341,14 @@ class LocalStorage:
         except OSError:
             return False
         return True
+
+    def discard_unfinished(self, key: str) -> bool:
+        """Remove every unfinished write of `key`, recorded or not (a process killed
+        between opening the file and recording its name leaves one nobody knows)."""
+        path = self._path(key)
+        return all(
+            self.discard_pending(str(p)) for p in path.parent.glob(f".{path.name}.*.partial")
+        )
 
     def pending(self, prefix: str) -> Iterator[Pending]:
         """Hidden `.partial` files under `prefix`: writes that never finished."""
@@ -652,6 +661,14 @@ class S3Storage:
     def discard_pending(self, pending_ref: str) -> bool:
         key, _, upload_id = pending_ref.partition("\n")
         return not upload_id or _abort_upload(self.client, self.bucket, key, upload_id)
+
+    def discard_unfinished(self, key: str) -> bool:
+        """Abort every open upload of `key`, recorded or not."""
+        try:
+            found = [p for p in self.pending(key) if p.ref.split("\n")[0] == self._key(key)]
+        except AtlasError:
+            return False
+        return all(self.discard_pending(p.ref) for p in found)
 
     def pending(self, prefix: str) -> Iterator[Pending]:
         """Open multipart uploads under `prefix`: they cost money and no object listing
