@@ -119,7 +119,10 @@ def prune(
             log.error("cannot delete %s: %s", d.snapshot_id, exc)
             services.catalog.audit(actor, "snapshot.prune_failed", d.snapshot_id, error=str(exc))
             continue
-        services.catalog.update_snapshot(d.snapshot_id, status=DELETED, error=f"pruned: {d.reason}")
+        why = f"pruned: {d.reason}"
+        if row.get("error"):  # a failure's reason outlives its pruning
+            why += f"; it had failed: {row['error']}"
+        services.catalog.update_snapshot(d.snapshot_id, status=DELETED, error=why)
         services.catalog.audit(actor, "snapshot.pruned", d.snapshot_id, reason=d.reason)
     return decisions
 

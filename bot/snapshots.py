@@ -637,7 +637,7 @@ class Snapshots:
         rows = self.catalog.stale_running(stale_after_s)
         for row in rows:
             # the unfinished write, even if the process died before recording its name
-            gone = self._discard_unfinished(row["storage_key"])
+            gone = bool(row.get("storage_key")) and self._discard_unfinished(row["storage_key"])
             self.catalog.finish_snapshot(
                 row["id"],
                 INTERRUPTED,
