@@ -14,12 +14,12 @@ from typing import Any
 
 import click
 
-from bot import messages
+from bot.backup.snapshots import Progress as SnapProgress
 from bot.config import load_settings
 from bot.errors import AtlasError
 from bot.redaction import install_logging, redact_value
+from bot.report import messages
 from bot.services import Services
-from bot.snapshots import Progress as SnapProgress
 
 _stderr: Any = None
 
@@ -439,7 +439,7 @@ def drills(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def prune(dry_run: bool, as_json: bool) -> None:
     """Apply the retention policy (ATLAS_RETENTION_DAYS and keep-daily/weekly/monthly)."""
-    from bot import housekeeping
+    from bot.ops import housekeeping
 
     try:
         decisions = housekeeping.prune(_services(), dry_run=dry_run, actor=_operator())
@@ -519,7 +519,7 @@ def unkeep(snapshot_id: str) -> None:
 @click.option("--no-provider", is_flag=True, help="Skip the provider (RDS) check.")
 def status(as_json: bool, no_provider: bool) -> None:
     """The backup checklist with live facts; exits 1 when anything is ❌ (gate deploys on it)."""
-    from bot import status as st
+    from bot.ops import status as st
 
     try:
         lines = st.evaluate(st.gather(_services(), check_provider=not no_provider, surface="cli"))
@@ -542,7 +542,7 @@ def keygen(output: str) -> None:
     """Create an age key for encryption at rest; point ATLAS_ENCRYPTION_KEY_FILE at it."""
     import os
 
-    from bot.crypto import generate_identity
+    from bot.store.crypto import generate_identity
 
     secret, recipient = generate_identity()
     try:
@@ -585,7 +585,7 @@ def audit(limit: int, as_json: bool) -> None:
 @click.option("--port", default=None, type=int, help="HTTP port (default: $PORT or 3000).")
 def serve(force_http: bool, host: str, port: int | None) -> None:
     """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP."""
-    from bot.app import run
+    from bot.slack.app import run
 
     try:
         run(load_settings(), force_http=force_http, host=host, port=port)

@@ -7,18 +7,18 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from bot import messages
+from bot.backup.snapshots import Progress, Snapshots
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
-from bot.notify import Message, make_client
-from bot.snapshots import Progress, Snapshots
+from bot.report import messages
+from bot.slack.client import Message, make_client
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
 
-    from bot.approval_flow import ApprovalFlow
-    from bot.restores import Restores
+    from bot.approval.flow import ApprovalFlow
+    from bot.restore.restores import Restores
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Services:
     def restores(self) -> Restores:
         with self._build_lock:
             if self._restores is None:
-                from bot.restores import Restores
+                from bot.restore.restores import Restores
 
                 self._restores = Restores(self.settings, self.catalog, self.snapshots)
             return self._restores
@@ -54,7 +54,7 @@ class Services:
     def flow(self) -> ApprovalFlow:
         with self._build_lock:
             if self._flow is None:
-                from bot.approval_flow import ApprovalFlow
+                from bot.approval.flow import ApprovalFlow
 
                 self._flow = ApprovalFlow(self)
             return self._flow
@@ -130,7 +130,7 @@ class Services:
 
     def provider_snapshot(self, row: dict[str, Any], msg: Message) -> dict[str, Any]:
         """`--provider`: also start an RDS snapshot, named after ours."""
-        from bot import provider
+        from bot.ops import provider
 
         ident = self.settings.rds_cluster or self.settings.rds_instance or ""
         try:

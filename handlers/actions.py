@@ -6,8 +6,9 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
-from bot import access, messages
 from bot.errors import AtlasError
+from bot.policy import access
+from bot.report import messages
 from bot.services import Services
 
 

@@ -1,4 +1,4 @@
-"""Pure unit tests for bot.approvals: what one Slack reaction does to an approval request."""
+"""Pure unit tests for bot.policy.approvals: what one Slack reaction does to an approval request."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from bot import approvals as ap
-from bot.approvals import Outcome, Policy, Request, approvals, is_expired, on_reaction
+from bot.policy import approvals as ap
+from bot.policy.approvals import Outcome, Policy, Request, approvals, is_expired, on_reaction
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EXPIRES = NOW + timedelta(minutes=30)

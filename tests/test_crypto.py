@@ -1,4 +1,4 @@
-"""bot.crypto: streaming age encryption of artifacts, keys from the environment, age interop."""
+"""bot.store.crypto: streaming age encryption of artifacts, keys from the environment, age interop."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bot import crypto
 from bot.errors import AtlasError
-from bot.storage import LocalStorage, StoredObject
+from bot.store import crypto
+from bot.store.storage import LocalStorage, StoredObject
 
 MiB = 1 << 20
 AGE = shutil.which("age")

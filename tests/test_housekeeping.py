@@ -27,12 +27,12 @@ import pytest
 from apscheduler.events import EVENT_JOB_EXECUTED
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import housekeeping, status
 from bot.config import load_settings
-from bot.crypto import generate_identity
 from bot.errors import AtlasError
-from bot.scheduler import Scheduler
+from bot.ops import housekeeping, status
+from bot.ops.scheduler import Scheduler
 from bot.services import Services
+from bot.store.crypto import generate_identity
 from tests.helpers import services_for, settings_for, storage_files
 from tests.slackbot import SECRET, Bot, start_bot
 from tests.support import pick_free_port
@@ -297,7 +297,7 @@ def test_failing_scheduled_snapshot_is_loud(pg_db, tmp_path, slack_api):
 LEASE_PROBE = """
 import json, sys
 from bot.config import load_settings
-from bot.scheduler import Scheduler
+from bot.ops.scheduler import Scheduler
 from bot.services import Services
 s = Scheduler(Services(load_settings()))
 print(json.dumps({"leader": s.leader(), "owner": s.owner}))

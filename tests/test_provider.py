@@ -10,9 +10,9 @@ import boto3
 import botocore.config
 import pytest
 
-from bot import provider
 from bot.errors import AtlasError
-from bot.provider import ProviderStatus, check, evaluate, snapshot_identifier, start_snapshot
+from bot.ops import provider
+from bot.ops.provider import ProviderStatus, check, evaluate, snapshot_identifier, start_snapshot
 from tests.support import pick_free_port
 from tests.support.rds import (
     RDS_REGION,

@@ -1,4 +1,4 @@
-"""Drill reminders (bot.reminders): pure date logic, so every case is a plain function call."""
+"""Drill reminders (bot.policy.reminders): pure date logic, so every case is a plain function call."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.reminders import DrillPolicy, Reminder, deadline, owed, parse_every, reminder_text
+from bot.policy.reminders import DrillPolicy, Reminder, deadline, owed, parse_every, reminder_text
 
 BERLIN = ZoneInfo("Europe/Berlin")
 QUARTERLY = DrillPolicy()

@@ -9,7 +9,7 @@ import pytest
 
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn
-from bot.restores import _Input, guard_not_production, identity
+from bot.restore.restores import _Input, guard_not_production, identity
 from tests.helpers import add_bulk, services_for, settings_for
 from tests.support.pg import fill_sample
 
@@ -497,7 +497,7 @@ def test_damage_a_drill_finds_is_recorded_and_the_next_drill_avoids_it(pg, env):
     damaged = services.catalog.audit_log(subject=snap["id"])[0]
     assert damaged["action"] == "snapshot.damaged" and drill["id"] in damaged["detail"]
 
-    from bot import status
+    from bot.ops import status
 
     lines = {ln.key: ln for ln in status.evaluate(status.gather(services, check_provider=False))}
     assert older["id"] in lines[f"snapshot:{row['database']}"].detail  # the last good one

@@ -1,4 +1,4 @@
-"""Pure unit tests for bot.retention: no PostgreSQL, no S3, no Slack, no catalog."""
+"""Pure unit tests for bot.policy.retention: no PostgreSQL, no S3, no Slack, no catalog."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.retention import Decision, RetentionPolicy, plan, summary
+from bot.policy.retention import Decision, RetentionPolicy, plan, summary
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

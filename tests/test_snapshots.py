@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.backup.snapshots import Snapshots
 from bot.catalog import Catalog
 from bot.errors import AtlasError, Busy, NotFound
-from bot.snapshots import Snapshots
 from tests.helpers import add_bulk, restore_counts, settings_for, storage_files
 from tests.support.pg import fill_sample
 from tests.support.s3 import list_keys
@@ -182,7 +182,7 @@ def test_truncated_or_tampered_artifact_fails_verify(pg, pg_db, pg_url, tmp_path
 
 def test_archive_check_catches_truncation_that_pg_restore_list_misses(pg, pg_db, pg_url, tmp_path):
     """Why verification reads the whole archive: `pg_restore --list` passes a cut-off dump."""
-    from bot.pipeline import ArchiveCheck
+    from bot.backup.pipeline import ArchiveCheck
 
     fill_sample(pg_url, rows=3000)
     settings = settings_for(pg_url, tmp_path)
@@ -296,7 +296,7 @@ def test_full_disk_is_a_clear_failure_with_no_partial_file(pg, pg_db, pg_url, tm
 
 def test_s3_storage_uses_aws_region(s3_env, monkeypatch):
     """boto3 alone reads only AWS_DEFAULT_REGION; the documented AWS_REGION must win."""
-    from bot.storage import S3Storage
+    from bot.store.storage import S3Storage
 
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.setenv("AWS_REGION", "eu-west-3")

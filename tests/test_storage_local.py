@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.backup.pump import Pump
 from bot.errors import AtlasError
-from bot.pump import Pump
-from bot.storage import CHUNK, LocalStorage, LocalWriter
+from bot.store.storage import CHUNK, LocalStorage, LocalWriter
 
 
 def _partial(tmp_path: Path) -> Path:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bot import access, messages
+from bot.backup.snapshots import artifact_key
 from bot.config import DatabaseTarget, Settings, load_settings
 from bot.errors import AtlasError
 from bot.pg import Conn, find_tool, redact
-from bot.snapshots import artifact_key
+from bot.policy import access
+from bot.report import messages
 
 
 @pytest.fixture(autouse=True)
@@ -147,7 +148,7 @@ def test_conn_parse_invalid_url_is_atlas_error_without_password() -> None:
     assert "hunter22" not in str(info.value)
 
 
-# -- bot.messages ----------------------------------------------------------------------------
+# -- bot.report.messages ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("markup", ["<!channel>", "<!here>", "<@U123>", "<!everyone>"])
@@ -214,7 +215,7 @@ def test_human_seconds(s: float | None, expected: str) -> None:
     assert messages.human_seconds(s) == expected
 
 
-# -- bot.access ------------------------------------------------------------------------------
+# -- bot.policy.access ------------------------------------------------------------------------------
 
 
 def test_may_run_without_allow_list_lets_everyone() -> None:
@@ -457,7 +458,7 @@ def test_find_tool_real_bindir(tool: str) -> None:
     assert int(version.split(".")[0]) >= 15
 
 
-# -- bot.snapshots.artifact_key --------------------------------------------------------------
+# -- bot.backup.snapshots.artifact_key --------------------------------------------------------------
 
 
 def test_artifact_key_keeps_environment_and_database_apart() -> None:

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bot import messages, reminders, retention
 from bot.catalog import DELETED, now
 from bot.errors import AtlasError
-from bot.notify import Message
+from bot.policy import reminders, retention
+from bot.report import messages
+from bot.slack.client import Message
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -129,7 +130,7 @@ def prune(
 
 def provider_check(services: Services, at: datetime | None = None) -> Any:
     """Read the provider's automated-backup settings; alert the channel once a day if out of policy."""
-    from bot import provider
+    from bot.ops import provider
 
     st = services.settings
     ident = st.rds_cluster or st.rds_instance

@@ -8,8 +8,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.messages import fit
 from bot.redaction import redact, redact_value
+from bot.report.messages import fit
 
 if TYPE_CHECKING:  # slack_sdk is imported only when Slack is configured: CLI start-up stays fast
     from slack_sdk import WebClient

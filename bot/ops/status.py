@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtlasError
-from bot.messages import human_seconds
 from bot.pg import Conn
+from bot.report.messages import human_seconds
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -237,7 +237,8 @@ def gather(
     check_provider: bool = True,
     surface: str = "slack",
 ) -> Facts:
-    from bot import housekeeping, retention
+    from bot.ops import housekeeping
+    from bot.policy import retention
 
     st = services.settings
     now = at or datetime.now(UTC)

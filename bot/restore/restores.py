@@ -25,14 +25,14 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from bot import manifest, pipeline
+from bot.backup import manifest, pipeline
+from bot.backup.pump import Pump
+from bot.backup.snapshots import Snapshots
 from bot.catalog import Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Refused
 from bot.pg import Conn, find_tool, first_line, redact
-from bot.pump import Pump
-from bot.snapshots import Snapshots
-from bot.storage import CHUNK, Storage
+from bot.store.storage import CHUNK, Storage
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot import approvals, messages
 from bot.catalog import now, owner_id, pid_alive
 from bot.errors import AtlasError, Refused
-from bot.notify import Message, slack_errors
 from bot.pg import Conn
-from bot.restores import guard_not_production
+from bot.policy import approvals
+from bot.report import messages
+from bot.restore.restores import guard_not_production
+from bot.slack.client import Message, slack_errors
 
 if TYPE_CHECKING:
     from bot.services import Services

@@ -19,12 +19,12 @@ from typing import IO, Any
 
 import psycopg
 
-from bot import manifest, pipeline
+from bot.backup import manifest, pipeline
 from bot.catalog import FAILED, INTERRUPTED, OK, RUNNING, Catalog, now
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, NotFound
 from bot.pg import Conn, find_tool, redact, server_info, warm_tool_versions
-from bot.storage import ArtifactWriter, Storage, StoredObject, open_storage
+from bot.store.storage import ArtifactWriter, Storage, StoredObject, open_storage
 from bot.text import clean_text
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Snapshots:
         if not self._identity_loaded:
             st = self.settings
             if st.encryption_key is not None or st.encryption_key_file is not None:
-                from bot import crypto  # pyrage only when a key is set
+                from bot.store import crypto  # pyrage only when a key is set
 
                 env = {}
                 if st.encryption_key is not None:
@@ -219,7 +219,7 @@ class Snapshots:
             stored = self.storage.writer(key)
             writer: ArtifactWriter = stored
             if identity is not None:
-                from bot.crypto import EncryptingWriter
+                from bot.store.crypto import EncryptingWriter
 
                 writer = EncryptingWriter(stored, identity)
             opened.append(_Committable(writer, stored))

@@ -81,7 +81,7 @@ def families(facts: list[DatabaseFacts]) -> list[Metric]:
 
 
 def gather(services: Services, now: datetime | None = None) -> list[DatabaseFacts]:
-    from bot import housekeeping
+    from bot.ops import housekeeping
 
     now = now or datetime.now(UTC)
     out = []

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from bot.backup.pump import Pump
 from bot.config import aws_region
 from bot.errors import AtlasError, NotFound
-from bot.pump import Pump
 
 CHUNK = 1 << 20
 

@@ -16,8 +16,8 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot import housekeeping
 from bot.catalog import owner_id
+from bot.ops import housekeeping
 from bot.services import Services
 
 log = logging.getLogger(__name__)

@@ -90,7 +90,7 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") == "/metrics":
-            from bot import metrics
+            from bot.ops import metrics
 
             try:
                 data, kind = metrics.render(services)
@@ -135,7 +135,7 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
 def run(
     settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
 ) -> None:
-    from bot import scheduler
+    from bot.ops import scheduler
 
     services = Services.from_settings(settings)
     app = build_app(services)

@@ -19,10 +19,10 @@ from typing import Any
 
 import zstandard
 
+from bot.backup.pump import Pump
 from bot.errors import AtlasError, Damaged
 from bot.pg import redact
-from bot.pump import Pump
-from bot.storage import CHUNK, ArtifactWriter, Storage
+from bot.store.storage import CHUNK, ArtifactWriter, Storage
 
 Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
 
@@ -330,7 +330,7 @@ def read_artifact(
 
     chunks: Iterable[bytes] = stored_chunks()
     if identity is not None:
-        from bot.crypto import decrypt_chunks
+        from bot.store.crypto import decrypt_chunks
 
         chunks = decrypt_chunks(identity, chunks)
     try:

@@ -1,0 +1,247 @@
+"""The records Atlas keeps, each declared once, and the one vocabulary of their statuses.
+
+A field's declaration says where it goes: every field is a catalog column; `public`
+fields are what `--json` prints; `sidecar` fields are written next to the artifact. The
+catalog's columns, the JSON output and the sidecar are all derived from here, so a new
+field is one line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+
+class SnapshotStatus(StrEnum):
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CORRUPT = "corrupt"  # its artifact failed a checksum: never restorable
+    DELETED = "deleted"  # pruned by retention
+
+
+class RequestStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class DrillStatus(StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class Kind(StrEnum):
+    """What a restore job does: a staging refresh, or a drill into a scratch database."""
+
+    RESTORE = "restore"
+    DRILL = "drill"
+
+
+# -- field declarations ----------------------------------------------------------------------
+
+JSON = "json"  # stored as JSON text in the catalog
+
+
+def col(
+    sql: type | str = str, *, public: bool = False, sidecar: bool = False, default: Any = None
+) -> Any:
+    """A record field: its catalog column type (`JSON` for lists and dicts), and whether it
+    is in `--json` output (`public`) and in the sidecar."""
+    meta = {"sql": sql, "public": public, "sidecar": sidecar}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def columns(record: type) -> dict[str, Any]:
+    """{column: type} for the catalog, in declaration order."""
+    return {
+        f.name: (str if f.metadata["sql"] == JSON else f.metadata["sql"])
+        for f in dataclasses.fields(record)
+    }
+
+
+def names(record: type, flag: str) -> list[str]:
+    return [f.name for f in dataclasses.fields(record) if f.metadata.get(flag)]
+
+
+R = TypeVar("R")
+
+
+def to_row(record: Any) -> dict[str, Any]:
+    """The record as catalog column values: JSON fields encoded, flags as 0/1."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if f.metadata["sql"] == JSON:
+            value = json.dumps(_plain(value), sort_keys=True) if value is not None else None
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, StrEnum):
+            value = str(value)
+        out[f.name] = value
+    return out
+
+
+def from_row(record: type[R], row: dict[str, Any]) -> R:
+    """A record from a catalog row; columns it does not declare are ignored (a newer
+    catalog read by an older Atlas), and missing ones take their default."""
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]  # R is a dataclass
+        if f.name not in row:
+            continue
+        value = row[f.name]
+        if f.metadata["sql"] == JSON and isinstance(value, str):
+            value = json.loads(value)
+        elif f.type in ("bool", bool) and value is not None:
+            value = bool(value)
+        kwargs[f.name] = value
+    return record(**kwargs)
+
+
+def public(record: Any) -> dict[str, Any]:
+    """What `--json` prints: the public fields, flags as 0/1 as they always were."""
+    out = {}
+    for f in dataclasses.fields(record):
+        if f.metadata.get("public"):
+            value = getattr(record, f.name)
+            out[f.name] = int(value) if isinstance(value, bool) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# -- the records -----------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Snapshot:
+    """One backup: the catalog row, the `--json` object and (in part) the sidecar."""
+
+    id: str = col(public=True, sidecar=True)
+    database: str = col(public=True, sidecar=True)  # Atlas's name for it
+    dbname: str | None = col(public=True, sidecar=True)  # the server's name for it
+    environment: str = col(public=True, sidecar=True, default="production")
+    status: SnapshotStatus = col(public=True, default=SnapshotStatus.RUNNING)
+    source: str | None = col(public=True)  # cli | slack | schedule | rescan
+    requested_by: str | None = col(public=True, sidecar=True)
+    note: str = col(public=True, sidecar=True, default="")
+    started_at: str | None = col(public=True, sidecar=True)
+    finished_at: str | None = col(public=True)
+    heartbeat_at: str | None = col()
+    owner: str | None = col()  # host:pid of the process taking it
+    duration_s: float | None = col(float, public=True)
+    dump_s: float | None = col(float)
+    size_bytes: int | None = col(int, public=True, sidecar=True)  # stored, compressed
+    raw_size_bytes: int | None = col(int, public=True, sidecar=True)  # the plain dump
+    sha256: str | None = col(public=True, sidecar=True)  # of the stored bytes
+    toc_bytes: int | None = col(int, sidecar=True)  # the dump's start holding all its SQL
+    toc_sha256: str | None = col(sidecar=True)
+    storage_key: str | None = col(public=True)
+    location: str | None = col(public=True)
+    pending_ref: str | None = col()  # an unfinished write to clean up
+    pg_dump_version: str | None = col(public=True, sidecar=True)
+    server_version: str | None = col(public=True, sidecar=True)
+    encryption: str = col(public=True, sidecar=True, default="none")  # none | age
+    compression: str = col(public=True, sidecar=True, default="zstd")
+    manifest: dict[str, Any] | None = col(JSON)  # tables and row counts, sequences, extensions
+    error: str | None = col(public=True)
+    verified_at: str | None = col(public=True, sidecar=True)
+    slack_channel: str | None = col()
+    slack_ts: str | None = col()
+    pinned: bool = col(int, public=True, default=False)
+    provider_snapshot: str | None = col(public=True)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One app-flow check after a restore."""
+
+    name: str
+    passed: bool
+    detail: str
+    seconds: float
+
+
+@dataclass(kw_only=True)
+class Drill:
+    """A restore job's record: a drill into a scratch database, or a staging refresh."""
+
+    id: str = col(public=True)
+    kind: Kind = col(public=True)
+    request_id: str | None = col(public=True)
+    snapshot_id: str = col(public=True)
+    database: str = col(public=True)
+    target: str | None = col(public=True)
+    scratch_db: str | None = col(public=True)
+    scratch_dropped: bool | None = col(int, public=True)  # None: no scratch database
+    cleanup_error: str | None = col(public=True)  # why the scratch database is not dropped yet
+    status: DrillStatus = col(public=True, default=DrillStatus.RUNNING)
+    requested_by: str | None = col(public=True)
+    approved_by: list[str] = col(JSON, public=True, default=[])
+    started_at: str | None = col(public=True)
+    finished_at: str | None = col(public=True)
+    download_s: float | None = col(float, public=True)  # checked before restoring
+    restore_s: float | None = col(float, public=True)
+    verify_s: float | None = col(float, public=True)
+    total_s: float | None = col(float, public=True)  # the time to restore
+    checks: list[CheckResult] = col(JSON, public=True, default=[])
+    problems: list[str] = col(JSON, public=True, default=[])
+    error: str | None = col(public=True)
+    kept: bool = col(int, public=True, default=False)
+    owner: str | None = col()
+
+    def __post_init__(self) -> None:
+        self.checks = [CheckResult(**c) if isinstance(c, dict) else c for c in self.checks]
+
+
+@dataclass(kw_only=True)
+class Request:
+    """A restore or drill asked for in the channel, waiting for approvals."""
+
+    id: str = col()
+    kind: Kind = col()
+    snapshot_id: str = col()
+    database: str = col()
+    requested_by: str = col()
+    created_at: str = col()
+    expires_at: str = col()
+    required: int = col(int, default=1)
+    approvers: list[str] = col(JSON, default=[])  # resolved when the request was made
+    status: RequestStatus = col(default=RequestStatus.PENDING)
+    channel: str | None = col()
+    ts: str | None = col()
+    decided_at: str | None = col()
+    approved_by: list[str] = col(JSON, default=[])
+    reason: str | None = col()
+    owner: str | None = col()
+    job_started_at: str | None = col()
+    drill_id: str | None = col()
+
+
+@dataclass(kw_only=True)
+class AuditEntry:
+    """One line of the append-only record of who did what."""
+
+    id: int | None = col(int, public=True)
+    at: str = col(public=True)
+    actor: str = col(public=True)
+    action: str = col(public=True)
+    subject: str = col(public=True)
+    detail: dict[str, Any] = col(JSON, public=True, default={})
