@@ -14,9 +14,11 @@ from typing import Any
 
 import click
 
-from bot.backup.snapshots import Progress as SnapProgress
+from bot import records
+from bot.backup.take import DumpProgress
 from bot.config import load_settings
 from bot.errors import AtlasError
+from bot.records import Drill, DrillStatus, Kind, Snapshot
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
 from bot.services import Services
@@ -54,39 +56,17 @@ def _out() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=250)
 
 
-PUBLIC_FIELDS = [
-    "id",
-    "database",
-    "dbname",
-    "environment",
-    "status",
-    "source",
-    "requested_by",
-    "note",
-    "started_at",
-    "finished_at",
-    "duration_s",
-    "size_bytes",
-    "raw_size_bytes",
-    "sha256",
-    "storage_key",
-    "location",
-    "server_version",
-    "pg_dump_version",
-    "compression",
-    "encryption",
-    "verified_at",
-    "error",
-    "pinned",
-    "provider_snapshot",
-]
-
-
-def public(row: dict[str, Any]) -> dict[str, Any]:
-    out = {k: row.get(k) for k in PUBLIC_FIELDS}
-    if row.get("manifest"):
-        out["manifest"] = json.loads(row["manifest"])
+def snapshot_json(snap: Snapshot) -> dict[str, Any]:
+    """A snapshot as `--json` prints it: the public fields, and the manifest when there is
+    one (as it always was)."""
+    out = records.public(snap)
+    if snap.manifest:
+        out["manifest"] = snap.manifest
     return out
+
+
+def drill_json(drill: Drill) -> dict[str, Any]:
+    return records.public(drill)
 
 
 def _services() -> Services:
@@ -188,15 +168,15 @@ def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> 
         _fail(exc, as_json)
         return
     if as_json:
-        _json(public(row))
+        _json(snapshot_json(row))
     else:
         err().print(
-            f"[green]ok[/] {messages.human_bytes(row['size_bytes'])} in "
-            f"{messages.human_seconds(row['duration_s'])}, sha256 {row['sha256'][:12]}, "
-            f"{escape(row['location'])}",
+            f"[green]ok[/] {messages.human_bytes(row.size_bytes)} in "
+            f"{messages.human_seconds(row.duration_s)}, sha256 {(row.sha256 or '')[:12]}, "
+            f"{escape(row.location or '')}",
             highlight=False,
         )
-        click.echo(row["id"])
+        click.echo(row.id)
 
 
 class _progress_bar:
@@ -206,7 +186,7 @@ class _progress_bar:
         self.enabled = enabled
         self.bar: Any = None
 
-    def __enter__(self) -> Callable[[SnapProgress], None]:
+    def __enter__(self) -> Callable[[DumpProgress], None]:
         if not self.enabled:
             return lambda p: None
         from rich.progress import (
@@ -229,7 +209,7 @@ class _progress_bar:
         self.bar.start()
         task = self.bar.add_task("dump", total=None, stored="0 B")
 
-        def update(p: SnapProgress) -> None:
+        def update(p: DumpProgress) -> None:
             assert self.bar is not None
             self.bar.update(
                 task, completed=p.raw_bytes, stored=messages.human_bytes(p.stored_bytes)
@@ -249,26 +229,26 @@ class _progress_bar:
 def list_(limit: int, database: str | None, as_json: bool) -> None:
     """Recent snapshots, newest first."""
     try:
-        rows = _services().snapshots.list(limit=limit, database=database)
+        rows = _services().snapshots.recent(limit=limit, database=database)
     except AtlasError as exc:
         _fail(exc, as_json)
         return
     if as_json:
-        _json([public(r) for r in rows])
+        _json([snapshot_json(r) for r in rows])
         return
     from rich.table import Table
 
     table = Table("id", "database", "env", "status", "size", "started (UTC)", "kept", "note")
     for r in rows:
         table.add_row(
-            r["id"],
-            r["database"],
-            r["environment"],
-            r["status"],
-            messages.human_bytes(r["size_bytes"]) if r.get("size_bytes") else "",
-            _when(r.get("started_at")),
-            "pinned" if r.get("pinned") else "",
-            escape((r.get("note") or "")[:40]),
+            r.id,
+            r.database,
+            r.environment,
+            r.status,
+            messages.human_bytes(r.size_bytes) if r.size_bytes else "",
+            _when(r.started_at),
+            "pinned" if r.pinned else "",
+            escape((r.note or "")[:40]),
         )
     _out().print(table)
 
@@ -284,9 +264,9 @@ def show(snapshot_id: str, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        _json(public(row))
+        _json(snapshot_json(row))
         return
-    doc = public(row)
+    doc = snapshot_json(row)
     manifest = doc.pop("manifest", None) or {}
     width = max(len(k) for k in doc)
     for key, value in doc.items():
@@ -310,14 +290,15 @@ def show(snapshot_id: str, as_json: bool) -> None:
 def verify(snapshot_id: str, as_json: bool) -> None:
     """Re-read a stored snapshot: size, checksums, and the archive read through to its end."""
     try:
-        row = _services().snapshots.verify(snapshot_id, actor=_operator())
+        done = _services().reader.verify(snapshot_id, actor=_operator())
     except AtlasError as exc:
         _fail(exc, as_json, {"id": snapshot_id})
         return
     if as_json:
-        _json({**public(row), "verify_s": round(row["verify_s"], 3)})
+        _json({**snapshot_json(done.snapshot), "verify_s": round(done.seconds, 3)})
     else:
-        click.echo(f"ok {snapshot_id}: {row['size_bytes']} bytes, sha256 {row['sha256']}")
+        snap = done.snapshot
+        click.echo(f"ok {snap.id}: {snap.size_bytes} bytes, sha256 {snap.sha256}")
 
 
 @main.command()
@@ -327,44 +308,36 @@ def verify(snapshot_id: str, as_json: bool) -> None:
 def fetch(snapshot_id: str, output: str, force: bool) -> None:
     """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore."""
     try:
-        row = _services().snapshots.fetch(snapshot_id, output, force=force)
+        row = _services().reader.fetch(snapshot_id, output, force=force)
     except AtlasError as exc:
         _fail(exc, False)
         return
     if output != "-":
         err().print(
-            f"wrote {output} ({messages.human_bytes(row['raw_size_bytes'])}, checksums ok). "
+            f"wrote {output} ({messages.human_bytes(row.raw_size_bytes)}, checksums ok). "
             f'Restore: pg_restore --clean --if-exists --no-owner --no-acl --dbname "$STAGING_DATABASE_URL" {output}',
             highlight=False,
             markup=False,
         )
 
 
-def _drill_public(d: dict[str, Any]) -> dict[str, Any]:
-    out = dict(d)
-    for key in ("checks", "problems", "approved_by"):
-        out[key] = json.loads(d.get(key) or "[]")
-    out.pop("owner", None)
-    return out
-
-
-def _restore_command(kind: str, snapshot_id: str | None, yes: bool, as_json: bool) -> None:
+def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bool) -> None:
     try:
         services = _services()
         snap = services.restores.pick_snapshot(snapshot_id)
         _, staging = services.restores.staging_for(snap)
         where = (
             f"a new scratch database on {staging.describe().rsplit('/', 1)[0]}"
-            if kind == "drill"
+            if kind == Kind.DRILL
             else f"{staging.describe()} (its current content is replaced)"
         )
         if not yes:
             if not sys.stdin.isatty():
                 raise AtlasError(f"Refusing to {kind} without confirmation.", "pass --yes")
-            click.confirm(f"{kind.title()} snapshot {snap['id']} into {where}?", abort=True)
+            click.confirm(f"{kind.title()} snapshot {snap.id} into {where}?", abort=True)
         drill = services.restores.run(
             kind=kind,
-            snap_id=snap["id"],
+            snap_id=snap.id,
             requested_by=_operator(),
             approved_by=["cli --yes" if yes else "cli confirm"],
         )
@@ -372,18 +345,16 @@ def _restore_command(kind: str, snapshot_id: str | None, yes: bool, as_json: boo
         _fail(exc, as_json, {"snapshot_id": snapshot_id})
         return
     if as_json:
-        _json(_drill_public(drill))
+        _json(drill_json(drill))
     else:
-        click.echo(
-            f"{drill['id']}: {drill['status']} in {messages.human_seconds(drill.get('total_s'))}"
-        )
-        for c in json.loads(drill.get("checks") or "[]"):
-            click.echo(f"  {'ok  ' if c['passed'] else 'FAIL'} {c['name']}: {c['detail']}")
-        for p in json.loads(drill.get("problems") or "[]"):
+        click.echo(f"{drill.id}: {drill.status} in {messages.human_seconds(drill.total_s)}")
+        for c in drill.checks:
+            click.echo(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
+        for p in drill.problems:
             click.echo(f"  problem: {p}")
-        if drill.get("error"):
-            click.echo(f"  error: {drill['error']}")
-    if drill["status"] != "passed":
+        if drill.error:
+            click.echo(f"  error: {drill.error}")
+    if drill.status != DrillStatus.PASSED:
         sys.exit(1)
 
 
@@ -393,7 +364,7 @@ def _restore_command(kind: str, snapshot_id: str | None, yes: bool, as_json: boo
 @click.option("--json", "as_json", is_flag=True)
 def restore(snapshot_id: str, yes: bool, as_json: bool) -> None:
     """Restore a snapshot into staging (STAGING_DATABASE_URL), then verify it."""
-    _restore_command("restore", snapshot_id, yes, as_json)
+    _restore_command(Kind.RESTORE, snapshot_id, yes, as_json)
 
 
 @main.command()
@@ -402,7 +373,7 @@ def restore(snapshot_id: str, yes: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def drill(snapshot_id: str | None, yes: bool, as_json: bool) -> None:
     """Restore drill: restore into a new scratch database, verify, report, drop."""
-    _restore_command("drill", snapshot_id, yes, as_json)
+    _restore_command(Kind.DRILL, snapshot_id, yes, as_json)
 
 
 @main.command()
@@ -416,20 +387,20 @@ def drills(limit: int, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     if as_json:
-        _json([_drill_public(r) for r in rows])
+        _json([drill_json(r) for r in rows])
         return
     from rich.table import Table
 
     table = Table("id", "kind", "database", "snapshot", "verdict", "restore time", "started (UTC)")
     for r in rows:
         table.add_row(
-            r["id"],
-            r["kind"],
-            r["database"],
-            r["snapshot_id"],
-            r["status"],
-            messages.human_seconds(r.get("total_s")),
-            _when(r.get("started_at")),
+            r.id,
+            r.kind,
+            r.database,
+            r.snapshot_id,
+            r.status,
+            messages.human_seconds(r.total_s),
+            _when(r.started_at),
         )
     _out().print(table)
 
@@ -464,22 +435,22 @@ def rescan(dry_run: bool, as_json: bool) -> None:
     artifact are there but that the catalog does not know (e.g. after losing ATLAS_STATE).
     Exits 1 when a sidecar had to be skipped."""
     try:
-        results = _services().snapshots.rescan(_operator(), dry_run=dry_run)
+        results = _services().rescanner.rescan(_operator(), dry_run=dry_run)
     except AtlasError as exc:
         _fail(exc, as_json)
         return
-    skipped = [r for r in results if r["outcome"] == "skipped"]
+    skipped = [r for r in results if r.outcome == "skipped"]
     if as_json:
-        _json({"dry_run": dry_run, "results": results})
+        _json({"dry_run": dry_run, "results": [r.to_json() for r in results]})
     else:
         verb = "would import" if dry_run else "imported"
         for r in results:
-            label = verb if r["outcome"] == "imported" else r["outcome"]
-            reason = f"  {r['reason']}" if r.get("reason") else ""
-            click.echo(f"{label:<13} {r['id']}{reason}")
-        imported = sum(r["outcome"] == "imported" for r in results)
-        known = sum(r["outcome"] == "known" for r in results)
-        other = sorted({r["key"].rsplit("/", 1)[0] for r in results if r["outcome"] == "other"})
+            label = verb if r.outcome == "imported" else r.outcome
+            reason = f"  {r.reason}" if r.reason else ""
+            click.echo(f"{label:<13} {r.id}{reason}")
+        imported = sum(r.outcome == "imported" for r in results)
+        known = sum(r.outcome == "known" for r in results)
+        other = sorted({r.key.rsplit("/", 1)[0] for r in results if r.outcome == "other"})
         click.echo(f"{imported} {verb}, {known} already known, {len(skipped)} skipped")
         if other:
             click.echo(
@@ -497,7 +468,7 @@ def _pin(snapshot_id: str, pinned: bool) -> None:
         _fail(exc, False)
         return
     state = "kept until `atlas unkeep`" if pinned else "back under the retention policy"
-    click.echo(f"{row['id']} is {state}")
+    click.echo(f"{row.id} is {state}")
 
 
 @main.command()
@@ -570,11 +541,15 @@ def audit(limit: int, as_json: bool) -> None:
     except AtlasError as exc:
         _fail(exc, as_json)
         return
-    if as_json:
-        _json(rows)
+    if as_json:  # detail as the JSON text it always was
+        _json([{**records.public(r), "detail": _detail(r.detail)} for r in rows])
         return
     for r in rows:
-        click.echo(f"{r['at']}  {r['actor']:<24} {r['action']:<24} {r['subject']}  {r['detail']}")
+        click.echo(f"{r.at}  {r.actor:<24} {r.action:<24} {r.subject}  {_detail(r.detail)}")
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    return json.dumps(detail, default=str, sort_keys=True)
 
 
 @main.command()

@@ -8,11 +8,20 @@ field is one line.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+import typing
 from dataclasses import dataclass, field
-from enum import StrEnum
+from datetime import UTC, datetime
+from enum import Enum, StrEnum
 from typing import Any, TypeVar
+
+
+def now() -> str:
+    """The time as records store it: UTC, ISO 8601, milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class SnapshotStatus(StrEnum):
@@ -87,24 +96,61 @@ def to_row(record: Any) -> dict[str, Any]:
             value = json.dumps(_plain(value), sort_keys=True) if value is not None else None
         elif isinstance(value, bool):
             value = int(value)
-        elif isinstance(value, StrEnum):
-            value = str(value)
+        elif isinstance(value, Enum):
+            value = value.value
         out[f.name] = value
     return out
+
+
+def encode(record: type, fields: dict[str, Any]) -> dict[str, Any]:
+    """Some of a record's fields as catalog column values (for an update)."""
+    known = {f.name: f for f in dataclasses.fields(record)}
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name not in known:
+            raise KeyError(f"{record.__name__} has no field {name!r}")
+        if known[name].metadata["sql"] == JSON and value is not None:
+            value = json.dumps(_plain(value), sort_keys=True)
+        elif isinstance(value, bool):
+            value = int(value)
+        elif isinstance(value, Enum):
+            value = value.value
+        out[name] = value
+    return out
+
+
+@functools.cache
+def _hints(record: type) -> dict[str, Any]:
+    return typing.get_type_hints(record)
+
+
+def _decoder(hint: Any) -> Any:
+    """How to turn a stored value back into the field's type: enums and flags."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    kind = args[0]
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return kind
+    if kind is bool:
+        return bool
+    return None
 
 
 def from_row(record: type[R], row: dict[str, Any]) -> R:
     """A record from a catalog row; columns it does not declare are ignored (a newer
     catalog read by an older Atlas), and missing ones take their default."""
     kwargs: dict[str, Any] = {}
+    hints = _hints(record)
     for f in dataclasses.fields(record):  # type: ignore[arg-type]  # R is a dataclass
         if f.name not in row:
             continue
         value = row[f.name]
-        if f.metadata["sql"] == JSON and isinstance(value, str):
-            value = json.loads(value)
-        elif f.type in ("bool", bool) and value is not None:
-            value = bool(value)
+        if value is not None:
+            if f.metadata["sql"] == JSON and isinstance(value, str):
+                value = json.loads(value)
+            elif (decode := _decoder(hints[f.name])) is not None:
+                # a status only a newer Atlas knows stays the text it is
+                with contextlib.suppress(ValueError):
+                    value = decode(value)
         kwargs[f.name] = value
     return record(**kwargs)
 
@@ -115,7 +161,11 @@ def public(record: Any) -> dict[str, Any]:
     for f in dataclasses.fields(record):
         if f.metadata.get("public"):
             value = getattr(record, f.name)
-            out[f.name] = int(value) if isinstance(value, bool) else _plain(value)
+            if isinstance(value, bool):
+                value = int(value)
+            elif isinstance(value, Enum):
+                value = value.value
+            out[f.name] = _plain(value)
     return out
 
 

@@ -1,67 +1,132 @@
-"""The operations Slack and the CLI share, wired to the catalog, storage and Slack reporting."""
+"""The operations Slack and the CLI share, and the one place that wires Atlas together.
+
+`Services` builds each part once from the settings and hands it the parts it needs; no
+part reaches back for Services. What Slack and the CLI both do with reporting (a snapshot
+with its one updated message, recovery announced, damage announced) lives here.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
-from bot.backup.snapshots import Progress, Snapshots
-from bot.catalog import Catalog
+from bot.backup.keys import Keys
+from bot.backup.lookup import Snapshots
+from bot.backup.read import Reader
+from bot.backup.recovery import Recovery
+from bot.backup.rescan import Rescanner
+from bot.backup.take import DumpProgress, Taker
+from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
+from bot.records import Snapshot, SnapshotStatus
 from bot.report import messages
-from bot.slack.client import Message, make_client
+from bot.report.chat import Chat, Message, NoChat
+from bot.store import Store
 
 if TYPE_CHECKING:
-    from slack_sdk import WebClient
-
-    from bot.approval.flow import ApprovalFlow
-    from bot.restore.restores import Restores
+    from bot.approval.ask import Ask
+    from bot.approval.jobs import Jobs
+    from bot.approval.reactions import Reactions
+    from bot.restore.run import Restores
+    from bot.restore.scratch import Scratch
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Services:
-    """Everything a request handler needs, built once from settings."""
+    """Everything a request handler or command needs, built once from settings."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog | None = None, slack: WebClient | None = None
+        self, settings: Settings, catalog: Catalog | None = None, chat: Chat | None = None
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or Catalog(settings.state)
+        self.catalog = catalog or open_catalog(settings.state)
+        self.chat = chat or NoChat()
+        self.store = Store(settings)
+        self.keys = Keys(settings)
         self.snapshots = Snapshots(settings, self.catalog)
-        self.snapshots.on_damage = self._announce_damage
-        self.slack = slack
-        self.jobs = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
+        self.recovery = Recovery(settings, self.catalog, self.store)
+        self.taker = Taker(settings, self.catalog, self.store, self.keys, self.recovery)
+        self.reader = Reader(
+            settings, self.catalog, self.store, self.keys, self.snapshots, self._announce_damage
+        )
+        self.rescanner = Rescanner(settings, self.catalog, self.store)
+        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
         self._build_lock = threading.RLock()
         self._restores: Restores | None = None
-        self._flow: ApprovalFlow | None = None
+        self._scratch: Scratch | None = None
+        self._ask: Ask | None = None
+        self._jobs: Jobs | None = None
+        self._reactions: Reactions | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        from bot.slack.client import chat_for
+
+        return cls(settings, chat=chat_for(settings))
 
     # Built on first use, once even when handler threads race: `atlas snapshot` starts
     # its dump without importing the restore and approval code.
     @property
+    def scratch(self) -> Scratch:
+        with self._build_lock:
+            if self._scratch is None:
+                from bot.restore.scratch import Scratch
+
+                self._scratch = Scratch(self.settings, self.catalog)
+            return self._scratch
+
+    @property
     def restores(self) -> Restores:
         with self._build_lock:
             if self._restores is None:
-                from bot.restore.restores import Restores
+                from bot.restore.run import Restores
 
-                self._restores = Restores(self.settings, self.catalog, self.snapshots)
+                self._restores = Restores(
+                    self.settings,
+                    self.catalog,
+                    self.store,
+                    self.snapshots,
+                    self.reader,
+                    self.scratch,
+                )
             return self._restores
 
     @property
-    def flow(self) -> ApprovalFlow:
+    def ask(self) -> Ask:
         with self._build_lock:
-            if self._flow is None:
-                from bot.approval.flow import ApprovalFlow
+            if self._ask is None:
+                from bot.approval.ask import Ask
 
-                self._flow = ApprovalFlow(self)
-            return self._flow
+                self._ask = Ask(self.settings, self.catalog, self.chat, self.restores)
+            return self._ask
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
-        return cls(settings, slack=make_client(settings))
+    @property
+    def jobs(self) -> Jobs:
+        with self._build_lock:
+            if self._jobs is None:
+                from bot.approval.jobs import Jobs
+
+                self._jobs = Jobs(
+                    self.catalog, self.chat, self.ask, self.restores, self.scratch, self.background
+                )
+            return self._jobs
+
+    @property
+    def reactions(self) -> Reactions:
+        with self._build_lock:
+            if self._reactions is None:
+                from bot.approval.reactions import Reactions
+
+                self._reactions = Reactions(self.catalog, self.chat, self.ask, self.jobs)
+            return self._reactions
+
+    # -- snapshots with reporting ---------------------------------------------------------
 
     def snapshot_reported(
         self,
@@ -71,27 +136,30 @@ class Services:
         database: str | None = None,
         source: str = "slack",
         channel: str | None = None,
-        progress: Any = None,
+        progress: Callable[[DumpProgress], None] | None = None,
         provider: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Snapshot:
         """Take a snapshot and tell the channel: one message, updated with progress and result."""
         self._check_provider(provider)
-        msg = Message(self.slack, channel or self.settings.channel)
-        started: dict[str, Any] = {}
+        msg = Message(self.chat, channel or self.settings.channel)
+        started: list[Snapshot] = []
 
-        def on_start(row: dict[str, Any]) -> None:
-            started.update(row)
-            msg.post(*messages.snapshot_started(row))
+        def on_start(snap: Snapshot) -> None:
+            started.append(snap)
+            msg.post(*messages.snapshot_started(snap))
             if msg.ts:
-                self.catalog.update_snapshot(row["id"], slack_channel=msg.channel, slack_ts=msg.ts)
+                self.catalog.update_snapshot(snap.id, slack_channel=msg.channel, slack_ts=msg.ts)
 
-        def on_progress(p: Progress) -> None:
-            msg.update(*messages.snapshot_progress(started, p.raw_bytes, p.stored_bytes, p.elapsed))
+        def on_progress(p: DumpProgress) -> None:
+            if started:
+                msg.update(
+                    *messages.snapshot_progress(started[0], p.raw_bytes, p.stored_bytes, p.elapsed)
+                )
             if progress:
                 progress(p)
 
         try:
-            row = self.snapshots.take(
+            snap = self.taker.take(
                 requested_by=requested_by,
                 note=note,
                 database=database,
@@ -105,21 +173,22 @@ class Services:
             raise
         except AtlasError as exc:
             if started:
-                msg.update(*messages.snapshot_failed(started, str(exc)), final=True)
+                msg.update(*messages.snapshot_failed(started[0], str(exc)), final=True)
             else:
                 msg.post(messages.error(f"Snapshot failed: {exc}"), [])
             raise
         except KeyboardInterrupt:
             if started:
                 msg.update(
-                    *messages.snapshot_failed(started, "interrupted by the operator"), final=True
+                    *messages.snapshot_failed(started[0], "interrupted by the operator"),
+                    final=True,
                 )
             raise
-        msg.update(*messages.snapshot_done(row), final=True)
+        msg.update(*messages.snapshot_done(snap), final=True)
         if provider:
-            row = self.provider_snapshot(row, msg)
-            msg.update(*messages.snapshot_done(row), final=True)
-        return row
+            snap = self.provider_snapshot(snap, msg)
+            msg.update(*messages.snapshot_done(snap), final=True)
+        return snap
 
     def _check_provider(self, wanted: bool) -> None:
         if wanted and not (self.settings.rds_cluster or self.settings.rds_instance):
@@ -128,28 +197,28 @@ class Services:
                 "set ATLAS_RDS_INSTANCE or ATLAS_RDS_CLUSTER",
             )
 
-    def provider_snapshot(self, row: dict[str, Any], msg: Message) -> dict[str, Any]:
+    def provider_snapshot(self, snap: Snapshot, msg: Message) -> Snapshot:
         """`--provider`: also start an RDS snapshot, named after ours."""
         from bot.ops import provider
 
         ident = self.settings.rds_cluster or self.settings.rds_instance or ""
         try:
             pid = provider.start_snapshot(
-                ident, f"atlas-{row['id']}", cluster=bool(self.settings.rds_cluster)
+                ident, f"atlas-{snap.id}", cluster=bool(self.settings.rds_cluster)
             )
         except AtlasError as exc:
             msg.post(
                 messages.error(
-                    f"Snapshot {row['id']} is stored, but the provider snapshot failed: {exc}"
+                    f"Snapshot {snap.id} is stored, but the provider snapshot failed: {exc}"
                 ),
                 [],
             )
             raise
-        self.catalog.update_snapshot(row["id"], provider_snapshot=pid)
+        self.catalog.update_snapshot(snap.id, provider_snapshot=pid)
         self.catalog.audit(
-            row["requested_by"], "provider.snapshot", row["id"], provider_snapshot=pid
+            snap.requested_by or "atlas", "provider.snapshot", snap.id, provider_snapshot=pid
         )
-        return self.catalog.get_snapshot(row["id"])
+        return self.catalog.get_snapshot(snap.id)
 
     def start_snapshot(
         self,
@@ -159,19 +228,19 @@ class Services:
         channel: str | None,
         database: str | None = None,
         provider: bool = False,
-    ) -> Future[dict[str, Any]]:
+    ) -> Future[Snapshot]:
         """Check for a running snapshot now (so the user hears at once), then run in background."""
         self._check_provider(provider)  # answer at once, in the command's reply
         target = self.settings.target(database)
         running = self.catalog.running_snapshot(target.name, target.environment)
         if running:
             raise Busy(
-                f"A snapshot of {target.name} is already running: {running['id']}, started by "
-                f"{running.get('requested_by') or 'someone'} at {running['started_at']}.",
+                f"A snapshot of {target.name} is already running: {running.id}, started by "
+                f"{running.requested_by or 'someone'} at {running.started_at}.",
                 "wait for it to finish; `/atlas list` shows it",
             )
 
-        def job() -> dict[str, Any]:
+        def job() -> Snapshot:
             try:
                 return self.snapshot_reported(
                     requested_by=requested_by,
@@ -184,29 +253,51 @@ class Services:
                 log.warning("snapshot for %s failed: %s", requested_by, exc)
                 raise
 
-        return self.jobs.submit(job)
+        return self.background.submit(job)
 
-    def _announce_damage(self, row: dict[str, Any], found_by: str) -> None:
+    def later(
+        self,
+        work: Callable[[], T],
+        done: Callable[[T], None],
+        failed: Callable[[AtlasError], None],
+    ) -> Future[None]:
+        """Run `work` in the background and hand on its result, or its AtlasError: Slack
+        wants an answer within 3 seconds, and the rest follows."""
+
+        def run() -> None:
+            try:
+                result = work()
+            except AtlasError as exc:
+                failed(exc)
+                return
+            done(result)
+
+        return self.background.submit(run)
+
+    # -- announcements ---------------------------------------------------------------------
+
+    def _announce_damage(self, snap: Snapshot, found_by: str) -> None:
         """A damaged backup is news for the whole channel, whoever found it."""
         good = self.catalog.list_snapshots(
-            limit=1, database=row["database"], status="ok", environment=row["environment"]
+            limit=1,
+            database=snap.database,
+            status=SnapshotStatus.OK,
+            environment=snap.environment,
         )
-        Message(self.slack, self.settings.channel).post(
-            *messages.snapshot_damaged(row, found_by, good[0] if good else None)
+        Message(self.chat, self.settings.channel).post(
+            *messages.snapshot_damaged(snap, found_by, good[0] if good else None)
         )
 
-    def recover(self) -> list[dict[str, Any]]:
-        """After a restart: close out snapshots that were running and say so in Slack."""
-        rows = self.snapshots.recover()
-        for row in rows:
-            text, blocks = messages.snapshot_interrupted(row)
-            channel = row.get("slack_channel") or self.settings.channel
-            if row.get("slack_ts"):
-                original = Message(self.slack, channel)
-                original.ts = row["slack_ts"]
-                original.update(text, blocks, final=True)
-            Message(self.slack, channel).post(text, blocks)
-        return rows
+    def recover(self) -> list[Snapshot]:
+        """Close out snapshots whose process died and say so in Slack."""
+        snaps = self.recovery.recover()
+        for snap in snaps:
+            text, blocks = messages.snapshot_interrupted(snap)
+            channel = snap.slack_channel or self.settings.channel
+            if snap.slack_ts:
+                Message.existing(self.chat, channel, snap.slack_ts).update(text, blocks, final=True)
+            Message(self.chat, channel).post(text, blocks)
+        return snaps
 
     def shutdown(self) -> None:
-        self.jobs.shutdown(wait=False, cancel_futures=True)
+        self.background.shutdown(wait=False, cancel_futures=True)

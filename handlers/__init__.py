@@ -1,15 +1,29 @@
-"""Slack listeners: parse the request, call bot/, render the reply. Nothing else lives here."""
+"""Slack listeners: parse the request, call bot/, render the reply. Nothing else lives here.
+
+Each listener is a named module-level function; `register` wires them into the Bolt app
+(through the `atlas.slack_listeners` entry point) and puts the app's Services into every
+request's context, where listeners find it.
+"""
 
 from __future__ import annotations
 
-from slack_bolt import App
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import App, BoltContext, BoltResponse
 
 from bot.services import Services
 from handlers import actions, commands, dedupe, reactions
 
 
 def register(app: App, services: Services) -> None:
-    dedupe.register(app, services)
-    commands.register(app, services)
-    reactions.register(app, services)
-    actions.register(app, services)
+    @app.middleware
+    def provide_services(context: BoltContext, next: Callable[[], BoltResponse]) -> Any:  # noqa: A002
+        context["services"] = services
+        return next()
+
+    app.middleware(dedupe.skip_repeats)
+    app.command("/atlas")(commands.atlas)
+    app.event("reaction_added")(reactions.reaction_added)
+    app.event("reaction_removed")(reactions.reaction_removed)
+    app.action(actions.DRILL_ACTION)(actions.start_drill)

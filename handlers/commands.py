@@ -1,90 +1,145 @@
-"""`/atlas` subcommands."""
+"""`/atlas` and its subcommands: one named function per subcommand, found in a table.
+
+Each subcommand parses its text, calls bot/, and returns the immediate reply (Slack wants
+an answer within 3 seconds); work that takes longer runs through `services.later`, which
+answers through `respond` when done.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, BoltContext, Respond
 
 from bot.errors import AtlasError
 from bot.policy import access
+from bot.records import Kind
 from bot.report import messages
 from bot.services import Services
 
 
-def register(app: App, services: Services) -> None:
-    @app.command("/atlas")
-    def atlas(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        user = command.get("user_id", "")
-        sub, _, rest = (command.get("text") or "").strip().partition(" ")
-        sub = sub.lower() or "help"
-        if sub == "help":
-            ack(text=messages.HELP)
-            return
-        if not access.may_run(user, services.settings.allowed_users):
-            ack(text=access.refusal(user))
-            return
-        try:
-            if sub == "snapshot":
-                note, provider = rest.strip(), False
-                if note.startswith("--provider"):
-                    note, provider = note.removeprefix("--provider").strip(), True
-                services.start_snapshot(
-                    requested_by=user,
-                    note=note,
-                    channel=command.get("channel_id"),
-                    provider=provider,
-                )
-                ack(
-                    text=":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
-                )
-            elif sub == "list":
-                ack(text=messages.snapshot_list(services.snapshots.list(limit=10)))
-            elif sub == "verify" and rest.strip():
-                snap_id = rest.strip()
-                services.snapshots.get(snap_id)  # unknown id: answer now
-                ack(text=f":mag: Verifying `{messages.escape(snap_id)}`…")
-                services.jobs.submit(_verify, services, snap_id, user, respond)
-            elif sub in ("restore", "drill") and (rest.strip() or sub == "drill"):
-                snap = services.restores.pick_snapshot(rest.strip() or None)  # fail fast
-                ack(text=f":raised_hand: Asking for approval to {sub} `{snap['id']}`…")
-                services.jobs.submit(
-                    _request, services, sub, snap["id"], user, command.get("channel_id"), respond
-                )
-            elif sub in ("keep", "unkeep") and rest.strip():
-                row = services.snapshots.pin(rest.strip(), sub == "keep", actor=user)
-                ack(text=messages.pinned(row))
-            elif sub == "status":
-                ack(text=":mag: Checking…")
-                services.jobs.submit(_status, services, respond)
-            elif sub == "drills":
-                ack(text=messages.drill_list(services.catalog.list_drills(limit=10)))
-            else:
-                ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
-        except AtlasError as exc:
-            ack(text=messages.error(str(exc)))
+@dataclass(frozen=True)
+class Call:
+    """One `/atlas …` as a subcommand sees it."""
+
+    services: Services
+    user: str
+    args: str  # the text after the subcommand
+    channel: str | None
+    respond: Respond
 
 
-def _verify(services: Services, snap_id: str, user: str, respond: Respond) -> None:
+def snapshot(call: Call) -> str:
+    note, provider = call.args, False
+    if note.startswith("--provider"):
+        note, provider = note.removeprefix("--provider").strip(), True
+    call.services.start_snapshot(
+        requested_by=call.user, note=note, channel=call.channel, provider=provider
+    )
+    return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
+
+
+def list_snapshots(call: Call) -> str:
+    return messages.snapshot_list(call.services.snapshots.recent(limit=10))
+
+
+def verify(call: Call) -> str:
+    if not call.args:
+        return usage("verify")
+    snap = call.services.snapshots.get(call.args)  # an unknown id is answered now
+    call.services.later(
+        lambda: call.services.reader.verify(snap.id, actor=call.user),
+        lambda done: call.respond(text=messages.verified(done.snapshot)),
+        lambda exc: call.respond(
+            text=messages.error(f"Snapshot {snap.id} failed verification: {exc}")
+        ),
+    )
+    return f":mag: Verifying `{snap.id}`…"
+
+
+def _ask(kind: Kind, call: Call) -> str:
+    snap = call.services.restores.pick_snapshot(call.args or None)  # fail fast
+    call.services.later(
+        lambda: call.services.ask.request(
+            kind=kind, snap_id=snap.id, requested_by=call.user, channel=call.channel
+        ),
+        lambda _req: None,  # the request message itself is the answer
+        lambda exc: call.respond(text=messages.error(str(exc))),
+    )
+    return f":raised_hand: Asking for approval to {kind} `{snap.id}`…"
+
+
+def restore(call: Call) -> str:
+    return _ask(Kind.RESTORE, call) if call.args else usage("restore")
+
+
+def drill(call: Call) -> str:
+    return _ask(Kind.DRILL, call)
+
+
+def keep(call: Call) -> str:
+    if not call.args:
+        return usage("keep")
+    return messages.pinned(call.services.snapshots.pin(call.args, True, actor=call.user))
+
+
+def unkeep(call: Call) -> str:
+    if not call.args:
+        return usage("unkeep")
+    return messages.pinned(call.services.snapshots.pin(call.args, False, actor=call.user))
+
+
+def status(call: Call) -> str:
+    from bot.ops import status as checklist
+
+    call.services.later(
+        lambda: checklist.render(checklist.evaluate(checklist.gather(call.services))),
+        lambda text: call.respond(text=text),
+        lambda exc: call.respond(text=messages.error(str(exc))),
+    )
+    return ":mag: Checking…"
+
+
+def drills(call: Call) -> str:
+    return messages.drill_list(call.services.catalog.list_drills(limit=10))
+
+
+SUBCOMMANDS: dict[str, Callable[[Call], str]] = {
+    "snapshot": snapshot,
+    "list": list_snapshots,
+    "verify": verify,
+    "restore": restore,
+    "drill": drill,
+    "drills": drills,
+    "status": status,
+    "keep": keep,
+    "unkeep": unkeep,
+}
+
+
+def usage(sub: str) -> str:
+    return f"`/atlas {sub}` needs a snapshot id.\n{messages.HELP}"
+
+
+def atlas(ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+    """The `/atlas` listener: help for everyone, the rest for the allow-list."""
+    services: Services = context["services"]
+    user = command.get("user_id", "")
+    sub, _, rest = (command.get("text") or "").strip().partition(" ")
+    sub = sub.lower() or "help"
+    if sub == "help":
+        ack(text=messages.HELP)
+        return
+    if not access.may_run(user, services.settings.allowed_users):
+        ack(text=access.refusal(user))
+        return
+    run = SUBCOMMANDS.get(sub)
+    if run is None:
+        ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
+        return
     try:
-        respond(text=messages.verified(services.snapshots.verify(snap_id, actor=user)))
+        ack(text=run(Call(services, user, rest.strip(), command.get("channel_id"), respond)))
     except AtlasError as exc:
-        respond(text=messages.error(f"Snapshot {snap_id} failed verification: {exc}"))
-
-
-def _request(
-    services: Services, kind: str, snap_id: str, user: str, channel: str | None, respond: Respond
-) -> None:
-    try:
-        services.flow.request(kind=kind, snap_id=snap_id, requested_by=user, channel=channel)
-    except AtlasError as exc:
-        respond(text=messages.error(str(exc)))
-
-
-def _status(services: Services, respond: Respond) -> None:
-    from bot.ops import status
-
-    try:
-        respond(text=status.render(status.evaluate(status.gather(services))))
-    except AtlasError as exc:
-        respond(text=messages.error(str(exc)))
+        ack(text=messages.error(str(exc)))

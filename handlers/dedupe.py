@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App, BoltRequest, BoltResponse
+from slack_bolt import Ack, BoltContext, BoltRequest, BoltResponse
 
 from bot.services import Services
 
@@ -21,19 +21,20 @@ def request_key(body: dict[str, Any]) -> str | None:
     return None
 
 
-def register(app: App, services: Services) -> None:
-    @app.middleware
-    def skip_repeats(
-        body: dict[str, Any],
-        req: BoltRequest,
-        ack: Ack,
-        next: Callable[[], BoltResponse],  # noqa: A002
-    ) -> Any:
-        key = request_key(body)
-        if key is not None and not services.catalog.first_time(key):
-            retry = (req.headers.get("x-slack-retry-num") or ["?"])[0]
-            reason = (req.headers.get("x-slack-retry-reason") or ["none given"])[0]
-            log.info("ignored a repeat of %s (Slack retry %s, reason: %s)", key, retry, reason)
-            ack()
-            return BoltResponse(status=200, body="")
-        return next()
+def skip_repeats(
+    body: dict[str, Any],
+    req: BoltRequest,
+    context: BoltContext,
+    ack: Ack,
+    next: Callable[[], BoltResponse],  # noqa: A002
+) -> Any:
+    """Middleware: a request key seen before is acknowledged and dropped (and logged)."""
+    services: Services = context["services"]
+    key = request_key(body)
+    if key is not None and not services.catalog.first_time(key):
+        retry = (req.headers.get("x-slack-retry-num") or ["?"])[0]
+        reason = (req.headers.get("x-slack-retry-reason") or ["none given"])[0]
+        log.info("ignored a repeat of %s (Slack retry %s, reason: %s)", key, retry, reason)
+        ack()
+        return BoltResponse(status=200, body="")
+    return next()

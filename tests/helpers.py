@@ -13,9 +13,11 @@ from typing import Any
 
 import psycopg
 
-from bot.catalog import Catalog
+from bot.catalog import open_catalog
 from bot.config import Settings, load_settings
+from bot.report.chat import NoChat
 from bot.services import Services
+from bot.slack.client import SlackChat
 from tests.support.pg import PgCluster
 
 
@@ -30,7 +32,9 @@ def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) 
 
 
 def services_for(settings: Settings, slack: Any = None) -> Services:
-    return Services(settings, Catalog(settings.state), slack)
+    """Services on the settings' catalog; `slack` is a WebClient (pointed at the fake)."""
+    chat = SlackChat(slack) if slack is not None else NoChat()
+    return Services(settings, open_catalog(settings.state), chat)
 
 
 def add_bulk(url: str, mb: int) -> None:

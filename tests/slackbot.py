@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import handlers
 from bot.services import Services
 from bot.slack.app import build_app, make_server, wsgi
 from bot.slack.client import make_client
@@ -57,7 +58,7 @@ def start_bot(pg_url: str, tmp_path, slack: FakeSlackApi, **env: str) -> tuple[B
         **env,
     )
     services = services_for(settings, make_client(settings, timeout=2))
-    app = build_app(services)
+    app = build_app(services, handlers.register)
     port = pick_free_port()
     server = make_server(wsgi(app, services), "127.0.0.1", port)
     threading.Thread(target=server.run, daemon=True).start()

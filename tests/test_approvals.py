@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from bot.policy import approvals as ap
-from bot.policy.approvals import Outcome, Policy, Request, approvals, is_expired, on_reaction
+from bot.policy.approvals import Outcome, Policy, RequestState, approvals, is_expired, on_reaction
+from bot.records import RequestStatus
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 EXPIRES = NOW + timedelta(minutes=30)
@@ -29,7 +30,7 @@ def policy(**kw) -> Policy:
 
 
 def request(status: str = ap.PENDING, reactions=(), requester: str = REQUESTER, expires_at=EXPIRES):
-    return Request(
+    return RequestState(
         requester=requester,
         status=status,
         expires_at=expires_at,
@@ -39,7 +40,7 @@ def request(status: str = ap.PENDING, reactions=(), requester: str = REQUESTER, 
 
 def react(
     pol: Policy,
-    req: Request,
+    req: RequestState,
     user: str,
     emoji: str = "white_check_mark",
     *,
@@ -50,7 +51,7 @@ def react(
     return on_reaction(pol, req, user=user, emoji=emoji, added=added, now=now, bot_user=bot_user)
 
 
-def apply(req: Request, out: Outcome) -> Request:
+def apply(req: RequestState, out: Outcome) -> RequestState:
     """What the catalog does with an outcome: store the new status and reaction set."""
     return dataclasses.replace(req, status=out.status, reactions=out.reactions)
 
@@ -106,7 +107,15 @@ def test_is_expired_compares_instants_across_timezones() -> None:
 
 
 @pytest.mark.parametrize(
-    "status", [ap.APPROVED, ap.REJECTED, ap.EXPIRED, ap.RUNNING, ap.DONE, ap.FAILED]
+    "status",
+    [
+        ap.APPROVED,
+        ap.REJECTED,
+        ap.EXPIRED,
+        RequestStatus.RUNNING,
+        RequestStatus.DONE,
+        RequestStatus.FAILED,
+    ],
 )
 def test_is_expired_only_for_pending_requests(status: str) -> None:
     assert is_expired(request(status=status), EXPIRES + timedelta(hours=1)) is False
@@ -503,7 +512,9 @@ def test_custom_emojis() -> None:
 # -- already decided: exactly one job per request ----------------------------------------------
 
 
-@pytest.mark.parametrize("status", [ap.APPROVED, ap.RUNNING, ap.DONE, ap.FAILED])
+@pytest.mark.parametrize(
+    "status", [ap.APPROVED, RequestStatus.RUNNING, RequestStatus.DONE, RequestStatus.FAILED]
+)
 @pytest.mark.parametrize(
     ("user", "emoji", "added"),
     [
@@ -525,7 +536,7 @@ def test_more_reactions_on_decided_request_are_ignored(
     assert out.reactions == req.reactions
 
 
-@pytest.mark.parametrize("status", [ap.APPROVED, ap.RUNNING, ap.DONE])
+@pytest.mark.parametrize("status", [ap.APPROVED, RequestStatus.RUNNING, RequestStatus.DONE])
 def test_decided_request_never_approves_again_even_after_expiry(status: str) -> None:
     req = request(status=status, reactions={(ALICE, "white_check_mark")})
     out = react(policy(), req, BOB, now=EXPIRES + timedelta(days=1))
@@ -581,7 +592,7 @@ PURITY_CASES = [
 
 @pytest.mark.parametrize(("pol", "req", "user", "emoji", "added", "now"), PURITY_CASES)
 def test_on_reaction_is_deterministic_and_does_not_mutate(
-    pol: Policy, req: Request, user: str, emoji: str, added: bool, now: datetime
+    pol: Policy, req: RequestState, user: str, emoji: str, added: bool, now: datetime
 ) -> None:
     before_req = dataclasses.replace(req)
     before_reactions = frozenset(req.reactions)

@@ -16,7 +16,8 @@ import pytest
 
 from bot.errors import AtlasError
 from bot.store import crypto
-from bot.store.storage import LocalStorage, StoredObject
+from bot.store.base import StoredObject
+from bot.store.local import LocalStorage
 
 MiB = 1 << 20
 AGE = shutil.which("age")

@@ -77,25 +77,25 @@ def test_an_upload_cut_mid_transfer_is_aborted_once_s3_is_back(
         services = services_for(settings_for(pg_url, tmp_path, storage=f"s3://{bucket}/atlas"))
         proxy.cut_after(7 << 20)  # the first 5 MiB part gets through, the second does not
         with pytest.raises(AtlasError) as info:
-            services.snapshots.take(requested_by="ops")
+            services.taker.take(requested_by="ops")
         assert "S3" in str(info.value)
         [failed] = services.catalog.list_snapshots()
-        assert failed["status"] == "failed" and failed["pending_ref"]
+        assert failed.status == "failed" and failed.pending_ref
         open_uploads = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         assert len(open_uploads) == 1  # what the failed abort left behind
         assert s3_client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
         proxy.restore()
-        good = services.snapshots.take(requested_by="ops")
-        assert good["status"] == "ok"
+        good = services.taker.take(requested_by="ops")
+        assert good.status == "ok"
         assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
-        assert services.catalog.get_snapshot(failed["id"])["pending_ref"] is None
+        assert services.catalog.get_snapshot(failed.id).pending_ref is None
 
         # an upload no snapshot knows of (a crash before it was recorded) is swept by
         # housekeeping (moto dates every upload in 2010, so it counts as old)
-        key = f"atlas/production/{good['database']}/20261129-000000-dead.dump.zst"
+        key = f"atlas/production/{good.database}/20261129-000000-dead.dump.zst"
         s3_client.create_multipart_upload(Bucket=bucket, Key=key)
-        swept = services.snapshots.sweep_pending()
+        swept = services.recovery.sweep_pending()
         assert [r.split("\n")[0] for r in swept] == [key]
         assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
@@ -103,14 +103,14 @@ def test_an_upload_cut_mid_transfer_is_aborted_once_s3_is_back(
 def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
     fill_sample(pg_url, rows=20)
     services = services_for(settings_for(pg_url, tmp_path))
-    row = services.snapshots.take(requested_by="ops")
-    partial = Path(row["location"]).with_name(".20261129-000000-dead.dump.zst.1a2b3c4d.partial")
+    row = services.taker.take(requested_by="ops")
+    partial = Path(row.location).with_name(".20261129-000000-dead.dump.zst.1a2b3c4d.partial")
     partial.write_bytes(b"half")
-    assert services.snapshots.sweep_pending() == []  # young: maybe another process's
+    assert services.recovery.sweep_pending() == []  # young: maybe another process's
     two_hours_ago = time.time() - 7200
     os.utime(partial, (two_hours_ago, two_hours_ago))
-    assert services.snapshots.sweep_pending() == [str(partial)]
-    assert not partial.exists() and Path(row["location"]).exists()
+    assert services.recovery.sweep_pending() == [str(partial)]
+    assert not partial.exists() and Path(row.location).exists()
 
 
 # -- the catalog's disk is full ------------------------------------------------------------------

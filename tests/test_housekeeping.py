@@ -31,6 +31,7 @@ from bot.config import load_settings
 from bot.errors import AtlasError
 from bot.ops import housekeeping, status
 from bot.ops.scheduler import Scheduler
+from bot.records import AuditEntry
 from bot.services import Services
 from bot.store.crypto import generate_identity
 from tests.helpers import services_for, settings_for, storage_files
@@ -113,7 +114,7 @@ def eventually(check: Callable[[], Any], timeout: float = 20) -> Any:
             time.sleep(0.05)
 
 
-def audit_actions(services: Services, limit: int = 500) -> list[dict[str, Any]]:
+def audit_actions(services: Services, limit: int = 500) -> list[AuditEntry]:
     return services.catalog.audit_log(limit=limit)
 
 
@@ -141,7 +142,7 @@ def closed_port_url(dbname: str) -> str:
 
 
 def housekeeping_runs(services: Services) -> int:
-    return len([a for a in audit_actions(services) if a["action"] == "housekeeping.ran"])
+    return len([a for a in audit_actions(services) if a.action == "housekeeping.ran"])
 
 
 def leases(services: Services) -> list[dict[str, Any]]:
@@ -243,11 +244,11 @@ def test_cron_snapshot_fires_through_apscheduler(small, pg_url, tmp_path, slack_
         assert msg["params"]["channel"] == CHANNEL
         assert len(posts(slack_api, "Scheduled snapshot")) == 1
         [row] = services.catalog.list_snapshots()
-        assert row["status"] == "ok" and row["source"] == "schedule"
-        assert row["requested_by"] == "schedule"
-        assert f"`{row['id']}`" in msg["params"]["text"]
+        assert row.status == "ok" and row.source == "schedule"
+        assert row.requested_by == "schedule"
+        assert f"`{row.id}`" in msg["params"]["text"]
         assert "<!here>" not in msg["params"]["text"]  # brief on success
-        assert (tmp_path / "backups" / row["storage_key"]).is_file()
+        assert (tmp_path / "backups" / row.storage_key).is_file()
         # the cron trigger moved on to the next 03:00 Berlin
         again = s.sched.get_job("snapshot").next_run_time
         assert again == _next_berlin_3am(datetime.now(UTC))
@@ -287,7 +288,7 @@ def test_failing_scheduled_snapshot_is_loud(pg_db, tmp_path, slack_api):
     assert "Cannot connect to 127.0.0.1:" in text and "Connection refused" in text
     assert posts(slack_api, ":white_check_mark: Scheduled snapshot") == []
     [row] = services.catalog.list_snapshots()
-    assert row["status"] == "failed" and row["source"] == "schedule"
+    assert row.status == "failed" and row.source == "schedule"
     root = tmp_path / "backups"
     assert not root.exists() or storage_files(root) == []  # nothing half-written stays
 
@@ -391,21 +392,21 @@ def test_prune_keeps_pinned_requested_and_newest_and_deletes_the_rest(
     }
     settings = settings_for(pg_url, tmp_path, **extra)
     services = services_for(settings, slack_api.client())
-    snaps = [services.snapshots.take(requested_by="U1")["id"] for _ in range(5)]
+    snaps = [services.taker.take(requested_by="U1").id for _ in range(5)]
     pinned, requested, old1, old2, newest = snaps
     for snap_id, days in zip(snaps, (70, 60, 50, 45, 40), strict=True):
         age_snapshot(services, snap_id, days)
     # a failed snapshot of the same database (nothing to restore from, whatever its age)
     broken = services_for(settings_for(closed_port_url(pg_db), tmp_path))
     with pytest.raises(AtlasError):
-        broken.snapshots.take(requested_by="U1")
-    [failed] = [r["id"] for r in services.catalog.list_snapshots() if r["status"] == "failed"]
+        broken.taker.take(requested_by="U1")
+    [failed] = [r.id for r in services.catalog.list_snapshots() if r.status == "failed"]
 
     services.snapshots.pin(pinned, True, actor="U1")
-    req = services.flow.request(
+    req = services.ask.request(
         kind="restore", snap_id=requested, requested_by="U_REQ", channel="C1"
     )
-    assert req["status"] == "pending" and req["snapshot_id"] == requested
+    assert req.status == "pending" and req.snapshot_id == requested
 
     root = tmp_path / "backups"
     files = storage_files(root)
@@ -419,12 +420,12 @@ def test_prune_keeps_pinned_requested_and_newest_and_deletes_the_rest(
     assert set(plan) == {*snaps, failed}
     assert {s for s, d in plan.items() if not d.keep} == {old1, old2, failed}
     assert plan[pinned].reason == "pinned"
-    assert plan[requested].reason == f"named by restore request {req['id']}"
+    assert plan[requested].reason == f"named by restore request {req.id}"
     assert plan[newest].reason == f"newest verified snapshot of {pg_db}/production"
     assert plan[old1].reason == plan[old2].reason == "older than 30 days"
     assert plan[failed].reason == "failed snapshot, no artifact to restore"
     assert storage_files(root) == files
-    assert {r["status"] for r in services.catalog.list_snapshots()} == {"ok", "failed"}
+    assert {r.status for r in services.catalog.list_snapshots()} == {"ok", "failed"}
 
     env = {"DATABASE_URL": pg_url, "ATLAS_STORAGE": str(root), "ATLAS_STATE": str(settings.state)}
     res = atlas(tmp_path, "prune", "--dry-run", "--json", env=env)
@@ -440,16 +441,16 @@ def test_prune_keeps_pinned_requested_and_newest_and_deletes_the_rest(
     res = atlas(tmp_path, "keep", old1, env=env)
     assert res.code == 0, res.output
     assert f"{old1} is kept until" in res.output
-    assert services.snapshots.get(old1)["pinned"] == 1
+    assert services.snapshots.get(old1).pinned == 1
     kept = {d.snapshot_id: d for d in housekeeping.prune(services, dry_run=True)}
     assert kept[old1].keep and kept[old1].reason == "pinned"
     res = atlas(tmp_path, "unkeep", old1, env=env)
     assert res.code == 0, res.output
     assert "back under the retention policy" in res.output
-    assert services.snapshots.get(old1)["pinned"] == 0
+    assert services.snapshots.get(old1).pinned == 0
     res = atlas(tmp_path, "keep", failed, env=env)
     assert res.code == 1 and "nothing to keep" in res.output
-    actions = [(a["action"], a["subject"]) for a in audit_actions(services)]
+    actions = [(a.action, a.subject) for a in audit_actions(services)]
     assert ("snapshot.keep", old1) in actions and ("snapshot.unkeep", old1) in actions
     assert ("snapshot.keep", pinned) in actions
 
@@ -464,20 +465,14 @@ def test_prune_keeps_pinned_requested_and_newest_and_deletes_the_rest(
     assert len(left) == 6
     for s in (old1, old2, failed):
         row = services.snapshots.get(s)
-        assert row["status"] == "deleted"
-        assert row["error"].startswith("pruned: ")
+        assert row.status == "deleted"
+        assert row.error.startswith("pruned: ")
     for s in (pinned, requested, newest):
-        assert services.snapshots.get(s)["status"] == "ok"
-    pruned = {
-        a["subject"]: json.loads(a["detail"])
-        for a in audit_actions(services)
-        if a["action"] == "snapshot.pruned"
-    }
+        assert services.snapshots.get(s).status == "ok"
+    pruned = {a.subject: a.detail for a in audit_actions(services) if a.action == "snapshot.pruned"}
     assert set(pruned) == {old1, old2, failed}
     assert pruned[old1]["reason"] == "older than 30 days"
-    assert {a["actor"] for a in audit_actions(services) if a["action"] == "snapshot.pruned"} == {
-        "atlas"
-    }
+    assert {a.actor for a in audit_actions(services) if a.action == "snapshot.pruned"} == {"atlas"}
 
     # idempotent: deleted rows are not planned again
     again = housekeeping.prune(services)
@@ -485,7 +480,7 @@ def test_prune_keeps_pinned_requested_and_newest_and_deletes_the_rest(
     assert all(d.keep for d in again)
 
     # protection lasts as long as the request is open
-    services.catalog.update_request(req["id"], status="expired")
+    services.catalog.update_request(req.id, status="expired")
     plan = {d.snapshot_id: d for d in housekeeping.prune(services, dry_run=True)}
     assert not plan[requested].keep
     assert plan[pinned].keep and plan[newest].keep
@@ -506,39 +501,39 @@ def test_encryption_at_rest_with_age(pg, pg_db, pg_url, small, staging, tmp_path
         "ATLAS_ENCRYPTION_KEY_FILE": str(key),
     }
     services = services_for(load_settings(env))
-    row = services.snapshots.take(requested_by="U1")
-    assert row["status"] == "ok" and row["encryption"] == "age"
-    path = Path(row["location"])
-    assert path.name == f"{row['id']}.dump.zst.age"
-    assert row["storage_key"].endswith(".dump.zst.age")
+    row = services.taker.take(requested_by="U1")
+    assert row.status == "ok" and row.encryption == "age"
+    path = Path(row.location)
+    assert path.name == f"{row.id}.dump.zst.age"
+    assert row.storage_key.endswith(".dump.zst.age")
     data = path.read_bytes()
     assert data.startswith(b"age-encryption.org/v1")
     assert MARKER.encode() not in data
-    assert len(data) == row["size_bytes"]
+    assert len(data) == row.size_bytes
     if shutil.which("zstd"):
         zstd = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=False)
         assert zstd.returncode != 0  # not a zstd frame: the ciphertext is what is stored
 
-    side = json.loads(path.with_name(f"{row['id']}.json").read_bytes())
+    side = json.loads(path.with_name(f"{row.id}.json").read_bytes())
     assert side["encryption"] == "age"
     assert side["recipient"] == recipient
-    assert side["sha256"] == row["sha256"]
-    assert side["restore"].startswith(f"age -d -i KEY.txt {row['id']}.dump.zst.age | zstd -dc")
+    assert side["sha256"] == row.sha256
+    assert side["restore"].startswith(f"age -d -i KEY.txt {row.id}.dump.zst.age | zstd -dc")
     assert "AGE-SECRET-KEY" not in json.dumps(side)
 
-    res = atlas(tmp_path, "verify", row["id"], "--json", env=env)
+    res = atlas(tmp_path, "verify", row.id, "--json", env=env)
     assert res.code == 0, res.output
     assert res.json()["status"] == "ok"
     out = tmp_path / "plain.dump"
-    res = atlas(tmp_path, "fetch", row["id"], "-o", str(out), env=env)
+    res = atlas(tmp_path, "fetch", row.id, "-o", str(out), env=env)
     assert res.code == 0, res.output
     plain = out.read_bytes()
     assert plain.startswith(b"PGDMP")
     assert MARKER.encode() in plain  # -Z0 dump: the data is in the clear once decrypted
-    assert len(plain) == row["raw_size_bytes"]
+    assert len(plain) == row.raw_size_bytes
 
-    drill = services.restores.run(kind="drill", snap_id=row["id"], requested_by="U1")
-    assert drill["status"] == "passed", drill
+    drill = services.restores.run(kind="drill", snap_id=row.id, requested_by="U1")
+    assert drill.status == "passed", drill
 
     # the manual path (README), with standard tools only: age -d -i key.txt X | zstd -dc
     if shutil.which("age") and shutil.which("zstd"):
@@ -552,25 +547,25 @@ def test_encryption_at_rest_with_age(pg, pg_db, pg_url, small, staging, tmp_path
 
     # without the key: a clear refusal, and nothing written
     no_key = {k: v for k, v in env.items() if k != "ATLAS_ENCRYPTION_KEY_FILE"}
-    res = atlas(tmp_path, "fetch", row["id"], "-o", str(tmp_path / "nokey.dump"), env=no_key)
+    res = atlas(tmp_path, "fetch", row.id, "-o", str(tmp_path / "nokey.dump"), env=no_key)
     assert res.code == 1
-    assert f"Snapshot {row['id']} is encrypted (age), and no key is configured." in res.output
+    assert f"Snapshot {row.id} is encrypted (age), and no key is configured." in res.output
     assert "ATLAS_ENCRYPTION_KEY_FILE" in res.output
     assert not (tmp_path / "nokey.dump").exists()
     keyless = services_for(load_settings(no_key))
     with pytest.raises(AtlasError, match=r"encrypted \(age\), and no key is configured"):
-        keyless.snapshots.fetch(row["id"], str(tmp_path / "nokey2.dump"))
+        keyless.reader.fetch(row.id, str(tmp_path / "nokey2.dump"))
 
     # with another key: cannot decrypt, nothing written
     other = tmp_path / "other.txt"
     other.write_text(generate_identity()[0] + "\n")
     wrong = {**env, "ATLAS_ENCRYPTION_KEY_FILE": str(other)}
-    res = atlas(tmp_path, "fetch", row["id"], "-o", str(tmp_path / "wrong.dump"), env=wrong)
+    res = atlas(tmp_path, "fetch", row.id, "-o", str(tmp_path / "wrong.dump"), env=wrong)
     assert res.code == 1
     assert "cannot decrypt" in res.output
     assert not (tmp_path / "wrong.dump").exists()
     assert not list(tmp_path.glob(".wrong.dump*"))
-    assert services.snapshots.get(row["id"])["status"] == "ok"
+    assert services.snapshots.get(row.id).status == "ok"
 
 
 def test_verify_refuses_clearly_without_the_key(pg_url, small, tmp_path, key_file):
@@ -578,7 +573,7 @@ def test_verify_refuses_clearly_without_the_key(pg_url, small, tmp_path, key_fil
     base = settings_for(pg_url, tmp_path)
     row = services_for(
         settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(key))
-    ).snapshots.take(requested_by="U1")
+    ).taker.take(requested_by="U1")
     other = tmp_path / "other.txt"
     other.write_text(generate_identity()[0] + "\n")
     for settings, message in (
@@ -586,7 +581,7 @@ def test_verify_refuses_clearly_without_the_key(pg_url, small, tmp_path, key_fil
         (settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(other)), "cannot decrypt"),
     ):
         with pytest.raises(AtlasError) as info:
-            services_for(settings).snapshots.verify(row["id"])
+            services_for(settings).reader.verify(row.id)
         assert message in str(info.value)
 
 
@@ -595,17 +590,17 @@ def test_verify_without_the_key_does_not_mark_a_good_snapshot_corrupt(
 ):
     key, _ = key_file
     keyed = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(key)))
-    row = keyed.snapshots.take(requested_by="U1")
+    row = keyed.taker.take(requested_by="U1")
     with pytest.raises(AtlasError, match="no key is configured"):
-        services_for(settings_for(pg_url, tmp_path)).snapshots.verify(row["id"])
-    assert keyed.snapshots.get(row["id"])["status"] == "ok"
+        services_for(settings_for(pg_url, tmp_path)).reader.verify(row.id)
+    assert keyed.snapshots.get(row.id).status == "ok"
 
 
 def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_file):
     old_key, old_public = key_file
     row = services_for(
         settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(old_key))
-    ).snapshots.take(requested_by="U1")
+    ).taker.take(requested_by="U1")
 
     # the runbook of a rotation: `atlas keygen` a new key, old key kept below it
     new_key = tmp_path / "new.txt"
@@ -613,10 +608,10 @@ def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_
     rotated = tmp_path / "rotated.txt"
     rotated.write_text(new_key.read_text() + old_key.read_text())
     services = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(rotated)))
-    assert services.snapshots.verify(row["id"])["status"] == "ok"
-    fresh = services.snapshots.take(requested_by="U1")
-    side = json.loads(Path(fresh["location"]).with_name(f"{fresh['id']}.json").read_bytes())
-    new_public = services.snapshots.encryption_identity().recipient
+    assert services.reader.verify(row.id).snapshot.status == "ok"
+    fresh = services.taker.take(requested_by="U1")
+    side = json.loads(Path(fresh.location).with_name(f"{fresh.id}.json").read_bytes())
+    new_public = services.keys.current().recipient
     assert side["recipient"] == new_public != old_public
     [line] = [
         ln
@@ -627,11 +622,11 @@ def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_
 
     # dropping the old key too early: a clear refusal that names the way out
     only_new = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(new_key)))
-    assert only_new.snapshots.verify(fresh["id"])["status"] == "ok"
+    assert only_new.reader.verify(fresh.id).snapshot.status == "ok"
     with pytest.raises(AtlasError, match="cannot decrypt") as info:
-        only_new.snapshots.verify(row["id"])
+        only_new.reader.verify(row.id)
     assert "recipient" in (info.value.hint or "")
-    assert only_new.snapshots.get(row["id"])["status"] == "ok"  # not marked corrupt
+    assert only_new.snapshots.get(row.id).status == "ok"  # not marked corrupt
 
 
 # -- 5. S3 server-side encryption -------------------------------------------------------------------
@@ -645,9 +640,9 @@ def test_s3_uploads_ask_for_server_side_encryption(
         settings = settings_for(
             pg_url, tmp_path, storage=f"s3://{bucket}/p", ATLAS_S3_SSE=sse, **extra
         )
-        row = services_for(settings).snapshots.take(requested_by="U1")
-        assert row["status"] == "ok"
-        for key in (f"p/{row['storage_key']}", f"p/production/{pg_db}/{row['id']}.json"):
+        row = services_for(settings).taker.take(requested_by="U1")
+        assert row.status == "ok"
+        for key in (f"p/{row.storage_key}", f"p/production/{pg_db}/{row.id}.json"):
             head = s3_client.head_object(Bucket=bucket, Key=key)
             assert head["ServerSideEncryption"] == sse, key
             if sse == "aws:kms":
@@ -688,8 +683,8 @@ def test_provider_check_alerts_once_a_day(pg_url, tmp_path, slack_api, rds_clien
     again = housekeeping.provider_check(services)
     assert again is not None and not again.ok
     assert len(posts(slack_api, ":rotating_light:")) == 1  # once a day
-    alerts = [a for a in audit_actions(services) if a["action"] == "provider.alert"]
-    assert len(alerts) == 1 and alerts[0]["subject"] == low
+    alerts = [a for a in audit_actions(services) if a.action == "provider.alert"]
+    assert len(alerts) == 1 and alerts[0].subject == low
     # the next day it is said again
     tomorrow = datetime.now(UTC) + timedelta(days=1)
     housekeeping.provider_check(services, at=tomorrow)
@@ -759,9 +754,9 @@ def test_snapshot_with_provider_starts_a_tagged_rds_snapshot(pg_url, small, tmp_
     tags = rds_client.list_tags_for_resource(ResourceName=snap["DBSnapshotArn"])["TagList"]
     assert {"Key": "created-by", "Value": "atlas"} in tags
     services = services_for(load_settings(env))
-    assert services.snapshots.get(row["id"])["provider_snapshot"] == row["provider_snapshot"]
-    [entry] = [a for a in audit_actions(services) if a["action"] == "provider.snapshot"]
-    assert entry["subject"] == row["id"]
+    assert services.snapshots.get(row["id"]).provider_snapshot == row["provider_snapshot"]
+    [entry] = [a for a in audit_actions(services) if a.action == "provider.snapshot"]
+    assert entry.subject == row["id"]
 
     # no provider configured: refused before any work, with what to set
     plain = {k: v for k, v in env.items() if k != "ATLAS_RDS_INSTANCE"}
@@ -770,7 +765,7 @@ def test_snapshot_with_provider_starts_a_tagged_rds_snapshot(pg_url, small, tmp_
     error = res.json()["error"]
     assert "--provider needs a provider: nothing was started" in error
     assert "ATLAS_RDS_INSTANCE" in error
-    assert len(services.snapshots.list()) == 1
+    assert len(services.snapshots.recent()) == 1
 
 
 def test_provider_failure_still_finishes_the_snapshot_message(
@@ -781,12 +776,12 @@ def test_provider_failure_still_finishes_the_snapshot_message(
     services = services_for(settings, slack_api.client())
     with pytest.raises(AtlasError, match="No RDS instance named"):
         services.snapshot_reported(requested_by="U1", provider=True)
-    [row] = services.snapshots.list()
-    assert row["status"] == "ok"  # our own snapshot is stored and verified
+    [row] = services.snapshots.recent()
+    assert row.status == "ok"  # our own snapshot is stored and verified
     [err] = posts(slack_api, "is stored, but the provider snapshot failed")
     assert f"No RDS instance named {missing}" in err["params"]["text"]
-    started = services.snapshots.get(row["id"])
-    final = slack_api.message(started["slack_channel"], started["slack_ts"])
+    started = services.snapshots.get(row.id)
+    final = slack_api.message(started.slack_channel, started.slack_ts)
     assert final is not None
     assert not final["text"].startswith(":hourglass_flowing_sand:"), final["text"]
 
@@ -828,16 +823,16 @@ def test_status_checklist_from_the_command_line(
         ATLAS_SNAPSHOT_SCHEDULE="0 3 * * *",
     )
     services = services_for(load_settings(env))
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
-    assert drill["status"] == "passed", drill
+    assert drill.status == "passed", drill
 
     code, doc, checks = _status(tmp_path, env)
     assert code == 0, doc
     assert doc["status"] == "warn"  # the provider check is not configured
     assert all(c["level"] != "fail" for c in doc["checks"]), doc
     assert checks[f"snapshot:{pg_db}"]["level"] == "ok"
-    assert snap["id"] in checks[f"snapshot:{pg_db}"]["detail"]
+    assert snap.id in checks[f"snapshot:{pg_db}"]["detail"]
     assert "verified" in checks[f"snapshot:{pg_db}"]["detail"]
     assert checks[f"drill:{pg_db}"]["level"] in ("ok", "warn")
     assert checks["encryption"] == {
@@ -851,7 +846,7 @@ def test_status_checklist_from_the_command_line(
     assert "ATLAS_RDS_INSTANCE" in checks["automated"]["detail"]
     assert checks["separation"]["level"] == "ok"
 
-    age_drill(services, drill["id"], 200)
+    age_drill(services, drill.id, 200)
     code, doc, checks = _status(tmp_path, env)
     assert code == 1 and doc["status"] == "fail"
     line = checks[f"drill:{pg_db}"]
@@ -869,7 +864,7 @@ def test_status_says_what_is_true_of_the_artifacts(pg_db, pg_url, small, tmp_pat
     encryption line counts the kept artifacts, not the configuration."""
     key, _ = key_file
     services = services_for(settings_for(pg_url, tmp_path))
-    plain = services.snapshots.take(requested_by="U1")
+    plain = services.taker.take(requested_by="U1")
 
     def lines(**env: str) -> dict[str, status.Line]:
         s = services_for(settings_for(pg_url, tmp_path, **env))
@@ -877,19 +872,19 @@ def test_status_says_what_is_true_of_the_artifacts(pg_db, pg_url, small, tmp_pat
 
     snap_line = f"snapshot:{pg_db}"
     assert lines()[snap_line].level == "ok"
-    age_snapshot(services, plain["id"], 40)
+    age_snapshot(services, plain.id, 40)
     stale = lines()[snap_line]
     assert stale.level == "fail" and stale.detail.startswith("STALE: ")
     assert "expected every 24 h" in stale.detail
     weekly = {"ATLAS_SNAPSHOT_SCHEDULE": "0 3 * * 0"}
-    age_snapshot(services, plain["id"], 5)
+    age_snapshot(services, plain.id, 5)
     assert lines(**weekly)[snap_line].level == "ok"  # a weekly schedule: 5 days is fine
-    age_snapshot(services, plain["id"], 10)
+    age_snapshot(services, plain.id, 10)
     assert lines(**weekly)[snap_line].level == "warn"
     assert lines()[snap_line].level == "fail"
 
     keyed = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(key)))
-    keyed.snapshots.take(requested_by="U1")
+    keyed.taker.take(requested_by="U1")
     enc = lines(ATLAS_ENCRYPTION_KEY_FILE=str(key))["encryption"]
     assert enc.level == "warn", enc
     assert enc.detail.startswith("1 of 2 kept artifacts are not encrypted")
@@ -902,8 +897,8 @@ def test_never_drilled_database_gets_overdue_reminders(pg_db, pg_url, small, tmp
     services = services_for(
         settings_for(pg_url, tmp_path, ATLAS_CHANNEL="CREMIND"), slack_api.client()
     )
-    row = services.snapshots.take(requested_by="U1")
-    started = datetime.fromisoformat(row["started_at"])
+    row = services.taker.take(requested_by="U1")
+    started = datetime.fromisoformat(row.started_at)
     q = (started.month - 1) // 3
     next_quarter = datetime(started.year + (q == 3), (q + 1) % 4 * 3 + 1, 1, tzinfo=UTC)
     posted = housekeeping.drill_reminders(services, at=next_quarter + timedelta(days=9))
@@ -946,7 +941,7 @@ def test_slash_status_replies_with_the_checklist(bot, pg_db):
 
 
 def test_reminder_button_opens_a_drill_request(bot, pg_db):
-    snap = bot.services.snapshots.take(requested_by="U_SNAP")
+    snap = bot.services.taker.take(requested_by="U_SNAP")
     code, _ = post_interaction(
         bot.url,
         SECRET,
@@ -964,19 +959,17 @@ def test_reminder_button_opens_a_drill_request(bot, pg_db):
         timeout=20,
     )
     assert msg["params"]["channel"] == "C1"
-    assert (
-        snap["id"] in msg["params"]["text"] and "Restore drill requested" in msg["params"]["text"]
-    )
+    assert snap.id in msg["params"]["text"] and "Restore drill requested" in msg["params"]["text"]
 
     def one_request() -> dict[str, Any]:
-        reqs = bot.services.catalog.requests_where("1=1", [])
+        reqs = bot.services.catalog.list_requests()
         assert len(reqs) == 1
         return reqs[0]
 
     req = eventually(one_request)
-    assert (req["kind"], req["snapshot_id"], req["requested_by"], req["status"]) == (
+    assert (req.kind, req.snapshot_id, req.requested_by, req.status) == (
         "drill",
-        snap["id"],
+        snap.id,
         "U_REQ",
         "pending",
     )
@@ -998,7 +991,7 @@ def test_reminder_button_opens_a_drill_request(bot, pg_db):
         timeout=20,
     )
     assert err["params"].get("response_type") == "ephemeral"
-    assert len(bot.services.catalog.requests_where("1=1", [])) == 1
+    assert len(bot.services.catalog.list_requests()) == 1
 
     # a badly signed click does nothing
     code, _ = post_interaction(
@@ -1022,31 +1015,31 @@ def test_daily_runs_every_job_and_audits(pg, pg_url, small, staging, tmp_path, s
         ATLAS_CHANNEL=CHANNEL,
     )
     services = services_for(settings, slack_api.client())
-    old = services.snapshots.take(requested_by="U1")["id"]
-    new = services.snapshots.take(requested_by="U1")["id"]
+    old = services.taker.take(requested_by="U1").id
+    new = services.taker.take(requested_by="U1").id
     age_snapshot(services, old, 90)
-    req = services.flow.request(kind="drill", snap_id=new, requested_by="U_REQ", channel="C1")
+    req = services.ask.request(kind="drill", snap_id=new, requested_by="U_REQ", channel="C1")
     services.catalog.update_request(
-        req["id"], expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+        req.id, expires_at=(datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     )
 
     result = housekeeping.daily(services)
     assert set(result) >= {"reminders", "pruned", "provider", "expired"}
     assert result["pruned"] == [old]
-    assert result["expired"] == [req["id"]]
+    assert result["expired"] == [req.id]
     assert result["provider"] is None
     assert isinstance(result["reminders"], list)
-    assert services.catalog.get_request(req["id"])["status"] == "expired"
-    assert services.snapshots.get(old)["status"] == "deleted"
-    [ran] = [a for a in audit_actions(services) if a["action"] == "housekeeping.ran"]
-    detail = json.loads(ran["detail"])
-    assert ran["actor"] == "atlas" and ran["subject"] == "daily"
-    assert detail["pruned"] == [old] and detail["expired"] == [req["id"]]
+    assert services.catalog.get_request(req.id).status == "expired"
+    assert services.snapshots.get(old).status == "deleted"
+    [ran] = [a for a in audit_actions(services) if a.action == "housekeeping.ran"]
+    detail = ran.detail
+    assert ran.actor == "atlas" and ran.subject == "daily"
+    assert detail["pruned"] == [old] and detail["expired"] == [req.id]
 
     again = housekeeping.daily(services)
     assert again["pruned"] == [] and again["expired"] == []
     assert again["reminders"] == []
-    assert len([a for a in audit_actions(services) if a["action"] == "housekeeping.ran"]) == 2
+    assert len([a for a in audit_actions(services) if a.action == "housekeeping.ran"]) == 2
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -1069,18 +1062,18 @@ def test_metrics_for_prometheus(bot, pg_db):
     assert ("atlas_snapshot_last_success_timestamp_seconds", labels) not in before
     assert ("atlas_drill_deadline_timestamp_seconds", labels) in before
 
-    snap = bot.services.snapshots.take(requested_by="U1")
+    snap = bot.services.taker.take(requested_by="U1")
     drill = bot.services.restores.run(kind="drill", snap_id=None, requested_by="U1")
-    assert drill["status"] == "passed", drill
+    assert drill.status == "passed", drill
     got = _scrape(bot.url)
-    finished = datetime.fromisoformat(snap["finished_at"]).timestamp()
+    finished = datetime.fromisoformat(snap.finished_at).timestamp()
     assert got[("atlas_snapshot_last_success_timestamp_seconds", labels)] == finished
-    assert got[("atlas_snapshot_last_size_bytes", labels)] == snap["size_bytes"]
-    assert got[("atlas_snapshot_last_duration_seconds", labels)] == snap["duration_s"]
+    assert got[("atlas_snapshot_last_size_bytes", labels)] == snap.size_bytes
+    assert got[("atlas_snapshot_last_duration_seconds", labels)] == snap.duration_s
     assert got[("atlas_snapshots", (*labels, ("status", "ok")))] == 1
-    drilled = datetime.fromisoformat(drill["finished_at"])
+    drilled = datetime.fromisoformat(drill.finished_at)
     assert got[("atlas_drill_last_success_timestamp_seconds", labels)] == drilled.timestamp()
-    assert got[("atlas_drill_last_total_seconds", labels)] == drill["total_s"]
+    assert got[("atlas_drill_last_total_seconds", labels)] == drill.total_s
     # the drill answered this quarter, so the next one is owed: due when the one after starts
     year, q = divmod(drilled.year * 4 + (drilled.month - 1) // 3 + 2, 4)
     due = datetime(year, q * 3 + 1, 1, tzinfo=UTC)

@@ -4,7 +4,6 @@ refreshes; on a schema with many tables, indexes and foreign keys."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -33,26 +32,26 @@ def _databases(pg: PgCluster, like: str) -> set[str]:
 def test_snapshot_drill_and_refresh_without_superuser(pg, least_privilege, shop, tmp_path):
     lp: LeastPrivilege = least_privilege
     drills = services_for(settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=lp.stager_url))
-    snap = drills.snapshots.take(requested_by="ops")
-    manifest = json.loads(snap["manifest"])
+    snap = drills.taker.take(requested_by="ops")
+    manifest = snap.manifest
     assert manifest["tables"] == {k: v for k, v in shop.items()}
     assert "billing.invoice_number" in manifest["sequences"]
 
-    drill = drills.restores.run(kind="drill", snap_id=snap["id"], requested_by="ops")
-    assert drill["status"] == "passed", drill
-    assert drill["scratch_dropped"] == 1 and drill["cleanup_error"] is None
+    drill = drills.restores.run(kind="drill", snap_id=snap.id, requested_by="ops")
+    assert drill.status == "passed", drill
+    assert drill.scratch_dropped == 1 and drill.cleanup_error is None
     assert _databases(pg, "atlas_drill_%") == set()
 
     refresh = services_for(settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=lp.owner_url))
-    restored = refresh.restores.run(kind="restore", snap_id=snap["id"], requested_by="ops")
-    assert restored["status"] == "passed", restored
+    restored = refresh.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
+    assert restored.status == "passed", restored
     assert (
         pg.execute(lp.staging, "SELECT count(*) FROM app.order_items")[0][0]
         == shop["app.order_items"]
     )
     # and again over its own earlier content, as a weekly refresh does
-    again = refresh.restores.run(kind="restore", snap_id=snap["id"], requested_by="ops")
-    assert again["status"] == "passed", again
+    again = refresh.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
+    assert again.status == "passed", again
 
 
 def test_guard_knows_production_without_reading_the_control_file(least_privilege, shop, tmp_path):
@@ -63,9 +62,9 @@ def test_guard_knows_production_without_reading_the_control_file(least_privilege
         "@127.0.0.1:", "@db-alias.example:"
     )
     services = services_for(settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=alias))
-    snap = services.snapshots.take(requested_by="ops")
+    snap = services.taker.take(requested_by="ops")
     with pytest.raises(Refused, match="it is the production database"):
-        services.restores.run(kind="restore", snap_id=snap["id"], requested_by="ops")
+        services.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
 
 
 def test_a_scratch_database_that_cannot_be_dropped_is_dropped_later(
@@ -78,7 +77,7 @@ def test_a_scratch_database_that_cannot_be_dropped_is_dropped_later(
     services = services_for(
         settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=lp.stager_url)
     )
-    snap = services.snapshots.take(requested_by="ops")
+    snap = services.taker.take(requested_by="ops")
     drill_id = "d-20261129-000000-beef"
     scratch = "atlas_drill_d_20261129_000000_beef"
     stop = threading.Event()
@@ -97,20 +96,18 @@ def test_a_scratch_database_that_cannot_be_dropped_is_dropped_later(
     holder.start()
     try:
         drill = services.restores.run(
-            kind="drill", snap_id=snap["id"], requested_by="ops", drill_id=drill_id
+            kind="drill", snap_id=snap.id, requested_by="ops", drill_id=drill_id
         )
     finally:
         stop.set()
         holder.join(timeout=10)
-    assert drill["status"] == "passed", drill
-    assert drill["scratch_dropped"] == 0 and "accessed by other users" in drill["cleanup_error"]
-    assert any(
-        "could not be dropped yet" in p and scratch in p for p in json.loads(drill["problems"])
-    )
+    assert drill.status == "passed", drill
+    assert drill.scratch_dropped == 0 and "accessed by other users" in drill.cleanup_error
+    assert any("could not be dropped yet" in p and scratch in p for p in drill.problems)
     assert _databases(pg, "atlas_drill_%") == {scratch}
 
-    assert services.restores.clean_up_scratch() == [scratch]
+    assert services.scratch.clean_up() == [scratch]
     assert _databases(pg, "atlas_drill_%") == set()
     after = services.catalog.get_drill(drill_id)
-    assert after["scratch_dropped"] == 1 and after["cleanup_error"] is None
-    assert services.restores.clean_up_scratch() == []  # nothing owed any more
+    assert after.scratch_dropped == 1 and after.cleanup_error is None
+    assert services.scratch.clean_up() == []  # nothing owed any more

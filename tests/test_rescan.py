@@ -55,39 +55,37 @@ def test_rescan_rebuilds_a_lost_catalog_that_drills_again(pg, pg_db, pg_url, tmp
     try:
         settings = settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(staging))
         services = services_for(settings)
-        before = [
-            services.snapshots.take(requested_by="U1", note=f"n{i} <!channel>") for i in (1, 2)
-        ]
+        before = [services.taker.take(requested_by="U1", note=f"n{i} <!channel>") for i in (1, 2)]
         _lose_catalog(tmp_path)
 
         fresh = services_for(settings)
-        assert fresh.snapshots.list() == []
-        preview = fresh.snapshots.rescan("ops", dry_run=True)
-        assert [r["outcome"] for r in preview] == ["imported", "imported"]
-        assert fresh.snapshots.list() == []  # a dry run changes nothing
+        assert fresh.snapshots.recent() == []
+        preview = fresh.rescanner.rescan("ops", dry_run=True)
+        assert [r.outcome for r in preview] == ["imported", "imported"]
+        assert fresh.snapshots.recent() == []  # a dry run changes nothing
 
-        results = fresh.snapshots.rescan("ops")
-        assert sorted(r["id"] for r in results) == sorted(r["id"] for r in before)
-        assert {r["outcome"] for r in results} == {"imported"}
+        results = fresh.rescanner.rescan("ops")
+        assert sorted(r.id for r in results) == sorted(r.id for r in before)
+        assert {r.outcome for r in results} == {"imported"}
         for old in before:
-            new = fresh.snapshots.get(old["id"])
-            assert {k: new[k] for k in COMPARED} == {k: old[k] for k in COMPARED}
-            assert json.loads(new["manifest"]) == json.loads(old["manifest"])
-            assert new["status"] == "ok" and new["source"] == "rescan"
-        assert [r["id"] for r in fresh.snapshots.list()] == [r["id"] for r in before][::-1]
-        assert [a["action"] for a in fresh.catalog.audit_log(subject=before[0]["id"])] == [
+            new = fresh.snapshots.get(old.id)
+            assert {k: getattr(new, k) for k in COMPARED} == {k: getattr(old, k) for k in COMPARED}
+            assert new.manifest == old.manifest
+            assert new.status == "ok" and new.source == "rescan"
+        assert [r.id for r in fresh.snapshots.recent()] == [r.id for r in before][::-1]
+        assert [a.action for a in fresh.catalog.audit_log(subject=before[0].id)] == [
             "snapshot.imported"
         ]
 
         drill = fresh.restores.run(kind="drill", snap_id=None, requested_by="U1")
-        assert drill["status"] == "passed", drill
-        assert drill["snapshot_id"] == before[1]["id"]
-        assert json.loads(fresh.snapshots.get(before[1]["id"])["manifest"])["tables"] == {
+        assert drill.status == "passed", drill
+        assert drill.snapshot_id == before[1].id
+        assert fresh.snapshots.get(before[1].id).manifest["tables"] == {
             f"public.{t}": n for t, n in expected.items()
         }
 
-        again = fresh.snapshots.rescan("ops")
-        assert [r["outcome"] for r in again] == ["known", "known"]
+        again = fresh.rescanner.rescan("ops")
+        assert [r.outcome for r in again] == ["known", "known"]
     finally:
         pg.drop_database(staging)
 
@@ -96,14 +94,14 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     fill_sample(pg_url, rows=100)
     settings = settings_for(pg_url, tmp_path)
     services = services_for(settings)
-    gone, tampered, good = (services.snapshots.take(requested_by="U1") for _ in range(3))
+    gone, tampered, good = (services.taker.take(requested_by="U1") for _ in range(3))
     _lose_catalog(tmp_path)
 
-    Path(gone["location"]).unlink()
-    sidecar = Path(tampered["location"]).with_name(f"{tampered['id']}.json")
+    Path(gone.location).unlink()
+    sidecar = Path(tampered.location).with_name(f"{tampered.id}.json")
     doc = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**doc, "size_bytes": doc["size_bytes"] + 1}))
-    folder = Path(good["location"]).parent
+    folder = Path(good.location).parent
     (folder / ".half-written.json.partial").write_text("{")
     (folder / "notes.json").write_text("{}")  # not a snapshot's sidecar
     other = folder.parent / "otherdb"  # another database's backups in the same storage
@@ -119,16 +117,16 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     assert res.returncode == 1, res.stderr
     results = {r["id"]: r for r in json.loads(res.stdout)["results"]}
     other_id = "20260101-000000-abcd"
-    assert set(results) == {gone["id"], tampered["id"], good["id"], "notes", other_id}
+    assert set(results) == {gone.id, tampered.id, good.id, "notes", other_id}
     assert results[other_id]["outcome"] == "other"  # named, never adopted
     assert "otherdb is not a database configured here" in results[other_id]["reason"]
     assert results["notes"]["outcome"] == "skipped"
-    assert results[good["id"]]["outcome"] == "imported"
-    assert results[gone["id"]]["outcome"] == "skipped"
-    assert "is missing" in results[gone["id"]]["reason"]
-    assert results[tampered["id"]]["outcome"] == "skipped"
-    assert "the sidecar says" in results[tampered["id"]]["reason"]
-    assert [r["id"] for r in services_for(settings).snapshots.list()] == [good["id"]]
+    assert results[good.id]["outcome"] == "imported"
+    assert results[gone.id]["outcome"] == "skipped"
+    assert "is missing" in results[gone.id]["reason"]
+    assert results[tampered.id]["outcome"] == "skipped"
+    assert "the sidecar says" in results[tampered.id]["reason"]
+    assert [r.id for r in services_for(settings).snapshots.recent()] == [good.id]
 
     res = _cli(tmp_path, env, "rescan")
     assert res.returncode == 1
@@ -139,12 +137,10 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
 def test_rescan_from_s3(pg_url, tmp_path, s3_env):
     fill_sample(pg_url, rows=100)
     settings = settings_for(pg_url, tmp_path, storage=f"s3://{s3_env}/team")
-    row = services_for(settings).snapshots.take(requested_by="U1")
+    row = services_for(settings).taker.take(requested_by="U1")
     _lose_catalog(tmp_path)
 
     fresh = services_for(settings)
-    assert [(r["id"], r["outcome"]) for r in fresh.snapshots.rescan("ops")] == [
-        (row["id"], "imported")
-    ]
-    assert fresh.snapshots.get(row["id"])["location"] == row["location"]
-    assert fresh.snapshots.verify(row["id"])["status"] == "ok"
+    assert [(r.id, r.outcome) for r in fresh.rescanner.rescan("ops")] == [(row.id, "imported")]
+    assert fresh.snapshots.get(row.id).location == row.location
+    assert fresh.reader.verify(row.id).snapshot.status == "ok"

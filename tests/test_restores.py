@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn
-from bot.restore.restores import _Input, guard_not_production, identity
+from bot.restore import strategies
+from bot.restore.guard import guard_not_production, server_identity
+from bot.restore.source import Source
 from tests.helpers import add_bulk, services_for, settings_for
 from tests.support.pg import fill_sample
 
@@ -34,7 +35,7 @@ def env(pg, pg_db, pg_url, tmp_path):
         pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(staging), ATLAS_CONFIG=str(checks)
     )
     services = services_for(settings)
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     yield services, snap, staging, expected
     pg.drop_database(staging)
 
@@ -43,19 +44,21 @@ def test_drill_restores_into_a_scratch_database_verifies_and_drops_it(pg, env):
     services, snap, _, _ = env
     before = _dbs(pg)
     drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1", approved_by=["U2"])
-    assert drill["status"] == "passed", drill
-    assert drill["snapshot_id"] == snap["id"]
-    assert drill["scratch_db"].startswith("atlas_drill_")
-    checks = json.loads(drill["checks"])
-    assert [c["name"] for c in checks] == ["users exist", "orders point at users"]
-    assert all(c["passed"] for c in checks)
-    assert json.loads(drill["problems"]) == []
+    assert drill.status == "passed", drill
+    assert drill.snapshot_id == snap.id
+    assert drill.scratch_db.startswith("atlas_drill_")
+    checks = drill.checks
+    assert [c.name for c in checks] == ["users exist", "orders point at users"]
+    assert all(c.passed for c in checks)
+    assert drill.problems == []
     for phase in ("download_s", "restore_s", "verify_s", "total_s"):
-        assert drill[phase] is not None and drill[phase] >= 0  # a tiny artifact checks in < 1 ms
-    assert drill["total_s"] >= drill["restore_s"] > 0
+        assert (
+            getattr(drill, phase) is not None and getattr(drill, phase) >= 0
+        )  # a tiny artifact checks in < 1 ms
+    assert drill.total_s >= drill.restore_s > 0
     assert _dbs(pg) == before  # the scratch database is gone
-    assert services.catalog.list_drills()[0]["id"] == drill["id"]
-    actions = [a["action"] for a in services.catalog.audit_log()]
+    assert services.catalog.list_drills()[0].id == drill.id
+    actions = [a.action for a in services.catalog.audit_log()]
     assert "drill.started" in actions and "drill.passed" in actions
 
 
@@ -63,8 +66,8 @@ def test_restore_into_staging_replaces_its_content(pg, env):
     services, snap, staging, expected = env
     pg.execute(staging, "CREATE TABLE users (id int, junk text)")
     pg.execute(staging, "INSERT INTO users VALUES (1, 'stale')")
-    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "passed", drill
+    drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "passed", drill
     counts = {
         t: pg.execute(staging, f"SELECT count(*) FROM {t}")[0][0] for t in ("users", "orders")
     }
@@ -83,16 +86,16 @@ def test_failing_app_flow_check_fails_the_drill(pg, env, tmp_path):
     services.settings.checks.append(Check(name="too slow", sql="SELECT pg_sleep(5) IS NOT NULL"))
     services.settings.check_timeout_s = 1
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    by_name = {c["name"]: c for c in json.loads(drill["checks"])}
-    assert by_name["users exist"]["passed"]
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    by_name = {c.name: c for c in drill.checks}
+    assert by_name["users exist"].passed
     assert (
-        not by_name["no users at all"]["passed"]
-        and "returned False" in by_name["no users at all"]["detail"]
+        not by_name["no users at all"].passed
+        and "returned False" in by_name["no users at all"].detail
     )
-    assert "nowhere" in by_name["broken sql"]["detail"]
-    assert "statement timeout" in by_name["too slow"]["detail"]
+    assert "nowhere" in by_name["broken sql"].detail
+    assert "statement timeout" in by_name["too slow"].detail
     assert _dbs(pg) == before
 
 
@@ -103,29 +106,29 @@ def test_checks_are_read_only(pg, env):
     services.settings.checks[:] = [
         Check(name="sneaky write", sql="DELETE FROM users RETURNING true")
     ]
-    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "read-only" in json.loads(drill["checks"])[0]["detail"]
+    drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "read-only" in drill.checks[0].detail
 
 
 def test_tampered_artifact_fails_before_restoring(pg, env):
     services, snap, staging, _ = env
-    path = Path(snap["location"])
+    path = Path(snap.location)
     data = bytearray(path.read_bytes())
     data[len(data) // 3] ^= 0x01
     path.write_bytes(bytes(data))
     before = _dbs(pg)
-    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "Checksum mismatch" in drill["error"] or "corrupt" in drill["error"]
-    assert drill["restore_s"] is None  # pg_restore never ran
+    drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "Checksum mismatch" in drill.error or "corrupt" in drill.error
+    assert drill.restore_s is None  # pg_restore never ran
     assert (
         pg.execute(staging, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0] == 0
     )
     # the damage is recorded once found: the snapshot is corrupt, and nothing restores it
-    assert services.catalog.get_snapshot(snap["id"])["status"] == "corrupt"
+    assert services.catalog.get_snapshot(snap.id).status == "corrupt"
     with pytest.raises(AtlasError, match="is corrupt"):
-        services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+        services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
     assert _dbs(pg) == before
 
 
@@ -133,10 +136,10 @@ def test_pg_restore_error_is_a_failed_restore(pg, env):
     services, snap, staging, _ = env
     pg.execute(staging, "CREATE TABLE users (id int)")
     pg.execute(staging, "CREATE VIEW keep_me AS SELECT * FROM users")  # blocks DROP TABLE users
-    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "pg_restore stopped on an error" in drill["error"]
-    assert "depend" in drill["error"]
+    drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "pg_restore stopped on an error" in drill.error
+    assert "depend" in drill.error
 
 
 def test_guard_catches_the_same_database_spelled_differently(pg, pg_db, pg_url):
@@ -153,7 +156,7 @@ def test_guard_catches_the_same_database_spelled_differently(pg, pg_db, pg_url):
     pg.create_database(other)
     try:
         guard_not_production(prod, Conn.parse(pg.url(other)))  # a different database passes
-        assert identity(prod).system_id  # superuser: the strong identity is available
+        assert server_identity(prod).system_id  # superuser: the strong identity is available
     finally:
         pg.drop_database(other)
 
@@ -164,10 +167,10 @@ def test_staging_pointing_at_production_is_refused_and_audited(pg, pg_db, pg_url
         f"postgresql://postgres:{pg.password}@db-alias.example:{pg.port}/{pg_db}?hostaddr=127.0.0.1"
     )
     services = services_for(settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=alias))
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     with pytest.raises(Refused):
-        services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U7")
-    assert services.catalog.audit_log()[0]["action"] == "restore.refused"
+        services.restores.run(kind="restore", snap_id=snap.id, requested_by="U7")
+    assert services.catalog.audit_log()[0].action == "restore.refused"
     assert services.catalog.list_drills() == []
     with pytest.raises(AtlasError, match="points at the production database"):
         settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(pg_db))
@@ -182,9 +185,9 @@ def test_unreachable_staging_fails_clearly(pg, pg_db, pg_url, tmp_path, free_por
             STAGING_DATABASE_URL=f"postgresql://u:stg-secret@127.0.0.1:{free_port}/s",
         )
     )
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     with pytest.raises(AtlasError, match="Cannot connect") as info:
-        services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+        services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
     assert "stg-secret" not in str(info.value)
 
 
@@ -205,9 +208,9 @@ def test_drill_from_s3(pg, pg_db, pg_url, tmp_path, s3_env):
                 pg_url, tmp_path, storage=f"s3://{s3_env}/x", STAGING_DATABASE_URL=pg.url(staging)
             )
         )
-        services.snapshots.take(requested_by="U1")
+        services.taker.take(requested_by="U1")
         drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
-        assert drill["status"] == "passed", drill
+        assert drill.status == "passed", drill
     finally:
         pg.drop_database(staging)
 
@@ -242,17 +245,17 @@ def test_drill_rebuilds_every_index_and_constraint(pg, pg_db, env, jobs):
     services.settings.drill_keep = True
     services.settings.restore_jobs = jobs
     work = services.settings.work_dir
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
     try:
-        assert drill["status"] == "passed", drill
-        scratch = drill["scratch_db"]
+        assert drill.status == "passed", drill
+        scratch = drill.scratch_db
         assert _schema(pg, scratch) == _schema(pg, pg_db)
         assert {t: pg.execute(scratch, f"SELECT count(*) FROM {t}")[0][0] for t in expected} == (
             expected
         )
         assert work is None or not [p for p in Path(work).iterdir() if p.name.startswith(".atlas")]
     finally:
-        pg.drop_database(drill["scratch_db"])
+        pg.drop_database(drill.scratch_db)
 
 
 def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env, tmp_path):
@@ -264,20 +267,20 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
     services, snap, _, _ = env
     services.settings.work_dir = tmp_path
     add_bulk(services.settings.target().url, mb=4)  # data well past the table of contents
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     pg_restore, _ = find_tool("pg_restore", 0, None)
-    scratch = f"toc_{snap['id'].replace('-', '_')}"
+    scratch = f"toc_{snap.id.replace('-', '_')}"
     pg.create_database(scratch)
     toc_path, full_path = tmp_path / "prefix.toc", tmp_path / "full.dump"
-    services.snapshots.fetch(snap["id"], str(full_path))
+    services.reader.fetch(snap.id, str(full_path))
     try:
         dest = Conn.parse(pg.url(scratch))
-        with open(snap["location"], "rb") as artifact, open(toc_path, "wb") as toc:
-            services.restores._stream_into(
+        tools = strategies.Tools(services.reader, services.store.get().location, tmp_path)
+        with open(snap.location, "rb") as artifact, open(toc_path, "wb") as toc:
+            source = Source(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None)
+            tools.stream_into(
                 [pg_restore, "--no-owner", "--no-acl", "--section=pre-data", "--section=data"],
-                dest,
-                snap,
-                _Input(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None),
+                strategies.Job(snap, dest, pg_restore, source, clean=False),
                 toc=(pg_restore, toc),
             )
         assert 0 < toc_path.stat().st_size < full_path.stat().st_size // 2
@@ -299,14 +302,14 @@ def test_artifact_checksum_is_checked_before_pg_restore_starts(pg, env):
     it before pg_restore gets a byte, so even a change in the last table's data stops
     the restore with nothing created."""
     services, snap, staging, _ = env
-    path = Path(snap["location"])
+    path = Path(snap.location)
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01
     path.write_bytes(bytes(data))
-    drill = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "Checksum mismatch" in drill["error"]
-    assert drill["restore_s"] is None  # pg_restore never started
+    drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "Checksum mismatch" in drill.error
+    assert drill.restore_s is None  # pg_restore never started
     assert (
         pg.execute(
             staging, "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
@@ -319,14 +322,14 @@ def test_rows_that_differ_from_the_manifest_fail_the_drill(pg, env):
     """The restored row counts are compared with the snapshot's manifest (while the
     indexes build); a difference fails the drill and says where."""
     services, snap, _, expected = env
-    manifest = json.loads(snap["manifest"])
+    manifest = snap.manifest
     manifest["tables"]["public.users"] += 1
     manifest["tables"]["public.ghosts"] = 7
-    services.catalog.update_snapshot(snap["id"], manifest=json.dumps(manifest))
+    services.catalog.update_snapshot(snap.id, manifest=manifest)
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    problems = json.loads(drill["problems"])
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    problems = drill.problems
     assert f"table public.users has {expected['users']} rows, expected {expected['users'] + 1}" in (
         problems
     )
@@ -347,24 +350,24 @@ def test_drill_refuses_a_changed_table_of_contents_before_pg_restore_reads_it(pg
     is checked against the snapshot's record before pg_restore gets a byte of it."""
     services, _, _, _ = env
     add_bulk(services.settings.target().url, mb=4)  # table data well past the table of contents
-    snap = services.snapshots.take(requested_by="U1")
-    assert 0 < snap["toc_bytes"] < snap["raw_size_bytes"] // 2 and len(snap["toc_sha256"]) == 64
-    path = Path(snap["location"])
+    snap = services.taker.take(requested_by="U1")
+    assert 0 < snap.toc_bytes < snap.raw_size_bytes // 2 and len(snap.toc_sha256) == 64
+    path = Path(snap.location)
 
     def edit(plain: bytes) -> bytes:
-        head = plain[: snap["toc_bytes"]]
+        head = plain[: snap.toc_bytes]
         assert b"CREATE TABLE public.users" in head
         return (
             head.replace(b"CREATE TABLE public.users", b"CREATE TABLE public.uXers")
-            + (plain[snap["toc_bytes"] :])
+            + (plain[snap.toc_bytes :])
         )
 
     _rewrite_artifact(path, edit)
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "table of contents" in drill["error"] and "does not match" in drill["error"]
-    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore got nothing
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "table of contents" in drill.error and "does not match" in drill.error
+    assert drill.download_s is None and drill.restore_s is None  # pg_restore got nothing
     assert _dbs(pg) == before
 
 
@@ -373,19 +376,19 @@ def test_drill_with_changed_table_data_fails_and_builds_no_index(pg, env):
     before indexes and constraints are built, and the drill fails."""
     services, _, _, _ = env
     add_bulk(services.settings.target().url, mb=4)
-    snap = services.snapshots.take(requested_by="U1")
-    path = Path(snap["location"])
+    snap = services.taker.take(requested_by="U1")
+    path = Path(snap.location)
 
     def edit(plain: bytes) -> bytes:
-        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        at = plain.index(b"user1@example.com", snap.toc_bytes)
         return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
 
     _rewrite_artifact(path, edit)
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "Checksum mismatch" in drill["error"] or "bytes, but" in drill["error"]
-    assert drill["download_s"] is not None and drill["restore_s"] is None
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "Checksum mismatch" in drill.error or "bytes, but" in drill.error
+    assert drill.download_s is not None and drill.restore_s is None
     assert _dbs(pg) == before
 
 
@@ -393,42 +396,42 @@ def test_drill_verify_first_checks_the_whole_artifact_before_restoring(pg, env):
     """ATLAS_DRILL_VERIFY_FIRST: a changed row stops the drill before pg_restore starts."""
     services, _, _, _ = env
     add_bulk(services.settings.target().url, mb=4)
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
     services.settings.drill_verify_first = True
 
     def edit(plain: bytes) -> bytes:
-        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        at = plain.index(b"user1@example.com", snap.toc_bytes)
         return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
 
-    _rewrite_artifact(Path(snap["location"]), edit)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed" and "nothing was restored" in drill["error"]
-    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore got nothing
+    _rewrite_artifact(Path(snap.location), edit)
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed" and "nothing was restored" in drill.error
+    assert drill.download_s is None and drill.restore_s is None  # pg_restore got nothing
 
 
 def test_snapshots_without_a_recorded_toc_are_checked_whole_first(pg, env):
     """Older snapshots (no toc_sha256): the drill checks the whole artifact before restoring."""
     services, snap, _, _ = env
-    services.catalog.update_snapshot(snap["id"], toc_bytes=None, toc_sha256=None)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "passed", drill
-    path = Path(snap["location"])
+    services.catalog.update_snapshot(snap.id, toc_bytes=None, toc_sha256=None)
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "passed", drill
+    path = Path(snap.location)
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01
     path.write_bytes(bytes(data))
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed" and "Checksum mismatch" in drill["error"]
-    assert drill["restore_s"] is None
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed" and "Checksum mismatch" in drill.error
+    assert drill.restore_s is None
 
 
 def test_unusable_work_dir_fails_the_drill_clearly(pg, env, tmp_path):
     services, snap, _, _ = env
     services.settings.work_dir = tmp_path / "missing"
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert f"Cannot write to {tmp_path / 'missing'}" in drill["error"]
-    assert "ATLAS_WORK_DIR" in drill["error"]
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert f"Cannot write to {tmp_path / 'missing'}" in drill.error
+    assert "ATLAS_WORK_DIR" in drill.error
     assert _dbs(pg) == before
 
 
@@ -440,21 +443,21 @@ def test_spooled_drill_and_refresh_load_data_with_jobs(pg, pg_db, env, tmp_path)
     services.settings.restore_jobs = 2
     services.settings.work_dir = tmp_path
     services.settings.drill_keep = True
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
     try:
-        assert drill["status"] == "passed", drill
-        scratch = drill["scratch_db"]
+        assert drill.status == "passed", drill
+        scratch = drill.scratch_db
         assert _schema(pg, scratch) == _schema(pg, pg_db)
         counts = {t: pg.execute(scratch, f"SELECT count(*) FROM {t}")[0][0] for t in expected}
         assert counts == expected
-        assert drill["download_s"] > 0 and drill["restore_s"] > 0
+        assert drill.download_s > 0 and drill.restore_s > 0
     finally:
-        pg.drop_database(drill["scratch_db"])
+        pg.drop_database(drill.scratch_db)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
 
     pg.execute(staging, "CREATE TABLE users (id int, junk text)")
-    refresh = services.restores.run(kind="restore", snap_id=snap["id"], requested_by="U1")
-    assert refresh["status"] == "passed", refresh
+    refresh = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    assert refresh.status == "passed", refresh
     assert pg.execute(staging, "SELECT count(*) FROM users")[0][0] == expected["users"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
 
@@ -463,15 +466,15 @@ def test_spooled_drill_checks_everything_before_pg_restore_runs(pg, env, tmp_pat
     services, snap, _, _ = env
     services.settings.restore_spool = True
     services.settings.work_dir = tmp_path
-    path = Path(snap["location"])
+    path = Path(snap.location)
     data = bytearray(path.read_bytes())
     data[-100] ^= 0x01
     path.write_bytes(bytes(data))
     before = _dbs(pg)
-    drill = services.restores.run(kind="drill", snap_id=snap["id"], requested_by="U1")
-    assert drill["status"] == "failed"
-    assert "corrupt" in drill["error"] or "Checksum mismatch" in drill["error"]
-    assert drill["download_s"] is None and drill["restore_s"] is None  # pg_restore never ran
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed"
+    assert "corrupt" in drill.error or "Checksum mismatch" in drill.error
+    assert drill.download_s is None and drill.restore_s is None  # pg_restore never ran
     assert _dbs(pg) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas")]
 
@@ -481,27 +484,27 @@ def test_damage_a_drill_finds_is_recorded_and_the_next_drill_avoids_it(pg, env):
     stop counting it as good, and the next default drill takes the good one before it."""
     services, older, _, _ = env
     add_bulk(services.settings.target().url, mb=4)
-    snap = services.snapshots.take(requested_by="U1")
+    snap = services.taker.take(requested_by="U1")
 
     def edit(plain: bytes) -> bytes:  # one damaged row in the middle of the data
-        at = plain.index(b"user1@example.com", snap["toc_bytes"])
+        at = plain.index(b"user1@example.com", snap.toc_bytes)
         return plain[:at] + b"user1@example.org" + plain[at + len(b"user1@example.com") :]
 
-    _rewrite_artifact(Path(snap["location"]), edit)
+    _rewrite_artifact(Path(snap.location), edit)
     drill = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
-    assert drill["snapshot_id"] == snap["id"] and drill["status"] == "failed"
-    row = services.catalog.get_snapshot(snap["id"])
-    assert row["status"] == "corrupt" and (
-        "Checksum mismatch" in row["error"] or "bytes, but" in row["error"]
+    assert drill.snapshot_id == snap.id and drill.status == "failed"
+    row = services.catalog.get_snapshot(snap.id)
+    assert row.status == "corrupt" and (
+        "Checksum mismatch" in row.error or "bytes, but" in row.error
     )
-    damaged = services.catalog.audit_log(subject=snap["id"])[0]
-    assert damaged["action"] == "snapshot.damaged" and drill["id"] in damaged["detail"]
+    damaged = services.catalog.audit_log(subject=snap.id)[0]
+    assert damaged.action == "snapshot.damaged" and damaged.detail["found_by"] == drill.id
 
     from bot.ops import status
 
     lines = {ln.key: ln for ln in status.evaluate(status.gather(services, check_provider=False))}
-    assert older["id"] in lines[f"snapshot:{row['database']}"].detail  # the last good one
-    assert snap["id"] in lines["damaged"].detail
+    assert older.id in lines[f"snapshot:{row.database}"].detail  # the last good one
+    assert snap.id in lines["damaged"].detail
 
     again = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
-    assert again["snapshot_id"] == older["id"] and again["status"] == "passed", again
+    assert again.snapshot_id == older.id and again.status == "passed", again

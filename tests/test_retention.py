@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from bot.policy.retention import Decision, RetentionPolicy, plan, summary
+from bot.records import Snapshot, SnapshotStatus
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -21,19 +23,19 @@ def snap(
     database: str = "app",
     environment: str = "production",
     pinned: int = 0,
-) -> dict[str, Any]:
-    """A catalog-shaped row; started_at written the way bot.catalog.now() writes it."""
+) -> Snapshot:
+    """A catalog record; started_at written the way the catalog writes it."""
     if isinstance(started, datetime):
         started = started.isoformat(timespec="milliseconds")
-    return {
-        "id": snap_id,
-        "database": database,
-        "environment": environment,
-        "status": status,
-        "started_at": started,
-        "pinned": pinned,
-        "storage_key": f"{environment}/{database}/{snap_id}.dump.zst",
-    }
+    return Snapshot(
+        id=snap_id,
+        database=database,
+        environment=environment,
+        status=SnapshotStatus(status) if status in set(SnapshotStatus) else status,  # type: ignore[arg-type]  # a status a newer Atlas might write
+        started_at=started,
+        pinned=bool(pinned),
+        storage_key=f"{environment}/{database}/{snap_id}.dump.zst",
+    )
 
 
 def ago(days: float = 0, **kw: float) -> datetime:
@@ -139,7 +141,7 @@ def test_unreadable_start_time_is_kept_not_guessed() -> None:
     rows = [
         snap("newest", ago(1)),
         snap("weird", "yesterday-ish"),
-        {**snap("none", ago(1)), "started_at": None},
+        dataclasses.replace(snap("none", ago(1)), started_at=None),
     ]
     got = by_id(plan(rows, RetentionPolicy(), NOW))
     assert got["weird"].keep and "unreadable" in got["weird"].reason
@@ -150,14 +152,14 @@ def test_unreadable_start_time_is_kept_not_guessed() -> None:
 # -- grandfather-father-son -----------------------------------------------------------------
 
 
-def ninety_dailies() -> list[dict[str, Any]]:
+def ninety_dailies() -> list[Snapshot]:
     """One ok snapshot at 02:00 UTC on each day from 2026-08-27 to 2026-11-24 (90 days)."""
     first = date(2026, 8, 27)
     rows = []
     for i in range(90):
         day = first + timedelta(days=i)
         rows.append(snap(day.isoformat(), datetime(day.year, day.month, day.day, 2, tzinfo=UTC)))
-    assert rows[-1]["id"] == "2026-11-24"
+    assert rows[-1].id == "2026-11-24"
     return rows
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.records import Snapshot
 from tests.helpers import add_bulk
 from tests.slackbot import TOKEN, Bot, start_bot
 from tests.support import pick_free_port
@@ -37,13 +38,13 @@ def test_snapshot_from_slack_acks_fast_then_reports(bot, pg):
     assert first["params"]["channel"] == "C1"
     final = bot.wait_final()
     text = str(final["params"]["blocks"])
-    row = bot.services.snapshots.list()[0]
-    assert row["status"] == "ok" and row["requested_by"] == "U42"
-    assert row["note"] == "before migration 0042 <!channel> <@U777>"
+    row = bot.services.snapshots.recent()[0]
+    assert row.status == "ok" and row.requested_by == "U42"
+    assert row.note == "before migration 0042 <!channel> <@U777>"
     for needed in (
-        row["id"],
-        row["sha256"][:12],
-        row["location"],
+        row.id,
+        row.sha256[:12],
+        row.location,
         "<@U42>",
         "KB",
         "before migration 0042",
@@ -79,7 +80,7 @@ def test_bad_or_stale_signature_is_401_and_does_nothing(bot):
     status, _ = bot.command("snapshot nope", timestamp=int(time.time()) - 3600)
     assert status == 401
     time.sleep(0.3)
-    assert bot.services.snapshots.list() == []
+    assert bot.services.snapshots.recent() == []
     assert bot.slack.calls("chat.postMessage") == []
 
 
@@ -94,7 +95,7 @@ def test_slack_retry_of_the_same_command_runs_once(bot):
     )
     bot.wait_final()
     time.sleep(0.5)
-    assert len(bot.services.snapshots.list()) == 1
+    assert len(bot.services.snapshots.recent()) == 1
 
 
 def test_an_ignored_slack_retry_is_logged(bot, caplog):
@@ -110,12 +111,12 @@ def test_an_ignored_slack_retry_is_logged(bot, caplog):
 def test_second_snapshot_while_one_runs_names_the_first(bot):
     target = bot.services.settings.target()
     bot.services.catalog.begin_snapshot(
-        {"id": "s-held", "database": target.name, "environment": "production", "requested_by": "U9"}
+        Snapshot(id="s-held", database=target.name, environment="production", requested_by="U9")
     )
     status, body = bot.command("snapshot again", user_id="U2")
     assert status == 200
     assert "already running: s-held, started by U9" in body
-    assert [r["id"] for r in bot.services.snapshots.list()] == ["s-held"]
+    assert [r.id for r in bot.services.snapshots.recent()] == ["s-held"]
 
 
 def test_allow_list_refuses_others(pg, pg_db, pg_url, tmp_path, slack_api):
@@ -124,7 +125,7 @@ def test_allow_list_refuses_others(pg, pg_db, pg_url, tmp_path, slack_api):
         status, body = b.command("snapshot sneaky", user_id="U666")
         assert status == 200 and "not on this workspace's Atlas allow-list" in body
         time.sleep(0.3)
-        assert b.services.snapshots.list() == []
+        assert b.services.snapshots.recent() == []
         assert "Atlas" in b.command("help", user_id="U666")[1]
     finally:
         server.close()
@@ -133,14 +134,14 @@ def test_allow_list_refuses_others(pg, pg_db, pg_url, tmp_path, slack_api):
 def test_list_verify_help_and_unknown_id(bot):
     bot.command("snapshot one")
     bot.wait_final()
-    snap = bot.services.snapshots.list()[0]
+    snap = bot.services.snapshots.recent()[0]
     status, body = bot.command("list")
-    assert status == 200 and snap["id"] in body
+    assert status == 200 and snap.id in body
     assert "/atlas snapshot" in bot.command("help")[1]
     assert "No snapshot with id" in bot.command("verify nope")[1]
-    assert "Verifying" in bot.command(f"verify {snap['id']}")[1]
+    assert "Verifying" in bot.command(f"verify {snap.id}")[1]
     reply = bot.slack.wait_for("response_url")
-    assert "verified" in str(reply["params"]) and snap["sha256"][:12] in str(reply["params"])
+    assert "verified" in str(reply["params"]) and snap.sha256[:12] in str(reply["params"])
 
 
 def test_failure_is_posted_in_plain_words(pg, pg_db, tmp_path, slack_api):
@@ -154,7 +155,7 @@ def test_failure_is_posted_in_plain_words(pg, pg_db, tmp_path, slack_api):
         assert ":x:" in final["params"]["text"]
         assert "Cannot connect" in str(final["params"]["blocks"])
         assert "pw-should-hide" not in slack_api.all_text()
-        assert b.services.snapshots.list()[0]["status"] == "failed"
+        assert b.services.snapshots.recent()[0].status == "failed"
     finally:
         server.close()
 
@@ -165,11 +166,11 @@ def test_slack_timing_out_does_not_fail_the_backup(bot):
     bot.command("snapshot while slack is slow")
     deadline = time.time() + 60
     while time.time() < deadline:
-        rows = bot.services.snapshots.list()
-        if rows and rows[0]["status"] != "running":
+        rows = bot.services.snapshots.recent()
+        if rows and rows[0].status != "running":
             break
         time.sleep(0.2)
-    assert rows[0]["status"] == "ok"
+    assert rows[0].status == "ok"
     bot.slack.delay("chat.postMessage", 0)
     bot.slack.delay("chat.update", 0)
 
@@ -185,25 +186,25 @@ def test_restart_recovery_is_announced(pg, pg_db, pg_url, tmp_path, slack_api):
     dead = subprocess.Popen(["true"])
     dead.wait()
     b.services.catalog.begin_snapshot(
-        {
-            "id": "s-crashed",
-            "database": "x",
-            "environment": "production",
-            "owner": f"{socket.gethostname()}:{dead.pid}",
-        }
+        Snapshot(
+            id="s-crashed",
+            database="x",
+            environment="production",
+            owner=f"{socket.gethostname()}:{dead.pid}",
+        )
     )
     b.services.recover()
     call = slack_api.wait_for("chat.postMessage")
     assert call["params"]["channel"] == "CATLAS" and "s-crashed" in call["params"]["text"]
     assert "interrupted" in call["params"]["text"]
-    assert b.services.snapshots.get("s-crashed")["status"] == "interrupted"
+    assert b.services.snapshots.get("s-crashed").status == "interrupted"
 
 
 def test_provider_flag_without_a_provider_is_refused_in_the_reply(bot):
     status, body = bot.command("snapshot --provider before 0042")
     assert status == 200 and "--provider needs a provider" in body
     time.sleep(0.3)
-    assert bot.services.snapshots.list() == []
+    assert bot.services.snapshots.recent() == []
 
 
 def test_a_note_full_of_mentions_still_fits_slacks_limits(bot):
@@ -223,17 +224,17 @@ def test_a_note_full_of_mentions_still_fits_slacks_limits(bot):
 
 
 def test_a_damaged_snapshot_found_by_verify_is_announced(bot):
-    snap = bot.services.snapshots.take(requested_by="U1")
-    good = bot.services.snapshots.take(requested_by="U1")
-    path = Path(snap["location"])
+    snap = bot.services.taker.take(requested_by="U1")
+    good = bot.services.taker.take(requested_by="U1")
+    path = Path(snap.location)
     path.write_bytes(path.read_bytes()[:-100])  # truncated on disk
     bot.slack.clear()
-    bot.command(f"verify {snap['id'][:-1]}", user_id="U2")  # a unique prefix will do
+    bot.command(f"verify {snap.id[:-1]}", user_id="U2")  # a unique prefix will do
     reply = bot.slack.wait_for(lambda c: c["method"] == "response_url", timeout=20)
     assert "failed verification" in reply["params"]["text"]
     post = bot.slack.wait_for(
         lambda c: c["method"] == "chat.postMessage" and "is damaged" in c["params"]["text"]
     )
     assert post["params"]["channel"] == "CATLAS"
-    assert good["id"] in str(post["params"]["blocks"])  # what to use instead
-    assert bot.services.catalog.get_snapshot(snap["id"])["status"] == "corrupt"
+    assert good.id in str(post["params"]["blocks"])  # what to use instead
+    assert bot.services.catalog.get_snapshot(snap.id).status == "corrupt"

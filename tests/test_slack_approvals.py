@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.records import RequestStatus
 from tests.slackbot import Bot, start_bot
 from tests.support.pg import fill_sample
 
@@ -31,7 +31,7 @@ def setup(pg, pg_db, pg_url, tmp_path, slack_api):
         }
         b, server = start_bot(pg_url, tmp_path, slack_api, **env)
         bots.append((b, server))
-        b.services.snapshots.take(requested_by="U_SNAP")
+        b.services.taker.take(requested_by="U_SNAP")
         return b
 
     yield make
@@ -78,10 +78,10 @@ def _wait_status(bot: Bot, req_id: str, statuses: set[str], timeout: float = 30)
     deadline = time.time() + timeout
     while time.time() < deadline:
         req = bot.services.catalog.get_request(req_id)
-        if req["status"] in statuses:
+        if req.status in statuses:
             return req
         time.sleep(0.1)
-    raise AssertionError(f"request stayed {req['status']}")
+    raise AssertionError(f"request stayed {req.status}")
 
 
 def test_full_drill_from_request_to_report(setup, pg):
@@ -90,8 +90,8 @@ def test_full_drill_from_request_to_report(setup, pg):
     assert status == 200 and "Asking for approval" in body
     msg = _request_message(bot)
     text = str(msg["params"]["blocks"])
-    snap = bot.services.snapshots.list()[0]
-    assert snap["id"] in text and "<@U_REQ>" in text and "0 of 1" in text
+    snap = bot.services.snapshots.recent()[0]
+    assert snap.id in text and "<@U_REQ>" in text and "0 of 1" in text
     for who in ("U_ANN", "U_BOB", "U_CAROL"):  # the group was resolved
         assert f"<@{who}>" in text
     assert "Expires" in text
@@ -99,7 +99,7 @@ def test_full_drill_from_request_to_report(setup, pg):
     bot.slack.wait_for(lambda c: c["method"] == "reactions.add" and c["params"]["name"] == "x")
     added = {c["params"]["name"] for c in bot.slack.calls("reactions.add")}
     assert added == {"white_check_mark", "x"}
-    [req] = bot.services.catalog.requests_where("1=1", [])
+    [req] = bot.services.catalog.list_requests()
 
     # the bot's own reactions, the requester and a non-approver do not count
     bot.react("UBOT", "white_check_mark", ts)
@@ -113,12 +113,12 @@ def test_full_drill_from_request_to_report(setup, pg):
     assert {c["params"]["user"] for c in eph} == {"U_REQ", "U_EVE"}
     time.sleep(0.3)
     assert "cannot approve it" in str(eph) and "not an approver" in str(eph)
-    assert bot.services.catalog.get_request(req["id"])["status"] == "pending"
+    assert bot.services.catalog.get_request(req.id).status == "pending"
 
     # a group member approves: the job runs and reports in the thread and the channel
     bot.react("U_CAROL", "white_check_mark", ts)
-    req = _wait_status(bot, req["id"], {"done", "failed"})
-    assert req["status"] == "done", req
+    req = _wait_status(bot, req.id, {"done", "failed"})
+    assert req.status == "done", req
     report = bot.slack.wait_for(
         lambda c: (
             c["method"] == "chat.postMessage"
@@ -136,26 +136,26 @@ def test_full_drill_from_request_to_report(setup, pg):
     )
     blocks = str(report["params"]["blocks"])
     assert "Time to restore" in blocks and "manifest" in blocks
-    drill = bot.services.catalog.get_drill(req["drill_id"])
-    assert drill["status"] == "passed" and json.loads(drill["approved_by"]) == ["U_CAROL"]
+    drill = bot.services.catalog.get_drill(req.drill_id)
+    assert drill.status == "passed" and drill.approved_by == ["U_CAROL"]
     updates = [c for c in bot.slack.calls("chat.update") if c["params"]["ts"] == ts]
     assert "finished" in str(updates[-1]["params"]["text"])
-    actions = [a["action"] for a in bot.services.catalog.audit_log(subject=req["id"])]
+    actions = [a.action for a in bot.services.catalog.audit_log(subject=req.id)]
     assert "drill.tell" in actions and "drill.approve" in actions and "drill.requested" in actions
     assert "/atlas" not in pg.password and pg.password not in bot.slack.all_text()
-    assert drill["id"] in bot.command("drills")[1]
+    assert drill.id in bot.command("drills")[1]
 
 
 def test_duplicate_event_delivery_runs_one_job(setup):
     bot = setup()
     bot.command("restore " + "x", user_id="U_REQ")  # unknown id: refused at once
-    snap = bot.services.snapshots.list()[0]
-    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    snap = bot.services.snapshots.recent()[0]
+    bot.command(f"restore {snap.id}", user_id="U_REQ")
     ts = _request_message(bot)["response"]["ts"]
     for retry in (None, 1, 2):
         bot.react("U_ANN", "white_check_mark", ts, event_id="Ev-same", retry_num=retry)
-    [req] = bot.services.catalog.requests_where("1=1", [])
-    _wait_status(bot, req["id"], {"done", "failed"})
+    [req] = bot.services.catalog.list_requests()
+    _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.5)
     assert len(bot.services.catalog.list_drills()) == 1
 
@@ -164,36 +164,36 @@ def test_racing_approvals_start_exactly_one_job(setup):
     bot = setup(ATLAS_REQUIRED_APPROVALS="2")
     bot.command("drill", user_id="U_REQ")
     ts = _request_message(bot)["response"]["ts"]
-    [req] = bot.services.catalog.requests_where("1=1", [])
+    [req] = bot.services.catalog.list_requests()
     users = ["U_ANN", "U_BOB", "U_CAROL"]
     threads = [threading.Thread(target=bot.react, args=(u, "white_check_mark", ts)) for u in users]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    req = _wait_status(bot, req["id"], {"done", "failed"})
+    req = _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.5)
     assert len(bot.services.catalog.list_drills()) == 1
-    assert len(json.loads(req["approved_by"])) >= 2
+    assert len(req.approved_by) >= 2
 
 
 def test_withdraw_reject_and_expiry(setup):
     bot = setup(ATLAS_REQUIRED_APPROVALS="2")
-    snap = bot.services.snapshots.list()[0]
-    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    snap = bot.services.snapshots.recent()[0]
+    bot.command(f"restore {snap.id}", user_id="U_REQ")
     ts = _request_message(bot)["response"]["ts"]
-    [req] = bot.services.catalog.requests_where("1=1", [])
+    [req] = bot.services.catalog.list_requests()
     catalog = bot.services.catalog
 
     def approved_by(expected):
         def check():
-            assert json.loads(catalog.get_request(req["id"])["approved_by"]) == expected
+            assert catalog.get_request(req.id).approved_by == expected
 
         return check
 
     def status_is(req_id, expected):
         def check():
-            assert catalog.get_request(req_id)["status"] == expected
+            assert catalog.get_request(req_id).status == expected
 
         return check
 
@@ -202,27 +202,27 @@ def test_withdraw_reject_and_expiry(setup):
     bot.react("U_ANN", "white_check_mark", ts, added=False)
     eventually(approved_by([]))
     bot.react("U_BOB", "x", ts)
-    eventually(status_is(req["id"], "rejected"))
+    eventually(status_is(req.id, "rejected"))
     bot.react("U_ANN", "white_check_mark", ts)
     bot.react("U_CAROL", "white_check_mark", ts)
     time.sleep(0.5)
-    assert catalog.get_request(req["id"])["status"] == "rejected"
+    assert catalog.get_request(req.id).status == "rejected"
     assert catalog.list_drills() == []
     eventually(lambda: _assert_in("rejected", bot.slack.calls("chat.update")[-1]["params"]["text"]))
 
     # a second request expires: clicks after expiry cannot approve it, the message says so
     bot.slack.clear()
-    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    bot.command(f"restore {snap.id}", user_id="U_REQ")
     ts2 = _request_message(bot)["response"]["ts"]
-    req2 = next(r for r in bot.services.catalog.requests_where("status = 'pending'", []))
+    req2 = next(r for r in bot.services.catalog.list_requests(RequestStatus.PENDING))
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    bot.services.catalog.update_request(req2["id"], expires_at=past)
+    bot.services.catalog.update_request(req2.id, expires_at=past)
     bot.react("U_ANN", "white_check_mark", ts2)
     bot.react("U_BOB", "white_check_mark", ts2)
-    eventually(status_is(req2["id"], "expired"))
+    eventually(status_is(req2.id, "expired"))
     eventually(lambda: _assert_in("expired", bot.slack.calls("chat.update")[-1]["params"]["text"]))
     time.sleep(0.3)
-    assert catalog.get_request(req2["id"])["status"] == "expired"
+    assert catalog.get_request(req2.id).status == "expired"
     assert catalog.list_drills() == []
 
 
@@ -234,12 +234,12 @@ def test_expiry_sweep_updates_the_message(setup):
     bot = setup()
     bot.command("drill", user_id="U_REQ")
     ts = _request_message(bot)["response"]["ts"]
-    [req] = bot.services.catalog.requests_where("1=1", [])
+    [req] = bot.services.catalog.list_requests()
     bot.services.catalog.update_request(
-        req["id"], expires_at=(datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+        req.id, expires_at=(datetime.now(UTC) - timedelta(seconds=1)).isoformat()
     )
-    assert bot.services.flow.expire_due() == [req["id"]]
-    assert bot.services.flow.expire_due() == []
+    assert bot.services.jobs.expire_due() == [req.id]
+    assert bot.services.jobs.expire_due() == []
     last = bot.slack.calls("chat.update")[-1]
     assert last["params"]["ts"] == ts and "expired" in last["params"]["text"]
 
@@ -248,15 +248,15 @@ def test_restart_between_approval_and_job_runs_it_once(setup):
     bot = setup()
     bot.command("drill", user_id="U_REQ")
     _request_message(bot)
-    [req] = bot.services.catalog.requests_where("1=1", [])
+    [req] = bot.services.catalog.list_requests()
     # as if the process died right after committing the approval
-    bot.services.catalog.update_request(req["id"], status="approved", approved_by='["U_ANN"]')
-    threads = [threading.Thread(target=bot.services.flow.resume) for _ in range(3)]
+    bot.services.catalog.update_request(req.id, status="approved", approved_by=["U_ANN"])
+    threads = [threading.Thread(target=bot.services.jobs.resume) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    _wait_status(bot, req["id"], {"done", "failed"})
+    _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.3)
     assert len(bot.services.catalog.list_drills()) == 1
 
@@ -266,14 +266,14 @@ def test_production_guard_refusal_is_posted_and_audited(setup, pg, pg_db):
         f"postgresql://postgres:{pg.password}@db-alias.example:{pg.port}/{pg_db}?hostaddr=127.0.0.1"
     )
     bot = setup(STAGING_DATABASE_URL=alias)
-    snap = bot.services.snapshots.list()[0]
-    bot.command(f"restore {snap['id']}", user_id="U_REQ")
+    snap = bot.services.snapshots.recent()[0]
+    bot.command(f"restore {snap.id}", user_id="U_REQ")
     posted = bot.slack.wait_for(
         lambda c: c["method"] == "chat.postMessage" and "production database" in str(c["params"])
     )
     assert ":x:" in posted["params"]["text"]
-    assert bot.services.catalog.audit_log()[0]["action"] == "restore.refused"
-    assert bot.services.catalog.requests_where("1=1", []) == []
+    assert bot.services.catalog.audit_log()[0].action == "restore.refused"
+    assert bot.services.catalog.list_requests() == []
     assert pg.password not in bot.slack.all_text()
 
 

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.backup.snapshots import Snapshots
-from bot.catalog import Catalog
 from bot.errors import AtlasError, Busy, NotFound
-from tests.helpers import add_bulk, restore_counts, settings_for, storage_files
+from bot.records import Snapshot
+from tests.helpers import add_bulk, restore_counts, services_for, settings_for, storage_files
 from tests.support.pg import fill_sample
 from tests.support.s3 import list_keys
 
@@ -38,25 +37,25 @@ def _children_named(name: str) -> list[int]:
 def test_local_snapshot_restores_to_identical_counts(pg, pg_db, pg_url, tmp_path):
     expected = fill_sample(pg_url, rows=3000)
     settings = settings_for(pg_url, tmp_path)
-    snaps = Snapshots(settings, Catalog(settings.state))
-    row = snaps.take(requested_by="U1", note="before 0042")
+    snaps = services_for(settings)
+    row = snaps.taker.take(requested_by="U1", note="before 0042")
 
-    assert row["status"] == "ok"
-    assert row["location"].endswith(f"production/{pg_db}/{row['id']}.dump.zst")
-    manifest = json.loads(row["manifest"])
+    assert row.status == "ok"
+    assert row.location.endswith(f"production/{pg_db}/{row.id}.dump.zst")
+    manifest = row.manifest
     assert manifest["tables"] == {"public.users": 3000, "public.orders": 6000}
     assert manifest["sequences"]["public.invoice_no_seq"]["last_value"] == 3100
     assert {"citext", "pgcrypto"} <= set(manifest["extensions"])
-    assert row["server_version"].startswith("15.")
-    sidecar = json.loads(Path(row["location"].replace(".dump.zst", ".json")).read_text())
-    assert sidecar["sha256"] == row["sha256"] and sidecar["manifest"] == manifest
-    assert hashlib.sha256(Path(row["location"]).read_bytes()).hexdigest() == row["sha256"]
-    [audit] = snaps.catalog.audit_log(subject=row["id"])
-    assert (audit["actor"], audit["action"]) == ("U1", "snapshot.ok")
-    assert json.loads(audit["detail"]) == {"size": row["size_bytes"]}
+    assert row.server_version.startswith("15.")
+    sidecar = json.loads(Path(row.location.replace(".dump.zst", ".json")).read_text())
+    assert sidecar["sha256"] == row.sha256 and sidecar["manifest"] == manifest
+    assert hashlib.sha256(Path(row.location).read_bytes()).hexdigest() == row.sha256
+    [audit] = snaps.catalog.audit_log(subject=row.id)
+    assert (audit.actor, audit.action) == ("U1", "snapshot.ok")
+    assert audit.detail == {"size": row.size_bytes}
 
     out = tmp_path / "plain.dump"
-    snaps.fetch(row["id"], str(out))
+    snaps.reader.fetch(row.id, str(out))
     assert out.read_bytes()[:5] == b"PGDMP"
     assert restore_counts(pg, out, ["users", "orders"]) == expected
 
@@ -65,24 +64,24 @@ def test_s3_snapshot_restores_and_leaves_no_upload(pg, pg_db, pg_url, tmp_path, 
     expected = fill_sample(pg_url, rows=2000)
     add_bulk(pg_url, 20)  # > one 8 MiB part, so the upload is really multipart
     settings = settings_for(pg_url, tmp_path, storage=f"s3://{s3_env}/team")
-    snaps = Snapshots(settings, Catalog(settings.state))
-    row = snaps.take(requested_by="U1", note="s3")
+    snaps = services_for(settings)
+    row = snaps.taker.take(requested_by="U1", note="s3")
 
-    assert row["location"] == f"s3://{s3_env}/team/production/{pg_db}/{row['id']}.dump.zst"
+    assert row.location == f"s3://{s3_env}/team/production/{pg_db}/{row.id}.dump.zst"
     keys = list_keys(s3_client, s3_env)
     assert keys == sorted(
         [
-            f"team/production/{pg_db}/{row['id']}.dump.zst",
-            f"team/production/{pg_db}/{row['id']}.json",
+            f"team/production/{pg_db}/{row.id}.dump.zst",
+            f"team/production/{pg_db}/{row.id}.json",
         ]
     )
     head = s3_client.head_object(Bucket=s3_env, Key=keys[0])
-    assert head["ContentLength"] == row["size_bytes"]
+    assert head["ContentLength"] == row.size_bytes
     assert not s3_client.list_multipart_uploads(Bucket=s3_env).get("Uploads")
 
-    assert snaps.verify(row["id"])["status"] == "ok"
+    assert snaps.reader.verify(row.id).snapshot.status == "ok"
     out = tmp_path / "from-s3.dump"
-    snaps.fetch(row["id"], str(out))
+    snaps.reader.fetch(row.id, str(out))
     assert restore_counts(pg, out, ["users", "orders"]) == expected
 
 
@@ -90,7 +89,7 @@ def test_killed_pg_dump_leaves_nothing_and_is_recorded(pg, pg_db, pg_url, tmp_pa
     fill_sample(pg_url, rows=100)
     add_bulk(pg_url, 30)
     settings = settings_for(pg_url, tmp_path)
-    snaps = Snapshots(settings, Catalog(settings.state))
+    snaps = services_for(settings)
     argv_seen: list[str] = []
 
     def kill_pg_dump(progress) -> None:
@@ -100,23 +99,23 @@ def test_killed_pg_dump_leaves_nothing_and_is_recorded(pg, pg_db, pg_url, tmp_pa
                 os.kill(pid, signal.SIGKILL)
 
     with pytest.raises(AtlasError, match="killed by signal 9"):
-        snaps.take(requested_by="U1", progress=kill_pg_dump, progress_every=0)
+        snaps.taker.take(requested_by="U1", progress=kill_pg_dump, progress_every=0)
 
     assert argv_seen, "pg_dump was running during progress"
     assert all(pg.password not in a for a in argv_seen), "password must not be in argv"
     assert storage_files(tmp_path / "backups") == []
-    [row] = snaps.list()
-    assert row["status"] == "failed" and "killed" in row["error"]
+    [row] = snaps.snapshots.recent()
+    assert row.status == "failed" and "killed" in row.error
 
 
 def test_s3_refusing_the_write_is_a_clear_failure(pg, pg_db, pg_url, tmp_path, s3_env, s3_client):
     fill_sample(pg_url, rows=100)
     settings = settings_for(pg_url, tmp_path, storage="s3://no-such-bucket-atlas/x")
-    snaps = Snapshots(settings, Catalog(settings.state))
+    snaps = services_for(settings)
     with pytest.raises(AtlasError, match="S3 refused.*NoSuchBucket"):
-        snaps.take(requested_by="U1")
-    [row] = snaps.list()
-    assert row["status"] == "failed" and "NoSuchBucket" in row["error"]
+        snaps.taker.take(requested_by="U1")
+    [row] = snaps.snapshots.recent()
+    assert row.status == "failed" and "NoSuchBucket" in row.error
 
 
 def test_s3_write_refused_mid_stream_aborts_the_upload(
@@ -142,42 +141,42 @@ def test_s3_write_refused_mid_stream_aborts_the_upload(
         ),
     )
     settings = settings_for(pg_url, tmp_path, storage=f"s3://{s3_env}/p")
-    snaps = Snapshots(settings, Catalog(settings.state))
+    snaps = services_for(settings)
     try:
-        snaps.take(requested_by="U1")
+        snaps.taker.take(requested_by="U1")
     except AtlasError as exc:
         assert "S3 refused" in str(exc)
     else:
         pytest.skip("this S3 server does not enforce bucket policies")
     assert list_keys(s3_client, s3_env) == []
     assert not s3_client.list_multipart_uploads(Bucket=s3_env).get("Uploads")
-    assert snaps.list()[0]["status"] == "failed"
+    assert snaps.snapshots.recent()[0].status == "failed"
 
 
 def test_truncated_or_tampered_artifact_fails_verify(pg, pg_db, pg_url, tmp_path):
     fill_sample(pg_url, rows=2000)
     settings = settings_for(pg_url, tmp_path)
-    snaps = Snapshots(settings, Catalog(settings.state))
-    row = snaps.take(requested_by="U1")
-    path = Path(row["location"])
+    snaps = services_for(settings)
+    row = snaps.taker.take(requested_by="U1")
+    path = Path(row.location)
     good = path.read_bytes()
 
     path.write_bytes(good[: len(good) // 2])
     with pytest.raises(AtlasError, match="bytes, but"):
-        snaps.verify(row["id"])
-    assert snaps.get(row["id"])["status"] == "corrupt"
+        snaps.reader.verify(row.id)
+    assert snaps.snapshots.get(row.id).status == "corrupt"
 
     tampered = bytearray(good)
     tampered[len(good) // 2] ^= 0xFF
     path.write_bytes(bytes(tampered))
     with pytest.raises(AtlasError, match="corrupt|Checksum mismatch"):
-        snaps.verify(row["id"])
+        snaps.reader.verify(row.id)
     with pytest.raises(AtlasError):
-        snaps.fetch(row["id"], str(tmp_path / "x.dump"))
+        snaps.reader.fetch(row.id, str(tmp_path / "x.dump"))
     assert not (tmp_path / "x.dump").exists() and not (tmp_path / ".x.dump.partial").exists()
 
     path.write_bytes(good)
-    assert snaps.verify(row["id"])["status"] == "ok"
+    assert snaps.reader.verify(row.id).snapshot.status == "ok"
 
 
 def test_archive_check_catches_truncation_that_pg_restore_list_misses(pg, pg_db, pg_url, tmp_path):
@@ -186,12 +185,12 @@ def test_archive_check_catches_truncation_that_pg_restore_list_misses(pg, pg_db,
 
     fill_sample(pg_url, rows=3000)
     settings = settings_for(pg_url, tmp_path)
-    snaps = Snapshots(settings, Catalog(settings.state))
-    row = snaps.take(requested_by="U1")
+    snaps = services_for(settings)
+    row = snaps.taker.take(requested_by="U1")
     plain = tmp_path / "p.dump"
-    snaps.fetch(row["id"], str(plain))
+    snaps.reader.fetch(row.id, str(plain))
     cut = tmp_path / "cut.dump"
-    cut.write_bytes(plain.read_bytes()[: int(row["raw_size_bytes"] * 0.7)])
+    cut.write_bytes(plain.read_bytes()[: int(row.raw_size_bytes * 0.7)])
     listed = subprocess.run(["pg_restore", "--list", str(cut)], capture_output=True)
     assert listed.returncode == 0  # the weak check is fooled
     check = ArchiveCheck("pg_restore", dict(os.environ))
@@ -204,20 +203,20 @@ def test_unknown_id_unreachable_db_and_bad_password(pg, pg_db, tmp_path, free_po
     settings = settings_for(
         f"postgresql://postgres:hunter2-secret@127.0.0.1:{free_port}/app", tmp_path
     )
-    snaps = Snapshots(settings, Catalog(settings.state))
+    snaps = services_for(settings)
     with pytest.raises(NotFound, match="No snapshot with id 'nope'"):
-        snaps.verify("nope")
+        snaps.reader.verify("nope")
     with pytest.raises(AtlasError, match="Cannot connect to 127.0.0.1") as info:
-        snaps.take(requested_by="U1")
+        snaps.taker.take(requested_by="U1")
     assert "hunter2" not in str(info.value)
 
     bad = settings_for(pg.url(pg_db, password="wrong-pass-77"), tmp_path / "b")
-    snaps = Snapshots(bad, Catalog(bad.state))
+    snaps = services_for(bad)
     with pytest.raises(AtlasError, match="password authentication failed") as info:
-        snaps.take(requested_by="U1")
+        snaps.taker.take(requested_by="U1")
     assert "wrong-pass-77" not in str(info.value)
     assert b"wrong-pass-77" not in (tmp_path / "b" / "atlas.db").read_bytes()
-    assert snaps.list()[0]["status"] == "failed"
+    assert snaps.snapshots.recent()[0].status == "failed"
 
 
 def test_old_pg_dump_is_refused_before_anything_runs(pg, pg_db, pg_url, tmp_path):
@@ -228,28 +227,28 @@ def test_old_pg_dump_is_refused_before_anything_runs(pg, pg_db, pg_url, tmp_path
         script.write_text(f'#!/bin/sh\necho "{tool} (PostgreSQL) 12.3"\n')
         script.chmod(0o755)
     settings = settings_for(pg_url, tmp_path, ATLAS_PG_BINDIR=str(bindir))
-    snaps = Snapshots(settings, Catalog(settings.state))
+    snaps = services_for(settings)
     with pytest.raises(AtlasError, match=r"pg_dump 12\.3 is older than the server"):
-        snaps.take(requested_by="U1")
+        snaps.taker.take(requested_by="U1")
     assert storage_files(tmp_path / "backups") == []
 
 
 def test_one_snapshot_per_database_at_a_time(pg, pg_db, pg_url, tmp_path):
     settings = settings_for(pg_url, tmp_path)
-    catalog = Catalog(settings.state)
-    snaps = Snapshots(settings, catalog)
+    snaps = services_for(settings)
+    catalog = snaps.catalog
     target = settings.target()
     catalog.begin_snapshot(
-        {"id": "held", "database": target.name, "environment": "production", "requested_by": "U9"}
+        Snapshot(id="held", database=target.name, environment="production", requested_by="U9")
     )
     with pytest.raises(Busy, match="already running: held, started by U9"):
-        snaps.take(requested_by="U1")
+        snaps.taker.take(requested_by="U1")
 
 
 def test_restart_marks_running_snapshots_interrupted_and_cleans_up(pg_url, tmp_path):
     settings = settings_for(pg_url, tmp_path)
-    catalog = Catalog(settings.state)
-    snaps = Snapshots(settings, catalog)
+    snaps = services_for(settings)
+    catalog = snaps.catalog
     dead = subprocess.Popen(["true"])
     dead.wait()
     partial = tmp_path / "backups" / "production" / "x" / ".a.dump.zst.1234.partial"
@@ -258,19 +257,19 @@ def test_restart_marks_running_snapshots_interrupted_and_cleans_up(pg_url, tmp_p
     import socket
 
     catalog.begin_snapshot(
-        {
-            "id": "s-dead",
-            "database": "x",
-            "environment": "production",
-            "owner": f"{socket.gethostname()}:{dead.pid}",
-            "pending_ref": str(partial),
-        }
+        Snapshot(
+            id="s-dead",
+            database="x",
+            environment="production",
+            owner=f"{socket.gethostname()}:{dead.pid}",
+            pending_ref=str(partial),
+        )
     )
-    catalog.begin_snapshot({"id": "s-live", "database": "y", "environment": "production"})
-    rows = snaps.recover()
-    assert [r["id"] for r in rows] == ["s-dead"]
-    assert snaps.get("s-dead")["status"] == "interrupted"
-    assert snaps.get("s-live")["status"] == "running"  # our own process is alive
+    catalog.begin_snapshot(Snapshot(id="s-live", database="y", environment="production"))
+    rows = snaps.recovery.recover()
+    assert [r.id for r in rows] == ["s-dead"]
+    assert snaps.snapshots.get("s-dead").status == "interrupted"
+    assert snaps.snapshots.get("s-live").status == "running"  # our own process is alive
     assert not partial.exists()
 
 
@@ -284,11 +283,11 @@ def test_full_disk_is_a_clear_failure_with_no_partial_file(pg, pg_db, pg_url, tm
         pytest.skip("cannot mount a tmpfs here to simulate a full disk")
     try:
         settings = settings_for(pg_url, tmp_path, storage=str(mnt))
-        snaps = Snapshots(settings, Catalog(settings.state))
+        snaps = services_for(settings)
         with pytest.raises(AtlasError, match="disk is full"):
-            snaps.take(requested_by="U1")
+            snaps.taker.take(requested_by="U1")
         assert storage_files(mnt) == []
-        assert snaps.list()[0]["status"] == "failed"
+        assert snaps.snapshots.recent()[0].status == "failed"
     finally:
         subprocess.run(["umount", str(mnt)])
         mnt.rmdir()
@@ -296,7 +295,7 @@ def test_full_disk_is_a_clear_failure_with_no_partial_file(pg, pg_db, pg_url, tm
 
 def test_s3_storage_uses_aws_region(s3_env, monkeypatch):
     """boto3 alone reads only AWS_DEFAULT_REGION; the documented AWS_REGION must win."""
-    from bot.store.storage import S3Storage
+    from bot.store.s3 import S3Storage
 
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     monkeypatch.setenv("AWS_REGION", "eu-west-3")

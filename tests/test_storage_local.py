@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.backup.pump import Pump
 from bot.errors import AtlasError
-from bot.store.storage import CHUNK, LocalStorage, LocalWriter
+from bot.pump import Pump
+from bot.store.base import CHUNK
+from bot.store.local import LocalStorage, LocalWriter
 
 
 def _partial(tmp_path: Path) -> Path:

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from bot.backup.snapshots import artifact_key
+from bot.backup.layout import artifact_key
 from bot.config import DatabaseTarget, Settings, load_settings
 from bot.errors import AtlasError
 from bot.pg import Conn, find_tool, redact
 from bot.policy import access
+from bot.records import Snapshot
 from bot.report import messages
 
 
@@ -171,7 +172,7 @@ def test_escape_links() -> None:
 
 
 def test_note_in_rendered_message_is_escaped() -> None:
-    row = {"id": "x", "database": "app", "requested_by": "U1", "note": "<!channel> deploy"}
+    row = Snapshot(id="x", database="app", requested_by="U1", note="<!channel> deploy")
     text, blocks = messages.snapshot_started(row)
     rendered = text + str(blocks)
     assert "<!channel>" not in rendered
@@ -458,7 +459,7 @@ def test_find_tool_real_bindir(tool: str) -> None:
     assert int(version.split(".")[0]) >= 15
 
 
-# -- bot.backup.snapshots.artifact_key --------------------------------------------------------------
+# -- bot.backup.layout.artifact_key --------------------------------------------------------------
 
 
 def test_artifact_key_keeps_environment_and_database_apart() -> None:

@@ -19,12 +19,12 @@ from typing import Any
 
 import zstandard
 
-from bot.backup.pump import Pump
 from bot.errors import AtlasError, Damaged
 from bot.pg import redact
-from bot.store.storage import CHUNK, ArtifactWriter, Storage
+from bot.pump import Pump
+from bot.store.base import CHUNK, ArtifactWriter, Storage
 
-Progress = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
+OnBytes = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
 
 
 @dataclass(frozen=True)
@@ -219,7 +219,7 @@ def run_dump(
     level: int = 3,
     threads: int = 0,
     secrets: Sequence[str] = (),
-    progress: Progress | None = None,
+    progress: OnBytes | None = None,
 ) -> DumpStats:
     """Run pg_dump (custom format, uncompressed) and stream it compressed into `writer`.
 

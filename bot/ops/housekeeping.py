@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from bot.catalog import DELETED, now
+from bot.backup.layout import sidecar_key
 from bot.errors import AtlasError
 from bot.policy import reminders, retention
+from bot.records import Drill, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
-from bot.slack.client import Message
+from bot.report.chat import Message
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -31,12 +32,9 @@ def drill_policy(services: Services) -> reminders.DrillPolicy:
     )
 
 
-def last_passed_drill(services: Services, database: str) -> dict[str, Any] | None:
+def last_passed_drill(services: Services, database: str) -> Drill | None:
     """A passed drill or staging restore proves restore capability."""
-    for row in services.catalog.list_drills(limit=200, database=database):
-        if row["status"] == "passed":
-            return row
-    return None
+    return services.catalog.last_passed_drill(database)
 
 
 def _at(iso: str | None) -> datetime | None:
@@ -47,7 +45,7 @@ def drill_deadline(services: Services, database: str, now: datetime) -> datetime
     """When the next restore drill of `database` must have passed (exclusive)."""
     last = last_passed_drill(services, database)
     since = _at(services.catalog.first_good_snapshot_at(database))
-    last_at = _at(last["finished_at"]) if last else None
+    last_at = _at(last.finished_at) if last else None
     return reminders.deadline(drill_policy(services), last_at, now, since=since)[1]
 
 
@@ -58,7 +56,7 @@ def drill_reminders(services: Services, at: datetime | None = None) -> list[str]
     posted = []
     for name in services.settings.databases:
         last = last_passed_drill(services, name)
-        last_at = _at(last["finished_at"]) if last else None
+        last_at = _at(last.finished_at) if last else None
         since = _at(services.catalog.first_good_snapshot_at(name))
         sent = services.catalog.sent_reminders(name)
         rem = reminders.owed(policy, last_at, at, sent, since=since)
@@ -66,13 +64,13 @@ def drill_reminders(services: Services, at: datetime | None = None) -> list[str]
             continue
         key = f"{name}:{rem.key}"
         text = f"*{messages.escape(name)}*: " + reminders.reminder_text(
-            rem, last_at, last.get("total_s") if last else None
+            rem, last_at, last.total_s if last else None
         )
         if not services.catalog.claim_reminder(key, name, text):
             continue
-        msg = Message(services.slack, services.settings.channel)
+        msg = Message(services.chat, services.settings.channel)
         msg.post(text, messages.with_drill_button(text, name))
-        if services.slack is not None and msg.ts is None:
+        if services.chat.configured and msg.ts is None:
             services.catalog.unclaim_reminder(key)  # Slack failed: try again next time
             continue
         services.catalog.audit("atlas", "reminder.sent", key)
@@ -92,10 +90,10 @@ def retention_policy(services: Services) -> retention.RetentionPolicy:
 
 def protected_snapshots(services: Services) -> dict[str, str]:
     """Snapshots that open restore/drill requests name must survive pruning."""
-    out = {}
-    for req in services.catalog.requests_where("status IN ('pending', 'approved', 'running')", []):
-        out[req["snapshot_id"]] = f"named by {req['kind']} request {req['id']}"
-    return out
+    open_requests = services.catalog.list_requests(
+        RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.RUNNING
+    )
+    return {r.snapshot_id: f"named by {r.kind} request {r.id}" for r in open_requests}
 
 
 def prune(
@@ -108,22 +106,24 @@ def prune(
     )
     if dry_run:
         return decisions
-    by_id = {r["id"]: r for r in rows}
+    by_id = {r.id: r for r in rows}
     for d in decisions:
         if d.keep:
             continue
         row = by_id[d.snapshot_id]
         try:
-            if row.get("storage_key") and row["status"] != "failed":
-                services.snapshots.delete_artifact(row)
+            if row.storage_key and row.status != SnapshotStatus.FAILED:
+                storage = services.store.get()
+                for key in (row.storage_key, sidecar_key(row.storage_key)):
+                    storage.delete(key)
         except AtlasError as exc:
             log.error("cannot delete %s: %s", d.snapshot_id, exc)
             services.catalog.audit(actor, "snapshot.prune_failed", d.snapshot_id, error=str(exc))
             continue
         why = f"pruned: {d.reason}"
-        if row.get("error"):  # a failure's reason outlives its pruning
-            why += f"; it had failed: {row['error']}"
-        services.catalog.update_snapshot(d.snapshot_id, status=DELETED, error=why)
+        if row.error:  # a failure's reason outlives its pruning
+            why += f"; it had failed: {row.error}"
+        services.catalog.update_snapshot(d.snapshot_id, status=SnapshotStatus.DELETED, error=why)
         services.catalog.audit(actor, "snapshot.pruned", d.snapshot_id, reason=d.reason)
     return decisions
 
@@ -154,18 +154,18 @@ def provider_check(services: Services, at: datetime | None = None) -> Any:
             + "; ".join(messages.escape(p) for p in problems)
         )
         if services.catalog.claim_reminder(key, "provider", text):
-            Message(services.slack, st.channel).post(text, [])
+            Message(services.chat, st.channel).post(text, [])
             services.catalog.audit("atlas", "provider.alert", ident, problems=problems)
     return status
 
 
-def scheduled_snapshot(services: Services) -> list[dict[str, Any]]:
+def scheduled_snapshot(services: Services) -> list[Snapshot]:
     """The cron snapshot: the same pipeline as /atlas snapshot; loud on failure, brief on success."""
     done = []
     for name in services.settings.databases:
-        msg = Message(services.slack, services.settings.channel)
+        msg = Message(services.chat, services.settings.channel)
         try:
-            row = services.snapshots.take(requested_by="schedule", database=name, source="schedule")
+            row = services.taker.take(requested_by="schedule", database=name, source="schedule")
         except AtlasError as exc:
             msg.post(
                 f"<!here> :rotating_light: *Scheduled snapshot of {messages.escape(name)} FAILED*: "
@@ -174,8 +174,8 @@ def scheduled_snapshot(services: Services) -> list[dict[str, Any]]:
             )
             continue
         msg.post(
-            f":white_check_mark: Scheduled snapshot `{row['id']}` of {messages.escape(name)}: "
-            f"{messages.human_bytes(row['size_bytes'])} in {messages.human_seconds(row['duration_s'])}",
+            f":white_check_mark: Scheduled snapshot `{row.id}` of {messages.escape(name)}: "
+            f"{messages.human_bytes(row.size_bytes)} in {messages.human_seconds(row.duration_s)}",
             [],
         )
         done.append(row)
@@ -189,9 +189,9 @@ def daily(services: Services) -> dict[str, Any]:
         ("reminders", lambda: drill_reminders(services)),
         ("pruned", lambda: [d.snapshot_id for d in prune(services) if not d.keep]),
         ("provider", lambda: provider_check(services)),
-        ("expired", services.flow.expire_due),
-        ("unfinished_writes", lambda: len(services.snapshots.sweep_pending())),
-        ("scratch_dropped", services.restores.clean_up_scratch),
+        ("expired", services.jobs.expire_due),
+        ("unfinished_writes", lambda: len(services.recovery.sweep_pending())),
+        ("scratch_dropped", services.scratch.clean_up),
     ):
         try:
             result[name] = job()

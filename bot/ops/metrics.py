@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from bot.records import Drill, Snapshot, SnapshotStatus
+
 if TYPE_CHECKING:
     from bot.services import Services
 
@@ -27,8 +29,8 @@ if TYPE_CHECKING:
 class DatabaseFacts:
     database: str
     environment: str
-    last_ok: dict[str, Any] | None  # the newest good snapshot's catalog row
-    last_drill: dict[str, Any] | None  # the newest passed drill or staging restore
+    last_ok: Snapshot | None  # the newest good snapshot
+    last_drill: Drill | None  # the newest passed drill or staging restore
     deadline: datetime
     by_status: dict[str, int] = field(default_factory=dict)  # catalog rows per status
 
@@ -62,20 +64,20 @@ def families(facts: list[DatabaseFacts]) -> list[Metric]:
     for f in facts:
         labels = [f.database, f.environment]
         if f.last_ok is not None:
-            finished = _ts(f.last_ok.get("finished_at") or f.last_ok.get("started_at"))
+            finished = _ts(f.last_ok.finished_at or f.last_ok.started_at)
             if finished is not None:
                 ok_at.add_metric(labels, finished)
-            size.add_metric(labels, float(f.last_ok.get("size_bytes") or 0))
-            if f.last_ok.get("duration_s") is not None:
-                took.add_metric(labels, float(f.last_ok["duration_s"]))
+            size.add_metric(labels, float(f.last_ok.size_bytes or 0))
+            if f.last_ok.duration_s is not None:
+                took.add_metric(labels, float(f.last_ok.duration_s))
         for status, n in sorted(f.by_status.items()):
             rows.add_metric([*labels, status], float(n))
         if f.last_drill is not None:
-            finished = _ts(f.last_drill.get("finished_at"))
+            finished = _ts(f.last_drill.finished_at)
             if finished is not None:
                 drill_at.add_metric(labels, finished)
-            if f.last_drill.get("total_s") is not None:
-                restore.add_metric(labels, float(f.last_drill["total_s"]))
+            if f.last_drill.total_s is not None:
+                restore.add_metric(labels, float(f.last_drill.total_s))
         due.add_metric(labels, f.deadline.timestamp())
     return [ok_at, size, took, rows, drill_at, restore, due]
 
@@ -86,7 +88,7 @@ def gather(services: Services, now: datetime | None = None) -> list[DatabaseFact
     now = now or datetime.now(UTC)
     out = []
     for name, target in services.settings.databases.items():
-        rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
+        rows = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
         out.append(
             DatabaseFacts(
                 database=name,

@@ -16,8 +16,8 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.catalog import owner_id
 from bot.ops import housekeeping
+from bot.owners import owner_id
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Scheduler:
         st = services.settings
         self.sched = BackgroundScheduler(timezone=st.timezone)
         self._add("lease", self.renew, "interval", seconds=30)
-        self._add("expire-requests", services.flow.expire_due, "interval", seconds=30)
+        self._add("expire-requests", lambda: services.jobs.expire_due(), "interval", seconds=30)
         # a CLI snapshot killed on this host (OOM, a cancelled CI job) is closed out and
         # announced within a minute, not at the next snapshot
         self._add("recover", services.recover, "interval", seconds=60)

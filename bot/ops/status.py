@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.errors import AtlasError
 from bot.pg import Conn
+from bot.records import Drill, Snapshot, SnapshotStatus
 from bot.report.messages import human_seconds
 
 if TYPE_CHECKING:
@@ -38,8 +39,8 @@ class Facts:
     provider: str | None  # identifier, None when not configured
     provider_problems: list[str] | None  # None when not checked
     databases: list[str]
-    last_snapshot: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    last_drill: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    last_snapshot: dict[str, Snapshot | None] = field(default_factory=dict)
+    last_drill: dict[str, Drill | None] = field(default_factory=dict)
     deadline: dict[str, datetime] = field(default_factory=dict)
     retention_days: int = 30
     gfs: tuple[int, int, int] = (0, 0, 0)
@@ -104,10 +105,10 @@ def evaluate(f: Facts) -> list[Line]:
         if snap is None:
             lines.append(Line(f"snapshot:{db}", FAIL, f"Last snapshot of {db}", "none yet"))
         else:
-            age = _age(f.now, snap.get("finished_at") or snap["started_at"]) or timedelta(0)
-            verified = snap.get("verified_at")
+            age = _age(f.now, snap.finished_at or snap.started_at) or timedelta(0)
+            verified = snap.verified_at
             level = OK if age <= fresh else WARN if age <= stale else FAIL
-            detail = f"`{snap['id']}` {_ago(age)}, {'verified' if verified else 'not verified'}"
+            detail = f"`{snap.id}` {_ago(age)}, {'verified' if verified else 'not verified'}"
             if level != OK:
                 detail += (
                     f"; older than {_ago(fresh).removesuffix(' ago')}, expected every "
@@ -123,13 +124,15 @@ def evaluate(f: Facts) -> list[Line]:
             level = FAIL  # restore capability has never been proven
             detail = f"no passed drill yet: run `{cmd} drill`; {when}".rstrip("; ")
         else:
-            passed = datetime.fromisoformat(drill["finished_at"])
+            passed = datetime.fromisoformat(drill.finished_at or drill.started_at or "")
             level = OK
             if due and f.now >= due:
                 level = FAIL
             elif due and due - f.now <= timedelta(days=14):
                 level = WARN
-            detail = f"passed {passed:%Y-%m-%d} (restore took {human_seconds(drill.get('total_s'))}); {when}"
+            detail = (
+                f"passed {passed:%Y-%m-%d} (restore took {human_seconds(drill.total_s)}); {when}"
+            )
             if level == FAIL:
                 detail = "OVERDUE: " + detail
         lines.append(Line(f"drill:{db}", level, f"Restore drill of {db}", detail))
@@ -251,9 +254,10 @@ def gather(
     policy = housekeeping.retention_policy(services)
     decisions = retention.plan(rows, policy, now, housekeeping.protected_snapshots(services))
     kept_ids = {d.snapshot_id for d in decisions if d.keep}
-    kept_ok = [r for r in rows if r["id"] in kept_ids and r["status"] == "ok"]
-    plain = [r for r in kept_ok if r.get("encryption") != "age"]
-    identity = services.snapshots.encryption_identity()
+    kept_ok = [r for r in rows if r.id in kept_ids and r.status == SnapshotStatus.OK]
+    plain = [r for r in kept_ok if r.encryption != "age"]
+    identity = services.keys.current()
+    storage = services.store.get()
     facts = Facts(
         now=now,
         schedule=st.snapshot_schedule,
@@ -265,7 +269,7 @@ def gather(
         gfs=(st.keep_daily, st.keep_weekly, st.keep_monthly),
         kept=sum(d.keep for d in decisions),
         prunable=sum(not d.keep for d in decisions),
-        storage_kind=services.snapshots.storage.kind,
+        storage_kind=storage.kind,
         local_key=identity is not None,
         key_recipient=identity.recipient if identity is not None else None,
         retired_keys=identity.retired if identity is not None else 0,
@@ -274,11 +278,11 @@ def gather(
         kept_encrypted=len(kept_ok) - len(plain),
         plain_gone_by=_gone_by(plain, policy.days),
         snapshot_every=schedule_gap(st.snapshot_schedule, st.timezone, now),
-        damaged=[r["id"] for r in rows if r["status"] == "corrupt"],
+        damaged=[r.id for r in rows if r.status == SnapshotStatus.CORRUPT],
         surface=surface,
     )
     if facts.storage_kind == "s3" and kept_ok and identity is None:
-        head = services.snapshots.storage.stat(kept_ok[0]["storage_key"])
+        head = storage.stat(kept_ok[0].storage_key or "")
         facts.newest_sse = head.sse if head is not None else None
     for name, target in st.databases.items():
         for url, setting in (
@@ -290,15 +294,15 @@ def gather(
                     Conn.parse(url, setting)
             except AtlasError as exc:
                 facts.config_problems[name] = str(exc)
-        rows = services.catalog.list_snapshots(limit=1, database=name, status="ok")
-        facts.last_snapshot[name] = rows[0] if rows else None
+        newest = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
+        facts.last_snapshot[name] = newest[0] if newest else None
         facts.last_drill[name] = housekeeping.last_passed_drill(services, name)
         facts.deadline[name] = housekeeping.drill_deadline(services, name, now)
         facts.staging[name] = bool(target.staging_url)
     return facts
 
 
-def _gone_by(rows: list[dict[str, Any]], days: int) -> datetime | None:
+def _gone_by(rows: list[Snapshot], days: int) -> datetime | None:
     """When the retention window has passed the newest of `rows` (pins aside)."""
-    times = [datetime.fromisoformat(r["started_at"]) for r in rows if not r.get("pinned")]
+    times = [datetime.fromisoformat(r.started_at or "") for r in rows if not r.pinned]
     return max(times) + timedelta(days=days) if times and len(times) == len(rows) else None

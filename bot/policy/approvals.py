@@ -8,23 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-PENDING = "pending"
-APPROVED = "approved"
-REJECTED = "rejected"
-EXPIRED = "expired"
-RUNNING = "running"
-DONE = "done"
-FAILED = "failed"
+from bot.records import RequestStatus
 
-# what happened to one reaction
-IGNORE = "ignore"  # nothing changes and nobody needs telling
-TELL = "tell"  # nothing changes; tell the reacting user why
-COUNT = "count"  # an approval counted, more needed
-WITHDRAW = "withdraw"  # an approval was taken back
-APPROVE = "approve"  # enough approvals: start the job
-REJECT = "reject"  # an approver said no: the request ends
-EXPIRE = "expire"  # too late: the request ends
+PENDING = RequestStatus.PENDING
+APPROVED = RequestStatus.APPROVED
+REJECTED = RequestStatus.REJECTED
+EXPIRED = RequestStatus.EXPIRED
+
+
+class Action(StrEnum):
+    """What happened to one reaction."""
+
+    IGNORE = "ignore"  # nothing changes and nobody needs telling
+    TELL = "tell"  # nothing changes; tell the reacting user why
+    COUNT = "count"  # an approval counted, more needed
+    WITHDRAW = "withdraw"  # an approval was taken back
+    APPROVE = "approve"  # enough approvals: start the job
+    REJECT = "reject"  # an approver said no: the request ends
+    EXPIRE = "expire"  # too late: the request ends
+
+
+IGNORE, TELL, COUNT, WITHDRAW = Action.IGNORE, Action.TELL, Action.COUNT, Action.WITHDRAW
+APPROVE, REJECT, EXPIRE = Action.APPROVE, Action.REJECT, Action.EXPIRE
 
 
 @dataclass(frozen=True)
@@ -41,24 +48,26 @@ class Policy:
 
 
 @dataclass(frozen=True)
-class Request:
+class RequestState:
+    """What the policy needs of a request: who asked, where it stands, its reactions."""
+
     requester: str
-    status: str
+    status: RequestStatus
     expires_at: datetime
     reactions: frozenset[tuple[str, str]] = field(default_factory=frozenset)  # (user, emoji)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    action: str
+    action: Action
     reason: str
-    status: str
+    status: RequestStatus
     reactions: frozenset[tuple[str, str]]
     approvals: frozenset[str]
 
 
 def approvals(
-    policy: Policy, req: Request, reactions: frozenset[tuple[str, str]]
+    policy: Policy, req: RequestState, reactions: frozenset[tuple[str, str]]
 ) -> frozenset[str]:
     """Who counts: approvers other than the requester with at least one approve emoji on."""
     return frozenset(
@@ -68,13 +77,13 @@ def approvals(
     )
 
 
-def is_expired(req: Request, now: datetime) -> bool:
+def is_expired(req: RequestState, now: datetime) -> bool:
     return req.status == PENDING and now >= req.expires_at
 
 
 def on_reaction(
     policy: Policy,
-    req: Request,
+    req: RequestState,
     *,
     user: str,
     emoji: str,
@@ -85,7 +94,12 @@ def on_reaction(
     """Decide what one reaction_added/reaction_removed does to a request."""
     current = approvals(policy, req, req.reactions)
 
-    def out(action: str, reason: str, status: str = req.status, reactions=req.reactions) -> Outcome:
+    def out(
+        action: Action,
+        reason: str,
+        status: RequestStatus = req.status,
+        reactions: frozenset[tuple[str, str]] = req.reactions,
+    ) -> Outcome:
         return Outcome(action, reason, status, reactions, approvals(policy, req, reactions))
 
     if emoji not in policy.approve_emojis | policy.reject_emojis:

@@ -24,16 +24,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-# The catalog's status values, repeated here so this module stays free of catalog imports.
-OK = "ok"
-CONSIDERED = frozenset({OK, "corrupt", "failed", "interrupted"})
+from bot.records import Snapshot, SnapshotStatus
+
+OK = SnapshotStatus.OK
+CONSIDERED = frozenset(
+    {OK, SnapshotStatus.CORRUPT, SnapshotStatus.FAILED, SnapshotStatus.INTERRUPTED}
+)
 
 _WHY_NOT_OK = {
-    "failed": "failed snapshot, no artifact to restore",
-    "interrupted": "interrupted snapshot, no artifact to restore",
-    "corrupt": "corrupt snapshot, its artifact does not verify",
+    SnapshotStatus.FAILED: "failed snapshot, no artifact to restore",
+    SnapshotStatus.INTERRUPTED: "interrupted snapshot, no artifact to restore",
+    SnapshotStatus.CORRUPT: "corrupt snapshot, its artifact does not verify",
 }
 
 
@@ -71,15 +73,14 @@ class Decision:
 
 
 def plan(
-    snapshots: list[dict[str, Any]],
+    snapshots: list[Snapshot],
     policy: RetentionPolicy,
     now: datetime,
     protected: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """One Decision per finished snapshot, in the order given.
 
-    `snapshots` are catalog rows (dicts with id, database, environment, status, started_at,
-    pinned); they are not modified. `now` should be timezone-aware; a naive one is taken as UTC,
+    `snapshots` are catalog records; they are not modified. `now` should be timezone-aware; a naive one is taken as UTC,
     like the catalog's timestamps. `protected` maps snapshot id -> the reason it must stay.
     """
     if not isinstance(policy, RetentionPolicy):
@@ -88,16 +89,16 @@ def plan(
     now_utc = _as_utc(now)
     window = timedelta(days=policy.days)
 
-    rows = [r for r in snapshots if r.get("status") in CONSIDERED]
-    starts = {id(r): _parse_time(r.get("started_at")) for r in rows}
+    rows = [r for r in snapshots if r.status in CONSIDERED]
+    starts = {id(r): _parse_time(r.started_at) for r in rows}
 
     # Per group, the dated 'ok' rows newest first; ties broken by id, as the catalog lists them.
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[Snapshot]] = {}
     for row in rows:
-        if row["status"] == OK and starts[id(row)] is not None:
+        if row.status == OK and starts[id(row)] is not None:
             groups.setdefault(_group(row), []).append(row)
     for members in groups.values():
-        members.sort(key=lambda r: (starts[id(r)], str(r.get("id", ""))), reverse=True)
+        members.sort(key=lambda r: (starts[id(r)], r.id), reverse=True)
 
     newest: set[int] = {id(members[0]) for members in groups.values()}
     picks: dict[int, str] = {}  # row -> first GFS reason (daily before weekly before monthly)
@@ -112,20 +113,20 @@ def plan(
 
     decisions = []
     for row in rows:
-        snap_id = str(row.get("id"))
+        snap_id = row.id
         started = starts[id(row)]
         database, environment = _group(row)
         if id(row) in newest:
             keep, reason = True, f"newest verified snapshot of {database}/{environment}"
-        elif row.get("pinned"):
+        elif row.pinned:
             keep, reason = True, "pinned"
         elif snap_id in protected:
             keep, reason = True, protected[snap_id] or "protected"
         elif started is None:
             # Never delete what cannot be dated: an unreadable timestamp is a bug to look at.
-            keep, reason = True, f"start time {row.get('started_at')!r} unreadable, kept to be safe"
-        elif row["status"] != OK:
-            keep, reason = False, _WHY_NOT_OK[row["status"]]
+            keep, reason = True, f"start time {row.started_at!r} unreadable, kept to be safe"
+        elif row.status != OK:
+            keep, reason = False, _WHY_NOT_OK[row.status]
         elif now_utc - started < window:
             keep, reason = True, f"within {_days(policy.days)}"
         elif id(row) in picks:
@@ -156,9 +157,9 @@ def _whole(value: object, name: str) -> None:
         raise ValueError(f"Retention {name} must be a whole number, not {value!r}.")
 
 
-def _group(row: Mapping[str, Any]) -> tuple[str, str]:
+def _group(row: Snapshot) -> tuple[str, str]:
     """Production and staging, and each database, are retained independently."""
-    return str(row.get("database") or ""), str(row.get("environment") or "")
+    return row.database or "", row.environment or ""
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -193,13 +194,13 @@ def _month(moment: datetime) -> str:
 
 
 def _newest_per_bucket(
-    newest_first: list[dict[str, Any]],
+    newest_first: list[Snapshot],
     starts: Mapping[int, datetime | None],
     bucket: Callable[[datetime], str],
     count: int,
-) -> list[tuple[dict[str, Any], str]]:
+) -> list[tuple[Snapshot, str]]:
     """The newest row of each of the last `count` buckets that have one (gaps are skipped)."""
-    chosen: list[tuple[dict[str, Any], str]] = []
+    chosen: list[tuple[Snapshot, str]] = []
     seen: set[str] = set()
     for row in newest_first:
         if len(chosen) >= count:

@@ -1,9 +1,12 @@
-"""Slack message rendering: pure functions from plain values to text and Block Kit."""
+"""Slack message rendering: pure functions from records to mrkdwn text and Block Kit."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
+
+Blocks = list[dict[str, Any]]
 
 HELP = """\
 *Atlas* keeps this team's PostgreSQL backups safe.
@@ -49,7 +52,7 @@ def truncate(text: str, limit: int) -> str:
     return out
 
 
-def fit(text: str, blocks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+def fit(text: str, blocks: Blocks) -> tuple[str, Blocks]:
     """The message cut down to what Slack accepts; long content keeps its start."""
     blocks = [_fit_block(b) for b in blocks]
     if len(blocks) > MAX_BLOCKS:
@@ -130,26 +133,24 @@ def _context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def _who(row: dict[str, Any]) -> str:
-    user = row.get("requested_by") or "someone"
+def _who(user: str | None) -> str:
+    user = user or "someone"
     return f"<@{user}>" if user.startswith(("U", "W")) and user.isalnum() else escape(user)
 
 
-def _note(row: dict[str, Any]) -> str:
-    note = (row.get("note") or "").strip()
+def _note(snap: Snapshot) -> str:
+    note = (snap.note or "").strip()
     return f"\n>{escape(note)}" if note else ""
 
 
-def snapshot_started(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    text = f":hourglass_flowing_sand: Snapshot `{row['id']}` of *{escape(row['database'])}* started"
-    return text, [_section(f"{text} for {_who(row)}.{_note(row)}")]
+def snapshot_started(snap: Snapshot) -> tuple[str, Blocks]:
+    text = f":hourglass_flowing_sand: Snapshot `{snap.id}` of *{escape(snap.database)}* started"
+    return text, [_section(f"{text} for {_who(snap.requested_by)}.{_note(snap)}")]
 
 
-def snapshot_progress(
-    row: dict[str, Any], raw: int, stored: int, elapsed: float
-) -> tuple[str, list[dict[str, Any]]]:
+def snapshot_progress(snap: Snapshot, raw: int, stored: int, elapsed: float) -> tuple[str, Blocks]:
     rate = raw / elapsed if elapsed > 0 else 0
-    text, blocks = snapshot_started(row)
+    text, blocks = snapshot_started(snap)
     blocks.append(
         _context(
             f"dumped {human_bytes(raw)} · stored {human_bytes(stored)} · "
@@ -159,86 +160,85 @@ def snapshot_progress(
     return text, blocks
 
 
-def snapshot_done(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    text = f":white_check_mark: Snapshot `{row['id']}` of *{escape(row['database'])}* is stored and verified"
+def snapshot_done(snap: Snapshot) -> tuple[str, Blocks]:
+    text = f":white_check_mark: Snapshot `{snap.id}` of *{escape(snap.database)}* is stored and verified"
     facts = [
-        f"*Database:* {escape(row.get('dbname') or row['database'])} ({escape(row['environment'])}, PostgreSQL {row.get('server_version') or '?'})",
-        f"*Size:* {human_bytes(row.get('size_bytes'))} (dump {human_bytes(row.get('raw_size_bytes'))})",
-        f"*Duration:* {human_seconds(row.get('duration_s'))}",
-        f"*Checksum:* sha256 `{(row.get('sha256') or '')[:12]}`",
-        f"*Stored at:* `{escape(row.get('location') or '')}`",
-        f"*Asked by:* {_who(row)}",
+        f"*Database:* {escape(snap.dbname or snap.database)} ({escape(snap.environment)}, PostgreSQL {snap.server_version or '?'})",
+        f"*Size:* {human_bytes(snap.size_bytes)} (dump {human_bytes(snap.raw_size_bytes)})",
+        f"*Duration:* {human_seconds(snap.duration_s)}",
+        f"*Checksum:* sha256 `{(snap.sha256 or '')[:12]}`",
+        f"*Stored at:* `{escape(snap.location or '')}`",
+        f"*Asked by:* {_who(snap.requested_by)}",
     ]
-    if row.get("provider_snapshot"):
-        facts.append(f"*Provider snapshot:* `{escape(row['provider_snapshot'])}` (started)")
-    return text, [_section(f"{text}.{_note(row)}"), _section("\n".join(facts))]
+    if snap.provider_snapshot:
+        facts.append(f"*Provider snapshot:* `{escape(snap.provider_snapshot)}` (started)")
+    return text, [_section(f"{text}.{_note(snap)}"), _section("\n".join(facts))]
 
 
-def snapshot_failed(row: dict[str, Any], error: str) -> tuple[str, list[dict[str, Any]]]:
-    text = f":x: Snapshot `{row['id']}` of *{escape(row['database'])}* failed"
+def snapshot_failed(snap: Snapshot, error: str) -> tuple[str, Blocks]:
+    text = f":x: Snapshot `{snap.id}` of *{escape(snap.database)}* failed"
     return text, [
-        _section(f"{text}: {escape(error)}{_note(row)}"),
+        _section(f"{text}: {escape(error)}{_note(snap)}"),
         _context(
-            f"Asked by {_who(row)} · nothing was kept, so nothing can be mistaken for a good backup"
+            f"Asked by {_who(snap.requested_by)} · nothing was kept, so nothing can be mistaken for a good backup"
         ),
     ]
 
 
-def snapshot_interrupted(row: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+def snapshot_interrupted(snap: Snapshot) -> tuple[str, Blocks]:
     text = (
-        f":warning: Snapshot `{row['id']}` of *{escape(row['database'])}* was interrupted: "
+        f":warning: Snapshot `{snap.id}` of *{escape(snap.database)}* was interrupted: "
         "Atlas stopped while it ran. Nothing was kept; take a new one with `/atlas snapshot`."
     )
     return text, [_section(text)]
 
 
-def snapshot_damaged(
-    row: dict[str, Any], found_by: str, good: dict[str, Any] | None
-) -> tuple[str, list[dict[str, Any]]]:
+def snapshot_damaged(snap: Snapshot, found_by: str, good: Snapshot | None) -> tuple[str, Blocks]:
     text = (
-        f":rotating_light: Snapshot `{row['id']}` of *{escape(row['database'])}* is damaged "
+        f":rotating_light: Snapshot `{snap.id}` of *{escape(snap.database)}* is damaged "
         f"(found by {escape(found_by)}) and can never be restored"
     )
     then = (
-        f"The newest good snapshot is `{good['id']}` ({_utc(good.get('started_at'))} UTC)."
+        f"The newest good snapshot is `{good.id}` ({_utc(good.started_at)} UTC)."
         if good
         else "There is no good snapshot of it left: take one with `/atlas snapshot` now."
     )
     return text, [
-        _section(f"{text}: {escape(row.get('error') or '')}"),
+        _section(f"{text}: {escape(snap.error or '')}"),
         _context(f"It is marked corrupt, so drills and retention stop counting on it. {then}"),
     ]
 
 
-def snapshot_line(row: dict[str, Any]) -> str:
-    icon = {"ok": ":white_check_mark:", "running": ":hourglass_flowing_sand:"}.get(
-        row["status"], ":x:"
-    )
-    size = human_bytes(row.get("size_bytes")) if row.get("size_bytes") else "—"
-    note = f" — {escape(row['note'][:80])}" if row.get("note") else ""
-    pin = " · :pushpin: kept" if row.get("pinned") else ""
+def snapshot_line(snap: Snapshot) -> str:
+    icon = {
+        SnapshotStatus.OK: ":white_check_mark:",
+        SnapshotStatus.RUNNING: ":hourglass_flowing_sand:",
+    }.get(snap.status, ":x:")
+    size = human_bytes(snap.size_bytes) if snap.size_bytes else "—"
+    note = f" — {escape(snap.note[:80])}" if snap.note else ""
+    pin = " · :pushpin: kept" if snap.pinned else ""
     return (
-        f"{icon} `{row['id']}` {escape(row['database'])} {row['status']} · {size} · "
-        f"{_utc(row.get('started_at') or '')} UTC{pin}{note}"
+        f"{icon} `{snap.id}` {escape(snap.database)} {snap.status} · {size} · "
+        f"{_utc(snap.started_at or '')} UTC{pin}{note}"
     )
 
 
-def snapshot_list(rows: list[dict[str, Any]]) -> str:
+def snapshot_list(rows: list[Snapshot]) -> str:
     if not rows:
         return "No snapshots yet. Take one with `/atlas snapshot before <change>`."
     return "*Recent snapshots* (newest first)\n" + "\n".join(snapshot_line(r) for r in rows)
 
 
-def pinned(row: dict[str, Any]) -> str:
-    if row.get("pinned"):
-        return f":pushpin: Snapshot `{row['id']}` is kept until `/atlas unkeep {row['id']}`."
-    return f"Snapshot `{row['id']}` is back under the retention policy."
+def pinned(snap: Snapshot) -> str:
+    if snap.pinned:
+        return f":pushpin: Snapshot `{snap.id}` is kept until `/atlas unkeep {snap.id}`."
+    return f"Snapshot `{snap.id}` is back under the retention policy."
 
 
-def verified(row: dict[str, Any]) -> str:
+def verified(snap: Snapshot) -> str:
     return (
-        f":white_check_mark: Snapshot `{row['id']}` verified: {human_bytes(row.get('size_bytes'))}, "
-        f"sha256 `{(row.get('sha256') or '')[:12]}` matches and the archive reads to its end."
+        f":white_check_mark: Snapshot `{snap.id}` verified: {human_bytes(snap.size_bytes)}, "
+        f"sha256 `{(snap.sha256 or '')[:12]}` matches and the archive reads to its end."
     )
 
 
@@ -248,7 +248,7 @@ def error(message: str) -> str:
 
 # -- restore and drill requests -----------------------------------------------------------
 
-KIND_WORDS = {"restore": "Restore into staging", "drill": "Restore drill"}
+KIND_WORDS = {Kind.RESTORE: "Restore into staging", Kind.DRILL: "Restore drill"}
 
 
 def _users(ids: list[str]) -> str:
@@ -256,85 +256,80 @@ def _users(ids: list[str]) -> str:
 
 
 def request_message(
-    req: dict[str, Any],
-    snap: dict[str, Any],
+    req: Request,
+    snap: Snapshot,
     *,
-    approvers: list[str],
-    approved_by: list[str],
     approve_emoji: str,
     reject_emoji: str,
     target: str,
-) -> tuple[str, list[dict[str, Any]]]:
-    what = KIND_WORDS[req["kind"]]
-    status = req["status"]
+) -> tuple[str, Blocks]:
+    what = KIND_WORDS[req.kind]
     head = {
-        "pending": f":raised_hand: {what} requested",
-        "approved": f":rocket: {what} approved, starting",
-        "running": f":gear: {what} running",
-        "done": f":checkered_flag: {what} finished",
-        "failed": f":x: {what} failed",
-        "rejected": f":no_entry: {what} rejected",
-        "expired": f":hourglass: {what} expired",
-        "refused": f":no_entry: {what} refused",
-    }.get(status, f"{what}: {status}")
-    text = f"{head}: snapshot `{snap['id']}` of *{escape(snap['database'])}*"
+        RequestStatus.PENDING: f":raised_hand: {what} requested",
+        RequestStatus.APPROVED: f":rocket: {what} approved, starting",
+        RequestStatus.RUNNING: f":gear: {what} running",
+        RequestStatus.DONE: f":checkered_flag: {what} finished",
+        RequestStatus.FAILED: f":x: {what} failed",
+        RequestStatus.REJECTED: f":no_entry: {what} rejected",
+        RequestStatus.EXPIRED: f":hourglass: {what} expired",
+    }.get(req.status, f"{what}: {req.status}")
+    text = f"{head}: snapshot `{snap.id}` of *{escape(snap.database)}*"
     lines = [
-        f"*Snapshot:* `{snap['id']}` ({human_bytes(snap.get('size_bytes'))}, taken {_utc(snap.get('started_at'))} UTC)",
+        f"*Snapshot:* `{snap.id}` ({human_bytes(snap.size_bytes)}, taken {_utc(snap.started_at)} UTC)",
         f"*Into:* `{escape(target)}`",
-        f"*Asked by:* <@{req['requested_by']}>",
-        f"*Approvals:* {len(approved_by)} of {req['required']} ({_users(approved_by)})",
-        f"*Approvers:* {_users(approvers)}",
+        f"*Asked by:* <@{req.requested_by}>",
+        f"*Approvals:* {len(req.approved_by)} of {req.required} ({_users(req.approved_by)})",
+        f"*Approvers:* {_users(req.approvers)}",
     ]
-    if status == "pending":
+    if req.status == RequestStatus.PENDING:
         lines.append(
             f"React :{approve_emoji}: to approve or :{reject_emoji}: to reject. "
-            f"Expires {_utc(req['expires_at'])} UTC."
+            f"Expires {_utc(req.expires_at)} UTC."
         )
-    elif req.get("reason"):
-        lines.append(f"*Why:* {escape(req['reason'])}")
-    return text, [_section(text), _section("\n".join(lines)), _context(f"request `{req['id']}`")]
+    elif req.reason:
+        lines.append(f"*Why:* {escape(req.reason)}")
+    return text, [_section(text), _section("\n".join(lines)), _context(f"request `{req.id}`")]
 
 
-def drill_report(
-    drill: dict[str, Any], previous: dict[str, Any] | None
-) -> tuple[str, list[dict[str, Any]]]:
+def drill_report(drill: Drill, previous: Drill | None) -> tuple[str, Blocks]:
     """The verdict people read at a glance: checks table, restore time, trend."""
-    ok = drill["status"] == "passed"
-    what = KIND_WORDS.get(drill["kind"], drill["kind"])
+    ok = drill.status == DrillStatus.PASSED
+    what = KIND_WORDS.get(drill.kind, str(drill.kind))
     text = (
-        f"{':white_check_mark:' if ok else ':x:'} {what} `{drill['id']}` "
-        f"{'passed' if ok else 'FAILED'}: snapshot `{drill['snapshot_id']}` of *{escape(drill['database'])}*"
+        f"{':white_check_mark:' if ok else ':x:'} {what} `{drill.id}` "
+        f"{'passed' if ok else 'FAILED'}: snapshot `{drill.snapshot_id}` of *{escape(drill.database)}*"
     )
-    total = drill.get("total_s")
+    total = drill.total_s
     trend = ""
-    if previous and previous.get("total_s") and total:
-        delta = total - previous["total_s"]
-        trend = f" ({'+' if delta >= 0 else '−'}{human_seconds(abs(delta))} vs {human_seconds(previous['total_s'])} on {str(previous['started_at'])[:10]})"
+    if previous and previous.total_s and total:
+        delta = total - previous.total_s
+        trend = f" ({'+' if delta >= 0 else '−'}{human_seconds(abs(delta))} vs {human_seconds(previous.total_s)} on {str(previous.started_at)[:10]})"
     lines = [
         f"*Time to restore:* {human_seconds(total)}{trend}",
-        f"checked before restoring {human_seconds(drill.get('download_s'))} · restore {human_seconds(drill.get('restore_s'))} · verify {human_seconds(drill.get('verify_s'))}",
-        f"*Target:* `{escape(drill.get('target') or '')}`"
+        f"checked before restoring {human_seconds(drill.download_s)} · restore {human_seconds(drill.restore_s)} · verify {human_seconds(drill.verify_s)}",
+        f"*Target:* `{escape(drill.target or '')}`"
         + (
             " (kept)"
-            if drill.get("kept")
+            if drill.kept
             else " (scratch database dropped)"
-            if drill.get("scratch_db")
+            if drill.scratch_db and drill.scratch_dropped
             else ""
         ),
     ]
-    checks = json.loads(drill.get("checks") or "[]")
-    rows = ["manifest (tables, row counts, sequences, extensions)"]
-    problems = json.loads(drill.get("problems") or "[]")
+    problems = drill.problems
     manifest_bad = [p for p in problems if not p.startswith(("check ", "warning: "))]
-    table = [f"{'✅' if not manifest_bad and not drill.get('error') else '❌'} {rows[0]}"]
-    table += [f"{'✅' if c['passed'] else '❌'} {c['name']}: {c['detail']}" for c in checks]
+    table = [
+        f"{'✅' if not manifest_bad and not drill.error else '❌'} "
+        "manifest (tables, row counts, sequences, extensions)"
+    ]
+    table += [f"{'✅' if c.passed else '❌'} {c.name}: {c.detail}" for c in drill.checks]
     blocks = [
         _section(text),
         _section("\n".join(lines)),
         _section("```" + "\n".join(escape(t) for t in table) + "```"),
     ]
-    if drill.get("error"):
-        blocks.append(_section(f"*Error:* {escape(drill['error'])}"))
+    if drill.error:
+        blocks.append(_section(f"*Error:* {escape(drill.error)}"))
     if problems:
         blocks.append(
             _section("*Problems:*\n" + "\n".join(f"• {escape(p)}" for p in problems[:20]))
@@ -342,15 +337,17 @@ def drill_report(
     return text, blocks
 
 
-def drill_line(d: dict[str, Any]) -> str:
-    icon = {"passed": ":white_check_mark:", "running": ":gear:"}.get(d["status"], ":x:")
+def drill_line(d: Drill) -> str:
+    icon = {DrillStatus.PASSED: ":white_check_mark:", DrillStatus.RUNNING: ":gear:"}.get(
+        d.status, ":x:"
+    )
     return (
-        f"{icon} `{d['id']}` {d['kind']} of {escape(d['database'])} from `{d['snapshot_id']}` · "
-        f"{d['status']} · {human_seconds(d.get('total_s'))} · {_utc(d.get('started_at'))} UTC"
+        f"{icon} `{d.id}` {d.kind} of {escape(d.database)} from `{d.snapshot_id}` · "
+        f"{d.status} · {human_seconds(d.total_s)} · {_utc(d.started_at)} UTC"
     )
 
 
-def drill_list(rows: list[dict[str, Any]]) -> str:
+def drill_list(rows: list[Drill]) -> str:
     if not rows:
         return "No drills yet. Start one with `/atlas drill`."
     return "*Recent drills and restores* (newest first)\n" + "\n".join(drill_line(r) for r in rows)
@@ -359,7 +356,7 @@ def drill_list(rows: list[dict[str, Any]]) -> str:
 DRILL_ACTION = "atlas_request_drill"
 
 
-def with_drill_button(text: str, database: str) -> list[dict[str, Any]]:
+def with_drill_button(text: str, database: str) -> Blocks:
     """A reminder with a button that opens the same approval flow as `/atlas drill`."""
     return [
         _section(text),

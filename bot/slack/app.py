@@ -14,31 +14,47 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from bot.config import Settings
 from bot.errors import AtlasError
 from bot.services import Services
+from bot.slack.client import SlackChat
 
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def build_app(services: Services) -> App:
-    """A Bolt app with Atlas's listeners; no network calls beyond Bolt's auth.test."""
-    import handlers
+Register = Callable[[App, Services], None]
+LISTENERS = "atlas.slack_listeners"  # the entry-point group Slack listeners plug into
 
+
+def installed_listeners() -> list[Register]:
+    """The listener sets installed for this app (pyproject's `atlas.slack_listeners`):
+    the Slack layer plugs into bot/ without bot/ importing it."""
+    from importlib.metadata import entry_points
+
+    return [ep.load() for ep in entry_points(group=LISTENERS)]
+
+
+def build_app(services: Services, register: Register | None = None) -> App:
+    """A Bolt app with Atlas's listeners (`register`, or the installed ones)."""
     settings = services.settings
-    if settings.slack_signing_secret is None or services.slack is None:
+    chat = services.chat
+    if settings.slack_signing_secret is None or not isinstance(chat, SlackChat):
         raise AtlasError(
             "The Slack bot needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET.",
             "create the app from manifest.yml and copy both from its settings page",
         )
-    check_slack(services.slack)
+    check_slack(chat.client)
     logging.getLogger("slack_bolt.App").addFilter(_TokenNotice())
     app = App(
-        client=services.slack,
+        client=chat.client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=False,
         token_verification_enabled=False,  # check_slack did it, with a clear error
     )
-    handlers.register(app, services)
+    registers = [register] if register is not None else installed_listeners()
+    if not registers:
+        raise AtlasError("No Slack listeners are installed.", "reinstall Atlas: pip install -e .")
+    for add in registers:
+        add(app, services)
     return app
 
 
@@ -102,7 +118,7 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
             return [data]
         if environ.get("PATH_INFO") == "/healthz":
             try:
-                services.catalog.list_snapshots(limit=1)
+                services.catalog.ping()
                 status, body = "200 OK", {"ok": True}
             except Exception as exc:  # health must answer, not raise
                 status, body = "503 Service Unavailable", {"ok": False, "error": str(exc)}
@@ -140,7 +156,7 @@ def run(
     services = Services.from_settings(settings)
     app = build_app(services)
     services.recover()
-    services.flow.resume()
+    services.jobs.resume()
     sched = scheduler.start(services)
     port = port or settings.http_port
     socket_mode = settings.slack_app_token is not None and not force_http

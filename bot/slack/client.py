@@ -1,20 +1,27 @@
-"""Posting job progress to Slack without letting Slack's hiccups break a backup."""
+"""The one place that calls Slack's Web API: `SlackChat`, the `Chat` Atlas reports through.
+
+Every message passes the redaction step and is cut to Slack's documented limits on its
+way out. Slack's errors are logged and swallowed: a backup must not fail because Slack is
+slow or unreachable.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.redaction import redact, redact_value
-from bot.report.messages import fit
+from bot.report.chat import Blocks, Chat, NoChat
+from bot.report.messages import fit, truncate
 
 if TYPE_CHECKING:  # slack_sdk is imported only when Slack is configured: CLI start-up stays fast
     from slack_sdk import WebClient
 
 log = logging.getLogger(__name__)
+
+GROUP_CACHE_S = 300
 
 
 def slack_errors() -> tuple[type[BaseException], ...]:
@@ -46,52 +53,58 @@ def make_client(settings: Settings, timeout: int = 10) -> WebClient | None:
     return WebClient(**kwargs)
 
 
-class Message:
-    """One channel message that a job posts once and then keeps updating.
+def chat_for(settings: Settings, client: WebClient | None = None) -> Chat:
+    """SlackChat when a bot token is set (or a client given), else NoChat."""
+    client = client or make_client(settings)
+    return SlackChat(client) if client is not None else NoChat()
 
-    Every Slack error is logged and swallowed: a backup must not fail because Slack
-    is slow. The final update falls back to a fresh message if the edit fails.
-    """
 
-    def __init__(
-        self, client: WebClient | None, channel: str | None, thread_ts: str | None = None
-    ) -> None:
-        self.client, self.channel, self.thread_ts = client, channel, thread_ts
-        self.ts: str | None = None
-        self._lock = threading.Lock()
-        self._last = 0.0
+class SlackChat:
+    configured = True
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+        self._groups: dict[str, tuple[float, list[str]]] = {}
 
     def _call(self, method: str, **kw: Any) -> dict[str, Any] | None:
-        if self.client is None or not self.channel:
-            return None
-        if "text" in kw:  # the one way out to the channel: redacted, within Slack's limits
-            kw["text"], kw["blocks"] = fit(redact(kw["text"]), redact_value(kw.get("blocks", [])))
         try:
-            resp = getattr(self.client, method)(channel=self.channel, **kw)
-            return dict(resp.data) if isinstance(resp.data, dict) else None
+            resp = getattr(self.client, method)(**kw)
+            return dict(resp.data) if isinstance(resp.data, dict) else {}
         except slack_errors() as exc:
             log.warning("Slack %s failed: %s", method, exc)
             return None
 
-    def post(self, text: str, blocks: list[dict[str, Any]]) -> None:
-        with self._lock:
-            kw: dict[str, Any] = {"text": text, "blocks": blocks}
-            if self.thread_ts:
-                kw["thread_ts"] = self.thread_ts
-            data = self._call("chat_postMessage", **kw)
-            if data:
-                self.ts = data.get("ts")
-                self.channel = data.get("channel", self.channel)
-            self._last = time.monotonic()
+    def post(
+        self, channel: str, text: str, blocks: Blocks, thread_ts: str | None = None
+    ) -> tuple[str, str] | None:
+        text, blocks = fit(redact(text), redact_value(blocks))
+        kw: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks}
+        if thread_ts:
+            kw["thread_ts"] = thread_ts
+        data = self._call("chat_postMessage", **kw)
+        if not data or not data.get("ts"):
+            return None
+        return str(data.get("channel", channel)), str(data["ts"])
 
-    def update(
-        self, text: str, blocks: list[dict[str, Any]], *, final: bool = False, every: float = 3.0
-    ) -> None:
-        with self._lock:
-            if not final and time.monotonic() - self._last < every:
-                return
-            self._last = time.monotonic()
-            if self.ts and self._call("chat_update", ts=self.ts, text=text, blocks=blocks):
-                return
-        if final:
-            self.post(text, blocks)
+    def update(self, channel: str, ts: str, text: str, blocks: Blocks) -> bool:
+        text, blocks = fit(redact(text), redact_value(blocks))
+        return bool(self._call("chat_update", channel=channel, ts=ts, text=text, blocks=blocks))
+
+    def react(self, channel: str, ts: str, emoji: str) -> None:
+        self._call("reactions_add", channel=channel, timestamp=ts, name=emoji)
+
+    def tell(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
+        text = truncate(redact(text), 3000)
+        if self._call("chat_postEphemeral", channel=channel, user=user, text=text) is None:
+            self.post(channel, text, [], thread_ts)
+
+    def group_members(self, group: str) -> list[str] | None:
+        cached = self._groups.get(group)
+        if cached and time.monotonic() - cached[0] < GROUP_CACHE_S:
+            return cached[1]
+        data = self._call("usergroups_users_list", usergroup=group)
+        if data is None:
+            return cached[1] if cached else None
+        members = [str(u) for u in data.get("users") or []]
+        self._groups[group] = (time.monotonic(), members)
+        return members

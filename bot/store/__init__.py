@@ -1,1 +1,47 @@
+"""Where artifacts live: a local folder or an S3 bucket, behind one small interface
+(`base.Storage`), plus client-side encryption around any writer (`crypto`)."""
 
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bot.errors import AtlasError
+from bot.store.base import CHUNK, ArtifactWriter, Pending, Storage, StoredObject
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+
+
+def open_storage(spec: str, sse: str | None = None, kms_key_id: str | None = None) -> Storage:
+    """`s3://bucket/prefix` or a folder path; `sse` asks S3 to encrypt every upload."""
+    if spec.startswith("s3://"):
+        bucket, _, prefix = spec[5:].partition("/")
+        if not bucket:
+            raise AtlasError(f"ATLAS_STORAGE={spec!r} names no bucket.", "use s3://bucket/prefix")
+        from bot.store.s3 import S3Storage
+
+        return S3Storage(bucket, prefix.strip("/"), sse=sse, kms_key_id=kms_key_id)
+    from bot.store.local import LocalStorage
+
+    return LocalStorage(Path(spec))
+
+
+class Store:
+    """The configured storage, opened on first use: `atlas list` never imports boto3."""
+
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        self._settings = settings
+        self._storage = storage
+        self._lock = threading.Lock()
+
+    def get(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                st = self._settings
+                self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id)
+            return self._storage
+
+
+__all__ = ["CHUNK", "ArtifactWriter", "Pending", "Storage", "Store", "StoredObject", "open_storage"]

@@ -42,7 +42,7 @@ import pyrage
 from pyrage import x25519
 
 from bot.errors import AtlasError, Damaged
-from bot.store.storage import ArtifactWriter, StoredObject
+from bot.store.base import ArtifactWriter, StoredObject
 
 CHUNK = 1 << 20
 QUEUE_CHUNKS = 4  # chunks in flight between the caller and the helper thread

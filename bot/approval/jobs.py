@@ -1,0 +1,108 @@
+"""Running approved requests: claimed once across retries and restarts, run in the
+background, reported in the request's thread and the channel; expired ones closed."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+from bot.approval.ask import Ask
+from bot.catalog import Catalog
+from bot.errors import AtlasError
+from bot.owners import owner_gone
+from bot.records import DrillStatus, RequestStatus, now
+from bot.report import messages
+from bot.report.chat import Chat, Message
+from bot.restore.run import Restores
+from bot.restore.scratch import Scratch
+
+
+class Jobs:
+    def __init__(
+        self,
+        catalog: Catalog,
+        chat: Chat,
+        ask: Ask,
+        restores: Restores,
+        scratch: Scratch,
+        background: Executor,
+    ) -> None:
+        self.catalog, self.chat, self.ask = catalog, chat, ask
+        self.restores, self.scratch, self.background = restores, scratch, background
+
+    def start(self, req_id: str) -> bool:
+        """Claim the approved request and run its job in the background; once only."""
+        if not self.catalog.claim_job(req_id):
+            return False
+        self.ask.refresh(req_id)
+        self.background.submit(self._run, req_id)
+        return True
+
+    def _run(self, req_id: str) -> None:
+        req = self.catalog.get_request(req_id)
+        words = messages.KIND_WORDS[req.kind]
+        thread = Message(self.chat, req.channel, thread_ts=req.ts)
+        progress = Message(self.chat, req.channel, thread_ts=req.ts)
+        progress.post(f":gear: {words} started.", [])
+        try:
+            drill = self.restores.run(
+                kind=req.kind,
+                snap_id=req.snapshot_id,
+                requested_by=req.requested_by,
+                approved_by=req.approved_by,
+                request_id=req_id,
+                phase=lambda text: progress.update(f":gear: {text}", [], final=True),
+            )
+        except AtlasError as exc:
+            self.catalog.update_request(req_id, status=RequestStatus.FAILED, reason=str(exc))
+            self.ask.refresh(req_id)
+            thread.post(messages.error(str(exc)), [])
+            Message(self.chat, req.channel).post(
+                messages.error(f"{words} for request {req_id} failed: {exc}"), []
+            )
+            return
+        ok = drill.status == DrillStatus.PASSED
+        self.catalog.update_request(
+            req_id,
+            status=RequestStatus.DONE if ok else RequestStatus.FAILED,
+            drill_id=drill.id,
+            reason=None if ok else (drill.error or "verification failed"),
+        )
+        self.ask.refresh(req_id)
+        text, blocks = messages.drill_report(drill, self.restores.previous_passed(drill))
+        thread.post(text, blocks)
+        Message(self.chat, req.channel).post(text, blocks)  # the verdict in the channel too
+
+    def expire_due(self) -> list[str]:
+        """Close pending requests past their expiry and say so on their messages."""
+        expired = []
+        for req in self.catalog.list_requests(RequestStatus.PENDING):
+            if req.expires_at > now():
+                continue
+            if self.catalog.expire_request(req.id, "nobody approved it in time"):
+                self.catalog.audit("atlas", f"{req.kind}.expired", req.id)
+                self.ask.refresh(req.id)
+                expired.append(req.id)
+        return expired
+
+    def resume(self) -> None:
+        """After a restart: run approved jobs that never started; fail ones that died."""
+        for req in self.catalog.list_requests(RequestStatus.RUNNING):
+            if not owner_gone(req.owner):
+                continue
+            self.catalog.update_request(
+                req.id, status=RequestStatus.FAILED, reason="Atlas restarted while the job ran"
+            )
+            for d in self.catalog.list_drills(limit=100, request_id=req.id):
+                if d.status == DrillStatus.RUNNING:
+                    self.catalog.update_drill(
+                        d.id,
+                        status=DrillStatus.FAILED,
+                        error="Atlas restarted while it ran",
+                        finished_at=now(),
+                    )
+            self.catalog.audit("atlas", f"{req.kind}.interrupted", req.id)
+            self.ask.refresh(req.id)
+        self.scratch.clean_up()  # what the interrupted drills left on staging
+        for req in self.catalog.list_requests(RequestStatus.APPROVED):
+            self.start(req.id)
+        self.expire_due()

@@ -1,0 +1,28 @@
+"""Where a snapshot lives in storage, and what its id looks like."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime
+
+from bot.config import DatabaseTarget
+
+FORMAT = "pg_dump custom format (-Fc -Z0), compressed as one zstd frame"
+SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
+ENCRYPTED_SUFFIX = ".age"
+
+
+def new_id() -> str:
+    """UTC time and a random suffix: sorts by time, never collides in practice."""
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def artifact_key(target: DatabaseTarget, snap_id: str, *, encrypted: bool = False) -> str:
+    """Production and staging stay apart: environment/database/id."""
+    key = f"{target.environment}/{target.name}/{snap_id}.dump.zst"
+    return key + ENCRYPTED_SUFFIX if encrypted else key
+
+
+def sidecar_key(key: str) -> str:
+    return key.removesuffix(ENCRYPTED_SUFFIX).removesuffix(".dump.zst") + ".json"

@@ -1,0 +1,70 @@
+"""Finding snapshots by what people type (`latest`, an id, the start of one), and pinning."""
+
+from __future__ import annotations
+
+from bot.backup.layout import SNAPSHOT_ID
+from bot.catalog import Catalog
+from bot.config import Settings
+from bot.errors import AtlasError, NotFound
+from bot.records import Snapshot, SnapshotStatus
+
+
+class Snapshots:
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self.settings, self.catalog = settings, catalog
+
+    def get(self, ref: str, database: str | None = None) -> Snapshot:
+        """A snapshot by id, unique id prefix (`20261129-0344`), or `latest` (the newest
+        good snapshot of `database`, or of the first configured one)."""
+        return self.catalog.get_snapshot(self.resolve(ref, database))
+
+    def resolve(self, ref: str, database: str | None = None) -> str:
+        """The full id `ref` names; NotFound or an ambiguity in words otherwise."""
+        ref = ref.strip()
+        if ref == "latest":
+            target = self.settings.target(database)
+            rows = self.catalog.list_snapshots(
+                limit=1,
+                database=target.name,
+                status=SnapshotStatus.OK,
+                environment=target.environment,
+            )
+            if not rows:
+                raise NotFound(
+                    f"There is no good snapshot of {target.name} yet, so `latest` names none.",
+                    "take one with `atlas snapshot` or `/atlas snapshot`",
+                )
+            return rows[0].id
+        if SNAPSHOT_ID.fullmatch(ref) or len(ref) < 4:
+            return ref  # a full id, or too short to mean anything: looked up as it is
+        found = self.catalog.snapshot_ids_like(ref)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            shown = ", ".join(found[:5]) + (", …" if len(found) > 5 else "")
+            raise AtlasError(
+                f"{ref!r} is the start of several snapshot ids: {shown}.", "give more of the id"
+            )
+        return ref
+
+    def recent(self, limit: int = 20, database: str | None = None) -> list[Snapshot]:
+        return self.catalog.list_snapshots(limit=limit, database=database)
+
+    def readable(self, ref: str) -> Snapshot:
+        """A snapshot that has an artifact to read (good, or found corrupt)."""
+        snap = self.get(ref)
+        if snap.status not in (SnapshotStatus.OK, SnapshotStatus.CORRUPT):
+            raise AtlasError(
+                f"Snapshot {snap.id} is {snap.status}, so it has no artifact to read.",
+                snap.error or None,
+            )
+        return snap
+
+    def pin(self, ref: str, pinned: bool, actor: str) -> Snapshot:
+        """`keep` protects a snapshot from retention until `unkeep`."""
+        snap = self.get(ref)
+        if pinned and snap.status not in (SnapshotStatus.OK, SnapshotStatus.CORRUPT):
+            raise AtlasError(f"Snapshot {snap.id} is {snap.status}; there is nothing to keep.")
+        self.catalog.update_snapshot(snap.id, pinned=pinned)
+        self.catalog.audit(actor, "snapshot.keep" if pinned else "snapshot.unkeep", snap.id)
+        return self.catalog.get_snapshot(snap.id)

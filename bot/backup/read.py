@@ -1,0 +1,162 @@
+"""Reading a snapshot back: every byte checked against what was recorded, and damage
+recorded whoever finds it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from bot.backup import pipeline
+from bot.backup.keys import Keys
+from bot.backup.lookup import Snapshots
+from bot.catalog import Catalog
+from bot.config import Settings
+from bot.errors import AtlasError, Damaged
+from bot.pg import find_tool
+from bot.records import Snapshot, SnapshotStatus, now
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+OnDamage = Callable[[Snapshot, str], None]  # the damaged snapshot, who found it
+
+
+@dataclass(frozen=True)
+class Verified:
+    snapshot: Snapshot
+    seconds: float
+
+
+class Reader:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: Store,
+        keys: Keys,
+        snapshots: Snapshots,
+        on_damage: OnDamage | None = None,
+    ) -> None:
+        self.settings, self.catalog, self.store = settings, catalog, store
+        self.keys, self.snapshots = keys, snapshots
+        self.on_damage = on_damage  # told of every damaged artifact (Services posts it)
+
+    def read(
+        self,
+        snap: Snapshot,
+        consume: Callable[[bytes], None],
+        *,
+        source: Iterable[bytes] | None = None,
+    ) -> None:
+        """Decompress (and decrypt) a stored snapshot into `consume`, checking its size,
+        sha256 and zstd frame; `source` gives the stored bytes when already open."""
+        assert snap.storage_key and snap.size_bytes is not None and snap.sha256
+        pipeline.read_artifact(
+            self.store.get(),
+            snap.storage_key,
+            consume,
+            expect_size=snap.size_bytes,
+            expect_sha256=snap.sha256,
+            identity=self.keys.for_snapshot(snap),
+            source=source,
+        )
+
+    def verify(self, ref: str, actor: str = "cli") -> Verified:
+        """Re-read a stored snapshot: size, checksums, and pg_restore reading it through."""
+        snap = self.snapshots.readable(ref)
+        started = time.monotonic()
+        self.keys.for_snapshot(snap)  # no key: an error before reading, not a corrupt snapshot
+        pg_restore, _ = find_tool(
+            "pg_restore", _major(snap.server_version), self.settings.pg_bindir
+        )
+        check = pipeline.ArchiveCheck(pg_restore, dict(os.environ))
+        try:
+            self.read(snap, check.feed)
+            check.verify()
+        except AtlasError as exc:
+            check.kill()
+            raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
+        self.catalog.update_snapshot(
+            snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
+        )
+        self.catalog.audit(actor, "snapshot.verified", snap.id)
+        return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
+
+    def mark_damaged(
+        self, snap: Snapshot, exc: AtlasError, actor: str, *, found_by: str
+    ) -> AtlasError:
+        """The one place a damaged artifact is recorded, whoever found it (verify, a drill,
+        a restore, a fetch): the snapshot becomes `corrupt`, so status, retention and the
+        next drill stop counting on it. Returns the error to raise.
+
+        An encrypted artifact that cannot be decrypted but whose checksum matches is not
+        damaged: the key is wrong, and that is what the error then says.
+        """
+        if snap.encryption == "age" and self._intact(snap):
+            return AtlasError(
+                f"Snapshot {snap.id} is intact (its checksum matches) but {exc}",
+                "its sidecar names the public key it was encrypted to (`recipient`); "
+                "after a rotation keep that key in ATLAS_ENCRYPTION_KEY_FILE, below the "
+                "new one",
+            )
+        self.catalog.update_snapshot(snap.id, status=SnapshotStatus.CORRUPT, error=str(exc))
+        self.catalog.audit(actor, "snapshot.damaged", snap.id, found_by=found_by, error=str(exc))
+        log.warning("snapshot %s is damaged (found by %s): %s", snap.id, found_by, exc)
+        if self.on_damage is not None:
+            damaged = dataclasses.replace(snap, status=SnapshotStatus.CORRUPT, error=str(exc))
+            self.on_damage(damaged, found_by)
+        return exc
+
+    def _intact(self, snap: Snapshot) -> bool:
+        assert snap.storage_key
+        try:
+            stored = pipeline.hash_stored(self.store.get(), snap.storage_key)
+        except AtlasError:
+            return False
+        return stored == (snap.size_bytes, snap.sha256)
+
+    def fetch(self, ref: str, out: str, *, force: bool = False) -> Snapshot:
+        """Write the plain pg_dump custom-format file that `pg_restore` reads as it is."""
+        snap = self.snapshots.readable(ref)
+        if out == "-":
+            stream: IO[bytes] = sys.stdout.buffer
+            try:
+                self.read(snap, stream.write)
+            except Damaged as exc:
+                raise self.mark_damaged(snap, exc, "cli", found_by="fetch") from None
+            stream.flush()
+            return snap
+        path = Path(out)
+        if path.exists() and not force:
+            raise AtlasError(f"{path} already exists.", "choose another -o path or pass --force")
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            with open(tmp, "wb") as fh:
+                self.read(snap, fh.write)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except Damaged as exc:
+            tmp.unlink(missing_ok=True)
+            raise self.mark_damaged(snap, exc, "cli", found_by="fetch") from None
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AtlasError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return snap
+
+
+def _major(version: str | None) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0

@@ -1,0 +1,74 @@
+"""After a crash: snapshots left `running` by a process that died are closed out, and
+unfinished writes (partial files, open S3 uploads) are removed, now or on a later try."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from bot.catalog import Catalog
+from bot.config import Settings
+from bot.errors import AtlasError
+from bot.records import Snapshot, SnapshotStatus
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
+        self.settings, self.catalog, self.store = settings, catalog, store
+
+    def recover(self, stale_after_s: float = 120.0) -> list[Snapshot]:
+        """Mark snapshots left running by a dead process as interrupted and clean up after
+        them; retry removing what failed snapshots could not remove (an S3 upload whose
+        abort did not get through). Returns the newly interrupted snapshots."""
+        stale = self.catalog.stale_running(stale_after_s)
+        for snap in stale:
+            # the unfinished write, even if the process died before recording its name
+            gone = bool(snap.storage_key) and self._discard_unfinished(snap.storage_key or "")
+            self.catalog.finish_snapshot(
+                snap.id,
+                SnapshotStatus.INTERRUPTED,
+                error="Atlas stopped while this snapshot was running; nothing was kept.",
+                **({"pending_ref": None} if gone else {}),
+            )
+            self.catalog.audit("atlas", "snapshot.interrupted", snap.id)
+        for snap in self.catalog.left_behind():
+            if snap.pending_ref and self._discard(snap.pending_ref):
+                self.catalog.update_snapshot(snap.id, pending_ref=None)
+        return [self.catalog.get_snapshot(s.id) for s in stale]
+
+    def sweep_pending(self, older_than_s: float = 3600.0) -> list[str]:
+        """Remove unfinished writes in storage that no running snapshot owns: partial files
+        and open S3 uploads a crash left unrecorded. Those younger than `older_than_s` are
+        left alone, in case another process has just started them."""
+        running = {
+            s.pending_ref
+            for s in self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
+            if s.pending_ref
+        }
+        cutoff = time.time() - older_than_s
+        removed = []
+        for target in self.settings.databases.values():
+            for found in self.store.get().pending(f"{target.environment}/{target.name}/"):
+                if found.ref in running or found.started >= cutoff:
+                    continue
+                if self._discard(found.ref):
+                    self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])
+                    removed.append(found.ref)
+        return removed
+
+    def _discard_unfinished(self, key: str) -> bool:
+        try:
+            return self.store.get().discard_unfinished(key)
+        except AtlasError as exc:
+            log.warning("cannot remove the unfinished write of %s yet: %s", key, exc)
+            return False
+
+    def _discard(self, ref: str) -> bool:
+        try:
+            return self.store.get().discard_pending(ref)
+        except AtlasError as exc:
+            log.warning("cannot remove the unfinished write %s yet: %s", ref.split("\n")[0], exc)
+            return False

@@ -1,0 +1,92 @@
+"""Rebuilding a lost catalog from storage: every snapshot whose sidecar and artifact are
+there and agree is registered again."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bot.backup import sidecar
+from bot.backup.layout import SNAPSHOT_ID, artifact_key
+from bot.catalog import Catalog
+from bot.config import DatabaseTarget, Settings
+from bot.errors import AtlasError
+from bot.store import Store
+
+
+@dataclass(frozen=True)
+class Found:
+    """What rescan made of one sidecar: imported, known, skipped (untrusted, with the
+    reason) or other (a database not configured here)."""
+
+    key: str
+    id: str
+    outcome: str
+    reason: str | None = None
+    database: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class Rescanner:
+    def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
+        self.settings, self.catalog, self.store = settings, catalog, store
+
+    def rescan(self, actor: str, *, dry_run: bool = False) -> list[Found]:
+        """Register snapshots that storage holds but the catalog does not know, from their
+        sidecars: after losing ATLAS_STATE, storage alone brings drills, restores and
+        retention back. Only configured databases are adopted: another Atlas's backups in
+        a shared bucket are never adopted (retention would then delete them), but named."""
+        results = []
+        configured = {(t.environment, t.name): t for t in self.settings.databases.values()}
+        for key in self.store.get().list(""):
+            if not (key.endswith(".json") and key.count("/") == 2):
+                continue
+            environment, database, name = key.split("/")
+            snap_id = name.removesuffix(".json")
+            target = configured.get((environment, database))
+            if target is None:
+                results.append(
+                    Found(
+                        key,
+                        snap_id,
+                        "other",
+                        f"{environment}/{database} is not a database configured here",
+                    )
+                )
+            else:
+                results.append(self._adopt(key, snap_id, target, actor, dry_run))
+        return results
+
+    def _adopt(
+        self, key: str, snap_id: str, target: DatabaseTarget, actor: str, dry_run: bool
+    ) -> Found:
+        if not SNAPSHOT_ID.fullmatch(snap_id):
+            return Found(key, snap_id, "skipped", f"{key} is not named like a snapshot.")
+        if self.catalog.has_snapshot(snap_id):
+            return Found(key, snap_id, "known")
+        storage = self.store.get()
+        try:
+            data = b""
+            for chunk in storage.read(key):
+                data += chunk
+                if len(data) > sidecar.SIDECAR_MAX:
+                    break
+            doc = sidecar.parse(data, key, snap_id, target)
+            artifact = artifact_key(target, snap_id, encrypted=doc["encryption"] == "age")
+            head = storage.stat(artifact)
+            if head is None:
+                raise AtlasError(f"{key}: its artifact {artifact} is missing.")
+            if head.size != doc["size_bytes"]:
+                raise AtlasError(
+                    f"{key}: {artifact} is {head.size} bytes, the sidecar says {doc['size_bytes']}."
+                )
+        except AtlasError as exc:
+            return Found(key, snap_id, "skipped", str(exc))
+        if not dry_run:
+            snap = sidecar.snapshot_from(doc, artifact, storage.location(artifact))
+            if not self.catalog.add_snapshot(snap):
+                return Found(key, snap_id, "known")
+            self.catalog.audit(actor, "snapshot.imported", snap_id, sidecar=key)
+        return Found(key, snap_id, "imported", database=target.name)

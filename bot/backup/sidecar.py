@@ -1,0 +1,114 @@
+"""The sidecar: a self-describing JSON next to each artifact, so storage alone is enough
+to restore (by hand, or through `atlas rescan` into a new catalog). Pure: bytes in and
+out, no storage or catalog."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from typing import Any
+
+from bot.backup.layout import FORMAT
+from bot.config import DatabaseTarget
+from bot.errors import AtlasError
+from bot.records import Snapshot, SnapshotStatus, names
+
+SIDECAR_MAX = 16 << 20  # manifests of very many tables stay far below this
+
+
+def sidecar(snap: Snapshot, recipient: str | None) -> bytes:
+    """The sidecar of a good snapshot; `recipient` is the public key it is encrypted to."""
+    doc: dict[str, Any] = {name: getattr(snap, name) for name in names(Snapshot, "sidecar")}
+    doc["format"] = FORMAT
+    doc["manifest"] = snap.manifest
+    encrypted = snap.encryption == "age"
+    decode = (
+        "age -d -i KEY.txt ID.dump.zst.age | zstd -dc > ID.dump"
+        if encrypted
+        else "zstd -dc ID.dump.zst > ID.dump"
+    )
+    doc["restore"] = (
+        f"{decode} && pg_restore --clean --if-exists --no-owner "
+        '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
+    ).replace("ID", snap.id)
+    if encrypted and recipient:
+        doc["recipient"] = recipient
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
+def parse(data: bytes, key: str, snap_id: str, target: DatabaseTarget) -> dict[str, Any]:
+    """The sidecar's document, or AtlasError saying why it cannot be trusted."""
+    if len(data) > SIDECAR_MAX:
+        raise AtlasError(f"{key} is larger than a sidecar can be.")
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise AtlasError(f"{key} is not JSON.") from None
+    if not isinstance(doc, dict):
+        raise AtlasError(f"{key} is not a sidecar.")
+    expected = {
+        "id": snap_id,
+        "database": target.name,
+        "environment": target.environment,
+        "format": FORMAT,
+        "compression": "zstd",
+    }
+    for name, want in expected.items():
+        if doc.get(name) != want:
+            raise AtlasError(f"{key}: {name} is {doc.get(name)!r}, expected {want!r}.")
+    sha256, size = doc.get("sha256"), doc.get("size_bytes")
+    if doc.get("encryption") not in ("none", "age"):
+        raise AtlasError(f"{key}: unknown encryption {doc.get('encryption')!r}.")
+    if not (isinstance(sha256, str) and len(sha256) == 64 and _is_hex(sha256)):
+        raise AtlasError(f"{key}: no valid sha256.")
+    if not isinstance(size, int) or size <= 0 or not isinstance(doc.get("manifest"), dict):
+        raise AtlasError(f"{key}: no size or manifest.")
+    if not _is_time(doc.get("started_at")) or not _is_time(doc.get("verified_at"), None):
+        raise AtlasError(f"{key}: started_at or verified_at is not a time.")
+    return doc
+
+
+def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot:
+    """The catalog record of a snapshot a trusted sidecar describes."""
+    text = {
+        name: str(doc[name]) if doc.get(name) is not None else None
+        for name in ("dbname", "requested_by", "started_at", "verified_at")
+        + ("server_version", "pg_dump_version", "toc_sha256")
+    }
+    return dataclasses.replace(
+        Snapshot(id=doc["id"], database=doc["database"]),
+        **text,
+        environment=doc["environment"],
+        status=SnapshotStatus.OK,
+        source="rescan",
+        note=str(doc.get("note") or "")[:2000],
+        size_bytes=doc["size_bytes"],
+        raw_size_bytes=_int_or_none(doc.get("raw_size_bytes")),
+        sha256=doc["sha256"],
+        toc_bytes=_int_or_none(doc.get("toc_bytes")),
+        storage_key=artifact,
+        location=location,
+        compression="zstd",
+        encryption=doc["encryption"],
+        manifest=doc["manifest"],
+        pinned=False,
+    )
+
+
+def _is_time(value: Any, *allowed: Any) -> bool:
+    if value in allowed:
+        return True
+    try:
+        datetime.fromisoformat(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

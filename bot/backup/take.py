@@ -1,0 +1,320 @@
+"""Taking a snapshot: dump, compress, store, prove, record.
+
+pg_dump runs in the exported snapshot of a read-only REPEATABLE READ transaction, which
+counts the rows for the manifest meanwhile. The stream goes through the pipeline into
+storage; only when the stored object is proven to be the stream, and the sidecar is
+written, is the snapshot `ok`. Any failure removes what was half-written and records why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from bot.backup import manifest, pipeline, sidecar
+from bot.backup.keys import Keys
+from bot.backup.layout import artifact_key, new_id, sidecar_key
+from bot.backup.recovery import Recovery
+from bot.catalog import Catalog
+from bot.config import Settings
+from bot.errors import AtlasError
+from bot.pg import Conn, ServerInfo, find_tool, redact, server_info, warm_tool_versions
+from bot.records import Snapshot, SnapshotStatus, now
+from bot.store import ArtifactWriter, Store, StoredObject
+from bot.text import clean_text
+
+if TYPE_CHECKING:
+    from bot.store.crypto import Identity
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+
+
+@dataclass(frozen=True)
+class DumpProgress:
+    snapshot_id: str
+    raw_bytes: int
+    stored_bytes: int
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class _Dumped:
+    writer: _Committable
+    stats: pipeline.DumpStats
+    server: ServerInfo
+    pg_dump_version: str
+    manifest: dict[str, Any]
+
+
+class Taker:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, store: Store, keys: Keys, recovery: Recovery
+    ) -> None:
+        self.settings, self.catalog, self.store = settings, catalog, store
+        self.keys, self.recovery = keys, recovery
+
+    def take(
+        self,
+        *,
+        requested_by: str,
+        note: str = "",
+        database: str | None = None,
+        source: str = "cli",
+        progress: Callable[[DumpProgress], None] | None = None,
+        progress_every: float = 1.0,
+        on_start: Callable[[Snapshot], None] | None = None,
+    ) -> Snapshot:
+        """Dump, store and verify one snapshot; returns its record.
+
+        Raises Busy when the database already has one running, AtlasError on any
+        failure (after recording it and removing whatever was half-written).
+        """
+        target = self.settings.target(database)
+        identity = self.keys.current()  # a bad key fails before anything starts
+        self.recovery.recover()  # a snapshot left "running" by a dead process must not block
+        storage = self.store.get()
+        snap_id = new_id()
+        key = artifact_key(target, snap_id, encrypted=identity is not None)
+        snap = self.catalog.begin_snapshot(
+            Snapshot(
+                id=snap_id,
+                database=target.name,
+                environment=target.environment,
+                source=source,
+                requested_by=requested_by,
+                note=clean_text(note),
+                storage_key=key,
+                location=storage.location(key),
+                encryption="age" if identity is not None else "none",
+            )
+        )
+        opened: list[_Committable] = []  # the writer, once _dump has opened it
+        committing = False
+        conn = Conn("", None)
+        try:
+            conn = Conn.parse(target.url, target.url_setting)
+            if on_start:
+                on_start(snap)
+            dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)
+            committing = True  # from here an object may exist under its final name
+            sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
+            result: dict[str, Any] = {
+                "dbname": dumped.server.dbname,
+                "server_version": dumped.server.version,
+                "pg_dump_version": dumped.pg_dump_version,
+                "size_bytes": dumped.writer.size,
+                "raw_size_bytes": dumped.stats.raw_size,
+                "sha256": sha256,
+                "toc_bytes": dumped.stats.toc_bytes,
+                "toc_sha256": dumped.stats.toc_sha256,
+                "dump_s": round(dumped.stats.seconds, 3),
+                "manifest": dumped.manifest,
+                "verified_at": now(),
+                "pending_ref": None,
+            }
+            done = _with(snap, result)
+            recipient = identity.recipient if identity is not None else None
+            storage.put_bytes(sidecar_key(key), sidecar.sidecar(done, recipient))
+            result["duration_s"] = round(_seconds_between(snap.started_at, now()), 3)
+            self.catalog.finish_snapshot(
+                snap_id,
+                SnapshotStatus.OK,
+                audit=(requested_by, "snapshot.ok", {"size": dumped.writer.size}),
+                **result,
+            )
+        except BaseException as exc:
+            writer = opened[0] if opened else None
+            message = self._fail(snap_id, key, writer, exc, conn, committing)
+            self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
+            if isinstance(exc, AtlasError):
+                raise
+            if isinstance(exc, Exception):
+                raise AtlasError(message) from exc
+            raise
+        return self.catalog.get_snapshot(snap_id)
+
+    def _dump(
+        self,
+        conn: Conn,
+        snap_id: str,
+        key: str,
+        progress: Callable[[DumpProgress], None] | None,
+        progress_every: float,
+        identity: Identity | None,
+        opened: list[_Committable],
+    ) -> _Dumped:
+        bindir = self.settings.pg_bindir
+        tools_known = warm_tool_versions(("pg_dump", "pg_restore"), bindir)  # while connecting
+        with conn.connect(autocommit=False) as pgconn:
+            pgconn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            pgconn.read_only = True
+            info = server_info(pgconn)
+            tools_known()
+            pg_dump, dump_ver = find_tool("pg_dump", info.major, bindir)
+            pg_restore, _ = find_tool("pg_restore", info.major, bindir)
+            exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
+            assert exported is not None
+            found: dict[str, Any] = {}
+            errors: list[BaseException] = []
+
+            def count() -> None:
+                try:
+                    found.update(manifest.collect(pgconn))
+                except BaseException as exc:  # reported after the dump
+                    errors.append(exc)
+
+            counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
+            counter.start()
+            stored = self.store.get().writer(key)
+            writer: ArtifactWriter = stored
+            if identity is not None:
+                from bot.store.crypto import EncryptingWriter
+
+                writer = EncryptingWriter(stored, identity)
+            committable = _Committable(writer, stored)
+            opened.append(committable)
+            try:
+                self.catalog.update_snapshot(
+                    snap_id,
+                    dbname=info.dbname,
+                    server_version=info.version,
+                    pg_dump_version=dump_ver,
+                    pending_ref=writer.pending_ref,
+                )
+                argv = [
+                    pg_dump,
+                    "--format=custom",
+                    "--compress=0",
+                    "--no-owner",
+                    "--no-acl",
+                    "--lock-wait-timeout=60s",
+                    f"--snapshot={exported[0]}",
+                    "--dbname",
+                    conn.conninfo,
+                ]
+                last = [0.0, time.monotonic()]
+
+                def on_bytes(raw: int, stored_bytes: int, elapsed: float) -> None:
+                    t = time.monotonic()
+                    if t - last[1] >= HEARTBEAT_S:
+                        last[1] = t
+                        self.catalog.update_snapshot(snap_id, heartbeat_at=now())
+                    if progress and elapsed - last[0] >= progress_every:
+                        last[0] = elapsed
+                        progress(DumpProgress(snap_id, raw, stored_bytes, elapsed))
+
+                stats = pipeline.run_dump(
+                    argv,
+                    conn.env(),
+                    writer,
+                    pg_restore=pg_restore,
+                    level=self.settings.zstd_level,
+                    threads=self.settings.zstd_threads,
+                    secrets=conn.secrets,
+                    progress=on_bytes,
+                )
+                counter.join()
+                if errors:
+                    raise AtlasError(f"Could not read the manifest: {errors[0]}")
+            except BaseException:
+                writer.abort()
+                counter.join(timeout=30)
+                raise
+            if progress:
+                progress(DumpProgress(snap_id, stats.raw_size, stored.size, stats.seconds))
+            return _Dumped(committable, stats, info, dump_ver, found)
+
+    def _check_stored(self, key: str, writer: _Committable, committed: StoredObject) -> str:
+        """The stored object must be exactly what was streamed, byte for byte; its sha256."""
+        storage = self.store.get()
+        head = storage.stat(key)
+        if head is None or head.size != writer.size or committed.sha256 is None:
+            got = "missing" if head is None else f"{head.size} bytes"
+            raise AtlasError(f"Stored object is {got}, but {writer.size} bytes were written.")
+        if committed.read_back:  # the writer compared every stored byte with the stream
+            return committed.sha256
+        expected_etag = storage.expected_etag(writer.stored)
+        if expected_etag and head.etag == expected_etag:
+            return committed.sha256  # the store computed this from the bytes it received
+        if pipeline.hash_stored(storage, key) != (writer.size, committed.sha256):
+            raise AtlasError("The stored object's checksum does not match what was written.")
+        return committed.sha256
+
+    def _fail(
+        self,
+        snap_id: str,
+        key: str,
+        writer: _Committable | None,
+        exc: BaseException,
+        conn: Conn,
+        committing: bool,
+    ) -> str:
+        if isinstance(exc, KeyboardInterrupt):
+            message = "Interrupted by the operator (Ctrl-C); nothing was kept."
+        elif isinstance(exc, AtlasError):
+            message = str(exc)
+        else:
+            message = f"Unexpected error: {type(exc).__name__}: {exc}"
+        message = redact(message, conn.secrets)
+        left_behind = None
+        if writer is not None:
+            writer.abort()
+            if not writer.cleaned:  # e.g. S3 unreachable: recovery aborts the upload later
+                left_behind = writer.pending_ref
+        if committing:  # an object may exist under its final name: it must not stay
+            for k in (key, sidecar_key(key)):
+                with contextlib.suppress(Exception):
+                    self.store.get().delete(k)
+        status = (
+            SnapshotStatus.INTERRUPTED
+            if isinstance(exc, KeyboardInterrupt)
+            else SnapshotStatus.FAILED
+        )
+        with contextlib.suppress(Exception):
+            self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=left_behind)
+        log.info("snapshot %s failed: %s", snap_id, message)
+        return message
+
+
+class _Committable:
+    """The outermost writer (maybe encrypting) and the storage writer beneath it."""
+
+    def __init__(self, outer: ArtifactWriter, stored: ArtifactWriter) -> None:
+        self.outer, self.stored = outer, stored
+        self.pending_ref = stored.pending_ref
+
+    @property
+    def size(self) -> int:
+        return self.stored.size
+
+    @property
+    def cleaned(self) -> bool:
+        return bool(self.stored.cleaned)
+
+    def write(self, data: bytes) -> None:
+        self.outer.write(data)
+
+    def commit(self) -> StoredObject:
+        return self.outer.commit()
+
+    def abort(self) -> None:
+        self.outer.abort()
+
+
+def _with(snap: Snapshot, fields: dict[str, Any]) -> Snapshot:
+    return dataclasses.replace(snap, **fields)
+
+
+def _seconds_between(a: str | None, b: str) -> float:
+    return (datetime.fromisoformat(b) - datetime.fromisoformat(a or b)).total_seconds()

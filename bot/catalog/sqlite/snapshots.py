@@ -1,0 +1,154 @@
+"""The snapshots table."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+from bot.catalog.sqlite.audit import write_audit
+from bot.catalog.sqlite.connection import Connection, sqlite_utils
+from bot.errors import Busy, NotFound
+from bot.owners import owner_gone, owner_id
+from bot.records import Snapshot, SnapshotStatus, encode, from_row, now, to_row
+from bot.text import clean_text
+
+
+class Snapshots:
+    conn: Connection
+
+    def begin_snapshot(self, snap: Snapshot) -> Snapshot:
+        snap.status = SnapshotStatus.RUNNING
+        snap.owner = snap.owner or owner_id()
+        snap.started_at = snap.started_at or now()
+        snap.heartbeat_at = snap.started_at
+        try:
+            with self.conn.transaction() as db:
+                db["snapshots"].insert(to_row(snap))
+        except sqlite3.IntegrityError:
+            other = self.running_snapshot(snap.database, snap.environment)
+            if other is None:
+                raise
+            raise Busy(
+                f"A snapshot of {snap.database} is already running: {other.id}, "
+                f"started by {other.requested_by or 'someone'} at {other.started_at}.",
+                "wait for it to finish; `atlas list` shows its progress",
+            ) from None
+        return snap
+
+    def running_snapshot(self, database: str, environment: str) -> Snapshot | None:
+        rows = self._snapshots_where(
+            "database = ? AND environment = ? AND status = 'running'", [database, environment]
+        )
+        return rows[0] if rows else None
+
+    def update_snapshot(self, snap_id: str, **fields: Any) -> None:
+        with self.conn.transaction() as db:
+            db["snapshots"].update(snap_id, encode(Snapshot, fields))
+
+    def finish_snapshot(
+        self,
+        snap_id: str,
+        status: SnapshotStatus,
+        audit: tuple[str, str, dict[str, Any]] | None = None,
+        **fields: Any,
+    ) -> None:
+        changes = encode(Snapshot, {"status": status, "finished_at": now(), **fields})
+        with self.conn.transaction() as db:
+            db["snapshots"].update(snap_id, changes)
+            if audit is not None:
+                actor, action, detail = audit
+                write_audit(db, actor, action, snap_id, detail)
+
+    def add_snapshot(self, snap: Snapshot) -> bool:
+        try:
+            with self.conn.transaction() as db:
+                db["snapshots"].insert(to_row(snap))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def get_snapshot(self, snap_id: str) -> Snapshot:
+        snap_id = clean_text(snap_id, 100)  # typed by a person: any bytes may arrive
+        with self.conn.db() as db:
+            try:
+                return from_row(Snapshot, db["snapshots"].get(snap_id))
+            except sqlite_utils.db.NotFoundError:
+                pass
+        raise NotFound(
+            f"No snapshot with id {snap_id!r}.", "`atlas list` or `/atlas list` shows the ids"
+        )
+
+    def has_snapshot(self, snap_id: str) -> bool:
+        with self.conn.db() as db:
+            return (
+                db.execute("SELECT 1 FROM snapshots WHERE id = ?", [snap_id]).fetchone() is not None
+            )
+
+    def snapshot_ids_like(self, prefix: str, limit: int = 6) -> list[str]:
+        prefix = clean_text(prefix, 100)
+        with self.conn.db() as db:
+            rows = db.execute(
+                "SELECT id FROM snapshots WHERE substr(id, 1, ?) = ? "
+                "ORDER BY started_at DESC, id DESC LIMIT ?",
+                [len(prefix), prefix, limit],
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def list_snapshots(
+        self,
+        limit: int = 20,
+        database: str | None = None,
+        status: SnapshotStatus | None = None,
+        environment: str | None = None,
+    ) -> list[Snapshot]:
+        where, args = [], []
+        for column, value in (
+            ("database", database),
+            ("status", status),
+            ("environment", environment),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(str(value))
+        return self._snapshots_where(" AND ".join(where) or None, args, limit)
+
+    def snapshot_counts(self, database: str) -> dict[str, int]:
+        with self.conn.db() as db:
+            rows = db.execute(
+                "SELECT status, count(*) FROM snapshots WHERE database = ? GROUP BY status",
+                [database],
+            ).fetchall()
+        return {str(status): int(n) for status, n in rows}
+
+    def first_good_snapshot_at(self, database: str) -> str | None:
+        with self.conn.db() as db:
+            row = db.execute(
+                "SELECT min(started_at) FROM snapshots "
+                "WHERE database = ? AND verified_at IS NOT NULL",
+                [database],
+            ).fetchone()
+        return row[0] if row else None
+
+    def stale_running(self, stale_after_s: float) -> list[Snapshot]:
+        cutoff = datetime.now(UTC).timestamp() - stale_after_s
+        return [
+            s
+            for s in self._snapshots_where("status = 'running'", [])
+            if owner_gone(s.owner)
+            or datetime.fromisoformat(s.heartbeat_at or s.started_at or now()).timestamp() < cutoff
+        ]
+
+    def left_behind(self) -> list[Snapshot]:
+        return self._snapshots_where("status != 'running' AND pending_ref IS NOT NULL", [])
+
+    def _snapshots_where(
+        self, where: str | None, args: list[Any], limit: int | None = None
+    ) -> list[Snapshot]:
+        with self.conn.db() as db:
+            return [
+                from_row(Snapshot, r)
+                for r in db["snapshots"].rows_where(
+                    where, args, order_by="started_at DESC, id DESC", limit=limit
+                )
+            ]

@@ -1,0 +1,49 @@
+"""What a restored database must show before a drill passes: the snapshot's manifest
+(tables, exact row counts, sequences, extensions) and every app-flow check."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+from psycopg import sql
+
+from bot.backup import manifest
+from bot.config import Check
+from bot.pg import Conn, first_line
+from bot.records import CheckResult, Kind, Snapshot
+
+
+def run_checks(conn: Conn, checks: list[Check], timeout_s: int) -> list[CheckResult]:
+    """Each check runs read-only with a timeout and must return exactly true."""
+    results = []
+    with conn.connect(autocommit=False) as c:
+        for check in checks:
+            started = time.monotonic()
+            try:
+                with c.transaction():
+                    c.execute("SET TRANSACTION READ ONLY")
+                    c.execute(
+                        sql.SQL("SET LOCAL statement_timeout = {}").format(
+                            sql.Literal(f"{timeout_s}s")
+                        )
+                    )
+                    row = c.execute(check.sql).fetchone()  # type: ignore[arg-type]  # operator SQL from the config file
+                value = row[0] if row else None
+                ok = value is True
+                detail = "true" if ok else f"returned {value!r}, expected true"
+            except psycopg.Error as exc:
+                ok, detail = False, first_line(str(exc))
+            results.append(CheckResult(check.name, ok, detail, time.monotonic() - started))
+    return results
+
+
+def manifest_problems(snap: Snapshot, dest: Conn, kind: Kind) -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the restored database against the snapshot's manifest."""
+    with dest.connect(autocommit=True) as c:
+        actual = manifest.collect(c)
+    problems = manifest.compare(snap.manifest or {}, actual)
+    if kind == Kind.RESTORE:  # staging may hold tables of its own that --clean leaves alone
+        warnings = [p for p in problems if p.endswith("is unexpected")]
+        return [p for p in problems if p not in warnings], warnings
+    return problems, []

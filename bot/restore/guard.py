@@ -1,0 +1,70 @@
+"""The production guard: every restore path checks its target against production first,
+by what the servers report about themselves, not by comparing URL strings."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import psycopg
+
+from bot.errors import AtlasError, Refused
+from bot.pg import Conn
+
+
+@dataclass(frozen=True)
+class ServerIdentity:
+    """What a server says about itself: enough to tell two databases apart."""
+
+    system_id: str | None  # pg_control_system(); needs superuser or a grant
+    started: str  # pg_postmaster_start_time(): unique per running cluster in practice
+    db_oid: int
+    dbname: str
+
+    def same_database(self, other: ServerIdentity) -> bool:
+        if (self.dbname, self.db_oid) != (other.dbname, other.db_oid):
+            return False
+        if self.system_id and other.system_id:
+            return self.system_id == other.system_id
+        return self.started == other.started
+
+
+def server_identity(conn: Conn) -> ServerIdentity:
+    with conn.connect(autocommit=True) as c:
+        row = c.execute(
+            "SELECT current_database(), d.oid::bigint, pg_postmaster_start_time()::text "
+            "FROM pg_database d WHERE d.datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        system_id = None
+        with contextlib.suppress(psycopg.Error):
+            sid = c.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+            system_id = str(sid[0]) if sid else None
+    return ServerIdentity(system_id, str(row[2]), int(row[1]), str(row[0]))
+
+
+def guard_not_production(
+    production: Conn, target: Conn, *, known: ServerIdentity | None = None
+) -> ServerIdentity:
+    """Refuse when `target` is the production database, however its URL is spelled.
+
+    Returns production's identity, which a second check in the same job may pass as
+    `known`.
+    """
+    prod = known
+    if prod is None:
+        try:
+            prod = server_identity(production)
+        except AtlasError as exc:
+            raise Refused(
+                "Cannot prove the target is not production, because production is "
+                f"unreachable: {exc}",
+                "restores are refused until Atlas can compare the two servers",
+            ) from None
+    if server_identity(target).same_database(prod):
+        raise Refused(
+            f"Refusing to restore into {target.describe()}: it is the production database "
+            f"({prod.dbname} on the same server).",
+            "restores go to staging only; check STAGING_DATABASE_URL",
+        )
+    return prod

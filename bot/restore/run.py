@@ -1,0 +1,233 @@
+"""A restore job, start to finish: pick the snapshot, guard against production, restore
+by the chosen strategy, verify against the manifest and the app-flow checks, record."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from bot.backup.lookup import Snapshots
+from bot.backup.read import Reader
+from bot.catalog import Catalog
+from bot.config import DatabaseTarget, Settings
+from bot.errors import AtlasError, Damaged, Refused
+from bot.pg import Conn, find_tool, redact
+from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotStatus, now
+from bot.restore import checks, strategies
+from bot.restore.guard import guard_not_production
+from bot.restore.scratch import Scratch, create_database, scratch_name
+from bot.restore.source import CheckedArtifact, Source
+from bot.store import CHUNK, Store
+
+Phase = Callable[[str], None]
+
+
+class Restores:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: Store,
+        snapshots: Snapshots,
+        reader: Reader,
+        scratch: Scratch,
+    ) -> None:
+        self.settings, self.catalog, self.store = settings, catalog, store
+        self.snapshots, self.reader, self.scratch = snapshots, reader, scratch
+
+    def pick_snapshot(self, ref: str | None, database: str | None = None) -> Snapshot:
+        """The named snapshot, or the newest good one of the database."""
+        if ref:
+            snap = self.snapshots.get(ref, database)
+            if snap.status != SnapshotStatus.OK:
+                raise AtlasError(
+                    f"Snapshot {snap.id} is {snap.status}; only good snapshots can be restored.",
+                    snap.error or None,
+                )
+            return snap
+        target = self.settings.target(database)
+        rows = self.catalog.list_snapshots(
+            limit=1, database=target.name, status=SnapshotStatus.OK, environment=target.environment
+        )
+        if not rows:
+            raise AtlasError(
+                f"There is no good snapshot of {target.name} to restore.",
+                "take one with `/atlas snapshot` first",
+            )
+        return rows[0]
+
+    def staging_for(self, snap: Snapshot) -> tuple[DatabaseTarget, Conn]:
+        target = self.settings.target(snap.database)
+        if not target.staging_url:
+            raise AtlasError(
+                f"No staging database is configured for {target.name}.",
+                "set STAGING_DATABASE_URL (or staging_url in ATLAS_CONFIG)",
+            )
+        return target, Conn.parse(target.staging_url, target.staging_setting)
+
+    def work_dir(self) -> Path:
+        return self.settings.work_dir or Path(tempfile.gettempdir())
+
+    def run(
+        self,
+        *,
+        kind: Kind,
+        snap_id: str | None,
+        requested_by: str,
+        approved_by: list[str] | None = None,
+        request_id: str | None = None,
+        phase: Phase | None = None,
+        drill_id: str | None = None,
+    ) -> Drill:
+        """Restore a snapshot (a staging refresh, or a drill into a new scratch database),
+        verify it, record the outcome and return the drill record.
+
+        A failed verification is a failed drill, recorded and returned (not raised);
+        refusals and errors before the record exists are raised.
+        """
+        kind = Kind(kind)
+        snap = self.pick_snapshot(snap_id)
+        target, staging = self.staging_for(snap)
+        production = Conn.parse(target.url, target.url_setting)
+        storage = self.store.get()
+        tools = strategies.Tools(self.reader, storage.location, self.work_dir())
+        plan = strategies.choose(kind, snap, self.settings, tools)
+        # the whole artifact is checked on a thread while the target is checked and prepared
+        artifact = (
+            CheckedArtifact(storage, snap, self.work_dir()) if plan.check_whole_first else None
+        )
+        try:
+            prod = guard_not_production(production, staging)
+        except BaseException as exc:
+            if artifact is not None:
+                artifact.close()
+            if isinstance(exc, Refused):
+                self.catalog.audit(requested_by, f"{kind}.refused", snap.id, error=str(exc))
+            raise
+        drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+        scratch = scratch_name(drill_id) if kind == Kind.DRILL else None
+        self.catalog.add_drill(
+            Drill(
+                id=drill_id,
+                kind=kind,
+                request_id=request_id,
+                snapshot_id=snap.id,
+                database=target.name,
+                target=(staging.with_dbname(scratch) if scratch else staging).describe(),
+                scratch_db=scratch,
+                scratch_dropped=False if scratch else None,
+                requested_by=requested_by,
+                approved_by=approved_by or [],
+            )
+        )
+        self.catalog.audit(requested_by, f"{kind}.started", drill_id, snapshot=snap.id)
+        say = phase or (lambda _msg: None)
+        say(f"Fetching `{snap.id}` and checking its checksum…")
+        started = time.monotonic()
+        timings: dict[str, float] = {}
+        created = False
+        keep = False
+        try:
+            dest = staging
+            if scratch:
+                create_database(staging, scratch)
+                created = True
+                dest = staging.with_dbname(scratch)
+                guard_not_production(production, dest, known=prod)
+            pg_restore, _ = find_tool(
+                "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
+            )
+            began = time.monotonic()
+            first_byte: list[float] = []
+
+            def chunks() -> Iterable[bytes]:
+                """Called once pg_restore is started and waiting for its input."""
+                if artifact is None:
+                    return storage.read(snap.storage_key or "")
+                fh = artifact.wait()
+                return iter(lambda: fh.read(CHUNK), b"")
+
+            def restoring() -> None:
+                """pg_restore gets its first byte: all it will execute is verified."""
+                first_byte.append(time.monotonic())
+                timings["download_s"] = artifact.seconds if artifact else first_byte[0] - began
+                say(f"Restoring into `{dest.describe()}`…")
+
+            toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if plan.hold_toc else None
+            plan.strategy.restore(
+                strategies.Job(
+                    snap=snap,
+                    dest=dest,
+                    pg_restore=pg_restore,
+                    source=Source(chunks, restoring, toc),
+                    clean=kind == Kind.RESTORE,
+                )
+            )
+            timings["restore_s"] = time.monotonic() - (first_byte[0] if first_byte else began)
+            if artifact is not None:
+                artifact.close()
+            say("Verifying against the snapshot's manifest and running the app-flow checks…")
+            t = time.monotonic()
+            problems, warnings = checks.manifest_problems(snap, dest, kind)
+            results = checks.run_checks(
+                dest, [*self.settings.checks, *target.checks], self.settings.check_timeout_s
+            )
+            timings["verify_s"] = time.monotonic() - t
+            problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
+            verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
+            keep = bool(scratch and self.settings.drill_keep)
+            self.catalog.update_drill(
+                drill_id,
+                status=verdict,
+                finished_at=now(),
+                total_s=round(time.monotonic() - started, 3),
+                checks=results,
+                problems=problems + [f"warning: {w}" for w in warnings],
+                kept=keep,
+                **{k: round(v, 3) for k, v in timings.items()},
+            )
+            self.catalog.audit("atlas", f"{kind}.{verdict}", drill_id, problems=problems)
+        except BaseException as exc:
+            error: BaseException = exc
+            if isinstance(exc, Damaged):
+                error = self.reader.mark_damaged(snap, exc, requested_by, found_by=drill_id)
+            message = redact(str(error), [*production.secrets, *staging.secrets])
+            if isinstance(exc, KeyboardInterrupt):
+                message = "Interrupted by the operator."
+            self.catalog.update_drill(
+                drill_id,
+                status=DrillStatus.FAILED,
+                finished_at=now(),
+                error=message,
+                total_s=round(time.monotonic() - started, 3),
+                **{k: round(v, 3) for k, v in timings.items()},
+            )
+            self.catalog.audit("atlas", f"{kind}.failed", drill_id, error=message)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if artifact is not None:
+                artifact.close()
+            if created and not keep and scratch:
+                self.scratch.drop(drill_id, staging, scratch, in_report=True)
+        return self.catalog.get_drill(drill_id)
+
+    def previous_passed(self, drill: Drill) -> Drill | None:
+        for row in self.catalog.list_drills(limit=50, kind=drill.kind, database=drill.database):
+            if (
+                row.id != drill.id
+                and row.status == DrillStatus.PASSED
+                and (row.started_at or "") < (drill.started_at or "")
+            ):
+                return row
+        return None
+
+
+def _major(version: str | None) -> int:
+    try:
+        return int(str(version or "0").split(".")[0])
+    except ValueError:
+        return 0

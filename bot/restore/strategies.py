@@ -1,0 +1,273 @@
+"""How the bytes reach pg_restore, chosen by `choose` from the job and the settings.
+
+- `StreamOne`: one pg_restore fed from the stream (a staging refresh, so that its drops
+  keep their dependency order; or ATLAS_RESTORE_JOBS=1).
+- `StreamThenIndexes`: a drill. Schema and data stream into pg_restore; indexes and
+  constraints are built afterwards with --jobs from a small file holding just the
+  archive's table of contents.
+- `Spool`: ATLAS_RESTORE_SPOOL. The whole checked plain dump goes to the work dir first,
+  then one pg_restore --jobs N, so table data loads over N connections too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from bot.backup import pipeline
+from bot.backup.read import Reader
+from bot.config import Settings
+from bot.errors import AtlasError, Damaged
+from bot.pg import Conn, redact
+from bot.pump import Pump
+from bot.records import Kind, Snapshot
+from bot.restore.source import Source, check_toc
+
+
+@dataclass(frozen=True)
+class Job:
+    snap: Snapshot
+    dest: Conn
+    pg_restore: str
+    source: Source
+    clean: bool  # --clean --if-exists: a staging refresh replaces what is there
+
+
+class Strategy(Protocol):
+    def restore(self, job: Job) -> None:
+        """Restore `job.snap` into `job.dest`; raise on any checksum or pg_restore error."""
+        ...
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: Strategy
+    check_whole_first: bool  # the whole artifact is checked before pg_restore starts
+    hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it
+
+
+def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: Tools) -> Plan:
+    """A drill of a snapshot that recorded its table of contents (all the SQL a restore
+    runs) streams straight from storage once that part is verified; the rest is verified
+    before indexes are built and the drill can pass. Otherwise (ATLAS_DRILL_VERIFY_FIRST,
+    older snapshots) and for every staging refresh, the whole artifact is checked before
+    pg_restore starts. Spooling checks everything while it writes the file."""
+    jobs = settings.restore_jobs
+    if settings.restore_spool and jobs >= 2:
+        return Plan(Spool(tools, jobs), check_whole_first=False, hold_toc=False)
+    toc_first = (
+        kind == Kind.DRILL
+        and not settings.drill_verify_first
+        and bool(snap.toc_bytes and snap.toc_sha256)
+    )
+    if kind == Kind.RESTORE or jobs < 2:
+        strategy: Strategy = StreamOne(tools)
+    else:
+        strategy = StreamThenIndexes(tools, jobs)
+    return Plan(strategy, check_whole_first=not toc_first, hold_toc=toc_first)
+
+
+class Tools:
+    """What every strategy works with: the checked reader, where the artifact is, and a
+    private work folder."""
+
+    def __init__(self, reader: Reader, location: Callable[[str], str], work_dir: Path) -> None:
+        self.reader, self.location, self.work_dir = reader, location, work_dir
+
+    def work_file(self, snap: Snapshot, suffix: str) -> tuple[int, str]:
+        try:
+            return tempfile.mkstemp(prefix=f".atlas-{snap.id}-", suffix=suffix, dir=self.work_dir)
+        except OSError as exc:
+            raise AtlasError(
+                f"Cannot write to {self.work_dir}: {exc.strerror or exc}.",
+                "check that the folder exists and is writable, or set ATLAS_WORK_DIR",
+            ) from None
+
+    def writing_to(self, fh: BinaryIO) -> Callable[[bytes], None]:
+        """`fh.write`, with a full or failing work disk said in plain words."""
+        work = self.work_dir
+
+        def write(chunk: bytes) -> None:
+            try:
+                fh.write(chunk)
+            except OSError as exc:
+                raise AtlasError(
+                    f"Cannot write to {work}: {exc.strerror or exc}.",
+                    "free space there or set ATLAS_WORK_DIR",
+                ) from None
+
+        return write
+
+    def stream_into(
+        self, argv: list[str], job: Job, *, toc: tuple[str, BinaryIO] | None = None
+    ) -> None:
+        """Run pg_restore on the decompressed artifact fed through its stdin; raise on any
+        checksum or pg_restore error. The artifact is opened once pg_restore has started
+        (pg_restore runs nothing before it reads its input).
+
+        With `toc` (pg_restore, file), the start of the stream is also written to the
+        file until `pg_restore --list` has read the whole table of contents from it.
+        """
+        dest, source, snap = job.dest, job.source, job.snap
+        restore = pipeline.FeedProcess(
+            [*argv, "--dbname", dest.conninfo], dest.env(), secrets=dest.secrets, name="pg-restore"
+        )
+        lister: pipeline.TocProbe | None = None
+        copy: Pump[bytes] | None = None
+        if toc is not None:
+            lister = pipeline.TocProbe(toc[0], dest.env())
+            copy = Pump(self.writing_to(toc[1]), name="toc-copy")
+        where = self.location(snap.storage_key or "")
+        held: bytearray | None = bytearray() if source.toc is not None else None
+        fed = False
+        stopped = False
+
+        def consume(chunk: bytes) -> None:
+            nonlocal lister, held, fed, stopped
+            if stopped:
+                return  # pg_restore gave up: the rest is only read to check its checksums
+            if held is not None and source.toc is not None:
+                held += chunk  # nothing reaches pg_restore before its SQL is verified
+                if len(held) < source.toc[0]:
+                    return
+                check_toc(held, source.toc, where)
+                chunk, held = bytes(held), None
+            if not fed:
+                fed = True
+                source.restoring()
+            if restore.failed:
+                # pg_restore exited on an error. Damaged data is one cause: read on to the
+                # end, so that a checksum mismatch is named as what it is.
+                stopped = True
+                if lister is not None:
+                    lister.kill()
+                    lister = None
+                return
+            restore.feed(chunk)
+            if lister is not None and copy is not None:
+                copy.put(chunk)  # the file holds at least what the lister was given
+                if lister.feed(chunk):
+                    _finish_toc(lister, copy)
+                    lister = None
+
+        try:
+            self.reader.read(snap, consume, source=source.chunks())
+            if held is not None:
+                raise Damaged(f"The archive {where} ends inside its table of contents.")
+            if lister is not None and copy is not None:
+                _finish_toc(lister, copy)  # a short archive: the file holds all of it
+                lister = None
+            code, stderr = restore.finish()
+            if code != 0:
+                raise restore_failed(stderr, code)
+        except BaseException:
+            restore.kill()
+            if lister is not None:
+                lister.kill()
+            if copy is not None:
+                copy.close(raise_error=False)
+            raise
+
+
+def base_argv(job: Job) -> list[str]:
+    argv = [job.pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
+    return [*argv, "--clean", "--if-exists"] if job.clean else argv
+
+
+class StreamOne:
+    def __init__(self, tools: Tools) -> None:
+        self.tools = tools
+
+    def restore(self, job: Job) -> None:
+        self.tools.stream_into(base_argv(job), job)
+
+
+class StreamThenIndexes:
+    def __init__(self, tools: Tools, jobs: int) -> None:
+        self.tools, self.jobs = tools, jobs
+
+    def restore(self, job: Job) -> None:
+        base = base_argv(job)
+        fd, name = self.tools.work_file(job.snap, ".toc")
+        toc = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                self.tools.stream_into(
+                    [*base, "--section=pre-data", "--section=data"],
+                    job,
+                    toc=(job.pg_restore, fh),
+                )
+            restore_file([*base, "--section=post-data", f"--jobs={self.jobs}"], job.dest, toc)
+        finally:
+            toc.unlink(missing_ok=True)
+
+
+class Spool:
+    def __init__(self, tools: Tools, jobs: int) -> None:
+        self.tools, self.jobs = tools, jobs
+
+    def restore(self, job: Job) -> None:
+        """Decompress the whole artifact into a private file in the work dir, checking every
+        checksum, then restore it with `pg_restore --jobs N`: table data loads over N
+        connections, at the cost of disk space for the plain dump."""
+        work = self.tools.work_dir
+        need = int(job.snap.raw_size_bytes or 0)
+        free = _free_bytes(work)
+        if free is not None and need > free:
+            raise AtlasError(
+                f"ATLAS_RESTORE_SPOOL needs {need / 1e9:.1f} GB free in {work} for the plain "
+                f"dump; {free / 1e9:.1f} GB are.",
+                "free space there, point ATLAS_WORK_DIR at a larger disk, or unset "
+                "ATLAS_RESTORE_SPOOL to stream instead",
+            )
+        fd, name = self.tools.work_file(job.snap, ".dump")
+        spooled = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                self.tools.reader.read(
+                    job.snap, self.tools.writing_to(fh), source=job.source.chunks()
+                )
+            job.source.restoring()
+            restore_file([*base_argv(job), f"--jobs={self.jobs}"], job.dest, spooled)
+        finally:
+            spooled.unlink(missing_ok=True)
+
+
+def restore_file(argv: list[str], dest: Conn, path: Path) -> None:
+    """pg_restore ARGV of a file into `dest`; raise with its (redacted) words on failure."""
+    proc = subprocess.run(
+        [*argv, "--dbname", dest.conninfo, str(path)],
+        env=dest.env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise restore_failed(redact(proc.stderr, dest.secrets), proc.returncode)
+
+
+def restore_failed(stderr: str, code: int) -> AtlasError:
+    lines = [ln.removeprefix("pg_restore: ").strip() for ln in stderr.splitlines() if ln.strip()]
+    return AtlasError(
+        "pg_restore stopped on an error: " + ("; ".join(lines[-3:]) or f"exit {code}"),
+        "a restore that succeeds with errors is a failed restore",
+    )
+
+
+def _finish_toc(lister: pipeline.TocProbe, copy: Pump[bytes]) -> None:
+    """The copy is complete once the lister read the whole table of contents."""
+    copy.close()
+    lister.verified()
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None  # a missing folder: creating the file says so clearly

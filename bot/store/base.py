@@ -1,0 +1,55 @@
+"""What every storage offers: a writer that never exposes a half-written object under
+its final name, reads in chunks, listings, and the unfinished writes a crash left."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    etag: str | None = None
+    sha256: str | None = None  # of the stored bytes, when the writer computed it
+    read_back: bool = False  # the writer read the object back: exactly the bytes written
+    sse: str | None = None  # the server-side encryption S3 reports for it
+
+
+class ArtifactWriter(Protocol):
+    pending_ref: str  # enough to clean up after a crash
+    size: int  # bytes written so far
+    cleaned: bool  # after abort: nothing is left behind (False: keep pending_ref, retry)
+
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> StoredObject: ...
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An unfinished write found in storage: a hidden partial file or an open upload."""
+
+    ref: str  # what discard_pending takes
+    started: float  # epoch seconds
+
+
+class Storage(Protocol):
+    kind: str
+
+    def location(self, key: str) -> str: ...
+    def writer(self, key: str) -> ArtifactWriter: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]: ...
+    def list(self, prefix: str) -> Iterator[str]: ...
+    def open_copy(self, key: str, work_dir: Path) -> BinaryIO: ...
+    def stat(self, key: str) -> StoredObject | None: ...
+    def delete(self, key: str) -> None: ...
+    def discard_pending(self, pending_ref: str) -> bool: ...
+    def discard_unfinished(self, key: str) -> bool: ...
+    def pending(self, prefix: str) -> Iterator[Pending]: ...
+    def expected_etag(self, writer: ArtifactWriter) -> str | None: ...
