@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from bot import redaction
 from bot.errors import AtlasError
@@ -143,7 +148,13 @@ class Settings(BaseSettings):
     databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, *args: Any, **kw: Any):  # type: ignore[no-untyped-def]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        *args: PydanticBaseSettingsSource,
+        **kw: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Only what load_settings passes in: it reads the environment, once, itself."""
         return (init_settings,)
 
@@ -239,9 +250,10 @@ def _name_from_url(url: str) -> str | None:
     from psycopg.conninfo import conninfo_to_dict
 
     try:
-        return conninfo_to_dict(url).get("dbname") or None  # type: ignore[return-value]
+        name = conninfo_to_dict(url).get("dbname")
     except Exception:
         return None
+    return str(name) if name else None
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -249,7 +261,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     source = dict(os.environ if env is None else env)
     redaction.remember(*(source.get(name) for name in SECRET_SETTINGS))
     try:
-        settings = Settings(**{k: v for k, v in source.items() if k.isupper()})
+        # pydantic validates and converts the environment's strings to each field's type
+        settings = Settings(**{k: v for k, v in source.items() if k.isupper()})  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

@@ -60,6 +60,7 @@ class Conn:
         if self.password is not None:
             kw["password"] = self.password
         try:
+            # libpq parameters: psycopg types its own keywords, not these
             return psycopg.connect(self.conninfo, **kw)  # type: ignore[arg-type]
         except psycopg.OperationalError as exc:
             raise AtlasError(

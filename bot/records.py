@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import json
 import typing
 from dataclasses import dataclass, field
@@ -119,9 +118,13 @@ def encode(record: type, fields: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(record: type) -> dict[str, Any]:
-    return typing.get_type_hints(record)
+    if record not in _HINTS:
+        _HINTS[record] = typing.get_type_hints(record)
+    return _HINTS[record]
 
 
 def _decoder(hint: Any) -> Any:

@@ -258,8 +258,8 @@ class Services:
     def later(
         self,
         work: Callable[[], T],
-        done: Callable[[T], None],
-        failed: Callable[[AtlasError], None],
+        done: Callable[[T], object],
+        failed: Callable[[AtlasError], object],
     ) -> Future[None]:
         """Run `work` in the background and hand on its result, or its AtlasError: Slack
         wants an answer within 3 seconds, and the rest follows."""
@@ -269,6 +269,10 @@ class Services:
                 result = work()
             except AtlasError as exc:
                 failed(exc)
+                return
+            except Exception as exc:  # said, not lost in a thread nobody watches
+                log.exception("background work failed")
+                failed(AtlasError(f"Unexpected error: {type(exc).__name__}: {exc}"))
                 return
             done(result)
 

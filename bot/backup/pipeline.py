@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -38,13 +38,15 @@ class DumpStats:
 class StderrTail:
     """Collects the last few KiB a child writes to stderr without blocking it."""
 
-    def __init__(self, stream: object) -> None:
+    def __init__(self, stream: IO[bytes] | None) -> None:
         self.data = b""
         self._t = threading.Thread(target=self._run, args=(stream,), daemon=True)
         self._t.start()
 
-    def _run(self, stream: object) -> None:
-        for line in iter(stream.readline, b""):  # type: ignore[attr-defined]
+    def _run(self, stream: IO[bytes] | None) -> None:
+        if stream is None:
+            return
+        for line in iter(stream.readline, b""):
             self.data = (self.data + line)[-8192:]
 
     def text(self, secrets: Sequence[str] = ()) -> str:
@@ -52,9 +54,16 @@ class StderrTail:
         return redact(self.data.decode("utf-8", "replace").strip(), secrets)
 
 
+def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
+    """End the child's input; a child that already exited may have closed it first."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+
+
 def _grow_pipe(fd: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)  # type: ignore[attr-defined]
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
 
 
 class FeedProcess:
@@ -105,8 +114,7 @@ class FeedProcess:
         try:
             self._pump.close()
         finally:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()  # type: ignore[union-attr]
+            _close_stdin(self.proc)
         code = self.proc.wait()
         return code, self.err.text(self.secrets)
 
@@ -114,8 +122,7 @@ class FeedProcess:
         with contextlib.suppress(OSError):
             self.proc.kill()
         self._pump.close(raise_error=False)
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
+        _close_stdin(self.proc)
         self.proc.wait()
 
 
@@ -178,8 +185,7 @@ class TocProbe:
         return self.done
 
     def finish(self) -> tuple[int, str]:
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
+        _close_stdin(self.proc)
         return self.proc.wait(), self.err.text()
 
     def verified(self) -> tuple[int, str]:
@@ -252,7 +258,8 @@ def run_dump(
         sink = _Sink(store)
         raw = 0
         out = dump.stdout
-        zw = cctx.stream_writer(sink, write_size=CHUNK, closefd=False)
+        # zstandard needs only `write`: the sink is a minimal file-like object
+        zw = cctx.stream_writer(cast(IO[bytes], sink), write_size=CHUNK, closefd=False)
         while chunk := out.read(CHUNK):
             raw += len(chunk)
             check.feed(chunk)
@@ -303,7 +310,7 @@ def _dump_failed(code: int, stderr: str) -> AtlasError:
 def read_artifact(
     storage: Storage,
     key: str,
-    consume: Callable[[bytes], None],
+    consume: Callable[[bytes], object],
     *,
     expect_size: int,
     expect_sha256: str,

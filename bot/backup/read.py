@@ -51,7 +51,7 @@ class Reader:
     def read(
         self,
         snap: Snapshot,
-        consume: Callable[[bytes], None],
+        consume: Callable[[bytes], object],
         *,
         source: Iterable[bytes] | None = None,
     ) -> None:

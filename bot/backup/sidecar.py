@@ -4,7 +4,6 @@ out, no storage or catalog."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from datetime import datetime
 from typing import Any
@@ -71,14 +70,20 @@ def parse(data: bytes, key: str, snap_id: str, target: DatabaseTarget) -> dict[s
 
 def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot:
     """The catalog record of a snapshot a trusted sidecar describes."""
-    text = {
-        name: str(doc[name]) if doc.get(name) is not None else None
-        for name in ("dbname", "requested_by", "started_at", "verified_at")
-        + ("server_version", "pg_dump_version", "toc_sha256")
-    }
-    return dataclasses.replace(
-        Snapshot(id=doc["id"], database=doc["database"]),
-        **text,
+
+    def text(name: str) -> str | None:
+        return str(doc[name]) if doc.get(name) is not None else None
+
+    return Snapshot(
+        id=doc["id"],
+        database=doc["database"],
+        dbname=text("dbname"),
+        requested_by=text("requested_by"),
+        started_at=text("started_at"),
+        verified_at=text("verified_at"),
+        server_version=text("server_version"),
+        pg_dump_version=text("pg_dump_version"),
+        toc_sha256=text("toc_sha256"),
         environment=doc["environment"],
         status=SnapshotStatus.OK,
         source="rescan",

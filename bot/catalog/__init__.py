@@ -1,146 +1,24 @@
 """The catalog: what Atlas has done, behind one interface that owns every statement.
 
-Callers hold a `Catalog` and never see SQL. SQLite (`catalog/sqlite/`, through
-sqlite-utils) is the embedded default; another backend implements the same protocol and
-`open_catalog` picks it from ATLAS_STATE. State changes that must not race (a second
-snapshot of a database, two approvals arriving at once, a reminder posted twice) are
-single methods here, each atomic in the backend.
+Callers hold a `Catalog` (`catalog/base.py`) and never see SQL. SQLite (`catalog/sqlite/`,
+through sqlite-utils) is the embedded default; another backend implements the same
+protocol and `open_catalog` picks it from ATLAS_STATE.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
-from bot.records import AuditEntry, Drill, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
-
-
-@dataclass(frozen=True)
-class RequestChange:
-    """What one reaction does to a request, decided from values, applied atomically:
-    the reactions now on it, the fields that change, and the audit line to write."""
-
-    reactions: frozenset[tuple[str, str]]  # (user, emoji)
-    fields: dict[str, Any] = field(default_factory=dict)
-    audit: tuple[str, str, dict[str, Any]] | None = None  # (actor, action, detail)
-
-
-Decide = Callable[[Request, frozenset[tuple[str, str]]], RequestChange]
-
-
-class SnapshotLog(Protocol):
-    def begin_snapshot(self, snap: Snapshot) -> Snapshot:
-        """Insert a running snapshot, or raise Busy naming who holds the database."""
-        ...
-
-    def running_snapshot(self, database: str, environment: str) -> Snapshot | None: ...
-    def update_snapshot(self, snap_id: str, **fields: Any) -> None: ...
-    def finish_snapshot(
-        self,
-        snap_id: str,
-        status: SnapshotStatus,
-        audit: tuple[str, str, dict[str, Any]] | None = None,
-        **fields: Any,
-    ) -> None:
-        """Record the outcome, and with `audit` (actor, action, detail) its audit line in
-        the same transaction."""
-        ...
-
-    def add_snapshot(self, snap: Snapshot) -> bool:
-        """Insert a finished snapshot found in storage; False if its id is known."""
-        ...
-
-    def get_snapshot(self, snap_id: str) -> Snapshot: ...
-    def has_snapshot(self, snap_id: str) -> bool: ...
-    def snapshot_ids_like(self, prefix: str, limit: int = 6) -> list[str]: ...
-    def list_snapshots(
-        self,
-        limit: int = 20,
-        database: str | None = None,
-        status: SnapshotStatus | None = None,
-        environment: str | None = None,
-    ) -> list[Snapshot]: ...
-    def snapshot_counts(self, database: str) -> dict[str, int]: ...
-    def first_good_snapshot_at(self, database: str) -> str | None: ...
-    def stale_running(self, stale_after_s: float) -> list[Snapshot]:
-        """Running snapshots whose process is gone (same host) or silent for too long."""
-        ...
-
-    def left_behind(self) -> list[Snapshot]:
-        """Finished snapshots whose unfinished write could not be removed yet."""
-        ...
-
-
-class RequestLog(Protocol):
-    def add_request(self, req: Request) -> Request: ...
-    def get_request(self, request_id: str) -> Request: ...
-    def request_by_message(self, channel: str, ts: str) -> Request | None: ...
-    def update_request(self, request_id: str, **fields: Any) -> None: ...
-    def list_requests(self, *statuses: RequestStatus) -> list[Request]:
-        """Requests in any of `statuses` (all when none), oldest first."""
-        ...
-
-    def decide_request(self, request_id: str, decide: Decide) -> tuple[Request, RequestChange]:
-        """Read the request and its reactions, let `decide` (pure) say what changes, and
-        apply that in one transaction: racing reactions see each other's result."""
-        ...
-
-    def claim_job(self, request_id: str) -> bool:
-        """Move an approved request to running; True for exactly one caller."""
-        ...
-
-    def expire_request(self, request_id: str, reason: str) -> bool:
-        """Pending to expired; True for exactly one caller."""
-        ...
-
-
-class DrillLog(Protocol):
-    def add_drill(self, drill: Drill) -> None: ...
-    def update_drill(self, drill_id: str, **fields: Any) -> None: ...
-    def get_drill(self, drill_id: str) -> Drill: ...
-    def list_drills(
-        self,
-        limit: int = 20,
-        kind: Kind | None = None,
-        database: str | None = None,
-        request_id: str | None = None,
-    ) -> list[Drill]: ...
-    def last_passed_drill(self, database: str) -> Drill | None: ...
-    def drills_to_clean(self) -> list[Drill]:
-        """Drills whose scratch database may still exist: not dropped yet after they
-        finished, or still running in a process of this host that is gone."""
-        ...
-
-
-class Coordination(Protocol):
-    """What makes one action happen once across retries, restarts and processes."""
-
-    def sent_reminders(self, database: str) -> set[str]: ...
-    def claim_reminder(self, key: str, database: str, text: str) -> bool: ...
-    def unclaim_reminder(self, key: str) -> None: ...
-    def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
-    def release_lease(self, name: str, owner: str) -> None: ...
-    def lease_holder(self, name: str) -> str | None: ...
-    def first_time(self, key: str) -> bool:
-        """True the first time a request key (Slack trigger or event id) is seen."""
-        ...
-
-
-class AuditLog(Protocol):
-    def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None: ...
-    def audit_log(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]: ...
-
-
-class Catalog(SnapshotLog, RequestLog, DrillLog, Coordination, AuditLog, Protocol):
-    """Everything Atlas records."""
-
-    def ping(self) -> None:
-        """A cheap read: raises when the catalog cannot be used (for /healthz)."""
-        ...
-
-    def schema_version(self) -> int: ...
+from bot.catalog.base import (
+    AuditLog,
+    Catalog,
+    Coordination,
+    Decide,
+    DrillLog,
+    RequestChange,
+    RequestLog,
+    SnapshotLog,
+)
 
 
 def open_catalog(state: str | Path) -> Catalog:

@@ -113,5 +113,5 @@ class _Collected:
 def render(services: Services) -> tuple[bytes, str]:
     """The exposition text and its content type."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(families(gather(services))))  # type: ignore[arg-type]
+    registry.register(_Collected(families(gather(services))))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -257,14 +257,14 @@ def _hours(value: float) -> str:
 
 def _region(client: Any) -> str | None:
     try:
-        return client.meta.region_name
+        return str(client.meta.region_name) if client.meta.region_name else None
     except AttributeError:
         return None
 
 
 def _endpoint(client: Any) -> str | None:
     try:
-        return client.meta.endpoint_url
+        return str(client.meta.endpoint_url) if client.meta.endpoint_url else None
     except AttributeError:
         return None
 

@@ -117,6 +117,7 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
             start_response(status, [("Content-Type", kind), ("Content-Length", str(len(data)))])
             return [data]
         if environ.get("PATH_INFO") == "/healthz":
+            body: dict[str, object]
             try:
                 services.catalog.ping()
                 status, body = "200 OK", {"ok": True}

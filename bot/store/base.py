@@ -21,9 +21,20 @@ class StoredObject:
 
 
 class ArtifactWriter(Protocol):
-    pending_ref: str  # enough to clean up after a crash
-    size: int  # bytes written so far
-    cleaned: bool  # after abort: nothing is left behind (False: keep pending_ref, retry)
+    @property
+    def pending_ref(self) -> str:
+        """Enough to clean up after a crash."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        ...
+
+    @property
+    def cleaned(self) -> bool:
+        """After abort: nothing is left behind (False: keep pending_ref, retry later)."""
+        ...
 
     def write(self, data: bytes) -> None: ...
     def commit(self) -> StoredObject: ...

@@ -288,7 +288,7 @@ class S3Storage:
         except BaseException:  # OSError (a full work disk) is the caller's to explain
             fh.close()
             raise
-        return fh  # type: ignore[return-value]
+        return fh
 
     def stat(self, key: str) -> StoredObject | None:
         from botocore.exceptions import ClientError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.catalog import Decide, RequestChange
+from bot.catalog.base import Decide, RequestChange
 from bot.catalog.sqlite.audit import write_audit
 from bot.catalog.sqlite.connection import Connection, sqlite_utils
 from bot.errors import NotFound
