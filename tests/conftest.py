@@ -5,12 +5,17 @@ from __future__ import annotations
 import pytest
 
 from tests.support import pick_free_port
+from tests.support.ops import bot, key_file, small, staging
 from tests.support.pg import least_privilege, pg, pg_db, pg_url
 from tests.support.s3 import s3_client, s3_env, s3_server
 from tests.support.slack import slack_api
 from tests.support.socket_mode import socket_mode
 
 __all__ = [
+    "bot",
+    "key_file",
+    "small",
+    "staging",
     "free_port",
     "least_privilege",
     "pg",

@@ -14,7 +14,7 @@ from slack_bolt import Ack, BoltContext, Respond
 
 from bot.records import Snapshot, SnapshotStatus, now
 from bot.services import Services
-from tests.helpers import services_for, settings_for
+from tests.support.helpers import services_for, settings_for
 
 NO_SERVER = "postgresql://atlas@127.0.0.1:1/app?connect_timeout=1"
 

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from bot.errors import AtlasError
-from tests.helpers import add_bulk, serve_command, services_for, settings_for, storage_files
-from tests.slackbot import SECRET, start_bot
 from tests.support import pick_free_port
+from tests.support.bot import SECRET, start_bot
+from tests.support.helpers import add_bulk, serve_command, services_for, settings_for, storage_files
 from tests.support.pg import fill_sample
 from tests.support.proxy import tcp_proxy
 from tests.support.slack import sign
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _cli_env(tmp: Path, **extra: str) -> dict[str, str]:

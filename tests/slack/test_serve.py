@@ -10,8 +10,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.helpers import add_bulk, serve_command, storage_files, wait_healthy
 from tests.support import pick_free_port
+from tests.support.helpers import add_bulk, serve_command, storage_files, wait_healthy
 from tests.support.pg import fill_sample
 from tests.support.slack import post_slash_command, slash_command_payload
 

@@ -16,12 +16,12 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import serve_command, wait_healthy
 from tests.support import pick_free_port
+from tests.support.helpers import serve_command, wait_healthy
 from tests.support.pg import PgCluster, fill_sample
 from tests.support.slack import post_slash_command
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "Typo-Secret-42x"
 SIGNING = "typo-signing-secret-77"
 TOKEN = "xoxb-typo-bot-token-9911"

@@ -11,7 +11,7 @@ from bot.pg import Conn
 from bot.restore import strategies
 from bot.restore.guard import guard_not_production, server_identity
 from bot.restore.source import Source
-from tests.helpers import add_bulk, services_for, settings_for
+from tests.support.helpers import add_bulk, services_for, settings_for
 from tests.support.pg import fill_sample
 
 

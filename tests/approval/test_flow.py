@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.records import RequestStatus
-from tests.slackbot import Bot, start_bot
+from tests.support.bot import Bot, start_bot
 from tests.support.pg import fill_sample
 
 APPROVERS = "U_ANN,U_BOB,S_DBA"

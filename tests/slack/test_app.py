@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from bot.records import Snapshot
-from tests.helpers import add_bulk
-from tests.slackbot import TOKEN, Bot, start_bot
 from tests.support import pick_free_port
+from tests.support.bot import TOKEN, Bot, start_bot
+from tests.support.helpers import add_bulk
 from tests.support.pg import fill_sample
 
 

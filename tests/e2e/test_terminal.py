@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.pg import LeastPrivilege, fill_realistic
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

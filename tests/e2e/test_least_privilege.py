@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from bot.errors import Refused
-from tests.helpers import services_for, settings_for
+from tests.support.helpers import services_for, settings_for
 from tests.support.pg import LeastPrivilege, PgCluster, fill_realistic
 
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.helpers import serve_command, wait_healthy
 from tests.support import pick_free_port
+from tests.support.helpers import serve_command, wait_healthy
 from tests.support.pg import fill_sample
 
 LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))), None)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import services_for, settings_for
+from tests.support.helpers import services_for, settings_for
 from tests.support.pg import fill_sample
 
 COMPARED = (

@@ -15,7 +15,13 @@ import pytest
 
 from bot.errors import AtlasError, Busy, NotFound
 from bot.records import Snapshot
-from tests.helpers import add_bulk, restore_counts, services_for, settings_for, storage_files
+from tests.support.helpers import (
+    add_bulk,
+    restore_counts,
+    services_for,
+    settings_for,
+    storage_files,
+)
 from tests.support.pg import fill_sample
 from tests.support.s3 import list_keys
 

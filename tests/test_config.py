@@ -1,0 +1,166 @@
+"""Settings from the environment and ATLAS_CONFIG, validated once with clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.config import Settings, load_settings
+from bot.errors import AtlasError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pydantic-settings also reads os.environ, so keep the developer's shell out of the tests."""
+    names = {f.alias for f in Settings.model_fields.values() if f.alias}
+    names |= {"PGDATABASE", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"}
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- bot.config ------------------------------------------------------------------------------
+
+
+def test_allowed_users_csv() -> None:
+    settings = load_settings(env={"ATLAS_ALLOWED_USERS": "U1, U2"})
+    assert settings.allowed_users == ["U1", "U2"]
+
+
+def test_allowed_users_empty_and_sloppy() -> None:
+    assert load_settings(env={}).allowed_users == []
+    assert load_settings(env={"ATLAS_ALLOWED_USERS": ""}).allowed_users == []
+    assert load_settings(env={"ATLAS_ALLOWED_USERS": " U1 ,, U2 ,"}).allowed_users == ["U1", "U2"]
+
+
+def test_slack_api_url_gets_trailing_slash() -> None:
+    settings = load_settings(env={"SLACK_API_URL": "http://127.0.0.1:9999/api"})
+    assert settings.slack_api_url == "http://127.0.0.1:9999/api/"
+    already = load_settings(env={"SLACK_API_URL": "http://127.0.0.1:9999/api/"})
+    assert already.slack_api_url == "http://127.0.0.1:9999/api/"
+
+
+def test_database_url_yields_target_named_after_db() -> None:
+    url = "postgresql://bob:hunter22@db.example:5432/shop"
+    settings = load_settings(env={"DATABASE_URL": url, "STAGING_DATABASE_URL": "postgresql://s/x"})
+    target = settings.target()
+    assert target.name == "shop"
+    assert target.url == url
+    assert target.environment == "production"
+    assert target.staging_url == "postgresql://s/x"
+    assert settings.target("shop") is target
+    assert list(settings.databases) == ["shop"]
+
+
+def test_database_name_overrides_url() -> None:
+    settings = load_settings(
+        env={
+            "DATABASE_URL": "postgresql://bob@db.example/shop",
+            "ATLAS_DATABASE_NAME": "orders-db",
+            "ATLAS_ENVIRONMENT": "staging",
+        }
+    )
+    target = settings.target()
+    assert target.name == "orders-db"
+    assert target.environment == "staging"
+    assert list(settings.databases) == ["orders-db"]
+
+
+def test_invalid_database_name_is_clear() -> None:
+    with pytest.raises(AtlasError, match="Invalid database name"):
+        load_settings(env={"DATABASE_URL": "postgresql://h/x", "ATLAS_DATABASE_NAME": "a/b"})
+
+
+@pytest.mark.parametrize("level", ["abc", "0", "20", "-3"])
+def test_invalid_zstd_level(level: str) -> None:
+    with pytest.raises(AtlasError) as info:
+        load_settings(env={"ATLAS_ZSTD_LEVEL": level})
+    message = str(info.value)
+    assert message.startswith("Invalid configuration")
+    assert "ATLAS_ZSTD_LEVEL" in message
+
+
+def test_valid_zstd_level() -> None:
+    assert load_settings(env={"ATLAS_ZSTD_LEVEL": "19"}).zstd_level == 19
+
+
+def test_config_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(
+        "[databases.main]\n"
+        'url = "postgresql://app@db.example/main"\n'
+        'environment = "staging"\n'
+        "\n"
+        "[databases.billing]\n"
+        'url = "postgresql://app@db.example/billing"\n'
+        'staging_url = "postgresql://app@staging.example/billing"\n'
+    )
+    settings = load_settings(env={"ATLAS_CONFIG": str(cfg)})
+    main = settings.target("main")
+    assert main.url == "postgresql://app@db.example/main"
+    assert main.environment == "staging"
+    billing = settings.target("billing")
+    assert billing.environment == "production"  # ATLAS_ENVIRONMENT's default
+    assert billing.staging_url == "postgresql://app@staging.example/billing"
+    assert settings.target().name == "main"  # the first one listed
+
+
+def test_config_toml_plus_database_url(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text('[databases.main]\nurl = "postgresql://app@db.example/main"\n')
+    settings = load_settings(
+        env={"ATLAS_CONFIG": str(cfg), "DATABASE_URL": "postgresql://app@db.example/other"}
+    )
+    assert sorted(settings.databases) == ["main", "other"]
+
+
+def test_config_file_missing(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(AtlasError) as info:
+        load_settings(env={"ATLAS_CONFIG": str(missing)})
+    assert str(missing) in str(info.value)
+    assert "does not exist" in str(info.value)
+
+
+def test_config_file_invalid_toml(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[databases.main\nurl = ")
+    with pytest.raises(AtlasError, match="not valid TOML"):
+        load_settings(env={"ATLAS_CONFIG": str(cfg)})
+
+
+def test_config_file_bad_database_name(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text('[databases."bad name"]\nurl = "postgresql://h/x"\n')
+    with pytest.raises(AtlasError, match=r"databases\.bad name"):
+        load_settings(env={"ATLAS_CONFIG": str(cfg)})
+
+
+def test_unknown_target_lists_known_names(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(
+        '[databases.main]\nurl = "postgresql://h/main"\n'
+        '[databases.billing]\nurl = "postgresql://h/billing"\n'
+    )
+    settings = load_settings(env={"ATLAS_CONFIG": str(cfg)})
+    with pytest.raises(AtlasError) as info:
+        settings.target("nope")
+    message = str(info.value)
+    assert "'nope'" in message
+    assert "billing, main" in message
+
+
+def test_no_database_configured() -> None:
+    settings = load_settings(env={})
+    assert settings.databases == {}
+    with pytest.raises(AtlasError) as info:
+        settings.target()
+    assert "No database is configured" in str(info.value)
+    assert "DATABASE_URL" in str(info.value)
+
+
+def test_pgdatabase_alone_configures_a_target() -> None:
+    settings = load_settings(env={"PGDATABASE": "inventory"})
+    target = settings.target()
+    assert target.name == "inventory"
+    assert target.url == ""
