@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from bot.records import Drill, DrillStatus, Kind, Snapshot
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
 from bot.services import Services
+from bot.version import PACKAGE
 
 _stderr: Any = None
 
@@ -129,6 +131,7 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log what Atlas does to stderr.")
+@click.version_option(package_name=PACKAGE, prog_name="atlas")
 def main(verbose: bool) -> None:
     """Atlas: take, store, verify and fetch PostgreSQL snapshots.
 
@@ -236,21 +239,49 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
     if as_json:
         _json([snapshot_json(r) for r in rows])
         return
+
+    envs = {r.environment for r in rows}
+    _print_table(
+        [
+            [
+                ("id", r.id),
+                ("database", r.database),
+                *([("env", r.environment)] if len(envs) > 1 else []),
+                ("status", f"{r.status}, kept" if r.pinned else str(r.status)),
+                ("size", messages.human_bytes(r.size_bytes) if r.size_bytes else ""),
+                ("started (UTC)", _when(r.started_at)),
+            ]
+            for r in rows
+        ],
+        notes=[escape((r.note or "")[:40]) for r in rows],
+    )
+
+
+def _print_table(rows: list[list[tuple[str, str]]], notes: list[str] | None = None) -> None:
+    """A table whose ids and times are never cut (they are copied whole); the notes take
+    what width is left."""
+    from rich import box
     from rich.table import Table
 
-    table = Table("id", "database", "env", "status", "size", "started (UTC)", "kept", "note")
-    for r in rows:
-        table.add_row(
-            r.id,
-            r.database,
-            r.environment,
-            r.status,
-            messages.human_bytes(r.size_bytes) if r.size_bytes else "",
-            _when(r.started_at),
-            "pinned" if r.pinned else "",
-            escape((r.note or "")[:40]),
-        )
-    _out().print(table)
+    if not rows:
+        return
+    from rich.measure import Measurement
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, (name, _) in enumerate(rows[0]):
+        width = max(len(name), *(len(r[i][1]) for r in rows))
+        table.add_column(name, no_wrap=True, min_width=width)
+    if notes is not None:
+        table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
+    for i, row in enumerate(rows):
+        table.add_row(*(value for _, value in row), *([notes[i]] if notes is not None else []))
+    out = _out()
+    needed = Measurement.get(out, out.options.update(max_width=10_000), table).minimum
+    if out.width < needed:  # a narrow terminal wraps long lines rather than cut a value
+        from rich.console import Console
+
+        out = Console(width=needed)
+    out.print(table)
 
 
 @main.command()
@@ -389,20 +420,21 @@ def drills(limit: int, as_json: bool) -> None:
     if as_json:
         _json([drill_json(r) for r in rows])
         return
-    from rich.table import Table
 
-    table = Table("id", "kind", "database", "snapshot", "verdict", "restore time", "started (UTC)")
-    for r in rows:
-        table.add_row(
-            r.id,
-            r.kind,
-            r.database,
-            r.snapshot_id,
-            r.status,
-            messages.human_seconds(r.total_s),
-            _when(r.started_at),
-        )
-    _out().print(table)
+    _print_table(
+        [
+            [
+                ("id", r.id),
+                ("kind", str(r.kind)),
+                ("database", r.database),
+                ("snapshot", r.snapshot_id),
+                ("verdict", str(r.status)),
+                ("restore time", messages.human_seconds(r.total_s)),
+                ("started (UTC)", _when(r.started_at)),
+            ]
+            for r in rows
+        ]
+    )
 
 
 @main.command()
@@ -566,6 +598,71 @@ def serve(force_http: bool, host: str, port: int | None) -> None:
         run(load_settings(), force_http=force_http, host=host, port=port)
     except AtlasError as exc:
         _fail(exc, False)
+
+
+@main.command()
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the artifacts and catalog in this folder to look at afterwards.",
+)
+def demo(keep: Path | None) -> None:
+    """Try Atlas with nothing set up: a throwaway PostgreSQL, a snapshot, a verified
+    restore drill and the checklist, in under a minute. Needs the PostgreSQL server
+    binaries (initdb, pg_ctl); stops everything it started when it ends."""
+    from bot.demo.walkthrough import run
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        code = run(keep, say)
+    except AtlasError as exc:
+        _fail(exc, False)
+        return
+    except KeyboardInterrupt:
+        say("Interrupted: the demo's server is stopped and its folders are removed.")
+        sys.exit(130)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--no-slack", is_flag=True, help="Skip the Slack checks.")
+def doctor(as_json: bool, no_slack: bool) -> None:
+    """Check the configuration before relying on it: databases reachable and readable,
+    tools new enough, staging privileges, storage and catalog writable, keys, schedule,
+    Slack. Exits 1 on any ❌."""
+    from bot.ops import doctor as dr
+
+    try:
+        checks = dr.run_all(_services(), slack=not no_slack)
+    except AtlasError as exc:  # the configuration itself: a finding like the others
+        checks = [dr.fail("configuration", str(exc))]
+    if as_json:
+        _json(dr.to_json(checks))
+    else:
+        click.echo(dr.render(checks))
+    if dr.worst(checks) == dr.FAIL:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--as", "user", default="you", show_default=True, help="Who you are in the channel.")
+def console(user: str) -> None:
+    """The Slack flow in this terminal, without a workspace: `/atlas …`, reactions from
+    other people (`approve as carol`), buttons, reminders (`/tick`). Uses your
+    configuration, like `atlas serve` does."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="atlas.console")]
+    if not found:
+        _fail(
+            AtlasError("The console is not installed.", "reinstall Atlas: pip install -e ."), False
+        )
+        return
+    sys.exit(found[0].load()(load_settings(), user=user))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,19 @@ class Settings(BaseSettings):
         """Only what load_settings passes in: it reads the environment, once, itself."""
         return (init_settings,)
 
+    @field_validator(
+        "slack_bot_token",
+        "slack_signing_secret",
+        "slack_app_token",
+        "channel",
+        "encryption_key",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, v: Any) -> Any:
+        """`SLACK_BOT_TOKEN=` (as compose's `${VAR:-}` writes it) means not set."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("allowed_users", "approvers", mode="before")
     @classmethod
     def _split(cls, v: Any) -> list[str]:

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt import Ack, BoltContext, Respond
+from slack_bolt import BoltContext
 
 from bot.errors import AtlasError
 from bot.policy import access
 from bot.records import Kind
 from bot.report import messages
 from bot.services import Services
+from handlers.reply import Reply
 
 DRILL_ACTION = messages.DRILL_ACTION
 
 
-def start_drill(ack: Ack, body: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+def start_drill(ack: Reply, body: dict[str, Any], respond: Reply, context: BoltContext) -> None:
     ack()
     services: Services = context["services"]
     user = body.get("user", {}).get("id", "")

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import Ack, BoltContext, Respond
+from slack_bolt import BoltContext
 
 from bot.errors import AtlasError
 from bot.policy import access
 from bot.records import Kind
 from bot.report import messages
 from bot.services import Services
+from handlers.reply import Reply
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Call:
     user: str
     args: str  # the text after the subcommand
     channel: str | None
-    respond: Respond
+    respond: Reply
 
 
 def snapshot(call: Call) -> str:
@@ -123,7 +124,7 @@ def usage(sub: str) -> str:
     return f"`/atlas {sub}` needs a snapshot id.\n{messages.HELP}"
 
 
-def atlas(ack: Ack, command: dict[str, Any], respond: Respond, context: BoltContext) -> None:
+def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltContext) -> None:
     """The `/atlas` listener: help for everyone, the rest for the allow-list."""
     services: Services = context["services"]
     user = command.get("user_id", "")

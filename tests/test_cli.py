@@ -222,13 +222,13 @@ def test_show_reads_as_text_and_latest_or_a_prefix_names_a_snapshot(atlas: Atlas
 
 
 def test_list_shows_which_snapshots_are_pinned(atlas: Atlas) -> None:
-    kept, loose = atlas.snapshot("kept"), atlas.snapshot("loose")
+    kept, loose = atlas.snapshot("a note"), atlas.snapshot("another")
     assert "is kept until" in atlas.ok("keep", kept["id"]).stdout
     rows = {}
     for line in atlas.ok("list").stdout.splitlines():
         if found := re.search(r"\d{8}-\d{6}-[0-9a-f]{4}", line):
             rows[found.group(0)] = line
-    assert "pinned" in rows[kept["id"]] and "pinned" not in rows[loose["id"]]
+    assert "ok, kept" in rows[kept["id"]] and "kept" not in rows[loose["id"]]
     assert [r["pinned"] for r in atlas.ok("list", "--json").json()] == [0, 1]
 
 

@@ -77,6 +77,7 @@ class Reader:
             "pg_restore", _major(snap.server_version), self.settings.pg_bindir
         )
         check = pipeline.ArchiveCheck(pg_restore, dict(os.environ))
+        log.info("verify %s: reading %s through %s", snap.id, snap.location, pg_restore)
         try:
             self.read(snap, check.feed)
             check.verify()

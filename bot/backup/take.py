@@ -108,6 +108,13 @@ class Taker:
                 on_start(snap)
             dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)
             committing = True  # from here an object may exist under its final name
+            log.info(
+                "snapshot %s: %d bytes dumped, %d stored; pg_restore read it through; "
+                "committing and checking the stored object",
+                snap_id,
+                dumped.stats.raw_size,
+                dumped.writer.size,
+            )
             sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
             result: dict[str, Any] = {
                 "dbname": dumped.server.dbname,
@@ -163,6 +170,14 @@ class Taker:
             tools_known()
             pg_dump, dump_ver = find_tool("pg_dump", info.major, bindir)
             pg_restore, _ = find_tool("pg_restore", info.major, bindir)
+            log.info(
+                "snapshot %s: %s is PostgreSQL %s; dumping with %s %s",
+                snap_id,
+                conn.describe(),
+                info.version,
+                pg_dump,
+                dump_ver,
+            )
             exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             found: dict[str, Any] = {}
@@ -177,6 +192,13 @@ class Taker:
             counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
             counter.start()
             stored = self.store.get().writer(key)
+            log.info(
+                "snapshot %s: streaming pg_dump -> zstd level %s%s -> %s",
+                snap_id,
+                self.settings.zstd_level,
+                " -> age" if identity is not None else "",
+                self.store.get().location(key),
+            )
             writer: ArtifactWriter = stored
             if identity is not None:
                 from bot.store.crypto import EncryptingWriter

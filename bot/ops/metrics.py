@@ -39,7 +39,7 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def families(facts: list[DatabaseFacts]) -> list[Metric]:
+def families(facts: list[DatabaseFacts], version: str = "unknown") -> list[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database", "environment")) -> Any:
         return GaugeMetricFamily(name, doc, labels=list(labels))
 
@@ -79,7 +79,9 @@ def families(facts: list[DatabaseFacts]) -> list[Metric]:
             if f.last_drill.total_s is not None:
                 restore.add_metric(labels, float(f.last_drill.total_s))
         due.add_metric(labels, f.deadline.timestamp())
-    return [ok_at, size, took, rows, drill_at, restore, due]
+    info = GaugeMetricFamily("atlas_build_info", "The running Atlas version.", labels=["version"])
+    info.add_metric([version], 1.0)
+    return [info, ok_at, size, took, rows, drill_at, restore, due]
 
 
 def gather(services: Services, now: datetime | None = None) -> list[DatabaseFacts]:
@@ -112,6 +114,8 @@ class _Collected:
 
 def render(services: Services) -> tuple[bytes, str]:
     """The exposition text and its content type."""
+    from bot.version import version
+
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(families(gather(services))))
+    registry.register(_Collected(families(gather(services), version())))
     return generate_latest(registry), CONTENT_TYPE_LATEST

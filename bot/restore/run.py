@@ -3,6 +3,7 @@ by the chosen strategy, verify against the manifest and the app-flow checks, rec
 
 from __future__ import annotations
 
+import logging
 import secrets
 import tempfile
 import time
@@ -23,6 +24,7 @@ from bot.restore.source import CheckedArtifact, Source
 from bot.store import CHUNK, Store
 
 Phase = Callable[[str], None]
+log = logging.getLogger(__name__)
 
 
 class Restores:
@@ -95,6 +97,15 @@ class Restores:
         storage = self.store.get()
         tools = strategies.Tools(self.reader, storage.location, self.work_dir())
         plan = strategies.choose(kind, snap, self.settings, tools)
+        log.info(
+            "%s of %s: %s, %s",
+            kind,
+            snap.id,
+            type(plan.strategy).__name__,
+            "whole artifact checked first"
+            if plan.check_whole_first
+            else "table of contents checked first",
+        )
         # the whole artifact is checked on a thread while the target is checked and prepared
         artifact = (
             CheckedArtifact(storage, snap, self.work_dir()) if plan.check_whole_first else None

@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.errors import AtlasError
 from bot.services import Services
 from bot.slack.client import SlackChat
+from bot.version import version
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
             body: dict[str, object]
             try:
                 services.catalog.ping()
-                status, body = "200 OK", {"ok": True}
+                status, body = "200 OK", {"ok": True, "version": version()}
             except Exception as exc:  # health must answer, not raise
                 status, body = "503 Service Unavailable", {"ok": False, "error": str(exc)}
             data = json.dumps(body).encode()
@@ -143,6 +144,29 @@ def wsgi(app: App | None, services: Services) -> WSGIApp:
     return application
 
 
+def startup_checks(services: Services) -> None:
+    """`atlas doctor` at every start: what is broken is said in the channel at once, not
+    found during the first drill."""
+    from bot.ops import doctor
+    from bot.report.chat import Message
+
+    checks = doctor.run_all(services)
+    failed = [c for c in checks if c.status == doctor.FAIL]
+    for check in checks:
+        log.log(
+            logging.WARNING if check.status != doctor.OK else logging.INFO,
+            "doctor: %s: %s",
+            check.name,
+            check.detail,
+        )
+    if failed:
+        text = (
+            ":rotating_light: Atlas started with problems to fix (`atlas doctor` shows them all):\n"
+            + "\n".join(f"❌ *{c.name}*: {c.detail}" for c in failed)
+        )
+        Message(services.chat, services.settings.channel).post(text, [])
+
+
 def make_server(application: WSGIApp, host: str, port: int) -> Any:
     import waitress
 
@@ -155,14 +179,22 @@ def run(
     from bot.ops import scheduler
 
     services = Services.from_settings(settings)
-    app = build_app(services)
+    headless = settings.slack_bot_token is None and settings.slack_signing_secret is None
+    if headless:  # the schedule, housekeeping, /healthz and /metrics; no chat
+        log.warning(
+            "Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET): serving the "
+            "schedule, /healthz and /metrics only"
+        )
+        force_http = True
+    app = None if headless else build_app(services)
     services.recover()
     services.jobs.resume()
+    threading.Thread(target=startup_checks, args=(services,), name="doctor", daemon=True).start()
     sched = scheduler.start(services)
     port = port or settings.http_port
     socket_mode = settings.slack_app_token is not None and not force_http
     server = make_server(wsgi(None if socket_mode else app, services), host, port)
-    if socket_mode:
+    if socket_mode and app is not None:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
         from slack_sdk.errors import SlackApiError
 

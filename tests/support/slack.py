@@ -91,6 +91,18 @@ class FakeSlackApi:
         self.uploads: dict[str, bytes] = {}
         #: what ``apps.connections.open`` hands out (a FakeSocketMode's url); None refuses
         self.socket_mode_url: str | None = None
+        #: the bot token's scopes, as ``auth.test`` reports them (those manifest.yml declares)
+        self.scopes: list[str] = [
+            "commands",
+            "chat:write",
+            "chat:write.public",
+            "reactions:read",
+            "reactions:write",
+            "usergroups:read",
+            "users:read",
+            "channels:read",
+            "groups:read",
+        ]
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._calls: list[SlackCall] = []
@@ -558,7 +570,10 @@ def _make_handler(fake: FakeSlackApi) -> type[BaseHTTPRequestHandler]:
                 return
             payload = {"ok": True} if method == "response_url" else fake._respond(method, params)
             call["response"] = payload
-            self._send(200, payload, {})
+            extra = {}
+            if method == "auth.test":  # as Slack does: the token's scopes in a header
+                extra["x-oauth-scopes"] = ",".join(fake.scopes)
+            self._send(200, payload, extra)
 
         def do_POST(self) -> None:
             self._handle()

@@ -1,0 +1,241 @@
+"""`atlas doctor`: check a configuration before relying on it.
+
+Every check does the real thing where it can (connects, writes and reads an object,
+writes the catalog) and says what to fix. It never prints a secret: every message passes
+the redaction step like any other error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import AtlasError
+from bot.ops.findings import FAIL, ICONS, OK, WARN, Check, fail, ok, warn
+from bot.pg import Conn, find_tool, server_info
+from bot.redaction import redact
+
+if TYPE_CHECKING:
+    from bot.config import DatabaseTarget, Settings
+    from bot.services import Services
+
+
+def run_all(services: Services, *, slack: bool = True) -> list[Check]:
+    """Every check, in the order a person would fix them."""
+    checks: list[Check] = []
+    for name, step in _steps(services, slack):
+        try:
+            checks.extend(step())
+        except AtlasError as exc:
+            checks.append(fail(name, str(exc)))
+        except Exception as exc:  # a check that breaks is a finding, not a crash
+            checks.append(fail(name, redact(f"{type(exc).__name__}: {exc}")))
+    return [Check(c.name, c.status, redact(c.detail)) for c in checks]
+
+
+def _steps(services: Services, slack: bool) -> Iterator[tuple[str, Callable[[], list[Check]]]]:
+    st = services.settings
+    yield "catalog", lambda: [catalog_check(services)]
+    yield "storage", lambda: storage_checks(services)
+    yield "encryption", lambda: [key_check(services)]
+    yield "schedule", lambda: [schedule_check(st)]
+    if not st.databases:
+        yield (
+            "databases",
+            lambda: [
+                fail("databases", "none configured: set DATABASE_URL or list them in ATLAS_CONFIG")
+            ],
+        )
+    for target in st.databases.values():
+        yield f"database {target.name}", functools.partial(database_checks, st, target)
+        yield f"staging {target.name}", functools.partial(staging_checks, st, target)
+    if slack and st.slack_bot_token is not None:
+        from bot.slack.checks import slack_checks
+
+        yield "slack", lambda: slack_checks(services)
+
+
+def worst(checks: list[Check]) -> str:
+    statuses = {c.status for c in checks}
+    return FAIL if FAIL in statuses else WARN if WARN in statuses else OK
+
+
+# -- the checks ------------------------------------------------------------------------------
+
+
+def catalog_check(services: Services) -> Check:
+    """A real write: a lease taken and released."""
+    catalog = services.catalog
+    owner = f"doctor-{secrets.token_hex(3)}"
+    if not catalog.acquire_lease("doctor", owner, 5):
+        return warn("catalog", "another `atlas doctor` is writing it right now; run again")
+    catalog.release_lease("doctor", owner)
+    return ok(
+        "catalog",
+        f"{services.settings.state} is writable (schema version {catalog.schema_version()})",
+    )
+
+
+def storage_checks(services: Services) -> list[Check]:
+    """Write, read back and delete a small object, as a snapshot's sidecar is written."""
+    st = services.settings
+    storage = services.store.get()
+    key = f".atlas-doctor/{secrets.token_hex(6)}.txt"
+    body = f"atlas doctor {datetime.now(UTC).isoformat()}".encode()
+    where = storage.location(key)
+    storage.put_bytes(key, body)
+    try:
+        back = b"".join(storage.read(key))
+        if back != body:
+            return [fail("storage", f"{where} read back different bytes than were written")]
+        head = storage.stat(key)
+    finally:
+        with contextlib.suppress(AtlasError):
+            storage.delete(key)
+    if storage.stat(key) is not None:
+        return [fail("storage", f"{where} could not be deleted; retention could not prune")]
+    checks = [ok("storage", f"{st.storage}: write, read back and delete work")]
+    if st.s3_sse:
+        applied = head.sse if head else None
+        if applied != st.s3_sse:
+            checks.append(
+                fail(
+                    "storage encryption",
+                    f"ATLAS_S3_SSE={st.s3_sse}, but S3 stored the test object with "
+                    f"{applied or 'no'} server-side encryption; check the bucket policy",
+                )
+            )
+        else:
+            checks.append(ok("storage encryption", f"S3 applies {applied} to uploads"))
+    return checks
+
+
+def key_check(services: Services) -> Check:
+    identity = services.keys.current()
+    if identity is None:
+        return warn(
+            "encryption",
+            "no key: artifacts are stored unencrypted (`atlas keygen -o FILE`, then set "
+            "ATLAS_ENCRYPTION_KEY_FILE)",
+        )
+    retired = f", {identity.retired} retired key(s) for reading" if identity.retired else ""
+    return ok("encryption", f"new artifacts are encrypted to {identity.recipient}{retired}")
+
+
+def schedule_check(st: Settings) -> Check:
+    if not st.snapshot_schedule:
+        return warn(
+            "schedule", "no scheduled snapshots (set ATLAS_SNAPSHOT_SCHEDULE, e.g. '0 3 * * *')"
+        )
+    from apscheduler.triggers.cron import CronTrigger
+
+    trigger = CronTrigger.from_crontab(st.snapshot_schedule, timezone=st.timezone)
+    nxt = trigger.get_next_fire_time(None, datetime.now(UTC))
+    when = f"{nxt:%Y-%m-%d %H:%M %Z}" if nxt else "never"
+    return ok("schedule", f"`{st.snapshot_schedule}` in {st.timezone}: next run {when}")
+
+
+READABLE = """
+SELECT
+  (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%%'),
+  (SELECT array_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname) ORDER BY 1)
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%%'
+      AND NOT (CASE WHEN c.relkind = 'S' THEN has_sequence_privilege(c.oid, 'SELECT')
+                    ELSE has_table_privilege(c.oid, 'SELECT') END
+               AND has_schema_privilege(n.oid, 'USAGE')))
+"""
+
+
+def database_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
+    name = f"database {target.name}"
+    conn = Conn.parse(target.url, target.url_setting)
+    with conn.connect(autocommit=True) as c:
+        info = server_info(c)
+        row = c.execute(READABLE).fetchone()
+    assert row is not None
+    tables, unreadable = int(row[0]), list(row[1] or [])
+    checks = []
+    if unreadable:
+        shown = ", ".join(unreadable[:5]) + (" …" if len(unreadable) > 5 else "")
+        checks.append(
+            fail(
+                name,
+                f"{conn.describe()} is reachable, but {len(unreadable)} relation(s) cannot be "
+                f"read, so pg_dump would fail: {shown}; GRANT pg_read_all_data TO the role",
+            )
+        )
+    else:
+        checks.append(
+            ok(name, f"{conn.describe()}: PostgreSQL {info.version}, all {tables} tables readable")
+        )
+    for tool in ("pg_dump", "pg_restore"):
+        path, version = find_tool(tool, info.major, st.pg_bindir)
+        checks.append(ok(f"{tool} for {target.name}", f"{path} {version} (server {info.major})"))
+    return checks
+
+
+PRIVILEGES = """
+SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user
+FROM pg_roles r, pg_database d
+WHERE r.rolname = current_user AND d.datname = current_database()
+"""
+
+
+def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
+    name = f"staging {target.name}"
+    if not target.staging_url:
+        return [warn(name, "no STAGING_DATABASE_URL: drills and restores cannot run")]
+    from bot.restore.guard import guard_not_production
+
+    staging = Conn.parse(target.staging_url, target.staging_setting)
+    production = Conn.parse(target.url, target.url_setting)
+    with staging.connect(autocommit=True) as c:
+        row = c.execute(PRIVILEGES).fetchone()
+    assert row is not None
+    superuser, createdb, owner = (bool(v) for v in row)
+    guard_not_production(production, staging)
+    checks = [ok(name, f"{staging.describe()} is reachable and is not production")]
+    if superuser or createdb:
+        checks.append(
+            ok(f"drills of {target.name}", "the staging role may create scratch databases")
+        )
+    else:
+        checks.append(
+            fail(
+                f"drills of {target.name}",
+                "the staging role lacks CREATEDB, so drills cannot make their scratch "
+                "database: ALTER ROLE … CREATEDB",
+            )
+        )
+    if superuser or owner:
+        checks.append(
+            ok(f"refreshes of {target.name}", "the staging role owns the staging database")
+        )
+    else:
+        checks.append(
+            warn(
+                f"refreshes of {target.name}",
+                "the staging role does not own the staging database, so a refresh may fail "
+                "to drop objects: ALTER DATABASE … OWNER TO the role",
+            )
+        )
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    return "\n".join(f"{ICONS[c.status]} {c.name}: {c.detail}" for c in checks)
+
+
+def to_json(checks: list[Check]) -> dict[str, Any]:
+    return {"ok": worst(checks) != FAIL, "checks": [c.to_json() for c in checks]}
+
+
+__all__ = ["Check", "render", "run_all", "to_json", "worst"]
