@@ -206,6 +206,8 @@ class Snapshot:
     sha256: str | None = col(public=True, sidecar=True)  # of the stored bytes
     toc_bytes: int | None = col(int, sidecar=True)  # the dump's start holding all its SQL
     toc_sha256: str | None = col(sidecar=True)
+    # where each data block lies in the artifact, for parallel restores (see Segment)
+    segments: list[list[Any]] | None = col(JSON, sidecar=True)
     storage_key: str | None = col(public=True)
     location: str | None = col(public=True)
     pending_ref: str | None = col()  # an unfinished write to clean up
@@ -220,6 +222,49 @@ class Snapshot:
     slack_ts: str | None = col()
     pinned: bool = col(int, public=True, default=False)
     provider_snapshot: str | None = col(public=True)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of the artifact that decompresses on its own (one zstd frame): the dump's
+    head (header and table of contents), or one data block. A restore reads each with a
+    seek or an HTTP range request and checks it against `sha256` before trusting it."""
+
+    dump_id: int  # the archive entry whose data block this is; 0 for the head
+    plain_start: int  # in the plain pg_dump stream
+    plain_size: int
+    start: int  # in the stored artifact
+    size: int
+    sha256: str  # of its stored bytes
+
+    def pack(self) -> list[Any]:
+        return [self.dump_id, self.plain_start, self.plain_size, self.start, self.size, self.sha256]
+
+
+def segments_of(snap: Snapshot) -> list[Segment] | None:
+    """The snapshot's segments, or None when it has none that cover the whole artifact
+    (taken before segments were recorded, encrypted, or a malformed sidecar)."""
+    raw = snap.segments
+    if not raw or not isinstance(raw, list):
+        return None
+    out: list[Segment] = []
+    plain = stored = 0
+    for row in raw:
+        if not (isinstance(row, list) and len(row) == 6):
+            return None
+        dump_id, plain_start, plain_size, start, size, sha256 = row
+        numbers = (dump_id, plain_start, plain_size, start, size)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+            return None
+        if not (isinstance(sha256, str) and len(sha256) == 64):
+            return None
+        if plain_start != plain or start != stored:
+            return None  # segments must follow each other with no gap
+        out.append(Segment(dump_id, plain_start, plain_size, start, size, sha256))
+        plain, stored = plain + plain_size, stored + size
+    if out[0].dump_id != 0 or stored != snap.size_bytes or plain != snap.raw_size_bytes:
+        return None
+    return out
 
 
 @dataclass(frozen=True)

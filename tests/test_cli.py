@@ -100,7 +100,9 @@ def _sha256(path: Path) -> str:
 def _plain_dump(row: dict[str, Any]) -> bytes:
     """The stored artifact decompressed independently of Atlas's read path."""
     return (
-        zstandard.ZstdDecompressor().decompressobj().decompress(Path(row["location"]).read_bytes())
+        zstandard.ZstdDecompressor()
+        .decompressobj(read_across_frames=True)
+        .decompress(Path(row["location"]).read_bytes())
     )
 
 

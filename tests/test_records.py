@@ -8,12 +8,14 @@ from bot.records import (
     Drill,
     DrillStatus,
     Kind,
+    Segment,
     Snapshot,
     SnapshotStatus,
     columns,
     from_row,
     names,
     public,
+    segments_of,
     to_row,
 )
 
@@ -27,7 +29,7 @@ SNAPSHOT_JSON = {
 SIDECAR = {
     "id", "database", "dbname", "environment", "requested_by", "note", "started_at",
     "server_version", "pg_dump_version", "size_bytes", "raw_size_bytes", "sha256",
-    "toc_bytes", "toc_sha256", "compression", "encryption", "verified_at",
+    "toc_bytes", "toc_sha256", "compression", "encryption", "verified_at", "segments",
 }  # fmt: skip
 
 
@@ -72,3 +74,32 @@ def test_a_status_only_a_newer_atlas_knows_is_kept_as_text() -> None:
 
 def test_unknown_columns_from_a_newer_catalog_are_ignored() -> None:
     assert from_row(Snapshot, {"id": "x", "database": "d", "shiny": 1}).id == "x"
+
+
+def _segmented(rows: list[list[object]], size: int, raw: int) -> Snapshot:
+    return Snapshot(id="s", database="d", segments=rows, size_bytes=size, raw_size_bytes=raw)
+
+
+def test_segments_must_cover_the_artifact_without_gaps() -> None:
+    sha = "a" * 64
+    good = [[0, 0, 100, 0, 40, sha], [7, 100, 50, 40, 20, sha], [9, 150, 10, 60, 5, sha]]
+    assert segments_of(_segmented(good, 65, 160)) == [
+        Segment(0, 0, 100, 0, 40, sha),
+        Segment(7, 100, 50, 40, 20, sha),
+        Segment(9, 150, 10, 60, 5, sha),
+    ]
+    assert [s.pack() for s in segments_of(_segmented(good, 65, 160)) or []] == good
+    broken = {
+        "a gap in the artifact": [good[0], [7, 100, 50, 41, 19, sha], good[2]],
+        "a gap in the plain dump": [good[0], [7, 101, 49, 40, 20, sha], good[2]],
+        "no head": good[1:],
+        "a short checksum": [good[0], [7, 100, 50, 40, 20, "abc"], good[2]],
+        "a flag for a number": [good[0], [7, True, 50, 40, 20, sha], good[2]],
+        "a negative size": [good[0], [7, 100, -1, 40, 20, sha], good[2]],
+        "a row too short": [good[0], [7, 100, 50, 40], good[2]],
+    }
+    for why, rows in broken.items():
+        assert segments_of(_segmented(rows, 65, 160)) is None, why
+    assert segments_of(_segmented(good, 66, 160)) is None  # the artifact is longer
+    assert segments_of(_segmented(good, 65, 161)) is None
+    assert segments_of(Snapshot(id="s", database="d")) is None  # taken before segments

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 
 from bot.config import DatabaseTarget
 
-FORMAT = "pg_dump custom format (-Fc -Z0), compressed as one zstd frame"
+FORMAT = "pg_dump custom format (-Fc -Z0), compressed as zstd frames"
+FORMATS = (FORMAT, "pg_dump custom format (-Fc -Z0), compressed as one zstd frame")  # read
 SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 ENCRYPTED_SUFFIX = ".age"
 

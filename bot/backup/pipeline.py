@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import subprocess
 import threading
@@ -19,10 +20,14 @@ from typing import IO, Any, cast
 
 import zstandard
 
+from bot.backup.archive import Splitter
 from bot.errors import AtlasError, Damaged
 from bot.pg import redact
 from bot.pump import Pump
+from bot.records import Segment
 from bot.store.base import CHUNK, ArtifactWriter, Storage
+
+log = logging.getLogger(__name__)
 
 OnBytes = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed seconds
 
@@ -33,6 +38,7 @@ class DumpStats:
     seconds: float
     toc_bytes: int  # the start of the dump that holds its header and table of contents
     toc_sha256: str
+    segments: list[Segment] | None = None  # None: not split (encrypted, or not splittable)
 
 
 class StderrTail:
@@ -202,11 +208,56 @@ class TocProbe:
         self.finish()
 
 
+class _Cut:
+    """Put on the store lane after a frame ends: the segment before it is complete."""
+
+
+CUT = _Cut()
+
+
+class SegmentHashes:
+    """The store lane's work when the stream is split: write the compressed bytes and
+    hash each segment between cuts, beside the compressor rather than after it."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._sha = hashlib.sha256()
+        self._size = 0
+        self.done: list[tuple[int, str]] = []  # (stored size, sha256) per segment
+
+    def __call__(self, item: bytes | _Cut) -> None:
+        if isinstance(item, _Cut):
+            self.done.append((self._size, self._sha.hexdigest()))
+            self._sha, self._size = hashlib.sha256(), 0
+            return
+        self._sha.update(item)
+        self._size += len(item)
+        self._write(item)
+
+
+def _segments(
+    splitter: Splitter, hashes: SegmentHashes, raw: int, stored: int
+) -> list[Segment] | None:
+    """Join where the splitter cut the plain stream with what the store lane hashed."""
+    starts = splitter.finish()
+    toc = splitter.toc
+    if starts is None or toc is None or len(starts) != len(hashes.done):
+        log.info("the dump is stored whole, not split: %s", splitter.failed or "cuts disagree")
+        return None
+    ids = [0, *(e.dump_id for e in toc.blocks)]
+    ends = [*starts[1:], raw]
+    out, at = [], 0
+    for dump_id, start, end, (size, sha) in zip(ids, starts, ends, hashes.done, strict=True):
+        out.append(Segment(dump_id, start, end - start, at, size, sha))
+        at += size
+    return out if at == stored else None
+
+
 class _Sink:
     """What zstd's stream writer writes to: counts bytes and hands them to the storage
     writer's thread."""
 
-    def __init__(self, pump: Pump) -> None:
+    def __init__(self, pump: Pump[Any]) -> None:
         self.pump = pump
         self.size = 0
 
@@ -226,11 +277,16 @@ def run_dump(
     threads: int = 0,
     secrets: Sequence[str] = (),
     progress: OnBytes | None = None,
+    split: bool = True,
 ) -> DumpStats:
     """Run pg_dump (custom format, uncompressed) and stream it compressed into `writer`.
 
     The plain dump is also fed to pg_restore as it goes, so the archive is proven
     readable without a second pass. The caller commits or aborts the writer.
+
+    With `split`, a zstd frame ends where the table of contents ends and where each
+    data block ends, and each such segment is hashed: a restore can then read the
+    blocks side by side. The frames concatenate to one valid `.zst` file.
     """
     started = time.monotonic()
     dump = subprocess.Popen(
@@ -242,7 +298,9 @@ def run_dump(
     # Three lanes run side by side: this thread reads pg_dump and compresses (zstd uses
     # its own worker threads), the check lane hashes the plain dump and feeds pg_restore,
     # the store lane hashes and writes the compressed bytes.
-    store = Pump(writer.write, name="store")
+    splitter = Splitter() if split else None
+    hashes = SegmentHashes(writer.write) if split else None
+    store: Pump[Any] = Pump(hashes or writer.write, name="store")
     toc: TocProbe | None = None
     try:
         check = ArchiveCheck(pg_restore, env)
@@ -265,17 +323,32 @@ def run_dump(
             check.feed(chunk)
             if not toc.done:
                 toc.feed(chunk)
-            zw.write(chunk)
+            if splitter is None:
+                zw.write(chunk)
+            else:
+                for piece, ends_segment in splitter.feed(chunk):
+                    zw.write(piece)
+                    if ends_segment:
+                        zw.flush(zstandard.FLUSH_FRAME)
+                        store.put(CUT)
             if progress:
                 progress(raw, sink.size, time.monotonic() - started)
         code = dump.wait()
         if code != 0:
             raise _dump_failed(code, err.text(secrets))
+        if splitter is not None:
+            for piece, _ in splitter.end():
+                zw.write(piece)
         zw.flush(zstandard.FLUSH_FRAME)
+        if hashes is not None:
+            store.put(CUT)
         store.close()
         check.verify()
         toc_bytes, toc_sha256 = toc.verified()
-        return DumpStats(raw, time.monotonic() - started, toc_bytes, toc_sha256)
+        segments = None
+        if splitter is not None and hashes is not None:
+            segments = _segments(splitter, hashes, raw, sink.size)
+        return DumpStats(raw, time.monotonic() - started, toc_bytes, toc_sha256, segments)
     except BaseException:
         if dump.poll() is None:
             dump.kill()
@@ -326,7 +399,7 @@ def read_artifact(
     consumer must treat what it received as void in that case.
     """
     sha = hashlib.sha256()
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+    frames = Frames()
     counted = [0]
 
     def stored_chunks() -> Iterator[bytes]:
@@ -342,12 +415,8 @@ def read_artifact(
         chunks = decrypt_chunks(identity, chunks)
     try:
         for chunk in chunks:
-            if dobj.eof:
-                raise Damaged("The artifact has data after its end: it was tampered with.")
-            if out := dobj.decompress(chunk):
+            if out := frames.decompress(chunk):
                 consume(out)
-    except zstandard.ZstdError as exc:
-        raise Damaged(f"The artifact is corrupt (zstd: {exc}).") from None
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
@@ -362,8 +431,40 @@ def read_artifact(
             f"Checksum mismatch for {where}: sha256 {sha.hexdigest()[:12]}…, "
             f"expected {expect_sha256[:12]}…. The artifact was changed or damaged."
         )
-    if not dobj.eof:
-        raise Damaged(f"The artifact {where} is truncated (the zstd frame does not end).")
+    if not frames.ended:
+        raise Damaged(f"The artifact {where} is truncated (its last zstd frame does not end).")
+
+
+class Frames:
+    """Decompresses concatenated zstd frames, as `zstd -dc` does, checking each frame's
+    own checksum, and knows whether the input ended exactly where a frame ends."""
+
+    def __init__(self) -> None:
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj = self._dctx.decompressobj()
+        self._fresh = True  # nothing fed to the current frame yet
+        self.count = 0  # frames completed
+
+    def decompress(self, data: bytes | memoryview) -> bytes:
+        """Plain bytes for `data`; raises Damaged on anything zstd rejects."""
+        out: list[bytes] = []
+        while len(data):
+            try:
+                out.append(self._obj.decompress(data))
+            except zstandard.ZstdError as exc:
+                raise Damaged(f"The artifact is corrupt (zstd: {exc}).") from None
+            self._fresh = False
+            if not self._obj.eof:
+                break
+            self.count += 1
+            data = self._obj.unused_data
+            self._obj = self._dctx.decompressobj()
+            self._fresh = True
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    @property
+    def ended(self) -> bool:
+        return self._fresh and self.count > 0
 
 
 def hash_stored(storage: Storage, key: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bot.backup.layout import FORMAT
+from bot.backup.layout import FORMAT, FORMATS
 from bot.config import DatabaseTarget
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotStatus, names
@@ -50,12 +50,13 @@ def parse(data: bytes, key: str, snap_id: str, target: DatabaseTarget) -> dict[s
         "id": snap_id,
         "database": target.name,
         "environment": target.environment,
-        "format": FORMAT,
         "compression": "zstd",
     }
     for name, want in expected.items():
         if doc.get(name) != want:
             raise AtlasError(f"{key}: {name} is {doc.get(name)!r}, expected {want!r}.")
+    if doc.get("format") not in FORMATS:
+        raise AtlasError(f"{key}: format is {doc.get('format')!r}, expected {FORMAT!r}.")
     sha256, size = doc.get("sha256"), doc.get("size_bytes")
     if doc.get("encryption") not in ("none", "age"):
         raise AtlasError(f"{key}: unknown encryption {doc.get('encryption')!r}.")
@@ -92,6 +93,7 @@ def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot
         raw_size_bytes=_int_or_none(doc.get("raw_size_bytes")),
         sha256=doc["sha256"],
         toc_bytes=_int_or_none(doc.get("toc_bytes")),
+        segments=doc.get("segments") if isinstance(doc.get("segments"), list) else None,
         storage_key=artifact,
         location=location,
         compression="zstd",

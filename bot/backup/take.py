@@ -125,6 +125,9 @@ class Taker:
                 "sha256": sha256,
                 "toc_bytes": dumped.stats.toc_bytes,
                 "toc_sha256": dumped.stats.toc_sha256,
+                "segments": [seg.pack() for seg in dumped.stats.segments]
+                if dumped.stats.segments
+                else None,
                 "dump_s": round(dumped.stats.seconds, 3),
                 "manifest": dumped.manifest,
                 "verified_at": now(),
@@ -245,6 +248,7 @@ class Taker:
                     threads=self.settings.zstd_threads,
                     secrets=conn.secrets,
                     progress=on_bytes,
+                    split=identity is None,  # age's stream cannot be read from the middle
                 )
                 counter.join()
                 if errors:

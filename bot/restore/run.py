@@ -17,7 +17,7 @@ from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Refused
 from bot.pg import Conn, find_tool, redact
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotStatus, now
-from bot.restore import checks, strategies
+from bot.restore import checks, plan, strategies
 from bot.restore.guard import guard_not_production
 from bot.restore.scratch import Scratch, create_database, scratch_name
 from bot.restore.source import CheckedArtifact, Source
@@ -95,20 +95,18 @@ class Restores:
         target, staging = self.staging_for(snap)
         production = Conn.parse(target.url, target.url_setting)
         storage = self.store.get()
-        tools = strategies.Tools(self.reader, storage.location, self.work_dir())
-        plan = strategies.choose(kind, snap, self.settings, tools)
+        tools = strategies.Tools(self.reader, storage, self.work_dir())
+        how = plan.choose(kind, snap, self.settings, tools)
         log.info(
             "%s of %s: %s, %s",
             kind,
             snap.id,
-            type(plan.strategy).__name__,
-            "whole artifact checked first"
-            if plan.check_whole_first
-            else "table of contents checked first",
+            type(how.strategy).__name__,
+            "whole artifact checked first" if how.check_whole_first else "checked as it is read",
         )
         # the whole artifact is checked on a thread while the target is checked and prepared
         artifact = (
-            CheckedArtifact(storage, snap, self.work_dir()) if plan.check_whole_first else None
+            CheckedArtifact(storage, snap, self.work_dir()) if how.check_whole_first else None
         )
         try:
             prod = guard_not_production(production, staging)
@@ -167,8 +165,8 @@ class Restores:
                 timings["download_s"] = artifact.seconds if artifact else first_byte[0] - began
                 say(f"Restoring into `{dest.describe()}`…")
 
-            toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if plan.hold_toc else None
-            plan.strategy.restore(
+            toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if how.hold_toc else None
+            how.strategy.restore(
                 strategies.Job(
                     snap=snap,
                     dest=dest,

@@ -1,5 +1,8 @@
-"""How the bytes reach pg_restore, chosen by `choose` from the job and the settings.
+"""How the bytes reach pg_restore, chosen by `plan.choose` from the job and the settings.
 
+- `blocks.Blocks`: a snapshot stored in segments, restored over N connections, each
+  table's data read on its own (see bot/restore/blocks.py). Everything below is for
+  snapshots taken before segments were recorded, and encrypted ones.
 - `StreamOne`: one pg_restore fed from the stream (a staging refresh, so that its drops
   keep their dependency order; or ATLAS_RESTORE_JOBS=1).
 - `StreamThenIndexes`: a drill. Schema and data stream into pg_restore; indexes and
@@ -22,12 +25,12 @@ from typing import BinaryIO, Protocol
 
 from bot.backup import pipeline
 from bot.backup.read import Reader
-from bot.config import Settings
 from bot.errors import AtlasError, Damaged
 from bot.pg import Conn, redact
 from bot.pump import Pump
-from bot.records import Kind, Snapshot
+from bot.records import Snapshot
 from bot.restore.source import Source, check_toc
+from bot.store import Storage
 
 
 @dataclass(frozen=True)
@@ -45,40 +48,30 @@ class Strategy(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Plan:
-    strategy: Strategy
-    check_whole_first: bool  # the whole artifact is checked before pg_restore starts
-    hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it
+# Settings of Atlas's own sessions on the scratch or staging database. They change how
+# fast a restore runs, never what it restores: no JIT compilation of the foreign-key
+# checks' queries (it costs more than it saves there), and commits that do not wait for
+# the disk (a restore that dies half-way is a failed restore either way).
+SESSION_OPTIONS = ("-c jit=off", "-c synchronous_commit=off")
 
 
-def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: Tools) -> Plan:
-    """A drill of a snapshot that recorded its table of contents (all the SQL a restore
-    runs) streams straight from storage once that part is verified; the rest is verified
-    before indexes are built and the drill can pass. Otherwise (ATLAS_DRILL_VERIFY_FIRST,
-    older snapshots) and for every staging refresh, the whole artifact is checked before
-    pg_restore starts. Spooling checks everything while it writes the file."""
-    jobs = settings.restore_jobs
-    if settings.restore_spool and jobs >= 2:
-        return Plan(Spool(tools, jobs), check_whole_first=False, hold_toc=False)
-    toc_first = (
-        kind == Kind.DRILL
-        and not settings.drill_verify_first
-        and bool(snap.toc_bytes and snap.toc_sha256)
-    )
-    if kind == Kind.RESTORE or jobs < 2:
-        strategy: Strategy = StreamOne(tools)
-    else:
-        strategy = StreamThenIndexes(tools, jobs)
-    return Plan(strategy, check_whole_first=not toc_first, hold_toc=toc_first)
+def session_env(dest: Conn) -> dict[str, str]:
+    """The environment of a pg_restore into `dest`, with Atlas's session settings after
+    any PGOPTIONS the operator set."""
+    env = dest.env()
+    env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS", ""), *SESSION_OPTIONS)))
+    return env
 
 
 class Tools:
-    """What every strategy works with: the checked reader, where the artifact is, and a
-    private work folder."""
+    """What every strategy works with: the checked reader, the storage, and a private
+    work folder."""
 
-    def __init__(self, reader: Reader, location: Callable[[str], str], work_dir: Path) -> None:
-        self.reader, self.location, self.work_dir = reader, location, work_dir
+    def __init__(self, reader: Reader, storage: Storage, work_dir: Path) -> None:
+        self.reader, self.storage, self.work_dir = reader, storage, work_dir
+
+    def location(self, key: str) -> str:
+        return self.storage.location(key)
 
     def work_file(self, snap: Snapshot, suffix: str) -> tuple[int, str]:
         try:
@@ -116,7 +109,10 @@ class Tools:
         """
         dest, source, snap = job.dest, job.source, job.snap
         restore = pipeline.FeedProcess(
-            [*argv, "--dbname", dest.conninfo], dest.env(), secrets=dest.secrets, name="pg-restore"
+            [*argv, "--dbname", dest.conninfo],
+            session_env(dest),
+            secrets=dest.secrets,
+            name="pg-restore",
         )
         lister: pipeline.TocProbe | None = None
         copy: Pump[bytes] | None = None
@@ -175,9 +171,9 @@ class Tools:
             raise
 
 
-def base_argv(job: Job) -> list[str]:
+def base_argv(job: Job, *, clean: bool | None = None) -> list[str]:
     argv = [job.pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
-    return [*argv, "--clean", "--if-exists"] if job.clean else argv
+    return [*argv, "--clean", "--if-exists"] if (job.clean if clean is None else clean) else argv
 
 
 class StreamOne:
@@ -239,11 +235,13 @@ class Spool:
             spooled.unlink(missing_ok=True)
 
 
-def restore_file(argv: list[str], dest: Conn, path: Path) -> None:
+def restore_file(
+    argv: list[str], dest: Conn, path: Path, *, env: dict[str, str] | None = None
+) -> None:
     """pg_restore ARGV of a file into `dest`; raise with its (redacted) words on failure."""
     proc = subprocess.run(
         [*argv, "--dbname", dest.conninfo, str(path)],
-        env=dest.env(),
+        env=env if env is not None else session_env(dest),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

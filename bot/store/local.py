@@ -238,6 +238,22 @@ class LocalStorage:
             while chunk := fh.read(chunk_size):
                 yield chunk
 
+    def read_range(
+        self, key: str, start: int, size: int, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise NotFound(f"The artifact {path} is missing from storage.") from None
+        try:
+            end = start + size
+            while start < end and (chunk := os.pread(fd, min(chunk_size, end - start), start)):
+                start += len(chunk)
+                yield chunk
+        finally:
+            os.close(fd)
+
     def list(self, prefix: str) -> Iterator[str]:
         """Keys of the finished files under `prefix` (never hidden `.partial` ones)."""
         base = self.root / prefix if prefix else self.root

@@ -34,7 +34,7 @@ def test_a_good_artifact_reads_back_whole(tmp_path: Path) -> None:
     ("damage", "words"),
     [
         (lambda b: b[:-7], "truncated"),
-        (lambda b: b + b"junk", "data after its end"),
+        (lambda b: b + b"junk", "corrupt"),
         (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "corrupt"),
     ],
 )

@@ -121,7 +121,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     fill_sample(pg_url, rows=50)
     mnt = tmp_path / "state"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
         env = _cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))

@@ -275,7 +275,7 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
     services.reader.fetch(snap.id, str(full_path))
     try:
         dest = Conn.parse(pg.url(scratch))
-        tools = strategies.Tools(services.reader, services.store.get().location, tmp_path)
+        tools = strategies.Tools(services.reader, services.store.get(), tmp_path)
         with open(snap.location, "rb") as artifact, open(toc_path, "wb") as toc:
             source = Source(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None)
             tools.stream_into(
@@ -337,11 +337,17 @@ def test_rows_that_differ_from_the_manifest_fail_the_drill(pg, env):
     assert _dbs(pg) == before
 
 
+def _stored_whole(services, snap) -> None:  # type: ignore[no-untyped-def]
+    """As a snapshot taken before segments were recorded: it restores by streaming."""
+    services.catalog.update_snapshot(snap.id, segments=None)
+
+
 def _rewrite_artifact(path: Path, edit) -> None:  # type: ignore[no-untyped-def]
     """Decompress, edit the plain dump, recompress: a valid zstd artifact with other content."""
     import zstandard
 
-    plain = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+    whole = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+    plain = whole.decompress(path.read_bytes())
     path.write_bytes(zstandard.ZstdCompressor(write_checksum=True).compress(edit(plain)))
 
 
@@ -351,6 +357,7 @@ def test_drill_refuses_a_changed_table_of_contents_before_pg_restore_reads_it(pg
     services, _, _, _ = env
     add_bulk(services.settings.target().url, mb=4)  # table data well past the table of contents
     snap = services.taker.take(requested_by="U1")
+    _stored_whole(services, snap)
     assert 0 < snap.toc_bytes < snap.raw_size_bytes // 2 and len(snap.toc_sha256) == 64
     path = Path(snap.location)
 
@@ -377,6 +384,7 @@ def test_drill_with_changed_table_data_fails_and_builds_no_index(pg, env):
     services, _, _, _ = env
     add_bulk(services.settings.target().url, mb=4)
     snap = services.taker.take(requested_by="U1")
+    _stored_whole(services, snap)
     path = Path(snap.location)
 
     def edit(plain: bytes) -> bytes:
@@ -412,7 +420,7 @@ def test_drill_verify_first_checks_the_whole_artifact_before_restoring(pg, env):
 def test_snapshots_without_a_recorded_toc_are_checked_whole_first(pg, env):
     """Older snapshots (no toc_sha256): the drill checks the whole artifact before restoring."""
     services, snap, _, _ = env
-    services.catalog.update_snapshot(snap.id, toc_bytes=None, toc_sha256=None)
+    services.catalog.update_snapshot(snap.id, toc_bytes=None, toc_sha256=None, segments=None)
     drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
     assert drill.status == "passed", drill
     path = Path(snap.location)
@@ -436,9 +444,11 @@ def test_unusable_work_dir_fails_the_drill_clearly(pg, env, tmp_path):
 
 
 def test_spooled_drill_and_refresh_load_data_with_jobs(pg, pg_db, env, tmp_path):
-    """ATLAS_RESTORE_SPOOL: the checked plain dump goes to the work dir, then one
-    `pg_restore --jobs` restores it (data included); nothing stays behind."""
+    """ATLAS_RESTORE_SPOOL (for snapshots stored whole): the checked plain dump goes to the
+    work dir, then one `pg_restore --jobs` restores it (data included); nothing stays
+    behind."""
     services, snap, staging, expected = env
+    _stored_whole(services, snap)
     services.settings.restore_spool = True
     services.settings.restore_jobs = 2
     services.settings.work_dir = tmp_path
@@ -464,6 +474,7 @@ def test_spooled_drill_and_refresh_load_data_with_jobs(pg, pg_db, env, tmp_path)
 
 def test_spooled_drill_checks_everything_before_pg_restore_runs(pg, env, tmp_path):
     services, snap, _, _ = env
+    _stored_whole(services, snap)
     services.settings.restore_spool = True
     services.settings.work_dir = tmp_path
     path = Path(snap.location)

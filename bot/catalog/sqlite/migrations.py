@@ -68,7 +68,12 @@ def _v2(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS drills_started ON drills(started_at)")
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2]
+def _v3(db: Database) -> None:
+    """Snapshots record where each data block lies, for parallel restores."""
+    _add_missing_columns(db["snapshots"], columns(Snapshot))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
 LATEST = len(STEPS)
 
 

@@ -1,0 +1,43 @@
+"""Which strategy restores a snapshot, from the job, the snapshot and the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.config import Settings
+from bot.records import Kind, Snapshot, segments_of
+from bot.restore.blocks import Blocks
+from bot.restore.strategies import Spool, Strategy, StreamOne, StreamThenIndexes, Tools
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: Strategy
+    check_whole_first: bool  # the whole artifact is checked before pg_restore starts
+    hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it
+
+
+def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: Tools) -> Plan:
+    """A snapshot stored in segments restores over ATLAS_RESTORE_JOBS connections, each
+    segment checked as it is read (and all of them before a staging refresh touches
+    staging). Older and encrypted snapshots stream: a drill once the table of contents
+    (all the SQL a restore runs) is verified, a staging refresh (and every restore with
+    ATLAS_DRILL_VERIFY_FIRST) once the whole artifact is. Spooling checks everything
+    while it writes the plain dump to the work dir."""
+    jobs = settings.restore_jobs
+    segments = segments_of(snap)
+    if jobs >= 2 and segments is not None and snap.encryption == "none":
+        blocks = Blocks(tools, jobs, segments, verify_first=settings.drill_verify_first)
+        return Plan(blocks, check_whole_first=False, hold_toc=False)
+    if settings.restore_spool and jobs >= 2:
+        return Plan(Spool(tools, jobs), check_whole_first=False, hold_toc=False)
+    toc_first = (
+        kind == Kind.DRILL
+        and not settings.drill_verify_first
+        and bool(snap.toc_bytes and snap.toc_sha256)
+    )
+    if kind == Kind.RESTORE or jobs < 2:
+        strategy: Strategy = StreamOne(tools)
+    else:
+        strategy = StreamThenIndexes(tools, jobs)
+    return Plan(strategy, check_whole_first=not toc_first, hold_toc=toc_first)
