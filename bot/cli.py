@@ -11,19 +11,23 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bot import records
-from bot.backup.take import DumpProgress
-from bot.config import load_settings
 from bot.errors import AtlasError
-from bot.records import Drill, DrillStatus, Kind, Snapshot
+from bot.records import DrillStatus, Kind
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
-from bot.services import Services
 from bot.version import PACKAGE
+
+# Each command imports what it needs when it runs: `atlas --help` loads click and little
+# else, and `atlas list` never loads libpq, zstd or the restore code.
+if TYPE_CHECKING:
+    from bot.backup.take import DumpProgress
+    from bot.records import Drill, Snapshot
+    from bot.services import Services
 
 _stderr: Any = None
 
@@ -74,6 +78,9 @@ def drill_json(drill: Drill) -> dict[str, Any]:
 def _services() -> Services:
     """Services for one command. Snapshots left `running` by a process that died (an OOM
     kill, a cancelled CI job) are closed out first, so no command shows them as running."""
+    from bot.config import load_settings
+    from bot.services import Services
+
     services = Services.from_settings(load_settings())
     services.recover()
     return services
@@ -592,6 +599,7 @@ def _detail(detail: dict[str, Any]) -> str:
 @click.option("--port", default=None, type=int, help="HTTP port (default: $PORT or 3000).")
 def serve(force_http: bool, host: str, port: int | None) -> None:
     """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP."""
+    from bot.config import load_settings
     from bot.slack.app import run
 
     try:
@@ -655,6 +663,8 @@ def console(user: str) -> None:
     other people (`approve as carol`), buttons, reminders (`/tick`). Uses your
     configuration, like `atlas serve` does."""
     from importlib.metadata import entry_points
+
+    from bot.config import load_settings
 
     found = [ep for ep in entry_points(group="atlas.console")]
     if not found:

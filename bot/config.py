@@ -9,17 +9,11 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    NoDecode,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from bot import redaction
+from bot import conninfo, redaction
 from bot.errors import AtlasError
 
 # Settings that are, or may carry, a secret: redacted from everything Atlas says.
@@ -77,10 +71,14 @@ class DatabaseTarget(BaseModel):
         return v
 
 
-class Settings(BaseSettings):
-    """Every knob Atlas reads. Field names map 1:1 to the documented env names."""
+class Settings(BaseModel):
+    """Every knob Atlas reads. Field names map 1:1 to the documented env names.
 
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    A plain model, not pydantic-settings: load_settings reads the environment once,
+    itself, and every command starts faster without loading that package.
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_default=True)
 
     database_url: str | None = Field(default=None, alias="DATABASE_URL", repr=False)
     staging_database_url: str | None = Field(default=None, alias="STAGING_DATABASE_URL", repr=False)
@@ -98,20 +96,16 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     channel: str | None = Field(default=None, alias="ATLAS_CHANNEL")
-    allowed_users: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, alias="ATLAS_ALLOWED_USERS"
-    )
+    allowed_users: list[str] = Field(default_factory=list, alias="ATLAS_ALLOWED_USERS")
     http_port: int = Field(default=3000, alias="PORT")
 
-    approvers: Annotated[list[str], NoDecode] = Field(default_factory=list, alias="ATLAS_APPROVERS")
+    approvers: list[str] = Field(default_factory=list, alias="ATLAS_APPROVERS")
     required_approvals: int = Field(default=1, ge=1, le=20, alias="ATLAS_REQUIRED_APPROVALS")
     approval_ttl_minutes: int = Field(default=60, ge=1, alias="ATLAS_APPROVAL_TTL_MINUTES")
-    approve_emojis: Annotated[list[str], NoDecode] = Field(
+    approve_emojis: list[str] = Field(
         default_factory=lambda: ["white_check_mark"], alias="ATLAS_APPROVE_EMOJIS"
     )
-    reject_emojis: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["x"], alias="ATLAS_REJECT_EMOJIS"
-    )
+    reject_emojis: list[str] = Field(default_factory=lambda: ["x"], alias="ATLAS_REJECT_EMOJIS")
     drill_keep: bool = Field(default=False, alias="ATLAS_DRILL_KEEP")
     # Drills stream once the archive's table of contents (all its SQL) is verified; with
     # this, they first check the whole artifact, as staging refreshes always do.
@@ -126,7 +120,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", alias="ATLAS_TIMEZONE")
     housekeeping_at: str = Field(default="09:00", alias="ATLAS_HOUSEKEEPING_AT")
     drill_every: str = Field(default="quarter", alias="ATLAS_DRILL_EVERY")
-    reminder_lead_days: Annotated[list[int], NoDecode] = Field(
+    reminder_lead_days: list[int] = Field(
         default_factory=lambda: [14, 7, 0], alias="ATLAS_REMINDER_LEAD_DAYS"
     )
     reminder_overdue_every_days: int = Field(
@@ -146,17 +140,6 @@ class Settings(BaseSettings):
     provider_retention_max: int = Field(default=30, ge=1, alias="ATLAS_PROVIDER_RETENTION_MAX")
 
     databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        *args: PydanticBaseSettingsSource,
-        **kw: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Only what load_settings passes in: it reads the environment, once, itself."""
-        return (init_settings,)
 
     @field_validator(
         "slack_bot_token",
@@ -260,11 +243,9 @@ class Settings(BaseSettings):
 
 
 def _name_from_url(url: str) -> str | None:
-    from psycopg.conninfo import conninfo_to_dict
-
     try:
-        name = conninfo_to_dict(url).get("dbname")
-    except Exception:
+        name = conninfo.params(url).get("dbname")
+    except ValueError:
         return None
     return str(name) if name else None
 
@@ -313,17 +294,16 @@ def _check_urls(target: DatabaseTarget) -> None:
     A malformed URL is not refused here: commands that only read the catalog still work,
     and a job that needs the URL fails with the reason recorded and posted.
     """
-    from bot.pg import Conn
-
     if not target.staging_url:
         return
+    redaction.remember(target.url, target.staging_url)
     try:
-        prod = Conn.parse(target.url, target.url_setting)
-        staging = Conn.parse(target.staging_url, target.staging_setting)
-    except AtlasError:
+        prod = conninfo.address(conninfo.params(target.url) if target.url else {})
+        staging = conninfo.address(conninfo.params(target.staging_url))
+    except ValueError:
         return
-    if prod.address() == staging.address():
-        host, port, db = prod.address()
+    if prod == staging:
+        host, port, db = prod
         raise AtlasError(
             f"{target.staging_setting} for {target.name} points at the production database "
             f"({host}:{port}/{db}).",

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot import redaction
+from bot import conninfo, redaction
 from bot.errors import AtlasError
 
 
@@ -79,14 +79,8 @@ class Conn:
 
     def address(self) -> tuple[str, str, str]:
         """(host, port, dbname) with libpq's defaults filled in, for comparing two URLs."""
-        p = conninfo_to_dict(self.conninfo)
-        host = str(p.get("host") or p.get("hostaddr") or os.environ.get("PGHOST") or "localhost")
-        if host.startswith("/") or host in ("127.0.0.1", "::1"):
-            host = "localhost"
-        port = str(p.get("port") or os.environ.get("PGPORT") or "5432")
-        user = p.get("user") or os.environ.get("PGUSER") or ""
-        db = str(p.get("dbname") or os.environ.get("PGDATABASE") or user)
-        return host.lower(), port, db
+        params = conninfo_to_dict(self.conninfo)
+        return conninfo.address({k: str(v) for k, v in params.items() if v is not None})
 
     def describe(self) -> str:
         """host:port/dbname for humans; never the password."""

@@ -15,10 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from bot.backup.keys import Keys
 from bot.backup.lookup import Snapshots
-from bot.backup.read import Reader
 from bot.backup.recovery import Recovery
-from bot.backup.rescan import Rescanner
-from bot.backup.take import DumpProgress, Taker
 from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
@@ -31,6 +28,9 @@ if TYPE_CHECKING:
     from bot.approval.ask import Ask
     from bot.approval.jobs import Jobs
     from bot.approval.reactions import Reactions
+    from bot.backup.read import Reader
+    from bot.backup.rescan import Rescanner
+    from bot.backup.take import DumpProgress, Taker
     from bot.restore.run import Restores
     from bot.restore.scratch import Scratch
 
@@ -51,13 +51,11 @@ class Services:
         self.keys = Keys(settings)
         self.snapshots = Snapshots(settings, self.catalog)
         self.recovery = Recovery(settings, self.catalog, self.store)
-        self.taker = Taker(settings, self.catalog, self.store, self.keys, self.recovery)
-        self.reader = Reader(
-            settings, self.catalog, self.store, self.keys, self.snapshots, self._announce_damage
-        )
-        self.rescanner = Rescanner(settings, self.catalog, self.store)
         self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
         self._build_lock = threading.RLock()
+        self._taker: Taker | None = None
+        self._reader: Reader | None = None
+        self._rescanner: Rescanner | None = None
         self._restores: Restores | None = None
         self._scratch: Scratch | None = None
         self._ask: Ask | None = None
@@ -70,8 +68,45 @@ class Services:
 
         return cls(settings, chat=chat_for(settings))
 
-    # Built on first use, once even when handler threads race: `atlas snapshot` starts
-    # its dump without importing the restore and approval code.
+    # Built on first use, once even when handler threads race: `atlas list` answers
+    # without loading libpq or zstd, and `atlas snapshot` starts its dump without
+    # importing the restore and approval code.
+    @property
+    def taker(self) -> Taker:
+        with self._build_lock:
+            if self._taker is None:
+                from bot.backup.take import Taker
+
+                self._taker = Taker(
+                    self.settings, self.catalog, self.store, self.keys, self.recovery
+                )
+            return self._taker
+
+    @property
+    def reader(self) -> Reader:
+        with self._build_lock:
+            if self._reader is None:
+                from bot.backup.read import Reader
+
+                self._reader = Reader(
+                    self.settings,
+                    self.catalog,
+                    self.store,
+                    self.keys,
+                    self.snapshots,
+                    self._announce_damage,
+                )
+            return self._reader
+
+    @property
+    def rescanner(self) -> Rescanner:
+        with self._build_lock:
+            if self._rescanner is None:
+                from bot.backup.rescan import Rescanner
+
+                self._rescanner = Rescanner(self.settings, self.catalog, self.store)
+            return self._rescanner
+
     @property
     def scratch(self) -> Scratch:
         with self._build_lock:
