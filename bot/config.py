@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bot import conninfo, redaction
 from bot.errors import AtlasError
@@ -44,186 +44,262 @@ def aws_region() -> str | None:
     return os.environ.get("AWS_REGION", "").strip() or None
 
 
-class Check(BaseModel):
+class Secret:
+    """A setting that must never be shown: its repr and str hide the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass
+class Check:
     """A "core app flow" check: a read-only query that must return true."""
 
     name: str
     sql: str
 
+    def __post_init__(self) -> None:
+        for what in ("name", "sql"):
+            if not isinstance(getattr(self, what), str) or not getattr(self, what).strip():
+                raise ValueError(f"{what} must be text")
 
-class DatabaseTarget(BaseModel):
+
+def _safe_name(v: Any) -> str:
+    if not isinstance(v, str) or not v or v.startswith("."):
+        raise ValueError(f"{v!r} must be letters, digits, '-', '_' or '.'")
+    if not all(c.isalnum() or c in "-_." for c in v):
+        raise ValueError(f"{v!r} must be letters, digits, '-', '_' or '.'")
+    return v
+
+
+@dataclass
+class DatabaseTarget:
     """One database Atlas backs up, with the staging server its restores go to."""
 
     name: str
-    url: str = Field(default="", repr=False)  # may hold a password: never in repr/logs
-    staging_url: str | None = Field(default=None, repr=False)
+    url: str = field(default="", repr=False)  # may hold a password: never in repr/logs
+    staging_url: str | None = field(default=None, repr=False)
     environment: str = "production"
-    checks: list[Check] = Field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
     # Where the URLs came from, for error messages that name the setting to fix.
-    url_setting: str = Field(default="url", exclude=True)
-    staging_setting: str = Field(default="staging_url", exclude=True)
+    url_setting: str = "url"
+    staging_setting: str = "staging_url"
 
-    @field_validator("name", "environment")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
-            raise ValueError(f"{v!r} must be letters, digits, '-', '_' or '.'")
-        return v
+    def __post_init__(self) -> None:
+        self.name = _safe_name(self.name)
+        self.environment = _safe_name(self.environment)
+        for what in ("url", "staging_url"):
+            value = getattr(self, what)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{what} must be text")
+        if not isinstance(self.checks, list):
+            raise ValueError("checks must be a list of [[databases.NAME.checks]]")
+        self.checks = [c if isinstance(c, Check) else _check(c) for c in self.checks]
 
 
-class Settings(BaseModel):
-    """Every knob Atlas reads. Field names map 1:1 to the documented env names.
+def _check(raw: Any) -> Check:
+    if not isinstance(raw, dict) or set(raw) - {"name", "sql"}:
+        raise ValueError("a check has a name and a sql, nothing else")
+    try:
+        return Check(**raw)
+    except TypeError:
+        raise ValueError("a check needs a name and a sql") from None
 
-    A plain model, not pydantic-settings: load_settings reads the environment once,
-    itself, and every command starts faster without loading that package.
+
+# -- reading one setting ---------------------------------------------------------------------
+# Each takes the environment's text and returns the value, or raises ValueError saying
+# what is wrong in words the operator can act on.
+
+
+def _text(v: str) -> str:
+    return v
+
+
+def _optional(v: str) -> str | None:
+    """Empty (as compose's `${VAR:-}` writes it) means not set."""
+    return v.strip() or None
+
+
+def _secret(v: str) -> Secret | None:
+    return Secret(v) if v.strip() else None
+
+
+def _integer(low: int | None = None, high: int | None = None) -> Callable[[str], int]:
+    def parse(v: str) -> int:
+        try:
+            n = int(v.strip())
+        except ValueError:
+            raise ValueError(f"{v!r} is not a whole number") from None
+        if low is not None and n < low:
+            raise ValueError(f"must be at least {low}")
+        if high is not None and n > high:
+            raise ValueError(f"must be at most {high}")
+        return n
+
+    return parse
+
+
+_TRUE = {"1", "true", "t", "yes", "y", "on"}
+_FALSE = {"0", "false", "f", "no", "n", "off"}
+
+
+def _boolean(v: str) -> bool:
+    word = v.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"{v!r} is not true or false")
+
+
+def _path(v: str) -> Path:
+    return Path(v)
+
+
+def _optional_path(v: str) -> Path | None:
+    return Path(v) if v.strip() else None
+
+
+def _days(v: str) -> list[int]:
+    try:
+        days = sorted({int(d) for d in _csv(v)}, reverse=True)
+    except ValueError:
+        raise ValueError(f"{v!r} is not a list of whole numbers, e.g. 14,7,0") from None
+    if any(d < 0 for d in days):
+        raise ValueError("lead days must be 0 or more")
+    return days
+
+
+def _timezone(v: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (use e.g. UTC or Europe/Berlin)") from None
+    return v
+
+
+def _cron(v: str) -> str | None:
+    if not v.strip():
+        return None
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(v)
+    except ValueError as exc:
+        raise ValueError(f"not a cron expression ({exc}); e.g. '0 3 * * *'") from None
+    return v
+
+
+def _hhmm(v: str) -> str:
+    hh, _, mm = v.partition(":")
+    if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+        raise ValueError("use HH:MM, e.g. 09:00")
+    return v
+
+
+def _every(v: str) -> str:
+    if v != "quarter" and not (v.isdigit() and int(v) > 0):
+        raise ValueError("use 'quarter' or a number of days")
+    return v
+
+
+def _sse(v: str) -> str | None:
+    if v and v not in ("AES256", "aws:kms"):
+        raise ValueError("use AES256 or aws:kms")
+    return v or None
+
+
+def _emojis(v: str) -> list[str]:
+    return [e.strip(":") for e in _csv(v)]
+
+
+def _slack_url(v: str) -> str | None:
+    if not v:
+        return None
+    return v if v.endswith("/") else v + "/"
+
+
+@dataclass
+class Settings:
+    """Every knob Atlas reads, each from the environment variable its `ENV` entry names.
+
+    Plain data, read by load_settings once: every command starts without loading a
+    validation framework for it.
     """
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, validate_default=True)
+    database_url: str | None = field(default=None, repr=False)
+    staging_database_url: str | None = field(default=None, repr=False)
+    environment: str = "production"
+    database_name: str | None = None
+    storage: str = "./backups"
+    state: Path = Path("./atlas.db")
+    config_file: Path | None = None
+    pg_bindir: str | None = None
+    zstd_level: int = 3
+    zstd_threads: int = 0
 
-    database_url: str | None = Field(default=None, alias="DATABASE_URL", repr=False)
-    staging_database_url: str | None = Field(default=None, alias="STAGING_DATABASE_URL", repr=False)
-    environment: str = Field(default="production", alias="ATLAS_ENVIRONMENT")
-    database_name: str | None = Field(default=None, alias="ATLAS_DATABASE_NAME")
-    storage: str = Field(default="./backups", alias="ATLAS_STORAGE")
-    state: Path = Field(default=Path("./atlas.db"), alias="ATLAS_STATE")
-    config_file: Path | None = Field(default=None, alias="ATLAS_CONFIG")
-    pg_bindir: str | None = Field(default=None, alias="ATLAS_PG_BINDIR")
-    zstd_level: int = Field(default=3, ge=1, le=19, alias="ATLAS_ZSTD_LEVEL")
-    zstd_threads: int = Field(default=0, ge=0, le=64, alias="ATLAS_ZSTD_THREADS")
+    slack_bot_token: Secret | None = None
+    slack_signing_secret: Secret | None = None
+    slack_app_token: Secret | None = None
+    slack_api_url: str | None = None
+    channel: str | None = None
+    allowed_users: list[str] = field(default_factory=list)
+    http_port: int = 3000
 
-    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
-    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
-    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
-    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
-    channel: str | None = Field(default=None, alias="ATLAS_CHANNEL")
-    allowed_users: list[str] = Field(default_factory=list, alias="ATLAS_ALLOWED_USERS")
-    http_port: int = Field(default=3000, alias="PORT")
+    approvers: list[str] = field(default_factory=list)
+    required_approvals: int = 1
+    approval_ttl_minutes: int = 60
+    approve_emojis: list[str] = field(default_factory=lambda: ["white_check_mark"])
+    reject_emojis: list[str] = field(default_factory=lambda: ["x"])
+    drill_keep: bool = False
+    # Drills read each block as they restore it; with this, they first check every
+    # block (or the whole artifact), as staging refreshes always do.
+    drill_verify_first: bool = False
+    restore_jobs: int = 2
+    restore_spool: bool = False
+    check_timeout_s: int = 30
+    work_dir: Path | None = None
+    checks: list[Check] = field(default_factory=list)
 
-    approvers: list[str] = Field(default_factory=list, alias="ATLAS_APPROVERS")
-    required_approvals: int = Field(default=1, ge=1, le=20, alias="ATLAS_REQUIRED_APPROVALS")
-    approval_ttl_minutes: int = Field(default=60, ge=1, alias="ATLAS_APPROVAL_TTL_MINUTES")
-    approve_emojis: list[str] = Field(
-        default_factory=lambda: ["white_check_mark"], alias="ATLAS_APPROVE_EMOJIS"
-    )
-    reject_emojis: list[str] = Field(default_factory=lambda: ["x"], alias="ATLAS_REJECT_EMOJIS")
-    drill_keep: bool = Field(default=False, alias="ATLAS_DRILL_KEEP")
-    # Drills stream once the archive's table of contents (all its SQL) is verified; with
-    # this, they first check the whole artifact, as staging refreshes always do.
-    drill_verify_first: bool = Field(default=False, alias="ATLAS_DRILL_VERIFY_FIRST")
-    restore_jobs: int = Field(default=2, ge=1, le=32, alias="ATLAS_RESTORE_JOBS")
-    restore_spool: bool = Field(default=False, alias="ATLAS_RESTORE_SPOOL")
-    check_timeout_s: int = Field(default=30, ge=1, alias="ATLAS_CHECK_TIMEOUT_S")
-    work_dir: Path | None = Field(default=None, alias="ATLAS_WORK_DIR")
-    checks: list[Check] = Field(default_factory=list)
+    snapshot_schedule: str | None = None
+    timezone: str = "UTC"
+    housekeeping_at: str = "09:00"
+    drill_every: str = "quarter"
+    reminder_lead_days: list[int] = field(default_factory=lambda: [14, 7, 0])
+    reminder_overdue_every_days: int = 7
+    retention_days: int = 30
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    encryption_key: Secret | None = None
+    encryption_key_file: Path | None = None
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
+    rds_instance: str | None = None
+    rds_cluster: str | None = None
+    provider_retention_min: int = 14
+    provider_retention_max: int = 30
 
-    snapshot_schedule: str | None = Field(default=None, alias="ATLAS_SNAPSHOT_SCHEDULE")
-    timezone: str = Field(default="UTC", alias="ATLAS_TIMEZONE")
-    housekeeping_at: str = Field(default="09:00", alias="ATLAS_HOUSEKEEPING_AT")
-    drill_every: str = Field(default="quarter", alias="ATLAS_DRILL_EVERY")
-    reminder_lead_days: list[int] = Field(
-        default_factory=lambda: [14, 7, 0], alias="ATLAS_REMINDER_LEAD_DAYS"
-    )
-    reminder_overdue_every_days: int = Field(
-        default=7, ge=1, alias="ATLAS_REMINDER_OVERDUE_EVERY_DAYS"
-    )
-    retention_days: int = Field(default=30, ge=1, alias="ATLAS_RETENTION_DAYS")
-    keep_daily: int = Field(default=0, ge=0, alias="ATLAS_KEEP_DAILY")
-    keep_weekly: int = Field(default=0, ge=0, alias="ATLAS_KEEP_WEEKLY")
-    keep_monthly: int = Field(default=0, ge=0, alias="ATLAS_KEEP_MONTHLY")
-    encryption_key: SecretStr | None = Field(default=None, alias="ATLAS_ENCRYPTION_KEY")
-    encryption_key_file: Path | None = Field(default=None, alias="ATLAS_ENCRYPTION_KEY_FILE")
-    s3_sse: str | None = Field(default=None, alias="ATLAS_S3_SSE")
-    s3_kms_key_id: str | None = Field(default=None, alias="ATLAS_S3_KMS_KEY_ID")
-    rds_instance: str | None = Field(default=None, alias="ATLAS_RDS_INSTANCE")
-    rds_cluster: str | None = Field(default=None, alias="ATLAS_RDS_CLUSTER")
-    provider_retention_min: int = Field(default=14, ge=0, alias="ATLAS_PROVIDER_RETENTION_MIN")
-    provider_retention_max: int = Field(default=30, ge=1, alias="ATLAS_PROVIDER_RETENTION_MAX")
-
-    databases: dict[str, DatabaseTarget] = Field(default_factory=dict)
-
-    @field_validator(
-        "slack_bot_token",
-        "slack_signing_secret",
-        "slack_app_token",
-        "channel",
-        "encryption_key",
-        mode="before",
-    )
-    @classmethod
-    def _empty_is_unset(cls, v: Any) -> Any:
-        """`SLACK_BOT_TOKEN=` (as compose's `${VAR:-}` writes it) means not set."""
-        return None if isinstance(v, str) and not v.strip() else v
-
-    @field_validator("allowed_users", "approvers", mode="before")
-    @classmethod
-    def _split(cls, v: Any) -> list[str]:
-        return _csv(v)
-
-    @field_validator("reminder_lead_days", mode="before")
-    @classmethod
-    def _days(cls, v: Any) -> list[int]:
-        days = sorted({int(d) for d in _csv(v)}, reverse=True)
-        if any(d < 0 for d in days):
-            raise ValueError("lead days must be 0 or more")
-        return days
-
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (use e.g. UTC or Europe/Berlin)") from None
-        return v
-
-    @field_validator("snapshot_schedule")
-    @classmethod
-    def _cron(cls, v: str | None) -> str | None:
-        if not v:
-            return None
-        from apscheduler.triggers.cron import CronTrigger
-
-        try:
-            CronTrigger.from_crontab(v)
-        except ValueError as exc:
-            raise ValueError(f"not a cron expression ({exc}); e.g. '0 3 * * *'") from None
-        return v
-
-    @field_validator("housekeeping_at")
-    @classmethod
-    def _hhmm(cls, v: str) -> str:
-        hh, _, mm = v.partition(":")
-        if not (hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
-            raise ValueError("use HH:MM, e.g. 09:00")
-        return v
-
-    @field_validator("drill_every")
-    @classmethod
-    def _every(cls, v: str) -> str:
-        if v != "quarter" and not (v.isdigit() and int(v) > 0):
-            raise ValueError("use 'quarter' or a number of days")
-        return v
-
-    @field_validator("s3_sse")
-    @classmethod
-    def _sse(cls, v: str | None) -> str | None:
-        if v and v not in ("AES256", "aws:kms"):
-            raise ValueError("use AES256 or aws:kms")
-        return v or None
-
-    @field_validator("approve_emojis", "reject_emojis", mode="before")
-    @classmethod
-    def _emojis(cls, v: Any) -> list[str]:
-        return [e.strip(":") for e in _csv(v)]
-
-    @field_validator("slack_api_url")
-    @classmethod
-    def _slash(cls, v: str | None) -> str | None:
-        if v and not v.endswith("/"):
-            v += "/"
-        return v
+    databases: dict[str, DatabaseTarget] = field(default_factory=dict)
 
     def target(self, name: str | None = None) -> DatabaseTarget:
         """The database a command is about: by name, or the only/first one configured."""
@@ -242,6 +318,58 @@ class Settings(BaseModel):
             raise AtlasError(f"Unknown database {name!r}.", f"configured: {known}") from None
 
 
+# attribute: (environment variable, how to read it)
+ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "database_url": ("DATABASE_URL", _text),
+    "staging_database_url": ("STAGING_DATABASE_URL", _text),
+    "environment": ("ATLAS_ENVIRONMENT", _text),
+    "database_name": ("ATLAS_DATABASE_NAME", _text),
+    "storage": ("ATLAS_STORAGE", _text),
+    "state": ("ATLAS_STATE", _path),
+    "config_file": ("ATLAS_CONFIG", _optional_path),
+    "pg_bindir": ("ATLAS_PG_BINDIR", _text),
+    "zstd_level": ("ATLAS_ZSTD_LEVEL", _integer(1, 19)),
+    "zstd_threads": ("ATLAS_ZSTD_THREADS", _integer(0, 64)),
+    "slack_bot_token": ("SLACK_BOT_TOKEN", _secret),
+    "slack_signing_secret": ("SLACK_SIGNING_SECRET", _secret),
+    "slack_app_token": ("SLACK_APP_TOKEN", _secret),
+    "slack_api_url": ("SLACK_API_URL", _slack_url),
+    "channel": ("ATLAS_CHANNEL", _optional),
+    "allowed_users": ("ATLAS_ALLOWED_USERS", _csv),
+    "http_port": ("PORT", _integer(1, 65535)),
+    "approvers": ("ATLAS_APPROVERS", _csv),
+    "required_approvals": ("ATLAS_REQUIRED_APPROVALS", _integer(1, 20)),
+    "approval_ttl_minutes": ("ATLAS_APPROVAL_TTL_MINUTES", _integer(1)),
+    "approve_emojis": ("ATLAS_APPROVE_EMOJIS", _emojis),
+    "reject_emojis": ("ATLAS_REJECT_EMOJIS", _emojis),
+    "drill_keep": ("ATLAS_DRILL_KEEP", _boolean),
+    "drill_verify_first": ("ATLAS_DRILL_VERIFY_FIRST", _boolean),
+    "restore_jobs": ("ATLAS_RESTORE_JOBS", _integer(1, 32)),
+    "restore_spool": ("ATLAS_RESTORE_SPOOL", _boolean),
+    "check_timeout_s": ("ATLAS_CHECK_TIMEOUT_S", _integer(1)),
+    "work_dir": ("ATLAS_WORK_DIR", _optional_path),
+    "snapshot_schedule": ("ATLAS_SNAPSHOT_SCHEDULE", _cron),
+    "timezone": ("ATLAS_TIMEZONE", _timezone),
+    "housekeeping_at": ("ATLAS_HOUSEKEEPING_AT", _hhmm),
+    "drill_every": ("ATLAS_DRILL_EVERY", _every),
+    "reminder_lead_days": ("ATLAS_REMINDER_LEAD_DAYS", _days),
+    "reminder_overdue_every_days": ("ATLAS_REMINDER_OVERDUE_EVERY_DAYS", _integer(1)),
+    "retention_days": ("ATLAS_RETENTION_DAYS", _integer(1)),
+    "keep_daily": ("ATLAS_KEEP_DAILY", _integer(0)),
+    "keep_weekly": ("ATLAS_KEEP_WEEKLY", _integer(0)),
+    "keep_monthly": ("ATLAS_KEEP_MONTHLY", _integer(0)),
+    "encryption_key": ("ATLAS_ENCRYPTION_KEY", _secret),
+    "encryption_key_file": ("ATLAS_ENCRYPTION_KEY_FILE", _optional_path),
+    "s3_sse": ("ATLAS_S3_SSE", _sse),
+    "s3_kms_key_id": ("ATLAS_S3_KMS_KEY_ID", _text),
+    "rds_instance": ("ATLAS_RDS_INSTANCE", _text),
+    "rds_cluster": ("ATLAS_RDS_CLUSTER", _text),
+    "provider_retention_min": ("ATLAS_PROVIDER_RETENTION_MIN", _integer(0)),
+    "provider_retention_max": ("ATLAS_PROVIDER_RETENTION_MAX", _integer(1)),
+}
+ENV_NAMES = frozenset(name for name, _ in ENV.values())
+
+
 def _name_from_url(url: str) -> str | None:
     try:
         name = conninfo.params(url).get("dbname")
@@ -254,14 +382,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Read env (+ TOML), fill in the database list, and turn validation errors into one message."""
     source = dict(os.environ if env is None else env)
     redaction.remember(*(source.get(name) for name in SECRET_SETTINGS))
-    try:
-        # pydantic validates and converts the environment's strings to each field's type
-        settings = Settings(**{k: v for k, v in source.items() if k.isupper()})  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise AtlasError(f"Invalid configuration: {problems}") from None
+    values: dict[str, Any] = {}
+    problems = []
+    for attr, (name, read) in ENV.items():
+        if name in source:
+            try:
+                values[attr] = read(source[name])
+            except ValueError as exc:
+                problems.append(f"{name}: {exc}")
+    if problems:
+        raise AtlasError(f"Invalid configuration: {'; '.join(problems)}")
+    settings = Settings(**values)
 
     if settings.config_file:
         settings.databases.update(_load_toml(settings.config_file, settings))
@@ -280,8 +411,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                     staging_setting="STAGING_DATABASE_URL",
                 ),
             )
-        except ValidationError as exc:
-            raise AtlasError(f"Invalid database name {name!r}: {exc.errors()[0]['msg']}") from None
+        except ValueError as exc:
+            raise AtlasError(f"Invalid database name {name!r}: {exc}") from None
     for target in settings.databases.values():
         _check_urls(target)
     return settings
@@ -319,8 +450,8 @@ def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
     except tomllib.TOMLDecodeError as exc:
         raise AtlasError(f"ATLAS_CONFIG file {path} is not valid TOML: {exc}") from None
     try:
-        settings.checks = [Check(**c) for c in data.get("checks") or []]
-    except (TypeError, ValidationError) as exc:
+        settings.checks = [_check(c) for c in data.get("checks") or []]
+    except ValueError as exc:
         raise AtlasError(f"ATLAS_CONFIG: [[checks]] need a name and a sql: {exc}") from None
     out: dict[str, DatabaseTarget] = {}
     for name, body in (data.get("databases") or {}).items():
@@ -334,10 +465,11 @@ def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
             "staging_setting": f"ATLAS_CONFIG [databases.{name}] staging_url",
         }
         redaction.remember(str(body.get("url") or ""), str(body.get("staging_url") or ""))
+        unknown = set(body) - {f.name for f in fields(DatabaseTarget)}
         try:
+            if unknown:
+                raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
             out[name] = DatabaseTarget(**body)
-        except ValidationError as exc:
-            raise AtlasError(
-                f"ATLAS_CONFIG: [databases.{name}]: {exc.errors()[0]['msg']}"
-            ) from None
+        except ValueError as exc:
+            raise AtlasError(f"ATLAS_CONFIG: [databases.{name}]: {exc}") from None
     return out

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Settings, load_settings
+from bot.config import ENV_NAMES, load_settings
 from bot.errors import AtlasError
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """pydantic-settings also reads os.environ, so keep the developer's shell out of the tests."""
-    names = {f.alias for f in Settings.model_fields.values() if f.alias}
+    """Keep the developer's shell out of the tests."""
+    names = set(ENV_NAMES)
     names |= {"PGDATABASE", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"}
     for name in names:
         monkeypatch.delenv(name, raising=False)
