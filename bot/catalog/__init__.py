@@ -1,8 +1,8 @@
 """The catalog: what Atlas has done, behind one interface that owns every statement.
 
 Callers hold a `Catalog` (`catalog/base.py`) and never see SQL. SQLite (`catalog/sqlite/`,
-through sqlite-utils) is the embedded default; another backend implements the same
-protocol and `open_catalog` picks it from ATLAS_STATE.
+through the standard library's sqlite3) is the embedded default; another backend
+implements the same protocol and `open_catalog` picks it from ATLAS_STATE.
 """
 
 from __future__ import annotations

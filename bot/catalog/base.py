@@ -1,9 +1,9 @@
 """The catalog's interface: every statement Atlas runs against its catalog is a method
 here, implemented by a backend (`catalog/sqlite/`).
 
-Callers hold a `Catalog` and never see SQL. SQLite (`catalog/sqlite/`, through
-sqlite-utils) is the embedded default; another backend implements the same protocol and
-`open_catalog` picks it from ATLAS_STATE. State changes that must not race (a second
+Callers hold a `Catalog` and never see SQL. SQLite (`catalog/sqlite/`, through the
+standard library's sqlite3) is the embedded default; another backend implements the same
+protocol and `open_catalog` picks it from ATLAS_STATE. State changes that must not race (a second
 snapshot of a database, two approvals arriving at once, a reminder posted twice) are
 single methods here, each atomic in the backend.
 """

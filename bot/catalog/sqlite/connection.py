@@ -1,4 +1,4 @@
-"""One SQLite file through sqlite-utils: short-lived connections, `BEGIN IMMEDIATE` for
+"""One SQLite file: short-lived connections, `BEGIN IMMEDIATE` for
 changes that must not race, and SQLite's failures in words an operator can act on.
 
 Each call opens its own connection, so threads and several processes (`atlas serve`
@@ -8,32 +8,14 @@ beside an `atlas snapshot` in a deploy) share the file safely.
 from __future__ import annotations
 
 import sqlite3
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
+from bot.catalog.sqlite.tables import Database, NotFoundError
 from bot.errors import AtlasError
 
-
-def _import_sqlite_utils() -> Any:
-    """sqlite-utils imports numpy and pandas when they are installed, only to map their
-    types, which the catalog never stores. Hiding them for that one import keeps ~50 ms
-    off every `atlas` command; they stay importable for anyone else."""
-    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` fail
-    try:
-        import sqlite_utils
-    finally:
-        for name in hidden:
-            del sys.modules[name]
-    return sqlite_utils
-
-
-sqlite_utils = _import_sqlite_utils()
-Database = Any  # sqlite_utils.Database: its import is deferred above, so no static type
+__all__ = ["Connection", "Database", "NotFoundError"]
 
 
 class Connection:
@@ -59,7 +41,7 @@ class Connection:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
-            yield sqlite_utils.Database(conn)
+            yield Database(conn)
         except sqlite3.IntegrityError:
             raise
         except sqlite3.Error as exc:

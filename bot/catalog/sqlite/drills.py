@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.catalog.sqlite.connection import Connection, sqlite_utils
+from bot.catalog.sqlite.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import Drill, DrillStatus, Kind, encode, from_row, now, to_row
@@ -28,7 +28,7 @@ class Drills:
         with self.conn.db() as db:
             try:
                 return from_row(Drill, db["drills"].get(drill_id))
-            except sqlite_utils.db.NotFoundError:
+            except NotFoundError:
                 raise NotFound(f"No drill with id {drill_id!r}.") from None
 
     def list_drills(

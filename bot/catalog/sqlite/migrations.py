@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bot.catalog.sqlite.tables import Database, Table
 from bot.records import Drill, Request, Snapshot, columns
 
-Database = Any
 
-
-def _add_missing_columns(table: Any, cols: dict[str, Any]) -> None:
+def _add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
     for col, typ in cols.items():
         if col not in table.columns_dict:
             table.add_column(col, typ)

@@ -6,7 +6,7 @@ from typing import Any
 
 from bot.catalog.base import Decide, RequestChange
 from bot.catalog.sqlite.audit import write_audit
-from bot.catalog.sqlite.connection import Connection, sqlite_utils
+from bot.catalog.sqlite.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_id
 from bot.records import Request, RequestStatus, encode, from_row, now, to_row
@@ -24,7 +24,7 @@ class Requests:
         with self.conn.db() as db:
             try:
                 return from_row(Request, db["requests"].get(request_id))
-            except sqlite_utils.db.NotFoundError:
+            except NotFoundError:
                 raise NotFound(f"No request with id {request_id!r}.") from None
 
     def request_by_message(self, channel: str, ts: str) -> Request | None:

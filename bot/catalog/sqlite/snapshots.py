@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.catalog.sqlite.audit import write_audit
-from bot.catalog.sqlite.connection import Connection, sqlite_utils
+from bot.catalog.sqlite.connection import Connection, NotFoundError
 from bot.errors import Busy, NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import Snapshot, SnapshotStatus, encode, from_row, now, to_row
@@ -73,7 +73,7 @@ class Snapshots:
         with self.conn.db() as db:
             try:
                 return from_row(Snapshot, db["snapshots"].get(snap_id))
-            except sqlite_utils.db.NotFoundError:
+            except NotFoundError:
                 pass
         raise NotFound(
             f"No snapshot with id {snap_id!r}.", "`atlas list` or `/atlas list` shows the ids"
