@@ -11,10 +11,67 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import unquote
+from urllib.parse import unquote as _unquote
 
 _SCHEMES = ("postgresql://", "postgres://")
+# libpq's connection keywords (PostgreSQL 15, with a few of 16's); any other is libpq's call
+KEYWORDS = frozenset(
+    [
+        "host",
+        "hostaddr",
+        "port",
+        "dbname",
+        "user",
+        "password",
+        "passfile",
+        "channel_binding",
+        "connect_timeout",
+        "client_encoding",
+        "options",
+        "application_name",
+        "fallback_application_name",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+        "replication",
+        "gssencmode",
+        "sslmode",
+        "requiressl",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "requirepeer",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "krbsrvname",
+        "gsslib",
+        "gssdelegation",
+        "service",
+        "target_session_attrs",
+        "load_balance_hosts",
+        "require_auth",
+        "sslcertmode",
+    ]
+)
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})|%00")
 _KEYWORD = re.compile(r"\s*([A-Za-z_]+)\s*=\s*")
+
+
+def unquote(text: str) -> str:
+    return _unquote(text, errors="strict")  # bytes that are not UTF-8: libpq's call
+
+
+def _keyword(key: str) -> str:
+    if key not in KEYWORDS:
+        raise ValueError(f"the keyword {key!r}")
+    return key
 
 
 def parse(text: str) -> dict[str, str]:
@@ -27,31 +84,42 @@ def parse(text: str) -> dict[str, str]:
 
 
 def _parse_url(url: str) -> dict[str, str]:
+    """As libpq reads it: user info up to the first '@' (if one comes before any '/'),
+    then the host up to '/' or '?', the database name up to '?', then parameters."""
     rest = url.split("://", 1)[1]
     if "#" in rest:
         raise ValueError("a fragment")
-    rest, _, query = rest.partition("?")
-    authority, slash, path = rest.partition("/")
+    if _PERCENT.search(rest):
+        raise ValueError("a malformed percent-encoding")
+    if any(c.isspace() or c in "'\"\\" for c in rest):
+        raise ValueError("spaces, quotes or backslashes")
     out: dict[str, str] = {}
-    if "@" in path:
-        raise ValueError("an '@' after the host")
-    userinfo, at, hostspec = authority.rpartition("@")
-    if "@" in userinfo:
-        raise ValueError("several '@'")
-    if at:
+    at, slash = rest.find("@"), rest.find("/")
+    if at >= 0 and (slash < 0 or at < slash):
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        if any(c in userinfo for c in "?[]"):
+            raise ValueError("unusual characters in the user info")
         user, colon, password = userinfo.partition(":")
+        if colon and not password:
+            raise ValueError("an empty password")
         if user:
             out["user"] = unquote(user)
         if colon:
             out["password"] = unquote(password)
+    if "@" in rest:
+        raise ValueError("several '@'")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    hostspec, rest = rest[:cut], rest[cut:]
     if "," in hostspec:
         raise ValueError("several hosts")
     if hostspec.startswith("["):
         host, bracket, port = hostspec[1:].partition("]")
-        if not bracket or (port and not port.startswith(":")):
+        if not host or not bracket or (port and not port.startswith(":")):
             raise ValueError("a malformed IPv6 host")
         port = port[1:]
     else:
+        if "[" in hostspec or "]" in hostspec:
+            raise ValueError("a malformed host")
         host, _, port = hostspec.partition(":")
     if host:
         out["host"] = unquote(host)
@@ -59,13 +127,14 @@ def _parse_url(url: str) -> dict[str, str]:
         if not port.isdigit():
             raise ValueError("a port that is not a number")
         out["port"] = port
-    if slash and path:
-        out["dbname"] = unquote(path)
-    for pair in filter(None, query.split("&")):
+    path, _, query = rest.partition("?")
+    if path.startswith("/") and len(path) > 1:
+        out["dbname"] = unquote(path[1:])
+    for pair in query.split("&") if query else []:
         key, eq, value = pair.partition("=")
-        if not eq or not key:
+        if not eq or "=" in value:
             raise ValueError("a malformed parameter")
-        out[unquote(key)] = unquote(value)
+        out[_keyword(unquote(key))] = unquote(value)
     return out
 
 
@@ -88,7 +157,7 @@ def _parse_keywords(text: str) -> dict[str, str]:
                     raise ValueError("an escape outside quotes")
                 end += 1
             value, pos = text[pos:end], end
-        out[m.group(1)] = value
+        out[_keyword(m.group(1))] = value
     return out
 
 
