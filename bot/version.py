@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as installed
-
 PACKAGE = "atlas-backups"
 
 
 def version() -> str:
+    # importlib.metadata costs ~10 ms to import: only the commands that print it pay.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
     try:
         return installed(PACKAGE)
     except PackageNotFoundError:

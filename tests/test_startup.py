@@ -9,7 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAVY = ("psycopg", "zstandard", "boto3", "botocore", "slack_sdk", "slack_bolt", "apscheduler")
+HEAVY = (
+    "psycopg",
+    "zstandard",
+    "boto3",
+    "botocore",
+    "slack_sdk",
+    "slack_bolt",
+    "apscheduler",
+    "pydantic",
+    "sqlite_utils",
+)
 
 
 def _imported(tmp_path: Path, *args: str) -> set[str]:
@@ -48,3 +58,4 @@ def test_list_reads_the_catalog_without_libpq_or_storage_clients(tmp_path: Path)
     assert "bot.catalog.sqlite" in loaded
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
     assert not {m for m in loaded if m.startswith(("bot.restore", "bot.backup.take"))}
+    assert "importlib.metadata" not in loaded  # only --version needs the package metadata
