@@ -1,24 +1,35 @@
-"""Benchmark `atlas drill` against a bare `pg_restore -j 2` of the same dump.
+"""Benchmark `atlas drill` and a staging refresh against a hand-run `pg_restore -j N`.
 
 Run from the repository root (see bench/README.md):
 
-    python -m bench.drill_bench                      # ~300 MB database, median of 3 runs
-    python -m bench.drill_bench --repeat 1           # quick check
-    python -m bench.drill_bench --json > drill.json
+    python -m bench.drill_bench                          # many tables, ~300 MB, folder
+    python -m bench.drill_bench --schema one             # one big table with two indexes
+    python -m bench.drill_bench --storage local,s3       # also from S3 (moto in-process)
+    python -m bench.drill_bench --storage s3 --s3-endpoint http://127.0.0.1:8333
+    python -m bench.drill_bench --repeat 1 --json > drill.json
 
-It starts a throwaway PostgreSQL cluster (tests.support.pg.PgCluster) and loads about N MB
-with bench.snapshot_bench's loader. It then adds a primary key and a secondary index, so
-that a restore has to build indexes too. It takes one `atlas snapshot` and fetches the
-plain dump once with `atlas fetch`. Then it times, interleaved and --repeat times each:
+It starts a throwaway PostgreSQL cluster (tests.support.pg.PgCluster) and builds one of:
 
-    raw    pg_restore -j 2 --no-owner --no-acl --exit-on-error -d <fresh empty db> DUMP
-           (CREATE/DROP DATABASE are outside the timing)
-    drill  atlas drill ID --yes --json   (fetch + checksum + decompress, restore -j 2,
-           verify against the manifest, drop; wall time around the whole process)
+    many  bench.schemas.build_many: 49 tables of a few sizes, each with a primary key and
+          secondary indexes, 48 foreign keys (a restore is mostly index and FK work)
+    one   bench.snapshot_bench's table of poorly compressible rows, plus a primary key
+          and a secondary index
 
-For the drill it also reports the phase times that atlas records itself (download_s,
-restore_s, verify_s, total_s). The password only travels in DATABASE_URL,
-STAGING_DATABASE_URL (atlas) and PGPASSWORD (pg_restore). It never appears in argv.
+It takes one `atlas snapshot` per storage and fetches the plain dump once with `atlas
+fetch`. Then it times, interleaved and --repeat times each, after --warmup rounds:
+
+    raw            pg_restore -j N --no-owner --no-acl --exit-on-error -d <fresh db> DUMP
+                   (CREATE/DROP DATABASE outside the timing)
+    raw-clean      the same with --clean --if-exists into a database holding the last
+                   restore, as a hand-run staging refresh does
+    drill-STORAGE  atlas drill ID --yes --json: the whole process (checks, scratch
+                   database, restore, verification, drop)
+    refresh-STORAGE  atlas restore ID --yes --json into a staging database holding the
+                   last refresh
+
+and reports each ratio (atlas / raw of the same round: median and range) and atlas's peak
+memory. The password only travels in DATABASE_URL, STAGING_DATABASE_URL (atlas) and
+PGPASSWORD (pg_restore). It never appears in argv.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -53,7 +65,6 @@ from bench.snapshot_bench import (
     _raise_interrupt,
     _ratio,
     _round,
-    _run_atlas,
     _tail,
     _version,
     atlas_command,
@@ -70,7 +81,8 @@ from bench.snapshot_bench import (
 if TYPE_CHECKING:
     from tests.support.pg import PgCluster
 
-TARGET_DRILL_VS_RAW = 1.3
+TARGET_VS_RAW = 1.15
+TARGET_RSS_MB = 150
 RESTORE_JOBS = 2  # the default ATLAS_RESTORE_JOBS; the raw pg_restore uses the same
 PHASES = ("download_s", "restore_s", "verify_s", "total_s")
 
@@ -137,19 +149,51 @@ def add_indexes(cluster: PgCluster, dataset: Dataset) -> float:
     return time.perf_counter() - began
 
 
-def atlas_env(ctx: Context, storage: Path, staging_url: str) -> dict[str, str]:
-    """The same environment bench.snapshot_bench gives atlas, plus staging and a work dir."""
+def build(cluster: PgCluster, schema: str, size_mb: int) -> Dataset:
+    if schema == "many":
+        from bench.schemas import build_many
+
+        return build_many(cluster, size_mb)
+    dataset = build_database(cluster, size_mb, workers=max(1, min(2, os.cpu_count() or 1)))
+    add_indexes(cluster, dataset)
+    return dataset
+
+
+def atlas_env(
+    ctx: Context, storage: str, staging_url: str, state: Path, extra: dict[str, str]
+) -> dict[str, str]:
+    """atlas's whole environment: the database, staging, storage, its own catalog."""
     return {
         **base_env(),
+        **extra,
         "DATABASE_URL": ctx.url,
         "STAGING_DATABASE_URL": staging_url,
-        "ATLAS_STORAGE": str(storage),
-        "ATLAS_STATE": str(ctx.work / "atlas.db"),
-        "ATLAS_WORK_DIR": str(ctx.work),  # the drill's temp dump lands in our temp folder
+        "ATLAS_STORAGE": storage,
+        "ATLAS_STATE": str(state),
+        "ATLAS_WORK_DIR": str(ctx.work),
         "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+
+
+def atlas_json(ctx: Context, env: dict[str, str], args: list[str], name: str) -> dict[str, Any]:
+    out_path, err_path = ctx.work / f"{name}.stdout", ctx.work / f"{name}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.run(
+            [*ctx.atlas, *args],
+            env=env,
+            stdout=out,
+            stderr=err,
+            cwd=REPO_ROOT,
+            timeout=ctx.timeout,
+            check=False,
+        )
+    doc = _last_json_object(_tail(out_path, 1_000_000))
+    if proc.returncode != 0:
+        detail = doc.get("error") or _tail(err_path) or "no output"
+        raise BenchError(f"atlas {args[0]} exited {proc.returncode}: {ctx.redact(str(detail))}")
+    return doc
 
 
 def atlas_fetch(ctx: Context, env: dict[str, str], snap_id: str, out: Path) -> None:
@@ -171,21 +215,19 @@ def atlas_fetch(ctx: Context, env: dict[str, str], snap_id: str, out: Path) -> N
 # -- the variants ----------------------------------------------------------------------------
 
 
-def run_raw(ctx: Context, cluster: PgCluster, pg_restore: str, dump: Path, n: int) -> float:
-    """pg_restore -j 2 into a fresh database; CREATE/DROP DATABASE are not timed."""
-    dbname = f"raw_restore_{n}"
-    cluster.create_database(dbname)
+def run_raw(
+    ctx: Context, cluster: PgCluster, pg_restore: str, dump: Path, n: int, into: str | None
+) -> float:
+    """pg_restore -j N into a fresh database (CREATE/DROP DATABASE not timed), or with
+    --clean --if-exists into `into`, which holds the previous restore."""
+    dbname = into or f"raw_restore_{n}"
+    if into is None:
+        cluster.create_database(dbname)
     err_path = ctx.work / "raw-pg_restore.stderr"
-    argv = [
-        pg_restore,
-        f"-j{RESTORE_JOBS}",
-        "--no-owner",
-        "--no-acl",
-        "--exit-on-error",
-        "-d",
-        strip_password(cluster.url(dbname)),
-        str(dump),
-    ]
+    argv = [pg_restore, f"-j{RESTORE_JOBS}", "--no-owner", "--no-acl", "--exit-on-error"]
+    if into is not None:
+        argv += ["--clean", "--if-exists"]
+    argv += ["-d", strip_password(cluster.url(dbname)), str(dump)]
     try:
         with open(err_path, "wb") as err:
             wall, codes = run_processes(
@@ -198,16 +240,17 @@ def run_raw(ctx: Context, cluster: PgCluster, pg_restore: str, dump: Path, n: in
             raise BenchError(f"pg_restore exited {codes[0]}: {ctx.redact(_tail(err_path))}")
         return wall
     finally:
-        with contextlib.suppress(Exception):
-            cluster.drop_database(dbname)
+        if into is None:
+            with contextlib.suppress(Exception):
+                cluster.drop_database(dbname)
 
 
-def run_drill(
-    ctx: Context, env: dict[str, str], snap_id: str, n: int
+def run_atlas_restore(
+    ctx: Context, env: dict[str, str], command: str, snap_id: str, n: int
 ) -> tuple[float, dict[str, float], int]:
-    """`atlas drill ID --yes --json`: wall seconds, atlas's phase seconds, peak RSS (KiB)."""
-    out_path, err_path = ctx.work / f"drill-{n}.stdout", ctx.work / f"drill-{n}.stderr"
-    argv = [*ctx.atlas, "drill", snap_id, "--yes", "--json"]
+    """`atlas drill|restore ID --yes --json`: wall seconds, atlas's phase seconds, peak RSS."""
+    out_path, err_path = ctx.work / f"{command}-{n}.stdout", ctx.work / f"{command}-{n}.stderr"
+    argv = [*ctx.atlas, command, snap_id, "--yes", "--json"]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         wall, code, watch, _ = run_watched(
             argv, env=env, stdout=out, stderr=err, timeout=ctx.timeout, cwd=REPO_ROOT
@@ -216,76 +259,89 @@ def run_drill(
     if code != 0 or doc.get("status") != "passed":
         detail = doc.get("error") or doc.get("problems") or _tail(err_path) or "no output"
         raise BenchError(
-            f"atlas drill exited {code} ({doc.get('status')}): {ctx.redact(str(detail))}"
+            f"atlas {command} exited {code} ({doc.get('status')}): {ctx.redact(str(detail))}"
         )
     phases: dict[str, float] = {}
     for key in PHASES:
         with contextlib.suppress(TypeError, ValueError):
             phases[key] = float(doc[key])
-    missing = [k for k in PHASES if k not in phases]
-    if missing:
-        raise BenchError(f"atlas drill --json output lacks {', '.join(missing)}")
     return wall, phases, watch.max_hwm_kb
 
 
 # -- report ----------------------------------------------------------------------------------
 
 
-def make_checks(raw: Series, drill: Series) -> list[Check]:
-    return [
-        Check(
-            "atlas drill wall / raw pg_restore",
-            _ratio(drill.median_s, raw.median_s),
-            TARGET_DRILL_VS_RAW,
-            "x",
-        ),
-        Check(
-            "atlas drill total_s / raw pg_restore",
-            _ratio(drill.median_phase("total_s"), raw.median_s),
-            TARGET_DRILL_VS_RAW,
-            "x",
-        ),
-        Check(
-            "atlas restore_s / raw pg_restore",
-            _ratio(drill.median_phase("restore_s"), raw.median_s),
-            None,
-            "x",
-        ),
-    ]
+def round_ratios(atlas: Series, raw: Series) -> list[float]:
+    """atlas / raw for each round in which both ran: the spread of the ratio."""
+    return [a / r for a, r in zip(atlas.walls, raw.walls, strict=False) if r]
+
+
+def make_checks(series: dict[str, Series], storages: list[str], kinds: list[str]) -> list[Check]:
+    checks = []
+    raws = {"drill": "raw", "refresh": "raw-clean"}
+    for storage in storages:
+        for kind in kinds:
+            raw_name = raws[kind]
+            atlas, raw = series[f"{kind}-{storage}"], series[raw_name]
+            checks.append(
+                Check(
+                    f"{kind} from {storage} / {raw_name} (wall)",
+                    _ratio(atlas.median_s, raw.median_s),
+                    TARGET_VS_RAW,
+                    "x",
+                )
+            )
+            checks.append(
+                Check(
+                    f"{kind} from {storage}: restore_s / {raw_name}",
+                    _ratio(atlas.median_phase("restore_s"), raw.median_s),
+                    None,
+                    "x",
+                )
+            )
+            rss = _kb_to_mb(max(atlas.peak_rss_kb)) if atlas.peak_rss_kb else None
+            checks.append(Check(f"{kind} from {storage}: peak RSS", rss, TARGET_RSS_MB, "MB"))
+    return checks
 
 
 def format_report(
     dataset: Dataset,
+    schema: str,
     info: dict[str, Any],
-    raw: Series,
-    drill: Series,
+    series: dict[str, Series],
     checks: list[Check],
     repeat: int,
     startup_s: float | None,
 ) -> str:
     lines = [
         "",
-        f"== ~{dataset.requested_mb} MB: database {dataset.db_size_bytes / MB:.1f} MB on disk "
-        f"with PK + 1 index, {dataset.rows:,} rows; snapshot {info['snapshot_bytes'] / MB:.1f} MB, "
-        f"plain dump {info['dump_bytes'] / MB:.1f} MB; median of {repeat} run(s)",
+        f"== schema {schema!r}: database {dataset.db_size_bytes / MB:.1f} MB on disk, "
+        f"{dataset.rows:,} rows; snapshot {info['snapshot_bytes'] / MB:.1f} MB, plain dump "
+        f"{info['dump_bytes'] / MB:.1f} MB; {RESTORE_JOBS} jobs; median of {repeat} run(s)",
         "",
-        f"{'variant':<34} {'median s':>9} {'min s':>8} {'download':>9} {'restore':>8} "
-        f"{'verify':>7} {'total_s':>8} {'RSS MB':>7}",
+        f"{'variant':<18} {'median s':>9} {'min s':>7} {'max s':>7} {'download':>9} "
+        f"{'restore':>8} {'verify':>7} {'total_s':>8} {'RSS MB':>7}  ratio to raw (range)",
     ]
-    for res in (raw, drill):
+    for name, res in series.items():
         if not res.ok:
-            lines.append(f"{res.label:<34} FAILED: {res.error}")
+            lines.append(f"{name:<18} FAILED: {res.error}")
             continue
         ph = [_fmt(res.median_phase(k)) for k in PHASES]
         rss = _kb_to_mb(max(res.peak_rss_kb)) if res.peak_rss_kb else None
+        ratio = ""
+        if not name.startswith("raw"):
+            raw = series["raw" if name.startswith("drill") else "raw-clean"]
+            spread = round_ratios(res, raw)
+            if spread:
+                ratio = f"{statistics.median(spread):.3f}x ({min(spread):.3f}-{max(spread):.3f})"
         lines.append(
-            f"{res.label:<34} {_fmt(res.median_s):>9} {min(res.walls):>8.2f} {ph[0]:>9} "
-            f"{ph[1]:>8} {ph[2]:>7} {ph[3]:>8} {_fmt(rss, '.1f'):>7}"
+            f"{name:<18} {_fmt(res.median_s):>9} {min(res.walls):>7.2f} {max(res.walls):>7.2f} "
+            f"{ph[0]:>9} {ph[1]:>8} {ph[2]:>7} {ph[3]:>8} {_fmt(rss, '.1f'):>7}  {ratio}"
         )
     if startup_s is not None:
         lines.append(
-            f"  total_s is atlas's own clock (create db to verify); the rest of the wall time is "
-            f"start-up, the scratch drop and exit (`atlas snapshot --help` alone: {startup_s:.2f}s)"
+            f"  atlas's wall time includes its start-up (`atlas snapshot --help` alone: "
+            f"{startup_s:.2f}s), the scratch database and its drop"
         )
     lines += ["", "targets:", *(format_check(c) for c in checks)]
     return "\n".join(lines)
@@ -297,22 +353,26 @@ def format_report(
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.drill_bench",
-        description="Time atlas drill against a bare pg_restore -j 2 of the same dump.",
+        description="Time atlas drill and a staging refresh against a bare pg_restore -j N.",
     )
-    p.add_argument("--size-mb", type=int, default=300, help="database size in MB (default 300)")
+    p.add_argument("--schema", choices=("many", "one"), default="many")
+    p.add_argument("--size-mb", type=int, default=300, help="plain dump size in MB (default 300)")
+    p.add_argument("--storage", default="local", help="comma-separated: local, s3 (default local)")
+    p.add_argument(
+        "--s3-endpoint",
+        default=None,
+        help="an S3-compatible endpoint (e.g. SeaweedFS) instead of moto in this process",
+    )
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; median is reported")
     p.add_argument(
         "--warmup",
         type=int,
         default=1,
-        help="untimed rounds of both variants first (default 1): a fresh cluster creates "
+        help="untimed rounds of every variant first (default 1): a fresh cluster creates "
         "its WAL files during the first restores, which would tax whichever runs first",
     )
-    p.add_argument(
-        "--spool",
-        action="store_true",
-        help="time drills with ATLAS_RESTORE_SPOOL=true (plain dump to disk, then -j for data)",
-    )
+    p.add_argument("--no-refresh", action="store_true", help="time drills only")
+    p.add_argument("--seed", type=int, default=1, help="of each round's random order")
     p.add_argument("--json", action="store_true", help="print results as JSON on stdout")
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds per run (default: scales with size)"
@@ -321,6 +381,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--strict", action="store_true", help="exit 1 when a target is missed, not only on errors"
     )
     args = p.parse_args(argv)
+    args.storages = [s.strip() for s in args.storage.split(",") if s.strip()]
+    if not args.storages or set(args.storages) - {"local", "s3"}:
+        p.error("--storage takes local, s3 or both")
     if args.size_mb < 1:
         p.error("--size-mb must be positive")
     if args.repeat < 1:
@@ -334,19 +397,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
+    from bench.snapshot_bench import open_s3
     from tests.support.pg import PgCluster
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     atlas = atlas_command()
-    raw = Series(f"raw: pg_restore -j {RESTORE_JOBS}")
-    drill = Series("atlas drill, spooled (wall)" if args.spool else "atlas drill (wall)")
+    kinds = ["drill"] if args.no_refresh else ["drill", "refresh"]
+    series: dict[str, Series] = {"raw": Series("raw")}
+    if "refresh" in kinds:
+        series["raw-clean"] = Series("raw-clean")
+    for kind in kinds:
+        for storage in args.storages:
+            series[f"{kind}-{storage}"] = Series(f"{kind}-{storage}")
     meta: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "atlas_command": atlas,
         "repeat": args.repeat,
         "restore_jobs": RESTORE_JOBS,
+        "schema": args.schema,
     }
     try:
         problem, startup_s = check_atlas_ready(atlas)
@@ -365,16 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             meta["server"] = cluster.execute("postgres", "SHOW server_version")[0][0]
             meta["pg_restore"] = _version([pg_restore, "--version"])
 
-            log(f"building a ~{args.size_mb} MB database ...")
-            dataset = build_database(
-                cluster, args.size_mb, workers=max(1, min(2, os.cpu_count() or 1))
-            )
-            index_s = add_indexes(cluster, dataset)
+            log(f"building the {args.schema!r} schema, ~{args.size_mb} MB ...")
+            dataset = build(cluster, args.schema, args.size_mb)
             log(
-                f"loaded {dataset.rows:,} rows in {dataset.load_s:.1f}s, indexes in "
-                f"{index_s:.1f}s: {dataset.db_size_bytes / MB:.1f} MB on disk"
+                f"built in {dataset.load_s:.1f}s: {dataset.rows:,} rows, "
+                f"{dataset.db_size_bytes / MB:.1f} MB on disk"
             )
             staging = cluster.create_database("atlas_staging")
+            raw_staging = cluster.create_database("raw_staging")
             ctx = Context(
                 url=cluster.url(dataset.dbname),
                 password=cluster.password or "",
@@ -384,56 +452,70 @@ def main(argv: Sequence[str] | None = None) -> int:
                 work=work,
                 timeout=args.timeout or max(600.0, args.size_mb * 1.5),
             )
-            storage = work / "atlas-storage"
-            env = atlas_env(ctx, storage, cluster.url(staging))
-            if args.spool:
-                env["ATLAS_RESTORE_SPOOL"] = "true"
-
-            log("atlas snapshot ...")
-            snap_run, snap = _run_atlas(
-                ctx, "snapshot", str(storage), {"STAGING_DATABASE_URL": cluster.url(staging)}
-            )
+            envs: dict[str, dict[str, str]] = {}
+            snaps: dict[str, str] = {}
+            for storage in args.storages:
+                extra: dict[str, str] = {}
+                where = str(work / "atlas-storage")
+                if storage == "s3":
+                    s3 = stack.enter_context(open_s3(args.s3_endpoint, None))
+                    extra = s3.env(work)
+                    where = f"s3://{s3.bucket}/bench"
+                    meta["s3"] = s3.kind if s3.kind == "moto" else s3.endpoint
+                envs[storage] = atlas_env(
+                    ctx, where, cluster.url(staging), work / f"atlas-{storage}.db", extra
+                )
+                log(f"atlas snapshot to {storage} ...")
+                doc = atlas_json(ctx, envs[storage], ["snapshot", "--json"], f"snap-{storage}")
+                snaps[storage] = str(doc["id"])
+                info = {"snapshot_bytes": int(doc["size_bytes"])}
             dump = work / "plain.dump"
-            atlas_fetch(ctx, env, str(snap["id"]), dump)
-            info = {
-                "snapshot_id": snap["id"],
-                "snapshot_bytes": snap_run.size_bytes,
-                "snapshot_s": round(snap_run.wall_s, 3),
-                "dump_bytes": dump.stat().st_size,
-                "index_s": round(index_s, 3),
-            }
-            log(
-                f"snapshot {snap['id']}: {snap_run.size_bytes / MB:.1f} MB in "
-                f"{snap_run.wall_s:.1f}s; plain dump {info['dump_bytes'] / MB:.1f} MB"
-            )
+            first = args.storages[0]
+            atlas_fetch(ctx, envs[first], snaps[first], dump)
+            info["dump_bytes"] = dump.stat().st_size
+            log(f"plain dump {info['dump_bytes'] / MB:.1f} MB")
 
-            for i in range(args.warmup):  # fills the server's WAL files and caches for both
-                log(f"warm-up {i + 1}/{args.warmup} (not counted) ...")
-                run_raw(ctx, cluster, pg_restore, dump, 1000 + i)
-                run_drill(ctx, env, str(snap["id"]), 1000 + i)
+            def round_(n: int, record: bool) -> None:
+                # a new order each round: what runs after a big restore pays for its
+                # checkpoint, and that must not always be the same variant
+                order = list(series.items())
+                random.Random(args.seed + n).shuffle(order)
+                for name, res in order:
+                    if res.error is not None:
+                        continue
+                    try:
+                        if name.startswith("raw"):
+                            into = raw_staging if name == "raw-clean" else None
+                            wall = run_raw(ctx, cluster, pg_restore, dump, n, into)
+                            phases: dict[str, float] = {}
+                            rss = None
+                        else:
+                            kind, storage = name.split("-", 1)
+                            command = "drill" if kind == "drill" else "restore"
+                            wall, phases, rss = run_atlas_restore(
+                                ctx, envs[storage], command, snaps[storage], n
+                            )
+                    except BenchError as exc:
+                        res.error = str(exc)
+                        log(f"{name}: FAILED: {exc}")
+                        continue
+                    shown = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+                    log(f"{'run' if record else 'warm-up'} {n}: {name} {wall:.2f}s {shown}")
+                    if record:
+                        res.walls.append(wall)
+                        if phases:
+                            res.phases.append(phases)
+                        if rss:
+                            res.peak_rss_kb.append(rss)
 
+            for i in range(args.warmup):
+                round_(1000 + i, record=False)
             for i in range(args.repeat):
-                if raw.error is None:
-                    try:
-                        wall = run_raw(ctx, cluster, pg_restore, dump, i)
-                        raw.walls.append(wall)
-                        log(f"run {i + 1}/{args.repeat} raw: {wall:.2f}s")
-                    except BenchError as exc:
-                        raw.error = str(exc)
-                        log(f"run {i + 1}/{args.repeat} raw: FAILED: {exc}")
-                if drill.error is None:
-                    try:
-                        wall, phases, rss = run_drill(ctx, env, str(snap["id"]), i)
-                        drill.walls.append(wall)
-                        drill.phases.append(phases)
-                        drill.peak_rss_kb.append(rss)
-                        shown = ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-                        log(f"run {i + 1}/{args.repeat} drill: {wall:.2f}s wall ({shown})")
-                    except BenchError as exc:
-                        drill.error = str(exc)
-                        log(f"run {i + 1}/{args.repeat} drill: FAILED: {exc}")
-            checks = make_checks(raw, drill)
-            report = format_report(dataset, info, raw, drill, checks, args.repeat, startup_s)
+                round_(i + 1, record=True)
+            checks = make_checks(series, args.storages, kinds)
+            report = format_report(
+                dataset, args.schema, info, series, checks, args.repeat, startup_s
+            )
             print(report, file=sys.stderr if args.json else sys.stdout, flush=True)
             log("cleaning up ...")
     except KeyboardInterrupt:
@@ -447,18 +529,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "meta": meta,
             "dataset": {
+                "schema": args.schema,
                 "requested_mb": dataset.requested_mb,
                 "rows": dataset.rows,
                 "db_size_bytes": dataset.db_size_bytes,
                 "load_s": round(dataset.load_s, 3),
                 **info,
             },
-            "variants": {"raw": raw.to_json(), "drill": drill.to_json()},
+            "variants": {name: res.to_json() for name, res in series.items()},
+            "ratios": {
+                name: round_ratios(res, series["raw" if name.startswith("drill") else "raw-clean"])
+                for name, res in series.items()
+                if not name.startswith("raw")
+            },
             "checks": [c.to_json() for c in checks],
         }
         print(json.dumps(doc, indent=2))
+    failed = any(not res.ok for res in series.values())
     missed = any(c.passed is False for c in checks)
-    return 1 if not (raw.ok and drill.ok) or (args.strict and missed) else 0
+    return 1 if failed or (args.strict and missed) else 0
 
 
 if __name__ == "__main__":

@@ -873,9 +873,15 @@ def bench_size(
     ctx_base: dict[str, Any],
     repeat: int,
     atlas_problem: str | None,
+    data: str = "mixed",
 ) -> SizeResult:
-    log(f"building a ~{size_mb} MB database ...")
-    dataset = build_database(cluster, size_mb, workers=max(1, min(2, os.cpu_count() or 1)))
+    log(f"building a ~{size_mb} MB database of {data!r} data ...")
+    if data == "mixed":
+        dataset = build_database(cluster, size_mb, workers=max(1, min(2, os.cpu_count() or 1)))
+    else:
+        from bench import schemas
+
+        dataset = (schemas.build_text if data == "text" else schemas.build_many)(cluster, size_mb)
     log(
         f"loaded {dataset.rows:,} rows, {dataset.db_size_bytes / MB:.1f} MB on disk "
         f"in {dataset.load_s:.1f}s"
@@ -1054,6 +1060,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; median is reported")
     p.add_argument(
+        "--data",
+        choices=("mixed", "text", "many"),
+        default="mixed",
+        help="mixed: poorly compressible rows (default); text: hex text, ~2:1; "
+        "many: bench.schemas' 49-table application schema",
+    )
+    p.add_argument(
         "--variants",
         default=",".join(ALL_VARIANTS),
         help=f"comma-separated subset of {','.join(ALL_VARIANTS)}",
@@ -1154,7 +1167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "s3": s3,
                 }
                 result = bench_size(
-                    cluster, size_mb, variants, ctx_base, args.repeat, atlas_problem
+                    cluster, size_mb, variants, ctx_base, args.repeat, atlas_problem, args.data
                 )
                 result.atlas_startup_s = atlas_startup_s
                 results.append(result)
