@@ -138,6 +138,15 @@ def atlas(pg_url: str, tmp_path: Path) -> Atlas:
     return Atlas(tmp_path, pg_url)
 
 
+def test_version_is_the_installed_package_and_needs_no_configuration(tmp_path: Path) -> None:
+    from importlib.metadata import version
+
+    atlas = Atlas(tmp_path, "")
+    res = atlas("--version")
+    assert res.code == 0, res.output
+    assert res.stdout.strip() == f"atlas, version {version('atlas-backups')}"
+
+
 # -- snapshot --------------------------------------------------------------------------------
 
 

@@ -154,6 +154,40 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
+    """ATLAS_STATE where nothing can be written: under a file (a typo in the path, true for
+    root too) and, as root, on a volume mounted read-only, as a Kubernetes pod may have it."""
+    fill_sample(pg_url, rows=50)
+    (tmp_path / "not-a-folder").write_text("")
+    env = _cli_env(
+        tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(tmp_path / "not-a-folder" / "atlas.db")
+    )
+    for args in (["snapshot"], ["list"], ["status"]):
+        proc = _atlas(args, env, tmp_path, text=True)
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr
+        assert "catalog cannot be written" in _one_error_line(proc.stderr), args
+    assert not storage_files(tmp_path / "backups")  # nothing was dumped without a record
+    if os.geteuid() != 0:
+        return
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        env = _cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
+        assert _atlas(["snapshot"], env, tmp_path).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        proc = _atlas(["snapshot"], env, tmp_path, text=True)
+        assert proc.returncode == 1
+        assert "Traceback" not in proc.stderr
+        assert "catalog cannot be written" in _one_error_line(proc.stderr)
+        artifacts = [f for f in storage_files(tmp_path / "backups") if f.endswith(".zst")]
+        assert len(artifacts) == 1  # the refused run left nothing that looks good
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 # -- Slack at start: unreachable, or refusing the token -----------------------------------------
 
 

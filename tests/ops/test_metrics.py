@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 from datetime import UTC, datetime
+from importlib.metadata import version as installed_version
 
 from tests.support.rds import rds_client, rds_env, rds_server
 
@@ -29,6 +30,7 @@ def test_metrics_for_prometheus(bot, pg_db):
     before = _scrape(bot.url)
     assert ("atlas_snapshot_last_success_timestamp_seconds", labels) not in before
     assert ("atlas_drill_deadline_timestamp_seconds", labels) in before
+    assert before[("atlas_build_info", (("version", installed_version("atlas-backups")),))] == 1
 
     snap = bot.services.taker.take(requested_by="U1")
     drill = bot.services.restores.run(kind="drill", snap_id=None, requested_by="U1")

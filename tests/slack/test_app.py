@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pytest
@@ -177,7 +179,10 @@ def test_slack_timing_out_does_not_fail_the_backup(bot):
 
 def test_healthz(bot):
     with urllib.request.urlopen(f"{bot.url}/healthz", timeout=5) as resp:
-        assert resp.status == 200 and b'"ok": true' in resp.read()
+        assert resp.status == 200
+        body = json.loads(resp.read())
+    assert body["ok"] is True
+    assert body["version"] == installed_version("atlas-backups")  # what the running process is
 
 
 def test_restart_recovery_is_announced(pg, pg_db, pg_url, tmp_path, slack_api):
