@@ -419,11 +419,14 @@ def _version(argv: Sequence[str]) -> str:
 # -- environment and configuration -----------------------------------------------------------
 
 _DROP_ENV_PREFIXES = ("PG", "ATLAS_", "AWS_", "SLACK_")
-_DROP_ENV = ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
+# PYTHONDONTWRITEBYTECODE (set in some CI images) would time Python's compiler: a user's
+# install keeps compiled bytecode.
+_DROP_ENV = ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT", "PYTHONDONTWRITEBYTECODE")
 
 
 def base_env() -> dict[str, str]:
-    """The bench's environment minus anything that could redirect pg_dump, atlas or boto3."""
+    """The bench's environment minus anything that could redirect pg_dump, atlas or boto3,
+    and with bytecode caching on, as on a user's machine."""
     return {
         k: v
         for k, v in os.environ.items()

@@ -36,9 +36,6 @@ def _catalog(folder: Path) -> dict[str, str]:
         "ATLAS_STORAGE": str(folder / "backups"),
         "PYTHONPATH": str(REPO_ROOT),
     }
-    # A user's install keeps compiled bytecode (pip writes it; imports cache it). Some CI
-    # images set PYTHONDONTWRITEBYTECODE, which would time the compiler instead of Atlas.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     code = (
         "import sys\n"
         "from bot.catalog import open_catalog\n"
