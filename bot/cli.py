@@ -75,14 +75,17 @@ def drill_json(drill: Drill) -> dict[str, Any]:
     return records.public(drill)
 
 
-def _services() -> Services:
+def _services(fleet: bool = False) -> Services:
     """Services for one command. Snapshots left `running` by a process that died (an OOM
-    kill, a cancelled CI job) are closed out first, so no command shows them as running."""
+    kill, a cancelled CI job) are closed out first, so no command shows them as running.
+    With `fleet`, the configured servers are listed so their databases are known."""
     from bot.config import load_settings
     from bot.services import Services
 
     services = Services.from_settings(load_settings())
     services.recover()
+    if fleet and services.settings.servers:
+        services.fleet()
     return services
 
 
@@ -160,10 +163,23 @@ def main(verbose: bool) -> None:
 @click.option("--db", "database", default=None, help="Database name from ATLAS_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--provider", is_flag=True, help="Also start an RDS snapshot (ATLAS_RDS_INSTANCE).")
-def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> None:
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Every database: configured, and all that ATLAS_DATABASES / [servers] select.",
+)
+def snapshot(
+    note: str, database: str | None, as_json: bool, provider: bool, everything: bool
+) -> None:
     """Dump, compress, store and verify a snapshot now; print its id."""
+    if everything:
+        if database or provider:
+            _fail(AtlasError("--all takes no --db or --provider."), as_json)
+        _snapshot_all(note, as_json)
+        return
     try:
-        services = _services()
+        services = _services(fleet=database is not None)
         show_bar = not as_json and sys.stderr.isatty()
         with _progress_bar(show_bar) as on_progress:
             row = services.snapshot_reported(
@@ -187,6 +203,62 @@ def snapshot(note: str, database: str | None, as_json: bool, provider: bool) -> 
             highlight=False,
         )
         click.echo(row.id)
+
+
+def _snapshot_all(note: str, as_json: bool) -> None:
+    """`snapshot --all`: one line per database, the gone and the unlistable named; exit 1
+    when any database failed or a server could not be listed."""
+    try:
+        services = _services()
+        fleet, outcomes = services.snapshot_fleet(requested_by=_operator(), note=note)
+    except AtlasError as exc:
+        _fail(exc, as_json)
+        return
+    failed = [o for o in outcomes if o.error]
+    bad = bool(failed or fleet.problems)
+    if as_json:
+        _json(
+            {
+                "status": "failed" if bad else "ok",
+                "snapshots": [snapshot_json(o.snapshot) for o in outcomes if o.snapshot],
+                "failed": [{"database": o.database, "error": o.error} for o in failed],
+                "gone": fleet.gone,
+                "skipped": fleet.skipped,
+                "problems": fleet.problems,
+            }
+        )
+    else:
+        console = err()
+        for o in outcomes:
+            if o.snapshot:
+                s = o.snapshot
+                console.print(
+                    f"[green]ok[/]     {escape(o.database)}: {escape(s.id)} "
+                    f"{messages.human_bytes(s.size_bytes)} in {messages.human_seconds(s.duration_s)}",
+                    highlight=False,
+                )
+            else:
+                console.print(
+                    f"[bold red]FAILED[/] {escape(o.database)}: {escape(o.error or '')}",
+                    highlight=False,
+                )
+        for name in fleet.gone:
+            console.print(
+                f"[yellow]gone[/]   {escape(name)}: no longer on its server; its snapshots "
+                "are kept under retention",
+                highlight=False,
+            )
+        for line in [*fleet.skipped, *fleet.problems]:
+            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+        console.print(
+            f"{len(outcomes) - len(failed)} of {len(outcomes)} databases snapshotted",
+            highlight=False,
+        )
+        for o in outcomes:
+            if o.snapshot:
+                click.echo(o.snapshot.id)
+    if bad:
+        sys.exit(1)
 
 
 class _progress_bar:
@@ -361,7 +433,7 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
 
 def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bool) -> None:
     try:
-        services = _services()
+        services = _services(fleet=True)
         snap = services.restores.pick_snapshot(snapshot_id)
         _, staging = services.restores.staging_for(snap)
         where = (
@@ -474,7 +546,7 @@ def rescan(dry_run: bool, as_json: bool) -> None:
     artifact are there but that the catalog does not know (e.g. after losing ATLAS_STATE).
     Exits 1 when a sidecar had to be skipped."""
     try:
-        results = _services().rescanner.rescan(_operator(), dry_run=dry_run)
+        results = _services(fleet=True).rescanner.rescan(_operator(), dry_run=dry_run)
     except AtlasError as exc:
         _fail(exc, as_json)
         return

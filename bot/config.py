@@ -15,6 +15,7 @@ from typing import Any
 
 from bot import conninfo, redaction
 from bot.errors import AtlasError
+from bot.fleet.patterns import Selection
 
 # Settings that are, or may carry, a secret: redacted from everything Atlas says.
 SECRET_SETTINGS = (
@@ -114,6 +115,30 @@ class DatabaseTarget:
         self.checks = [c if isinstance(c, Check) else _check(c) for c in self.checks]
 
 
+@dataclass
+class Server:
+    """A server whose databases Atlas finds for itself: every one its selection matches,
+    including those created after Atlas started. Each becomes a DatabaseTarget named
+    `prefix + database` (the prefix keeps two servers' `app` databases apart)."""
+
+    name: str
+    url: str = field(default="", repr=False)
+    selection: Selection = field(default_factory=lambda: Selection(("*",)))
+    staging_url: str | None = field(default=None, repr=False)
+    environment: str = "production"
+    schedule: str | None = None
+    checks: list[Check] = field(default_factory=list)
+    prefix: str = ""
+    url_setting: str = "url"
+    staging_setting: str = "staging_url"
+
+    def __post_init__(self) -> None:
+        self.name = _safe_name(self.name)
+        self.environment = _safe_name(self.environment)
+        if not isinstance(self.url, str) or not self.url.strip():
+            raise ValueError("url is required: the server to list databases on")
+
+
 def _check(raw: Any) -> Check:
     if not isinstance(raw, dict) or set(raw) - {"name", "sql"}:
         raise ValueError("a check has a name and a sql, nothing else")
@@ -195,6 +220,13 @@ def _timezone(v: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {v!r} (use e.g. UTC or Europe/Berlin)") from None
     return v
+
+
+def _patterns(v: str) -> list[str]:
+    patterns = _csv(v)
+    if patterns:
+        Selection.parse(patterns)  # raises ValueError with what is wrong
+    return patterns
 
 
 def _cron(v: str) -> str | None:
@@ -299,11 +331,21 @@ class Settings:
     provider_retention_min: int = 14
     provider_retention_max: int = 30
 
+    # ATLAS_DATABASES: the databases of DATABASE_URL's server to back up (patterns, !exclude)
+    database_patterns: list[str] = field(default_factory=list)
+    max_parallel: int = 1
+
     databases: dict[str, DatabaseTarget] = field(default_factory=dict)
+    servers: dict[str, Server] = field(default_factory=dict)
 
     def target(self, name: str | None = None) -> DatabaseTarget:
         """The database a command is about: by name, or the only/first one configured."""
         if not self.databases:
+            if self.servers:
+                raise AtlasError(
+                    "No database of the configured servers is known yet.",
+                    "run `atlas snapshot --all` (or wait for the schedule), which lists them",
+                )
             raise AtlasError(
                 "No database is configured.",
                 "set DATABASE_URL (or PG* variables with ATLAS_DATABASE_NAME), "
@@ -366,6 +408,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "rds_cluster": ("ATLAS_RDS_CLUSTER", _text),
     "provider_retention_min": ("ATLAS_PROVIDER_RETENTION_MIN", _integer(0)),
     "provider_retention_max": ("ATLAS_PROVIDER_RETENTION_MAX", _integer(1)),
+    "database_patterns": ("ATLAS_DATABASES", _patterns),
+    "max_parallel": ("ATLAS_MAX_PARALLEL", _integer(1, 64)),
 }
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 
@@ -395,8 +439,31 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     settings = Settings(**values)
 
     if settings.config_file:
-        settings.databases.update(_load_toml(settings.config_file, settings))
-    if settings.database_url is not None or source.get("PGDATABASE") or settings.database_name:
+        databases, servers = _load_toml(settings.config_file, settings)
+        settings.databases.update(databases)
+        settings.servers.update(servers)
+    if settings.database_patterns:
+        if settings.database_url is None and not source.get("PGHOST"):
+            raise AtlasError(
+                "ATLAS_DATABASES is set but no server is: it picks databases on DATABASE_URL's "
+                "server.",
+                "set DATABASE_URL to the server (its database is where Atlas lists the others)",
+            )
+        settings.servers.setdefault(
+            "default",
+            Server(
+                name="default",
+                url=settings.database_url or "",
+                selection=Selection.parse(settings.database_patterns),
+                staging_url=settings.staging_database_url,
+                environment=settings.environment,
+                schedule=None,
+                url_setting="DATABASE_URL",
+                staging_setting="STAGING_DATABASE_URL",
+            ),
+        )
+        redaction.remember(settings.database_url, settings.staging_database_url)
+    elif settings.database_url is not None or source.get("PGDATABASE") or settings.database_name:
         url = settings.database_url or ""
         name = settings.database_name or _name_from_url(url) or source.get("PGDATABASE") or "main"
         try:
@@ -414,11 +481,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise AtlasError(f"Invalid database name {name!r}: {exc}") from None
     for target in settings.databases.values():
-        _check_urls(target)
+        check_urls(target)
     return settings
 
 
-def _check_urls(target: DatabaseTarget) -> None:
+def check_urls(target: DatabaseTarget) -> None:
     """Refuse at start a staging URL that spells the production database. This catches
     the plain mistakes; restores also compare the servers' identities.
 
@@ -442,7 +509,9 @@ def _check_urls(target: DatabaseTarget) -> None:
         )
 
 
-def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
+def _load_toml(
+    path: Path, settings: Settings
+) -> tuple[dict[str, DatabaseTarget], dict[str, Server]]:
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -472,4 +541,44 @@ def _load_toml(path: Path, settings: Settings) -> dict[str, DatabaseTarget]:
             out[name] = DatabaseTarget(**body)
         except ValueError as exc:
             raise AtlasError(f"ATLAS_CONFIG: [databases.{name}]: {exc}") from None
-    return out
+    servers: dict[str, Server] = {}
+    for name, body in (data.get("servers") or {}).items():
+        try:
+            servers[name] = _server(name, body, settings)
+        except ValueError as exc:
+            raise AtlasError(f"ATLAS_CONFIG: [servers.{name}]: {exc}") from None
+    return out, servers
+
+
+SERVER_KEYS = {"url", "include", "exclude", "staging_url", "environment", "schedule", "checks"}
+
+
+def _server(name: str, body: Any, settings: Settings) -> Server:
+    if not isinstance(body, dict):
+        raise ValueError("must be a table")
+    redaction.remember(str(body.get("url") or ""), str(body.get("staging_url") or ""))
+    unknown = set(body) - SERVER_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(SERVER_KEYS))})"
+        )
+    include = _csv(body.get("include", "*"))
+    exclude = _csv(body.get("exclude"))
+    schedule = body.get("schedule")
+    if schedule is not None and not isinstance(schedule, str):
+        raise ValueError("schedule must be a cron line in quotes")
+    checks = body.get("checks") or []
+    if not isinstance(checks, list):
+        raise ValueError("checks must be a list of [[servers.NAME.checks]]")
+    return Server(
+        name=name,
+        url=body.get("url") or "",
+        selection=Selection.parse(include, exclude),
+        staging_url=body.get("staging_url"),
+        environment=body.get("environment", settings.environment),
+        schedule=_cron(schedule) if schedule else None,
+        checks=[_check(c) for c in checks],
+        prefix=f"{_safe_name(name)}.",
+        url_setting=f"ATLAS_CONFIG [servers.{name}] url",
+        staging_setting=f"ATLAS_CONFIG [servers.{name}] staging_url",
+    )

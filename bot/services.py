@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from bot.backup.read import Reader
     from bot.backup.rescan import Rescanner
     from bot.backup.take import DumpProgress, Taker
+    from bot.fleet.run import Fleet, Outcome
     from bot.restore.run import Restores
     from bot.restore.scratch import Scratch
 
@@ -61,6 +62,8 @@ class Services:
         self._ask: Ask | None = None
         self._jobs: Jobs | None = None
         self._reactions: Reactions | None = None
+        # the databases named in the configuration; a fleet's servers add theirs at each run
+        self._configured = dict(settings.databases)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -326,6 +329,57 @@ class Services:
         Message(self.chat, self.settings.channel).post(
             *messages.snapshot_damaged(snap, found_by, good[0] if good else None)
         )
+
+    def fleet(self) -> Fleet:
+        """List the configured servers now. Their databases join the configured ones for
+        every job that follows (reminders, status, metrics, restores); those that have gone
+        leave, their snapshots kept under retention."""
+        from bot.fleet.run import Fleet, resolve
+
+        if not self.settings.servers:
+            return Fleet(targets=dict(self.settings.databases))
+        fleet = resolve(self.settings, self._configured, self.catalog.kept_databases)
+        self.settings.databases = fleet.targets  # one assignment: readers see old or new
+        for problem in fleet.problems:
+            log.error("fleet: %s", problem)
+        return fleet
+
+    def snapshot_fleet(
+        self,
+        *,
+        requested_by: str,
+        note: str = "",
+        source: str = "cli",
+        server: str | None = None,
+        skip_servers: tuple[str, ...] = (),
+    ) -> tuple[Fleet, list[Outcome]]:
+        """Snapshot every database of the fleet (or of one server), at most
+        ATLAS_MAX_PARALLEL at once; each outcome says what happened to one database."""
+        from bot.fleet.run import snapshot_each
+
+        fleet = self.fleet()
+        names = list(fleet.targets)
+        if server is not None:
+            names = [n for s in fleet.scans if s.server == server for n in s.targets]
+        elif skip_servers:
+            skip = {n for s in fleet.scans if s.server in skip_servers for n in s.targets}
+            names = [n for n in names if n not in skip]
+        taker = self.taker
+
+        def take(name: str) -> Snapshot:
+            return taker.take(requested_by=requested_by, note=note, database=name, source=source)
+
+        outcomes = snapshot_each(names, take, self.settings.max_parallel)
+        self.catalog.audit(
+            requested_by,
+            "fleet.snapshot",
+            server or "all",
+            ok=[o.database for o in outcomes if o.snapshot],
+            failed=[o.database for o in outcomes if o.error],
+            gone=fleet.gone,
+            problems=fleet.problems,
+        )
+        return fleet, outcomes
 
     def recover(self) -> list[Snapshot]:
         """Close out snapshots whose process died and say so in Slack."""

@@ -164,3 +164,91 @@ def test_pgdatabase_alone_configures_a_target() -> None:
     target = settings.target()
     assert target.name == "inventory"
     assert target.url == ""
+
+
+# -- fleets: ATLAS_DATABASES and [servers.NAME] ----------------------------------------------
+
+
+def _load(**env: str):
+    return load_settings(env=env)
+
+
+def test_atlas_databases_makes_the_server_the_unit() -> None:
+    st = _load(
+        DATABASE_URL="postgresql://atlas:pw@db1.internal/postgres",
+        ATLAS_DATABASES="*, !postgres,!*_test",
+        ATLAS_MAX_PARALLEL="3",
+    )
+    assert st.databases == {}  # nothing until the server is listed
+    server = st.servers["default"]
+    assert server.prefix == "" and server.url_setting == "DATABASE_URL"
+    assert server.selection.include == ("*",)
+    assert server.selection.exclude == ("postgres", "*_test")
+    assert st.max_parallel == 3
+    with pytest.raises(AtlasError, match="No database of the configured servers is known yet"):
+        st.target()
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ATLAS_DATABASES": "orders, !"}, "ATLAS_DATABASES: a pattern is empty"),
+        ({"ATLAS_DATABASES": "!postgres"}, "ATLAS_DATABASES: nothing is included"),
+        ({"ATLAS_MAX_PARALLEL": "0"}, "ATLAS_MAX_PARALLEL: must be at least 1"),
+        ({"ATLAS_MAX_PARALLEL": "two"}, "ATLAS_MAX_PARALLEL: 'two' is not a whole number"),
+    ],
+)
+def test_mistyped_fleet_settings_are_one_clear_line(env: dict[str, str], words: str) -> None:
+    with pytest.raises(AtlasError) as err:
+        _load(DATABASE_URL="postgresql://atlas:s3cret-pw@db1/postgres", **env)
+    assert words in str(err.value)
+    assert "s3cret-pw" not in str(err.value)
+
+
+def test_atlas_databases_needs_a_server() -> None:
+    with pytest.raises(AtlasError, match="ATLAS_DATABASES is set but no server is"):
+        _load(ATLAS_DATABASES="*")
+
+
+def test_servers_in_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(
+        """
+[servers.db2]
+url = "postgresql://atlas:pw@db2.internal/postgres"
+include = "orders, billing*"
+exclude = ["billing_archive"]
+staging_url = "postgresql://atlas@staging2.internal/postgres"
+schedule = "30 2 * * *"
+environment = "eu"
+"""
+    )
+    st = _load(ATLAS_CONFIG=str(cfg))
+    server = st.servers["db2"]
+    assert server.prefix == "db2." and server.environment == "eu"
+    assert server.schedule == "30 2 * * *"
+    assert server.selection.select(["orders", "billing", "billing_archive", "x"]) == [
+        "billing",
+        "orders",
+    ]
+    assert "pw" not in repr(server)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('url = "postgresql://h/postgres"\nincldue = "*"', "unknown key 'incldue'"),
+        ('include = "*"', "url is required"),
+        ('url = "postgresql://h/postgres"\nschedule = "every night"', "[servers.db2]"),
+        ('url = "postgresql://h/postgres"\ninclude = ""', "nothing is included"),
+    ],
+)
+def test_mistyped_server_tables_are_refused_with_the_reason(
+    tmp_path: Path, body: str, words: str
+) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(f"[servers.db2]\n{body}\n")
+    with pytest.raises(AtlasError) as err:
+        _load(ATLAS_CONFIG=str(cfg))
+    assert "ATLAS_CONFIG: [servers.db2]" in str(err.value)
+    assert words in str(err.value)

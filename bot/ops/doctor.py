@@ -43,6 +43,8 @@ def _steps(services: Services, slack: bool) -> Iterator[tuple[str, Callable[[], 
     yield "storage", lambda: storage_checks(services)
     yield "encryption", lambda: [key_check(services)]
     yield "schedule", lambda: [schedule_check(st)]
+    if st.servers:  # lists them: the databases they have are checked below
+        yield "servers", lambda: fleet_checks(services)
     if not st.databases:
         yield (
             "databases",
@@ -65,6 +67,28 @@ def worst(checks: list[Check]) -> str:
 
 
 # -- the checks ------------------------------------------------------------------------------
+
+
+def fleet_checks(services: Services) -> list[Check]:
+    """Each server listed, and what its selection takes from it."""
+    fleet = services.fleet()
+    out = []
+    for scan in fleet.scans:
+        name = f"server {scan.server}"
+        if scan.error:
+            out.append(fail(name, f"{scan.error}: its databases cannot be found"))
+            continue
+        taken = sorted(scan.targets)
+        shown = ", ".join(taken[:8]) + (f" and {len(taken) - 8} more" if len(taken) > 8 else "")
+        selection = services.settings.servers[scan.server].selection.describe()
+        if not taken:
+            out.append(warn(name, f"'{selection}' matches none of its databases"))
+        else:
+            out.append(ok(name, f"'{selection}' takes {len(taken)}: {shown}"))
+        out.extend(warn(name, msg) for msg in scan.skipped)
+    for gone in fleet.gone:
+        out.append(warn(f"database {gone}", "gone from its server; snapshots kept under retention"))
+    return out
 
 
 def catalog_check(services: Services) -> Check:

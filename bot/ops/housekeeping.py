@@ -159,33 +159,32 @@ def provider_check(services: Services, at: datetime | None = None) -> Any:
     return status
 
 
-def scheduled_snapshot(services: Services) -> list[Snapshot]:
-    """The cron snapshot: the same pipeline as /atlas snapshot; loud on failure, brief on success."""
-    done = []
-    for name in services.settings.databases:
-        msg = Message(services.chat, services.settings.channel)
-        try:
-            row = services.taker.take(requested_by="schedule", database=name, source="schedule")
-        except AtlasError as exc:
-            msg.post(
-                f"<!here> :rotating_light: *Scheduled snapshot of {messages.escape(name)} FAILED*: "
-                f"{messages.escape(str(exc))}",
-                [],
-            )
-            continue
-        msg.post(
-            f":white_check_mark: Scheduled snapshot `{row.id}` of {messages.escape(name)}: "
-            f"{messages.human_bytes(row.size_bytes)} in {messages.human_seconds(row.duration_s)}",
-            [],
-        )
-        done.append(row)
-    return done
+def scheduled_snapshot(
+    services: Services, server: str | None = None, skip_servers: tuple[str, ...] = ()
+) -> list[Snapshot]:
+    """The cron snapshot of every database (or of one server's): the same pipeline as
+    /atlas snapshot, at most ATLAS_MAX_PARALLEL at once. One message per run: failures
+    loud in it, successes in its thread."""
+    fleet, outcomes = services.snapshot_fleet(
+        requested_by="schedule", source="schedule", server=server, skip_servers=skip_servers
+    )
+    ok = [(o.database, o.snapshot) for o in outcomes if o.snapshot is not None]
+    failed = [(o.database, o.error or "failed") for o in outcomes if o.snapshot is None]
+    channel = services.settings.channel
+    head = Message(services.chat, channel)
+    head.post(messages.fleet_summary(ok, failed, fleet.gone, fleet.problems + fleet.skipped), [])
+    if head.ts and len(outcomes) > 1:
+        for chunk in messages.fleet_successes(ok):
+            Message(services.chat, head.channel, thread_ts=head.ts).post(chunk, [])
+    return [snap for _, snap in ok]
 
 
 def daily(services: Services) -> dict[str, Any]:
     """Everything housekeeping does once a day (and once at start-up)."""
     result: dict[str, Any] = {"at": now()}
     for name, job in (
+        # the servers' databases as they are today, so reminders and retention see them
+        ("databases", lambda: len(services.fleet().targets)),
         ("reminders", lambda: drill_reminders(services)),
         ("pruned", lambda: [d.snapshot_id for d in prune(services) if not d.keep]),
         ("provider", lambda: provider_check(services)),

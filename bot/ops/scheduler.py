@@ -7,6 +7,7 @@ replica): a lease in the catalog makes exactly one of them act, and each job has
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable
@@ -40,9 +41,22 @@ class Scheduler:
         self._add("recover", services.recover, "interval", seconds=60)
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
+        # a server with a schedule of its own runs on it; ATLAS_SNAPSHOT_SCHEDULE covers the rest
+        own = tuple(name for name, server in st.servers.items() if server.schedule)
         if st.snapshot_schedule:
             trigger = CronTrigger.from_crontab(st.snapshot_schedule, timezone=st.timezone)
-            self._add("snapshot", lambda: housekeeping.scheduled_snapshot(services), trigger)
+            self._add(
+                "snapshot",
+                lambda: housekeeping.scheduled_snapshot(services, skip_servers=own),
+                trigger,
+            )
+        for name in own:
+            cron = st.servers[name].schedule or ""
+            self._add(
+                f"snapshot:{name}",
+                functools.partial(housekeeping.scheduled_snapshot, services, server=name),
+                CronTrigger.from_crontab(cron, timezone=st.timezone),
+            )
 
     def _add(self, job_id: str, fn: Callable[[], Any], trigger: Any, **kw: Any) -> None:
         def guarded() -> None:

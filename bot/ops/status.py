@@ -61,6 +61,9 @@ class Facts:
     damaged: list[str] = field(default_factory=list)  # snapshots found corrupt, not pruned yet
     surface: str = "slack"  # where the lines are read: "slack" (/atlas …) or "cli" (atlas …)
     config_problems: dict[str, str] = field(default_factory=dict)  # database -> what is wrong
+    servers: list[str] = field(default_factory=list)  # servers whose databases are listed
+    fleet_problems: list[str] = field(default_factory=list)  # servers that could not be listed
+    gone: list[str] = field(default_factory=list)  # databases no longer on their server
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -100,6 +103,23 @@ def evaluate(f: Facts) -> list[Line]:
     fresh, stale = f.snapshot_every + GRACE, 2 * f.snapshot_every + GRACE
     for db, problem in f.config_problems.items():
         lines.append(Line(f"config:{db}", FAIL, f"Configuration of {db}", problem))
+    if f.servers:
+        if f.fleet_problems:
+            lines.append(Line("fleet", FAIL, "Servers", "; ".join(f.fleet_problems)))
+        else:
+            listed = ", ".join(f.servers)
+            lines.append(
+                Line("fleet", OK, "Servers", f"{listed}: {len(f.databases)} databases backed up")
+            )
+    for db in f.gone:
+        lines.append(
+            Line(
+                f"gone:{db}",
+                WARN,
+                f"{db} is gone",
+                "no longer on its server; its snapshots are kept under retention",
+            )
+        )
     for db in f.databases:
         snap = f.last_snapshot.get(db)
         if snap is None:
@@ -245,6 +265,7 @@ def gather(
 
     st = services.settings
     now = at or datetime.now(UTC)
+    fleet = services.fleet()  # lists the servers, if any: their databases are reported too
     problems = None
     ident = st.rds_cluster or st.rds_instance
     if ident and check_provider:
@@ -280,6 +301,9 @@ def gather(
         snapshot_every=schedule_gap(st.snapshot_schedule, st.timezone, now),
         damaged=[r.id for r in rows if r.status == SnapshotStatus.CORRUPT],
         surface=surface,
+        servers=list(st.servers),
+        fleet_problems=fleet.problems + fleet.skipped,
+        gone=fleet.gone,
     )
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = storage.stat(kept_ok[0].storage_key or "")

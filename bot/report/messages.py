@@ -373,3 +373,55 @@ def with_drill_button(text: str, database: str) -> Blocks:
             ],
         },
     ]
+
+
+def _took(snap: Snapshot) -> str:
+    return f"{human_bytes(snap.size_bytes)} in {human_seconds(snap.duration_s)}"
+
+
+def fleet_summary(
+    ok: list[tuple[str, Snapshot]],
+    failed: list[tuple[str, str]],
+    gone: list[str],
+    problems: list[str],
+    shown: int = 20,
+) -> str:
+    """One message for a scheduled run: each failure named (the first `shown`), the
+    successes counted (they are listed in the thread). One database reads as before."""
+    total = len(ok) + len(failed)
+    lines = []
+    if total == 1 and not gone and not problems:
+        if ok:
+            name, snap = ok[0]
+            return f":white_check_mark: Scheduled snapshot `{snap.id}` of {escape(name)}: {_took(snap)}"
+        name, error = failed[0]
+        return f"<!here> :rotating_light: *Scheduled snapshot of {escape(name)} FAILED*: {escape(error)}"
+    if failed or problems:
+        what = f"{len(failed)} of {total} FAILED" if failed else "a server could not be listed"
+        lines.append(f"<!here> :rotating_light: *Scheduled snapshots: {what}*")
+        for name, error in failed[:shown]:
+            lines.append(f"• *{escape(name)}*: {escape(error[:300])}")
+        if len(failed) > shown:
+            lines.append(f"• …and {len(failed) - shown} more (`atlas list` shows each)")
+        for problem in problems:
+            lines.append(f"• {escape(problem[:300])}")
+        if ok:
+            lines.append(f"{len(ok)} succeeded (listed in the thread)")
+    else:
+        size = sum(s.size_bytes or 0 for _, s in ok)
+        lines.append(
+            f":white_check_mark: Scheduled snapshots: all {total} databases, "
+            f"{human_bytes(size)} in all (listed in the thread)"
+        )
+    if gone:
+        lines.append(
+            f":warning: No longer on their server (snapshots kept under retention): "
+            f"{', '.join(escape(g) for g in gone)}"
+        )
+    return "\n".join(lines)
+
+
+def fleet_successes(ok: list[tuple[str, Snapshot]], per_message: int = 40) -> list[str]:
+    """The successes of a run, for its thread: a line each, a few dozen per message."""
+    lines = [f"`{s.id}` {escape(name)}: {_took(s)}" for name, s in ok]
+    return ["\n".join(lines[i : i + per_message]) for i in range(0, len(lines), per_message)]

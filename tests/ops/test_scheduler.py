@@ -225,3 +225,26 @@ def test_two_schedulers_in_one_process_do_not_both_lead(pg_url, tmp_path):
     first, second = Scheduler(a), Scheduler(b)
     assert first.leader()
     assert not second.leader()
+
+
+def test_a_server_with_its_own_schedule_runs_on_it_and_the_global_one_skips_it(tmp_path):
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(
+        '[servers.db2]\nurl = "postgresql://atlas@db2.internal/postgres"\n'
+        'schedule = "30 2 * * *"\n'
+        '[servers.db3]\nurl = "postgresql://atlas@db3.internal/postgres"\n'
+    )
+    settings = load_settings(
+        {
+            "ATLAS_CONFIG": str(cfg),
+            "ATLAS_SNAPSHOT_SCHEDULE": "0 3 * * *",
+            "ATLAS_STATE": str(tmp_path / "atlas.db"),
+            "ATLAS_STORAGE": str(tmp_path / "backups"),
+        }
+    )
+    s = Scheduler(services_for(settings))
+    jobs = {job.id: job for job in s.sched.get_jobs()}
+    assert {"snapshot", "snapshot:db2"} <= set(jobs)
+    assert "snapshot:db3" not in jobs  # db3 has none of its own: the global one covers it
+    own = jobs["snapshot:db2"].trigger
+    assert str(own) == str(CronTrigger.from_crontab("30 2 * * *", timezone="UTC"))

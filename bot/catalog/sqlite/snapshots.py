@@ -130,6 +130,15 @@ class Snapshots:
             ).fetchone()
         return row[0] if row else None
 
+    def kept_databases(self, environment: str) -> list[str]:
+        with self.conn.db() as db:
+            rows = db.execute(
+                "SELECT DISTINCT database FROM snapshots "
+                "WHERE environment = ? AND status != ? ORDER BY 1",
+                [environment, SnapshotStatus.DELETED.value],
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def stale_running(self, stale_after_s: float) -> list[Snapshot]:
         cutoff = datetime.now(UTC).timestamp() - stale_after_s
         return [

@@ -1,0 +1,187 @@
+"""Fleets on a real server, read by a least-privilege role: every database a selection
+takes, picked up as databases appear, reported as they go; one database's failure is its
+own; at most ATLAS_MAX_PARALLEL at once; one Slack message per scheduled run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from psycopg import sql
+
+from bot.ops import housekeeping
+from bot.records import Snapshot
+from tests.support.helpers import services_for, settings_for
+from tests.support.ops import CHANNEL
+from tests.support.pg import LeastPrivilege, PgCluster, fill_sample
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def prefix(pg: PgCluster) -> Iterator[str]:
+    """Databases `<prefix>a`, `<prefix>b` and `<prefix>skip`, each with the sample schema;
+    every database with the prefix is dropped afterwards."""
+    tag = f"fl_{uuid.uuid4().hex[:6]}_"
+    for suffix in ("a", "b", "skip"):
+        _create(pg, tag + suffix)
+    try:
+        yield tag
+    finally:
+        with pg.connect() as conn:
+            conn.autocommit = True
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", [tag + "%"]
+            ).fetchall():
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+def _create(pg: PgCluster, name: str, rows: int = 40) -> None:
+    pg.create_database(name)
+    fill_sample(pg.url(name), rows=rows)
+
+
+def _env(tmp: Path, url: str, patterns: str, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
+    }
+    env.update(
+        DATABASE_URL=url,
+        ATLAS_DATABASES=patterns,
+        ATLAS_STATE=str(tmp / "atlas.db"),
+        ATLAS_STORAGE=str(tmp / "backups"),
+        PYTHONPATH=str(REPO),
+        **extra,
+    )
+    return env
+
+
+def _atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def _all(env: dict[str, str]) -> dict:
+    proc = _atlas(env, "snapshot", "--all", "--json")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == (1 if doc["status"] == "failed" else 0), proc.stderr
+    return doc
+
+
+def test_all_takes_what_is_selected_picks_up_new_databases_and_reports_gone_ones(
+    pg: PgCluster, least_privilege: LeastPrivilege, prefix: str, tmp_path: Path
+) -> None:
+    reader = least_privilege.url(least_privilege.reader, "postgres")
+    env = _env(tmp_path, reader, f"{prefix}*, !{prefix}skip")
+    a, b, c = prefix + "a", prefix + "b", prefix + "c"
+
+    first = _all(env)
+    assert first["status"] == "ok" and not first["failed"] and not first["gone"]
+    assert sorted(s["database"] for s in first["snapshots"]) == [a, b]
+    assert all(s["verified_at"] and s["status"] == "ok" for s in first["snapshots"])
+
+    _create(pg, c)  # a new service's database: nobody tells Atlas
+    second = _all(env)
+    assert sorted(s["database"] for s in second["snapshots"]) == [a, b, c]
+
+    pg.drop_database(a)
+    third = _all(env)
+    assert third["status"] == "ok"  # a database that went is news, not a failure
+    assert sorted(s["database"] for s in third["snapshots"]) == [b, c]
+    assert third["gone"] == [a]
+    listed = json.loads(_atlas(env, "list", "--json", "--limit", "50").stdout)
+    assert [r["status"] for r in listed if r["database"] == a] == ["ok", "ok"]  # kept
+
+    status = _atlas(env, "status")
+    assert f"{a} is gone" in status.stdout + status.stderr
+    assert "Servers" in status.stdout + status.stderr
+
+    # one database by name, and the plain output: a line each, the ids on stdout
+    one = _atlas(env, "snapshot", "--db", b, "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["database"] == b
+    plain = _atlas(env, "snapshot", "--all")
+    assert plain.returncode == 0, plain.stderr
+    ids = plain.stdout.split()
+    assert len(ids) == 2 and all(i in plain.stderr for i in ids)
+    assert f"gone   {a}" in plain.stderr
+    assert least_privilege.password not in plain.stdout + plain.stderr + status.stdout
+
+
+def test_a_database_the_role_cannot_read_fails_alone_and_the_channel_gets_one_message(
+    pg: PgCluster, least_privilege: LeastPrivilege, prefix: str, tmp_path: Path, slack_api
+) -> None:
+    a, b = prefix + "a", prefix + "b"
+    pg.execute("postgres", f'REVOKE CONNECT ON DATABASE "{b}" FROM PUBLIC')
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        ATLAS_CHANNEL=CHANNEL,
+        ATLAS_MAX_PARALLEL="2",
+    )
+    services = services_for(settings, slack_api.client())
+    taken = housekeeping.scheduled_snapshot(services)
+    assert [s.database for s in taken] == [a]
+
+    posts = slack_api.calls("chat.postMessage")
+    heads = [p for p in posts if not p["params"].get("thread_ts")]
+    assert len(heads) == 1  # one message for the run
+    head = heads[0]["params"]["text"]
+    assert head.startswith("<!here> :rotating_light: *Scheduled snapshots: 1 of 2 FAILED*")
+    assert b in head and "permission denied" in head
+    assert least_privilege.password not in slack_api.all_text()
+    replies = [p for p in posts if p["params"].get("thread_ts")]
+    assert len(replies) == 1 and taken[0].id in replies[0]["params"]["text"]
+    row = services.catalog.list_snapshots(database=b)[0]
+    assert row.status == "failed" and "permission denied" in (row.error or "")
+
+
+def _most_at_once(rows: list[Snapshot]) -> int:
+    edges = []
+    for r in rows:
+        edges.append((datetime.fromisoformat(r.started_at), 1))
+        edges.append((datetime.fromisoformat(r.finished_at or r.started_at), -1))
+    most = now = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):  # an end before a start
+        now += step
+        most = max(most, now)
+    return most
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_no_more_than_max_parallel_snapshots_run_at_once(
+    pg: PgCluster, least_privilege: LeastPrivilege, prefix: str, tmp_path: Path, limit: int
+) -> None:
+    for suffix in ("c", "d"):
+        _create(pg, prefix + suffix, rows=400)
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        ATLAS_MAX_PARALLEL=str(limit),
+    )
+    services = services_for(settings)
+    fleet, outcomes = services.snapshot_fleet(requested_by="test")
+    assert len(outcomes) == 4 and all(o.snapshot for o in outcomes), outcomes
+    rows = [o.snapshot for o in outcomes if o.snapshot]
+    assert _most_at_once(rows) == limit
