@@ -102,6 +102,7 @@ class DatabaseTarget:
     # Where the URLs came from, for error messages that name the setting to fix.
     url_setting: str = "url"
     staging_setting: str = "staging_url"
+    server: str | None = None  # the [servers] entry it was found on, if any
 
     def __post_init__(self) -> None:
         self.name = _safe_name(self.name)
@@ -534,7 +535,7 @@ def _load_toml(
             "staging_setting": f"ATLAS_CONFIG [databases.{name}] staging_url",
         }
         redaction.remember(str(body.get("url") or ""), str(body.get("staging_url") or ""))
-        unknown = set(body) - {f.name for f in fields(DatabaseTarget)}
+        unknown = set(body) - ({f.name for f in fields(DatabaseTarget)} - {"server"})
         try:
             if unknown:
                 raise ValueError(f"unknown key {sorted(unknown)[0]!r}")

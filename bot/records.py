@@ -32,6 +32,11 @@ class SnapshotStatus(StrEnum):
     DELETED = "deleted"  # pruned by retention
 
 
+class SnapshotKind(StrEnum):
+    DATABASE = "database"  # one database: a pg_dump custom archive
+    GLOBALS = "globals"  # a server's roles and tablespaces: pg_dumpall --globals-only SQL
+
+
 class RequestStatus(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
@@ -222,6 +227,7 @@ class Snapshot:
     slack_ts: str | None = col()
     pinned: bool = col(int, public=True, default=False)
     provider_snapshot: str | None = col(public=True)
+    kind: SnapshotKind = col(public=True, sidecar=True, default=SnapshotKind.DATABASE)
 
 
 @dataclass(frozen=True)

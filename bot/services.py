@@ -370,6 +370,7 @@ class Services:
             return taker.take(requested_by=requested_by, note=note, database=name, source=source)
 
         outcomes = snapshot_each(names, take, self.settings.max_parallel)
+        outcomes += self._globals(fleet, requested_by, source, server, skip_servers)
         self.catalog.audit(
             requested_by,
             "fleet.snapshot",
@@ -380,6 +381,34 @@ class Services:
             problems=fleet.problems,
         )
         return fleet, outcomes
+
+    def _globals(
+        self,
+        fleet: Fleet,
+        requested_by: str,
+        source: str,
+        server: str | None,
+        skip_servers: tuple[str, ...],
+    ) -> list[Outcome]:
+        """Each listed server's roles and tablespaces, after its databases."""
+        from bot.backup.layout import globals_name
+        from bot.fleet.globals import GlobalsTaker
+        from bot.fleet.run import Outcome
+
+        taker = GlobalsTaker(self.settings, self.catalog, self.store, self.keys)
+        out = []
+        for scan in fleet.scans:
+            if scan.error or scan.server in skip_servers or server not in (None, scan.server):
+                continue
+            name = globals_name(scan.server)
+            try:
+                snap = taker.take(
+                    self.settings.servers[scan.server], requested_by=requested_by, source=source
+                )
+                out.append(Outcome(name, snapshot=snap))
+            except AtlasError as exc:
+                out.append(Outcome(name, error=str(exc)))
+        return out
 
     def recover(self) -> list[Snapshot]:
         """Close out snapshots whose process died and say so in Slack."""

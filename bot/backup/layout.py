@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from bot.config import DatabaseTarget
 
 FORMAT = "pg_dump custom format (-Fc -Z0), compressed as zstd frames"
+GLOBALS_FORMAT = "pg_dumpall --globals-only --no-role-passwords SQL, compressed as one zstd frame"
 FORMATS = (FORMAT, "pg_dump custom format (-Fc -Z0), compressed as one zstd frame")  # read
 SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 ENCRYPTED_SUFFIX = ".age"
@@ -25,5 +26,17 @@ def artifact_key(target: DatabaseTarget, snap_id: str, *, encrypted: bool = Fals
     return key + ENCRYPTED_SUFFIX if encrypted else key
 
 
+def globals_key(environment: str, server: str, snap_id: str, *, encrypted: bool = False) -> str:
+    """A server's roles and tablespaces: environment/SERVER@globals/id.sql.zst."""
+    key = f"{environment}/{globals_name(server)}/{snap_id}.sql.zst"
+    return key + ENCRYPTED_SUFFIX if encrypted else key
+
+
+def globals_name(server: str) -> str:
+    """The `database` a server's globals snapshots are listed under."""
+    return f"{server}@globals"
+
+
 def sidecar_key(key: str) -> str:
-    return key.removesuffix(ENCRYPTED_SUFFIX).removesuffix(".dump.zst") + ".json"
+    base = key.removesuffix(ENCRYPTED_SUFFIX)
+    return base.removesuffix(".dump.zst").removesuffix(".sql.zst") + ".json"

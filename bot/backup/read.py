@@ -20,7 +20,7 @@ from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Damaged
 from bot.pg import find_tool
-from bot.records import Snapshot, SnapshotStatus, now
+from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,8 @@ class Reader:
         snap = self.snapshots.readable(ref)
         started = time.monotonic()
         self.keys.for_snapshot(snap)  # no key: an error before reading, not a corrupt snapshot
+        if snap.kind == SnapshotKind.GLOBALS:
+            return self._verify_globals(snap, actor, started)
         pg_restore, _ = find_tool(
             "pg_restore", _major(snap.server_version), self.settings.pg_bindir
         )
@@ -83,6 +85,22 @@ class Reader:
             check.verify()
         except AtlasError as exc:
             check.kill()
+            raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
+        self.catalog.update_snapshot(
+            snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
+        )
+        self.catalog.audit(actor, "snapshot.verified", snap.id)
+        return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
+
+    def _verify_globals(self, snap: Snapshot, actor: str, started: float) -> Verified:
+        """A globals dump is SQL: its checksums, and pg_dumpall's complete output."""
+        from bot.fleet.globals import check_text
+
+        data = bytearray()
+        try:
+            self.read(snap, data.extend)
+            check_text(bytes(data))
+        except AtlasError as exc:
             raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
         self.catalog.update_snapshot(
             snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None

@@ -8,10 +8,10 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bot.backup.layout import FORMAT, FORMATS
+from bot.backup.layout import FORMAT, FORMATS, GLOBALS_FORMAT
 from bot.config import DatabaseTarget
 from bot.errors import AtlasError
-from bot.records import Snapshot, SnapshotStatus, names
+from bot.records import Snapshot, SnapshotKind, SnapshotStatus, names
 
 SIDECAR_MAX = 16 << 20  # manifests of very many tables stay far below this
 
@@ -22,6 +22,15 @@ def sidecar(snap: Snapshot, recipient: str | None) -> bytes:
     doc["format"] = FORMAT
     doc["manifest"] = snap.manifest
     encrypted = snap.encryption == "age"
+    if snap.kind == SnapshotKind.GLOBALS:
+        doc["format"] = GLOBALS_FORMAT
+        read = "age -d -i KEY.txt ID.sql.zst.age | zstd -dc" if encrypted else "zstd -dc ID.sql.zst"
+        doc["restore"] = (
+            f'{read} | psql -v ON_ERROR_STOP=1 --dbname "$TARGET_SERVER_URL"'
+        ).replace("ID", snap.id)
+        if encrypted and recipient:
+            doc["recipient"] = recipient
+        return json.dumps(doc, indent=2, sort_keys=True).encode()
     decode = (
         "age -d -i KEY.txt ID.dump.zst.age | zstd -dc > ID.dump"
         if encrypted

@@ -26,12 +26,26 @@ class Scan:
     error: str | None = None  # the server could not be listed
 
 
+def server_conn(server: Server) -> Conn:
+    """The server's URL as a connection; to `postgres` when it names no database (libpq
+    would try one named after the user)."""
+    conn = Conn.parse(server.url, server.url_setting)
+    return conn if _dbname(server.url) else conn.with_dbname("postgres")
+
+
+def staging_server_conn(server: Server) -> Conn | None:
+    """Where drills of the server's databases create their scratch databases: the staging
+    URL's own database (`postgres` when it names none), which exists, unlike the database
+    of the same name that a refresh replaces."""
+    if not server.staging_url:
+        return None
+    conn = Conn.parse(server.staging_url, server.staging_setting)
+    return conn if _dbname(server.staging_url) else conn.with_dbname("postgres")
+
+
 def list_databases(server: Server) -> list[str]:
     """Every database on the server that accepts connections, templates aside."""
-    conn = Conn.parse(server.url, server.url_setting)
-    if not _dbname(server.url):  # libpq would try a database named after the user
-        conn = conn.with_dbname("postgres")
-    with conn.connect(autocommit=True) as c:
+    with server_conn(server).connect(autocommit=True) as c:
         return [str(r[0]) for r in c.execute(LIST).fetchall()]
 
 
@@ -63,6 +77,7 @@ def targets(server: Server, names: Iterable[str]) -> tuple[dict[str, DatabaseTar
                 checks=list(server.checks),
                 url_setting=f"{server.url_setting} (database {db})",
                 staging_setting=f"{server.staging_setting} (database {db})",
+                server=server.name,
             )
         except ValueError:
             skipped.append(

@@ -16,7 +16,7 @@ from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Refused
 from bot.pg import Conn, find_tool, redact
-from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotStatus, now
+from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import guard_not_production
 from bot.restore.scratch import Scratch, create_database, scratch_name
@@ -44,6 +44,12 @@ class Restores:
         """The named snapshot, or the newest good one of the database."""
         if ref:
             snap = self.snapshots.get(ref, database)
+            if snap.kind == SnapshotKind.GLOBALS:
+                raise AtlasError(
+                    f"Snapshot {snap.id} holds a server's roles and tablespaces, not a database.",
+                    f"write its SQL with `atlas fetch {snap.id} -o globals.sql` and apply it with "
+                    "psql; every drill of that server's databases checks it applies",
+                )
             if snap.status != SnapshotStatus.OK:
                 raise AtlasError(
                     f"Snapshot {snap.id} is {snap.status}; only good snapshots can be restored.",
@@ -93,6 +99,11 @@ class Restores:
         kind = Kind(kind)
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap)
+        server = self.settings.servers.get(target.server or "")
+        if kind == Kind.DRILL and server is not None:
+            from bot.fleet.discover import staging_server_conn
+
+            staging = staging_server_conn(server) or staging
         production = Conn.parse(target.url, target.url_setting)
         storage = self.store.get()
         tools = strategies.Tools(self.reader, storage, self.work_dir())
@@ -184,6 +195,10 @@ class Restores:
             results = checks.run_checks(
                 dest, [*self.settings.checks, *target.checks], self.settings.check_timeout_s
             )
+            if kind == Kind.DRILL and target.server:
+                found, cautions = self._check_globals(target, dest)
+                problems += found
+                warnings += cautions
             timings["verify_s"] = time.monotonic() - t
             problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
             verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
@@ -223,6 +238,47 @@ class Restores:
             if created and not keep and scratch:
                 self.scratch.drop(drill_id, staging, scratch, in_report=True)
         return self.catalog.get_drill(drill_id)
+
+    def _check_globals(self, target: DatabaseTarget, dest: Conn) -> tuple[list[str], list[str]]:
+        """(problems, warnings) of the server's newest globals snapshot applied on the
+        staging server in a transaction that is rolled back."""
+        from bot.backup.layout import globals_name
+        from bot.fleet.globals import apply_rolled_back, check_text
+
+        rows = self.catalog.list_snapshots(
+            limit=1,
+            database=globals_name(target.server or ""),
+            status=SnapshotStatus.OK,
+            environment=target.environment,
+        )
+        if not rows:
+            return [], [f"no roles snapshot of server {target.server} yet to check"]
+        data = bytearray()
+        try:
+            self.reader.read(rows[0], data.extend)
+            text = check_text(bytes(data))
+        except AtlasError as exc:
+            if isinstance(exc, Damaged):  # that snapshot, not the database's, is damaged
+                exc = self.reader.mark_damaged(rows[0], exc, "atlas", found_by="drill")
+            return [f"the roles snapshot `{rows[0].id}` cannot be read: {exc}"], []
+        applied = apply_rolled_back(dest, text)
+        problems, warnings = [], []
+        if applied.error:
+            problems.append(
+                f"the roles of server {target.server} (`{rows[0].id}`) do not apply on "
+                f"staging: {applied.error}"
+            )
+        if applied.unchecked:
+            warnings.append(f"roles of server {target.server} not checked: {applied.unchecked}")
+        if applied.existing:
+            shown = ", ".join(applied.existing[:10])
+            more = f" and {len(applied.existing) - 10} more" if len(applied.existing) > 10 else ""
+            warnings.append(f"roles already on staging (their CREATE skipped): {shown}{more}")
+        if applied.skipped:
+            warnings.append(
+                f"{applied.skipped} tablespace statement(s) not tried (no transaction can hold them)"
+            )
+        return problems, warnings
 
     def previous_passed(self, drill: Drill) -> Drill | None:
         for row in self.catalog.list_drills(limit=50, kind=drill.kind, database=drill.database):

@@ -85,6 +85,9 @@ def _all(env: dict[str, str]) -> dict:
     assert "Traceback" not in proc.stderr, proc.stderr
     doc = json.loads(proc.stdout)
     assert proc.returncode == (1 if doc["status"] == "failed" else 0), proc.stderr
+    roles = [s for s in doc["snapshots"] if s["kind"] == "globals"]
+    assert [s["database"] for s in roles] == ["default@globals"]  # the server's roles, each run
+    doc["snapshots"] = [s for s in doc["snapshots"] if s["kind"] == "database"]
     return doc
 
 
@@ -122,7 +125,7 @@ def test_all_takes_what_is_selected_picks_up_new_databases_and_reports_gone_ones
     plain = _atlas(env, "snapshot", "--all")
     assert plain.returncode == 0, plain.stderr
     ids = plain.stdout.split()
-    assert len(ids) == 2 and all(i in plain.stderr for i in ids)
+    assert len(ids) == 3 and all(i in plain.stderr for i in ids)  # b, c and the roles
     assert f"gone   {a}" in plain.stderr
     assert least_privilege.password not in plain.stdout + plain.stderr + status.stdout
 
@@ -141,17 +144,17 @@ def test_a_database_the_role_cannot_read_fails_alone_and_the_channel_gets_one_me
     )
     services = services_for(settings, slack_api.client())
     taken = housekeeping.scheduled_snapshot(services)
-    assert [s.database for s in taken] == [a]
+    assert [s.database for s in taken] == [a, "default@globals"]
 
     posts = slack_api.calls("chat.postMessage")
     heads = [p for p in posts if not p["params"].get("thread_ts")]
     assert len(heads) == 1  # one message for the run
     head = heads[0]["params"]["text"]
-    assert head.startswith("<!here> :rotating_light: *Scheduled snapshots: 1 of 2 FAILED*")
+    assert head.startswith("<!here> :rotating_light: *Scheduled snapshots: 1 of 3 FAILED*")
     assert b in head and "permission denied" in head
     assert least_privilege.password not in slack_api.all_text()
     replies = [p for p in posts if p["params"].get("thread_ts")]
-    assert len(replies) == 1 and taken[0].id in replies[0]["params"]["text"]
+    assert len(replies) == 1 and all(t.id in replies[0]["params"]["text"] for t in taken)
     row = services.catalog.list_snapshots(database=b)[0]
     assert row.status == "failed" and "permission denied" in (row.error or "")
 
@@ -182,6 +185,6 @@ def test_no_more_than_max_parallel_snapshots_run_at_once(
     )
     services = services_for(settings)
     fleet, outcomes = services.snapshot_fleet(requested_by="test")
-    assert len(outcomes) == 4 and all(o.snapshot for o in outcomes), outcomes
-    rows = [o.snapshot for o in outcomes if o.snapshot]
+    assert len(outcomes) == 5 and all(o.snapshot for o in outcomes), outcomes
+    rows = [o.snapshot for o in outcomes if o.snapshot and o.snapshot.kind == "database"]
     assert _most_at_once(rows) == limit

@@ -72,7 +72,13 @@ def _v3(db: Database) -> None:
     _add_missing_columns(db["snapshots"], columns(Snapshot))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
+def _v4(db: Database) -> None:
+    """Snapshots say what they hold: a database, or a server's roles and tablespaces."""
+    _add_missing_columns(db["snapshots"], columns(Snapshot))
+    db.execute("UPDATE snapshots SET kind = 'database' WHERE kind IS NULL")
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
 LATEST = len(STEPS)
 
 

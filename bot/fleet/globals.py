@@ -1,0 +1,239 @@
+"""A server's roles and tablespaces, kept beside its databases' snapshots.
+
+No `pg_dump` holds them, and a restore onto a fresh server fails without its roles. Each
+fleet run stores `pg_dumpall --globals-only --no-role-passwords` (which needs no superuser,
+so it works on managed providers) as an artifact of its own: zstd, checksummed, encrypted
+like the rest, read back before it counts. A drill checks it applies on the staging server
+in a transaction that is rolled back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import re
+import subprocess
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.backup import pipeline, sidecar
+from bot.backup.keys import Keys
+from bot.backup.layout import globals_key, globals_name, new_id, sidecar_key
+from bot.catalog import Catalog
+from bot.config import Server, Settings
+from bot.errors import AtlasError
+from bot.fleet.discover import server_conn
+from bot.pg import Conn, find_tool, redact, server_info
+from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+DONE = "PostgreSQL database cluster dump complete"  # pg_dumpall's last comment
+TIMEOUT_S = 300
+CREATE_ROLE = re.compile(r'CREATE ROLE ("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*);', re.ASCII)
+NOT_IN_A_TRANSACTION = re.compile(r"(CREATE|DROP|ALTER) TABLESPACE\b", re.IGNORECASE)
+
+
+def statements(text: str) -> list[str]:
+    """The SQL statements of pg_dumpall's globals output: comments, blank lines and psql's
+    meta-commands (`\\connect`, `\\restrict`) left out. Each statement ends with `;` at the
+    end of a line, which is how pg_dumpall writes them."""
+    out: list[str] = []
+    buf: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not buf and (not stripped or stripped.startswith(("--", "\\"))):
+            continue
+        buf.append(line)
+        if stripped.endswith(";"):
+            out.append("\n".join(buf))
+            buf = []
+    if buf:
+        out.append("\n".join(buf))
+    return out
+
+
+def created_role(statement: str) -> str | None:
+    """The role a `CREATE ROLE name;` statement creates, unquoted; None for others."""
+    m = CREATE_ROLE.fullmatch(statement.strip())
+    if not m:
+        return None
+    name = m.group(1)
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name.lower()
+
+
+def check_text(data: bytes) -> str:
+    """pg_dumpall's output as text, or AtlasError if it isn't a complete one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise AtlasError("The globals dump is not UTF-8 text.") from None
+    if DONE not in text:
+        raise AtlasError("The globals dump is incomplete (pg_dumpall's last line is missing).")
+    return text
+
+
+class GlobalsTaker:
+    """Takes one server's globals snapshot: dump, compress, (encrypt,) store, read back."""
+
+    def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
+        self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
+
+    def take(self, server: Server, *, requested_by: str, source: str = "cli") -> Snapshot:
+        identity = self.keys.current()
+        storage = self.store.get()
+        snap_id = new_id()
+        key = globals_key(server.environment, server.name, snap_id, encrypted=bool(identity))
+        snap = self.catalog.begin_snapshot(
+            Snapshot(
+                id=snap_id,
+                database=globals_name(server.name),
+                environment=server.environment,
+                kind=SnapshotKind.GLOBALS,
+                source=source,
+                requested_by=requested_by,
+                storage_key=key,
+                location=storage.location(key),
+                encryption="age" if identity is not None else "none",
+            )
+        )
+        conn = Conn("", None)
+        writer = None
+        committed = False
+        try:
+            conn = server_conn(server)
+            with conn.connect(autocommit=True) as c:
+                info = server_info(c)
+            tool, version = find_tool("pg_dumpall", info.major, self.settings.pg_bindir)
+            proc = subprocess.run(
+                [tool, "--globals-only", "--no-role-passwords", "--dbname", conn.conninfo],
+                env=conn.env(),
+                capture_output=True,
+                timeout=TIMEOUT_S,
+                check=False,
+            )
+            if proc.returncode != 0:
+                why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+                raise AtlasError(f"pg_dumpall --globals-only failed: {why[0]}")
+            text = check_text(proc.stdout)
+            import zstandard
+
+            data = zstandard.ZstdCompressor(
+                level=self.settings.zstd_level, write_checksum=True
+            ).compress(proc.stdout)
+            stored = storage.writer(key)
+            writer = stored
+            if identity is not None:
+                from bot.store.crypto import EncryptingWriter
+
+                writer = EncryptingWriter(stored, identity)
+            writer.write(data)
+            result = writer.commit()
+            committed = True
+            size, sha256 = stored.size, result.sha256  # of the stored bytes
+            if not sha256:
+                size, sha256 = pipeline.hash_stored(storage, key)
+            back = bytearray()
+            pipeline.read_artifact(
+                storage,
+                key,
+                back.extend,
+                expect_size=size,
+                expect_sha256=sha256,
+                identity=identity,
+            )
+            if bytes(back) != proc.stdout:
+                raise AtlasError("The stored globals dump does not read back as written.")
+            parts = statements(text)
+            fields: dict[str, Any] = {
+                "dbname": info.dbname,
+                "server_version": info.version,
+                "pg_dump_version": version,
+                "size_bytes": size,
+                "raw_size_bytes": len(proc.stdout),
+                "sha256": sha256,
+                "verified_at": now(),
+                "manifest": {
+                    "roles": sorted(r for p in parts if (r := created_role(p))),
+                    "tablespaces": sum(1 for p in parts if NOT_IN_A_TRANSACTION.match(p)),
+                },
+            }
+            done = dataclasses.replace(snap, **fields)
+            recipient = identity.recipient if identity is not None else None
+            storage.put_bytes(sidecar_key(key), sidecar.sidecar(done, recipient))
+            self.catalog.finish_snapshot(
+                snap_id,
+                SnapshotStatus.OK,
+                audit=(requested_by, "snapshot.ok", {"kind": "globals", "size": size}),
+                **fields,
+            )
+        except BaseException as exc:
+            message = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
+            message = redact(message, conn.secrets)
+            if writer is not None and not committed:
+                with contextlib.suppress(Exception):
+                    writer.abort()
+            if committed:
+                for k in (key, sidecar_key(key)):
+                    with contextlib.suppress(Exception):
+                        storage.delete(k)
+            status = (
+                SnapshotStatus.INTERRUPTED
+                if isinstance(exc, KeyboardInterrupt)
+                else SnapshotStatus.FAILED
+            )
+            self.catalog.finish_snapshot(snap_id, status, error=message)
+            self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
+            if isinstance(exc, Exception):
+                raise AtlasError(message) from None
+            raise
+        return self.catalog.get_snapshot(snap_id)
+
+
+@dataclass
+class Applied:
+    """What applying a globals dump on a server, then rolling it back, found."""
+
+    existing: list[str] = field(default_factory=list)  # roles the server already has
+    skipped: int = 0  # tablespace statements, which no transaction can hold
+    error: str | None = None  # the statement that failed, and why
+    unchecked: str | None = None  # why it could not be tried (no CREATEROLE)
+
+
+def apply_rolled_back(conn: Conn, text: str) -> Applied:
+    """Run the globals in one transaction on `conn`'s server and roll it back: nothing
+    stays. Roles the server already has are named and their CREATE skipped (their ALTERs
+    still run), as are tablespace statements."""
+    import psycopg
+
+    out = Applied()
+    parts = statements(text)
+    with conn.connect(autocommit=True) as c:
+        row = c.execute(
+            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if not (row and row[0]):
+            out.unchecked = "the staging role lacks CREATEROLE, so the roles could not be tried"
+            return out
+        have = {r[0] for r in c.execute("SELECT rolname FROM pg_roles").fetchall()}
+        c.autocommit = False
+        try:
+            for stmt in parts:
+                role = created_role(stmt)
+                if role is not None and role in have:
+                    out.existing.append(role)
+                    continue
+                if NOT_IN_A_TRANSACTION.match(stmt.strip()):
+                    out.skipped += 1
+                    continue
+                try:
+                    c.execute(stmt.encode())
+                except psycopg.Error as exc:
+                    first = stmt.strip().splitlines()[0][:200]
+                    out.error = f"{first}: {str(exc).strip().splitlines()[0]}"
+                    break
+        finally:
+            c.rollback()
+    return out

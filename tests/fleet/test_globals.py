@@ -1,0 +1,245 @@
+"""A server's roles and tablespaces: stored with each fleet run (compressed, checksummed,
+encrypted when a key is set, read back), fetched as SQL, verified, and applied on the
+staging server in a transaction that is rolled back by every drill."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.backup.layout import globals_name
+from bot.fleet.globals import apply_rolled_back, created_role, statements
+from bot.pg import Conn
+from bot.records import SnapshotKind
+from bot.store.crypto import generate_identity
+from tests.support.helpers import services_for, settings_for
+from tests.support.pg import LeastPrivilege, PgCluster, fill_sample
+
+REPO = Path(__file__).resolve().parents[2]
+
+# pg_dumpall --globals-only as PostgreSQL 15 writes it (with a later minor's \restrict)
+SAMPLE = r'''\restrict abc123
+
+--
+-- PostgreSQL database cluster dump
+--
+
+SET default_transaction_read_only = off;
+
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+
+--
+-- Roles
+--
+
+CREATE ROLE app;
+ALTER ROLE app WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB LOGIN NOREPLICATION NOBYPASSRLS;
+CREATE ROLE "Odd ""name""";
+ALTER ROLE "Odd ""name""" WITH NOSUPERUSER INHERIT NOCREATEROLE NOCREATEDB NOLOGIN NOREPLICATION NOBYPASSRLS;
+CREATE TABLESPACE fast OWNER app LOCATION '/mnt/fast';
+
+--
+-- Role memberships
+--
+
+GRANT "Odd ""name""" TO app GRANTED BY postgres;
+
+\unrestrict abc123
+
+--
+-- PostgreSQL database cluster dump complete
+--
+
+'''
+
+
+def test_statements_leave_out_comments_and_psql_commands() -> None:
+    parts = statements(SAMPLE)
+    assert parts[0] == "SET default_transaction_read_only = off;"
+    assert not [p for p in parts if p.startswith(("--", "\\"))]
+    assert len(parts) == 9
+    assert [created_role(p) for p in parts if created_role(p)] == ["app", 'Odd "name"']
+    assert created_role("CREATE ROLE app WITH LOGIN;") is None  # not the bare form
+
+
+@pytest.fixture(scope="module")
+def staging_server() -> Iterator[PgCluster]:
+    """A second, fresh server: the roles of production don't exist there."""
+    with PgCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def fleet(pg: PgCluster) -> Iterator[tuple[str, str]]:
+    """A database `<tag>db` and two roles `<tag>app` (with a password) and `<tag>ro`."""
+    tag = f"gl_{uuid.uuid4().hex[:6]}_"
+    pg.create_database(tag + "db")
+    fill_sample(pg.url(tag + "db"), rows=20)
+    pg.execute("postgres", f"CREATE ROLE {tag}ro NOLOGIN")
+    pg.execute("postgres", f"CREATE ROLE {tag}app LOGIN PASSWORD 'pw-{tag}-secret' IN ROLE {tag}ro")
+    try:
+        yield tag, f"pw-{tag}-secret"
+    finally:
+        pg.drop_database(tag + "db")
+        pg.execute("postgres", f"DROP ROLE IF EXISTS {tag}app")
+        pg.execute("postgres", f"DROP ROLE IF EXISTS {tag}ro")
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
+    }
+    env.update(
+        ATLAS_STATE=str(tmp / "atlas.db"),
+        ATLAS_STORAGE=str(tmp / "backups"),
+        PYTHONPATH=str(REPO),
+        **extra,
+    )
+    return env
+
+
+def _atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_each_run_stores_the_roles_without_passwords_and_fetch_writes_the_sql(
+    least_privilege: LeastPrivilege,
+    fleet: tuple[str, str],
+    tmp_path: Path,
+    encrypted: bool,
+) -> None:
+    tag, password = fleet
+    extra = {
+        "DATABASE_URL": least_privilege.url(least_privilege.reader, "postgres"),
+        "ATLAS_DATABASES": f"{tag}*",
+    }
+    if encrypted:
+        secret, _ = generate_identity()
+        (tmp_path / "age.key").write_text(secret + "\n")
+        extra["ATLAS_ENCRYPTION_KEY_FILE"] = str(tmp_path / "age.key")
+    env = _env(tmp_path, **extra)
+    run = _atlas(env, "snapshot", "--all", "--json")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(run.stdout)
+    kinds = {s["database"]: s["kind"] for s in doc["snapshots"]}
+    assert kinds == {tag + "db": "database", globals_name("default"): "globals"}
+    roles = next(s for s in doc["snapshots"] if s["kind"] == "globals")
+    assert roles["storage_key"].endswith(".sql.zst.age" if encrypted else ".sql.zst")
+    assert roles["verified_at"] and roles["encryption"] == ("age" if encrypted else "none")
+
+    out = tmp_path / "globals.sql"
+    fetched = _atlas(env, "fetch", roles["id"], "-o", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    sql = out.read_text()
+    assert f"CREATE ROLE {tag}app;" in sql and f"GRANT {tag}ro TO {tag}app" in sql
+    assert password not in sql and "SCRAM-SHA-256" not in sql  # --no-role-passwords
+    assert _atlas(env, "verify", roles["id"]).returncode == 0
+
+    # a changed byte is found by verify, and the roles snapshot is marked, not the database's
+    stored = tmp_path / "backups" / roles["storage_key"]
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    bad = _atlas(env, "verify", roles["id"])
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    listed = {r["id"]: r["status"] for r in json.loads(_atlas(env, "list", "--json").stdout)}
+    assert listed[roles["id"]] == "corrupt"
+    assert [s for i, s in listed.items() if i != roles["id"]] == ["ok"]
+
+
+def test_a_globals_snapshot_is_not_restored_as_a_database(
+    least_privilege: LeastPrivilege, fleet: tuple[str, str], tmp_path: Path
+) -> None:
+    tag, _ = fleet
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{tag}*",
+    )
+    services = services_for(settings)
+    _, outcomes = services.snapshot_fleet(requested_by="test")
+    roles = next(o.snapshot for o in outcomes if o.snapshot and o.snapshot.kind == "globals")
+    assert roles.kind == SnapshotKind.GLOBALS
+    with pytest.raises(Exception, match="holds a server's roles and tablespaces"):
+        services.restores.pick_snapshot(roles.id)
+
+
+def test_a_drill_applies_the_roles_on_staging_and_rolls_them_back(
+    pg: PgCluster,
+    least_privilege: LeastPrivilege,
+    fleet: tuple[str, str],
+    staging_server: PgCluster,
+    tmp_path: Path,
+) -> None:
+    tag, _ = fleet
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{tag}*",
+        STAGING_DATABASE_URL=staging_server.url("postgres"),
+    )
+    services = services_for(settings)
+    _, outcomes = services.snapshot_fleet(requested_by="test")
+    assert all(o.snapshot for o in outcomes), outcomes
+    drill = services.restores.run(kind="drill", snap_id=None, requested_by="test")
+    assert drill.status == "passed", (drill.error, drill.problems)
+    warnings = [p for p in drill.problems if p.startswith("warning:")]
+    assert warnings and "roles already on staging" in warnings[0]
+    assert "postgres" in warnings[0] and tag not in warnings[0]  # only the server's own
+    left = staging_server.execute(
+        "postgres", "SELECT rolname FROM pg_roles WHERE rolname LIKE %s", [tag + "%"]
+    )
+    assert left == []  # rolled back: nothing stays
+
+    # a staging role without CREATEROLE can't try them: said, not failed
+    stager = f"{tag}stager"
+    staging_server.create_role(stager, "stager-pw", createdb=True)
+    try:
+        services.settings.servers["default"].staging_url = staging_server.url(
+            "postgres", user=stager, password="stager-pw"
+        )
+        services.fleet()
+        drill = services.restores.run(kind="drill", snap_id=None, requested_by="test")
+        assert drill.status == "passed", (drill.error, drill.problems)
+        assert any("lacks CREATEROLE" in p for p in drill.problems)
+    finally:
+        staging_server.execute("postgres", f"DROP ROLE IF EXISTS {stager}")
+
+
+def test_roles_that_do_not_apply_are_named_and_nothing_stays(staging_server: PgCluster) -> None:
+    tag = f"gl_{uuid.uuid4().hex[:6]}_"
+    text = (
+        f"CREATE ROLE {tag}a;\nALTER ROLE {tag}a WITH LOGIN;\n"
+        f"GRANT {tag}missing TO {tag}a GRANTED BY postgres;\n"
+        "-- PostgreSQL database cluster dump complete\n"
+    )
+    applied = apply_rolled_back(Conn.parse(staging_server.url("postgres")), text)
+    assert applied.error is not None
+    assert (
+        applied.error.startswith(f"GRANT {tag}missing TO {tag}a")
+        and "does not exist" in applied.error
+    )
+    assert (
+        staging_server.execute("postgres", "SELECT 1 FROM pg_roles WHERE rolname = %s", [tag + "a"])
+        == []
+    )
