@@ -188,3 +188,27 @@ def test_no_more_than_max_parallel_snapshots_run_at_once(
     assert len(outcomes) == 5 and all(o.snapshot for o in outcomes), outcomes
     rows = [o.snapshot for o in outcomes if o.snapshot and o.snapshot.kind == "database"]
     assert _most_at_once(rows) == limit
+
+
+def test_a_new_process_learns_the_fleet_at_housekeeping_for_reminders_and_metrics(
+    least_privilege: LeastPrivilege, prefix: str, tmp_path: Path, slack_api
+) -> None:
+    from bot.ops import metrics
+
+    env = {
+        "ATLAS_DATABASES": f"{prefix}*,!{prefix}skip",
+        "ATLAS_CHANNEL": CHANNEL,
+        "ATLAS_REMINDER_LEAD_DAYS": "400",  # whatever today is, the first reminder is due
+    }
+    reader = least_privilege.url(least_privilege.reader, "postgres")
+    first = services_for(settings_for(reader, tmp_path, **env))
+    first.snapshot_fleet(requested_by="test")  # good snapshots start each drill obligation
+
+    serve = services_for(settings_for(reader, tmp_path, **env), slack_api.client())
+    assert serve.settings.databases == {}  # a fresh `atlas serve` knows none until it lists
+    result = housekeeping.daily(serve)
+    assert result["databases"] == 2
+    reminded = slack_api.all_text()
+    assert f"{prefix}a" in reminded and f"{prefix}b" in reminded
+    assert f"{prefix}skip" not in reminded
+    assert sorted(f.database for f in metrics.gather(serve)) == [f"{prefix}a", f"{prefix}b"]
