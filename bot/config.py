@@ -129,6 +129,7 @@ class Server:
     environment: str = "production"
     schedule: str | None = None
     checks: list[Check] = field(default_factory=list)
+    drill_scope: str | None = None  # "database" or "server"; None: ATLAS_DRILL_SCOPE
     prefix: str = ""
     url_setting: str = "url"
     staging_setting: str = "staging_url"
@@ -228,6 +229,16 @@ def _patterns(v: str) -> list[str]:
     if patterns:
         Selection.parse(patterns)  # raises ValueError with what is wrong
     return patterns
+
+
+def _scope(v: str) -> str:
+    value = v.strip().lower()
+    if value not in ("database", "server"):
+        raise ValueError(
+            f"{v!r} is neither 'database' (each database drilled every period) nor 'server' "
+            "(one drill per server and period, each database at least yearly)"
+        )
+    return value
 
 
 def _cron(v: str) -> str | None:
@@ -335,9 +346,18 @@ class Settings:
     # ATLAS_DATABASES: the databases of DATABASE_URL's server to back up (patterns, !exclude)
     database_patterns: list[str] = field(default_factory=list)
     max_parallel: int = 1
+    drill_scope: str = "database"
 
     databases: dict[str, DatabaseTarget] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
+
+    def rotation_server(self, database: str) -> Server | None:
+        """The server whose drill rotation `database` is in, if it is in one."""
+        target = self.databases.get(database)
+        server = self.servers.get(target.server or "") if target else None
+        if server is None or (server.drill_scope or self.drill_scope) != "server":
+            return None
+        return server
 
     def target(self, name: str | None = None) -> DatabaseTarget:
         """The database a command is about: by name, or the only/first one configured."""
@@ -411,6 +431,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "provider_retention_max": ("ATLAS_PROVIDER_RETENTION_MAX", _integer(1)),
     "database_patterns": ("ATLAS_DATABASES", _patterns),
     "max_parallel": ("ATLAS_MAX_PARALLEL", _integer(1, 64)),
+    "drill_scope": ("ATLAS_DRILL_SCOPE", _scope),
 }
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 
@@ -551,7 +572,16 @@ def _load_toml(
     return out, servers
 
 
-SERVER_KEYS = {"url", "include", "exclude", "staging_url", "environment", "schedule", "checks"}
+SERVER_KEYS = {
+    "url",
+    "include",
+    "exclude",
+    "staging_url",
+    "environment",
+    "schedule",
+    "checks",
+    "drill_scope",
+}
 
 
 def _server(name: str, body: Any, settings: Settings) -> Server:
@@ -571,6 +601,9 @@ def _server(name: str, body: Any, settings: Settings) -> Server:
     checks = body.get("checks") or []
     if not isinstance(checks, list):
         raise ValueError("checks must be a list of [[servers.NAME.checks]]")
+    scope = body.get("drill_scope")
+    if scope is not None:
+        scope = _scope(str(scope))
     return Server(
         name=name,
         url=body.get("url") or "",
@@ -579,6 +612,7 @@ def _server(name: str, body: Any, settings: Settings) -> Server:
         environment=body.get("environment", settings.environment),
         schedule=_cron(schedule) if schedule else None,
         checks=[_check(c) for c in checks],
+        drill_scope=scope,
         prefix=f"{_safe_name(name)}.",
         url_setting=f"ATLAS_CONFIG [servers.{name}] url",
         staging_setting=f"ATLAS_CONFIG [servers.{name}] staging_url",

@@ -196,6 +196,7 @@ def test_atlas_databases_makes_the_server_the_unit() -> None:
         ({"ATLAS_DATABASES": "!postgres"}, "ATLAS_DATABASES: nothing is included"),
         ({"ATLAS_MAX_PARALLEL": "0"}, "ATLAS_MAX_PARALLEL: must be at least 1"),
         ({"ATLAS_MAX_PARALLEL": "two"}, "ATLAS_MAX_PARALLEL: 'two' is not a whole number"),
+        ({"ATLAS_DRILL_SCOPE": "servers"}, "ATLAS_DRILL_SCOPE: 'servers' is neither 'database'"),
     ],
 )
 def test_mistyped_fleet_settings_are_one_clear_line(env: dict[str, str], words: str) -> None:
@@ -221,9 +222,11 @@ exclude = ["billing_archive"]
 staging_url = "postgresql://atlas@staging2.internal/postgres"
 schedule = "30 2 * * *"
 environment = "eu"
+drill_scope = "server"
 """
     )
     st = _load(ATLAS_CONFIG=str(cfg))
+    assert st.drill_scope == "database" and st.servers["db2"].drill_scope == "server"
     server = st.servers["db2"]
     assert server.prefix == "db2." and server.environment == "eu"
     assert server.schedule == "30 2 * * *"
@@ -241,6 +244,7 @@ environment = "eu"
         ('include = "*"', "url is required"),
         ('url = "postgresql://h/postgres"\nschedule = "every night"', "[servers.db2]"),
         ('url = "postgresql://h/postgres"\ninclude = ""', "nothing is included"),
+        ('url = "postgresql://h/postgres"\ndrill_scope = "rotation"', "neither 'database'"),
     ],
 )
 def test_mistyped_server_tables_are_refused_with_the_reason(

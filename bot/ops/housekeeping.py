@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from bot.backup.layout import sidecar_key
 from bot.errors import AtlasError
-from bot.policy import reminders, retention
+from bot.policy import reminders, retention, rotation
 from bot.records import Drill, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
 from bot.report.chat import Message
@@ -43,39 +43,117 @@ def _at(iso: str | None) -> datetime | None:
 
 def drill_deadline(services: Services, database: str, now: datetime) -> datetime:
     """When the next restore drill of `database` must have passed (exclusive)."""
+    server = services.settings.rotation_server(database)
+    if server is not None:
+        return rotation_plan(services, server.name, now).due[database]
     last = last_passed_drill(services, database)
     since = _at(services.catalog.first_good_snapshot_at(database))
     last_at = _at(last.finished_at) if last else None
     return reminders.deadline(drill_policy(services), last_at, now, since=since)[1]
 
 
+def drill_deadlines(services: Services, now: datetime) -> dict[str, datetime]:
+    """Every database's drill deadline, each server's rotation planned once."""
+    out: dict[str, datetime] = {}
+    plans: dict[str, rotation.Rotation] = {}
+    for name in list(services.settings.databases):
+        server = services.settings.rotation_server(name)
+        if server is None:
+            out[name] = drill_deadline(services, name, now)
+            continue
+        if server.name not in plans:
+            plans[server.name] = rotation_plan(services, server.name, now)
+        out[name] = plans[server.name].due[name]
+    return out
+
+
+def rotation_plan(services: Services, server: str, now: datetime) -> rotation.Rotation:
+    """The drill rotation of a server's databases (ATLAS_DRILL_SCOPE=server)."""
+    members = []
+    for name, target in services.settings.databases.items():
+        if target.server != server:
+            continue
+        last = last_passed_drill(services, name)
+        members.append(
+            rotation.Member(
+                name,
+                _at(last.finished_at) if last else None,
+                _at(services.catalog.first_good_snapshot_at(name)),
+            )
+        )
+    return rotation.plan(drill_policy(services), members, now)
+
+
 def drill_reminders(services: Services, at: datetime | None = None) -> list[str]:
-    """Post each owed drill-due reminder exactly once; returns the keys posted."""
+    """Post each owed drill-due reminder exactly once; returns the keys posted. A database
+    in a server's rotation is reminded through the server: its period, and the yearly
+    drill of the database next in the rotation."""
     at = at or datetime.now(UTC)
     policy = drill_policy(services)
     posted = []
-    for name in services.settings.databases:
+    rotations = set()
+    for name in list(services.settings.databases):
+        server = services.settings.rotation_server(name)
+        if server is not None:
+            rotations.add(server.name)
+            continue
         last = last_passed_drill(services, name)
         last_at = _at(last.finished_at) if last else None
         since = _at(services.catalog.first_good_snapshot_at(name))
-        sent = services.catalog.sent_reminders(name)
-        rem = reminders.owed(policy, last_at, at, sent, since=since)
+        rem = reminders.owed(
+            policy, last_at, at, services.catalog.sent_reminders(name), since=since
+        )
         if rem is None:
             continue
-        key = f"{name}:{rem.key}"
         text = f"*{messages.escape(name)}*: " + reminders.reminder_text(
             rem, last_at, last.total_s if last else None
         )
-        if not services.catalog.claim_reminder(key, name, text):
+        posted += _remind(services, name, rem.key, text, name)
+    for sname in sorted(rotations):
+        plan = rotation_plan(services, sname, at)
+        if plan.next is None:
             continue
-        msg = Message(services.chat, services.settings.channel)
-        msg.post(text, messages.with_drill_button(text, name))
-        if services.chat.configured and msg.ts is None:
-            services.catalog.unclaim_reminder(key)  # Slack failed: try again next time
-            continue
-        services.catalog.audit("atlas", "reminder.sent", key)
-        posted.append(key)
+        subject = f"{sname}@rotation"
+        sent = services.catalog.sent_reminders(subject)
+        rem = reminders.owed(policy, plan.server_last, at, sent, since=plan.server_since)
+        nxt = messages.escape(plan.next)
+        if rem is not None:
+            text = (
+                f"*Server {messages.escape(sname)}* (a drill of any of its databases counts): "
+                + reminders.reminder_text(rem, plan.server_last, None)
+                + f" Next in the rotation: *{nxt}*."
+            )
+            posted += _remind(services, subject, rem.key, text, plan.next)
+        last = last_passed_drill(services, plan.next)
+        last_at = _at(last.finished_at) if last else None
+        since = _at(services.catalog.first_good_snapshot_at(plan.next))
+        subject = f"{plan.next}@year"
+        year = rotation.yearly(policy)
+        rem = reminders.owed(
+            year, last_at, at, services.catalog.sent_reminders(subject), since=since
+        )
+        if rem is not None:
+            text = (
+                f"*{nxt}* (its yearly drill, in server {messages.escape(sname)}'s rotation): "
+                + reminders.reminder_text(rem, last_at, last.total_s if last else None)
+            )
+            posted += _remind(services, subject, rem.key, text, plan.next)
     return posted
+
+
+def _remind(services: Services, subject: str, key: str, text: str, database: str) -> list[str]:
+    """Post one reminder once (claimed in the catalog first); [] when another process did
+    or Slack refused it (then it is tried again next time)."""
+    full = f"{subject}:{key}"
+    if not services.catalog.claim_reminder(full, subject, text):
+        return []
+    msg = Message(services.chat, services.settings.channel)
+    msg.post(text, messages.with_drill_button(text, database))
+    if services.chat.configured and msg.ts is None:
+        services.catalog.unclaim_reminder(full)  # Slack failed: try again next time
+        return []
+    services.catalog.audit("atlas", "reminder.sent", full)
+    return [full]
 
 
 def retention_policy(services: Services) -> retention.RetentionPolicy:

@@ -88,6 +88,7 @@ def gather(services: Services, now: datetime | None = None) -> list[DatabaseFact
     from bot.ops import housekeeping
 
     now = now or datetime.now(UTC)
+    deadlines = housekeeping.drill_deadlines(services, now)
     out = []
     for name, target in services.settings.databases.items():
         rows = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
@@ -97,7 +98,7 @@ def gather(services: Services, now: datetime | None = None) -> list[DatabaseFact
                 environment=target.environment,
                 last_ok=rows[0] if rows else None,
                 last_drill=housekeeping.last_passed_drill(services, name),
-                deadline=housekeeping.drill_deadline(services, name, now),
+                deadline=deadlines[name],
                 by_status=services.catalog.snapshot_counts(name),
             )
         )

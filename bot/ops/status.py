@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtlasError
 from bot.pg import Conn
@@ -64,6 +64,8 @@ class Facts:
     servers: list[str] = field(default_factory=list)  # servers whose databases are listed
     fleet_problems: list[str] = field(default_factory=list)  # servers that could not be listed
     gone: list[str] = field(default_factory=list)  # databases no longer on their server
+    rotation: dict[str, str] = field(default_factory=dict)  # database -> its server's rotation
+    rotation_next: set[str] = field(default_factory=set)  # the databases to drill next
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -140,7 +142,15 @@ def evaluate(f: Facts) -> list[Line]:
         drill = f.last_drill.get(db)
         due = f.deadline.get(db)
         when = f"next due by {due.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if due else ""
-        if drill is None:
+        server = f.rotation.get(db)
+        if server is not None:
+            role = "next to drill" if db in f.rotation_next else "drilled at least yearly"
+            when = f"in server {server}'s rotation, {role}; {when}".rstrip("; ")
+        if drill is None and server is not None and due is not None and f.now < due:
+            # a rotation drills its databases in turn: not yet is fine until its deadline
+            level = WARN if due - f.now <= timedelta(days=14) else OK
+            detail = f"not drilled yet, {when}"
+        elif drill is None:
             level = FAIL  # restore capability has never been proven
             detail = f"no passed drill yet: run `{cmd} drill`; {when}".rstrip("; ")
         else:
@@ -308,6 +318,8 @@ def gather(
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = storage.stat(kept_ok[0].storage_key or "")
         facts.newest_sse = head.sse if head is not None else None
+    deadlines = housekeeping.drill_deadlines(services, now)
+    plans: dict[str, Any] = {}
     for name, target in st.databases.items():
         for url, setting in (
             (target.url, target.url_setting),
@@ -321,7 +333,14 @@ def gather(
         newest = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
         facts.last_snapshot[name] = newest[0] if newest else None
         facts.last_drill[name] = housekeeping.last_passed_drill(services, name)
-        facts.deadline[name] = housekeeping.drill_deadline(services, name, now)
+        facts.deadline[name] = deadlines[name]
+        server = st.rotation_server(name)
+        if server is not None:
+            facts.rotation[name] = server.name
+            if server.name not in plans:
+                plans[server.name] = housekeeping.rotation_plan(services, server.name, now)
+            if plans[server.name].next == name:
+                facts.rotation_next.add(name)
         facts.staging[name] = bool(target.staging_url)
     return facts
 

@@ -212,3 +212,48 @@ def test_a_new_process_learns_the_fleet_at_housekeeping_for_reminders_and_metric
     assert f"{prefix}a" in reminded and f"{prefix}b" in reminded
     assert f"{prefix}skip" not in reminded
     assert sorted(f.database for f in metrics.gather(serve)) == [f"{prefix}a", f"{prefix}b"]
+
+
+@pytest.mark.parametrize("scope", ["database", "server"])
+def test_the_drill_obligation_per_database_or_as_a_rotation_of_the_server(
+    least_privilege: LeastPrivilege, prefix: str, tmp_path: Path, slack_api, scope: str
+) -> None:
+    from bot.ops import status
+
+    reader = least_privilege.url(least_privilege.reader, "postgres")
+    settings = settings_for(
+        reader,
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        ATLAS_CHANNEL=CHANNEL,
+        ATLAS_DRILL_SCOPE=scope,
+        # the quarter that the first snapshots start is due within 60 days; their year is not
+        ATLAS_REMINDER_LEAD_DAYS="60",
+    )
+    services = services_for(settings, slack_api.client())
+    services.snapshot_fleet(requested_by="test")
+    posted = housekeeping.drill_reminders(services)
+    texts = [c["params"]["text"] for c in slack_api.calls("chat.postMessage")]
+    a, b = prefix + "a", prefix + "b"
+    lines = {
+        line.key: line
+        for line in status.evaluate(status.gather(services, check_provider=False, surface="cli"))
+    }
+    if scope == "database":
+        assert len(posted) == 2 and {p.split(":")[0] for p in posted} == {a, b}
+        assert len(texts) == 2 and any(a in t for t in texts) and any(b in t for t in texts)
+        assert lines[f"drill:{a}"].level == lines[f"drill:{b}"].level == "fail"  # never drilled
+    else:
+        assert len(posted) == 1 and posted[0].startswith("default@rotation:")
+        assert len(texts) == 1 and f"Next in the rotation: *{a}*" in texts[0]
+        assert "Server default" in texts[0]
+        # never drilled, but within their deadlines: the rotation takes them in turn
+        assert (
+            lines[f"drill:{a}"].level in ("ok", "warn")
+            and "next to drill" in lines[f"drill:{a}"].detail
+        )
+        assert (
+            lines[f"drill:{b}"].level == "ok"
+            and "drilled at least yearly" in lines[f"drill:{b}"].detail
+        )
+        assert housekeeping.drill_reminders(services) == []  # once
