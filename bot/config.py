@@ -103,10 +103,15 @@ class DatabaseTarget:
     url_setting: str = "url"
     staging_setting: str = "staging_url"
     server: str | None = None  # the [servers] entry it was found on, if any
+    schedule: str | None = None  # its own cron; ATLAS_SNAPSHOT_SCHEDULE covers the others
 
     def __post_init__(self) -> None:
         self.name = _safe_name(self.name)
         self.environment = _safe_name(self.environment)
+        if self.schedule is not None:
+            if not isinstance(self.schedule, str):
+                raise ValueError("schedule must be a cron line in quotes")
+            self.schedule = _cron(self.schedule)
         for what in ("url", "staging_url"):
             value = getattr(self, what)
             if value is not None and not isinstance(value, str):

@@ -352,25 +352,32 @@ class Services:
         source: str = "cli",
         server: str | None = None,
         skip_servers: tuple[str, ...] = (),
+        databases: tuple[str, ...] | None = None,
+        skip_databases: tuple[str, ...] = (),
     ) -> tuple[Fleet, list[Outcome]]:
-        """Snapshot every database of the fleet (or of one server), at most
-        ATLAS_MAX_PARALLEL at once; each outcome says what happened to one database."""
+        """Snapshot every database of the fleet (or of one server, or the named ones), at
+        most ATLAS_MAX_PARALLEL at once; each outcome says what happened to one database.
+        The servers' roles come with every run that isn't of named databases."""
         from bot.fleet.run import snapshot_each
 
         fleet = self.fleet()
         names = list(fleet.targets)
-        if server is not None:
+        if databases is not None:
+            names = [n for n in databases if n in fleet.targets]
+        elif server is not None:
             names = [n for s in fleet.scans if s.server == server for n in s.targets]
         elif skip_servers:
             skip = {n for s in fleet.scans if s.server in skip_servers for n in s.targets}
             names = [n for n in names if n not in skip]
+        names = [n for n in names if n not in skip_databases]
         taker = self.taker
 
         def take(name: str) -> Snapshot:
             return taker.take(requested_by=requested_by, note=note, database=name, source=source)
 
         outcomes = snapshot_each(names, take, self.settings.max_parallel)
-        outcomes += self._globals(fleet, requested_by, source, server, skip_servers)
+        if databases is None:
+            outcomes += self._globals(fleet, requested_by, source, server, skip_servers)
         self.catalog.audit(
             requested_by,
             "fleet.snapshot",

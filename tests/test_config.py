@@ -256,3 +256,14 @@ def test_mistyped_server_tables_are_refused_with_the_reason(
         _load(ATLAS_CONFIG=str(cfg))
     assert "ATLAS_CONFIG: [servers.db2]" in str(err.value)
     assert words in str(err.value)
+
+
+def test_a_database_may_have_a_schedule_of_its_own(tmp_path: Path) -> None:
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(
+        '[databases.billing]\nurl = "postgresql://h/billing"\nschedule = "0 */6 * * *"\n'
+    )
+    assert _load(ATLAS_CONFIG=str(cfg)).databases["billing"].schedule == "0 */6 * * *"
+    cfg.write_text('[databases.billing]\nurl = "postgresql://h/billing"\nschedule = "hourly"\n')
+    with pytest.raises(AtlasError, match=r"ATLAS_CONFIG: \[databases.billing\]"):
+        _load(ATLAS_CONFIG=str(cfg))

@@ -238,13 +238,22 @@ def provider_check(services: Services, at: datetime | None = None) -> Any:
 
 
 def scheduled_snapshot(
-    services: Services, server: str | None = None, skip_servers: tuple[str, ...] = ()
+    services: Services,
+    server: str | None = None,
+    skip_servers: tuple[str, ...] = (),
+    databases: tuple[str, ...] | None = None,
+    skip_databases: tuple[str, ...] = (),
 ) -> list[Snapshot]:
     """The cron snapshot of every database (or of one server's): the same pipeline as
     /atlas snapshot, at most ATLAS_MAX_PARALLEL at once. One message per run: failures
     loud in it, successes in its thread."""
     fleet, outcomes = services.snapshot_fleet(
-        requested_by="schedule", source="schedule", server=server, skip_servers=skip_servers
+        requested_by="schedule",
+        source="schedule",
+        server=server,
+        skip_servers=skip_servers,
+        databases=databases,
+        skip_databases=skip_databases,
     )
     ok = [(o.database, o.snapshot) for o in outcomes if o.snapshot is not None]
     failed = [(o.database, o.error or "failed") for o in outcomes if o.snapshot is None]

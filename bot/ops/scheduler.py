@@ -42,13 +42,27 @@ class Scheduler:
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
         # a server with a schedule of its own runs on it; ATLAS_SNAPSHOT_SCHEDULE covers the rest
+        # (and a configured database with one of its own, likewise)
         own = tuple(name for name, server in st.servers.items() if server.schedule)
+        own_dbs = tuple(name for name, target in st.databases.items() if target.schedule)
         if st.snapshot_schedule:
             trigger = CronTrigger.from_crontab(st.snapshot_schedule, timezone=st.timezone)
             self._add(
                 "snapshot",
-                lambda: housekeeping.scheduled_snapshot(services, skip_servers=own),
+                functools.partial(
+                    housekeeping.scheduled_snapshot,
+                    services,
+                    skip_servers=own,
+                    skip_databases=own_dbs,
+                ),
                 trigger,
+            )
+        for name in own_dbs:
+            cron = st.databases[name].schedule or ""
+            self._add(
+                f"snapshot:db:{name}",
+                functools.partial(housekeeping.scheduled_snapshot, services, databases=(name,)),
+                CronTrigger.from_crontab(cron, timezone=st.timezone),
             )
         for name in own:
             cron = st.servers[name].schedule or ""

@@ -257,3 +257,20 @@ def test_the_drill_obligation_per_database_or_as_a_rotation_of_the_server(
             and "drilled at least yearly" in lines[f"drill:{b}"].detail
         )
         assert housekeeping.drill_reminders(services) == []  # once
+
+
+def test_a_run_of_named_databases_or_without_some(
+    least_privilege: LeastPrivilege, prefix: str, tmp_path: Path
+) -> None:
+    """What a database's own schedule runs, and what the global schedule then leaves out."""
+    a, b = prefix + "a", prefix + "b"
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+    )
+    services = services_for(settings)
+    _, own = services.snapshot_fleet(requested_by="test", databases=(a,))
+    assert [o.database for o in own] == [a]  # no roles snapshot for a single database's run
+    _, rest = services.snapshot_fleet(requested_by="test", skip_databases=(a,))
+    assert [o.database for o in rest] == [b, "default@globals"]

@@ -3,6 +3,7 @@ leader per catalog (a lease)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -233,6 +234,8 @@ def test_a_server_with_its_own_schedule_runs_on_it_and_the_global_one_skips_it(t
         '[servers.db2]\nurl = "postgresql://atlas@db2.internal/postgres"\n'
         'schedule = "30 2 * * *"\n'
         '[servers.db3]\nurl = "postgresql://atlas@db3.internal/postgres"\n'
+        '[databases.billing]\nurl = "postgresql://atlas@db4.internal/billing"\n'
+        'schedule = "15 */6 * * *"\n'
     )
     settings = load_settings(
         {
@@ -246,5 +249,11 @@ def test_a_server_with_its_own_schedule_runs_on_it_and_the_global_one_skips_it(t
     jobs = {job.id: job for job in s.sched.get_jobs()}
     assert {"snapshot", "snapshot:db2"} <= set(jobs)
     assert "snapshot:db3" not in jobs  # db3 has none of its own: the global one covers it
+    billing = jobs["snapshot:db:billing"].trigger
+    assert str(billing) == str(CronTrigger.from_crontab("15 */6 * * *", timezone="UTC"))
+    # the global job leaves out what runs on its own schedule (the job wraps it in its leader check)
+    wrapped = [c.cell_contents for c in jobs["snapshot"].func.__closure__ or ()]
+    run = next(c for c in wrapped if isinstance(c, functools.partial))
+    assert run.keywords == {"skip_servers": ("db2",), "skip_databases": ("billing",)}
     own = jobs["snapshot:db2"].trigger
     assert str(own) == str(CronTrigger.from_crontab("30 2 * * *", timezone="UTC"))
