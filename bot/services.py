@@ -339,6 +339,11 @@ class Services:
         if not self.settings.servers:
             return Fleet(targets=dict(self.settings.databases))
         fleet = resolve(self.settings, self._configured, self.catalog.kept_databases)
+        for scan in fleet.scans:
+            if scan.error:  # unreachable for now: its databases stay known until it answers
+                for name, target in self.settings.databases.items():
+                    if target.server == scan.server:
+                        fleet.targets.setdefault(name, target)
         self.settings.databases = fleet.targets  # one assignment: readers see old or new
         for problem in fleet.problems:
             log.error("fleet: %s", problem)

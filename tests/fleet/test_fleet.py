@@ -274,3 +274,26 @@ def test_a_run_of_named_databases_or_without_some(
     assert [o.database for o in own] == [a]  # no roles snapshot for a single database's run
     _, rest = services.snapshot_fleet(requested_by="test", skip_databases=(a,))
     assert [o.database for o in rest] == [b, "default@globals"]
+
+
+def test_a_server_that_cannot_be_listed_keeps_its_databases_known(
+    least_privilege: LeastPrivilege, prefix: str, tmp_path: Path
+) -> None:
+    from tests.support import pick_free_port
+
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+    )
+    services = services_for(settings)
+    assert sorted(services.fleet().targets) == [prefix + "a", prefix + "b"]
+    server = services.settings.servers["default"]
+    server.url = (
+        f"postgresql://nobody:pw-listing@127.0.0.1:{pick_free_port()}/postgres?connect_timeout=2"
+    )
+    fleet = services.fleet()
+    assert fleet.problems and "server default" in fleet.problems[0]
+    assert "pw-listing" not in fleet.problems[0]
+    # a drill asked for meanwhile still knows the database (and then meets the outage itself)
+    assert sorted(services.settings.databases) == [prefix + "a", prefix + "b"]
