@@ -251,7 +251,8 @@ def _snapshot_all(note: str, as_json: bool) -> None:
         for line in [*fleet.skipped, *fleet.problems]:
             console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         console.print(
-            f"{len(outcomes) - len(failed)} of {len(outcomes)} databases snapshotted",
+            f"{len(outcomes) - len(failed)} of {len(outcomes)} snapshots ok "
+            "(each database, and each server's roles)",
             highlight=False,
         )
         for o in outcomes:

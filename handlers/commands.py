@@ -34,12 +34,29 @@ class Call:
 
 def snapshot(call: Call) -> str:
     note, provider = call.args, False
+    if note == "--all" or note.startswith("--all "):
+        return _snapshot_all(call, note.removeprefix("--all").strip())
     if note.startswith("--provider"):
         note, provider = note.removeprefix("--provider").strip(), True
     call.services.start_snapshot(
         requested_by=call.user, note=note, channel=call.channel, provider=provider
     )
     return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
+
+
+def _snapshot_all(call: Call, note: str) -> str:
+    """Every database, as a scheduled run does: one message in the channel when done."""
+    from bot.ops import housekeeping
+
+    services = call.services
+    services.later(
+        lambda: housekeeping.fleet_snapshot(
+            services, requested_by=call.user, source="slack", note=note, channel=call.channel
+        ),
+        lambda _done: None,  # the run's own message is the answer
+        lambda exc: call.respond(text=messages.error(str(exc))),
+    )
+    return ":hourglass_flowing_sand: Snapshotting every database; one message follows when done."
 
 
 def list_snapshots(call: Call) -> str:

@@ -244,10 +244,10 @@ def scheduled_snapshot(
     databases: tuple[str, ...] | None = None,
     skip_databases: tuple[str, ...] = (),
 ) -> list[Snapshot]:
-    """The cron snapshot of every database (or of one server's): the same pipeline as
-    /atlas snapshot, at most ATLAS_MAX_PARALLEL at once. One message per run: failures
-    loud in it, successes in its thread."""
-    fleet, outcomes = services.snapshot_fleet(
+    """The cron snapshot of every database (or of one server's, or of named ones): the
+    same pipeline as /atlas snapshot, at most ATLAS_MAX_PARALLEL at once."""
+    return fleet_snapshot(
+        services,
         requested_by="schedule",
         source="schedule",
         server=server,
@@ -255,11 +255,29 @@ def scheduled_snapshot(
         databases=databases,
         skip_databases=skip_databases,
     )
+
+
+def fleet_snapshot(
+    services: Services,
+    *,
+    requested_by: str,
+    source: str,
+    note: str = "",
+    channel: str | None = None,
+    **which: Any,
+) -> list[Snapshot]:
+    """Snapshot the fleet (`which`: Services.snapshot_fleet's selection) and post one
+    message for the run: failures loud in it, successes in its thread."""
+    fleet, outcomes = services.snapshot_fleet(
+        requested_by=requested_by, source=source, note=note, **which
+    )
     ok = [(o.database, o.snapshot) for o in outcomes if o.snapshot is not None]
     failed = [(o.database, o.error or "failed") for o in outcomes if o.snapshot is None]
-    channel = services.settings.channel
-    head = Message(services.chat, channel)
-    head.post(messages.fleet_summary(ok, failed, fleet.gone, fleet.problems + fleet.skipped), [])
+    title = "Scheduled snapshot" if source == "schedule" else "Snapshot"
+    head = Message(services.chat, channel or services.settings.channel)
+    head.post(
+        messages.fleet_summary(ok, failed, fleet.gone, fleet.problems + fleet.skipped, title), []
+    )
     if head.ts and len(outcomes) > 1:
         for chunk in messages.fleet_successes(ok):
             Message(services.chat, head.channel, thread_ts=head.ts).post(chunk, [])

@@ -10,7 +10,7 @@ Blocks = list[dict[str, Any]]
 
 HELP = """\
 *Atlas* keeps this team's PostgreSQL backups safe.
-• `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`)
+• `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
 • `/atlas restore ID`: ask to restore a snapshot into staging (approved by reactions)
@@ -384,21 +384,22 @@ def fleet_summary(
     failed: list[tuple[str, str]],
     gone: list[str],
     problems: list[str],
+    title: str = "Scheduled snapshot",
     shown: int = 20,
 ) -> str:
-    """One message for a scheduled run: each failure named (the first `shown`), the
+    """One message for a run over the fleet: each failure named (the first `shown`), the
     successes counted (they are listed in the thread). One database reads as before."""
     total = len(ok) + len(failed)
     lines = []
     if total == 1 and not gone and not problems:
         if ok:
             name, snap = ok[0]
-            return f":white_check_mark: Scheduled snapshot `{snap.id}` of {escape(name)}: {_took(snap)}"
+            return f":white_check_mark: {title} `{snap.id}` of {escape(name)}: {_took(snap)}"
         name, error = failed[0]
-        return f"<!here> :rotating_light: *Scheduled snapshot of {escape(name)} FAILED*: {escape(error)}"
+        return f"<!here> :rotating_light: *{title} of {escape(name)} FAILED*: {escape(error)}"
     if failed or problems:
         what = f"{len(failed)} of {total} FAILED" if failed else "a server could not be listed"
-        lines.append(f"<!here> :rotating_light: *Scheduled snapshots: {what}*")
+        lines.append(f"<!here> :rotating_light: *{title}s: {what}*")
         for name, error in failed[:shown]:
             lines.append(f"• *{escape(name)}*: {escape(error[:300])}")
         if len(failed) > shown:
@@ -410,7 +411,7 @@ def fleet_summary(
     else:
         size = sum(s.size_bytes or 0 for _, s in ok)
         lines.append(
-            f":white_check_mark: Scheduled snapshots: all {total} databases, "
+            f":white_check_mark: {title}s: all {total} ok, "
             f"{human_bytes(size)} in all (listed in the thread)"
         )
     if gone:

@@ -297,3 +297,43 @@ def test_a_server_that_cannot_be_listed_keeps_its_databases_known(
     assert "pw-listing" not in fleet.problems[0]
     # a drill asked for meanwhile still knows the database (and then meets the outage itself)
     assert sorted(services.settings.databases) == [prefix + "a", prefix + "b"]
+
+
+def test_slash_snapshot_all_runs_the_fleet_and_posts_one_message(
+    least_privilege: LeastPrivilege, prefix: str, tmp_path: Path, slack_api
+) -> None:
+    """`/atlas snapshot --all` through the listener (mocked ack, real services and a fake
+    Web API): an answer at once, then one message in the channel with the run."""
+    import time
+    from unittest.mock import Mock
+
+    from slack_bolt import Ack, BoltContext, Respond
+
+    from handlers import commands
+
+    settings = settings_for(
+        least_privilege.url(least_privilege.reader, "postgres"),
+        tmp_path,
+        ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        ATLAS_CHANNEL=CHANNEL,
+    )
+    services = services_for(settings, slack_api.client())
+    ack, respond = Mock(spec=Ack), Mock(spec=Respond)
+    body = {"text": "snapshot --all before the upgrade", "user_id": "U1", "channel_id": "CRUN"}
+    try:
+        commands.atlas(ack, body, respond, BoltContext({"services": services}))
+        assert "Snapshotting every database" in str(ack.call_args)
+        deadline = time.time() + 60
+        while not [
+            c for c in slack_api.calls("chat.postMessage") if not c["params"].get("thread_ts")
+        ]:
+            assert time.time() < deadline
+            time.sleep(0.1)
+    finally:
+        services.shutdown()
+    heads = [c for c in slack_api.calls("chat.postMessage") if not c["params"].get("thread_ts")]
+    assert len(heads) == 1 and heads[0]["params"]["channel"] == "CRUN"
+    assert heads[0]["params"]["text"].startswith(":white_check_mark: Snapshots: all 3 ok")
+    notes = {s.database: s.note for s in services.catalog.list_snapshots(limit=10)}
+    assert notes[prefix + "a"] == notes[prefix + "b"] == "before the upgrade"
+    respond.assert_not_called()
