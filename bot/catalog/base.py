@@ -65,7 +65,8 @@ class SnapshotLog(Protocol):
     def snapshot_counts(self, database: str) -> dict[str, int]: ...
     def first_good_snapshot_at(self, database: str) -> str | None: ...
     def kept_databases(self, environment: str) -> list[str]:
-        """Databases of an environment that have snapshots not yet deleted."""
+        """Databases of an environment that have snapshots not yet deleted (databases
+        only: a server's roles snapshots are not a database)."""
         ...
 
     def stale_running(self, stale_after_s: float) -> list[Snapshot]:

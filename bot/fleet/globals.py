@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import re
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,7 @@ class GlobalsTaker:
         conn = Conn("", None)
         writer = None
         committed = False
+        began = time.monotonic()
         try:
             conn = server_conn(server)
             with conn.connect(autocommit=True) as c:
@@ -155,6 +157,7 @@ class GlobalsTaker:
                 "raw_size_bytes": len(proc.stdout),
                 "sha256": sha256,
                 "verified_at": now(),
+                "duration_s": round(time.monotonic() - began, 3),
                 "manifest": {
                     "roles": sorted(r for p in parts if (r := created_role(p))),
                     "tablespaces": sum(1 for p in parts if NOT_IN_A_TRANSACTION.match(p)),

@@ -188,3 +188,21 @@ def test_the_audit_log_is_append_only(catalog: SqliteCatalog) -> None:
         db.execute("DELETE FROM audit")
     with catalog.db() as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("UPDATE audit SET actor = 'someone else'")
+
+
+def test_kept_databases_are_databases_with_snapshots_not_deleted(catalog: SqliteCatalog) -> None:
+    """What a fleet run compares with a server's listing to name the databases that went."""
+    from bot.records import SnapshotKind
+
+    rows = [
+        Snapshot(id="s1", database="orders", status=SnapshotStatus.OK),
+        Snapshot(id="s2", database="billing", status=SnapshotStatus.DELETED),
+        Snapshot(
+            id="s3", database="default@globals", status=SnapshotStatus.OK, kind=SnapshotKind.GLOBALS
+        ),
+        Snapshot(id="s4", database="eu_orders", environment="eu", status=SnapshotStatus.OK),
+    ]
+    for row in rows:
+        assert catalog.add_snapshot(row)
+    assert catalog.kept_databases("production") == ["orders"]
+    assert catalog.kept_databases("eu") == ["eu_orders"]

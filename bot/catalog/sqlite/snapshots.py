@@ -10,7 +10,7 @@ from bot.catalog.sqlite.audit import write_audit
 from bot.catalog.sqlite.connection import Connection, NotFoundError
 from bot.errors import Busy, NotFound
 from bot.owners import owner_gone, owner_id
-from bot.records import Snapshot, SnapshotStatus, encode, from_row, now, to_row
+from bot.records import Snapshot, SnapshotKind, SnapshotStatus, encode, from_row, now, to_row
 from bot.text import clean_text
 
 
@@ -134,8 +134,13 @@ class Snapshots:
         with self.conn.db() as db:
             rows = db.execute(
                 "SELECT DISTINCT database FROM snapshots "
-                "WHERE environment = ? AND status != ? ORDER BY 1",
-                [environment, SnapshotStatus.DELETED.value],
+                "WHERE environment = ? AND status != ? AND coalesce(kind, ?) = ? ORDER BY 1",
+                [
+                    environment,
+                    SnapshotStatus.DELETED.value,
+                    SnapshotKind.DATABASE.value,
+                    SnapshotKind.DATABASE.value,
+                ],
             ).fetchall()
         return [str(r[0]) for r in rows]
 
