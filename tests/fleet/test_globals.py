@@ -146,6 +146,7 @@ def test_each_run_stores_the_roles_without_passwords_and_fetch_writes_the_sql(
     roles = next(s for s in doc["snapshots"] if s["kind"] == "globals")
     assert roles["storage_key"].endswith(".sql.zst.age" if encrypted else ".sql.zst")
     assert roles["verified_at"] and roles["encryption"] == ("age" if encrypted else "none")
+    assert roles["duration_s"] is not None and roles["size_bytes"] > 0
 
     out = tmp_path / "globals.sql"
     fetched = _atlas(env, "fetch", roles["id"], "-o", str(out))
