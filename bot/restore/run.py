@@ -105,8 +105,8 @@ class Restores:
 
             staging = staging_server_conn(server) or staging
         production = Conn.parse(target.url, target.url_setting)
-        storage = self.store.get()
-        tools = strategies.Tools(self.reader, storage, self.work_dir())
+        self.store.open_soon()  # an S3 client is built while the target is checked and made
+        tools = strategies.Tools(self.reader, self.store, self.work_dir())
         how = plan.choose(kind, snap, self.settings, tools)
         log.info(
             "%s of %s: %s, %s",
@@ -117,7 +117,9 @@ class Restores:
         )
         # the whole artifact is checked on a thread while the target is checked and prepared
         artifact = (
-            CheckedArtifact(storage, snap, self.work_dir()) if how.check_whole_first else None
+            CheckedArtifact(self.store.get(), snap, self.work_dir())
+            if how.check_whole_first
+            else None
         )
         try:
             prod = guard_not_production(production, staging)
@@ -166,7 +168,7 @@ class Restores:
             def chunks() -> Iterable[bytes]:
                 """Called once pg_restore is started and waiting for its input."""
                 if artifact is None:
-                    return storage.read(snap.storage_key or "")
+                    return self.store.get().read(snap.storage_key or "")
                 fh = artifact.wait()
                 return iter(lambda: fh.read(CHUNK), b"")
 

@@ -30,7 +30,7 @@ from bot.pg import Conn, redact
 from bot.pump import Pump
 from bot.records import Snapshot
 from bot.restore.source import Source, check_toc
-from bot.store import Storage
+from bot.store import Storage, Store
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,14 @@ class Tools:
     """What every strategy works with: the checked reader, the storage, and a private
     work folder."""
 
-    def __init__(self, reader: Reader, storage: Storage, work_dir: Path) -> None:
-        self.reader, self.storage, self.work_dir = reader, storage, work_dir
+    def __init__(self, reader: Reader, storage: Storage | Store, work_dir: Path) -> None:
+        self.reader, self._storage, self.work_dir = reader, storage, work_dir
+
+    @property
+    def storage(self) -> Storage:
+        """Opened when first read: a strategy that starts with the database's own work
+        gives an S3 client time to be built meanwhile (`Store.open_soon`)."""
+        return self._storage.get() if isinstance(self._storage, Store) else self._storage
 
     def location(self, key: str) -> str:
         return self.storage.location(key)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,19 @@ class Store:
                 st = self._settings
                 self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id)
             return self._storage
+
+    def open_soon(self) -> None:
+        """Open the storage on a thread: an S3 client takes a few hundred ms to import and
+        build, which the caller's own waits (creating a scratch database) can hide. `get`
+        waits for it, and raises whatever opening it raised."""
+        if self._storage is not None:
+            return
+
+        def work() -> None:
+            with contextlib.suppress(Exception):  # get() tries again and raises it there
+                self.get()
+
+        threading.Thread(target=work, name="atlas-open-storage", daemon=True).start()
 
 
 __all__ = ["CHUNK", "ArtifactWriter", "Pending", "Storage", "Store", "StoredObject", "open_storage"]
