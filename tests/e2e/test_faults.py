@@ -19,40 +19,20 @@ import pytest
 from bot.errors import AtlasError
 from tests.support import pick_free_port
 from tests.support.bot import SECRET, start_bot
-from tests.support.helpers import add_bulk, serve_command, services_for, settings_for, storage_files
+from tests.support.helpers import (
+    add_bulk,
+    cli_env,
+    run_cli,
+    serve_command,
+    services_for,
+    settings_for,
+    storage_files,
+)
 from tests.support.pg import fill_sample
 from tests.support.proxy import tcp_proxy
 from tests.support.slack import sign
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _cli_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
-    }
-    env.update(
-        ATLAS_STORAGE=str(tmp / "backups"),
-        ATLAS_STATE=str(tmp / "atlas.db"),
-        PYTHONPATH=str(REPO),
-    )
-    env.update(extra)
-    return env
-
-
-def _atlas(args: list[str], env: dict[str, str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        timeout=120,
-        check=False,
-        **kw,
-    )
 
 
 def _one_error_line(stderr: str) -> str:
@@ -124,8 +104,8 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        env = _cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
-        assert _atlas(["snapshot"], env, tmp_path).returncode == 0
+        env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
+        assert run_cli(["snapshot"], env, tmp_path).returncode == 0
         filler = mnt / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
         try:  # fill the disk to the last byte
@@ -136,7 +116,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         finally:
             os.close(fd)
         for args in (["snapshot"], ["snapshot", "--json"], ["keep", "latest"]):
-            proc = _atlas(args, env, tmp_path, text=True)
+            proc = run_cli(args, env, tmp_path, text=True)
             assert proc.returncode == 1
             assert "Traceback" not in proc.stderr
             if "--json" in args:
@@ -147,7 +127,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         artifacts = [f for f in storage_files(tmp_path / "backups") if f.endswith(".zst")]
         assert len(artifacts) == 1
         filler.unlink()
-        listed = json.loads(_atlas(["list", "--json"], env, tmp_path).stdout)
+        listed = json.loads(run_cli(["list", "--json"], env, tmp_path).stdout)
         assert [r["status"] for r in listed][-1] == "ok"
         assert len([r for r in listed if r["status"] == "ok"]) == 1
     finally:
@@ -159,11 +139,11 @@ def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
     root too) and, as root, on a volume mounted read-only, as a Kubernetes pod may have it."""
     fill_sample(pg_url, rows=50)
     (tmp_path / "not-a-folder").write_text("")
-    env = _cli_env(
+    env = cli_env(
         tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(tmp_path / "not-a-folder" / "atlas.db")
     )
     for args in (["snapshot"], ["list"], ["status"]):
-        proc = _atlas(args, env, tmp_path, text=True)
+        proc = run_cli(args, env, tmp_path, text=True)
         assert proc.returncode != 0, args
         assert "Traceback" not in proc.stderr
         assert "catalog cannot be written" in _one_error_line(proc.stderr), args
@@ -175,10 +155,10 @@ def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        env = _cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
-        assert _atlas(["snapshot"], env, tmp_path).returncode == 0
+        env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
+        assert run_cli(["snapshot"], env, tmp_path).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        proc = _atlas(["snapshot"], env, tmp_path, text=True)
+        proc = run_cli(["snapshot"], env, tmp_path, text=True)
         assert proc.returncode == 1
         assert "Traceback" not in proc.stderr
         assert "catalog cannot be written" in _one_error_line(proc.stderr)
@@ -192,20 +172,20 @@ def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
 
 
 def test_serve_says_in_one_line_when_slack_is_unreachable_or_refuses(tmp_path, slack_api):
-    base = _cli_env(
+    base = cli_env(
         tmp_path,
         DATABASE_URL="postgresql://app@127.0.0.1:1/app",
         SLACK_BOT_TOKEN="xoxb-start-token-1234",
         SLACK_SIGNING_SECRET="start-secret",
     )
     closed = f"http://127.0.0.1:{pick_free_port()}/api/"
-    down = _atlas(serve_command(0)[3:], {**base, "SLACK_API_URL": closed}, tmp_path, text=True)
+    down = run_cli(serve_command(0)[3:], {**base, "SLACK_API_URL": closed}, tmp_path, text=True)
     assert down.returncode == 1
     line = _one_error_line(down.stderr)
     assert "Cannot reach Slack" in line and "Connection refused" in line
 
     slack_api.fail_next("auth.test", "invalid_auth")
-    refused = _atlas(
+    refused = run_cli(
         serve_command(0)[3:], {**base, "SLACK_API_URL": slack_api.url}, tmp_path, text=True
     )
     assert refused.returncode == 1
@@ -243,7 +223,7 @@ def test_a_malformed_request_timestamp_is_refused_like_a_bad_signature(
 
 def test_a_killed_cli_snapshot_is_closed_out_by_the_next_command(pg_url, tmp_path, slack_api):
     add_bulk(pg_url, 60)
-    env = _cli_env(
+    env = cli_env(
         tmp_path,
         DATABASE_URL=pg_url,
         SLACK_BOT_TOKEN="xoxb-killed-1234",
@@ -266,10 +246,10 @@ def test_a_killed_cli_snapshot_is_closed_out_by_the_next_command(pg_url, tmp_pat
     os.kill(proc.pid, signal.SIGKILL)  # an OOM kill: no handler runs
     proc.wait()
 
-    listed = json.loads(_atlas(["list", "--json"], env, tmp_path).stdout)
+    listed = json.loads(run_cli(["list", "--json"], env, tmp_path).stdout)
     assert [r["status"] for r in listed] == ["interrupted"]
     assert [p for p in folder.rglob("*") if p.is_file()] == []  # the partial file is gone
-    status = json.loads(_atlas(["status", "--json", "--no-provider"], env, tmp_path).stdout)
+    status = json.loads(run_cli(["status", "--json", "--no-provider"], env, tmp_path).stdout)
     snapshot_line = next(c for c in status["checks"] if c["key"].startswith("snapshot:"))
     assert snapshot_line["level"] == "fail"
     text = slack_api.wait_for(lambda c: "interrupted" in str(c["params"].get("text")))
@@ -281,7 +261,7 @@ def test_a_killed_cli_snapshot_is_closed_out_by_the_next_command(pg_url, tmp_pat
 
 def test_a_note_with_invalid_utf8_is_kept_as_text(pg_url, tmp_path):
     fill_sample(pg_url, rows=20)
-    env = _cli_env(tmp_path, DATABASE_URL=pg_url)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url)
     argv = [sys.executable.encode(), b"-m", b"bot.cli", b"snapshot", b"--json", b"--note"]
     proc = subprocess.run(
         [*argv, b"bad \xff\xfe byte\x07s"], env=env, cwd=tmp_path, capture_output=True, timeout=60

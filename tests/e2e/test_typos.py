@@ -5,10 +5,8 @@ every failure is one clear line, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support import pick_free_port
-from tests.support.helpers import serve_command, wait_healthy
+from tests.support.helpers import cli_env, run_cli, serve_command, wait_healthy
 from tests.support.pg import PgCluster, fill_sample
 from tests.support.slack import post_slash_command
 
@@ -42,34 +40,6 @@ def typos(pg: PgCluster, db: str) -> dict[str, str]:
         "encoded": f"postgresql://app:{quote(pw + '@/:')}@{host}:{port}/{db}",
         "wrong password": f"postgresql://postgres:{pw}@{host}:{port}/{db}",
     }
-
-
-def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
-    }
-    env.update(
-        ATLAS_STORAGE=str(tmp / "backups"),
-        ATLAS_STATE=str(tmp / "atlas.db"),
-        PYTHONPATH=str(REPO),
-        **extra,
-    )
-    return env
-
-
-def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _leaks(text: str) -> bool:
@@ -107,7 +77,7 @@ def test_no_command_leaks_a_mistyped_password(pg, pg_db, pg_url, tmp_path, slack
         for name, url in typos(pg, db).items():
             tmp = tmp_path / name.replace(" ", "-").replace("=", "")
             tmp.mkdir()
-            env = _env(
+            env = cli_env(
                 tmp,
                 SLACK_BOT_TOKEN=TOKEN,
                 SLACK_API_URL=slack_api.url,
@@ -119,9 +89,11 @@ def test_no_command_leaks_a_mistyped_password(pg, pg_db, pg_url, tmp_path, slack
             else:
                 env["DATABASE_URL"] = pg_url
                 env["STAGING_DATABASE_URL"] = url
-                assert _run(["snapshot"], env, tmp).returncode == 0  # something to restore
+                assert (
+                    run_cli(["snapshot"], env, tmp, text=True).returncode == 0
+                )  # something to restore
             for args in COMMANDS[setting]:
-                runs.append((name, tmp, args, pool.submit(_run, args, env, tmp)))
+                runs.append((name, tmp, args, pool.submit(run_cli, args, env, tmp, text=True)))
     for name, tmp, args, future in runs:
         proc = future.result()
         where = f"{setting} {name!r}: atlas {' '.join(args)}"
@@ -142,7 +114,7 @@ def test_no_command_leaks_a_mistyped_password(pg, pg_db, pg_url, tmp_path, slack
 @pytest.mark.parametrize("typo", ["scheme", "key=value option", "space in password"])
 def test_serve_never_leaks_a_mistyped_password(pg, pg_db, tmp_path, slack_api, typo):
     url = typos(pg, pg_db)[typo]
-    env = _env(
+    env = cli_env(
         tmp_path,
         DATABASE_URL=url,
         STAGING_DATABASE_URL=url.replace(pg_db, pg_db + "_stg"),
@@ -201,8 +173,8 @@ def test_serve_never_leaks_a_mistyped_password(pg, pg_db, tmp_path, slack_api, t
     ],
 )
 def test_mistyped_settings_are_one_clear_line(pg_url, tmp_path, name, value, words):
-    env = _env(tmp_path, DATABASE_URL=pg_url.replace("s3cr3t", PASSWORD), **{name: value})
-    proc = _run(["status"], env, tmp_path)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url.replace("s3cr3t", PASSWORD), **{name: value})
+    proc = run_cli(["status"], env, tmp_path, text=True)
     assert proc.returncode == 1
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: Invalid configuration"), proc.stderr

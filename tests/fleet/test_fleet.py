@@ -5,9 +5,6 @@ own; at most ATLAS_MAX_PARALLEL at once; one Slack message per scheduled run."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,11 +15,9 @@ from psycopg import sql
 
 from bot.ops import housekeeping
 from bot.records import Snapshot
-from tests.support.helpers import services_for, settings_for
+from tests.support.helpers import REPO, cli_env, run_cli, services_for, settings_for
 from tests.support.ops import CHANNEL
 from tests.support.pg import LeastPrivilege, PgCluster, fill_sample
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -50,38 +45,8 @@ def _create(pg: PgCluster, name: str, rows: int = 40) -> None:
     fill_sample(pg.url(name), rows=rows)
 
 
-def _env(tmp: Path, url: str, patterns: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
-    }
-    env.update(
-        DATABASE_URL=url,
-        ATLAS_DATABASES=patterns,
-        ATLAS_STATE=str(tmp / "atlas.db"),
-        ATLAS_STORAGE=str(tmp / "backups"),
-        PYTHONPATH=str(REPO),
-        **extra,
-    )
-    return env
-
-
-def _atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 def _all(env: dict[str, str]) -> dict:
-    proc = _atlas(env, "snapshot", "--all", "--json")
+    proc = run_cli(["snapshot", "--all", "--json"], env, REPO, text=True)
     assert "Traceback" not in proc.stderr, proc.stderr
     doc = json.loads(proc.stdout)
     assert proc.returncode == (1 if doc["status"] == "failed" else 0), proc.stderr
@@ -95,7 +60,7 @@ def test_all_takes_what_is_selected_picks_up_new_databases_and_reports_gone_ones
     pg: PgCluster, least_privilege: LeastPrivilege, prefix: str, tmp_path: Path
 ) -> None:
     reader = least_privilege.url(least_privilege.reader, "postgres")
-    env = _env(tmp_path, reader, f"{prefix}*, !{prefix}skip")
+    env = cli_env(tmp_path, DATABASE_URL=reader, ATLAS_DATABASES=f"{prefix}*, !{prefix}skip")
     a, b, c = prefix + "a", prefix + "b", prefix + "c"
 
     first = _all(env)
@@ -112,17 +77,17 @@ def test_all_takes_what_is_selected_picks_up_new_databases_and_reports_gone_ones
     assert third["status"] == "ok"  # a database that went is news, not a failure
     assert sorted(s["database"] for s in third["snapshots"]) == [b, c]
     assert third["gone"] == [a]
-    listed = json.loads(_atlas(env, "list", "--json", "--limit", "50").stdout)
+    listed = json.loads(run_cli(["list", "--json", "--limit", "50"], env, REPO, text=True).stdout)
     assert [r["status"] for r in listed if r["database"] == a] == ["ok", "ok"]  # kept
 
-    status = _atlas(env, "status")
+    status = run_cli(["status"], env, REPO, text=True)
     assert f"{a} is gone" in status.stdout + status.stderr
     assert "Servers" in status.stdout + status.stderr
 
     # one database by name, and the plain output: a line each, the ids on stdout
-    one = _atlas(env, "snapshot", "--db", b, "--json")
+    one = run_cli(["snapshot", "--db", b, "--json"], env, REPO, text=True)
     assert one.returncode == 0 and json.loads(one.stdout)["database"] == b
-    plain = _atlas(env, "snapshot", "--all")
+    plain = run_cli(["snapshot", "--all"], env, REPO, text=True)
     assert plain.returncode == 0, plain.stderr
     ids = plain.stdout.split()
     assert len(ids) == 3 and all(i in plain.stderr for i in ids)  # b, c and the roles

@@ -5,9 +5,6 @@ staging server in a transaction that is rolled back by every drill."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +16,8 @@ from bot.fleet.globals import apply_rolled_back, created_role, statements
 from bot.pg import Conn
 from bot.records import SnapshotKind
 from bot.store.crypto import generate_identity
-from tests.support.helpers import services_for, settings_for
+from tests.support.helpers import REPO, cli_env, run_cli, services_for, settings_for
 from tests.support.pg import LeastPrivilege, PgCluster, fill_sample
-
-REPO = Path(__file__).resolve().parents[2]
 
 # pg_dumpall --globals-only as PostgreSQL 15 writes it (with a later minor's \restrict)
 SAMPLE = r'''\restrict abc123
@@ -93,34 +88,6 @@ def fleet(pg: PgCluster) -> Iterator[tuple[str, str]]:
         pg.execute("postgres", f"DROP ROLE IF EXISTS {tag}ro")
 
 
-def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
-    }
-    env.update(
-        ATLAS_STATE=str(tmp / "atlas.db"),
-        ATLAS_STORAGE=str(tmp / "backups"),
-        PYTHONPATH=str(REPO),
-        **extra,
-    )
-    return env
-
-
-def _atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bot.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("encrypted", [False, True])
 def test_each_run_stores_the_roles_without_passwords_and_fetch_writes_the_sql(
     least_privilege: LeastPrivilege,
@@ -137,8 +104,8 @@ def test_each_run_stores_the_roles_without_passwords_and_fetch_writes_the_sql(
         secret, _ = generate_identity()
         (tmp_path / "age.key").write_text(secret + "\n")
         extra["ATLAS_ENCRYPTION_KEY_FILE"] = str(tmp_path / "age.key")
-    env = _env(tmp_path, **extra)
-    run = _atlas(env, "snapshot", "--all", "--json")
+    env = cli_env(tmp_path, **extra)
+    run = run_cli(["snapshot", "--all", "--json"], env, REPO, text=True)
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     kinds = {s["database"]: s["kind"] for s in doc["snapshots"]}
@@ -149,21 +116,24 @@ def test_each_run_stores_the_roles_without_passwords_and_fetch_writes_the_sql(
     assert roles["duration_s"] is not None and roles["size_bytes"] > 0
 
     out = tmp_path / "globals.sql"
-    fetched = _atlas(env, "fetch", roles["id"], "-o", str(out))
+    fetched = run_cli(["fetch", roles["id"], "-o", str(out)], env, REPO, text=True)
     assert fetched.returncode == 0, fetched.stderr
     sql = out.read_text()
     assert f"CREATE ROLE {tag}app;" in sql and f"GRANT {tag}ro TO {tag}app" in sql
     assert password not in sql and "SCRAM-SHA-256" not in sql  # --no-role-passwords
-    assert _atlas(env, "verify", roles["id"]).returncode == 0
+    assert run_cli(["verify", roles["id"]], env, REPO, text=True).returncode == 0
 
     # a changed byte is found by verify, and the roles snapshot is marked, not the database's
     stored = tmp_path / "backups" / roles["storage_key"]
     data = bytearray(stored.read_bytes())
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
-    bad = _atlas(env, "verify", roles["id"])
+    bad = run_cli(["verify", roles["id"]], env, REPO, text=True)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
-    listed = {r["id"]: r["status"] for r in json.loads(_atlas(env, "list", "--json").stdout)}
+    listed = {
+        r["id"]: r["status"]
+        for r in json.loads(run_cli(["list", "--json"], env, REPO, text=True).stdout)
+    }
     assert listed[roles["id"]] == "corrupt"
     assert [s for i, s in listed.items() if i != roles["id"]] == ["ok"]
 

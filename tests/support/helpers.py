@@ -20,6 +20,8 @@ from bot.services import Services
 from bot.slack.client import SlackChat
 from tests.support.pg import PgCluster
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) -> Settings:
     env = {
@@ -29,6 +31,39 @@ def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) 
         **extra,
     }
     return load_settings(env)
+
+
+def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of an `atlas` command run as a user would: the developer's shell
+    minus anything that would point it at other servers, a catalog and storage under tmp."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
+    }
+    env.update(
+        ATLAS_STORAGE=str(tmp / "backups"),
+        ATLAS_STATE=str(tmp / "atlas.db"),
+        PYTHONPATH=str(REPO),
+    )
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, *, text: bool = False, timeout: float = 180
+) -> subprocess.CompletedProcess[Any]:
+    """`atlas ARGS` from this checkout, as a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def services_for(settings: Settings, slack: Any = None) -> Services:
