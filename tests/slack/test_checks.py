@@ -4,17 +4,10 @@ would fail every correct install."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 from bot.slack.checks import SCOPES
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.slack import manifest_scopes
 
 
 def test_doctor_checks_the_scopes_the_manifest_declares() -> None:
-    manifest = yaml.safe_load((REPO / "manifest.yml").read_text())
-    declared = manifest["oauth_config"]["scopes"]["bot"]
-    assert sorted(SCOPES) == sorted(declared)
+    assert sorted(SCOPES) == sorted(manifest_scopes())
     assert len(set(SCOPES)) == len(SCOPES)

@@ -18,10 +18,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
+import yaml
 from slack_sdk import WebClient
 
 from tests.support import pick_free_port
@@ -66,6 +68,12 @@ class _Failure:
 # --------------------------------------------------------------------------------------------
 
 
+def manifest_scopes() -> list[str]:
+    """The bot scopes manifest.yml asks for."""
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[2] / "manifest.yml").read_text())
+    return list(manifest["oauth_config"]["scopes"]["bot"])
+
+
 class FakeSlackApi:
     """Local HTTP imitation of Slack's Web API for ``WebClient(base_url=fake.url)``.
 
@@ -91,18 +99,9 @@ class FakeSlackApi:
         self.uploads: dict[str, bytes] = {}
         #: what ``apps.connections.open`` hands out (a FakeSocketMode's url); None refuses
         self.socket_mode_url: str | None = None
-        #: the bot token's scopes, as ``auth.test`` reports them (those manifest.yml declares)
-        self.scopes: list[str] = [
-            "commands",
-            "chat:write",
-            "chat:write.public",
-            "reactions:read",
-            "reactions:write",
-            "usergroups:read",
-            "users:read",
-            "channels:read",
-            "groups:read",
-        ]
+        #: the bot token's scopes, as ``auth.test`` reports them: those manifest.yml
+        #: declares, as an app installed from it gets
+        self.scopes: list[str] = manifest_scopes()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._calls: list[SlackCall] = []
