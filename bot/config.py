@@ -441,7 +441,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 
 
-def _name_from_url(url: str) -> str | None:
+def dbname_in(url: str) -> str | None:
+    """The database a URL or key=value string names, if any (and if it parses)."""
     try:
         name = conninfo.params(url).get("dbname")
     except ValueError:
@@ -492,7 +493,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         redaction.remember(settings.database_url, settings.staging_database_url)
     elif settings.database_url is not None or source.get("PGDATABASE") or settings.database_name:
         url = settings.database_url or ""
-        name = settings.database_name or _name_from_url(url) or source.get("PGDATABASE") or "main"
+        name = settings.database_name or dbname_in(url) or source.get("PGDATABASE") or "main"
         try:
             settings.databases.setdefault(
                 name,

@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bot import conninfo
-from bot.config import DatabaseTarget, Server, check_urls
+from bot.config import DatabaseTarget, Server, check_urls, dbname_in
 from bot.errors import AtlasError
 from bot.pg import Conn
 
@@ -26,34 +25,30 @@ class Scan:
     error: str | None = None  # the server could not be listed
 
 
+def _maintenance(url: str, setting: str) -> Conn:
+    """A server's URL as a connection to the database it names, or to `postgres` when it
+    names none (libpq would try one named after the user)."""
+    conn = Conn.parse(url, setting)
+    return conn if dbname_in(url) else conn.with_dbname("postgres")
+
+
 def server_conn(server: Server) -> Conn:
-    """The server's URL as a connection; to `postgres` when it names no database (libpq
-    would try one named after the user)."""
-    conn = Conn.parse(server.url, server.url_setting)
-    return conn if _dbname(server.url) else conn.with_dbname("postgres")
+    """Where the server's databases are listed and its roles dumped."""
+    return _maintenance(server.url, server.url_setting)
 
 
 def staging_server_conn(server: Server) -> Conn | None:
     """Where drills of the server's databases create their scratch databases: the staging
-    URL's own database (`postgres` when it names none), which exists, unlike the database
-    of the same name that a refresh replaces."""
+    URL's own database, which exists, unlike the one of the same name a refresh replaces."""
     if not server.staging_url:
         return None
-    conn = Conn.parse(server.staging_url, server.staging_setting)
-    return conn if _dbname(server.staging_url) else conn.with_dbname("postgres")
+    return _maintenance(server.staging_url, server.staging_setting)
 
 
 def list_databases(server: Server) -> list[str]:
     """Every database on the server that accepts connections, templates aside."""
     with server_conn(server).connect(autocommit=True) as c:
         return [str(r[0]) for r in c.execute(LIST).fetchall()]
-
-
-def _dbname(url: str) -> str | None:
-    try:
-        return conninfo.params(url).get("dbname") or None
-    except ValueError:
-        return None
 
 
 def _with_dbname(url: str, dbname: str) -> str:
