@@ -41,29 +41,31 @@ def _at(iso: str | None) -> datetime | None:
     return datetime.fromisoformat(iso) if iso else None
 
 
-def drill_deadline(services: Services, database: str, now: datetime) -> datetime:
-    """When the next restore drill of `database` must have passed (exclusive)."""
-    server = services.settings.rotation_server(database)
-    if server is not None:
-        return rotation_plan(services, server.name, now).due[database]
+def _own_deadline(services: Services, database: str, now: datetime) -> datetime:
+    """When the next restore drill of a database outside any rotation must have passed
+    (exclusive)."""
     last = last_passed_drill(services, database)
     since = _at(services.catalog.first_good_snapshot_at(database))
     last_at = _at(last.finished_at) if last else None
     return reminders.deadline(drill_policy(services), last_at, now, since=since)[1]
 
 
-def drill_deadlines(services: Services, now: datetime) -> dict[str, datetime]:
-    """Every database's drill deadline, each server's rotation planned once."""
+def rotation_plans(services: Services, now: datetime) -> dict[str, rotation.Rotation]:
+    """The drill rotation of each server that has one (ATLAS_DRILL_SCOPE=server)."""
+    st = services.settings
+    servers = {s.name for name in list(st.databases) if (s := st.rotation_server(name))}
+    return {name: rotation_plan(services, name, now) for name in sorted(servers)}
+
+
+def drill_deadlines(
+    services: Services, now: datetime, plans: dict[str, rotation.Rotation] | None = None
+) -> dict[str, datetime]:
+    """Every database's drill deadline: its own, or its place in its server's rotation."""
+    plans = rotation_plans(services, now) if plans is None else plans
     out: dict[str, datetime] = {}
-    plans: dict[str, rotation.Rotation] = {}
     for name in list(services.settings.databases):
         server = services.settings.rotation_server(name)
-        if server is None:
-            out[name] = drill_deadline(services, name, now)
-            continue
-        if server.name not in plans:
-            plans[server.name] = rotation_plan(services, server.name, now)
-        out[name] = plans[server.name].due[name]
+        out[name] = plans[server.name].due[name] if server else _own_deadline(services, name, now)
     return out
 
 

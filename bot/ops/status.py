@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot.errors import AtlasError
 from bot.pg import Conn
@@ -318,8 +318,8 @@ def gather(
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = storage.stat(kept_ok[0].storage_key or "")
         facts.newest_sse = head.sse if head is not None else None
-    deadlines = housekeeping.drill_deadlines(services, now)
-    plans: dict[str, Any] = {}
+    plans = housekeeping.rotation_plans(services, now)
+    deadlines = housekeeping.drill_deadlines(services, now, plans)
     for name, target in st.databases.items():
         for url, setting in (
             (target.url, target.url_setting),
@@ -337,8 +337,6 @@ def gather(
         server = st.rotation_server(name)
         if server is not None:
             facts.rotation[name] = server.name
-            if server.name not in plans:
-                plans[server.name] = housekeeping.rotation_plan(services, server.name, now)
             if plans[server.name].next == name:
                 facts.rotation_next.add(name)
         facts.staging[name] = bool(target.staging_url)
