@@ -461,8 +461,8 @@ def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bo
         click.echo(f"{drill.id}: {drill.status} in {messages.human_seconds(drill.total_s)}")
         for c in drill.checks:
             click.echo(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
-        for p in drill.problems:
-            click.echo(f"  problem: {p}")
+        for p in drill.problems:  # warnings are recorded among them, marked as such
+            click.echo(f"  {p}" if p.startswith("warning: ") else f"  problem: {p}")
         if drill.error:
             click.echo(f"  error: {drill.error}")
     if drill.status != DrillStatus.PASSED:
