@@ -21,6 +21,7 @@ from bot.fleet.patterns import Selection
 SECRET_SETTINGS = (
     "DATABASE_URL",
     "STAGING_DATABASE_URL",
+    "ATLAS_STATE",
     "PGPASSWORD",
     "SLACK_BOT_TOKEN",
     "SLACK_SIGNING_SECRET",
@@ -201,8 +202,11 @@ def _boolean(v: str) -> bool:
     raise ValueError(f"{v!r} is not true or false")
 
 
-def _path(v: str) -> Path:
-    return Path(v)
+def _state(v: str) -> Path | str:
+    """A SQLite file path, or a postgresql:// URL for a catalog replicas share."""
+    from bot.catalog import is_url
+
+    return v.strip() if is_url(v) else Path(v)
 
 
 def _optional_path(v: str) -> Path | None:
@@ -300,7 +304,7 @@ class Settings:
     environment: str = "production"
     database_name: str | None = None
     storage: str = "./backups"
-    state: Path = Path("./atlas.db")
+    state: Path | str = Path("./atlas.db")  # or a postgresql:// URL
     config_file: Path | None = None
     pg_bindir: str | None = None
     zstd_level: int = 3
@@ -393,7 +397,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "environment": ("ATLAS_ENVIRONMENT", _text),
     "database_name": ("ATLAS_DATABASE_NAME", _text),
     "storage": ("ATLAS_STORAGE", _text),
-    "state": ("ATLAS_STATE", _path),
+    "state": ("ATLAS_STATE", _state),
     "config_file": ("ATLAS_CONFIG", _optional_path),
     "pg_bindir": ("ATLAS_PG_BINDIR", _text),
     "zstd_level": ("ATLAS_ZSTD_LEVEL", _integer(1, 19)),

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support import pick_free_port
+from tests.support.catalogs import POSTGRESQL, SQLITE, catalog_backend, catalog_server
 from tests.support.ops import bot, key_file, small, staging
 from tests.support.pg import least_privilege, pg, pg_db, pg_url
 from tests.support.s3 import s3_client, s3_env, s3_server
@@ -12,6 +15,8 @@ from tests.support.slack import slack_api
 from tests.support.socket_mode import socket_mode
 
 __all__ = [
+    "catalog_backend",
+    "catalog_server",
     "bot",
     "key_file",
     "small",
@@ -33,3 +38,51 @@ __all__ = [
 def free_port() -> int:
     """A currently free TCP port on 127.0.0.1."""
     return pick_free_port()
+
+
+# A test module that reaches a catalog through any of these runs on both catalogs.
+_CATALOG_USES = (
+    "settings_for(",
+    "cli_env(",
+    "state_for(",
+    "services_for(",
+    "start_bot(",
+    "open_catalog(",
+    "ATLAS_STATE",
+    "bot: Bot",
+    "staging: ",
+)
+_sources: dict[str, bool] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--catalog",
+        choices=("both", SQLITE, POSTGRESQL),
+        default="both",
+        help="which catalog backend tests that use a catalog run on (default: both)",
+    )
+
+
+def _uses_catalog(path: Path) -> bool:
+    key = str(path)
+    if key not in _sources:
+        text = path.read_text(encoding="utf-8")
+        _sources[key] = any(use in text for use in _CATALOG_USES)
+    return _sources[key]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that touch a catalog run on SQLite and on PostgreSQL (`--catalog` picks one);
+    `@pytest.mark.sqlite_only` keeps a test about the SQLite file to that file."""
+    if "catalog_backend" not in metafunc.fixturenames:
+        return
+    choice = metafunc.config.getoption("--catalog")
+    if metafunc.definition.get_closest_marker("sqlite_only") or not _uses_catalog(
+        Path(str(metafunc.definition.fspath))
+    ):
+        backends = [SQLITE]
+    else:
+        backends = [SQLITE, POSTGRESQL] if choice == "both" else [choice]
+    if backends != [SQLITE]:
+        metafunc.parametrize("catalog_backend", backends, indirect=True)

@@ -19,6 +19,7 @@ import pytest
 import zstandard
 
 from tests.support import pick_free_port
+from tests.support.catalogs import catalog_text, state_for
 from tests.support.pg import PgCluster, fill_sample, unique_name
 
 ROWS = 50
@@ -53,7 +54,7 @@ class Atlas:
     def __init__(self, tmp: Path, database_url: str) -> None:
         self.tmp = tmp
         self.storage = tmp / "backups"
-        self.state = tmp / "atlas.db"
+        self.state = state_for(tmp)
         env = {
             k: v
             for k, v in os.environ.items()
@@ -63,7 +64,7 @@ class Atlas:
         env.update(
             DATABASE_URL=database_url,
             ATLAS_STORAGE=str(self.storage),
-            ATLAS_STATE=str(self.state),
+            ATLAS_STATE=self.state,
             PYTHONPATH=str(REPO),
         )
         self.env = env
@@ -89,8 +90,8 @@ class Atlas:
         return self.ok("snapshot", "--note", note, "--json").json()
 
     def catalog_bytes(self) -> bytes:
-        """The catalog file and its WAL/SHM companions: everything SQLite has on disk."""
-        return b"".join(p.read_bytes() for p in sorted(self.tmp.glob("atlas.db*")))
+        """Everything the catalog stores (SQLite: the file and its WAL/SHM companions)."""
+        return catalog_text(self.state).encode("utf-8", "surrogateescape")
 
 
 def _sha256(path: Path) -> str:

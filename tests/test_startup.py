@@ -9,6 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.sqlite_only  # what `list` loads with the default catalog
+
+
 HEAVY = (
     "psycopg",
     "zstandard",

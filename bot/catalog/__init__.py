@@ -1,8 +1,9 @@
 """The catalog: what Atlas has done, behind one interface that owns every statement.
 
-Callers hold a `Catalog` (`catalog/base.py`) and never see SQL. SQLite (`catalog/sqlite/`,
-through the standard library's sqlite3) is the embedded default; another backend
-implements the same protocol and `open_catalog` picks it from ATLAS_STATE.
+Callers hold a `Catalog` (`catalog/base.py`) and never see SQL. The statements are written
+once (`catalog/sql/`); SQLite (`catalog/sqlite/`) is the embedded default for one
+process, and PostgreSQL (`catalog/postgres/`) is shared by replicas. `open_catalog`
+picks one from ATLAS_STATE.
 """
 
 from __future__ import annotations
@@ -21,8 +22,19 @@ from bot.catalog.base import (
 )
 
 
+def is_url(state: object) -> bool:
+    """Whether ATLAS_STATE names a PostgreSQL catalog rather than a SQLite file."""
+    return isinstance(state, str) and state.strip().lower().startswith(
+        ("postgresql://", "postgres://")
+    )
+
+
 def open_catalog(state: str | Path) -> Catalog:
-    """The catalog ATLAS_STATE names: a SQLite file path (the default)."""
+    """The catalog ATLAS_STATE names: a postgresql:// URL, or a SQLite file path."""
+    if is_url(state):
+        from bot.catalog.postgres import PostgresCatalog
+
+        return PostgresCatalog(str(state).strip())
     from bot.catalog.sqlite import SqliteCatalog
 
     return SqliteCatalog(state)
@@ -37,5 +49,6 @@ __all__ = [
     "RequestChange",
     "RequestLog",
     "SnapshotLog",
+    "is_url",
     "open_catalog",
 ]

@@ -14,6 +14,7 @@ from bot.config import load_settings
 from bot.errors import AtlasError
 from bot.ops import status
 from bot.store.crypto import generate_identity
+from tests.support.catalogs import state_for
 from tests.support.helpers import services_for, settings_for
 from tests.support.ops import MARKER, atlas
 from tests.support.rds import rds_client, rds_env, rds_server
@@ -32,7 +33,7 @@ def test_encryption_at_rest_with_age(pg, pg_db, pg_url, small, staging, tmp_path
         "DATABASE_URL": pg_url,
         "STAGING_DATABASE_URL": pg.url(staging),
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "ATLAS_ENCRYPTION_KEY_FILE": str(key),
     }
     services = services_for(load_settings(env))

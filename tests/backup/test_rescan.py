@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.catalogs import lose_catalog, state_for
 from tests.support.helpers import services_for, settings_for
 from tests.support.pg import fill_sample
 
@@ -33,8 +34,7 @@ COMPARED = (
 
 
 def _lose_catalog(tmp_path: Path) -> None:
-    for path in tmp_path.glob("atlas.db*"):
-        path.unlink()
+    lose_catalog(tmp_path)
 
 
 def _cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +111,7 @@ def test_rescan_skips_what_it_cannot_trust(pg_db, pg_url, tmp_path):
     env = {
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
     }
     res = _cli(tmp_path, env, "rescan", "--json")
     assert res.returncode == 1, res.stderr

@@ -46,6 +46,11 @@ INSERT INTO drills (id, kind, snapshot_id, database, status, checks, problems, a
 """
 
 
+pytestmark = (
+    pytest.mark.sqlite_only
+)  # the SQLite file itself; tests/catalog/test_postgres.py has the other
+
+
 @pytest.fixture
 def catalog(tmp_path: Path) -> SqliteCatalog:
     opened = open_catalog(tmp_path / "atlas.db")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pexpect
 
+from tests.support.catalogs import state_for
 from tests.support.pg import LeastPrivilege, fill_sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def test_snapshot_drill_approval_reminder_and_button_in_a_terminal(
         DATABASE_URL=least_privilege.reader_url,
         STAGING_DATABASE_URL=least_privilege.stager_url,
         ATLAS_STORAGE=str(tmp_path / "backups"),
-        ATLAS_STATE=str(tmp_path / "atlas.db"),
+        ATLAS_STATE=state_for(tmp_path),
         ATLAS_DRILL_EVERY="1",  # a drill a day: the first snapshot makes one due today
         PYTHONPATH=str(REPO),
     )

@@ -14,6 +14,9 @@ from pathlib import Path
 import pexpect
 import pytest
 
+pytestmark = pytest.mark.sqlite_only  # the demo keeps its own catalog file
+
+
 REPO = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -97,6 +97,7 @@ def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.sqlite_only
 def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     fill_sample(pg_url, rows=50)
     mnt = tmp_path / "state"
@@ -134,6 +135,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.sqlite_only
 def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
     """ATLAS_STATE where nothing can be written: under a file (a typo in the path, true for
     root too) and, as root, on a volume mounted read-only, as a Kubernetes pod may have it."""

@@ -6,7 +6,6 @@ import contextlib
 import glob
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from tests.support import pick_free_port
+from tests.support.catalogs import audit_actions, state_for
 from tests.support.helpers import serve_command, wait_healthy
 from tests.support.pg import fill_sample
 
@@ -49,16 +49,8 @@ def _faked(when: str, env: dict[str, str]) -> dict[str, str]:
     }
 
 
-def _housekeeping_runs(db: str) -> int:
-    if not os.path.exists(db):
-        return 0
-    with sqlite3.connect(db) as conn:
-        try:
-            return conn.execute(
-                "SELECT count(*) FROM audit WHERE action = 'housekeeping.ran'"
-            ).fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+def _housekeeping_runs(state: str) -> int:
+    return audit_actions(state).count("housekeeping.ran")
 
 
 def _tail(log) -> str:
@@ -114,7 +106,7 @@ def test_drill_reminders_once_each_across_restarts_and_clock_jumps(
         "DATABASE_URL": pg_url,
         "STAGING_DATABASE_URL": pg.url(staging),
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-timeline",
         "SLACK_SIGNING_SECRET": "timeline-secret",
         "SLACK_API_URL": slack_api.url,
@@ -189,7 +181,7 @@ def test_start_up_housekeeping_survives_a_slow_start(pg_url, tmp_path, slack_api
         **os.environ,
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-slow-start",
         "SLACK_SIGNING_SECRET": "slow-start-secret",
         "SLACK_API_URL": slack_api.url,

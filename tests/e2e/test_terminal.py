@@ -12,6 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from tests.support.catalogs import state_for
 from tests.support.pg import LeastPrivilege, fill_realistic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def terminal_env(pg, pg_url, least_privilege: LeastPrivilege, tmp_path: Path) ->
         DATABASE_URL=least_privilege.reader_url,
         STAGING_DATABASE_URL=least_privilege.owner_url,
         ATLAS_STORAGE=str(tmp_path / "backups"),
-        ATLAS_STATE=str(tmp_path / "atlas.db"),
+        ATLAS_STATE=state_for(tmp_path),
         PYTHONPATH=str(REPO),
         TERM="xterm-256color",
         COLUMNS="120",

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.support import pick_free_port
+from tests.support.catalogs import catalog_text, state_for
 from tests.support.helpers import cli_env, run_cli, serve_command, wait_healthy
 from tests.support.pg import PgCluster, fill_sample
 from tests.support.slack import post_slash_command
@@ -47,7 +48,7 @@ def _leaks(text: str) -> bool:
 
 
 def _catalog_text(tmp: Path) -> str:
-    return "".join(p.read_bytes().decode("latin-1") for p in tmp.glob("atlas.db*") if p.is_file())
+    return catalog_text(state_for(tmp))
 
 
 COMMANDS = {

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.support.catalogs import state_for
 from tests.support.helpers import serve_command, wait_healthy
 from tests.support.pg import LeastPrivilege, fill_realistic
 from tests.support.s3 import S3_REGION
@@ -27,9 +28,7 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
         if not k.startswith(("SLACK_", "ATLAS_", "PG"))
         and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
     }
-    env.update(
-        ATLAS_STORAGE=str(tmp / "backups"), ATLAS_STATE=str(tmp / "atlas.db"), PYTHONPATH=str(REPO)
-    )
+    env.update(ATLAS_STORAGE=str(tmp / "backups"), ATLAS_STATE=state_for(tmp), PYTHONPATH=str(REPO))
     env.update(extra)
     return env
 

@@ -10,6 +10,7 @@ import pytest
 from bot.config import load_settings
 from bot.errors import AtlasError
 from bot.ops import housekeeping
+from tests.support.catalogs import state_for
 from tests.support.helpers import services_for, settings_for, storage_files
 from tests.support.ops import CHANNEL, age_snapshot, atlas, audit_actions, closed_port_url, posts
 from tests.support.rds import create_instance, rds_client, rds_env, rds_server, unique
@@ -178,7 +179,7 @@ def test_provider_alert_is_once_a_day_across_processes(pg_url, tmp_path, slack_a
     env = {
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "ATLAS_RDS_INSTANCE": low,
         "ATLAS_CHANNEL": CHANNEL,
         "SLACK_BOT_TOKEN": "xoxb-test",
@@ -197,7 +198,7 @@ def test_snapshot_with_provider_starts_a_tagged_rds_snapshot(pg_url, small, tmp_
     env = {
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "ATLAS_RDS_INSTANCE": name,
     }
     res = atlas(

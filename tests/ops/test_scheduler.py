@@ -18,6 +18,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.config import load_settings
 from bot.ops.scheduler import Scheduler
+from tests.support.catalogs import state_for
 from tests.support.helpers import services_for, settings_for, storage_files
 from tests.support.ops import (
     BERLIN,
@@ -171,7 +172,7 @@ def _probe(tmp_path: Path, env: dict[str, str]) -> dict[str, Any]:
 def test_one_scheduler_process_leads_at_a_time(pg_url, tmp_path):
     env = {
         "DATABASE_URL": pg_url,
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "ATLAS_STORAGE": str(tmp_path / "backups"),
     }
     services = services_for(load_settings(env))
@@ -241,7 +242,7 @@ def test_a_server_with_its_own_schedule_runs_on_it_and_the_global_one_skips_it(t
         {
             "ATLAS_CONFIG": str(cfg),
             "ATLAS_SNAPSHOT_SCHEDULE": "0 3 * * *",
-            "ATLAS_STATE": str(tmp_path / "atlas.db"),
+            "ATLAS_STATE": state_for(tmp_path),
             "ATLAS_STORAGE": str(tmp_path / "backups"),
         }
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from bot.config import load_settings
 from bot.ops import housekeeping, status
+from tests.support.catalogs import state_for
 from tests.support.helpers import services_for, settings_for
 from tests.support.ops import age_drill, age_snapshot, atlas
 from tests.support.rds import rds_client, rds_env, rds_server
@@ -30,7 +31,7 @@ def test_status_checklist_from_the_command_line(
     env = {
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
     }
     code, doc, checks = _status(tmp_path, env)
     assert code == 1 and doc["status"] == "fail"

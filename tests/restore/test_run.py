@@ -219,8 +219,14 @@ def test_audit_log_is_append_only(env):
     services, _, _, _ = env
     import sqlite3
 
-    with services.catalog.db() as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
-        db.execute("DELETE FROM audit")
+    services.catalog.audit("U1", "test.line", "x")
+    for statement in ("DELETE FROM audit", "UPDATE audit SET actor = 'U2'"):
+        with (
+            services.catalog.db() as db,
+            pytest.raises((sqlite3.DatabaseError, AtlasError), match="append-only"),
+        ):
+            db.execute(statement)
+    assert [e.actor for e in services.catalog.audit_log() if e.action == "test.line"] == ["U1"]
 
 
 def _schema(pg, db: str) -> dict[str, list[str]]:

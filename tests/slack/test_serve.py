@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.support import pick_free_port
+from tests.support.catalogs import state_for
 from tests.support.helpers import add_bulk, serve_command, storage_files, wait_healthy
 from tests.support.pg import fill_sample
 from tests.support.slack import post_slash_command, slash_command_payload
@@ -31,7 +32,7 @@ def _env(pg_url: str, tmp_path: Path, slack_api) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": pg_url,
         "ATLAS_STORAGE": str(tmp_path / "backups"),
-        "ATLAS_STATE": str(tmp_path / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp_path),
         "SLACK_BOT_TOKEN": "xoxb-serve-token",
         "SLACK_SIGNING_SECRET": SECRET,
         "SLACK_API_URL": slack_api.url,

@@ -6,6 +6,7 @@ import pytest
 
 from bot.config import load_settings
 from bot.errors import AtlasError
+from tests.support.catalogs import state_for
 from tests.support.helpers import services_for, settings_for
 from tests.support.rds import rds_client, rds_env, rds_server
 
@@ -39,7 +40,7 @@ def test_invalid_s3_sse_is_refused_at_start(tmp_path):
                 {
                     "DATABASE_URL": "postgresql://u@db/app",
                     "ATLAS_STORAGE": "s3://b/p",
-                    "ATLAS_STATE": str(tmp_path / "atlas.db"),
+                    "ATLAS_STATE": state_for(tmp_path),
                     "ATLAS_S3_SSE": bad,
                 }
             )

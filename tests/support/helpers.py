@@ -18,6 +18,7 @@ from bot.config import Settings, load_settings
 from bot.report.chat import NoChat
 from bot.services import Services
 from bot.slack.client import SlackChat
+from tests.support.catalogs import state_for
 from tests.support.pg import PgCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def settings_for(url: str, tmp: Path, storage: str | None = None, **extra: str) 
     env = {
         "DATABASE_URL": url,
         "ATLAS_STORAGE": storage or str(tmp / "backups"),
-        "ATLAS_STATE": str(tmp / "atlas.db"),
+        "ATLAS_STATE": state_for(tmp),
         **extra,
     }
     return load_settings(env)
@@ -44,7 +45,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     }
     env.update(
         ATLAS_STORAGE=str(tmp / "backups"),
-        ATLAS_STATE=str(tmp / "atlas.db"),
+        ATLAS_STATE=state_for(tmp),
         PYTHONPATH=str(REPO),
     )
     env.update(extra)

@@ -1,4 +1,5 @@
-"""The catalog in one SQLite file (the default): one class per table, one connection."""
+"""The catalog in one SQLite file (the default, for one process): the shared statements
+(`catalog/sql/`) over a file opened per call."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bot.catalog.sql.audit import Audit
+from bot.catalog.sql.coordination import Coordination
+from bot.catalog.sql.drills import Drills
+from bot.catalog.sql.requests import Requests
+from bot.catalog.sql.snapshots import Snapshots
 from bot.catalog.sqlite import migrations
-from bot.catalog.sqlite.audit import Audit
-from bot.catalog.sqlite.connection import Connection, Database
-from bot.catalog.sqlite.coordination import Coordination
-from bot.catalog.sqlite.drills import Drills
-from bot.catalog.sqlite.requests import Requests
-from bot.catalog.sqlite.snapshots import Snapshots
+from bot.catalog.sqlite.connection import Database, SqliteConnection
 
 
 class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Audit):
@@ -20,7 +21,7 @@ class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Audit):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.conn = Connection(self.path)
+        self.conn = SqliteConnection(self.path)
         with self.conn.db() as db:
             self._version = migrations.migrate(db)
 

@@ -12,15 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bot.catalog.sqlite.tables import Database, NotFoundError
+from bot.catalog.sql.tables import SQLITE, Conflict, Database, NotFoundError
 from bot.errors import AtlasError
 
-__all__ = ["Connection", "Database", "NotFoundError"]
+__all__ = ["Conflict", "Database", "NotFoundError", "SqliteConnection"]
 
 
-class Connection:
-    """Opens the file per call; every SQLite error becomes an AtlasError but for
-    IntegrityError, which callers turn into their own answer (Busy, a known id)."""
+class SqliteConnection:
+    """Opens the file per call; a unique index's refusal becomes `Conflict`, which callers
+    turn into their own answer (Busy, a known id), and every other SQLite error an
+    AtlasError (but for other integrity errors, such as the audit log's trigger)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -41,8 +42,10 @@ class Connection:
         except sqlite3.Error as exc:
             raise self._error(exc) from None
         try:
-            yield Database(conn)
-        except sqlite3.IntegrityError:
+            yield Database(conn, SQLITE)
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise Conflict(str(exc)) from None
             raise
         except sqlite3.Error as exc:
             raise self._error(exc) from None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bot.catalog.sqlite.tables import Database, Table
+from bot.catalog.sql.tables import Database, Table
 from bot.records import Drill, Request, Snapshot, columns
 
 

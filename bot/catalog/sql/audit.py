@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.catalog.sqlite.connection import Connection, Database
+from bot.catalog.sql.connection import Connection, Database
 from bot.records import AuditEntry, from_row, now
 
 

@@ -1,23 +1,50 @@
-"""The little of sqlite-utils the catalog used, over the standard library's sqlite3:
-rows as dicts by primary key, inserts, updates, upserts, and the table creation the
-migrations need.
+"""The SQL both catalog backends speak, over one open connection: rows as dicts by
+primary key, inserts, updates and upserts, and the table creation migrations need.
 
-Loading sqlite-utils cost more than everything else `atlas list` does; this costs nothing.
-Identifiers are always the catalog's own names (tables and record fields), quoted;
-values always travel as parameters.
+Statements are written once with `?` placeholders; on PostgreSQL they become psycopg's
+`%s`. Identifiers are always the catalog's own names (tables and record fields), quoted;
+values always travel as parameters. The few places the two engines differ (types, schema
+introspection, row locks, the clock) are methods here, chosen by `dialect`.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-_TYPES = {str: "TEXT", int: "INTEGER", float: "FLOAT", bytes: "BLOB", bool: "INTEGER"}
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+
+# the primary key of every catalog table
+KEYS = {
+    "snapshots": "id",
+    "requests": "id",
+    "drills": "id",
+    "reminders": "key",
+    "leases": "name",
+    "seen_requests": "key",
+    "audit": "id",
+    "claims": "key",
+}
+
+_TYPES = {
+    SQLITE: {str: "TEXT", int: "INTEGER", float: "FLOAT", bytes: "BLOB", bool: "INTEGER"},
+    POSTGRESQL: {
+        str: "TEXT",
+        int: "BIGINT",
+        float: "DOUBLE PRECISION",
+        bytes: "BYTEA",
+        bool: "INTEGER",  # records store flags as 0/1 on both engines
+    },
+}
 
 
 class NotFoundError(LookupError):
     """No row has that primary key."""
+
+
+class Conflict(Exception):
+    """A row with that key already exists (a unique index refused the insert)."""
 
 
 def _q(name: str) -> str:
@@ -25,39 +52,61 @@ def _q(name: str) -> str:
 
 
 class Database:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    """One open connection (sqlite3 or psycopg, autocommit unless in a transaction)."""
 
-    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> sqlite3.Cursor:
-        return self.conn.execute(sql, parameters or [])
+    def __init__(self, conn: Any, dialect: str = SQLITE) -> None:
+        self.conn, self.dialect = conn, dialect
+
+    def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Any:
+        if self.dialect == POSTGRESQL:
+            sql = sql.replace("%", "%%").replace("?", "%s")
+        return self.conn.execute(sql, list(parameters or []))
 
     def __getitem__(self, name: str) -> Table:
         return Table(self, name)
+
+    def lock(self, table: str, key: Any) -> None:
+        """Hold `table`'s row `key` until the transaction ends, so racing changes to it
+        queue up. SQLite's `BEGIN IMMEDIATE` already serialises every writer."""
+        if self.dialect == POSTGRESQL:
+            self.execute(f"SELECT 1 FROM {_q(table)} WHERE {_q(KEYS[table])} = ? FOR UPDATE", [key])
+
+    def clock(self) -> float:
+        """Seconds since the epoch by the catalog's clock: on PostgreSQL the server's, so
+        replicas on machines whose clocks disagree still agree on when a lease ends."""
+        if self.dialect == POSTGRESQL:
+            return float(self.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()[0])
+        return time.time()
 
 
 class Table:
     def __init__(self, db: Database, name: str) -> None:
         self.db, self.name = db, name
 
+    @property
+    def pk(self) -> str:
+        return KEYS[self.name]
+
     # -- schema ------------------------------------------------------------------------------
 
     def exists(self) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [self.name]
-        ).fetchone()
-        return row is not None
+        if self.db.dialect == POSTGRESQL:
+            sql = "SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+        else:
+            sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return self.db.execute(sql, [self.name]).fetchone() is not None
 
     @property
     def columns_dict(self) -> dict[str, str]:
-        return {
-            str(r[1]): str(r[2])
-            for r in self.db.execute(f"PRAGMA table_info({_q(self.name)})").fetchall()
-        }
-
-    def pks(self) -> list[str]:
+        if self.db.dialect == POSTGRESQL:
+            rows = self.db.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = ?",
+                [self.name],
+            ).fetchall()
+            return {str(r[0]): str(r[1]) for r in rows}
         info = self.db.execute(f"PRAGMA table_info({_q(self.name)})").fetchall()
-        keyed = sorted((int(r[5]), str(r[1])) for r in info if int(r[5]) > 0)
-        return [name for _, name in keyed] or ["rowid"]
+        return {str(r[1]): str(r[2]) for r in info}
 
     def create(
         self,
@@ -65,11 +114,12 @@ class Table:
         pk: str | tuple[str, ...],
         not_null: Iterable[str] = (),
     ) -> None:
+        types = _TYPES[self.db.dialect]
         required = set(not_null)
         keys = (pk,) if isinstance(pk, str) else tuple(pk)
         lines = []
         for col, typ in columns.items():
-            line = f"{_q(col)} {_TYPES.get(typ, 'TEXT')}"
+            line = f"{_q(col)} {types.get(typ, 'TEXT')}"
             if len(keys) == 1 and col == keys[0]:
                 line += " PRIMARY KEY"
             if col in required:
@@ -81,7 +131,8 @@ class Table:
 
     def add_column(self, name: str, typ: Any) -> None:
         self.db.execute(
-            f"ALTER TABLE {_q(self.name)} ADD COLUMN {_q(name)} {_TYPES.get(typ, 'TEXT')}"
+            f"ALTER TABLE {_q(self.name)} ADD COLUMN {_q(name)} "
+            f"{_TYPES[self.db.dialect].get(typ, 'TEXT')}"
         )
 
     def create_index(self, columns: Sequence[str]) -> None:
@@ -103,31 +154,20 @@ class Table:
         for row in rows:
             self.insert(row)
 
-    def upsert(self, row: dict[str, Any], pk: str) -> None:
-        cols = list(row)
-        changes = ", ".join(f"{_q(c)} = excluded.{_q(c)}" for c in cols if c != pk)
-        self.db.execute(
-            f"INSERT INTO {_q(self.name)} ({', '.join(_q(c) for c in cols)}) "
-            f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT({_q(pk)}) DO UPDATE SET {changes}",
-            [row[c] for c in cols],
-        )
-
     def get(self, key: Any) -> dict[str, Any]:
-        pk = self.pks()[0]
-        rows = list(self.rows_where(f"{_q(pk)} = ?", [key], limit=1))
+        rows = list(self.rows_where(f"{_q(self.pk)} = ?", [key], limit=1))
         if not rows:
             raise NotFoundError(f"{self.name}: no row {key!r}")
         return rows[0]
 
     def update(self, key: Any, fields: dict[str, Any]) -> None:
         """Change some columns of one row; NotFoundError if there is no such row."""
-        pk = self.pks()[0]
         if not fields:
             self.get(key)
             return
         cur = self.db.execute(
             f"UPDATE {_q(self.name)} SET {', '.join(f'{_q(c)} = ?' for c in fields)} "
-            f"WHERE {_q(pk)} = ?",
+            f"WHERE {_q(self.pk)} = ?",
             [*fields.values(), key],
         )
         if cur.rowcount == 0:
@@ -150,7 +190,7 @@ class Table:
             sql += f" LIMIT {int(limit)}"
         cur = self.db.execute(sql, list(args))
         names = [d[0] for d in cur.description]
-        for row in cur:
+        for row in cur.fetchall():
             yield dict(zip(names, row, strict=True))
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.catalog.sqlite.connection import Connection, NotFoundError
+from bot.catalog.sql.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import Drill, DrillStatus, Kind, encode, from_row, now, to_row

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bot.catalog.base import Decide, RequestChange
-from bot.catalog.sqlite.audit import write_audit
-from bot.catalog.sqlite.connection import Connection, NotFoundError
+from bot.catalog.sql.audit import write_audit
+from bot.catalog.sql.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_id
 from bot.records import Request, RequestStatus, encode, from_row, now, to_row
@@ -46,6 +46,7 @@ class Requests:
 
     def decide_request(self, request_id: str, decide: Decide) -> tuple[Request, RequestChange]:
         with self.conn.transaction() as db:
+            db.lock("requests", request_id)  # a racing reaction waits, then sees this one
             req = from_row(Request, db["requests"].get(request_id))
             reactions = frozenset(
                 (r["user"], r["emoji"])

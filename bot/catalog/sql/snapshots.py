@@ -1,13 +1,13 @@
-"""The snapshots table."""
+"""The snapshots table: one row per snapshot, and the unique index that lets only one
+snapshot of a database run at a time."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.catalog.sqlite.audit import write_audit
-from bot.catalog.sqlite.connection import Connection, NotFoundError
+from bot.catalog.sql.audit import write_audit
+from bot.catalog.sql.connection import Conflict, Connection, NotFoundError
 from bot.errors import Busy, NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, encode, from_row, now, to_row
@@ -25,7 +25,7 @@ class Snapshots:
         try:
             with self.conn.transaction() as db:
                 db["snapshots"].insert(to_row(snap))
-        except sqlite3.IntegrityError:
+        except Conflict:
             other = self.running_snapshot(snap.database, snap.environment)
             if other is None:
                 raise
@@ -64,7 +64,7 @@ class Snapshots:
         try:
             with self.conn.transaction() as db:
                 db["snapshots"].insert(to_row(snap))
-        except sqlite3.IntegrityError:
+        except Conflict:
             return False
         return True
 
@@ -89,7 +89,7 @@ class Snapshots:
         prefix = clean_text(prefix, 100)
         with self.conn.db() as db:
             rows = db.execute(
-                "SELECT id FROM snapshots WHERE substr(id, 1, ?) = ? "
+                "SELECT id FROM snapshots WHERE substr(id, 1, CAST(? AS INTEGER)) = ? "
                 "ORDER BY started_at DESC, id DESC LIMIT ?",
                 [len(prefix), prefix, limit],
             ).fetchall()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from bot.catalog.sqlite.connection import Connection
+from bot.catalog.sql.connection import Connection
 from bot.records import now
 
 
@@ -19,7 +17,8 @@ class Coordination:
     def claim_reminder(self, key: str, database: str, text: str) -> bool:
         with self.conn.db() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO reminders(key, database, sent_at, text) VALUES (?, ?, ?, ?)",
+                "INSERT INTO reminders(key, database, sent_at, text) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 [key, database, now(), text],
             )
             return bool(cur.rowcount == 1)
@@ -29,30 +28,36 @@ class Coordination:
             db.execute("DELETE FROM reminders WHERE key = ?", [key])
 
     def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
-        t = datetime.now(UTC).timestamp()
+        """Take or renew `name` for `ttl_s` seconds unless another owner holds it. One
+        statement: two replicas racing for a free lease cannot both win."""
         with self.conn.transaction() as db:
-            rows = list(db["leases"].rows_where("name = ?", [name]))
-            held = rows and rows[0]["owner"] != owner and rows[0]["expires_at"] > t
-            if held and rows[0]["expires_at"] - t <= ttl_s:  # further out: the clock went back
-                return False
-            db["leases"].upsert({"name": name, "owner": owner, "expires_at": t + ttl_s}, pk="name")
-            return True
+            t = db.clock()
+            cur = db.execute(
+                "INSERT INTO leases(name, owner, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, "
+                "expires_at = excluded.expires_at "
+                "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? "
+                # an expiry further out than any TTL: a clock that went back
+                "OR leases.expires_at - ? > ?",
+                [name, owner, t + ttl_s, t, t, ttl_s],
+            )
+            return bool(cur.rowcount == 1)
 
     def release_lease(self, name: str, owner: str) -> None:
         with self.conn.db() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", [name, owner])
 
     def lease_holder(self, name: str) -> str | None:
-        t = datetime.now(UTC).timestamp()
         with self.conn.db() as db:
             row = db.execute(
-                "SELECT owner FROM leases WHERE name = ? AND expires_at > ?", [name, t]
+                "SELECT owner FROM leases WHERE name = ? AND expires_at > ?", [name, db.clock()]
             ).fetchone()
         return str(row[0]) if row else None
 
     def first_time(self, key: str) -> bool:
         with self.conn.db() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO seen_requests(key, seen_at) VALUES (?, ?)", [key, now()]
+                "INSERT INTO seen_requests(key, seen_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [key, now()],
             )
             return bool(cur.rowcount == 1)

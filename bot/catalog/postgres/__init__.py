@@ -1,0 +1,49 @@
+"""The catalog in PostgreSQL, shared by any number of `atlas serve` replicas: the same
+statements as SQLite's (`catalog/sql/`), with PostgreSQL's row locks and unique indexes
+making each decision once across processes and machines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from bot.catalog.postgres import migrations
+from bot.catalog.postgres.connection import PostgresConnection
+from bot.catalog.sql.audit import Audit
+from bot.catalog.sql.coordination import Coordination
+from bot.catalog.sql.drills import Drills
+from bot.catalog.sql.requests import Requests
+from bot.catalog.sql.snapshots import Snapshots
+from bot.catalog.sql.tables import Database
+
+
+class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Audit):
+    """`bot.catalog.Catalog` on PostgreSQL; migrated to the latest schema when opened."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.conn = PostgresConnection(url)
+        with self.conn.transaction() as db:
+            self._version = migrations.migrate(db)
+
+    def describe(self) -> str:
+        return self.conn.describe()
+
+    def ping(self) -> None:
+        with self.conn.db() as db:
+            db.execute("SELECT 1 FROM snapshots LIMIT 1").fetchall()
+
+    def schema_version(self) -> int:
+        return self._version
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def db(self) -> Iterator[Database]:
+        """The raw database, for tests of this backend only."""
+        with self.conn.db() as db:
+            yield db
+
+
+__all__ = ["PostgresCatalog"]

@@ -1,0 +1,1 @@
+"""The catalog's statements, written once for every backend: one class per table."""
