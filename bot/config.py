@@ -356,9 +356,18 @@ class Settings:
     database_patterns: list[str] = field(default_factory=list)
     max_parallel: int = 1
     drill_scope: str = "database"
+    # replicas: a dead leader is replaced, and a silent job declared dead, within this
+    failover_s: int = 60
 
     databases: dict[str, DatabaseTarget] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
+
+    @property
+    def stale_after_s(self) -> float:
+        """How long a running job's heartbeat may be silent before another process declares
+        its owner dead: twice the failover bound (beats come four times in it), so a busy
+        host whose beats come late is not taken for a dead one."""
+        return float(max(12, 2 * self.failover_s))
 
     def rotation_server(self, database: str) -> Server | None:
         """The server whose drill rotation `database` is in, if it is in one."""
@@ -441,6 +450,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "database_patterns": ("ATLAS_DATABASES", _patterns),
     "max_parallel": ("ATLAS_MAX_PARALLEL", _integer(1, 64)),
     "drill_scope": ("ATLAS_DRILL_SCOPE", _scope),
+    "failover_s": ("ATLAS_FAILOVER_S", _integer(6, 3600)),
 }
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 

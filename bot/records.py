@@ -349,3 +349,30 @@ class AuditEntry:
     action: str = col(public=True)
     subject: str = col(public=True)
     detail: dict[str, Any] = col(JSON, public=True, default={})
+
+
+class WorkStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its replica stopped beating while it ran
+
+
+@dataclass(kw_only=True)
+class WorkItem:
+    """One database's snapshot in a fleet run, queued in the catalog so that every live
+    replica can claim a share: claimed once, heartbeated while it runs."""
+
+    key: str = col()  # run:database
+    run: str = col()
+    database: str = col()
+    status: WorkStatus = col(default=WorkStatus.QUEUED)
+    requested_by: str | None = col()
+    source: str | None = col()
+    note: str | None = col()
+    owner: str | None = col()  # the replica that claimed it
+    queued_at: float | None = col(float)
+    heartbeat_at: float | None = col(float)  # by the catalog's clock
+    snapshot_id: str | None = col()
+    error: str | None = col()

@@ -8,6 +8,7 @@ with its one updated message, recovery announced, damage announced) lives here.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,6 +20,7 @@ from bot.backup.recovery import Recovery
 from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Busy
+from bot.owners import owner_id
 from bot.records import Snapshot, SnapshotStatus
 from bot.report import messages
 from bot.report.chat import Chat, Message, NoChat
@@ -31,7 +33,9 @@ if TYPE_CHECKING:
     from bot.backup.read import Reader
     from bot.backup.rescan import Rescanner
     from bot.backup.take import DumpProgress, Taker
+    from bot.fleet.queue import Worker
     from bot.fleet.run import Fleet, Outcome
+    from bot.records import WorkItem
     from bot.restore.run import Restores
     from bot.restore.scratch import Scratch
 
@@ -64,6 +68,9 @@ class Services:
         self._reactions: Reactions | None = None
         # the databases named in the configuration; a fleet's servers add theirs at each run
         self._configured = dict(settings.databases)
+        # this process among the replicas sharing the catalog (`atlas serve` leases it)
+        self.replica = f"{owner_id()}:{secrets.token_hex(3)}"
+        self._worker: Worker | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -84,6 +91,33 @@ class Services:
                     self.settings, self.catalog, self.store, self.keys, self.recovery
                 )
             return self._taker
+
+    @property
+    def worker(self) -> Worker:
+        """This process's part of the fleet's work queue (`fleet/queue.py`)."""
+        with self._build_lock:
+            if self._worker is None:
+                from bot.fleet.queue import Worker
+
+                self._worker = Worker(
+                    self.catalog,
+                    self.replica,
+                    self.settings.max_parallel,
+                    self.settings.stale_after_s,
+                    self._take_work,
+                )
+            return self._worker
+
+    def _take_work(self, item: WorkItem) -> Snapshot:
+        """A queued database's snapshot; one another replica discovered is looked up."""
+        if item.database not in self.settings.databases and self.settings.servers:
+            self.fleet()
+        return self.taker.take(
+            requested_by=item.requested_by or "schedule",
+            note=item.note or "",
+            database=item.database,
+            source=item.source or "schedule",
+        )
 
     @property
     def reader(self) -> Reader:
@@ -361,9 +395,11 @@ class Services:
         skip_databases: tuple[str, ...] = (),
     ) -> tuple[Fleet, list[Outcome]]:
         """Snapshot every database of the fleet (or of one server, or the named ones), at
-        most ATLAS_MAX_PARALLEL at once; each outcome says what happened to one database.
-        The servers' roles come with every run that isn't of named databases."""
-        from bot.fleet.run import snapshot_each
+        most ATLAS_MAX_PARALLEL at once across every replica sharing the catalog, which
+        each take a share (`fleet/queue.py`); each outcome says what happened to one
+        database. The servers' roles come with every run that isn't of named databases."""
+        from bot.fleet.queue import new_run_id, run_queued
+        from bot.records import WorkItem
 
         fleet = self.fleet()
         names = list(fleet.targets)
@@ -375,12 +411,19 @@ class Services:
             skip = {n for s in fleet.scans if s.server in skip_servers for n in s.targets}
             names = [n for n in names if n not in skip]
         names = [n for n in names if n not in skip_databases]
-        taker = self.taker
-
-        def take(name: str) -> Snapshot:
-            return taker.take(requested_by=requested_by, note=note, database=name, source=source)
-
-        outcomes = snapshot_each(names, take, self.settings.max_parallel)
+        run = new_run_id()
+        items = [
+            WorkItem(
+                key=f"{run}:{name}",
+                run=run,
+                database=name,
+                requested_by=requested_by,
+                source=source,
+                note=note,
+            )
+            for name in names
+        ]
+        outcomes = run_queued(self.catalog, items, self.worker)
         if databases is None:
             outcomes += self._globals(fleet, requested_by, source, server, skip_servers)
         self.catalog.audit(

@@ -19,11 +19,11 @@ class Recovery:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
 
-    def recover(self, stale_after_s: float = 120.0) -> list[Snapshot]:
+    def recover(self, stale_after_s: float | None = None) -> list[Snapshot]:
         """Mark snapshots left running by a dead process as interrupted and clean up after
         them; retry removing what failed snapshots could not remove (an S3 upload whose
         abort did not get through). Returns the newly interrupted snapshots."""
-        stale = self.catalog.stale_running(stale_after_s)
+        stale = self.catalog.stale_running(stale_after_s or self.settings.stale_after_s)
         for snap in stale:
             # the unfinished write, even if the process died before recording its name
             gone = bool(snap.storage_key) and self._discard_unfinished(snap.storage_key or "")

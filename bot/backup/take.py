@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from bot.backup.recovery import Recovery
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError
+from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, redact, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotStatus, now
 from bot.store import ArtifactWriter, Store, StoredObject
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+
+
+def heartbeat_every(settings: Settings) -> float:
+    """Often enough that four beats fit in the time after which the job counts as dead."""
+    return min(HEARTBEAT_S, settings.stale_after_s / 4)
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,11 @@ class Taker:
             conn = Conn.parse(target.url, target.url_setting)
             if on_start:
                 on_start(snap)
-            dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)
+            with Heartbeat(
+                lambda: self.catalog.update_snapshot(snap_id, heartbeat_at=now()),
+                heartbeat_every(self.settings),
+            ):
+                dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)
             committing = True  # from here an object may exist under its final name
             log.info(
                 "snapshot %s: %d bytes dumped, %d stored; pg_restore read it through; "
@@ -228,13 +237,9 @@ class Taker:
                     "--dbname",
                     conn.conninfo,
                 ]
-                last = [0.0, time.monotonic()]
+                last = [0.0]
 
                 def on_bytes(raw: int, stored_bytes: int, elapsed: float) -> None:
-                    t = time.monotonic()
-                    if t - last[1] >= HEARTBEAT_S:
-                        last[1] = t
-                        self.catalog.update_snapshot(snap_id, heartbeat_at=now())
                     if progress and elapsed - last[0] >= progress_every:
                         last[0] = elapsed
                         progress(DumpProgress(snap_id, raw, stored_bytes, elapsed))

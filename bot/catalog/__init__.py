@@ -19,6 +19,7 @@ from bot.catalog.base import (
     RequestChange,
     RequestLog,
     SnapshotLog,
+    WorkQueue,
 )
 
 
@@ -49,6 +50,7 @@ __all__ = [
     "RequestChange",
     "RequestLog",
     "SnapshotLog",
+    "WorkQueue",
     "is_url",
     "open_catalog",
 ]

@@ -1,5 +1,5 @@
 """The catalog's interface: every statement Atlas runs against its catalog is a method
-here, implemented by a backend (`catalog/sqlite/`).
+here, written once (`catalog/sql/`) and run by a backend (`catalog/sqlite/`, `catalog/postgres/`).
 
 Callers hold a `Catalog` and never see SQL. SQLite (`catalog/sqlite/`, through the
 standard library's sqlite3) is the embedded default; another backend implements the same
@@ -14,7 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.records import AuditEntry, Drill, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
+from bot.records import (
+    AuditEntry,
+    Drill,
+    Kind,
+    Request,
+    RequestStatus,
+    Snapshot,
+    SnapshotStatus,
+    WorkItem,
+    WorkStatus,
+)
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,31 @@ class Coordination(Protocol):
     def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
     def release_lease(self, name: str, owner: str) -> None: ...
     def lease_holder(self, name: str) -> str | None: ...
+    def live_leases(self, prefix: str) -> list[str]:
+        """Names of unexpired leases starting with `prefix` (the replicas alive)."""
+        ...
+
     def first_time(self, key: str) -> bool:
         """True the first time a request key (Slack trigger or event id) is seen."""
         ...
+
+
+class WorkQueue(Protocol):
+    """A fleet run's databases, claimed by whichever replica has room (`sql/work.py`)."""
+
+    def enqueue_work(self, items: list[WorkItem]) -> int: ...
+    def claim_work(self, owner: str, limit: int, stale_after_s: float) -> WorkItem | None: ...
+    def beat_work(self, owner: str) -> None: ...
+    def finish_work(
+        self,
+        key: str,
+        status: WorkStatus,
+        snapshot_id: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+    def run_work(self, run: str) -> list[WorkItem]: ...
+    def queued_work(self) -> int: ...
+    def abandon_work(self, stale_after_s: float) -> list[WorkItem]: ...
 
 
 class AuditLog(Protocol):
@@ -138,7 +170,7 @@ class AuditLog(Protocol):
     def audit_log(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]: ...
 
 
-class Catalog(SnapshotLog, RequestLog, DrillLog, Coordination, AuditLog, Protocol):
+class Catalog(SnapshotLog, RequestLog, DrillLog, Coordination, WorkQueue, AuditLog, Protocol):
     """Everything Atlas records."""
 
     def ping(self) -> None:

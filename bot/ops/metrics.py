@@ -39,7 +39,18 @@ def _ts(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def families(facts: list[DatabaseFacts], version: str = "unknown") -> list[Metric]:
+@dataclass(frozen=True)
+class ReplicaFacts:
+    """Who this process is among the replicas sharing the catalog, and who leads."""
+
+    replica: str
+    leader: str | None
+    alive: int
+
+
+def families(
+    facts: list[DatabaseFacts], version: str = "unknown", replicas: ReplicaFacts | None = None
+) -> list[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database", "environment")) -> Any:
         return GaugeMetricFamily(name, doc, labels=list(labels))
 
@@ -81,7 +92,23 @@ def families(facts: list[DatabaseFacts], version: str = "unknown") -> list[Metri
         due.add_metric(labels, f.deadline.timestamp())
     info = GaugeMetricFamily("atlas_build_info", "The running Atlas version.", labels=["version"])
     info.add_metric([version], 1.0)
-    return [info, ok_at, size, took, rows, drill_at, restore, due]
+    out: list[Metric] = [info, ok_at, size, took, rows, drill_at, restore, due]
+    if replicas is not None:
+        leads = GaugeMetricFamily(
+            "atlas_leader",
+            "1 when this replica runs the schedule (holds the scheduler lease), else 0.",
+            labels=["replica", "leader"],
+        )
+        leads.add_metric(
+            [replicas.replica, replicas.leader or ""],
+            1.0 if replicas.leader == replicas.replica else 0.0,
+        )
+        alive = GaugeMetricFamily(
+            "atlas_replicas", "Replicas sharing the catalog that are alive (their lease held)."
+        )
+        alive.add_metric([], float(replicas.alive))
+        out += [leads, alive]
+    return out
 
 
 def gather(services: Services, now: datetime | None = None) -> list[DatabaseFacts]:
@@ -115,8 +142,15 @@ class _Collected:
 
 def render(services: Services) -> tuple[bytes, str]:
     """The exposition text and its content type."""
+    from bot.fleet.queue import REPLICA_LEASE
+    from bot.ops.scheduler import LEASE
     from bot.version import version
 
+    replicas = ReplicaFacts(
+        replica=services.replica,
+        leader=services.catalog.lease_holder(LEASE),
+        alive=len(services.catalog.live_leases(REPLICA_LEASE)),
+    )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(families(gather(services), version())))
+    registry.register(_Collected(families(gather(services), version(), replicas)))
     return generate_latest(registry), CONTENT_TYPE_LATEST

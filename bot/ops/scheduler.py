@@ -1,15 +1,18 @@
 """APScheduler jobs inside `atlas serve`: cron snapshots, daily housekeeping, request expiry.
 
-Several `atlas serve` processes may share one catalog (a rolling deploy, a stray
-replica): a lease in the catalog makes exactly one of them act, and each job has
-`max_instances=1`, so a job still running is never started twice.
+Several `atlas serve` processes may share one catalog (replicas on a PostgreSQL catalog,
+a rolling deploy): a lease in the catalog makes one of them the leader, which runs the
+schedule. The leader renews it every sixth of ATLAS_FAILOVER_S and it lasts two thirds
+of it, so a leader that dies is replaced within ATLAS_FAILOVER_S. Each cron firing is
+also claimed in the catalog by its minute, so even two leaders in the moment of a
+hand-over cannot run it twice. Every replica, leader or not, works on the fleet's queue
+(`fleet/queue.py`) and beats for what it runs.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -17,28 +20,30 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.fleet.queue import REPLICA_LEASE
 from bot.ops import housekeeping
-from bot.owners import owner_id
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
 LEASE = "scheduler"
-LEASE_TTL_S = 90.0
 
 
 class Scheduler:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.owner = f"{owner_id()}:{secrets.token_hex(3)}"
+        self.owner = services.replica
         self._stopped = False
         st = services.settings
+        self.lease_ttl_s = st.failover_s * 2 / 3
         self.sched = BackgroundScheduler(timezone=st.timezone)
-        self._add("lease", self.renew, "interval", seconds=30)
+        self._add("lease", self.renew, "interval", seconds=st.failover_s / 6)
         self._add("expire-requests", lambda: services.jobs.expire_due(), "interval", seconds=30)
-        # a CLI snapshot killed on this host (OOM, a cancelled CI job) is closed out and
-        # announced within a minute, not at the next snapshot
-        self._add("recover", services.recover, "interval", seconds=60)
+        # a snapshot whose process died (a CLI killed on this host, a replica gone) is
+        # closed out and announced soon after its heartbeats stop, not at the next snapshot
+        self._add("recover", services.recover, "interval", seconds=min(60.0, st.stale_after_s / 2))
+        # every replica: claim the fleet's queued snapshots while there is room, and beat
+        self._add("work", self.work, "interval", seconds=1, leader_only=False)
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
         # a server with a schedule of its own runs on it; ATLAS_SNAPSHOT_SCHEDULE covers the rest
@@ -72,11 +77,26 @@ class Scheduler:
                 CronTrigger.from_crontab(cron, timezone=st.timezone),
             )
 
-    def _add(self, job_id: str, fn: Callable[[], Any], trigger: Any, **kw: Any) -> None:
+    def _add(
+        self,
+        job_id: str,
+        fn: Callable[[], Any],
+        trigger: Any,
+        *,
+        leader_only: bool = True,
+        **kw: Any,
+    ) -> None:
+        once = trigger == "cron" or isinstance(trigger, CronTrigger)
+
         def guarded() -> None:
-            if job_id != "lease" and not self.leader():
-                log.info("not the scheduler leader; skipping %s", job_id)
+            if leader_only and job_id != "lease" and not self.leader():
+                log.debug("not the scheduler leader; skipping %s", job_id)
                 return
+            if once:
+                minute = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+                if not self.services.catalog.first_time(f"cron:{job_id}:{minute}"):
+                    log.info("%s for %s already ran on another replica", job_id, minute)
+                    return
             fn()
 
         self.sched.add_job(
@@ -92,7 +112,19 @@ class Scheduler:
     def renew(self) -> bool:
         if self._stopped:  # a job finishing after shutdown must not take the lease back
             return False
-        return self.services.catalog.acquire_lease(LEASE, self.owner, LEASE_TTL_S)
+        return self.services.catalog.acquire_lease(LEASE, self.owner, self.lease_ttl_s)
+
+    def work(self) -> None:
+        """This replica is alive (its lease), beats for its running claims, and claims
+        more while it has room."""
+        if self._stopped:
+            return
+        catalog, worker = self.services.catalog, self.services.worker
+        catalog.acquire_lease(
+            REPLICA_LEASE + self.owner, self.owner, self.services.settings.stale_after_s
+        )
+        worker.beat()
+        worker.tick()
 
     def leader(self) -> bool:
         return self.renew()
@@ -113,6 +145,7 @@ class Scheduler:
         self._stopped = True
         self.sched.shutdown(wait=False)
         self.services.catalog.release_lease(LEASE, self.owner)
+        self.services.catalog.release_lease(REPLICA_LEASE + self.owner, self.owner)
 
     def next_runs(self) -> dict[str, str]:
         return {

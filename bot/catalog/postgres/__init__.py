@@ -15,10 +15,13 @@ from bot.catalog.sql.drills import Drills
 from bot.catalog.sql.requests import Requests
 from bot.catalog.sql.snapshots import Snapshots
 from bot.catalog.sql.tables import Database
+from bot.catalog.sql.work import Work
 
 
-class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Audit):
+class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
     """`bot.catalog.Catalog` on PostgreSQL; migrated to the latest schema when opened."""
+
+    conn: PostgresConnection
 
     def __init__(self, url: str) -> None:
         self.url = url

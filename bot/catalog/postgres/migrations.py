@@ -2,7 +2,7 @@
 
 Replicas starting together migrate one at a time: the first takes an advisory lock, the
 others wait for it and then find nothing left to do. Version 1 is the schema SQLite's
-catalog reached at its version 4, created in one step; later versions follow both.
+catalog reached at its version 5, created in one step; later versions follow both.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.catalog.sql.tables import Database, Table
-from bot.records import Drill, Request, Snapshot, columns
+from bot.records import Drill, Request, Snapshot, WorkItem, columns
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
 MIGRATION_LOCK = 0x61746C6173
@@ -62,6 +62,9 @@ def _v1(db: Database) -> None:
         "CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audit "
         "FOR EACH STATEMENT EXECUTE FUNCTION atlas_audit_append_only()"
     )
+    if not db["work"].exists():
+        db["work"].create(columns(WorkItem), pk="key")
+    db.execute("CREATE INDEX IF NOT EXISTS work_status ON work(status, queued_at)")
 
 
 STEPS: list[Callable[[Database], None]] = [_v1]

@@ -54,6 +54,15 @@ class Coordination:
             ).fetchone()
         return str(row[0]) if row else None
 
+    def live_leases(self, prefix: str) -> list[str]:
+        with self.conn.db() as db:
+            rows = db.execute(
+                "SELECT name FROM leases WHERE substr(name, 1, CAST(? AS INTEGER)) = ? "
+                "AND expires_at > ? ORDER BY name",
+                [len(prefix), prefix, db.clock()],
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def first_time(self, key: str) -> bool:
         with self.conn.db() as db:
             cur = db.execute(

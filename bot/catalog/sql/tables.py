@@ -24,7 +24,7 @@ KEYS = {
     "leases": "name",
     "seen_requests": "key",
     "audit": "id",
-    "claims": "key",
+    "work": "key",
 }
 
 _TYPES = {
@@ -70,6 +70,12 @@ class Database:
         queue up. SQLite's `BEGIN IMMEDIATE` already serialises every writer."""
         if self.dialect == POSTGRESQL:
             self.execute(f"SELECT 1 FROM {_q(table)} WHERE {_q(KEYS[table])} = ? FOR UPDATE", [key])
+
+    def advisory_lock(self, key: int) -> None:
+        """Serialise with every other transaction taking the same key, until this one
+        ends (on SQLite, `BEGIN IMMEDIATE` already has)."""
+        if self.dialect == POSTGRESQL:
+            self.execute("SELECT pg_advisory_xact_lock(?)", [key])
 
     def clock(self) -> float:
         """Seconds since the epoch by the catalog's clock: on PostgreSQL the server's, so

@@ -12,12 +12,15 @@ from bot.catalog.sql.coordination import Coordination
 from bot.catalog.sql.drills import Drills
 from bot.catalog.sql.requests import Requests
 from bot.catalog.sql.snapshots import Snapshots
+from bot.catalog.sql.work import Work
 from bot.catalog.sqlite import migrations
 from bot.catalog.sqlite.connection import Database, SqliteConnection
 
 
-class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Audit):
+class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
     """`bot.catalog.Catalog` on SQLite; migrated to the latest schema when opened."""
+
+    conn: SqliteConnection
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.catalog.sql.tables import Database, Table
-from bot.records import Drill, Request, Snapshot, columns
+from bot.records import Drill, Request, Snapshot, WorkItem, columns
 
 
 def _add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
@@ -78,7 +78,14 @@ def _v4(db: Database) -> None:
     db.execute("UPDATE snapshots SET kind = 'database' WHERE kind IS NULL")
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: Database) -> None:
+    """The fleet's work queue, which replicas claim from."""
+    if not db["work"].exists():
+        db["work"].create(columns(WorkItem), pk="key")
+    db.execute("CREATE INDEX IF NOT EXISTS work_status ON work(status, queued_at)")
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 LATEST = len(STEPS)
 
 

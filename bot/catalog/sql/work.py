@@ -1,0 +1,113 @@
+"""The fleet's work queue: databases to snapshot, claimed by whichever replica has room.
+
+A claim counts what runs across all replicas, so ATLAS_MAX_PARALLEL holds for the whole
+fleet; claims are serialised (an advisory lock on PostgreSQL, SQLite's write lock), so two
+replicas never take the same database or overshoot the limit together.
+"""
+
+from __future__ import annotations
+
+from bot.catalog.sql.connection import Connection, Database
+from bot.records import WorkItem, WorkStatus, encode, from_row, to_row
+
+WORK_LOCK = 0x61746C6177  # "atlaw": the work queue's advisory lock
+
+
+def _live(db: Database, stale_after_s: float) -> float:
+    return db.clock() - stale_after_s
+
+
+class Work:
+    conn: Connection
+
+    def enqueue_work(self, items: list[WorkItem]) -> int:
+        """Queue items (a run's databases); an item already queued is left as it is."""
+        added = 0
+        with self.conn.transaction() as db:
+            t = db.clock()
+            for item in items:
+                item.status, item.queued_at = WorkStatus.QUEUED, t
+                row = to_row(item)
+                cols = list(row)
+                cur = db.execute(
+                    f"INSERT INTO work ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                    "ON CONFLICT DO NOTHING",
+                    [row[c] for c in cols],
+                )
+                added += cur.rowcount
+        return added
+
+    def claim_work(self, owner: str, limit: int, stale_after_s: float) -> WorkItem | None:
+        """The oldest queued item, now `owner`'s, unless `limit` items already run (those
+        whose replica stopped beating do not count)."""
+        with self.conn.transaction() as db:
+            db.advisory_lock(WORK_LOCK)
+            live = _live(db, stale_after_s)
+            running = db.execute(
+                "SELECT count(*) FROM work WHERE status = 'running' AND heartbeat_at > ?", [live]
+            ).fetchone()[0]
+            if int(running) >= limit:
+                return None
+            rows = list(
+                db["work"].rows_where("status = 'queued'", [], order_by="queued_at, key", limit=1)
+            )
+            if not rows:
+                return None
+            item = from_row(WorkItem, rows[0])
+            item.status, item.owner, item.heartbeat_at = WorkStatus.RUNNING, owner, db.clock()
+            db["work"].update(
+                item.key,
+                encode(
+                    WorkItem,
+                    {"status": item.status, "owner": owner, "heartbeat_at": item.heartbeat_at},
+                ),
+            )
+            return item
+
+    def beat_work(self, owner: str) -> None:
+        """`owner` is alive: its running items are not to be taken from it."""
+        with self.conn.db() as db:
+            db.execute(
+                "UPDATE work SET heartbeat_at = ? WHERE owner = ? AND status = 'running'",
+                [db.clock(), owner],
+            )
+
+    def finish_work(
+        self,
+        key: str,
+        status: WorkStatus,
+        snapshot_id: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.conn.transaction() as db:
+            db["work"].update(
+                key,
+                encode(WorkItem, {"status": status, "snapshot_id": snapshot_id, "error": error}),
+            )
+
+    def run_work(self, run: str) -> list[WorkItem]:
+        with self.conn.db() as db:
+            rows = db["work"].rows_where("run = ?", [run], order_by="queued_at, key")
+            return [from_row(WorkItem, r) for r in rows]
+
+    def queued_work(self) -> int:
+        with self.conn.db() as db:
+            return int(
+                db.execute("SELECT count(*) FROM work WHERE status = 'queued'").fetchone()[0]
+            )
+
+    def abandon_work(self, stale_after_s: float) -> list[WorkItem]:
+        """Running items whose replica stopped beating, marked interrupted (once)."""
+        with self.conn.transaction() as db:
+            db.advisory_lock(WORK_LOCK)
+            live = _live(db, stale_after_s)
+            rows = list(db["work"].rows_where("status = 'running' AND heartbeat_at <= ?", [live]))
+            for r in rows:
+                db["work"].update(
+                    r["key"],
+                    {
+                        "status": WorkStatus.INTERRUPTED.value,
+                        "error": f"the replica running it ({r['owner']}) stopped",
+                    },
+                )
+            return [from_row(WorkItem, r) for r in rows]

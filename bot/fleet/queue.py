@@ -1,0 +1,140 @@
+"""A fleet run through the catalog's work queue, so every live replica takes a share.
+
+The replica that starts a run queues its databases and works on them itself; the other
+replicas' workers (`Worker.tick`, every second in `atlas serve`) claim what is left while
+they have room. Alone (one process, or the CLI), the runner simply does all of it. The run
+is over when nothing of it is queued or running; an item whose replica stopped beating is
+marked interrupted by whoever notices.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from bot.catalog import Catalog
+from bot.errors import AtlasError
+from bot.fleet.run import Outcome
+from bot.records import Snapshot, WorkItem, WorkStatus
+
+log = logging.getLogger(__name__)
+
+REPLICA_LEASE = "replica:"  # each live `atlas serve` holds replica:<id>
+
+Take = Callable[[WorkItem], Snapshot]
+
+
+def share(limit: int, replicas: int) -> int:
+    """How many of the fleet's `limit` concurrent snapshots one of `replicas` may run:
+    an even split, rounded up so the limit is always reachable."""
+    return max(1, math.ceil(limit / max(1, replicas)))
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+class Worker:
+    """One replica's part of the queue: claims while it has room, runs each claim on a
+    thread of its own, records the outcome, and beats for what it runs."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        owner: str,
+        limit: int,
+        stale_after_s: float,
+        take: Take,
+    ) -> None:
+        self.catalog, self.owner, self.limit = catalog, owner, limit
+        self.stale_after_s, self.take = stale_after_s, take
+        self.pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="atlas-work")
+        self.running: dict[str, Future[None]] = {}
+        self._lock = threading.Lock()
+
+    def room(self) -> int:
+        replicas = len(self.catalog.live_leases(REPLICA_LEASE))
+        with self._lock:
+            self.running = {k: f for k, f in self.running.items() if not f.done()}
+            return share(self.limit, replicas) - len(self.running)
+
+    def tick(self) -> int:
+        """Claim and start what this replica has room for; returns how many it started."""
+        started = 0
+        while self.room() > 0:
+            item = self.catalog.claim_work(self.owner, self.limit, self.stale_after_s)
+            if item is None:
+                break
+            with self._lock:
+                self.running[item.key] = self.pool.submit(self._run, item)
+            started += 1
+        return started
+
+    def beat(self) -> None:
+        self.catalog.beat_work(self.owner)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return any(not f.done() for f in self.running.values())
+
+    def _run(self, item: WorkItem) -> None:
+        try:
+            snap = self.take(item)
+        except AtlasError as exc:
+            self.catalog.finish_work(item.key, WorkStatus.FAILED, error=str(exc))
+        except Exception as exc:  # one database's bug must not stop the fleet
+            log.exception("snapshot of %s failed", item.database)
+            self.catalog.finish_work(
+                item.key, WorkStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
+            )
+        else:
+            status = WorkStatus.DONE if snap.status == "ok" else WorkStatus.FAILED
+            self.catalog.finish_work(item.key, status, snapshot_id=snap.id, error=snap.error)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def run_queued(
+    catalog: Catalog,
+    items: list[WorkItem],
+    worker: Worker,
+    *,
+    poll_s: float = 0.5,
+) -> list[Outcome]:
+    """Queue `items` (one run), work on them alongside the other replicas, and wait for
+    all of them; the outcomes are in the items' order."""
+    if not items:
+        return []
+    run = items[0].run
+    catalog.enqueue_work(items)
+    while True:
+        worker.tick()
+        worker.beat()
+        catalog.abandon_work(worker.stale_after_s)
+        left = [
+            w for w in catalog.run_work(run) if w.status in (WorkStatus.QUEUED, WorkStatus.RUNNING)
+        ]
+        if not left and not worker.busy():
+            break
+        time.sleep(poll_s)
+    done = {w.database: w for w in catalog.run_work(run)}
+    out = []
+    for item in items:
+        w = done[item.database]
+        snap = catalog.get_snapshot(w.snapshot_id) if w.snapshot_id else None
+        if snap is not None and snap.status == "ok":
+            out.append(Outcome(item.database, snapshot=snap))
+        else:
+            out.append(
+                Outcome(
+                    item.database, error=w.error or (snap.error if snap else None) or f"{w.status}"
+                )
+            )
+    return out
