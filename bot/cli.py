@@ -748,5 +748,64 @@ def console(user: str) -> None:
     sys.exit(found[0].load()(load_settings(), user=user))
 
 
+@main.group()
+def catalog() -> None:
+    """Where Atlas records its work (ATLAS_STATE)."""
+
+
+@catalog.command("migrate")
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    metavar="URL",
+    help="postgresql://USER@HOST/DBNAME of a new, empty catalog (keep its password in "
+    "~/.pgpass or PGPASSWORD).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def catalog_migrate(url: str, as_json: bool) -> None:
+    """Move the SQLite catalog (ATLAS_STATE) into PostgreSQL, for replicas to share.
+    Stop `atlas serve` first; afterwards set ATLAS_STATE to the URL."""
+    from bot.catalog import is_url, open_catalog
+    from bot.catalog.copy import copy_catalog
+    from bot.catalog.postgres import PostgresCatalog
+    from bot.catalog.sqlite import SqliteCatalog
+    from bot.config import load_settings
+    from bot.redaction import redact
+    from bot.restore.guard import refuse_catalog_among_targets
+
+    settings = load_settings()
+    if not is_url(url):
+        raise AtlasError(
+            f"--to {redact(url)!r} is not a PostgreSQL URL.",
+            "write it as postgresql://USER@HOST:5432/DBNAME",
+        )
+    if is_url(settings.state):
+        raise AtlasError(
+            "ATLAS_STATE already names a PostgreSQL catalog; there is nothing to migrate.",
+            "point ATLAS_STATE at the SQLite file to move",
+        )
+    if not Path(settings.state).is_file():
+        raise AtlasError(
+            f"No catalog file at {settings.state} (ATLAS_STATE).",
+            "point ATLAS_STATE at the SQLite file `atlas serve` has used",
+        )
+    source = open_catalog(Path(settings.state))
+    settings.state = url.strip()
+    refuse_catalog_among_targets(settings)
+    target = open_catalog(settings.state)
+    assert isinstance(source, SqliteCatalog) and isinstance(target, PostgresCatalog)
+    copied = copy_catalog(source, target)
+    target.audit(_operator(), "catalog.migrated", "catalog", rows=copied.rows)
+    if as_json:
+        _json({"to": target.describe(), "rows": copied.rows})
+        return
+    err().print(
+        f"Copied {sum(copied.rows.values())} rows to {escape(target.describe())}: "
+        + ", ".join(f"{n} {t}" for t, n in copied.rows.items() if n)
+    )
+    err().print("Now set ATLAS_STATE to that URL for every `atlas` process.")
+
+
 if __name__ == "__main__":
     main()

@@ -373,6 +373,7 @@ class Services:
         if not self.settings.servers:
             return Fleet(targets=dict(self.settings.databases))
         fleet = resolve(self.settings, self._configured, self.catalog.kept_databases)
+        self._leave_out_catalog(fleet)
         for scan in fleet.scans:
             if scan.error:  # unreachable for now: its databases stay known until it answers
                 for name, target in self.settings.databases.items():
@@ -382,6 +383,20 @@ class Services:
         for problem in fleet.problems:
             log.error("fleet: %s", problem)
         return fleet
+
+    def _leave_out_catalog(self, fleet: Fleet) -> None:
+        """A server that also holds the PostgreSQL catalog: its discovered databases do
+        not include the catalog (a configured one is refused at start-up instead)."""
+        from bot.catalog import is_url
+        from bot.pg import Conn
+
+        if not is_url(self.settings.state):
+            return
+        where = Conn.parse(str(self.settings.state), "ATLAS_STATE").address()
+        for name, target in list(fleet.targets.items()):
+            if name not in self._configured and Conn.parse(target.url).address() == where:
+                del fleet.targets[name]
+                log.info("fleet: %s is Atlas's own catalog; not backed up by the fleet", name)
 
     def snapshot_fleet(
         self,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 
+from bot.config import Settings
 from bot.errors import AtlasError, Refused
 from bot.pg import Conn
 
@@ -68,3 +70,51 @@ def guard_not_production(
             "restores go to staging only; check STAGING_DATABASE_URL",
         )
     return prod
+
+
+def guard_not_catalog(state: str | Path, target: Conn, what: str = "restore into") -> None:
+    """Refuse when `target` is the PostgreSQL catalog Atlas records its work in (by server
+    identity, like the production guard): a staging refresh there would wipe the record
+    of every backup."""
+    from bot.catalog import is_url
+
+    if not is_url(state):
+        return
+    catalog = Conn.parse(str(state), "ATLAS_STATE")
+    if server_identity(target).same_database(server_identity(catalog)):
+        raise Refused(
+            f"Refusing to {what} {target.describe()}: it is Atlas's own catalog (ATLAS_STATE).",
+            "keep the catalog in a database of its own, one Atlas neither backs up nor "
+            "restores into",
+        )
+
+
+def refuse_catalog_among_targets(settings: Settings) -> None:
+    """At start-up: a PostgreSQL catalog must not be a database Atlas backs up or restores
+    into. Targets that cannot be reached now are checked again when a restore runs."""
+    from bot.catalog import is_url
+
+    if not is_url(settings.state):
+        return
+    catalog = server_identity(Conn.parse(str(settings.state), "ATLAS_STATE"))
+    seen: set[str] = set()
+    for target in settings.databases.values():
+        for url, setting, role in (
+            (target.url, target.url_setting, "back up"),
+            (target.staging_url, target.staging_setting, "restore into"),
+        ):
+            if not url or url in seen:
+                continue
+            seen.add(url)
+            conn = Conn.parse(url, setting)
+            try:
+                found = server_identity(conn)
+            except AtlasError:
+                continue
+            if found.same_database(catalog):
+                raise Refused(
+                    f"ATLAS_STATE is {conn.describe()}, a database Atlas would {role} "
+                    f"({target.name}).",
+                    "keep the catalog in a database of its own, e.g. "
+                    "postgresql://atlas@HOST/atlas_catalog",
+                )

@@ -18,7 +18,7 @@ from bot.errors import AtlasError, Damaged, Refused
 from bot.pg import Conn, find_tool, redact
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.restore import checks, plan, strategies
-from bot.restore.guard import guard_not_production
+from bot.restore.guard import guard_not_catalog, guard_not_production
 from bot.restore.scratch import Scratch, create_database, scratch_name
 from bot.restore.source import CheckedArtifact, Source
 from bot.store import CHUNK, Store
@@ -123,6 +123,8 @@ class Restores:
         )
         try:
             prod = guard_not_production(production, staging)
+            if kind == Kind.RESTORE:
+                guard_not_catalog(self.settings.state, staging)
         except BaseException as exc:
             if artifact is not None:
                 artifact.close()

@@ -177,7 +177,9 @@ def run(
     settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
 ) -> None:
     from bot.ops import scheduler
+    from bot.restore.guard import refuse_catalog_among_targets
 
+    refuse_catalog_among_targets(settings)
     services = Services.from_settings(settings)
     headless = settings.slack_bot_token is None and settings.slack_signing_secret is None
     if headless:  # the schedule, housekeeping, /healthz and /metrics; no chat
