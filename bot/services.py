@@ -425,7 +425,7 @@ class Services:
         elif skip_servers:
             skip = {n for s in fleet.scans if s.server in skip_servers for n in s.targets}
             names = [n for n in names if n not in skip]
-        names = [n for n in names if n not in skip_databases]
+        names = [n for n in names if n not in skip_databases and n in fleet.targets]
         run = new_run_id()
         items = [
             WorkItem(

@@ -8,6 +8,7 @@ import pytest
 
 from tests.support import pick_free_port
 from tests.support.catalogs import POSTGRESQL, SQLITE, catalog_backend, catalog_server
+from tests.support.faketime import no_faketime_leftovers
 from tests.support.ops import bot, key_file, small, staging
 from tests.support.pg import least_privilege, pg, pg_db, pg_url
 from tests.support.s3 import s3_client, s3_env, s3_server
@@ -17,6 +18,7 @@ from tests.support.socket_mode import socket_mode
 __all__ = [
     "catalog_backend",
     "catalog_server",
+    "no_faketime_leftovers",
     "bot",
     "key_file",
     "small",
@@ -74,13 +76,15 @@ def _uses_catalog(path: Path) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that touch a catalog run on SQLite and on PostgreSQL (`--catalog` picks one);
-    `@pytest.mark.sqlite_only` keeps a test about the SQLite file to that file."""
+    `@pytest.mark.sqlite_only` keeps a test about the SQLite file to that file, and
+    `own_catalog` marks tests that pick their catalog themselves."""
     if "catalog_backend" not in metafunc.fixturenames:
         return
     choice = metafunc.config.getoption("--catalog")
-    if metafunc.definition.get_closest_marker("sqlite_only") or not _uses_catalog(
-        Path(str(metafunc.definition.fspath))
-    ):
+    definition = metafunc.definition
+    if any(
+        definition.get_closest_marker(m) for m in ("sqlite_only", "own_catalog")
+    ) or not _uses_catalog(Path(str(metafunc.definition.fspath))):
         backends = [SQLITE]
     else:
         backends = [SQLITE, POSTGRESQL] if choice == "both" else [choice]

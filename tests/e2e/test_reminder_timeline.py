@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import signal
 import subprocess
@@ -15,38 +13,20 @@ import pytest
 
 from tests.support import pick_free_port
 from tests.support.catalogs import audit_actions, state_for
+from tests.support.faketime import faked, needs_faketime
 from tests.support.helpers import serve_command, wait_healthy
 from tests.support.pg import fill_sample
 
-LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))), None)
-pytestmark = pytest.mark.skipif(
-    LIBFAKETIME is None, reason="needs libfaketime (Debian package faketime)"
-)
+pytestmark = needs_faketime
 
 
 @pytest.fixture(autouse=True)
-def _no_faketime_leftovers():
-    """libfaketime shares its clock with child processes through /dev/shm objects named
-    after the process that created them, which stay behind when that process is killed.
-    Remove those of processes that are gone."""
+def _no_faketime_leftovers(no_faketime_leftovers):
     yield
-    for path in glob.glob("/dev/shm/faketime_shm_*") + glob.glob("/dev/shm/sem.faketime_sem_*"):
-        pid = path.rsplit("_", 1)[-1]
-        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 def _faked(when: str, env: dict[str, str]) -> dict[str, str]:
-    """libfaketime preloaded directly (not the `faketime` wrapper, which forks), so signals
-    reach the bot itself; the clock starts at `when` and runs on."""
-    return {
-        **env,
-        "LD_PRELOAD": LIBFAKETIME or "",
-        "FAKETIME": f"@{when}",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        "FAKETIME_NO_CACHE": "1",
-    }
+    return faked(when, env)
 
 
 def _housekeeping_runs(state: str) -> int:

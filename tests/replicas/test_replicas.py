@@ -1,0 +1,338 @@
+"""Several real `atlas serve` processes on one PostgreSQL catalog: deliveries to two
+replicas act once, the schedule runs once, a killed leader or a replica killed mid-snapshot
+is taken over by a survivor, and a fleet run is spread over the replicas alive.
+
+Replicas run with ATLAS_FAILOVER_S=6: the leader lease lasts 4 s and is renewed every
+second, a job whose heartbeats stop counts as dead after 12 s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.catalog import open_catalog
+from bot.records import SnapshotStatus, WorkStatus
+from tests.support import pick_free_port
+from tests.support.catalogs import CatalogServer
+from tests.support.faketime import faked, needs_faketime
+from tests.support.helpers import add_bulk, serve_command, storage_files, wait_healthy
+from tests.support.pg import PgCluster, fill_sample, unique_name
+from tests.support.slack import FakeSlackApi, post_event, post_slash_command, reaction_event
+
+pytestmark = pytest.mark.own_catalog  # always the PostgreSQL catalog the replicas share
+
+SECRET = "replica-signing-secret"
+FAILOVER_S = 6
+
+
+@dataclass
+class Replica:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def leads(self) -> bool:
+        found = re.search(r"^atlas_leader\{[^}]*\} (\S+)$", self.metrics(), re.M)
+        return found is not None and float(found.group(1)) == 1.0
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+
+@dataclass
+class Replicas:
+    env: dict[str, str]
+    tmp: Path
+    state: str
+    running: list[Replica] = field(default_factory=list)
+
+    def start(self, n: int) -> list[Replica]:
+        started = []
+        for i in range(n):
+            port = pick_free_port()
+            log = self.tmp / f"replica-{len(self.running) + i}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    serve_command(port), env=self.env, stdout=out, stderr=subprocess.STDOUT
+                )
+            started.append(Replica(port, proc, log))
+        for r in started:
+            wait_healthy(r.port, r.proc, time.time() + 30, r.output)
+        self.running += started
+        return started
+
+    def catalog(self) -> Any:
+        return open_catalog(self.state)
+
+    def stop(self) -> None:
+        for r in self.running:
+            if r.proc.poll() is None:
+                r.proc.terminate()
+        for r in self.running:
+            try:
+                r.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+
+
+def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.2)
+
+
+def at_once(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls on threads released together; their results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int, call: Callable[[], Any]) -> None:
+        barrier.wait()
+        results[i] = call()
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return results
+
+
+@pytest.fixture
+def replicas(
+    pg: PgCluster,
+    pg_db: str,
+    pg_url: str,
+    tmp_path: Path,
+    slack_api: FakeSlackApi,
+    catalog_server: CatalogServer,
+) -> Iterator[Replicas]:
+    fill_sample(pg_url, rows=300)
+    staging = pg.create_database(unique_name("s_"))
+    _, state = catalog_server.new_url()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_", "FAKETIME"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "LD_PRELOAD")
+    }
+    env.update(
+        DATABASE_URL=pg_url,
+        STAGING_DATABASE_URL=pg.url(staging),
+        ATLAS_STORAGE=str(tmp_path / "backups"),
+        ATLAS_STATE=state,
+        ATLAS_FAILOVER_S=str(FAILOVER_S),
+        ATLAS_APPROVERS="U_ANN",
+        SLACK_BOT_TOKEN="xoxb-replica-token",
+        SLACK_SIGNING_SECRET=SECRET,
+        SLACK_API_URL=slack_api.url,
+        ATLAS_CHANNEL="CATLAS",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    group = Replicas(env, tmp_path, state)
+    try:
+        yield group
+    finally:
+        group.stop()
+        pg.drop_database(staging)
+
+
+def test_an_approval_delivered_to_two_replicas_runs_one_drill(replicas, slack_api):
+    a, b = replicas.start(2)
+    status, _ = post_slash_command(a.url, SECRET, text="snapshot before the drill", user_id="U1")
+    assert status == 200
+    catalog = replicas.catalog()
+    eventually(
+        lambda: catalog.list_snapshots(status=SnapshotStatus.OK), 60, "the snapshot finished"
+    )
+    post_slash_command(b.url, SECRET, text="drill", user_id="U1", channel_id="CATLAS")
+    ask = slack_api.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "requested" in str(c["params"].get("text"))
+    )
+    ts, channel = ask["response"]["ts"], ask["response"]["channel"]
+    eventually(lambda: catalog.request_by_message(channel, ts), 10, "the request is recorded")
+    event = reaction_event("added", "U_ANN", "white_check_mark", channel, ts)
+    # Slack redelivers to whichever replica answers: the same event id, at the same moment
+    answers = at_once(
+        lambda: post_event(a.url, SECRET, event, event_id="Ev1APPROVE"),
+        lambda: post_event(b.url, SECRET, event, event_id="Ev1APPROVE", retry_num=1),
+    )
+    assert [code for code, _ in answers] == [200, 200]
+    # and a second, distinct delivery of the same reaction (a new event id) changes nothing
+    post_event(b.url, SECRET, event, event_id="Ev2APPROVE")
+    req = eventually(
+        lambda: [r for r in catalog.list_requests() if r.status in ("done", "failed")],
+        90,
+        "the drill finished",
+    )[0]
+    assert req.status == "done", req
+    time.sleep(2)  # room for a second run to show up, were there one
+    drills = catalog.list_drills()
+    assert len(drills) == 1 and drills[0].status == "passed"
+    approvals = [e for e in catalog.audit_log(200) if e.action == "drill.approve"]
+    assert len(approvals) == 1, approvals
+
+
+def test_the_same_snapshot_command_sent_to_both_runs_once(replicas, slack_api):
+    a, b = replicas.start(2)
+    # one command, delivered twice (a retry reaching the other replica): one snapshot
+    same = dict(text="snapshot once", user_id="U1", trigger_id="1337.42.same")
+    answers = at_once(
+        lambda: post_slash_command(a.url, SECRET, **same),
+        lambda: post_slash_command(b.url, SECRET, **same),
+    )
+    assert [code for code, _ in answers] == [200, 200]
+    catalog = replicas.catalog()
+    eventually(lambda: catalog.list_snapshots(status=SnapshotStatus.OK), 60, "snapshot done")
+    time.sleep(2)
+    assert [s.note for s in catalog.list_snapshots()] == ["once"]
+    # two people asking at the same moment (two commands): one runs, one is told it is busy
+    add_bulk(replicas.env["DATABASE_URL"], 30)
+    answers = at_once(
+        lambda: post_slash_command(a.url, SECRET, text="snapshot from ann", user_id="U1"),
+        lambda: post_slash_command(b.url, SECRET, text="snapshot from bob", user_id="U2"),
+    )
+    eventually(
+        lambda: len(catalog.list_snapshots(status=SnapshotStatus.OK)) == 2, 60, "second done"
+    )
+    time.sleep(2)
+    notes = sorted(s.note or "" for s in catalog.list_snapshots())
+    assert len(notes) == 2 and len({"from ann", "from bob"} & set(notes)) == 1, notes
+    said = " ".join(str(c["params"]) for c in slack_api.calls()) + " ".join(
+        body for _, body in answers
+    )
+    assert "already running" in said
+
+
+@needs_faketime
+def test_a_per_minute_schedule_runs_once_per_minute(replicas, no_faketime_leftovers):
+    """Three replicas with `* * * * *`, their clocks (faketime) just before a minute: the
+    minute's snapshot is taken once, by one of them."""
+    replicas.env.update(
+        faked(time.strftime("%Y-%m-%d %H:%M:50", time.gmtime()), replicas.env),
+        ATLAS_SNAPSHOT_SCHEDULE="* * * * *",
+        TZ="UTC",
+    )
+    started = time.time()
+    replicas.start(3)
+    catalog = replicas.catalog()
+    eventually(
+        lambda: catalog.list_snapshots(status=SnapshotStatus.OK), 60, "the scheduled snapshot"
+    )
+    # wait until the fake clock is well into that minute, then count
+    time.sleep(max(0.0, 25 - (time.time() - started)))
+    snaps = catalog.list_snapshots()
+    assert [s.source for s in snaps] == ["schedule"], [(s.id, s.started_at) for s in snaps]
+
+
+def test_a_killed_leader_is_replaced_within_the_failover_bound(replicas):
+    group = replicas.start(3)
+    leader = eventually(lambda: [r for r in group if r.leads()], 15, "a leader")
+    assert len(leader) == 1
+    leader[0].proc.send_signal(signal.SIGKILL)
+    leader[0].proc.wait()
+    killed = time.time()
+    survivors = [r for r in group if r is not leader[0]]
+    new = eventually(lambda: [r for r in survivors if r.leads()], 3 * FAILOVER_S, "a new leader")
+    took = time.time() - killed
+    assert len(new) == 1
+    assert took <= FAILOVER_S + 2, f"hand-over took {took:.1f} s"
+    # and the new leader runs the schedule: its housekeeping and expiry jobs act
+    catalog = replicas.catalog()
+    assert catalog.lease_holder("scheduler") is not None
+    assert len(catalog.live_leases("replica:")) in (2, 3)  # the dead one's lease may linger
+
+
+def test_a_replica_killed_mid_snapshot_is_closed_out_by_a_survivor(replicas, slack_api):
+    add_bulk(replicas.env["DATABASE_URL"], 150)
+    a, b = replicas.start(2)
+    status, _ = post_slash_command(a.url, SECRET, text="snapshot big", channel_id="CDEPLOY")
+    assert status == 200
+    catalog = replicas.catalog()
+    running = eventually(
+        lambda: catalog.list_snapshots(status=SnapshotStatus.RUNNING), 20, "running"
+    )
+    time.sleep(0.5)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    killed = time.time()
+    notice = slack_api.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "interrupted" in str(c["params"]),
+        timeout=60,
+    )
+    took = time.time() - killed
+    assert notice["params"]["channel"] == "CDEPLOY"
+    snap = catalog.get_snapshot(running[0].id)
+    assert snap.status == SnapshotStatus.INTERRUPTED
+    assert storage_files(replicas.tmp / "backups") == []  # the partial artifact is gone
+    assert b.proc.poll() is None
+    print(f"interrupted snapshot closed out {took:.1f} s after the kill")
+
+
+def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
+    """Eight databases, ATLAS_MAX_PARALLEL=2, two replicas: both take a share, and never
+    more than two snapshots run at once across them."""
+    names = [unique_name("f_") for _ in range(8)]
+    for name in names:
+        pg.create_database(name)
+        fill_sample(pg.url(name), rows=200)
+        add_bulk(pg.url(name), 4)
+    host = f"{pg.host}:{pg.port}"
+    config = replicas.tmp / "atlas.toml"
+    config.write_text(
+        f'[servers.main]\nurl = "postgresql://postgres@{host}/postgres"\ninclude = ["f_*"]\n'
+    )
+    replicas.env.update(ATLAS_CONFIG=str(config), ATLAS_MAX_PARALLEL="2", PGPASSWORD=pg.password)
+    a, b = replicas.start(2)
+    eventually(lambda: len(replicas.catalog().live_leases("replica:")) == 2, 10, "both alive")
+    status, _ = post_slash_command(a.url, SECRET, text="snapshot --all nightly")
+    assert status == 200
+    catalog = replicas.catalog()
+    eventually(
+        lambda: len(catalog.list_snapshots(status=SnapshotStatus.OK, limit=50)) >= 8,
+        120,
+        "all eight snapshots",
+    )
+    with catalog.db() as db:
+        rows = [
+            (owner, status)
+            for owner, status, database in db.execute(
+                "SELECT owner, status, database FROM work"
+            ).fetchall()
+            if database.endswith(tuple(names))  # the server's prefix, then the name
+        ]
+    assert len(rows) == 8 and {r[1] for r in rows} == {WorkStatus.DONE.value}
+    owners = {r[0] for r in rows}
+    assert len(owners) == 2, f"one replica did all of it: {owners}"
+    spans = sorted(
+        (s.started_at, s.finished_at)
+        for s in catalog.list_snapshots(limit=50)
+        if s.database in names
+    )
+    for start, _ in spans:  # at any snapshot's start, at most two were running
+        assert sum(1 for s, f in spans if s <= start < (f or "9")) <= 2
