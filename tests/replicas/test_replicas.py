@@ -313,20 +313,20 @@ def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
     status, _ = post_slash_command(a.url, SECRET, text="snapshot --all nightly")
     assert status == 200
     catalog = replicas.catalog()
-    eventually(
-        lambda: len(catalog.list_snapshots(status=SnapshotStatus.OK, limit=50)) >= 8,
-        120,
-        "all eight snapshots",
-    )
-    with catalog.db() as db:
-        rows = [
-            (owner, status)
-            for owner, status, database in db.execute(
-                "SELECT owner, status, database FROM work"
-            ).fetchall()
-            if database.endswith(tuple(names))  # the server's prefix, then the name
-        ]
-    assert len(rows) == 8 and {r[1] for r in rows} == {WorkStatus.DONE.value}
+
+    def work() -> list[tuple[str, str]]:
+        with catalog.db() as db:
+            found = db.execute("SELECT owner, status, database FROM work").fetchall()
+        # the server's prefix, then the name
+        return [(o, st) for o, st, d in found if d.endswith(tuple(names))]
+
+    def finished() -> bool:
+        rows = work()
+        return len(rows) == 8 and all(st not in ("queued", "running") for _, st in rows)
+
+    eventually(finished, 120, "all eight snapshots")
+    rows = work()
+    assert {r[1] for r in rows} == {WorkStatus.DONE.value}
     owners = {r[0] for r in rows}
     assert len(owners) == 2, f"one replica did all of it: {owners}"
     spans = sorted(
