@@ -102,12 +102,13 @@ class Work:
             db.advisory_lock(WORK_LOCK)
             live = _live(db, stale_after_s)
             rows = list(db["work"].rows_where("status = 'running' AND heartbeat_at <= ?", [live]))
+            out = []
             for r in rows:
+                item = from_row(WorkItem, r)
+                item.status = WorkStatus.INTERRUPTED
+                item.error = f"the replica running it ({item.owner}) stopped"
                 db["work"].update(
-                    r["key"],
-                    {
-                        "status": WorkStatus.INTERRUPTED.value,
-                        "error": f"the replica running it ({r['owner']}) stopped",
-                    },
+                    item.key, encode(WorkItem, {"status": item.status, "error": item.error})
                 )
-            return [from_row(WorkItem, r) for r in rows]
+                out.append(item)
+            return out

@@ -1,0 +1,163 @@
+"""The PostgreSQL catalog itself: its migrations, races between processes that share it,
+its failures in one line, the move from SQLite, and the guard that keeps it apart from
+the databases Atlas backs up and restores into."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bot.catalog import open_catalog
+from bot.catalog.postgres import PostgresCatalog, migrations
+from bot.records import Snapshot, WorkItem, WorkStatus
+from tests.support.catalogs import CatalogServer
+from tests.support.helpers import cli_env, run_cli
+from tests.support.pg import fill_sample
+
+pytestmark = pytest.mark.own_catalog
+
+
+def _race(n: int, call: Callable[[int], Any]) -> list[Any]:
+    barrier = threading.Barrier(n)
+    out: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        out[i] = call(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return out
+
+
+def test_replicas_starting_together_migrate_once(catalog_server: CatalogServer) -> None:
+    _, url = catalog_server.new_url()
+    catalogs = _race(4, lambda _: PostgresCatalog(url))  # each its own connection
+    assert {c.schema_version() for c in catalogs} == {migrations.LATEST}
+    with catalogs[0].db() as db:
+        versions = [r[0] for r in db.execute("SELECT version FROM atlas_schema").fetchall()]
+    assert versions == list(range(1, migrations.LATEST + 1))
+
+
+def test_racing_processes_decide_once(catalog_server: CatalogServer) -> None:
+    """Each caller on its own connection, released together: one wins every race."""
+    _, url = catalog_server.new_url()
+    catalogs = [PostgresCatalog(url) for _ in range(6)]
+    leases = _race(6, lambda i: catalogs[i].acquire_lease("scheduler", f"r{i}", 30))
+    assert leases.count(True) == 1
+    reminders = _race(6, lambda i: catalogs[i].claim_reminder("app:q3:due", "app", "drill"))
+    assert reminders.count(True) == 1
+    seen = _race(6, lambda i: catalogs[i].first_time("event:Ev1"))
+    assert seen.count(True) == 1
+
+    def begin(i: int) -> str:
+        try:
+            catalogs[i].begin_snapshot(Snapshot(id=f"s{i}", database="app"))
+        except Exception as exc:
+            return type(exc).__name__
+        return "ok"
+
+    assert sorted(_race(6, begin)) == ["Busy"] * 5 + ["ok"]
+
+
+def test_work_is_claimed_once_and_within_the_limit(catalog_server: CatalogServer) -> None:
+    _, url = catalog_server.new_url()
+    catalogs = [PostgresCatalog(url) for _ in range(5)]
+    items = [WorkItem(key=f"run1:db{i}", run="run1", database=f"db{i}") for i in range(4)]
+    assert catalogs[0].enqueue_work(items) == 4
+    assert catalogs[0].enqueue_work(items) == 0  # queued twice: once
+    claimed = _race(5, lambda i: catalogs[i].claim_work(f"r{i}", 3, 60))
+    got = [c.database for c in claimed if c is not None]
+    assert len(got) == 3 and len(set(got)) == 3  # three at once, never the same one twice
+    # the fourth waits for room; a claim whose replica stopped beating frees it
+    assert catalogs[0].claim_work("r0", 3, 60) is None
+    assert catalogs[0].claim_work("r0", 3, 0.0) is not None  # heartbeats now count as stale
+    abandoned = catalogs[1].abandon_work(0.0)
+    assert {w.status for w in abandoned} == {WorkStatus.INTERRUPTED} and len(abandoned) == 4
+    assert abandoned[0].error is not None and "stopped" in abandoned[0].error
+
+
+def test_racing_reminders_from_three_processes_post_once(
+    catalog_server: CatalogServer, pg_url: str, tmp_path: Path, slack_api
+) -> None:
+    """Housekeeping run by three replicas at once (a hand-over in the middle of the day's
+    run): each reminder reaches Slack once."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.ops.housekeeping import drill_reminders
+    from tests.support.helpers import services_for, settings_for
+
+    fill_sample(pg_url, rows=50)
+    _, url = catalog_server.new_url()
+    settings = [
+        settings_for(pg_url, tmp_path, ATLAS_STATE=url, ATLAS_CHANNEL="CATLAS") for _ in range(3)
+    ]
+    services = [services_for(s, slack_api.client()) for s in settings]
+    services[0].taker.take(requested_by="U1")
+    later = datetime.now(UTC) + timedelta(days=400)  # every reminder is owed
+    posted = _race(3, lambda i: drill_reminders(services[i], later))
+    keys = [k for p in posted for k in p]
+    assert keys and len(keys) == len(set(keys))
+    texts = [c for c in slack_api.calls("chat.postMessage") if "drill" in str(c["params"])]
+    assert len(texts) == len(keys)
+
+
+def test_an_unreachable_catalog_is_one_line_without_its_password(tmp_path: Path) -> None:
+    url = "postgresql://atlas:Cat-Secret-99@127.0.0.1:1/atlas_catalog"
+    env = cli_env(tmp_path, ATLAS_STATE=url, DATABASE_URL="postgresql://x@127.0.0.1:1/app")
+    res = run_cli(["list"], env, tmp_path, text=True)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "catalog cannot be reached" in lines[0], res.stderr
+    assert "Cat-Secret-99" not in res.stderr + res.stdout and "Traceback" not in res.stderr
+
+
+def test_migrate_moves_a_sqlite_catalog_and_refuses_twice(
+    catalog_server: CatalogServer, pg_url: str, tmp_path: Path
+) -> None:
+    fill_sample(pg_url, rows=100)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(tmp_path / "atlas.db"))
+    first = json.loads(run_cli(["snapshot", "--json", "--note", "before"], env, tmp_path).stdout)
+    run_cli(["snapshot", "--json", "--note", "after"], env, tmp_path)
+    _, url = catalog_server.new_url()
+    moved = run_cli(["catalog", "migrate", "--to", url, "--json"], env, tmp_path, text=True)
+    assert moved.returncode == 0, moved.stderr
+    rows = json.loads(moved.stdout)["rows"]
+    assert rows["snapshots"] == 2 and rows["audit"] >= 2
+    assert "cat-pw" not in moved.stdout + moved.stderr  # the catalog role's password
+
+    on_pg = {**env, "ATLAS_STATE": url}
+    listed = json.loads(run_cli(["list", "--json"], on_pg, tmp_path).stdout)
+    assert [s["note"] for s in listed] == ["after", "before"]
+    assert run_cli(["verify", first["id"]], on_pg, tmp_path).returncode == 0
+    catalog = open_catalog(url)
+    lines = catalog.audit_log(500)
+    ids = [e.id or 0 for e in lines]
+    [migrated] = [e for e in lines if e.action == "catalog.migrated"]
+    assert len(set(ids)) == len(ids) and (migrated.id or 0) > rows["audit"]  # numbered on
+    again = run_cli(["catalog", "migrate", "--to", url], env, tmp_path, text=True)
+    assert again.returncode == 1 and "already holds" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_catalog_in_a_database_atlas_backs_up_is_refused(pg_url: str, tmp_path: Path) -> None:
+    """The same database under another spelling of its URL: refused by server identity."""
+    fill_sample(pg_url, rows=10)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(tmp_path / "atlas.db"))
+    run_cli(["snapshot"], env, tmp_path)
+    respelled = pg_url.replace("127.0.0.1", "localhost")
+    res = run_cli(["catalog", "migrate", "--to", respelled], env, tmp_path, text=True)
+    assert res.returncode == 1
+    assert "a database Atlas would back up" in res.stderr, res.stderr
+    with psycopg.connect(pg_url) as conn:  # nothing was created in it
+        found = conn.execute("SELECT to_regclass('atlas_schema')").fetchone()
+    assert found is not None and found[0] is None
