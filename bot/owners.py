@@ -11,6 +11,9 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+# each live `atlas serve` holds the lease `replica:<host>:<pid>:<token>` in the catalog
+REPLICA_LEASE = "replica:"
+
 
 def owner_id() -> str:
     """host:pid of this process."""

@@ -48,14 +48,18 @@ def test_the_compose_file_follows_the_compose_spec() -> None:
     assert "atlas_reader" in atlas["environment"]["DATABASE_URL"]
 
 
-def _manifests() -> list[dict]:
+def _manifests(folder: str = "kubernetes") -> list[dict]:
     docs = []
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+    for path in sorted((DEPLOY / folder).glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 
 
-@pytest.mark.parametrize("doc", _manifests(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize(
+    "doc",
+    _manifests() + _manifests("kubernetes/replicas"),
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
 def test_kubernetes_manifests_are_valid(doc: dict) -> None:
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
@@ -89,3 +93,20 @@ def test_the_deployment_runs_atlas_safely() -> None:
     # no secret value is written into the Deployment itself
     names = {e["name"] for e in container["env"]}
     assert not names & {"DATABASE_URL", "STAGING_DATABASE_URL", "SLACK_BOT_TOKEN"}
+
+
+def test_the_replicas_share_a_catalog_in_postgresql_and_no_volume() -> None:
+    by_kind = {d["kind"]: d for d in _manifests("kubernetes/replicas")}
+    spec = by_kind["Deployment"]["spec"]
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    assert spec["replicas"] >= 2 and spec["strategy"]["type"] == "RollingUpdate"
+    assert by_kind["PodDisruptionBudget"]["spec"]["minAvailable"] < spec["replicas"]
+    assert "persistentVolumeClaim" not in str(pod["volumes"])
+    [state] = [e for e in container["env"] if e["name"] == "ATLAS_STATE"]
+    ref = state["valueFrom"]["secretKeyRef"]
+    catalog = by_kind["Secret"]
+    assert ref["name"] == catalog["metadata"]["name"]
+    assert catalog["stringData"][ref["key"]].startswith("postgresql://")
+    assert "podAntiAffinity" in pod["affinity"]
+    assert container["command"] == ["atlas", "serve"]

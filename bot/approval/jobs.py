@@ -3,12 +3,13 @@ background, reported in the request's thread and the channel; expired ones close
 
 from __future__ import annotations
 
+import socket
 from concurrent.futures import Executor
 
 from bot.approval.ask import Ask
 from bot.catalog import Catalog
 from bot.errors import AtlasError
-from bot.owners import owner_gone
+from bot.owners import REPLICA_LEASE, owner_gone
 from bot.records import DrillStatus, RequestStatus, now
 from bot.report import messages
 from bot.report.chat import Chat, Message
@@ -84,25 +85,39 @@ class Jobs:
                 expired.append(req.id)
         return expired
 
-    def resume(self) -> None:
-        """After a restart: run approved jobs that never started; fail ones that died."""
+    def reap(self, live_replicas: list[str] | None = None) -> list[str]:
+        """Fail the running jobs whose process died: one of this host that is gone, or,
+        given the replicas alive (their `replica:` leases), one of another host whose
+        replica no longer holds its lease. Their scratch databases are dropped, and each
+        request's message says what happened. Returns the requests failed."""
+        failed = []
         for req in self.catalog.list_requests(RequestStatus.RUNNING):
-            if not owner_gone(req.owner):
+            gone = owner_gone(req.owner)
+            if not gone and live_replicas is not None and req.owner:
+                mine = req.owner.startswith(socket.gethostname() + ":")
+                gone = not mine and not any(
+                    r.startswith(f"{REPLICA_LEASE}{req.owner}:") for r in live_replicas
+                )
+            if not gone:
                 continue
-            self.catalog.update_request(
-                req.id, status=RequestStatus.FAILED, reason="Atlas restarted while the job ran"
-            )
+            reason = "Atlas stopped while the job ran"
+            self.catalog.update_request(req.id, status=RequestStatus.FAILED, reason=reason)
             for d in self.catalog.list_drills(limit=100, request_id=req.id):
                 if d.status == DrillStatus.RUNNING:
                     self.catalog.update_drill(
-                        d.id,
-                        status=DrillStatus.FAILED,
-                        error="Atlas restarted while it ran",
-                        finished_at=now(),
+                        d.id, status=DrillStatus.FAILED, error=reason, finished_at=now()
                     )
-            self.catalog.audit("atlas", f"{req.kind}.interrupted", req.id)
+            self.catalog.audit("atlas", f"{req.kind}.interrupted", req.id, owner=req.owner)
             self.ask.refresh(req.id)
-        self.scratch.clean_up()  # what the interrupted drills left on staging
+            failed.append(req.id)
+        if failed:
+            self.scratch.clean_up()  # what the interrupted drills left on staging
+        return failed
+
+    def resume(self) -> None:
+        """After a restart: run approved jobs that never started; fail ones that died."""
+        self.reap()
+        self.scratch.clean_up()  # what interrupted drills left on staging
         for req in self.catalog.list_requests(RequestStatus.APPROVED):
             self.start(req.id)
         self.expire_due()

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from bot.catalog import Catalog
 from bot.errors import AtlasError
 from bot.fleet.run import Outcome
+from bot.owners import REPLICA_LEASE
 from bot.records import Snapshot, WorkItem, WorkStatus
 
 log = logging.getLogger(__name__)
 
-REPLICA_LEASE = "replica:"  # each live `atlas serve` holds replica:<id>
 
 Take = Callable[[WorkItem], Snapshot]
 

@@ -142,8 +142,8 @@ class _Collected:
 
 def render(services: Services) -> tuple[bytes, str]:
     """The exposition text and its content type."""
-    from bot.fleet.queue import REPLICA_LEASE
     from bot.ops.scheduler import LEASE
+    from bot.owners import REPLICA_LEASE
     from bot.version import version
 
     replicas = ReplicaFacts(

@@ -20,8 +20,8 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.fleet.queue import REPLICA_LEASE
 from bot.ops import housekeeping
+from bot.owners import REPLICA_LEASE
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,12 @@ class Scheduler:
             return False
         return self.services.catalog.acquire_lease(LEASE, self.owner, self.lease_ttl_s)
 
+    def recover(self) -> None:
+        """Close out what died: snapshots whose heartbeats stopped, and restore jobs
+        whose replica no longer holds its lease."""
+        self.services.recover()
+        self.services.jobs.reap(self.services.catalog.live_leases(REPLICA_LEASE))
+
     def work(self) -> None:
         """This replica is alive (its lease), beats for its running claims, and claims
         more while it has room."""
@@ -131,6 +137,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Start, and run housekeeping once now so a restart never skips a day."""
+        self.work()  # alive from the start: the jobs this replica takes are seen as its
         self.sched.start()
         self.sched.add_job(
             lambda: self.leader() and housekeeping.daily(self.services),

@@ -19,7 +19,7 @@ HELP = """\
 • `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 
 # Slack's documented limits (Block Kit reference, chat.postMessage): a message over

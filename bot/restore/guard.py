@@ -106,8 +106,8 @@ def refuse_catalog_among_targets(settings: Settings) -> None:
             if not url or url in seen:
                 continue
             seen.add(url)
-            conn = Conn.parse(url, setting)
-            try:
+            try:  # a target that cannot be parsed or reached now: its commands say why
+                conn = Conn.parse(url, setting)
                 found = server_identity(conn)
             except AtlasError:
                 continue

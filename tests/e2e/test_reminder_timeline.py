@@ -151,6 +151,8 @@ def test_drill_reminders_once_each_across_restarts_and_clock_jumps(
         pg.drop_database(staging)
 
 
+# a clock a thousand times fast expires every network timeout, a PostgreSQL catalog's too
+@pytest.mark.sqlite_only
 def test_start_up_housekeeping_survives_a_slow_start(pg_url, tmp_path, slack_api):
     """A busy host: the clock runs a thousand times faster than the process, so the
     few milliseconds between scheduling start-up housekeeping and running it are

@@ -222,8 +222,8 @@ def test_audit_log_is_append_only(env):
     services.catalog.audit("U1", "test.line", "x")
     for statement in ("DELETE FROM audit", "UPDATE audit SET actor = 'U2'"):
         with (
-            services.catalog.db() as db,
             pytest.raises((sqlite3.DatabaseError, AtlasError), match="append-only"),
+            services.catalog.db() as db,
         ):
             db.execute(statement)
     assert [e.actor for e in services.catalog.audit_log() if e.action == "test.line"] == ["U1"]

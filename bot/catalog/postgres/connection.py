@@ -1,4 +1,4 @@
-"""The catalog's PostgreSQL connections: one per thread, kept open, in autocommit, and
+"""The catalog's PostgreSQL connections: a few kept open and shared, in autocommit, and
 PostgreSQL's failures in words an operator can act on (never with the password)."""
 
 from __future__ import annotations
@@ -10,47 +10,67 @@ from contextlib import contextmanager
 
 import psycopg
 from psycopg import errors
+from psycopg.pq import TransactionStatus
 
 from bot.catalog.sql.tables import POSTGRESQL, Conflict, Database
 from bot.errors import AtlasError
 from bot.pg import Conn, first_line, redact
 
 APPLICATION = "atlas-catalog"
+IDLE = TransactionStatus.IDLE
 
 
 class PostgresConnection:
-    """Every thread of a replica (Slack handlers, scheduler jobs) gets its own session,
-    reused across calls: a statement costs a round trip, not a login."""
+    """A few sessions kept open for whichever thread needs one next (Slack handlers,
+    scheduler jobs, heartbeats): a statement costs a round trip, not a login, and a
+    replica holds at most MAX_IDLE idle sessions however many threads it has run."""
+
+    MAX_IDLE = 4
 
     def __init__(self, url: str) -> None:
         self.target = Conn.parse(url, "ATLAS_STATE")
-        self._local = threading.local()
+        self._idle: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def describe(self) -> str:
         return self.target.describe()
 
-    def _session(self) -> psycopg.Connection:
-        conn: psycopg.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken or self._local.pid != os.getpid():
-            try:
-                conn = self.target.connect(autocommit=True, application_name=APPLICATION)
-            except AtlasError as exc:
-                raise AtlasError(
-                    f"The catalog cannot be reached (ATLAS_STATE): {exc.message}",
-                    "check that server, the URL's credentials, and that the database exists",
-                ) from None
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+    def _take(self) -> psycopg.Connection:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child never shares its parent's sessions
+                self._idle, self._pid = [], os.getpid()
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed and not conn.broken:
+                    return conn
+        try:
+            return self.target.connect(autocommit=True, application_name=APPLICATION)
+        except AtlasError as exc:
+            raise AtlasError(
+                f"The catalog cannot be reached (ATLAS_STATE): {exc.message}",
+                "check that server, the URL's credentials, and that the database exists",
+            ) from None
+
+    def _give_back(self, conn: psycopg.Connection) -> None:
+        if not conn.closed and not conn.broken and conn.info.transaction_status == IDLE:
+            with self._lock:
+                if len(self._idle) < self.MAX_IDLE:
+                    self._idle.append(conn)
+                    return
+        conn.close()
 
     @contextmanager
     def db(self) -> Iterator[Database]:
-        conn = self._session()
+        conn = self._take()
         try:
             yield Database(conn, POSTGRESQL)
         except errors.UniqueViolation as exc:
             raise Conflict(first_line(str(exc))) from None
         except psycopg.Error as exc:
             raise self._error(exc, conn) from None
+        finally:
+            self._give_back(conn)
 
     @contextmanager
     def transaction(self) -> Iterator[Database]:
@@ -58,19 +78,18 @@ class PostgresConnection:
             yield db
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
             conn.close()
-            self._local.conn = None
 
     def _error(self, exc: psycopg.Error, conn: psycopg.Connection) -> AtlasError:
         text = first_line(redact(str(exc), self.target.secrets))
         where = f"ATLAS_STATE={self.describe()}"
         if conn.broken or isinstance(exc, psycopg.OperationalError):
-            self._local.conn = None  # the next call reconnects
             return AtlasError(
                 f"The catalog's connection failed ({where}: {text}).",
-                "check that the catalog's server is up; Atlas reconnects on the next call",
+                "check that the catalog's server is up; the next call connects again",
             )
         if isinstance(exc, errors.DiskFull):
             return AtlasError(

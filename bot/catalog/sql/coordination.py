@@ -37,9 +37,11 @@ class Coordination:
                 "ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, "
                 "expires_at = excluded.expires_at "
                 "WHERE leases.owner = excluded.owner OR leases.expires_at <= ? "
-                # an expiry further out than any TTL: a clock that went back
+                # an expiry further out than any renewal makes it: a clock that went back
+                # (twice the TTL, so a racer whose clock read came a moment earlier is not
+                # mistaken for one)
                 "OR leases.expires_at - ? > ?",
-                [name, owner, t + ttl_s, t, t, ttl_s],
+                [name, owner, t + ttl_s, t, t, 2 * ttl_s],
             )
             return bool(cur.rowcount == 1)
 
