@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,12 @@ _CATALOG_USES = (
     "staging: ",
 )
 _sources: dict[str, bool] = {}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core, at most eight. The tests mostly wait on servers
+    and subprocesses of their own, so a core serves two of them."""
+    return max(2, min(8, 2 * (os.cpu_count() or 1)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

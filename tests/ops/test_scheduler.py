@@ -29,6 +29,7 @@ from tests.support.ops import (
     housekeeping_runs,
     leases,
     posts,
+    replica_leases,
 )
 from tests.support.rds import rds_client, rds_env, rds_server
 
@@ -103,9 +104,11 @@ def test_cron_snapshot_fires_through_apscheduler(small, pg_url, tmp_path, slack_
         again = s.sched.get_job("snapshot").next_run_time
         assert again == _next_berlin_3am(datetime.now(UTC))
         assert [lease["owner"] for lease in leases(services)] == [s.owner]
+        assert replica_leases(services) == [f"replica:{s.owner}"]  # alive, for the others
     finally:
         s.shutdown()
     assert leases(services) == []  # the lease is released on shutdown
+    assert replica_leases(services) == []
     assert not s.sched.running
 
 

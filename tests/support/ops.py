@@ -129,9 +129,15 @@ def housekeeping_runs(services: Services) -> int:
     return len([a for a in audit_actions(services) if a.action == "housekeeping.ran"])
 
 
-def leases(services: Services) -> list[dict[str, Any]]:
+def leases(services: Services, name: str = "scheduler") -> list[dict[str, Any]]:
+    """The scheduler's lease (or another), as rows: [] when nobody holds it."""
     with services.catalog.db() as db:
-        return list(db["leases"].rows)
+        return list(db["leases"].rows_where("name = ?", [name]))
+
+
+def replica_leases(services: Services) -> list[str]:
+    with services.catalog.db() as db:
+        return [r["name"] for r in db["leases"].rows if r["name"].startswith("replica:")]
 
 
 @pytest.fixture

@@ -26,6 +26,11 @@ class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
     def __init__(self, url: str) -> None:
         self.url = url
         self.conn = PostgresConnection(url)
+        with self.conn.db() as db:
+            current = migrations.current(db)
+        if current >= migrations.LATEST:  # the common case: one read, no lock
+            self._version = current
+            return
         with self.conn.transaction() as db:
             self._version = migrations.migrate(db)
 

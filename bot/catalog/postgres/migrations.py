@@ -71,6 +71,14 @@ STEPS: list[Callable[[Database], None]] = [_v1]
 LATEST = len(STEPS)
 
 
+def current(db: Database) -> int:
+    """The version the catalog is at (0 for a new one), read without a lock."""
+    found = db.execute("SELECT to_regclass('atlas_schema') IS NOT NULL").fetchone()[0]
+    if not found:
+        return 0
+    return int(db.execute("SELECT max(version) FROM atlas_schema").fetchone()[0] or 0)
+
+
 def migrate(db: Database) -> int:
     """Bring the catalog to LATEST in one transaction; returns the version it is at."""
     db.execute("SELECT pg_advisory_xact_lock(?)", [MIGRATION_LOCK])
