@@ -493,3 +493,5 @@ class Services:
 
     def shutdown(self) -> None:
         self.background.shutdown(wait=False, cancel_futures=True)
+        if self._worker is not None:
+            self._worker.shutdown()

@@ -79,10 +79,6 @@ class Worker:
     def beat(self) -> None:
         self.catalog.beat_work(self.owner)
 
-    def busy(self) -> bool:
-        with self._lock:
-            return any(not f.done() for f in self.running.values())
-
     def _run(self, item: WorkItem) -> None:
         try:
             snap = self.take(item)
@@ -121,7 +117,7 @@ def run_queued(
         left = [
             w for w in catalog.run_work(run) if w.status in (WorkStatus.QUEUED, WorkStatus.RUNNING)
         ]
-        if not left and not worker.busy():
+        if not left:
             break
         time.sleep(poll_s)
     done = {w.database: w for w in catalog.run_work(run)}

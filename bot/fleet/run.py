@@ -1,15 +1,16 @@
-"""One run over the fleet: list each server, then snapshot every database, at most
-ATLAS_MAX_PARALLEL at once. One database's failure is its own: the others go on."""
+"""The fleet as a run sees it: each server listed, combined with the configured
+databases, and what happened to each database. The snapshots themselves go through the
+catalog's work queue (`fleet/queue.py`), so every replica can take a share; one
+database's failure is its own: the others go on."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bot.config import DatabaseTarget, Server, Settings
-from bot.errors import AtlasError
 from bot.fleet.discover import Scan, scan
 from bot.records import Snapshot
 
@@ -67,24 +68,3 @@ class Outcome:
     database: str
     snapshot: Snapshot | None = None
     error: str | None = None
-
-
-def snapshot_each(
-    names: Iterable[str], take: Callable[[str], Snapshot], max_parallel: int
-) -> list[Outcome]:
-    """`take(name)` for every name, at most max_parallel at once, in the names' order."""
-
-    def one(name: str) -> Outcome:
-        try:
-            return Outcome(name, snapshot=take(name))
-        except AtlasError as exc:
-            return Outcome(name, error=str(exc))
-        except Exception as exc:  # one database's bug must not stop the fleet
-            log.exception("snapshot of %s failed", name)
-            return Outcome(name, error=f"internal error: {type(exc).__name__}: {exc}")
-
-    ordered = list(names)
-    with ThreadPoolExecutor(
-        max_workers=max(1, max_parallel), thread_name_prefix="atlas-fleet"
-    ) as pool:
-        return list(pool.map(one, ordered))

@@ -1,0 +1,64 @@
+"""A restore job whose replica died on another machine: the leader fails it once that
+replica's lease is gone, and leaves alone the jobs of replicas still alive."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus
+from tests.support.helpers import services_for, settings_for
+from tests.support.pg import fill_sample
+
+
+def _running(services, request_id: str, owner: str, snapshot_id: str) -> None:
+    at = datetime.now(UTC)
+    services.catalog.add_request(
+        Request(
+            id=request_id,
+            kind=Kind.DRILL,
+            snapshot_id=snapshot_id,
+            database=services.settings.target().name,
+            requested_by="U1",
+            created_at=at.isoformat(),
+            expires_at=(at + timedelta(hours=1)).isoformat(),
+            status=RequestStatus.RUNNING,
+            channel="CATLAS",
+            owner=owner,
+        )
+    )
+    services.catalog.add_drill(
+        Drill(
+            id=f"d-{request_id}",
+            kind=Kind.DRILL,
+            request_id=request_id,
+            database=services.settings.target().name,
+        )
+    )
+
+
+def test_jobs_of_a_replica_whose_lease_is_gone_are_failed(pg_url, tmp_path, slack_api):
+    settings = settings_for(pg_url, tmp_path, ATLAS_CHANNEL="CATLAS")
+    services = services_for(settings, slack_api.client())
+    fill_sample(pg_url, rows=20)
+    snap = services.taker.take(requested_by="U1").id
+    _running(services, "r-dead", "node-b.internal:4242", snap)
+    _running(services, "r-alive", "node-c.internal:77", snap)
+    live = ["replica:node-c.internal:77:ab12cd", "replica:node-a.internal:9:ffffff"]
+
+    failed = services.jobs.reap(live)
+
+    assert failed == ["r-dead"]
+    dead = services.catalog.get_request("r-dead")
+    assert dead.status == RequestStatus.FAILED and "stopped" in (dead.reason or "")
+    assert services.catalog.get_drill("d-r-dead").status == DrillStatus.FAILED
+    assert services.catalog.get_request("r-alive").status == RequestStatus.RUNNING
+    assert services.catalog.get_drill("d-r-alive").status == DrillStatus.RUNNING
+    interrupted = [e for e in services.catalog.audit_log() if e.action == "drill.interrupted"]
+    assert [(e.subject, e.detail["owner"]) for e in interrupted] == [
+        ("r-dead", "node-b.internal:4242")
+    ]
+    # without the replicas' leases (a plain restart), another host's job is left alone
+    _running(services, "r-other", "node-d.internal:5", snap)
+    assert services.jobs.reap() == []
+    assert services.jobs.reap(live) == ["r-other"]  # and once is enough
+    assert services.jobs.reap(live) == []
