@@ -50,7 +50,7 @@ class Services:
         self, settings: Settings, catalog: Catalog | None = None, chat: Chat | None = None
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or open_catalog(settings.state)
+        self.catalog = catalog or open_catalog(settings.state, self._check_new_catalog)
         self.chat = chat or NoChat()
         self.store = Store(settings)
         self.keys = Keys(settings)
@@ -71,6 +71,13 @@ class Services:
         # this process among the replicas sharing the catalog (`atlas serve` leases it)
         self.replica = f"{owner_id()}:{secrets.token_hex(3)}"
         self._worker: Worker | None = None
+
+    def _check_new_catalog(self) -> None:
+        """Before Atlas makes its tables in a new PostgreSQL catalog: not in a database it
+        backs up or restores into (by server identity)."""
+        from bot.restore.guard import refuse_catalog_among_targets
+
+        refuse_catalog_among_targets(self.settings)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:

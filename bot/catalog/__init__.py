@@ -8,6 +8,7 @@ picks one from ATLAS_STATE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from bot.catalog.base import (
@@ -30,12 +31,14 @@ def is_url(state: object) -> bool:
     )
 
 
-def open_catalog(state: str | Path) -> Catalog:
-    """The catalog ATLAS_STATE names: a postgresql:// URL, or a SQLite file path."""
+def open_catalog(state: str | Path, before_create: Callable[[], None] | None = None) -> Catalog:
+    """The catalog ATLAS_STATE names: a postgresql:// URL, or a SQLite file path.
+    `before_create` runs before a new PostgreSQL catalog's tables are made (the check
+    that the database is not one Atlas backs up or restores into)."""
     if is_url(state):
         from bot.catalog.postgres import PostgresCatalog
 
-        return PostgresCatalog(str(state).strip())
+        return PostgresCatalog(str(state).strip(), before_create)
     from bot.catalog.sqlite import SqliteCatalog
 
     return SqliteCatalog(state)

@@ -98,10 +98,20 @@ def catalog_check(services: Services) -> Check:
     if not catalog.acquire_lease("doctor", owner, 5):
         return warn("catalog", "another `atlas doctor` is writing it right now; run again")
     catalog.release_lease("doctor", owner)
-    return ok(
-        "catalog",
-        f"{services.settings.state} is writable (schema version {catalog.schema_version()})",
-    )
+    from bot.catalog import is_url
+
+    state = services.settings.state
+    where = str(state)
+    if is_url(state):
+        from bot.errors import Refused
+        from bot.restore.guard import refuse_catalog_among_targets
+
+        where = f"PostgreSQL {Conn.parse(str(state), 'ATLAS_STATE').describe()}"
+        try:
+            refuse_catalog_among_targets(services.settings)
+        except Refused as exc:
+            return fail("catalog", str(exc))
+    return ok("catalog", f"{where} is writable (schema version {catalog.schema_version()})")
 
 
 def storage_checks(services: Services) -> list[Check]:

@@ -150,7 +150,8 @@ def test_migrate_moves_a_sqlite_catalog_and_refuses_twice(
 
 
 def test_a_catalog_in_a_database_atlas_backs_up_is_refused(pg_url: str, tmp_path: Path) -> None:
-    """The same database under another spelling of its URL: refused by server identity."""
+    """The same database under another spelling of its URL: refused by server identity,
+    by the migration and by any command that would make its tables there."""
     fill_sample(pg_url, rows=10)
     env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(tmp_path / "atlas.db"))
     run_cli(["snapshot"], env, tmp_path)
@@ -158,6 +159,11 @@ def test_a_catalog_in_a_database_atlas_backs_up_is_refused(pg_url: str, tmp_path
     res = run_cli(["catalog", "migrate", "--to", respelled], env, tmp_path, text=True)
     assert res.returncode == 1
     assert "a database Atlas would back up" in res.stderr, res.stderr
+    for command in (["list"], ["doctor"], ["serve", "--http", "--port", "1"]):
+        res = run_cli(command, {**env, "ATLAS_STATE": respelled}, tmp_path, text=True)
+        said = res.stdout + res.stderr  # doctor: a ❌ finding on stdout; others: an error
+        assert res.returncode == 1 and "a database Atlas would back up" in said, res
+        assert "Traceback" not in said
     with psycopg.connect(pg_url) as conn:  # nothing was created in it
         found = conn.execute("SELECT to_regclass('atlas_schema')").fetchone()
     assert found is not None and found[0] is None

@@ -74,6 +74,7 @@ def test_a_good_least_privilege_setup_passes(
     assert recipient in checks["encryption"]["detail"]
     assert "next run" in checks["schedule"]["detail"] and "CET" in checks["schedule"]["detail"]
     assert "schema version" in checks["catalog"]["detail"]
+    assert "cat-pw" not in out  # a PostgreSQL catalog's password (tests/support/catalogs.py)
     assert least_privilege.password not in out
     assert not (tmp_path / "backups" / ".atlas-doctor").exists() or not any(
         (tmp_path / "backups" / ".atlas-doctor").iterdir()

@@ -4,7 +4,7 @@ making each decision once across processes and machines."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from bot.catalog.postgres import migrations
@@ -23,7 +23,7 @@ class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
 
     conn: PostgresConnection
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, before_create: Callable[[], None] | None = None) -> None:
         self.url = url
         self.conn = PostgresConnection(url)
         with self.conn.db() as db:
@@ -31,6 +31,8 @@ class PostgresCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
         if current >= migrations.LATEST:  # the common case: one read, no lock
             self._version = current
             return
+        if current == 0 and before_create is not None:
+            before_create()
         with self.conn.transaction() as db:
             self._version = migrations.migrate(db)
 
