@@ -29,7 +29,13 @@ from tests.support.catalogs import CatalogServer
 from tests.support.faketime import faked, needs_faketime
 from tests.support.helpers import add_bulk, serve_command, storage_files, wait_healthy
 from tests.support.pg import PgCluster, fill_sample, unique_name
-from tests.support.slack import FakeSlackApi, post_event, post_slash_command, reaction_event
+from tests.support.slack import (
+    FakeSlackApi,
+    post_event,
+    post_slash_command,
+    reaction_event,
+    slash_command_payload,
+)
 
 pytestmark = pytest.mark.own_catalog  # always the PostgreSQL catalog the replicas share
 
@@ -66,15 +72,18 @@ class Replicas:
     state: str
     running: list[Replica] = field(default_factory=list)
 
-    def start(self, n: int) -> list[Replica]:
+    def start(self, n: int, http: bool = True) -> list[Replica]:
+        """`n` more replicas: over HTTP, or (http=False, with SLACK_APP_TOKEN) in Socket
+        Mode, where the port serves /healthz only."""
         started = []
         for i in range(n):
             port = pick_free_port()
             log = self.tmp / f"replica-{len(self.running) + i}.log"
             with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    serve_command(port), env=self.env, stdout=out, stderr=subprocess.STDOUT
-                )
+                argv = serve_command(port)
+                if not http:
+                    argv.remove("--http")
+                proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
             started.append(Replica(port, proc, log))
         for r in started:
             wait_healthy(r.port, r.proc, time.time() + 30, r.output)
@@ -211,6 +220,8 @@ def test_the_same_snapshot_command_sent_to_both_runs_once(replicas, slack_api):
     eventually(lambda: catalog.list_snapshots(status=SnapshotStatus.OK), 60, "snapshot done")
     time.sleep(2)
     assert [s.note for s in catalog.list_snapshots()] == ["once"]
+    said = " ".join(body for _, body in answers) + str(slack_api.calls())
+    assert "already running" not in said  # recognised as one command, not refused as two
     # two people asking at the same moment (two commands): one runs, one is told it is busy
     add_bulk(replicas.env["DATABASE_URL"], 30)
     answers = at_once(
@@ -230,6 +241,30 @@ def test_the_same_snapshot_command_sent_to_both_runs_once(replicas, slack_api):
 
 
 @needs_faketime
+def test_socket_mode_replicas_each_connect_and_a_redelivery_runs_once(
+    replicas, slack_api, socket_mode
+):
+    """Socket Mode: every replica opens its own connection and Slack spreads envelopes
+    over them; the same command arriving on both connections runs once."""
+    slack_api.socket_mode_url = socket_mode.url
+    replicas.env["SLACK_APP_TOKEN"] = "xapp-1-A1-replica-token"
+    replicas.start(2, http=False)
+    socket_mode.wait_connected(count=2)
+    command = slash_command_payload(text="snapshot over sockets", trigger_id="77.88.socket")
+    sent = [
+        socket_mode.send("slash_commands", command, accepts_response_payload=True, to=i)
+        for i in (0, 1)
+    ]
+    acks = [socket_mode.wait_for_ack(envelope) for envelope in sent]  # each acks its own
+    catalog = replicas.catalog()
+    eventually(lambda: catalog.list_snapshots(status=SnapshotStatus.OK), 60, "snapshot done")
+    time.sleep(2)
+    assert [s.note for s in catalog.list_snapshots()] == ["over sockets"]
+    # the redelivery was recognised, not merely refused as a second snapshot
+    said = str(acks) + " ".join(str(c["params"]) for c in slack_api.calls())
+    assert str(acks).count("Snapshot starting") == 1 and "already running" not in said
+
+
 def test_a_per_minute_schedule_runs_once_per_minute(replicas, no_faketime_leftovers):
     """Three replicas with `* * * * *`, their clocks (faketime) just before a minute: the
     minute's snapshot is taken once, by one of them."""

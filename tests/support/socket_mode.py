@@ -70,11 +70,20 @@ class FakeSocketMode:
             with self._cond:
                 self._live.remove(ws)
 
-    def wait_connected(self, timeout: float = 20.0) -> None:
-        self._wait(lambda: bool(self._live), timeout, "the app never connected")
+    def wait_connected(self, timeout: float = 20.0, count: int = 1) -> None:
+        """Until `count` connections are open (several replicas each open one)."""
+        self._wait(lambda: len(self._live) >= count, timeout, "the app never connected")
 
-    def send(self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool) -> str:
-        """Deliver one envelope on the live connection; returns its envelope_id."""
+    def send(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        to: int = -1,
+    ) -> str:
+        """Deliver one envelope on a live connection (the newest, or the `to`th open);
+        returns its envelope_id."""
         envelope_id = str(uuid.uuid4())
         envelope = {
             "envelope_id": envelope_id,
@@ -83,7 +92,7 @@ class FakeSocketMode:
             "payload": payload,
         }
         with self._cond:
-            ws = self._live[-1]
+            ws = self._live[to]
         ws.send(json.dumps(envelope))
         return envelope_id
 
