@@ -115,10 +115,12 @@ class Scheduler:
         return self.services.catalog.acquire_lease(LEASE, self.owner, self.lease_ttl_s)
 
     def recover(self) -> None:
-        """Close out what died: snapshots whose heartbeats stopped, and restore jobs
-        whose replica no longer holds its lease."""
+        """Close out what died: snapshots whose heartbeats stopped, restore jobs whose
+        replica no longer holds its lease, and fleet work claimed by a replica gone."""
         self.services.recover()
         self.services.jobs.reap(self.services.catalog.live_leases(REPLICA_LEASE))
+        # a fleet run whose own replica died: its items that died with another are marked
+        self.services.catalog.abandon_work(self.services.settings.stale_after_s)
 
     def work(self) -> None:
         """This replica is alive (its lease), beats for its running claims, and claims
