@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,14 @@ _CATALOG_USES = (
     "staging: ",
 )
 _sources: dict[str, bool] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Users' installs cache bytecode; some CI images turn that off
+    (PYTHONDONTWRITEBYTECODE), which makes every `atlas` the tests start compile Atlas from
+    source again. Run as users do (the workers inherit this environment)."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
