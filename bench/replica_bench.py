@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.snapshot_bench import REPO_ROOT, atlas_command, base_env, log
+from bench.startup_bench import seed_catalog
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -101,18 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": str(REPO_ROOT),
         }
         states = {"sqlite": str(folder / "atlas.db"), "postgresql": cluster.url("atlas_catalog")}
-        seed = (
-            "import sys\n"
-            "from bot.catalog import open_catalog\n"
-            "from bot.records import Snapshot, SnapshotStatus\n"
-            "cat = open_catalog(sys.argv[1])\n"
-            "for i in range(200):\n"
-            "    cat.add_snapshot(Snapshot(id=f'20260101-{i:06d}-abcd', database='app',\n"
-            "        status=SnapshotStatus.OK, started_at=f'2026-01-01T00:{i // 60:02d}:"
-            "{i % 60:02d}', size_bytes=1000 + i, sha256='0' * 64))\n"
-        )
         for state in states.values():
-            subprocess.run([sys.executable, "-c", seed, state], env=common, check=True)
+            seed_catalog(state, common)
         times: dict[str, list[float]] = {name: [] for name in states}
         for _ in range(args.repeat + 1):  # the first round warms caches and is dropped
             for name, state in states.items():

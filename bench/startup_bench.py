@@ -27,8 +27,25 @@ from bench.snapshot_bench import REPO_ROOT, atlas_command, base_env
 TARGETS = {"atlas --help": 0.15, "atlas list": 0.25}
 
 
+SEED = (
+    "import sys\n"
+    "from bot.catalog import open_catalog\n"
+    "from bot.records import Snapshot, SnapshotStatus\n"
+    "cat = open_catalog(sys.argv[1])\n"
+    "for i in range(200):\n"
+    "    cat.add_snapshot(Snapshot(id=f'20260101-{i:06d}-abcd', database='app',\n"
+    "        status=SnapshotStatus.OK, started_at=f'2026-01-01T00:{i // 60:02d}:{i % 60:02d}',\n"
+    "        size_bytes=1000 + i, sha256='0' * 64))\n"
+)
+
+
+def seed_catalog(state: str, env: dict[str, str]) -> None:
+    """200 snapshots in the catalog ATLAS_STATE would name, so `list` has rows to show."""
+    subprocess.run([sys.executable, "-c", SEED, state], env=env, check=True)
+
+
 def _catalog(folder: Path) -> dict[str, str]:
-    """An environment whose catalog holds 200 snapshots, so `list` has rows to show."""
+    """An environment whose catalog holds 200 snapshots."""
     env = {
         **base_env(),
         "DATABASE_URL": "postgresql://atlas:unused@db.example:5432/app",
@@ -36,17 +53,7 @@ def _catalog(folder: Path) -> dict[str, str]:
         "ATLAS_STORAGE": str(folder / "backups"),
         "PYTHONPATH": str(REPO_ROOT),
     }
-    code = (
-        "import sys\n"
-        "from bot.catalog import open_catalog\n"
-        "from bot.records import Snapshot, SnapshotStatus\n"
-        "cat = open_catalog(sys.argv[1])\n"
-        "for i in range(200):\n"
-        "    cat.add_snapshot(Snapshot(id=f'20260101-{i:06d}-abcd', database='app',\n"
-        "        status=SnapshotStatus.OK, started_at=f'2026-01-01T00:{i // 60:02d}:{i % 60:02d}',\n"
-        "        size_bytes=1000 + i, sha256='0' * 64))\n"
-    )
-    subprocess.run([sys.executable, "-c", code, env["ATLAS_STATE"]], env=env, check=True)
+    seed_catalog(env["ATLAS_STATE"], env)
     return env
 
 

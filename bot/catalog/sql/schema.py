@@ -1,0 +1,55 @@
+"""The catalog's tables as the records declare them, for both backends' migrations: a
+new field in `records.py` becomes a column at the next start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.catalog.sql.tables import Database, Table
+from bot.records import Drill, Request, Snapshot, WorkItem, columns
+
+
+def add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
+    have = table.columns_dict
+    for col, typ in cols.items():
+        if col not in have:
+            table.add_column(col, typ)
+
+
+def create_tables(db: Database) -> None:
+    """Every table but the audit log (whose key and guard each engine spells its own way)
+    and the work queue; what exists is completed, not replaced."""
+    snaps = db["snapshots"]
+    if not snaps.exists():
+        snaps.create(columns(Snapshot), pk="id", not_null={"database", "status"})
+    add_missing_columns(snaps, columns(Snapshot))
+    db.execute(
+        "CREATE UNIQUE INDEX IF NOT EXISTS one_running_snapshot "
+        "ON snapshots(database, environment) WHERE status = 'running'"
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS snapshots_started ON snapshots(started_at)")
+    if not db["requests"].exists():
+        db["requests"].create(columns(Request), pk="id")
+        db["requests"].create_index(["channel", "ts"])
+    add_missing_columns(db["requests"], columns(Request))
+    if not db["reactions"].exists():
+        db["reactions"].create(
+            {"request_id": str, "user": str, "emoji": str, "at": str},
+            pk=("request_id", "user", "emoji"),
+        )
+    if not db["drills"].exists():
+        db["drills"].create(columns(Drill), pk="id")
+    add_missing_columns(db["drills"], columns(Drill))
+    if not db["reminders"].exists():
+        db["reminders"].create({"key": str, "database": str, "sent_at": str, "text": str}, pk="key")
+    if not db["leases"].exists():
+        db["leases"].create({"name": str, "owner": str, "expires_at": float}, pk="name")
+    if not db["seen_requests"].exists():
+        db["seen_requests"].create({"key": str, "seen_at": str}, pk="key")
+
+
+def create_work(db: Database) -> None:
+    """The fleet's work queue, which replicas claim from."""
+    if not db["work"].exists():
+        db["work"].create(columns(WorkItem), pk="key")
+    db.execute("CREATE INDEX IF NOT EXISTS work_status ON work(status, queued_at)")
