@@ -298,6 +298,8 @@ def daily(services: Services) -> dict[str, Any]:
         ("expired", services.jobs.expire_due),
         ("unfinished_writes", lambda: len(services.recovery.sweep_pending())),
         ("scratch_dropped", services.scratch.clean_up),
+        # finished fleet work: a week of it is enough to see what a run did
+        ("work_forgotten", lambda: services.catalog.forget_work(7 * 86400)),
     ):
         try:
             result[name] = job()

@@ -84,6 +84,8 @@ def test_work_is_claimed_once_and_within_the_limit(catalog_server: CatalogServer
     abandoned = catalogs[1].abandon_work(0.0)
     assert {w.status for w in abandoned} == {WorkStatus.INTERRUPTED} and len(abandoned) == 4
     assert abandoned[0].error is not None and "stopped" in abandoned[0].error
+    assert catalogs[2].forget_work(3600) == 0  # finished, but not old yet
+    assert catalogs[2].forget_work(-1) == 4 and catalogs[2].run_work("run1") == []
 
 
 def test_racing_reminders_from_three_processes_post_once(

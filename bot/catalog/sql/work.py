@@ -112,3 +112,13 @@ class Work:
                 )
                 out.append(item)
             return out
+
+    def forget_work(self, older_than_s: float) -> int:
+        """Delete finished items queued more than `older_than_s` ago (their snapshots and
+        the audit log keep the history); returns how many."""
+        with self.conn.db() as db:
+            cur = db.execute(
+                "DELETE FROM work WHERE status NOT IN ('queued', 'running') AND queued_at < ?",
+                [db.clock() - older_than_s],
+            )
+            return int(cur.rowcount)
