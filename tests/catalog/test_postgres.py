@@ -15,10 +15,12 @@ import pytest
 
 from bot.catalog import open_catalog
 from bot.catalog.postgres import PostgresCatalog, migrations
-from bot.records import Snapshot, WorkItem, WorkStatus
+from bot.errors import AtlasError
+from bot.records import Snapshot, SnapshotStatus, WorkItem, WorkStatus
 from tests.support.catalogs import CatalogServer
 from tests.support.helpers import cli_env, run_cli
 from tests.support.pg import fill_sample
+from tests.support.proxy import tcp_proxy
 
 pytestmark = pytest.mark.own_catalog
 
@@ -169,3 +171,30 @@ def test_a_catalog_in_a_database_atlas_backs_up_is_refused(pg_url: str, tmp_path
     with psycopg.connect(pg_url) as conn:  # nothing was created in it
         found = conn.execute("SELECT to_regclass('atlas_schema')").fetchone()
     assert found is not None and found[0] is None
+
+
+def test_a_cut_link_to_the_catalog_is_one_line_and_heals(catalog_server: CatalogServer) -> None:
+    """The network to the catalog drops (every connection reset, new ones refused): each
+    call fails in one line without the password, nothing is half-written, and the first
+    call after the link is back works on fresh sessions."""
+    schema, _ = catalog_server.new_url()
+    with tcp_proxy(catalog_server.cluster.port) as proxy:
+        url = catalog_server.url(schema).replace(
+            f":{catalog_server.cluster.port}/", f":{proxy.port}/"
+        )
+        catalog = PostgresCatalog(url)
+        catalog.add_snapshot(Snapshot(id="before", database="app", status=SnapshotStatus.OK))
+        proxy.refuse()
+        for call in (
+            lambda: catalog.list_snapshots(),
+            lambda: catalog.begin_snapshot(Snapshot(id="during", database="app")),
+            lambda: catalog.acquire_lease("scheduler", "r1", 30),
+        ):
+            with pytest.raises(AtlasError) as failed:
+                call()
+            text = str(failed.value)
+            assert "\n" not in text and "cat-pw" not in text, text
+            assert "catalog" in text
+        proxy.restore()
+        assert [s.id for s in catalog.list_snapshots()] == ["before"]  # "during" never landed
+        assert catalog.acquire_lease("scheduler", "r1", 30)
