@@ -53,7 +53,8 @@ def _serve(server: Any) -> None:
     try:
         server.run()
     except OSError:
-        if server.socket.fileno() != -1:
+        sock = getattr(server, "socket", None)  # None once closed
+        if sock is not None and sock.fileno() != -1:
             raise
 
 
