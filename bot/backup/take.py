@@ -112,7 +112,7 @@ class Taker:
             if on_start:
                 on_start(snap)
             with Heartbeat(
-                lambda: self.catalog.update_snapshot(snap_id, heartbeat_at=now()),
+                lambda: self.catalog.beat_snapshot(snap_id),
                 heartbeat_every(self.settings),
             ):
                 dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)

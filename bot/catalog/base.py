@@ -79,6 +79,11 @@ class SnapshotLog(Protocol):
         only: a server's roles snapshots are not a database)."""
         ...
 
+    def beat_snapshot(self, snap_id: str) -> None:
+        """The snapshot's process is alive: its heartbeat, by the catalog's clock (so
+        replicas whose clocks disagree still agree on who has gone quiet)."""
+        ...
+
     def stale_running(self, stale_after_s: float) -> list[Snapshot]:
         """Running snapshots whose process is gone (same host) or silent for too long."""
         ...

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from bot.catalog import open_catalog
@@ -343,6 +344,39 @@ def test_a_replica_killed_mid_snapshot_is_closed_out_by_a_survivor(replicas, sla
     assert storage_files(replicas.tmp / "backups") == []  # the partial artifact is gone
     assert b.proc.poll() is None
     print(f"{machine} machine: interrupted snapshot closed out {took:.1f} s after the kill")
+
+
+@needs_faketime
+def test_a_replica_whose_clock_is_behind_is_not_taken_for_dead(replicas, no_faketime_leftovers):
+    """Replica B's clock is four minutes behind the leader's (inside the five minutes
+    Slack's signatures allow), and its snapshot waits 15 s for a lock, no bytes flowing.
+    Heartbeats come from a thread of their own and are timed by the catalog's clock, so
+    the leader (recovering every 6 s, silence counting after 12 s) lets it finish."""
+    [leader] = replicas.start(1)
+    eventually(leader.leads, 15, "the first replica leads")
+    normal = dict(replicas.env)
+    behind = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(time.time() - 240))
+    replicas.env = {**faked(behind, normal), "TZ": "UTC"}
+    # Python's sleep waits for an absolute monotonic deadline: fake that clock too, or
+    # libfaketime hands the kernel a deadline it refuses
+    del replicas.env["FAKETIME_DONT_FAKE_MONOTONIC"]
+    [late] = replicas.start(1)
+    replicas.env = normal
+    with psycopg.connect(replicas.env["DATABASE_URL"]) as holder:
+        holder.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")  # until the commit
+        status, _ = post_slash_command(late.url, SECRET, text="snapshot slow clock")
+        assert status == 200
+        catalog = replicas.catalog()
+        eventually(lambda: catalog.list_snapshots(status=SnapshotStatus.RUNNING), 10, "runs")
+        time.sleep(15)
+        assert [s.status for s in catalog.list_snapshots()] == [SnapshotStatus.RUNNING]
+    done = eventually(
+        lambda: [s for s in catalog.list_snapshots() if s.status != SnapshotStatus.RUNNING],
+        90,
+        "the snapshot finished",
+    )
+    assert [s.status for s in done] == [SnapshotStatus.OK], [(s.status, s.error) for s in done]
+    assert leader.leads()  # the leader ran its recovery meanwhile (every 6 s)
 
 
 def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):

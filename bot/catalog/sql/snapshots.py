@@ -3,7 +3,7 @@ snapshot of a database run at a time."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bot.catalog.sql.audit import write_audit
@@ -21,9 +21,9 @@ class Snapshots:
         snap.status = SnapshotStatus.RUNNING
         snap.owner = snap.owner or owner_id()
         snap.started_at = snap.started_at or now()
-        snap.heartbeat_at = snap.started_at
         try:
             with self.conn.transaction() as db:
+                snap.heartbeat_at = db.clock_iso()  # by the catalog's clock, as every beat
                 db["snapshots"].insert(to_row(snap))
         except Conflict:
             other = self.running_snapshot(snap.database, snap.environment)
@@ -144,8 +144,15 @@ class Snapshots:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
+    def beat_snapshot(self, snap_id: str) -> None:
+        with self.conn.db() as db:
+            db.execute(
+                "UPDATE snapshots SET heartbeat_at = ? WHERE id = ?", [db.clock_iso(), snap_id]
+            )
+
     def stale_running(self, stale_after_s: float) -> list[Snapshot]:
-        cutoff = datetime.now(UTC).timestamp() - stale_after_s
+        with self.conn.db() as db:
+            cutoff = db.clock() - stale_after_s
         return [
             s
             for s in self._snapshots_where("status = 'running'", [])

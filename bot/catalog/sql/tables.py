@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
@@ -76,6 +77,10 @@ class Database:
         ends (on SQLite, `BEGIN IMMEDIATE` already has)."""
         if self.dialect == POSTGRESQL:
             self.execute("SELECT pg_advisory_xact_lock(?)", [key])
+
+    def clock_iso(self) -> str:
+        """`clock()` as records store times (UTC, ISO 8601, milliseconds)."""
+        return datetime.fromtimestamp(self.clock(), UTC).isoformat(timespec="milliseconds")
 
     def clock(self) -> float:
         """Seconds since the epoch by the catalog's clock: on PostgreSQL the server's, so
