@@ -110,16 +110,22 @@ def run_queued(
         return []
     run = items[0].run
     catalog.enqueue_work(items)
-    while True:
-        worker.tick()
-        worker.beat()
-        catalog.abandon_work(worker.stale_after_s)
-        left = [
-            w for w in catalog.run_work(run) if w.status in (WorkStatus.QUEUED, WorkStatus.RUNNING)
-        ]
-        if not left:
-            break
-        time.sleep(poll_s)
+    try:
+        while True:
+            worker.tick()
+            worker.beat()
+            catalog.abandon_work(worker.stale_after_s)
+            left = [
+                w
+                for w in catalog.run_work(run)
+                if w.status in (WorkStatus.QUEUED, WorkStatus.RUNNING)
+            ]
+            if not left:
+                break
+            time.sleep(poll_s)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): no replica starts what is left of it
+        catalog.cancel_work(run, "the run was stopped before this database's turn")
+        raise
     done = {w.database: w for w in catalog.run_work(run)}
     out = []
     for item in items:

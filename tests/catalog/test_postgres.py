@@ -77,6 +77,10 @@ def test_work_is_claimed_once_and_within_the_limit(catalog_server: CatalogServer
     items = [WorkItem(key=f"run1:db{i}", run="run1", database=f"db{i}") for i in range(4)]
     assert catalogs[0].enqueue_work(items) == 4
     assert catalogs[0].enqueue_work(items) == 0  # queued twice: once
+    stopped = [WorkItem(key=f"run0:db{i}", run="run0", database=f"db{i}") for i in range(2)]
+    catalogs[0].enqueue_work(stopped)
+    assert catalogs[0].cancel_work("run0", "stopped") == 2  # a run stopped: nobody starts it
+    assert {w.status for w in catalogs[0].run_work("run0")} == {WorkStatus.FAILED}
     claimed = _race(5, lambda i: catalogs[i].claim_work(f"r{i}", 3, 60))
     got = [c.database for c in claimed if c is not None]
     assert len(got) == 3 and len(set(got)) == 3  # three at once, never the same one twice
@@ -87,7 +91,7 @@ def test_work_is_claimed_once_and_within_the_limit(catalog_server: CatalogServer
     assert {w.status for w in abandoned} == {WorkStatus.INTERRUPTED} and len(abandoned) == 4
     assert abandoned[0].error is not None and "stopped" in abandoned[0].error
     assert catalogs[2].forget_work(3600) == 0  # finished, but not old yet
-    assert catalogs[2].forget_work(-1) == 4 and catalogs[2].run_work("run1") == []
+    assert catalogs[2].forget_work(-1) == 6 and catalogs[2].run_work("run1") == []
 
 
 def test_racing_reminders_from_three_processes_post_once(

@@ -113,6 +113,15 @@ class Work:
                 out.append(item)
             return out
 
+    def cancel_work(self, run: str, reason: str) -> int:
+        """The run's items nobody has claimed yet, failed with `reason`; returns how many."""
+        with self.conn.db() as db:
+            cur = db.execute(
+                "UPDATE work SET status = ?, error = ? WHERE run = ? AND status = 'queued'",
+                [WorkStatus.FAILED.value, reason, run],
+            )
+            return int(cur.rowcount)
+
     def forget_work(self, older_than_s: float) -> int:
         """Delete finished items queued more than `older_than_s` ago (their snapshots and
         the audit log keep the history); returns how many."""
