@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-# each live `atlas serve` holds the lease `replica:<host>:<pid>:<token>` in the catalog
+# each live `atlas serve` holds the lease `replica:<host>:<pid>:<token>` in the catalog,
+# and the one that runs the schedule holds LEADER_LEASE too
 REPLICA_LEASE = "replica:"
+LEADER_LEASE = "scheduler"
 
 
 def owner_id() -> str:

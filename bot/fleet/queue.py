@@ -58,14 +58,20 @@ class Worker:
         self.running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
 
-    def room(self) -> int:
-        replicas = len(self.catalog.live_leases(REPLICA_LEASE))
+    def _busy(self) -> int:
+        """How many claims of this replica still run (finished ones forgotten)."""
         with self._lock:
             self.running = {k: f for k, f in self.running.items() if not f.done()}
-            return share(self.limit, replicas) - len(self.running)
+            return len(self.running)
+
+    def room(self) -> int:
+        replicas = len(self.catalog.live_leases(REPLICA_LEASE))
+        return share(self.limit, replicas) - self._busy()
 
     def tick(self) -> int:
         """Claim and start what this replica has room for; returns how many it started."""
+        if not self.catalog.queued_work():
+            return 0
         started = 0
         while self.room() > 0:
             item = self.catalog.claim_work(self.owner, self.limit, self.stale_after_s)
@@ -77,7 +83,9 @@ class Worker:
         return started
 
     def beat(self) -> None:
-        self.catalog.beat_work(self.owner)
+        """Heartbeats for what this replica runs (nothing to write when it runs nothing)."""
+        if self._busy():
+            self.catalog.beat_work(self.owner)
 
     def _run(self, item: WorkItem) -> None:
         try:

@@ -142,13 +142,12 @@ class _Collected:
 
 def render(services: Services) -> tuple[bytes, str]:
     """The exposition text and its content type."""
-    from bot.ops.scheduler import LEASE
-    from bot.owners import REPLICA_LEASE
+    from bot.owners import LEADER_LEASE, REPLICA_LEASE
     from bot.version import version
 
     replicas = ReplicaFacts(
         replica=services.replica,
-        leader=services.catalog.lease_holder(LEASE),
+        leader=services.catalog.lease_holder(LEADER_LEASE),
         alive=len(services.catalog.live_leases(REPLICA_LEASE)),
     )
     registry = CollectorRegistry(auto_describe=False)

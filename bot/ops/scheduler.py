@@ -21,12 +21,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.ops import housekeeping
-from bot.owners import REPLICA_LEASE
+from bot.owners import LEADER_LEASE, REPLICA_LEASE
 from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-LEASE = "scheduler"
+LEASE = LEADER_LEASE
 
 
 class Scheduler:
@@ -37,7 +37,7 @@ class Scheduler:
         st = services.settings
         self.lease_ttl_s = st.failover_s * 2 / 3
         self.sched = BackgroundScheduler(timezone=st.timezone)
-        self._add("lease", self.renew, "interval", seconds=st.failover_s / 6)
+        self._add("lease", self.leases, "interval", seconds=st.failover_s / 6)
         self._add("expire-requests", lambda: services.jobs.expire_due(), "interval", seconds=30)
         # a snapshot whose process died (a CLI killed on this host, a replica gone) is
         # closed out and announced soon after its heartbeats stop, not at the next snapshot
@@ -109,6 +109,18 @@ class Scheduler:
             **kw,
         )
 
+    def leases(self) -> None:
+        """Keep both leases: the leader's (if this replica leads or may now) and this
+        replica's own, which says it is alive."""
+        self.renew()
+        self.alive()
+
+    def alive(self) -> None:
+        if not self._stopped:
+            self.services.catalog.acquire_lease(
+                REPLICA_LEASE + self.owner, self.owner, self.services.settings.stale_after_s
+            )
+
     def renew(self) -> bool:
         if self._stopped:  # a job finishing after shutdown must not take the lease back
             return False
@@ -123,14 +135,11 @@ class Scheduler:
         self.services.catalog.abandon_work(self.services.settings.stale_after_s)
 
     def work(self) -> None:
-        """This replica is alive (its lease), beats for its running claims, and claims
-        more while it has room."""
+        """Beat for this replica's running claims and claim more while it has room: one
+        read of the catalog a second while nothing is queued or running."""
         if self._stopped:
             return
-        catalog, worker = self.services.catalog, self.services.worker
-        catalog.acquire_lease(
-            REPLICA_LEASE + self.owner, self.owner, self.services.settings.stale_after_s
-        )
+        worker = self.services.worker
         worker.beat()
         worker.tick()
 
@@ -139,7 +148,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Start, and run housekeeping once now so a restart never skips a day."""
-        self.work()  # alive from the start: the jobs this replica takes are seen as its
+        self.alive()  # from the start: the jobs this replica takes are seen to be its
         self.sched.start()
         self.sched.add_job(
             lambda: self.leader() and housekeeping.daily(self.services),

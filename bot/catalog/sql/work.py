@@ -98,6 +98,13 @@ class Work:
 
     def abandon_work(self, stale_after_s: float) -> list[WorkItem]:
         """Running items whose replica stopped beating, marked interrupted (once)."""
+        with self.conn.db() as db:  # the common case, nothing stale: a read, no lock
+            stale = db.execute(
+                "SELECT count(*) FROM work WHERE status = 'running' AND heartbeat_at <= ?",
+                [_live(db, stale_after_s)],
+            ).fetchone()[0]
+        if not stale:
+            return []
         with self.conn.transaction() as db:
             db.advisory_lock(WORK_LOCK)
             live = _live(db, stale_after_s)
