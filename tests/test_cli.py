@@ -19,7 +19,8 @@ import pytest
 import zstandard
 
 from tests.support import pick_free_port
-from tests.support.catalogs import catalog_text, state_for
+from tests.support.catalogs import catalog_text
+from tests.support.helpers import cli_env
 from tests.support.pg import PgCluster, fill_sample, unique_name
 
 ROWS = 50
@@ -54,20 +55,8 @@ class Atlas:
     def __init__(self, tmp: Path, database_url: str) -> None:
         self.tmp = tmp
         self.storage = tmp / "backups"
-        self.state = state_for(tmp)
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-            and k not in ("DATABASE_URL", "STAGING_DATABASE_URL", "PORT")
-        }
-        env.update(
-            DATABASE_URL=database_url,
-            ATLAS_STORAGE=str(self.storage),
-            ATLAS_STATE=self.state,
-            PYTHONPATH=str(REPO),
-        )
-        self.env = env
+        self.env = cli_env(tmp, DATABASE_URL=database_url)
+        self.state = self.env["ATLAS_STATE"]
 
     def __call__(self, *args: str, timeout: float = 120) -> Result:
         proc = subprocess.run(

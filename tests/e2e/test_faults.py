@@ -4,6 +4,7 @@ with nothing half-written left that looks good."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,15 +98,23 @@ def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
 # -- the catalog's disk is full ------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A small volume of its own at `mnt` (root only), unmounted afterwards."""
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 @pytest.mark.sqlite_only
 def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     fill_sample(pg_url, rows=50)
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "state", "2m") as mnt:
         env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
         assert run_cli(["snapshot"], env, tmp_path).returncode == 0
         filler = mnt / "filler"
@@ -131,8 +141,6 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         listed = json.loads(run_cli(["list", "--json"], env, tmp_path).stdout)
         assert [r["status"] for r in listed][-1] == "ok"
         assert len([r for r in listed if r["status"] == "ok"]) == 1
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 @pytest.mark.sqlite_only
@@ -152,11 +160,7 @@ def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
     assert not storage_files(tmp_path / "backups")  # nothing was dumped without a record
     if os.geteuid() != 0:
         return
-    mnt = tmp_path / "state"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "state", "4m") as mnt:
         env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
         assert run_cli(["snapshot"], env, tmp_path).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
@@ -166,8 +170,6 @@ def test_an_unwritable_catalog_is_one_clear_line(pg_url, tmp_path):
         assert "catalog cannot be written" in _one_error_line(proc.stderr)
         artifacts = [f for f in storage_files(tmp_path / "backups") if f.endswith(".zst")]
         assert len(artifacts) == 1  # the refused run left nothing that looks good
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 # -- Slack at start: unreachable, or refusing the token -----------------------------------------
