@@ -7,6 +7,7 @@ job starts, not a confusing failure half-way through a dump.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -203,10 +204,25 @@ def _boolean(v: str) -> bool:
 
 
 def _state(v: str) -> Path | str:
-    """A SQLite file path, or a postgresql:// URL for a catalog replicas share."""
+    """A SQLite file path, or a postgresql:// URL for a catalog replicas share. Anything
+    else that looks like a URL or connection string is refused, not taken for a file name
+    (which would be made, password and all)."""
     from bot.catalog import is_url
 
-    return v.strip() if is_url(v) else Path(v)
+    if is_url(v):
+        return v.strip()
+    if "://" in v:
+        shape = v.split("://", 1)[0].strip()[:20] + "://…"
+    elif re.search(r"\b(host|dbname|user)\s*=", v):
+        shape = "key=value …"
+    elif re.match(r"\s*[\w.-]+:[^/]*@", v):  # user:password@host/db without its scheme
+        shape = "USER:…@HOST"
+    else:
+        return Path(v)
+    raise ValueError(
+        f"{shape!r} is neither a file path nor a postgresql:// URL; write "
+        "postgresql://USER@HOST:5432/DBNAME, or the path of a SQLite file"
+    )
 
 
 def _optional_path(v: str) -> Path | None:

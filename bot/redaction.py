@@ -55,7 +55,11 @@ def secrets_in(text: str) -> set[str]:
     if "@" in body and "=" not in body.split("@", 1)[0]:
         userinfo = body.rsplit("@", 1)[0]
         if ":" in userinfo:
-            out.add(userinfo.split(":", 1)[1])
+            password = userinfo.split(":", 1)[1]
+            out.add(password)
+            # with an unencoded '@' in it, libpq reads up to the first '@' as the password
+            # and the rest as the host, which its errors then name: each piece is secret
+            out.update(password.split("@"))
     for m in _USERINFO.finditer(text):
         out.add(m.group(2))
     for m in _KV.finditer(text):

@@ -267,3 +267,30 @@ def test_a_database_may_have_a_schedule_of_its_own(tmp_path: Path) -> None:
     cfg.write_text('[databases.billing]\nurl = "postgresql://h/billing"\nschedule = "hourly"\n')
     with pytest.raises(AtlasError, match=r"ATLAS_CONFIG: \[databases.billing\]"):
         _load(ATLAS_CONFIG=str(cfg))
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "postgresq://atlas:Cat-pw-9@db/atlas_catalog",
+        "atlas:Cat-pw-9@db:5432/atlas_catalog",
+        "host=db dbname=atlas_catalog password=Cat-pw-9",
+    ],
+)
+def test_a_mistyped_catalog_url_is_refused_not_taken_for_a_file(state: str) -> None:
+    with pytest.raises(AtlasError) as refused:
+        load_settings(env={"ATLAS_STATE": state})
+    said = str(refused.value)
+    assert "ATLAS_STATE" in said and "postgresql://USER@HOST" in said
+    assert "Cat-pw-9" not in said and "\n" not in said
+
+
+def test_catalog_state_is_a_path_or_a_postgresql_url() -> None:
+    assert load_settings(env={"ATLAS_STATE": "/var/lib/atlas/atlas.db"}).state == Path(
+        "/var/lib/atlas/atlas.db"
+    )
+    assert load_settings(env={"ATLAS_STATE": "./user@2026/atlas.db"}).state == Path(
+        "./user@2026/atlas.db"
+    )
+    url = "postgres://atlas@db/atlas_catalog"
+    assert load_settings(env={"ATLAS_STATE": f" {url} "}).state == url

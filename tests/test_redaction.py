@@ -25,6 +25,9 @@ def _forget() -> None:
         ("host=db password='a b\\' c' user=app", "a b' c"),
         ("postgresql://app@db/app?password=Pw-1x&sslmode=require", "Pw-1x"),
         ("postgresql://app:Pw%401x@db/app", "Pw@1x"),
+        # an unencoded '@': libpq ends the password at the first one and takes the rest
+        # for the host, which an error then names
+        ("postgresql://app:Cat@log pw!@db/app", "log pw!"),
     ],
 )
 def test_secrets_are_found_in_mistyped_urls(url: str, secret: str) -> None:
