@@ -15,7 +15,7 @@ import pytest
 
 from bot.catalog import open_catalog
 from bot.catalog.postgres import PostgresCatalog, migrations
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Busy
 from bot.records import Snapshot, SnapshotStatus, WorkItem, WorkStatus
 from tests.support.catalogs import CatalogServer
 from tests.support.helpers import cli_env, run_cli
@@ -202,3 +202,32 @@ def test_a_cut_link_to_the_catalog_is_one_line_and_heals(catalog_server: Catalog
         proxy.restore()
         assert [s.id for s in catalog.list_snapshots()] == ["before"]  # "during" never landed
         assert catalog.acquire_lease("scheduler", "r1", 30)
+
+
+def test_snapshots_starting_as_another_finishes_are_busy_or_run(
+    catalog_server: CatalogServer,
+) -> None:
+    """Processes start snapshots of one database while others finish theirs (failing fast,
+    as with a mistyped URL): each start either runs or is told another is running, never
+    an unexpected error."""
+    _, url = catalog_server.new_url()
+    catalogs = [PostgresCatalog(url) for _ in range(6)]
+
+    def churn(i: int) -> list[str]:
+        seen = []
+        for n in range(40):
+            try:
+                catalogs[i].begin_snapshot(Snapshot(id=f"s{i}-{n}", database="app"))
+            except Busy:
+                seen.append("busy")
+                continue
+            except Exception as exc:
+                seen.append(type(exc).__name__)
+                continue
+            seen.append("ran")
+            catalogs[i].finish_snapshot(f"s{i}-{n}", SnapshotStatus.FAILED)
+        return seen
+
+    outcomes = [o for seen in _race(6, churn) for o in seen]
+    assert set(outcomes) <= {"busy", "ran"}, sorted(set(outcomes))
+    assert "ran" in outcomes

@@ -21,20 +21,25 @@ class Snapshots:
         snap.status = SnapshotStatus.RUNNING
         snap.owner = snap.owner or owner_id()
         snap.started_at = snap.started_at or now()
-        try:
-            with self.conn.transaction() as db:
-                snap.heartbeat_at = db.clock_iso()  # by the catalog's clock, as every beat
-                db["snapshots"].insert(to_row(snap))
-        except Conflict:
-            other = self.running_snapshot(snap.database, snap.environment)
-            if other is None:
-                raise
-            raise Busy(
-                f"A snapshot of {snap.database} is already running: {other.id}, "
-                f"started by {other.requested_by or 'someone'} at {other.started_at}.",
-                "wait for it to finish; `atlas list` shows its progress",
-            ) from None
-        return snap
+        for _ in range(3):
+            try:
+                with self.conn.transaction() as db:
+                    snap.heartbeat_at = db.clock_iso()  # by the catalog's clock, as every beat
+                    db["snapshots"].insert(to_row(snap))
+                return snap
+            except Conflict:
+                other = self.running_snapshot(snap.database, snap.environment)
+            if other is not None:
+                raise Busy(
+                    f"A snapshot of {snap.database} is already running: {other.id}, "
+                    f"started by {other.requested_by or 'someone'} at {other.started_at}.",
+                    "wait for it to finish; `atlas list` shows its progress",
+                )
+            # the one in the way finished between our insert and our look: try again
+        raise Busy(
+            f"Snapshots of {snap.database} kept starting at the same moment as this one.",
+            "try again",
+        )
 
     def running_snapshot(self, database: str, environment: str) -> Snapshot | None:
         rows = self._snapshots_where(
