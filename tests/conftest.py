@@ -93,13 +93,14 @@ def _uses_catalog(path: Path) -> bool:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests that touch a catalog run on SQLite and on PostgreSQL (`--catalog` picks one);
     `@pytest.mark.sqlite_only` keeps a test about the SQLite file to that file, and
-    `own_catalog` marks tests that pick their catalog themselves."""
+    `own_catalog` marks tests that pick their catalog themselves, `no_catalog` those that
+    only parse settings."""
     if "catalog_backend" not in metafunc.fixturenames:
         return
     choice = metafunc.config.getoption("--catalog")
     definition = metafunc.definition
     if any(
-        definition.get_closest_marker(m) for m in ("sqlite_only", "own_catalog")
+        definition.get_closest_marker(m) for m in ("sqlite_only", "own_catalog", "no_catalog")
     ) or not _uses_catalog(Path(str(metafunc.definition.fspath))):
         backends = [SQLITE]
     else:

@@ -9,6 +9,8 @@ import pytest
 from bot.config import ENV_NAMES, load_settings
 from bot.errors import AtlasError
 
+pytestmark = pytest.mark.no_catalog  # settings are parsed, no catalog is opened
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
