@@ -54,7 +54,11 @@ def run(keep: Path | None, say: Say) -> int:
         for title, args in steps:
             say("")
             say(title + f"  $ atlas {' '.join(args)}")
-            code = subprocess.run([sys.executable, "-m", "bot.cli", *args], env=env).returncode
+            # in a session of its own: Ctrl-C reaches the demo alone, which stops the
+            # command, rather than a Python still starting up (a KeyboardInterrupt traceback)
+            code = subprocess.run(
+                [sys.executable, "-m", "bot.cli", *args], env=env, start_new_session=True
+            ).returncode
             if args[0] == "drill":
                 drill_ok = code == 0
             elif code != 0 and args[0] != "status":  # status exits 1 on a ❌, and says why
@@ -109,6 +113,7 @@ def _prepare(cluster: Cluster, folder: Path) -> dict[str, str]:
             env=env,
             capture_output=True,
             text=True,
+            start_new_session=True,
         )
         if made.returncode != 0:
             raise AtlasError(f"Could not make the demo's encryption key: {made.stderr.strip()}")
