@@ -68,6 +68,7 @@ class Blocks:
         try:
             with os.fdopen(fd, "wb") as fh:
                 self.tools.writing_to(fh)(head)
+            job.ready()
             job.source.restoring()
             base = base_argv(job)
             env = session_env(job.dest)

@@ -16,7 +16,9 @@ from bot.records import CheckResult, Kind, Snapshot
 
 def run_checks(conn: Conn, checks: list[Check], timeout_s: int) -> list[CheckResult]:
     """Each check runs read-only with a timeout and must return exactly true."""
-    results = []
+    results: list[CheckResult] = []
+    if not checks:
+        return results  # no session to open
     with conn.connect(autocommit=False) as c:
         for check in checks:
             started = time.monotonic()

@@ -3,6 +3,7 @@ by the chosen strategy, verify against the manifest and the app-flow checks, rec
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import tempfile
@@ -19,7 +20,7 @@ from bot.pg import Conn, find_tool, redact
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import guard_not_catalog, guard_not_production
-from bot.restore.scratch import Scratch, create_database, scratch_name
+from bot.restore.scratch import Creating, Scratch, scratch_name
 from bot.restore.source import CheckedArtifact, Source
 from bot.store import CHUNK, Store
 
@@ -152,15 +153,19 @@ class Restores:
         say(f"Fetching `{snap.id}` and checking its checksum…")
         started = time.monotonic()
         timings: dict[str, float] = {}
-        created = False
         keep = False
+        creating: Creating | None = None
         try:
             dest = staging
             if scratch:
-                create_database(staging, scratch)
-                created = True
                 dest = staging.with_dbname(scratch)
-                guard_not_production(production, dest, known=prod)
+                scratch_db = dest
+                # made on a thread while the artifact's head is read and checked
+                creating = Creating(
+                    staging,
+                    scratch,
+                    lambda: guard_not_production(production, scratch_db, known=prod),
+                )
             pg_restore, _ = find_tool(
                 "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
             )
@@ -188,6 +193,7 @@ class Restores:
                     pg_restore=pg_restore,
                     source=Source(chunks, restoring, toc),
                     clean=kind == Kind.RESTORE,
+                    ready=creating.wait if creating else lambda: None,
                 )
             )
             timings["restore_s"] = time.monotonic() - (first_byte[0] if first_byte else began)
@@ -239,8 +245,11 @@ class Restores:
         finally:
             if artifact is not None:
                 artifact.close()
-            if created and not keep and scratch:
-                self.scratch.drop(drill_id, staging, scratch, in_report=True)
+            if creating is not None:
+                with contextlib.suppress(BaseException):
+                    creating.wait()  # a restore that failed first: the database may be made
+                if creating.created and not keep and scratch:
+                    self.scratch.drop(drill_id, staging, scratch, in_report=True)
         return self.catalog.get_drill(drill_id)
 
     def _check_globals(self, target: DatabaseTarget, dest: Conn) -> tuple[list[str], list[str]]:

@@ -4,6 +4,8 @@ later by housekeeping when a session the staging role may not end was still on i
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable
 
 import psycopg
 from psycopg import sql
@@ -31,6 +33,33 @@ def create_database(server: Conn, name: str) -> None:
                 f"{first_line(str(exc))}",
                 "the staging user needs CREATEDB",
             ) from None
+
+
+class Creating:
+    """A scratch database being created on a thread, so that the artifact's head can be
+    read and checked meanwhile. `then` runs once it exists (the production guard on it)."""
+
+    def __init__(self, server: Conn, name: str, then: Callable[[], object]) -> None:
+        self.created = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(server, name, then), name="atlas-scratch", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, server: Conn, name: str, then: Callable[[], object]) -> None:
+        try:
+            create_database(server, name)
+            self.created = True
+            then()
+        except BaseException as exc:
+            self._error = exc
+
+    def wait(self) -> None:
+        """Return once the database exists and passed `then`; raise what either raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def drop_database(server: Conn, name: str | None) -> str | None:

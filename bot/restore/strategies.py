@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -40,6 +40,8 @@ class Job:
     pg_restore: str
     source: Source
     clean: bool  # --clean --if-exists: a staging refresh replaces what is there
+    # returns once `dest` exists (a drill's scratch database is created meanwhile)
+    ready: Callable[[], None] = field(default=lambda: None)
 
 
 class Strategy(Protocol):
@@ -114,6 +116,7 @@ class Tools:
         file until `pg_restore --list` has read the whole table of contents from it.
         """
         dest, source, snap = job.dest, job.source, job.snap
+        job.ready()
         restore = pipeline.FeedProcess(
             [*argv, "--dbname", dest.conninfo],
             session_env(dest),
@@ -236,6 +239,7 @@ class Spool:
                     job.snap, self.tools.writing_to(fh), source=job.source.chunks()
                 )
             job.source.restoring()
+            job.ready()
             restore_file([*base_argv(job), f"--jobs={self.jobs}"], job.dest, spooled)
         finally:
             spooled.unlink(missing_ok=True)

@@ -525,3 +525,39 @@ def test_damage_a_drill_finds_is_recorded_and_the_next_drill_avoids_it(pg, env):
 
     again = services.restores.run(kind="drill", snap_id=None, requested_by="U1")
     assert again.snapshot_id == older.id and again.status == "passed", again
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_staging_role_that_cannot_create_databases_fails_the_drill_clearly(
+    pg, pg_db, pg_url, tmp_path, jobs
+):
+    """The scratch database is created while the artifact's head is read: when the
+    staging role may not create it, the drill fails in one line that says what to grant,
+    the failure is recorded, nothing is left behind, and pg_restore never ran."""
+    fill_sample(pg_url, rows=200)
+    role = f"{pg_db}_nocreate"
+    pg.create_role(role, "pw-nocreate", createdb=False)
+    staging = pg_db + "_nocreate"
+    pg.create_database(staging)
+    try:
+        services = services_for(
+            settings_for(
+                pg_url,
+                tmp_path,
+                STAGING_DATABASE_URL=pg.url(staging, user=role, password="pw-nocreate"),
+                ATLAS_RESTORE_JOBS=jobs,
+            )
+        )
+        snap = services.taker.take(requested_by="U1")
+        before = _dbs(pg)
+        drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+        assert drill.status == "failed"
+        assert "Cannot create the scratch database" in (drill.error or "")
+        assert "the staging user needs CREATEDB" in (drill.error or "")
+        assert "pw-nocreate" not in (drill.error or "")
+        assert drill.restore_s is None  # pg_restore got nothing
+        assert _dbs(pg) == before
+        assert services.catalog.get_drill(drill.id).status == "failed"
+    finally:
+        pg.drop_database(staging)
+        pg.drop_role(role)
