@@ -226,7 +226,8 @@ class FakeSlackApi:
         predicate_or_method: str | Callable[[SlackCall], bool],
         timeout: float = 10.0,
     ) -> SlackCall:
-        """Block until a matching call was recorded; return the first match.
+        """Block until a matching call was recorded and answered; return the first match
+        (its ``response`` is set: the fake records a call before it answers it).
 
         ``predicate_or_method`` is a method name (``"chat.postMessage"``) or a callable
         taking a :data:`SlackCall`. Raises ``AssertionError`` on timeout.
@@ -242,7 +243,7 @@ class FakeSlackApi:
         with self._cond:
             while True:
                 for call in self._calls:
-                    if match(call):
+                    if call["response"] is not None and match(call):
                         return call
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -281,6 +282,12 @@ class FakeSlackApi:
         with self._lock:
             n = next(self._ts_counter)
         return f"1700000000.{n * 100:06d}"
+
+    def _answer(self, call: SlackCall, payload: dict[str, Any]) -> None:
+        """Attach the answer to a recorded call, waking `wait_for`."""
+        with self._cond:
+            call["response"] = payload
+            self._cond.notify_all()
 
     def _record(
         self, method: str, params: dict[str, Any], headers: dict[str, str], path: str
@@ -534,7 +541,7 @@ def _make_handler(fake: FakeSlackApi) -> type[BaseHTTPRequestHandler]:
                 call, _, _ = fake._record("file.upload", params, headers, path)
                 with fake._lock:
                     fake._archive.append(body.decode("utf-8", errors="replace"))
-                call["response"] = {"ok": True}
+                fake._answer(call, {"ok": True})
                 self._send(200, {"ok": True}, {})
                 return
 
@@ -558,17 +565,17 @@ def _make_handler(fake: FakeSlackApi) -> type[BaseHTTPRequestHandler]:
             refused = _limit_error(method, params)
             if refused is not None:  # as Slack does: the whole message is refused
                 payload = {"ok": False, "error": refused}
-                call["response"] = payload
+                fake._answer(call, payload)
                 self._send(200, payload, {})
                 return
             if failure is not None:
                 payload = {"ok": False, "error": failure.error}
                 extra = {"Retry-After": str(failure.retry_after)} if failure.status == 429 else {}
-                call["response"] = payload
+                fake._answer(call, payload)
                 self._send(failure.status, payload, extra)
                 return
             payload = {"ok": True} if method == "response_url" else fake._respond(method, params)
-            call["response"] = payload
+            fake._answer(call, payload)
             extra = {}
             if method == "auth.test":  # as Slack does: the token's scopes in a header
                 extra["x-oauth-scopes"] = ",".join(fake.scopes)
