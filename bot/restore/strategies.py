@@ -238,8 +238,8 @@ class Spool:
                 self.tools.reader.read(
                     job.snap, self.tools.writing_to(fh), source=job.source.chunks()
                 )
-            job.source.restoring()
             job.ready()
+            job.source.restoring()
             restore_file([*base_argv(job), f"--jobs={self.jobs}"], job.dest, spooled)
         finally:
             spooled.unlink(missing_ok=True)
