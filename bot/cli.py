@@ -6,6 +6,7 @@ import gc
 import getpass
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -108,6 +109,15 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _reader_left() -> None:
+    """`atlas show ID | head -1`: the reader has what it wanted. Exit as a Unix tool killed
+    by SIGPIPE does (status 141), without a word, and without Python's complaint at exit
+    about the stdout it can no longer flush."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(128 + signal.SIGPIPE)
+
+
 def _operator() -> str:
     try:
         user = getpass.getuser()
@@ -123,7 +133,12 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         as_json = "--json" in sys.argv[1:]
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                sys.stdout.flush()  # a reader that left early is met here, not at exit
+        except BrokenPipeError:
+            _reader_left()
         except AtlasError as exc:
             _fail(exc, as_json)
         except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
@@ -623,18 +638,19 @@ def status(as_json: bool, no_provider: bool) -> None:
 @click.option("-o", "--output", required=True, help="Key file to create (mode 0600).")
 def keygen(output: str) -> None:
     """Create an age key for encryption at rest; point ATLAS_ENCRYPTION_KEY_FILE at it."""
-    import os
-
+    from bot import files
     from bot.store.crypto import generate_identity
 
     secret, recipient = generate_identity()
+    text = f"# created by atlas keygen\n# public key: {recipient}\n{secret}\n"
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        files.write_new(Path(output), text.encode())
     except FileExistsError:
         _fail(AtlasError(f"{output} already exists; Atlas never overwrites a key."), False)
         return
-    with os.fdopen(fd, "w") as fh:
-        fh.write(f"# created by atlas keygen\n# public key: {recipient}\n{secret}\n")
+    except OSError as exc:
+        _fail(AtlasError(f"Cannot write {output}: {exc.strerror or exc}."), False)
+        return
     err().print(
         f"wrote {output}; public key {recipient}. Keep a copy of this file somewhere safe: "
         "without it encrypted snapshots cannot be restored.",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bot import conninfo, redaction
+from bot import conninfo, locations, redaction
 from bot.errors import AtlasError
 from bot.fleet.patterns import Selection
 
@@ -211,13 +211,12 @@ def _state(v: str) -> Path | str:
 
     if is_url(v):
         return v.strip()
-    if "://" in v:
-        shape = v.split("://", 1)[0].strip()[:20] + "://…"
-    elif re.search(r"\b(host|dbname|user)\s*=", v):
+    shape = locations.url_shape(v)
+    if shape is None and re.search(r"\b(host|dbname|user)\s*=", v):
         shape = "key=value …"
-    elif re.match(r"\s*[\w.-]+:[^/]*@", v):  # user:password@host/db without its scheme
+    if shape is None and re.match(r"\s*[\w.-]+:[^/]*@", v):  # user:password@host, no scheme
         shape = "USER:…@HOST"
-    else:
+    if shape is None:
         return Path(v)
     raise ValueError(
         f"{shape!r} is neither a file path nor a postgresql:// URL; write "
@@ -225,8 +224,21 @@ def _state(v: str) -> Path | str:
     )
 
 
+def _group(v: str) -> str | None:
+    import grp
+
+    name = v.strip()
+    if not name:
+        return None
+    try:
+        grp.getgrgid(int(name)) if name.isdigit() else grp.getgrnam(name)
+    except KeyError:
+        raise ValueError(f"no group {name!r} on this host (groupadd it, or unset)") from None
+    return name
+
+
 def _optional_path(v: str) -> Path | None:
-    return Path(v) if v.strip() else None
+    return locations.path(v)
 
 
 def _days(v: str) -> list[int]:
@@ -302,9 +314,10 @@ def _emojis(v: str) -> list[str]:
 
 
 def _slack_url(v: str) -> str | None:
-    if not v:
+    url = locations.http_url(v)
+    if url is None:
         return None
-    return v if v.endswith("/") else v + "/"
+    return url if url.endswith("/") else url + "/"
 
 
 @dataclass
@@ -374,6 +387,9 @@ class Settings:
     drill_scope: str = "database"
     # replicas: a dead leader is replaced, and a silent job declared dead, within this
     failover_s: int = 60
+    aws_endpoint_url: str | None = None
+    # a group that may read the artifacts and the catalog (files 0640, folders 0750)
+    file_group: str | None = None
 
     databases: dict[str, DatabaseTarget] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
@@ -417,11 +433,12 @@ class Settings:
 
 # attribute: (environment variable, how to read it)
 ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
-    "database_url": ("DATABASE_URL", _text),
-    "staging_database_url": ("STAGING_DATABASE_URL", _text),
+    "database_url": ("DATABASE_URL", _text),  # checked where used (Conn.parse): serve still
+    # starts, and each job's failure is recorded and posted
+    "staging_database_url": ("STAGING_DATABASE_URL", _text),  # checked by the restores
     "environment": ("ATLAS_ENVIRONMENT", _text),
     "database_name": ("ATLAS_DATABASE_NAME", _text),
-    "storage": ("ATLAS_STORAGE", _text),
+    "storage": ("ATLAS_STORAGE", locations.storage),
     "state": ("ATLAS_STATE", _state),
     "config_file": ("ATLAS_CONFIG", _optional_path),
     "pg_bindir": ("ATLAS_PG_BINDIR", _text),
@@ -467,6 +484,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "max_parallel": ("ATLAS_MAX_PARALLEL", _integer(1, 64)),
     "drill_scope": ("ATLAS_DRILL_SCOPE", _scope),
     "failover_s": ("ATLAS_FAILOVER_S", _integer(6, 3600)),
+    "aws_endpoint_url": ("AWS_ENDPOINT_URL", locations.http_url),  # boto3 reads it too
+    "file_group": ("ATLAS_FILE_GROUP", _group),
 }
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 

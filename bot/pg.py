@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from bot import conninfo, redaction
+from bot import conninfo, locations, redaction
 from bot.errors import AtlasError
 
 
@@ -33,6 +33,10 @@ class Conn:
         """Split a libpq URL or key=value string; a malformed one is one clear error that
         names the setting and never quotes its password."""
         redaction.remember(url)
+        try:
+            locations.postgres_url(url)
+        except ValueError as exc:
+            raise AtlasError(f"Invalid database URL in {setting}: {exc}.") from None
         try:
             params = conninfo_to_dict(url) if url else {}
         except psycopg.ProgrammingError as exc:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, TypeVar
 
+from bot import files
 from bot.backup.keys import Keys
 from bot.backup.lookup import Snapshots
 from bot.backup.recovery import Recovery
@@ -50,7 +51,9 @@ class Services:
         self, settings: Settings, catalog: Catalog | None = None, chat: Chat | None = None
     ) -> None:
         self.settings = settings
-        self.catalog = catalog or open_catalog(settings.state, self._check_new_catalog)
+        self.catalog = catalog or open_catalog(
+            settings.state, self._check_new_catalog, files.Access.for_group(settings.file_group)
+        )
         self.chat = chat or NoChat()
         self.store = Store(settings)
         self.keys = Keys(settings)

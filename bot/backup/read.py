@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bot import files
 from bot.backup import pipeline
 from bot.backup.keys import Keys
 from bot.backup.lookup import Snapshots
@@ -155,11 +156,13 @@ class Reader:
         path = Path(out)
         if path.exists() and not force:
             raise AtlasError(f"{path} already exists.", "choose another -o path or pass --force")
-        tmp = path.with_name(f".{path.name}.partial")
+        try:  # an unguessable name, never through a planted link, private until renamed
+            tmp, fh = files.create_beside(path)
+        except OSError as exc:
+            raise AtlasError(f"Cannot write {path}: {exc.strerror or exc}.") from None
         try:
-            with open(tmp, "wb") as fh:
+            with fh:
                 self.read(snap, fh.write)
-                fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except Damaged as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from bot import files
 from bot.catalog.base import (
     AuditLog,
     Catalog,
@@ -31,17 +32,22 @@ def is_url(state: object) -> bool:
     )
 
 
-def open_catalog(state: str | Path, before_create: Callable[[], None] | None = None) -> Catalog:
+def open_catalog(
+    state: str | Path,
+    before_create: Callable[[], None] | None = None,
+    access: files.Access = files.PRIVATE,
+) -> Catalog:
     """The catalog ATLAS_STATE names: a postgresql:// URL, or a SQLite file path.
     `before_create` runs before a new PostgreSQL catalog's tables are made (the check
-    that the database is not one Atlas backs up or restores into)."""
+    that the database is not one Atlas backs up or restores into); `access` says who on
+    the host may read a SQLite file."""
     if is_url(state):
         from bot.catalog.postgres import PostgresCatalog
 
         return PostgresCatalog(str(state).strip(), before_create)
     from bot.catalog.sqlite import SqliteCatalog
 
-    return SqliteCatalog(state)
+    return SqliteCatalog(state, access)
 
 
 __all__ = [

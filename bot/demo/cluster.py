@@ -15,10 +15,10 @@ import secrets
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from bot import files
 from bot.errors import AtlasError
 
 INSTALL_HINT = (
@@ -117,8 +117,7 @@ class Cluster:
                 ) from None
             os.chown(self.folder, user.pw_uid, user.pw_gid)
         pwfile = self.folder / "pw"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        files.write_new(pwfile, f"{self.password}\n".encode())
         if self._as_postgres:
             shutil.chown(pwfile, "postgres", "postgres")
         try:
@@ -190,6 +189,6 @@ class Cluster:
 def work_folder(keep: Path | None) -> Path:
     """`--keep DIR` (created if needed, left in place) or a new temporary folder."""
     if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
+        files.make_dirs(keep)
         return keep.resolve()
-    return Path(tempfile.mkdtemp(prefix="atlas-demo-"))
+    return files.private_folder(None, "atlas-demo-")

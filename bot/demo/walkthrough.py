@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bot import files
 from bot.demo import sample
 from bot.demo.cluster import Cluster, server_bindir, work_folder
 from bot.errors import AtlasError
@@ -33,7 +33,7 @@ def run(keep: Path | None, say: Say) -> int:
     """Run the demo; 0 when the drill passed. Raises AtlasError for what stops it early."""
     bindir = server_bindir(os.environ.get("ATLAS_PG_BINDIR"))
     folder = work_folder(keep)
-    pg_folder = Path(tempfile.mkdtemp(prefix="atlas-demo-pg-"))
+    pg_folder = files.private_folder(None, "atlas-demo-pg-")
     cluster = Cluster(bindir, pg_folder)
     started = time.monotonic()
     try:
@@ -92,7 +92,7 @@ def _prepare(cluster: Cluster, folder: Path) -> dict[str, str]:
         conn.execute(sample.SCHEMA)
         conn.execute(sample.DATA)
     config = folder / "atlas.toml"
-    config.write_text(sample.CHECKS)
+    files.replace_with(config, sample.CHECKS.encode())
     key = folder / "age.key"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATLAS_", "SLACK_"))}
     for name in FOREIGN:

@@ -12,6 +12,7 @@ import functools
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtlasError
@@ -39,7 +40,7 @@ def run_all(services: Services, *, slack: bool = True) -> list[Check]:
 
 def _steps(services: Services, slack: bool) -> Iterator[tuple[str, Callable[[], list[Check]]]]:
     st = services.settings
-    yield "catalog", lambda: [catalog_check(services)]
+    yield "catalog", lambda: catalog_checks(services)
     yield "storage", lambda: storage_checks(services)
     yield "encryption", lambda: [key_check(services)]
     yield "schedule", lambda: [schedule_check(st)]
@@ -91,12 +92,12 @@ def fleet_checks(services: Services) -> list[Check]:
     return out
 
 
-def catalog_check(services: Services) -> Check:
-    """A real write: a lease taken and released."""
+def catalog_checks(services: Services) -> list[Check]:
+    """A real write: a lease taken and released; and who on the host can read a file."""
     catalog = services.catalog
     owner = f"doctor-{secrets.token_hex(3)}"
     if not catalog.acquire_lease("doctor", owner, 5):
-        return warn("catalog", "another `atlas doctor` is writing it right now; run again")
+        return [warn("catalog", "another `atlas doctor` is writing it right now; run again")]
     catalog.release_lease("doctor", owner)
     from bot.catalog import is_url
 
@@ -110,15 +111,32 @@ def catalog_check(services: Services) -> Check:
         try:
             refuse_catalog_among_targets(services.settings)
         except Refused as exc:
-            return fail("catalog", str(exc))
-    return ok("catalog", f"{where} is writable (schema version {catalog.schema_version()})")
+            return [fail("catalog", str(exc))]
+    found = ok("catalog", f"{where} is writable (schema version {catalog.schema_version()})")
+    if is_url(state):
+        return [found]
+    return [found, _host_access("catalog file", Path(state), fatal=False)]
+
+
+def _host_access(name: str, path: Path, *, fatal: bool) -> Check:
+    """Whether every user of the host can read what Atlas keeps at `path`."""
+    from bot.files import others_can_read
+
+    if not others_can_read(path):
+        return ok(name, f"{path} is private to its owner and group")
+    detail = (
+        f"{path} can be read by every user of this host (mode "
+        f"{path.stat().st_mode & 0o777:o}): chmod o-rwx it (Atlas makes new ones 0700/0600; "
+        "ATLAS_FILE_GROUP lets one group read them)"
+    )
+    return fail(name, detail) if fatal else warn(name, detail)
 
 
 def storage_checks(services: Services) -> list[Check]:
     """Write, read back and delete a small object, as a snapshot's sidecar is written."""
     st = services.settings
     storage = services.store.get()
-    key = f".atlas-doctor/{secrets.token_hex(6)}.txt"
+    key = f".atlas-doctor-{secrets.token_hex(6)}.txt"  # no folder left behind
     body = f"atlas doctor {datetime.now(UTC).isoformat()}".encode()
     where = storage.location(key)
     storage.put_bytes(key, body)
@@ -133,6 +151,10 @@ def storage_checks(services: Services) -> list[Check]:
     if storage.stat(key) is not None:
         return [fail("storage", f"{where} could not be deleted; retention could not prune")]
     checks = [ok("storage", f"{st.storage}: write, read back and delete work")]
+    from bot.store.local import LocalStorage
+
+    if isinstance(storage, LocalStorage):
+        checks.append(_host_access("storage folder", storage.root, fatal=True))
     if st.s3_sse:
         applied = head.sse if head else None
         if applied != st.s3_sse:

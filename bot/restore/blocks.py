@@ -25,11 +25,13 @@ import hashlib
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bot import files
 from bot.backup import archive
 from bot.backup.pipeline import FeedProcess, Frames
 from bot.errors import AtlasError, Damaged
@@ -190,20 +192,19 @@ class Blocks:
         in_blocks = {s.dump_id for s in blocks}
         others = [e.dump_id for e in toc.entries if e.dump_id not in in_blocks]
         stop = threading.Event()
-        lists: list[Path] = []
+        lanes_dir = files.private_folder(folder, f".atlas-{job.snap.id}-lanes-")
         try:
             work = []
             for n, lane in enumerate(lanes):
                 ids = [s.dump_id for s in lane] + (others if n == 0 else [])
                 order = {e.dump_id: i for i, e in enumerate(toc.entries)}
                 ids.sort(key=order.__getitem__)  # the order the blocks come in
-                lists.append(folder / f".atlas-{job.snap.id}-{os.getpid()}-lane{n}.list")
-                lists[-1].write_text("".join(f"{i}\n" for i in ids))
-                work.append(self._lane(job, head, lane, lists[-1], stop, n))
+                listing = lanes_dir / f"lane{n}.list"
+                files.write_new(listing, "".join(f"{i}\n" for i in ids).encode())
+                work.append(self._lane(job, head, lane, listing, stop, n))
             _run_lanes(work, stop)
         finally:
-            for path in lists:
-                path.unlink(missing_ok=True)
+            shutil.rmtree(lanes_dir, ignore_errors=True)
 
     def _lane(
         self,

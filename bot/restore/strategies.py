@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from bot import files
 from bot.backup import pipeline
 from bot.backup.read import Reader
 from bot.errors import AtlasError, Damaged
@@ -83,7 +83,7 @@ class Tools:
 
     def work_file(self, snap: Snapshot, suffix: str) -> tuple[int, str]:
         try:
-            return tempfile.mkstemp(prefix=f".atlas-{snap.id}-", suffix=suffix, dir=self.work_dir)
+            return files.temp_file(self.work_dir, f".atlas-{snap.id}-", suffix)
         except OSError as exc:
             raise AtlasError(
                 f"Cannot write to {self.work_dir}: {exc.strerror or exc}.",

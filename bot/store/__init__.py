@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bot import files
 from bot.errors import AtlasError
 from bot.store.base import CHUNK, ArtifactWriter, Pending, Storage, StoredObject
 
@@ -15,8 +16,14 @@ if TYPE_CHECKING:
     from bot.config import Settings
 
 
-def open_storage(spec: str, sse: str | None = None, kms_key_id: str | None = None) -> Storage:
-    """`s3://bucket/prefix` or a folder path; `sse` asks S3 to encrypt every upload."""
+def open_storage(
+    spec: str,
+    sse: str | None = None,
+    kms_key_id: str | None = None,
+    access: files.Access = files.PRIVATE,
+) -> Storage:
+    """`s3://bucket/prefix` or a folder path; `sse` asks S3 to encrypt every upload, and
+    `access` says who on the host may read a folder's files."""
     if spec.startswith("s3://"):
         bucket, _, prefix = spec[5:].partition("/")
         if not bucket:
@@ -26,7 +33,7 @@ def open_storage(spec: str, sse: str | None = None, kms_key_id: str | None = Non
         return S3Storage(bucket, prefix.strip("/"), sse=sse, kms_key_id=kms_key_id)
     from bot.store.local import LocalStorage
 
-    return LocalStorage(Path(spec))
+    return LocalStorage(Path(spec), access)
 
 
 class Store:
@@ -41,7 +48,8 @@ class Store:
         with self._lock:
             if self._storage is None:
                 st = self._settings
-                self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id)
+                access = files.Access.for_group(st.file_group)
+                self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id, access)
             return self._storage
 
     def open_soon(self) -> None:

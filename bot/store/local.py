@@ -7,11 +7,11 @@ import contextlib
 import errno
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from bot import files
 from bot.errors import AtlasError, NotFound
 from bot.pump import Pump
 from bot.store.base import CHUNK, ArtifactWriter, Pending, StoredObject
@@ -38,15 +38,16 @@ class LocalWriter:
 
     WRITEBACK_EVERY = 8 << 20
 
-    def __init__(self, final: Path, *, read_back: bool = False) -> None:
+    def __init__(
+        self, final: Path, *, read_back: bool = False, access: files.Access = files.PRIVATE
+    ) -> None:
         self.final = final
-        self.tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.partial")
-        self.pending_ref = str(self.tmp)
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.tmp, "xb", buffering=0)  # noqa: SIM115 - closed in commit/abort
+            files.make_dirs(final.parent, access)
+            self.tmp, self._fh = files.create_beside(final, access)
         except OSError as exc:
-            raise _disk_error(exc, self.tmp) from None
+            raise _disk_error(exc, final) from None
+        self.pending_ref = str(self.tmp)
         self.size = 0
         self.cleaned = False
         self._flushed = 0
@@ -208,8 +209,9 @@ _sync_file_range: Any = None
 class LocalStorage:
     kind = "local"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, access: files.Access = files.PRIVATE) -> None:
         self.root = root.expanduser().resolve()
+        self.access = access
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -221,10 +223,10 @@ class LocalStorage:
         return str(self._path(key))
 
     def writer(self, key: str) -> LocalWriter:
-        return LocalWriter(self._path(key), read_back=True)
+        return LocalWriter(self._path(key), read_back=True, access=self.access)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        w = LocalWriter(self._path(key))
+        w = LocalWriter(self._path(key), access=self.access)
         w.write(data)
         w.commit()
 

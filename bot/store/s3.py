@@ -290,9 +290,9 @@ class S3Storage:
 
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
         """A private download: an unnamed temporary file that no other process can open."""
-        import tempfile
+        from bot import files
 
-        fh = tempfile.TemporaryFile(dir=work_dir)  # noqa: SIM115 - the caller closes it
+        fh = files.anonymous_file(work_dir)
         try:
             for chunk in self.read(key):
                 fh.write(chunk)

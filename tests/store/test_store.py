@@ -22,7 +22,9 @@ def test_opened_ahead_on_a_thread_is_the_one_get_returns(tmp_path: Path, s3_env)
 
 
 def test_an_error_opening_ahead_is_raised_by_get(tmp_path: Path) -> None:
-    store = Store(settings_for(URL, tmp_path, storage="s3:///no-bucket"))
+    settings = settings_for(URL, tmp_path)
+    settings.storage = "s3:///no-bucket"  # past load_settings, which refuses it up front
+    store = Store(settings)
     store.open_soon()
     with pytest.raises(AtlasError, match="names no bucket"):
         store.get()

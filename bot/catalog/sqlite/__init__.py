@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bot import files
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
 from bot.catalog.sql.drills import Drills
@@ -22,9 +23,9 @@ class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
 
     conn: SqliteConnection
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, access: files.Access = files.PRIVATE) -> None:
         self.path = Path(path)
-        self.conn = SqliteConnection(self.path)
+        self.conn = SqliteConnection(self.path, access)
         with self.conn.db() as db:
             self._version = migrations.migrate(db)
 

@@ -7,11 +7,14 @@ beside an `atlas snapshot` in a deploy) share the file safely.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bot import files
 from bot.catalog.sql.tables import SQLITE, Conflict, Database, NotFoundError
 from bot.errors import AtlasError
 
@@ -23,16 +26,24 @@ class SqliteConnection:
     turn into their own answer (Busy, a known id), and every other SQLite error an
     AtlasError (but for other integrity errors, such as the audit log's trigger)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, access: files.Access = files.PRIVATE) -> None:
         self.path = Path(path)
-        if self.path.parent and not self.path.parent.exists():
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise AtlasError(
-                    f"Cannot create the folder for the catalog {self.path}: {exc.strerror or exc}.",
-                    "point ATLAS_STATE at a writable place",
-                ) from None
+        try:
+            files.make_dirs(self.path.parent, access)
+            if not os.path.lexists(self.path):
+                with contextlib.suppress(FileExistsError):  # another process made it
+                    files.create(self.path, access).close()  # private before SQLite opens it
+        except OSError as exc:
+            raise AtlasError(
+                f"The catalog cannot be written (ATLAS_STATE={self.path}: "
+                f"{exc.strerror or exc}).",
+                "make its folder writable for the user Atlas runs as, or point ATLAS_STATE "
+                "at a writable place",
+            ) from None
+        # SQLite opens these by name and follows links: none may be another user's link
+        files.refuse_foreign_links(
+            *(self.path.with_name(self.path.name + end) for end in ("", "-wal", "-shm", "-journal"))
+        )
 
     @contextmanager
     def db(self) -> Iterator[Database]:
