@@ -374,6 +374,8 @@ class Settings:
     keep_monthly: int = 0
     encryption_key: Secret | None = None
     encryption_key_file: Path | None = None
+    # encrypted snapshots' sidecars show their manifest, note and requester in the clear
+    sidecar_plain: bool = False
     s3_sse: str | None = None
     s3_kms_key_id: str | None = None
     rds_instance: str | None = None
@@ -474,6 +476,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "keep_monthly": ("ATLAS_KEEP_MONTHLY", _integer(0)),
     "encryption_key": ("ATLAS_ENCRYPTION_KEY", _secret),
     "encryption_key_file": ("ATLAS_ENCRYPTION_KEY_FILE", _optional_path),
+    "sidecar_plain": ("ATLAS_SIDECAR_PLAIN", _boolean),
     "s3_sse": ("ATLAS_S3_SSE", _sse),
     "s3_kms_key_id": ("ATLAS_S3_KMS_KEY_ID", _text),
     "rds_instance": ("ATLAS_RDS_INSTANCE", _text),

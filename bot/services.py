@@ -151,7 +151,7 @@ class Services:
             if self._rescanner is None:
                 from bot.backup.rescan import Rescanner
 
-                self._rescanner = Rescanner(self.settings, self.catalog, self.store)
+                self._rescanner = Rescanner(self.settings, self.catalog, self.store, self.keys)
             return self._rescanner
 
     @property

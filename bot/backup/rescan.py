@@ -4,14 +4,18 @@ there and agree is registered again."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.backup import sidecar
+from bot.backup.keys import Keys
 from bot.backup.layout import SNAPSHOT_ID, artifact_key
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
 from bot.store import Store
+
+if TYPE_CHECKING:
+    from bot.store.crypto import Identity
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,8 @@ class Found:
 
 
 class Rescanner:
-    def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
-        self.settings, self.catalog, self.store = settings, catalog, store
+    def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
+        self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 
     def rescan(self, actor: str, *, dry_run: bool = False) -> list[Found]:
         """Register snapshots that storage holds but the catalog does not know, from their
@@ -59,6 +63,10 @@ class Rescanner:
                 results.append(self._adopt(key, snap_id, target, actor, dry_run))
         return results
 
+    def _identity(self, data: bytes) -> Identity | None:
+        """The key, when a sidecar is sealed (checked cheaply, before loading any key)."""
+        return self.keys.current() if b'"sealed"' in data else None
+
     def _adopt(
         self, key: str, snap_id: str, target: DatabaseTarget, actor: str, dry_run: bool
     ) -> Found:
@@ -73,7 +81,7 @@ class Rescanner:
                 data += chunk
                 if len(data) > sidecar.SIDECAR_MAX:
                     break
-            doc = sidecar.parse(data, key, snap_id, target)
+            doc = sidecar.parse(data, key, snap_id, target, self._identity(data))
             artifact = artifact_key(target, snap_id, encrypted=doc["encryption"] == "age")
             head = storage.stat(artifact)
             if head is None:

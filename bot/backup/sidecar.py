@@ -4,49 +4,94 @@ out, no storage or catalog."""
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.backup.layout import FORMAT, FORMATS, GLOBALS_FORMAT
 from bot.config import DatabaseTarget
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, names
 
+if TYPE_CHECKING:
+    from bot.store.crypto import Identity
+
 SIDECAR_MAX = 16 << 20  # manifests of very many tables stay far below this
+# What an encrypted snapshot's sidecar keeps sealed: the tables, their row counts and
+# sequence values (a globals manifest: every role), the note and who asked.
+SEALED = ("manifest", "note", "requested_by")
 
 
-def sidecar(snap: Snapshot, recipient: str | None) -> bytes:
-    """The sidecar of a good snapshot; `recipient` is the public key it is encrypted to."""
+def sidecar(snap: Snapshot, identity: Identity | None, *, plain: bool = False) -> bytes:
+    """The sidecar of a good snapshot. For an encrypted one, what would tell a reader of
+    the bucket about the data or the people (table names, row counts, the note, who
+    asked) is sealed to the same key, unless `plain` (ATLAS_SIDECAR_PLAIN) says not to."""
     doc: dict[str, Any] = {name: getattr(snap, name) for name in names(Snapshot, "sidecar")}
     doc["format"] = FORMAT
     doc["manifest"] = snap.manifest
     encrypted = snap.encryption == "age"
+    if encrypted and identity is not None:
+        doc["recipient"] = identity.recipient
     if snap.kind == SnapshotKind.GLOBALS:
         doc["format"] = GLOBALS_FORMAT
         read = "age -d -i KEY.txt ID.sql.zst.age | zstd -dc" if encrypted else "zstd -dc ID.sql.zst"
+        doc["restore"] = f'{read} | psql -v ON_ERROR_STOP=1 --dbname "$TARGET_SERVER_URL"'
+    else:
+        decode = (
+            "age -d -i KEY.txt ID.dump.zst.age | zstd -dc > ID.dump"
+            if encrypted
+            else "zstd -dc ID.dump.zst > ID.dump"
+        )
         doc["restore"] = (
-            f'{read} | psql -v ON_ERROR_STOP=1 --dbname "$TARGET_SERVER_URL"'
-        ).replace("ID", snap.id)
-        if encrypted and recipient:
-            doc["recipient"] = recipient
-        return json.dumps(doc, indent=2, sort_keys=True).encode()
-    decode = (
-        "age -d -i KEY.txt ID.dump.zst.age | zstd -dc > ID.dump"
-        if encrypted
-        else "zstd -dc ID.dump.zst > ID.dump"
-    )
-    doc["restore"] = (
-        f"{decode} && pg_restore --clean --if-exists --no-owner "
-        '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
-    ).replace("ID", snap.id)
-    if encrypted and recipient:
-        doc["recipient"] = recipient
+            f"{decode} && pg_restore --clean --if-exists --no-owner "
+            '--no-acl --dbname "$STAGING_DATABASE_URL" ID.dump'
+        )
+    doc["restore"] = doc["restore"].replace("ID", snap.id)
+    if encrypted and identity is not None and not plain:
+        _seal(doc, identity, snap.id)
     return json.dumps(doc, indent=2, sort_keys=True).encode()
 
 
-def parse(data: bytes, key: str, snap_id: str, target: DatabaseTarget) -> dict[str, Any]:
-    """The sidecar's document, or AtlasError saying why it cannot be trusted."""
+def _seal(doc: dict[str, Any], identity: Identity, snap_id: str) -> None:
+    from bot.store import crypto
+
+    private = {name: doc.pop(name) for name in SEALED}
+    sealed = crypto.seal(json.dumps(private, sort_keys=True).encode(), identity)
+    doc["sealed"] = base64.b64encode(sealed).decode()
+    doc["sealed_fields"] = list(SEALED)
+    doc["unseal"] = f"jq -r .sealed {snap_id}.json | base64 -d | age -d -i KEY.txt"
+
+
+def unseal(doc: dict[str, Any], key: str, identity: Identity | None) -> None:
+    """Put a sealed sidecar's private part back into `doc`, or AtlasError saying why not."""
+    if "sealed" not in doc:
+        return
+    if identity is None:
+        raise AtlasError(
+            f"{key}: its manifest is encrypted, and no key is configured.",
+            "set ATLAS_ENCRYPTION_KEY_FILE to the key its snapshot was made with",
+        )
+    from bot.store import crypto
+
+    try:
+        private = json.loads(crypto.unseal(base64.b64decode(str(doc["sealed"])), identity))
+    except (ValueError, AtlasError) as exc:
+        raise AtlasError(f"{key}: its sealed part cannot be read ({exc}).") from None
+    if not isinstance(private, dict):
+        raise AtlasError(f"{key}: its sealed part is not a document.")
+    doc.update({name: private.get(name) for name in SEALED})
+
+
+def parse(
+    data: bytes,
+    key: str,
+    snap_id: str,
+    target: DatabaseTarget,
+    identity: Identity | None = None,
+) -> dict[str, Any]:
+    """The sidecar's document (its sealed part opened with `identity`), or AtlasError
+    saying why it cannot be trusted."""
     if len(data) > SIDECAR_MAX:
         raise AtlasError(f"{key} is larger than a sidecar can be.")
     try:
@@ -55,6 +100,7 @@ def parse(data: bytes, key: str, snap_id: str, target: DatabaseTarget) -> dict[s
         raise AtlasError(f"{key} is not JSON.") from None
     if not isinstance(doc, dict):
         raise AtlasError(f"{key} is not a sidecar.")
+    unseal(doc, key, identity)
     expected = {
         "id": snap_id,
         "database": target.name,

@@ -143,8 +143,8 @@ class Taker:
                 "pending_ref": None,
             }
             done = _with(snap, result)
-            recipient = identity.recipient if identity is not None else None
-            storage.put_bytes(sidecar_key(key), sidecar.sidecar(done, recipient))
+            doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
+            storage.put_bytes(sidecar_key(key), doc)
             result["duration_s"] = round(_seconds_between(snap.started_at, now()), 3)
             self.catalog.finish_snapshot(
                 snap_id,

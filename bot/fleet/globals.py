@@ -164,8 +164,8 @@ class GlobalsTaker:
                 },
             }
             done = dataclasses.replace(snap, **fields)
-            recipient = identity.recipient if identity is not None else None
-            storage.put_bytes(sidecar_key(key), sidecar.sidecar(done, recipient))
+            doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
+            storage.put_bytes(sidecar_key(key), doc)
             self.catalog.finish_snapshot(
                 snap_id,
                 SnapshotStatus.OK,

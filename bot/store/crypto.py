@@ -135,6 +135,19 @@ def _recipient(key: Identity | str) -> Any:
         raise AtlasError(f"Not an age recipient (public key age1…): {key!r}") from None
 
 
+def seal(data: bytes, key: Identity | str) -> bytes:
+    """A small document encrypted whole to `key`'s recipient (a sidecar's private part)."""
+    return bytes(pyrage.encrypt(data, [_recipient(key)]))
+
+
+def unseal(data: bytes, identity: Identity) -> bytes:
+    """What `seal` made, read with any configured key; Damaged if none fits."""
+    try:
+        return bytes(pyrage.decrypt(data, identity._keys))
+    except pyrage.DecryptError as exc:
+        raise _decrypt_error(exc) from None
+
+
 # -- the channel between the caller's thread and the pyrage thread ----------------------------
 
 

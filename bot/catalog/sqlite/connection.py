@@ -35,8 +35,7 @@ class SqliteConnection:
                     files.create(self.path, access).close()  # private before SQLite opens it
         except OSError as exc:
             raise AtlasError(
-                f"The catalog cannot be written (ATLAS_STATE={self.path}: "
-                f"{exc.strerror or exc}).",
+                f"The catalog cannot be written (ATLAS_STATE={self.path}: {exc.strerror or exc}).",
                 "make its folder writable for the user Atlas runs as, or point ATLAS_STATE "
                 "at a writable place",
             ) from None
