@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 
 from bot.config import Settings
 from bot.errors import AtlasError
 from bot.services import Services
 from bot.slack.client import SlackChat
-from bot.version import version
+from bot.slack.http import make_server, wsgi
 
 log = logging.getLogger(__name__)
-
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
 
 Register = Callable[[App, Services], None]
 LISTENERS = "atlas.slack_listeners"  # the entry-point group Slack listeners plug into
@@ -100,50 +95,6 @@ def check_slack(client: Any) -> dict[str, Any]:
         sdk_log.removeFilter(quiet)
 
 
-def wsgi(app: App | None, services: Services) -> WSGIApp:
-    """POST /slack/events for Slack, GET /healthz for load balancers and Docker, GET /metrics
-    for Prometheus."""
-    slack = SlackRequestHandler(app, path="/slack/events") if app else None
-
-    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/metrics":
-            from bot.ops import metrics
-
-            try:
-                data, kind = metrics.render(services)
-                status = "200 OK"
-            except Exception as exc:  # a scrape must answer, not raise
-                data, kind = f"metrics failed: {exc}\n".encode(), "text/plain"
-                status = "503 Service Unavailable"
-            start_response(status, [("Content-Type", kind), ("Content-Length", str(len(data)))])
-            return [data]
-        if environ.get("PATH_INFO") == "/healthz":
-            body: dict[str, object]
-            try:
-                services.catalog.ping()
-                status, body = "200 OK", {"ok": True, "version": version()}
-            except Exception as exc:  # health must answer, not raise
-                status, body = "503 Service Unavailable", {"ok": False, "error": str(exc)}
-            data = json.dumps(body).encode()
-            start_response(
-                status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
-            )
-            return [data]
-        if slack is None:
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"not found"]
-        stamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
-        if not (stamp.isascii() and stamp.isdigit()):
-            # Bolt would raise on int("1e10") and answer 500 with a traceback in the log;
-            # a request without a whole-number timestamp is just another bad signature.
-            log.info("refused a Slack request with a malformed timestamp header")
-            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-            return [b"invalid request"]
-        return slack(environ, start_response)
-
-    return application
-
-
 def startup_checks(services: Services) -> None:
     """`atlas doctor` at every start: what is broken is said in the channel at once, not
     found during the first drill."""
@@ -165,12 +116,6 @@ def startup_checks(services: Services) -> None:
             + "\n".join(f"❌ *{c.name}*: {c.detail}" for c in failed)
         )
         Message(services.chat, services.settings.channel).post(text, [])
-
-
-def make_server(application: WSGIApp, host: str, port: int) -> Any:
-    import waitress
-
-    return waitress.create_server(application, host=host, port=port, threads=8, ident="atlas")
 
 
 def run(

@@ -8,8 +8,9 @@ from typing import Any
 
 import handlers
 from bot.services import Services
-from bot.slack.app import build_app, make_server, wsgi
+from bot.slack.app import build_app
 from bot.slack.client import make_client
+from bot.slack.http import make_server, wsgi
 from tests.support import pick_free_port
 from tests.support.helpers import services_for, settings_for
 from tests.support.slack import FakeSlackApi, post_event, post_slash_command, reaction_event
