@@ -72,6 +72,8 @@ def make_dirs(path: Path, access: Access = PRIVATE) -> None:
     while not here.exists() and here != here.parent:
         missing.append(here)
         here = here.parent
+    if missing:  # new folders under a link of another user's would be theirs to place
+        refuse_foreign_links(here, *here.parents)
     for folder in reversed(missing):
         try:
             os.mkdir(folder, access.dir_mode)
@@ -152,14 +154,15 @@ def temp_file(folder: Path, prefix: str, suffix: str) -> tuple[int, str]:
 
 
 def refuse_foreign_links(*paths: Path) -> None:
-    """A symbolic link at a path Atlas opens by name (the SQLite catalog and its journal)
-    that another user owns could point Atlas's writes at any file: refuse it."""
+    """A symbolic link at a path Atlas opens by name (the SQLite catalog and its journal,
+    a folder it makes folders in) that another user owns could point Atlas's writes at
+    any file: refuse it. Links of Atlas's own user or of root are trusted."""
     for path in paths:
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if stat.S_ISLNK(st.st_mode) and st.st_uid != os.geteuid():
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.geteuid(), 0):
             raise AtlasError(
                 f"{path} is a symbolic link owned by another user (uid {st.st_uid}).",
                 "remove it, and keep Atlas's files in a folder only Atlas can write",

@@ -13,6 +13,8 @@ waitress with bounds an attacker on the network cannot push past.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -53,6 +55,16 @@ def malformed(body: bytes, content_type: str) -> str | None:
     return None
 
 
+def signed(body: bytes, stamp: str, signature: str, secret: bytes, now: float) -> bool:
+    """Slack's v0 signature over the raw bytes, from the last five minutes. Pure; the
+    bytes need not be text (slack_sdk's verifier would raise on those)."""
+    if not (stamp.isascii() and stamp.isdigit()) or abs(now - int(stamp)) > 300:
+        return False
+    base = b"v0:" + stamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
 def _answer(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
     data = text.encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
@@ -61,9 +73,7 @@ def _answer(start_response: Callable[..., Any], status: str, text: str) -> list[
 
 def slack_gate(bolt: WSGIApp, signing_secret: str) -> WSGIApp:
     """What stands before Bolt: method, size, signature, then shape."""
-    from slack_sdk.signature import SignatureVerifier
-
-    verifier = SignatureVerifier(signing_secret)
+    secret = signing_secret.encode()
 
     def gate(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         peer = environ.get("REMOTE_ADDR", "?")
@@ -79,9 +89,7 @@ def slack_gate(bolt: WSGIApp, signing_secret: str) -> WSGIApp:
         body = environ["wsgi.input"].read(length)
         stamp = str(environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""))
         signature = str(environ.get("HTTP_X_SLACK_SIGNATURE", ""))
-        if not (stamp.isascii() and stamp.isdigit()) or not verifier.is_valid(
-            body, stamp, signature
-        ):
+        if not signed(body, stamp, signature, secret, time.time()):
             log.warning("refused a Slack request from %s: its signature is not valid", peer)
             return _answer(start_response, "401 Unauthorized", "invalid request")
         problem = malformed(body, str(environ.get("CONTENT_TYPE", "")))
