@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import contextlib
 import http.client
 import json
 import logging
