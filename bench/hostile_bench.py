@@ -2,6 +2,7 @@
 
     python -m bench.hostile_bench                 # 3 rounds
     python -m bench.hostile_bench --rounds 5 --slow 250,500,900
+    python -m bench.hostile_bench --checkout /tmp/atlas-old   # another version, to compare
 
 Each round starts a fresh `atlas serve --http` (Slack configured against a local fake Web
 API, a throwaway PostgreSQL behind it) and reads its peak resident memory (VmHWM):
@@ -46,7 +47,8 @@ def vm_hwm_mib(pid: int) -> float:
 def flood(port: int, size: int, chunked: bool) -> None:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
-    head = f"POST /slack/events HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n".encode()
+    forged = f"X-Slack-Request-Timestamp: {int(time.time())}\r\nX-Slack-Signature: v0=00"
+    head = f"POST /slack/events HTTP/1.1\r\nHost: x\r\n{framing}\r\n{forged}\r\n\r\n".encode()
     piece = b"x" * (1 << 20)
     try:
         sock.sendall(head)
@@ -59,10 +61,14 @@ def flood(port: int, size: int, chunked: bool) -> None:
         sock.close()
 
 
-def timed(call: Any) -> float:
+def timed(call: Any) -> float | None:
+    """Seconds `call` took, or None when it failed or gave up (30 s)."""
     began = time.monotonic()
-    call()
-    return time.monotonic() - began
+    try:
+        call()
+    except (OSError, AssertionError):
+        return None
+    return round(time.monotonic() - began, 3)
 
 
 def health(port: int) -> None:
@@ -101,8 +107,8 @@ def slow_steps(port: int, steps: list[int], response_url: str) -> list[dict[str,
             out.append(
                 {
                     "slow": n,
-                    "healthz_s": round(timed(lambda: health(port)), 3),
-                    "command_s": round(timed(lambda: command(port, response_url)), 3),
+                    "healthz_s": timed(lambda: health(port)),
+                    "command_s": timed(lambda: command(port, response_url)),
                 }
             )
     finally:
@@ -112,7 +118,9 @@ def slow_steps(port: int, steps: list[int], response_url: str) -> list[dict[str,
     return out
 
 
-def one_round(url: str, slack: Any, folder: Path, steps: list[int]) -> dict[str, Any]:
+def one_round(
+    url: str, slack: Any, folder: Path, steps: list[int], checkout: Path | None
+) -> dict[str, Any]:
     from tests.support import pick_free_port
 
     port = pick_free_port()
@@ -126,8 +134,14 @@ def one_round(url: str, slack: Any, folder: Path, steps: list[int]) -> dict[str,
         "SLACK_API_URL": slack.url,
         "ATLAS_CHANNEL": "CBENCH",
     }
-    argv = [*atlas_command(), "serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atlas = atlas_command()
+    if checkout is not None:  # another version of Atlas, for a before-and-after
+        atlas = [sys.executable, "-m", "bot.cli"]
+        env["PYTHONPATH"] = str(checkout)
+    argv = [*atlas, "serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        argv, env=env, cwd=checkout, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 30
         while True:
@@ -168,14 +182,18 @@ def one_round(url: str, slack: Any, folder: Path, steps: list[int]) -> dict[str,
         proc.wait(timeout=20)
 
 
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+def spread(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    if len(known) < len(values):
+        return f"{len(values) - len(known)} of {len(values)} gave up"
+    return f"{statistics.median(known):.2f} ({min(known):.2f}-{max(known):.2f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--slow", default="250,500,900", help="slow connections, in steps")
+    parser.add_argument("--checkout", type=Path, help="run the Atlas of another checkout")
     args = parser.parse_args()
     steps = [int(n) for n in args.slow.split(",")]
     from tests.support.pg import PgCluster, fill_sample
@@ -187,7 +205,8 @@ def main() -> int:
         fill_sample(cluster.url("app"), rows=100)
         for n in range(args.rounds):
             log(f"round {n + 1} of {args.rounds}")
-            rounds.append(one_round(cluster.url("app"), slack, Path(tmp) / str(n), steps))
+            folder = Path(tmp) / str(n)
+            rounds.append(one_round(cluster.url("app"), slack, folder, steps, args.checkout))
     print(json.dumps(rounds, indent=2))
     for key in ("rest_mib", "after_floods_mib", "after_200_commands_mib", "commands_took_s"):
         print(f"{key:>24}: {spread([r[key] for r in rounds])}")

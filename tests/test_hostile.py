@@ -81,7 +81,11 @@ def _flood(port: int, size: int, *, chunked: bool) -> bytes:
     """An unsigned POST of `size` bytes; what the server answered (b'' if it hung up)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"
-    head = f"POST /slack/events HTTP/1.1\r\nHost: x\r\n{framing}\r\nContent-Type: application/json\r\n\r\n"
+    forged = f"X-Slack-Request-Timestamp: {int(time.time())}\r\nX-Slack-Signature: v0=00\r\n"
+    head = (
+        f"POST /slack/events HTTP/1.1\r\nHost: x\r\n{framing}\r\n{forged}"
+        "Content-Type: application/json\r\n\r\n"
+    )
     piece = b"x" * (1 << 20)
     try:
         sock.sendall(head.encode())
