@@ -239,7 +239,8 @@ def database_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
 
 
 PRIVILEGES = """
-SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user
+SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user,
+       current_user, current_database(), pg_get_userbyid(d.datdba)
 FROM pg_roles r, pg_database d
 WHERE r.rolname = current_user AND d.datname = current_database()
 """
@@ -256,33 +257,31 @@ def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
     with staging.connect(autocommit=True) as c:
         row = c.execute(PRIVILEGES).fetchone()
     assert row is not None
-    superuser, createdb, owner = (bool(v) for v in row)
+    superuser, createdb, owner = (bool(v) for v in row[:3])
+    role, database, owned_by = (str(v) for v in row[3:])
     guard_not_production(production, staging)
+    server = staging.describe().rsplit("/", 1)[0]
+    who = f"as {role} ({target.staging_setting})"
     checks = [ok(name, f"{staging.describe()} is reachable and is not production")]
     if superuser or createdb:
-        checks.append(
-            ok(f"drills of {target.name}", "the staging role may create scratch databases")
-        )
+        detail = f"create and drop scratch databases on {server} {who}, which has CREATEDB"
+        checks.append(ok(f"drills of {target.name}", detail))
     else:
-        checks.append(
-            fail(
-                f"drills of {target.name}",
-                "the staging role lacks CREATEDB, so drills cannot make their scratch "
-                "database: ALTER ROLE … CREATEDB",
-            )
+        detail = (
+            f"cannot make their scratch database on {server} {who}, which lacks CREATEDB: "
+            f"ALTER ROLE {role} CREATEDB"
         )
+        checks.append(fail(f"drills of {target.name}", detail))
     if superuser or owner:
-        checks.append(
-            ok(f"refreshes of {target.name}", "the staging role owns the staging database")
-        )
+        detail = f"replace {database} on {server} {who}, which owns it"
+        checks.append(ok(f"refreshes of {target.name}", detail))
     else:
-        checks.append(
-            warn(
-                f"refreshes of {target.name}",
-                "the staging role does not own the staging database, so a refresh may fail "
-                "to drop objects: ALTER DATABASE … OWNER TO the role",
-            )
+        detail = (
+            f"would replace {database} on {server} {who}, but {owned_by} owns it, so they "
+            f"fail: ALTER DATABASE {database} OWNER TO {role}, or name the staging database "
+            f"{role} owns in {target.staging_setting}"
         )
+        checks.append(warn(f"refreshes of {target.name}", detail))
     return checks
 
 

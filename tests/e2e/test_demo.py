@@ -6,9 +6,12 @@ from __future__ import annotations
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -32,27 +35,30 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _leftovers() -> tuple[list[str], list[str]]:
+@pytest.fixture
+def tmpdir_of_its_own() -> Iterator[Path]:
+    """The demo's TMPDIR: its server and folders are this test's alone, whatever other
+    tests run beside it (the postgres user must be able to reach it, as it can /tmp)."""
+    folder = Path(tempfile.mkdtemp(prefix="demo-test-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _leftovers(tmp: Path) -> tuple[list[str], list[str]]:
     """The demo's servers still running, and its temporary folders still there."""
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    servers = [ln for ln in ps.splitlines() if "atlas-demo-pg-" in ln and "postgres" in ln]
-    folders = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "atlas-demo-*"))
-    return servers, folders
+    servers = [ln for ln in ps.splitlines() if f"{tmp}/atlas-demo-pg-" in ln and "postgres" in ln]
+    return servers, glob.glob(f"{tmp}/atlas-demo-*")
 
 
-@pytest.fixture(autouse=True)
-def _clean_before() -> None:
-    servers, folders = _leftovers()
-    assert not servers, f"a demo server from before is still running: {servers}"
-    for folder in folders:  # only what an earlier, broken run may have left
-        subprocess.run(["rm", "-rf", folder], check=False)
-
-
-def _spawn(*args: str, **env: str) -> pexpect.spawn:
+def _spawn(tmp: Path, *args: str, **env: str) -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable,
         ["-m", "bot.cli", "demo", *args],
-        env=_env(**env),
+        env=_env(TMPDIR=str(tmp), **env),
         encoding="utf-8",
         codec_errors="replace",
         timeout=90,
@@ -60,9 +66,9 @@ def _spawn(*args: str, **env: str) -> pexpect.spawn:
     )
 
 
-def test_the_demo_passes_a_drill_in_under_a_minute_and_cleans_up() -> None:
+def test_the_demo_passes_a_drill_in_under_a_minute_and_cleans_up(tmpdir_of_its_own: Path) -> None:
     started = time.monotonic()
-    child = _spawn()
+    child = _spawn(tmpdir_of_its_own, PGSERVICE="")  # a shell's empty PGSERVICE is no service
     child.expect(pexpect.EOF)
     child.close()
     out = ANSI.sub("", child.before or "")
@@ -74,30 +80,43 @@ def test_the_demo_passes_a_drill_in_under_a_minute_and_cleans_up() -> None:
     assert "ok   customers can be found by email: true" in out
     assert "✅ Last snapshot of shop" in out and "✅ Restore drill of shop" in out
     assert "What just happened" in out and "atlas doctor" in out
-    assert _leftovers() == ([], [])
+    labels = re.findall(r"\[(\d)/(\d)\]", out)
+    assert labels == [(str(n), "7") for n in range(1, 8)], labels  # each step once, in order
+    assert "$ atlas snapshot --note 'before migration 0042'" in out  # pastes as it reads
+    assert _leftovers(tmpdir_of_its_own) == ([], [])
 
 
-def test_keep_leaves_the_artifacts_and_catalog_to_look_at(tmp_path: Path) -> None:
+def test_keep_prints_an_environment_that_reads_what_it_kept(
+    tmp_path: Path, tmpdir_of_its_own: Path
+) -> None:
     kept = tmp_path / "demo"
-    child = _spawn("--keep", str(kept))
+    child = _spawn(tmpdir_of_its_own, "--keep", str(kept))
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 0, child.before
+    out = ANSI.sub("", child.before or "")
+    assert child.exitstatus == 0, out
     artifacts = list((kept / "backups").rglob("*.dump.zst.age"))
     assert len(artifacts) == 1 and (kept / "atlas.db").is_file()
-    listed = subprocess.run(
-        [sys.executable, "-m", "bot.cli", "list", "--json"],
-        env=_env(ATLAS_STATE=str(kept / "atlas.db"), ATLAS_STORAGE=str(kept / "backups")),
-        capture_output=True,
-        text=True,
-    )
-    assert artifacts[0].name.startswith(listed.stdout.split('"id": "')[1][:20])
-    assert _leftovers()[0] == []  # the server is stopped all the same
+    # the commands the demo prints, run as printed, in a shell with nothing else set
+    lines = out.splitlines()
+    start = next(i for i, ln in enumerate(lines) if "To look at it" in ln)
+    script = "\n".join(ln.strip() for ln in lines[start + 1 : start + 6])
+    assert script.count("export ") == 4 and "atlas fetch latest" in script, script
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "atlas").write_text(f'#!/bin/sh\nexec {sys.executable} -m bot.cli "$@"\n')
+    (bin_dir / "atlas").chmod(0o755)
+    env = _env(PATH=f"{bin_dir}:{os.environ['PATH']}")
+    ran = subprocess.run(["bash", "-ec", script], env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert f"ok {artifacts[0].name.split('.')[0]}:" in ran.stdout  # verify read it all back
+    assert (kept / "shop.dump").read_bytes()[:5] == b"PGDMP"
+    assert _leftovers(tmpdir_of_its_own)[0] == []  # the server is stopped all the same
 
 
-def test_ctrl_c_stops_the_server_and_removes_the_folders() -> None:
-    child = _spawn()
-    child.expect(r"\[2/6\]")
+def test_ctrl_c_stops_the_server_and_removes_the_folders(tmpdir_of_its_own: Path) -> None:
+    child = _spawn(tmpdir_of_its_own)
+    child.expect(r"\[2/7\]")
     child.sendintr()
     child.expect(pexpect.EOF)
     child.close()
@@ -105,9 +124,9 @@ def test_ctrl_c_stops_the_server_and_removes_the_folders() -> None:
     assert child.exitstatus == 130 or child.signalstatus is not None, out
     assert "Traceback" not in out
     deadline = time.time() + 10
-    while _leftovers() != ([], []) and time.time() < deadline:
+    while _leftovers(tmpdir_of_its_own) != ([], []) and time.time() < deadline:
         time.sleep(0.2)
-    assert _leftovers() == ([], [])
+    assert _leftovers(tmpdir_of_its_own) == ([], [])
 
 
 def test_without_server_binaries_it_says_what_to_install(tmp_path: Path) -> None:
