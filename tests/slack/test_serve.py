@@ -52,7 +52,8 @@ def test_crash_mid_snapshot_is_recovered_on_restart(pg, pg_db, pg_url, tmp_path,
             f"http://127.0.0.1:{port}", SECRET, text="snapshot big one", channel_id="CDEPLOY"
         )
         assert status == 200
-        started = slack_api.wait_for("chat.postMessage")
+        # a generous bound: under a loaded CI run the first post once took over 10 s
+        started = slack_api.wait_for("chat.postMessage", timeout=30)
         assert started["params"]["channel"] == "CDEPLOY"
         time.sleep(0.3)
         proc.send_signal(signal.SIGKILL)
