@@ -158,10 +158,15 @@ class _Group(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="Log what Atlas does to stderr.")
 @click.version_option(package_name=PACKAGE, prog_name="atlas")
 def main(verbose: bool) -> None:
-    """Atlas: take, store, verify and fetch PostgreSQL snapshots.
+    """Atlas: PostgreSQL backups that are proven to restore. It takes snapshots, stores
+    them in a folder or S3, verifies them, restores them into scratch databases (drills)
+    and staging (refreshes) after approval in Slack, prunes them by policy, and reminds the
+    team when a drill is due.
 
-    Configuration comes from the environment (DATABASE_URL, ATLAS_STORAGE, ATLAS_STATE,
-    ...; see README). Every command exits non-zero on failure.
+    Configuration comes from the environment (DATABASE_URL, STAGING_DATABASE_URL,
+    ATLAS_STORAGE, ATLAS_STATE, ...; see README). New here? `atlas demo` shows it all on a
+    throwaway server, and `atlas doctor` checks your settings. Every command exits non-zero
+    on failure.
     """
     # What the imports created lives as long as the process: keeping it out of the
     # cyclic GC makes collections, and interpreter exit, measurably cheaper.
