@@ -172,7 +172,9 @@ def main(verbose: bool) -> None:
     # cyclic GC makes collections, and interpreter exit, measurably cheaper.
     gc.freeze()
     signal.signal(signal.SIGTERM, _terminate)
-    install_logging(logging.DEBUG if verbose else logging.WARNING)
+    # A command's own output says what went wrong, in one line: without -v the log adds
+    # only errors (`serve`, a daemon whose log is its output, keeps its warnings)
+    install_logging(logging.DEBUG if verbose else logging.ERROR)
     if verbose:  # the libraries' own chatter stays at INFO
         for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "slack_sdk", "slack_bolt"):
             logging.getLogger(noisy).setLevel(logging.INFO)
@@ -438,6 +440,15 @@ def verify(snapshot_id: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def fetch(snapshot_id: str, output: str, force: bool) -> None:
     """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore."""
+    if output == "-" and sys.stdout.isatty():
+        _fail(
+            AtlasError(
+                "Refusing to write a binary dump to the terminal.",
+                f"redirect it (atlas fetch {snapshot_id} -o - > app.dump), or pass -o FILE",
+            ),
+            False,
+        )
+        return
     try:
         row = _services().reader.fetch(snapshot_id, output, force=force)
     except AtlasError as exc:
@@ -696,6 +707,8 @@ def serve(force_http: bool, host: str, port: int | None) -> None:
     from bot.config import load_settings
     from bot.slack.app import run
 
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.WARNING))
     try:
         run(load_settings(), force_http=force_http, host=host, port=port)
     except AtlasError as exc:

@@ -498,7 +498,7 @@ def dbname_in(url: str) -> str | None:
     try:
         name = conninfo.params(url).get("dbname")
     except ValueError:
-        return None
+        return locations.dbname_of(url)  # the failure is recorded under it, not "main"
     return str(name) if name else None
 
 

@@ -124,3 +124,19 @@ def postgres_url(text: str) -> str:
             f"{shape!r} is not a PostgreSQL URL; write postgresql://USER@HOST:5432/DBNAME"
         )
     return text
+
+
+def unencoded_at(url: str) -> bool:
+    """Whether a postgresql:// URL's user or password holds a raw '@' (two before the host)."""
+    value = url.strip()
+    if not value.lower().startswith(("postgresql://", "postgres://")):
+        return False
+    authority = value.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
+    return authority.count("@") > 1
+
+
+def dbname_of(url: str) -> str | None:
+    """The database a URL names, read leniently from its path: for naming a job whose URL
+    libpq refused, so its failure is recorded under the right database."""
+    found = re.search(r"://[^/]*/([^/?#\s]+)", url.strip())
+    return found.group(1) if found else None

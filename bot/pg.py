@@ -37,6 +37,13 @@ class Conn:
             locations.postgres_url(url)
         except ValueError as exc:
             raise AtlasError(f"Invalid database URL in {setting}: {exc}.") from None
+        if locations.unencoded_at(url):
+            raise AtlasError(
+                f"Invalid database URL in {setting}: its password holds an unencoded '@', "
+                "which libpq takes for the start of the host name.",
+                "write each '@' in it as %40 (and each space as %20), or keep the password in "
+                "~/.pgpass or PGPASSWORD",
+            )
         try:
             params = conninfo_to_dict(url) if url else {}
         except psycopg.ProgrammingError as exc:
