@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from bot import records
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Interrupted
 from bot.records import DrillStatus, Kind
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
@@ -109,6 +109,17 @@ def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupted(exc: KeyboardInterrupt, as_json: bool) -> None:
+    """Ctrl-C or SIGTERM: one line saying what state things were left in (the job says,
+    when one was running), and the shell's exit status for an interrupt."""
+    what = exc.message if isinstance(exc, Interrupted) else "Interrupted (Ctrl-C)."
+    if as_json:
+        _json({"status": "interrupted", "error": what})
+    else:
+        err().print(f"[bold red]error:[/] {escape(what)}", highlight=False)
+    sys.exit(130)
+
+
 def _reader_left() -> None:
     """`atlas show ID | head -1`: the reader has what it wanted. Exit as a Unix tool killed
     by SIGPIPE does (status 141), without a word, and without Python's complaint at exit
@@ -141,7 +152,11 @@ class _Group(click.Group):
             _reader_left()
         except AtlasError as exc:
             _fail(exc, as_json)
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt as exc:
+            _interrupted(exc, as_json)
+        except click.Abort:  # "no" at a confirmation, or Ctrl-C there: click says "Aborted!"
+            _fail(AtlasError("Cancelled: nothing was done."), as_json)
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:
             logging.getLogger("atlas").debug("unexpected error", exc_info=True)
@@ -482,6 +497,7 @@ def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bo
             snap_id=snap.id,
             requested_by=_operator(),
             approved_by=["cli --yes" if yes else "cli confirm"],
+            waiting=lambda text: err().print(text, highlight=False, markup=False),
         )
     except AtlasError as exc:
         _fail(exc, as_json, {"snapshot_id": snapshot_id})

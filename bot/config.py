@@ -359,6 +359,7 @@ class Settings:
     restore_jobs: int = 2
     restore_spool: bool = False
     check_timeout_s: int = 30
+    lock_wait_s: int = 300  # how long a restore waits for a lock on staging (0: forever)
     work_dir: Path | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -463,6 +464,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "restore_jobs": ("ATLAS_RESTORE_JOBS", _integer(1, 32)),
     "restore_spool": ("ATLAS_RESTORE_SPOOL", _boolean),
     "check_timeout_s": ("ATLAS_CHECK_TIMEOUT_S", _integer(1)),
+    "lock_wait_s": ("ATLAS_LOCK_WAIT_S", _integer(0, 86400)),
     "work_dir": ("ATLAS_WORK_DIR", _optional_path),
     "snapshot_schedule": ("ATLAS_SNAPSHOT_SCHEDULE", _cron),
     "timezone": ("ATLAS_TIMEZONE", _timezone),

@@ -36,3 +36,12 @@ class Refused(AtlasError):
 class Damaged(AtlasError):
     """A stored artifact is not what its snapshot recorded: a checksum, size or frame
     mismatch. Whoever finds one, the snapshot is marked corrupt (`Snapshots.mark_damaged`)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a job, which cleaned up and recorded it: `message` says
+    truthfully what state it left things in."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -51,6 +51,7 @@ class DrillStatus(StrEnum):
     RUNNING = "running"
     PASSED = "passed"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped (Ctrl-C, its process gone) before a verdict
 
 
 class Kind(StrEnum):

@@ -105,7 +105,7 @@ class Jobs:
             for d in self.catalog.list_drills(limit=100, request_id=req.id):
                 if d.status == DrillStatus.RUNNING:
                     self.catalog.update_drill(
-                        d.id, status=DrillStatus.FAILED, error=reason, finished_at=now()
+                        d.id, status=DrillStatus.INTERRUPTED, error=reason, finished_at=now()
                     )
             self.catalog.audit("atlas", f"{req.kind}.interrupted", req.id, owner=req.owner)
             self.ask.refresh(req.id)

@@ -88,7 +88,12 @@ class FeedProcess:
         name: str = "feed",
     ) -> None:
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            process_group=0,  # its own group: Ctrl-C reaches Atlas alone, which stops it
         )
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
@@ -163,6 +168,7 @@ class TocProbe:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
+            process_group=0,
         )
         self.err = StderrTail(self.proc.stderr)
         self.sha = hashlib.sha256()
@@ -290,7 +296,12 @@ def run_dump(
     """
     started = time.monotonic()
     dump = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=CHUNK
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        bufsize=CHUNK,
+        process_group=0,
     )
     assert dump.stdout is not None
     err = StderrTail(dump.stderr)

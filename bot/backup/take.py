@@ -25,7 +25,7 @@ from bot.backup.layout import artifact_key, new_id, sidecar_key
 from bot.backup.recovery import Recovery
 from bot.catalog import Catalog
 from bot.config import Settings
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Interrupted
 from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, redact, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotStatus, now
@@ -160,6 +160,8 @@ class Taker:
                 raise
             if isinstance(exc, Exception):
                 raise AtlasError(message) from exc
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"Snapshot {snap_id}: {message}") from None
             raise
         return self.catalog.get_snapshot(snap_id)
 

@@ -73,10 +73,10 @@ class Blocks:
             job.ready()
             job.source.restoring()
             base = base_argv(job)
-            env = session_env(job.dest)
+            env = session_env(job.dest, job.lock_wait_s)
             clock = _Clock(job.snap.id)
             if job.clean:
-                drop_foreign_keys(job.dest, toc)
+                drop_foreign_keys(job.dest, toc, job.lock_wait_s)
             restore_file([*base, "--section=pre-data"], job.dest, path, env=env)
             clock.lap("schema created")
             self._load(job, head, toc, blocks, path.parent)
@@ -220,7 +220,7 @@ class Blocks:
             argv = [*base_argv(job, clean=False), "--section=data", "--use-list", str(listing)]
             feed = FeedProcess(
                 [*argv, "--dbname", dest.conninfo],
-                session_env(dest),
+                session_env(dest, job.lock_wait_s),
                 secrets=dest.secrets,
                 name=f"restore-lane-{n}",
             )
@@ -326,13 +326,17 @@ def foreign_key_drops(toc: archive.Toc) -> Iterator[str]:
         yield stmt.replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
 
 
-def drop_foreign_keys(dest: Conn, toc: archive.Toc) -> None:
+def drop_foreign_keys(dest: Conn, toc: archive.Toc, lock_wait_s: int = 0) -> None:
     drops = list(foreign_key_drops(toc))
     if not drops:
         return
     try:
         with dest.connect(autocommit=False) as conn, conn.transaction():
             conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+            if lock_wait_s:  # as long as pg_restore's sessions may wait, no longer
+                conn.execute(
+                    "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{lock_wait_s}s"]
+                )
             for stmt in drops:
                 conn.execute(stmt.encode())  # the archive's SQL, checked against its sha256
     except Exception as exc:

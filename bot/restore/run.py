@@ -15,13 +15,14 @@ from bot.backup.lookup import Snapshots
 from bot.backup.read import Reader
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
-from bot.errors import AtlasError, Damaged, Refused
+from bot.errors import AtlasError, Damaged, Interrupted, Refused
 from bot.pg import Conn, find_tool, redact
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import guard_not_catalog, guard_not_production
 from bot.restore.scratch import Creating, Scratch, scratch_name
 from bot.restore.source import CheckedArtifact, Source
+from bot.restore.waits import LockWatch
 from bot.store import CHUNK, Store
 
 Phase = Callable[[str], None]
@@ -90,6 +91,7 @@ class Restores:
         request_id: str | None = None,
         phase: Phase | None = None,
         drill_id: str | None = None,
+        waiting: Phase | None = None,
     ) -> Drill:
         """Restore a snapshot (a staging refresh, or a drill into a new scratch database),
         verify it, record the outcome and return the drill record.
@@ -155,6 +157,7 @@ class Restores:
         timings: dict[str, float] = {}
         keep = False
         creating: Creating | None = None
+        first_byte: list[float] = []
         try:
             dest = staging
             if scratch:
@@ -170,7 +173,6 @@ class Restores:
                 "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
             )
             began = time.monotonic()
-            first_byte: list[float] = []
 
             def chunks() -> Iterable[bytes]:
                 """Called once pg_restore is started and waiting for its input."""
@@ -186,16 +188,19 @@ class Restores:
                 say(f"Restoring into `{dest.describe()}`…")
 
             toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if how.hold_toc else None
-            how.strategy.restore(
-                strategies.Job(
-                    snap=snap,
-                    dest=dest,
-                    pg_restore=pg_restore,
-                    source=Source(chunks, restoring, toc),
-                    clean=kind == Kind.RESTORE,
-                    ready=creating.wait if creating else lambda: None,
+            wait = self.settings.lock_wait_s
+            with LockWatch(dest, waiting or say, wait):
+                how.strategy.restore(
+                    strategies.Job(
+                        snap=snap,
+                        dest=dest,
+                        pg_restore=pg_restore,
+                        source=Source(chunks, restoring, toc),
+                        clean=kind == Kind.RESTORE,
+                        ready=creating.wait if creating else lambda: None,
+                        lock_wait_s=wait,
+                    )
                 )
-            )
             timings["restore_s"] = time.monotonic() - (first_byte[0] if first_byte else began)
             if artifact is not None:
                 artifact.close()
@@ -229,17 +234,30 @@ class Restores:
             if isinstance(exc, Damaged):
                 error = self.reader.mark_damaged(snap, exc, requested_by, found_by=drill_id)
             message = redact(str(error), [*production.secrets, *staging.secrets])
-            if isinstance(exc, KeyboardInterrupt):
-                message = "Interrupted by the operator."
+            stopped = isinstance(exc, KeyboardInterrupt)
+            if stopped:
+                message = "Interrupted by the operator (Ctrl-C)"
+                if kind == Kind.DRILL:
+                    message += "; its scratch database is dropped."
+            if kind == Kind.RESTORE:  # say what state staging is in, whatever happened
+                message = message.rstrip(".") + (
+                    f": staging {staging.describe()} may be partly restored and is not fit "
+                    "to use; refresh it again."
+                    if first_byte
+                    else f": staging {staging.describe()} was not touched."
+                )
+            status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
             self.catalog.update_drill(
                 drill_id,
-                status=DrillStatus.FAILED,
+                status=status,
                 finished_at=now(),
                 error=message,
                 total_s=round(time.monotonic() - started, 3),
                 **{k: round(v, 3) for k, v in timings.items()},
             )
-            self.catalog.audit("atlas", f"{kind}.failed", drill_id, error=message)
+            self.catalog.audit("atlas", f"{kind}.{status}", drill_id, error=message)
+            if stopped:
+                raise Interrupted(f"{kind.title()} {drill_id}: {message}") from None
             if not isinstance(exc, Exception):
                 raise
         finally:

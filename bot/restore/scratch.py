@@ -131,7 +131,7 @@ class Scratch:
             if drill.status == DrillStatus.RUNNING:
                 self.catalog.update_drill(
                     drill.id,
-                    status=DrillStatus.FAILED,
+                    status=DrillStatus.INTERRUPTED,
                     finished_at=now(),
                     error="Atlas stopped while this drill ran",
                 )

@@ -42,6 +42,7 @@ class Job:
     clean: bool  # --clean --if-exists: a staging refresh replaces what is there
     # returns once `dest` exists (a drill's scratch database is created meanwhile)
     ready: Callable[[], None] = field(default=lambda: None)
+    lock_wait_s: int = 0  # its sessions' lock_timeout (0: wait as long as it takes)
 
 
 class Strategy(Protocol):
@@ -57,11 +58,12 @@ class Strategy(Protocol):
 SESSION_OPTIONS = ("-c jit=off", "-c synchronous_commit=off")
 
 
-def session_env(dest: Conn) -> dict[str, str]:
+def session_env(dest: Conn, lock_wait_s: int = 0) -> dict[str, str]:
     """The environment of a pg_restore into `dest`, with Atlas's session settings after
-    any PGOPTIONS the operator set."""
+    any PGOPTIONS the operator set, and how long it may wait for a lock."""
     env = dest.env()
-    env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS", ""), *SESSION_OPTIONS)))
+    waits = (f"-c lock_timeout={lock_wait_s}s",) if lock_wait_s else ()
+    env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS", ""), *SESSION_OPTIONS, *waits)))
     return env
 
 
@@ -119,7 +121,7 @@ class Tools:
         job.ready()
         restore = pipeline.FeedProcess(
             [*argv, "--dbname", dest.conninfo],
-            session_env(dest),
+            session_env(dest, job.lock_wait_s),
             secrets=dest.secrets,
             name="pg-restore",
         )
@@ -208,7 +210,12 @@ class StreamThenIndexes:
                     job,
                     toc=(job.pg_restore, fh),
                 )
-            restore_file([*base, "--section=post-data", f"--jobs={self.jobs}"], job.dest, toc)
+            restore_file(
+                [*base, "--section=post-data", f"--jobs={self.jobs}"],
+                job.dest,
+                toc,
+                env=session_env(job.dest, job.lock_wait_s),
+            )
         finally:
             toc.unlink(missing_ok=True)
 
@@ -240,7 +247,12 @@ class Spool:
                 )
             job.ready()
             job.source.restoring()
-            restore_file([*base_argv(job), f"--jobs={self.jobs}"], job.dest, spooled)
+            restore_file(
+                [*base_argv(job), f"--jobs={self.jobs}"],
+                job.dest,
+                spooled,
+                env=session_env(job.dest, job.lock_wait_s),
+            )
         finally:
             spooled.unlink(missing_ok=True)
 
@@ -252,6 +264,7 @@ def restore_file(
     proc = subprocess.run(
         [*argv, "--dbname", dest.conninfo, str(path)],
         env=env if env is not None else session_env(dest),
+        process_group=0,  # Ctrl-C reaches Atlas alone, which stops it
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
+from bot.catalog import open_catalog
+from bot.records import DrillStatus
 from tests.support.catalogs import state_for
+from tests.support.helpers import add_bulk
 from tests.support.pg import LeastPrivilege, fill_realistic
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +109,7 @@ def test_drill_and_restore_ask_at_a_terminal(pg, least_privilege, terminal_env, 
     child.expect(r"Restore snapshot (\S+) into .*its current content is replaced\)\? \[y/N\]")
     child.sendline("n")
     code, out = _finish(child)
-    assert code == 1 and "Aborted" in out, out
+    assert code == 1 and "error: Cancelled: nothing was done." in _plain(out), out
     assert pg.execute(least_privilege.staging, staging_tables)[0][0] == 0  # nothing touched
 
     child = _spawn("atlas restore latest", terminal_env, tmp_path)
@@ -113,3 +118,89 @@ def test_drill_and_restore_ask_at_a_terminal(pg, least_privilege, terminal_env, 
     code, out = _finish(child)
     assert code == 0, out
     assert pg.execute(least_privilege.staging, staging_tables)[0][0] == 24
+
+
+# -- Ctrl-C and waits: one truthful line, whatever was running ---------------------------
+
+
+def _running_drill(state: str, timeout: float = 60) -> str:
+    """The id of the drill or refresh that has started, once the catalog says so."""
+    catalog = open_catalog(state)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = [d for d in catalog.list_drills(limit=5) if d.status == DrillStatus.RUNNING]
+        if running:
+            return running[0].id
+        time.sleep(0.05)
+    raise AssertionError("no drill started")
+
+
+def _drill_status(state: str, drill_id: str) -> DrillStatus:
+    return open_catalog(state).get_drill(drill_id).status
+
+
+def test_ctrl_c_during_a_snapshot_is_one_line_and_keeps_nothing(pg_url, terminal_env, tmp_path):
+    add_bulk(pg_url, 60)
+    child = _spawn("atlas snapshot", terminal_env, tmp_path)
+    child.expect(r"stored [1-9]")  # the dump is under way
+    child.sendintr()
+    code, out = _finish(child)
+    text = _plain(out)
+    assert code == 130 and "Aborted!" not in text and "Traceback" not in text, text
+    assert re.search(r"error: Snapshot \S+: Interrupted by the operator \(Ctrl-C\); nothing", text)
+    assert not list((tmp_path / "backups").rglob("*.dump.zst"))
+
+
+def test_ctrl_c_during_a_drill_records_it_interrupted(
+    pg_url, least_privilege, terminal_env, tmp_path
+):
+    add_bulk(pg_url, 60)
+    assert _finish(_spawn("atlas snapshot", terminal_env, tmp_path))[0] == 0
+    env = {**terminal_env, "STAGING_DATABASE_URL": least_privilege.stager_url}
+    child = _spawn("atlas drill --yes", env, tmp_path)
+    drill_id = _running_drill(env["ATLAS_STATE"])
+    child.sendintr()
+    code, out = _finish(child)
+    text = _plain(out)
+    assert code == 130 and "Aborted!" not in text, text
+    assert f"error: Drill {drill_id}: Interrupted by the operator (Ctrl-C); its scratch" in text
+    assert _drill_status(env["ATLAS_STATE"], drill_id) == DrillStatus.INTERRUPTED
+
+
+@pytest.fixture
+def staging_in_use(pg, least_privilege, terminal_env, tmp_path) -> Iterator[int]:
+    """Staging refreshed once, then a session reading one of its tables in an open
+    transaction (as a forgotten psql would): the next refresh must wait for it."""
+    assert _finish(_spawn("atlas snapshot", terminal_env, tmp_path))[0] == 0
+    assert _finish(_spawn("atlas restore latest --yes", terminal_env, tmp_path))[0] == 0
+    with pg.connect(least_privilege.staging, autocommit=False) as conn:
+        conn.execute("SELECT count(*) FROM app.customers")  # holds ACCESS SHARE until closed
+        yield conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def test_a_refresh_waiting_for_a_lock_names_the_holder_and_gives_up(
+    staging_in_use, terminal_env, tmp_path
+):
+    env = {**terminal_env, "ATLAS_LOCK_WAIT_S": "4"}
+    child = _spawn("atlas restore latest --yes", env, tmp_path)
+    child.expect(r"Waiting \d+ s for a lock on \S+, held by pid (\d+) \(")
+    assert int(child.match.group(1)) == staging_in_use
+    code, out = _finish(child)
+    text = " ".join(_plain(out).split())
+    assert code == 1 and "gives up after 4 s (ATLAS_LOCK_WAIT_S)" in text, text
+    assert "lock timeout" in text and "may be partly restored" in text, text
+
+
+def test_ctrl_c_while_a_refresh_waits_says_what_staging_is_left_as(
+    staging_in_use, terminal_env, tmp_path
+):
+    child = _spawn("atlas restore latest --yes", terminal_env, tmp_path)
+    child.expect("Waiting")
+    child.sendintr()
+    code, out = _finish(child)
+    text = " ".join(_plain(out).split())
+    assert code == 130 and "Aborted!" not in text, text
+    assert "Interrupted by the operator (Ctrl-C): staging" in text
+    assert "may be partly restored and is not fit to use; refresh it again." in text
+    [refresh] = [d for d in open_catalog(terminal_env["ATLAS_STATE"]).list_drills(limit=5)][:1]
+    assert refresh.status == DrillStatus.INTERRUPTED
