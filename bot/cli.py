@@ -22,6 +22,7 @@ from bot.records import DrillStatus, Kind
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
 from bot.version import PACKAGE
+from bot.words import count
 
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
 # else, and `atlas list` never loads libpq, zstd or the restore code.
@@ -288,7 +289,7 @@ def _snapshot_all(note: str, as_json: bool) -> None:
         for line in [*fleet.skipped, *fleet.problems]:
             console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         console.print(
-            f"{len(outcomes) - len(failed)} of {len(outcomes)} snapshots ok "
+            f"{len(outcomes) - len(failed)} of {count(len(outcomes), 'snapshot')} ok "
             "(each database, and each server's roles)",
             highlight=False,
         )
@@ -349,12 +350,24 @@ class _progress_bar:
 def list_(limit: int, database: str | None, as_json: bool) -> None:
     """Recent snapshots, newest first."""
     try:
-        rows = _services().snapshots.recent(limit=limit, database=database)
+        services = _services()
+        rows = services.snapshots.recent(limit=limit, database=database)
+        if not rows and database:
+            _known_database(services, database)
     except AtlasError as exc:
         _fail(exc, as_json)
         return
     if as_json:
         _json([snapshot_json(r) for r in rows])
+        return
+    if not rows:  # said on stderr: stdout stays what a script reads
+        where = f" of {database}" if database else ""
+        err().print(
+            f"No snapshots{where} yet. Take one: atlas snapshot"
+            + (f" --db {database}" if database else ""),
+            highlight=False,
+            markup=False,
+        )
         return
 
     envs = {r.environment for r in rows}
@@ -371,6 +384,17 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
             for r in rows
         ],
         notes=[escape((r.note or "")[:40]) for r in rows],
+    )
+
+
+def _known_database(services: Services, database: str) -> None:
+    """A --db that names no configured database and nothing in the catalog is a typo."""
+    if database in services.settings.databases or services.catalog.snapshot_counts(database):
+        return
+    known = ", ".join(sorted(services.settings.databases)) or "none"
+    raise AtlasError(
+        f"No database {database!r} is configured, and the catalog holds none of that name.",
+        f"configured: {known}",
     )
 
 
@@ -426,8 +450,9 @@ def show(snapshot_id: str, as_json: bool) -> None:
     tables = manifest.get("tables") or {}
     if manifest:
         click.echo(
-            f"{'manifest':<{width}}  {len(tables)} tables, {sum(tables.values()):,} rows, "
-            f"{len(manifest.get('sequences') or {})} sequences, "
+            f"{'manifest':<{width}}  {count(len(tables), 'table')}, "
+            f"{count(sum(tables.values()), 'row')}, "
+            f"{count(len(manifest.get('sequences') or {}), 'sequence')}, "
             f"extensions: {', '.join(sorted(manifest.get('extensions') or {})) or 'none'}"
         )
 
@@ -851,7 +876,7 @@ def catalog_migrate(url: str, as_json: bool) -> None:
         _json({"to": target.describe(), "rows": copied.rows})
         return
     err().print(
-        f"Copied {sum(copied.rows.values())} rows to {escape(target.describe())}: "
+        f"Copied {count(sum(copied.rows.values()), 'row')} to {escape(target.describe())}: "
         + ", ".join(f"{n} {t}" for t, n in copied.rows.items() if n)
     )
     err().print("Now set ATLAS_STATE to that URL for every `atlas` process.")

@@ -5,13 +5,21 @@ from __future__ import annotations
 from bot.redaction import redact
 
 
+def _one_stop(message: str) -> str:
+    """A message that ends in "…", "?" or "!" before its full stop keeps just the first."""
+    for end in ("….", "?.", "!.", ".."):
+        if message.endswith(end) and not message.endswith("..."):
+            return message[:-1]
+    return message
+
+
 class AtlasError(Exception):
     """A failure we can explain: `str()` is the plain-words reason, `hint` the next step."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         # Redacted where it is made: an error may quote a mistyped URL back, and from
         # here it goes to the terminal, the catalog, the log and Slack.
-        message = redact(message)
+        message = _one_stop(redact(message))
         hint = redact(hint) if hint else hint
         super().__init__(message)
         self.message = message

@@ -22,6 +22,7 @@ from bot.ops import housekeeping
 from bot.report.chat import Blocks
 from bot.report.terminal import mrkdwn, render
 from bot.services import Services
+from bot.words import count
 from handlers import actions, commands, reactions
 
 BOT = "atlas"
@@ -198,7 +199,8 @@ class Console:
 def _summary(result: dict[str, Any]) -> str:
     reminders = result.get("reminders") or []
     pruned = result.get("pruned") or []
-    return f"{len(reminders) if isinstance(reminders, list) else reminders} reminder(s), " + (
+    sent = len(reminders) if isinstance(reminders, list) else int(reminders or 0)
+    return f"{count(sent, 'reminder')}, " + (
         f"{len(pruned) if isinstance(pruned, list) else pruned} pruned"
     )
 

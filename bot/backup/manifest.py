@@ -11,6 +11,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from bot.words import count
+
 TABLES = """
 SELECT n.nspname, c.relname
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -65,7 +67,9 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
         problems.append(f"table {name} is unexpected")
     for name in sorted(set(exp_t) & set(act_t)):
         if exp_t[name] != act_t[name]:
-            problems.append(f"table {name} has {act_t[name]} rows, expected {exp_t[name]}")
+            problems.append(
+                f"table {name} has {count(act_t[name], 'row')}, expected {exp_t[name]:,}"
+            )
     exp_s, act_s = expected.get("sequences", {}), actual.get("sequences", {})
     for name in sorted(exp_s):
         if name not in act_s:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from bot.catalog.postgres import PostgresCatalog
 from bot.catalog.sqlite import SqliteCatalog
 from bot.errors import AtlasError
+from bot.words import count
 
 # parents before the rows that name them; `audit` keeps its ids and order
 TABLES = (
@@ -38,7 +39,7 @@ def copy_catalog(source: SqliteCatalog, target: PostgresCatalog) -> Copied:
             n = int(dst.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0])
             if n:
                 raise AtlasError(
-                    f"The catalog at {target.describe()} already holds {n} rows in {table}.",
+                    f"The catalog at {target.describe()} already holds {count(n, 'row')} in {table}.",
                     "migrate into a new, empty catalog (a database or schema of its own)",
                 )
         with source.conn.db() as src:

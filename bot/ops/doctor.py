@@ -19,6 +19,7 @@ from bot.errors import AtlasError
 from bot.ops.findings import FAIL, ICONS, OK, WARN, Check, fail, ok, warn
 from bot.pg import Conn, find_tool, server_info
 from bot.redaction import redact
+from bot.words import count
 
 if TYPE_CHECKING:
     from bot.config import DatabaseTarget, Settings
@@ -178,7 +179,7 @@ def key_check(services: Services) -> Check:
             "no key: artifacts are stored unencrypted (`atlas keygen -o FILE`, then set "
             "ATLAS_ENCRYPTION_KEY_FILE)",
         )
-    retired = f", {identity.retired} retired key(s) for reading" if identity.retired else ""
+    retired = f", {count(identity.retired, 'retired key')} for reading" if identity.retired else ""
     return ok("encryption", f"new artifacts are encrypted to {identity.recipient}{retired}")
 
 
@@ -224,13 +225,13 @@ def database_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
         checks.append(
             fail(
                 name,
-                f"{conn.describe()} is reachable, but {len(unreadable)} relation(s) cannot be "
+                f"{conn.describe()} is reachable, but {count(len(unreadable), 'relation')} cannot be "
                 f"read, so pg_dump would fail: {shown}; GRANT pg_read_all_data TO the role",
             )
         )
     else:
         checks.append(
-            ok(name, f"{conn.describe()}: PostgreSQL {info.version}, all {tables} tables readable")
+            ok(name, f"{conn.describe()}: PostgreSQL {info.version}, {_readable(tables)}")
         )
     for tool in ("pg_dump", "pg_restore"):
         path, version = find_tool(tool, info.major, st.pg_bindir)
@@ -244,6 +245,10 @@ SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user,
 FROM pg_roles r, pg_database d
 WHERE r.rolname = current_user AND d.datname = current_database()
 """
+
+
+def _readable(tables: int) -> str:
+    return "its one table readable" if tables == 1 else f"all {count(tables, 'table')} readable"
 
 
 def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.config import aws_region
 from bot.errors import AtlasError
+from bot.words import count
 
 __all__ = [
     "MAX_RESTORABLE_AGE_H",
@@ -85,7 +86,7 @@ class ProviderStatus:
         if not self.backups_enabled:
             backups = "automated backups off"
         else:
-            backups = f"automated backups on, retention {self.retention_days} days"
+            backups = f"automated backups on, retention {count(self.retention_days, 'day')}"
         if self.latest_restorable is None or self.latest_restorable_age_h is None:
             restorable = "latest restorable time unknown"
         else:
@@ -117,11 +118,12 @@ def evaluate(
     else:
         if retention_days < min_days:
             problems.append(
-                f"retention {retention_days} days is below the policy minimum of {min_days}"
+                f"retention {count(retention_days, 'day')} is below the policy minimum of {min_days}"
             )
         if retention_days > max_days:
             problems.append(
-                f"retention {retention_days} days is above the policy maximum of {max_days}"
+                f"retention {count(retention_days, 'day')} is above the policy maximum of "
+                f"{max_days}"
             )
         age_h = _age_hours(latest_restorable, now)
         if age_h is not None and age_h > max_age_h:

@@ -14,6 +14,7 @@ from bot.errors import AtlasError
 from bot.pg import Conn
 from bot.records import Drill, Snapshot, SnapshotStatus
 from bot.report.messages import human_seconds
+from bot.words import count
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -77,10 +78,16 @@ def _ago(delta: timedelta) -> str:
     return f"{h:.0f} h ago" if h < 48 else f"{h / 24:.0f} days ago"
 
 
+def _kept_artifacts(kept: int) -> str:
+    if not kept:
+        return "local artifacts are"
+    return "the one kept artifact is" if kept == 1 else f"the {kept} kept artifacts are"
+
+
 def _key_detail(f: Facts) -> str:
     if not f.key_recipient:
         return ""
-    retired = f"; {f.retired_keys} retired key(s) kept for reading" if f.retired_keys else ""
+    retired = f"; {count(f.retired_keys, 'retired key')} kept for reading" if f.retired_keys else ""
     return f" (to {f.key_recipient[:16]}…{retired})"
 
 
@@ -111,7 +118,12 @@ def evaluate(f: Facts) -> list[Line]:
         else:
             listed = ", ".join(f.servers)
             lines.append(
-                Line("fleet", OK, "Servers", f"{listed}: {len(f.databases)} databases backed up")
+                Line(
+                    "fleet",
+                    OK,
+                    "Servers",
+                    f"{listed}: {count(len(f.databases), 'database')} backed up",
+                )
             )
     for db in f.gone:
         lines.append(
@@ -175,7 +187,8 @@ def evaluate(f: Facts) -> list[Line]:
             "retention",
             level,
             "Retention",
-            f"{f.retention_days} days{gfs}; keeping {f.kept} snapshots, {f.prunable} to prune",
+            f"{count(f.retention_days, 'day')}{gfs}; keeping {count(f.kept, 'snapshot')}, "
+            f"{f.prunable} to prune",
         )
     )
 
@@ -187,7 +200,7 @@ def evaluate(f: Facts) -> list[Line]:
                 "damaged",
                 WARN,
                 "Damaged snapshots",
-                f"{len(f.damaged)} snapshot(s) failed their checksums and can never be "
+                f"{count(len(f.damaged), 'snapshot')} failed their checksums and can never be "
                 f"restored: {', '.join(f'`{i}`' for i in f.damaged[:5])}; "
                 "retention removes them",
             )
@@ -227,7 +240,7 @@ def _encryption(f: Facts) -> tuple[str, str]:
             "(set ATLAS_S3_SSE, or ATLAS_ENCRYPTION_KEY_FILE for client-side encryption)"
         )
     return WARN, (
-        f"{'the ' + str(kept) + ' kept' if kept else 'local'} artifacts are not encrypted by "
+        f"{_kept_artifacts(kept)} not encrypted by "
         "Atlas: fine only on an encrypted disk (set ATLAS_ENCRYPTION_KEY_FILE)"
     )
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bot.records import RequestStatus
+from bot.words import count
 
 PENDING = RequestStatus.PENDING
 APPROVED = RequestStatus.APPROVED
@@ -81,6 +82,19 @@ def is_expired(req: RequestState, now: datetime) -> bool:
     return req.status == PENDING and now >= req.expires_at
 
 
+def _too_late_to_approve(
+    policy: Policy, req: RequestState, user: str, emoji: str, added: bool
+) -> bool:
+    """An approver's approval of a rejected or expired request: said, not silently lost."""
+    return (
+        req.status in (REJECTED, EXPIRED)
+        and added
+        and emoji in policy.approve_emojis
+        and user in policy.approvers
+        and user != req.requester
+    )
+
+
 def on_reaction(
     policy: Policy,
     req: RequestState,
@@ -106,6 +120,12 @@ def on_reaction(
         return out(IGNORE, "not an approval or rejection emoji")
     if bot_user and user == bot_user:
         return out(IGNORE, "the bot's own reaction")
+    if _too_late_to_approve(policy, req, user, emoji, added):  # they expect it to count
+        return out(
+            TELL,
+            f"this request is already {req.status}, so your approval changes nothing; "
+            "ask for it again with a new request",
+        )
     if req.status != PENDING:
         return out(IGNORE, f"the request is already {req.status}")
     if is_expired(req, now):
@@ -132,4 +152,6 @@ def on_reaction(
         return out(IGNORE, "you already approved", PENDING, reactions)
     if len(now_approved) >= policy.required:
         return out(APPROVE, "enough approvals", APPROVED, reactions)
-    return out(COUNT, f"{len(now_approved)} of {policy.required} approvals", PENDING, reactions)
+    return out(
+        COUNT, f"{len(now_approved)} of {count(policy.required, 'approval')}", PENDING, reactions
+    )

@@ -25,6 +25,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from bot.report.messages import human_seconds
+from bot.words import count
 
 QUARTER = "quarter"
 MAX_EVERY_DAYS = 3660  # more than ten years between drills is a typo, not a policy
@@ -241,7 +242,7 @@ def owed(
 
 
 def _days(n: int) -> str:
-    return f"{n} day" if n == 1 else f"{n} days"
+    return count(n, "day")
 
 
 def _when(moment: datetime) -> str:

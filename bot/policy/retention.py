@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.records import Snapshot, SnapshotStatus
+from bot.words import count
 
 OK = SnapshotStatus.OK
 CONSIDERED = frozenset(
@@ -103,12 +104,12 @@ def plan(
     newest: set[int] = {id(members[0]) for members in groups.values()}
     picks: dict[int, str] = {}  # row -> first GFS reason (daily before weekly before monthly)
     for members in groups.values():
-        for label, count, bucket in (
+        for label, keep, bucket in (
             ("daily", policy.keep_daily, _day),
             ("weekly", policy.keep_weekly, _iso_week),
             ("monthly", policy.keep_monthly, _month),
         ):
-            for row, key in _newest_per_bucket(members, starts, bucket, count):
+            for row, key in _newest_per_bucket(members, starts, bucket, keep):
                 picks.setdefault(id(row), f"{label} keep {key}")
 
     decisions = []
@@ -215,7 +216,7 @@ def _newest_per_bucket(
 
 
 def _days(n: int) -> str:
-    return "1 day" if n == 1 else f"{n} days"
+    return count(n, "day")
 
 
 __all__ = ["Decision", "RetentionPolicy", "plan", "summary"]

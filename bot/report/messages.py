@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
@@ -99,6 +100,15 @@ def _fit_button(element: dict[str, Any]) -> dict[str, Any]:
 def escape(text: str) -> str:
     """Neutralise Slack markup in user text: `<!channel>` and `<@U1>` become inert."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_DECIDED_BY = re.compile(r"((?:rejected|approved|withdrawn) by )&lt;@([A-Za-z0-9_]+)&gt;$")
+
+
+def _reason(text: str) -> str:
+    """A request's reason, as user text; but the rejecting person Atlas itself named
+    (`rejected by <@U1>`) stays a mention, which the console shows as @name."""
+    return _DECIDED_BY.sub(r"\1<@\2>", escape(text))
 
 
 def human_bytes(n: float | None) -> str:
@@ -287,7 +297,7 @@ def request_message(
             f"Expires {_utc(req.expires_at)} UTC."
         )
     elif req.reason:
-        lines.append(f"*Why:* {escape(req.reason)}")
+        lines.append(f"*Why:* {_reason(req.reason)}")
     return text, [_section(text), _section("\n".join(lines)), _context(f"request `{req.id}`")]
 
 

@@ -45,6 +45,7 @@ from bot.restore.strategies import (
     restore_file,
     session_env,
 )
+from bot.words import count
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ class Blocks:
             restore_file([*base, "--section=pre-data"], job.dest, path, env=env)
             clock.lap("schema created")
             self._load(job, head, toc, blocks, path.parent)
-            clock.lap(f"{len(blocks)} data blocks loaded over {self.jobs} connections")
+            clock.lap(
+                f"{count(len(blocks), 'data block')} loaded over {count(self.jobs, 'connection')}"
+            )
             restore_file(
                 [*base, "--section=post-data", f"--jobs={self.jobs}"], job.dest, path, env=env
             )

@@ -24,6 +24,7 @@ from bot.restore.scratch import Creating, Scratch, scratch_name
 from bot.restore.source import CheckedArtifact, Source
 from bot.restore.waits import LockWatch
 from bot.store import CHUNK, Store
+from bot.words import count
 
 Phase = Callable[[str], None]
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Restores:
         if not rows:
             raise AtlasError(
                 f"There is no good snapshot of {target.name} to restore.",
-                "take one with `/atlas snapshot` first",
+                "take one first: atlas snapshot, or /atlas snapshot in Slack",
             )
         return rows[0]
 
@@ -150,15 +151,15 @@ class Restores:
                 approved_by=approved_by or [],
             )
         )
-        self.catalog.audit(requested_by, f"{kind}.started", drill_id, snapshot=snap.id)
         say = phase or (lambda _msg: None)
-        say(f"Fetching `{snap.id}` and checking its checksum…")
         started = time.monotonic()
         timings: dict[str, float] = {}
         keep = False
         creating: Creating | None = None
         first_byte: list[float] = []
-        try:
+        try:  # from the record on: whatever stops the job, the record says so
+            self.catalog.audit(requested_by, f"{kind}.started", drill_id, snapshot=snap.id)
+            say(f"Fetching `{snap.id}` and checking its checksum…")
             dest = staging
             if scratch:
                 dest = staging.with_dbname(scratch)
@@ -228,7 +229,9 @@ class Restores:
                 kept=keep,
                 **{k: round(v, 3) for k, v in timings.items()},
             )
-            self.catalog.audit("atlas", f"{kind}.{verdict}", drill_id, problems=problems)
+            self.catalog.audit(
+                "atlas", f"{kind}.{verdict}", drill_id, problems=problems, warnings=warnings
+            )
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, Damaged):
@@ -307,7 +310,8 @@ class Restores:
             warnings.append(f"roles already on staging (their CREATE skipped): {shown}{more}")
         if applied.skipped:
             warnings.append(
-                f"{applied.skipped} tablespace statement(s) not tried (no transaction can hold them)"
+                f"{count(applied.skipped, 'tablespace statement')} not tried (no transaction "
+                "can hold them)"
             )
         return problems, warnings
 

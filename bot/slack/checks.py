@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from bot.ops.findings import Check, fail, ok, warn
 from bot.slack.client import SlackChat, slack_errors
+from bot.words import count
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -103,7 +104,7 @@ def _groups(services: Services, chat: SlackChat) -> list[Check]:
         elif not members:
             checks.append(warn("approvers", f"user group {group} has no members"))
         else:
-            checks.append(ok("approvers", f"user group {group}: {len(members)} member(s)"))
+            checks.append(ok("approvers", f"user group {group}: {count(len(members), 'member')}"))
     if not services.settings.approvers:
         checks.append(
             warn("approvers", "no ATLAS_APPROVERS: nobody can approve restores or drills")

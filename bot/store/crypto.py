@@ -118,7 +118,8 @@ def load_identity(env: Mapping[str, str]) -> Identity | None:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
             raise AtlasError(
                 f"Cannot read the age identity in {KEY_FILE_ENV}={path}: {reason}.",
-                "point it at the file `age-keygen -o` wrote, readable by Atlas",
+                "point it at the file `atlas keygen -o FILE` wrote (or `age-keygen -o`), "
+                "readable by Atlas",
             ) from None
         return parse_identity(text, f"{KEY_FILE_ENV}={path}")
     if inline.strip():

@@ -159,6 +159,7 @@ def test_ctrl_c_during_a_drill_records_it_interrupted(
     env = {**terminal_env, "STAGING_DATABASE_URL": least_privilege.stager_url}
     child = _spawn("atlas drill --yes", env, tmp_path)
     drill_id = _running_drill(env["ATLAS_STATE"])
+    time.sleep(0.5)  # into the restore itself
     child.sendintr()
     code, out = _finish(child)
     text = _plain(out)

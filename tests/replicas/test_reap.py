@@ -50,7 +50,7 @@ def test_jobs_of_a_replica_whose_lease_is_gone_are_failed(pg_url, tmp_path, slac
     assert failed == ["r-dead"]
     dead = services.catalog.get_request("r-dead")
     assert dead.status == RequestStatus.FAILED and "stopped" in (dead.reason or "")
-    assert services.catalog.get_drill("d-r-dead").status == DrillStatus.FAILED
+    assert services.catalog.get_drill("d-r-dead").status == DrillStatus.INTERRUPTED
     assert services.catalog.get_request("r-alive").status == RequestStatus.RUNNING
     assert services.catalog.get_drill("d-r-alive").status == DrillStatus.RUNNING
     interrupted = [e for e in services.catalog.audit_log() if e.action == "drill.interrupted"]
