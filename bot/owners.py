@@ -51,7 +51,9 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
+        wait = 0.0  # the first beat at once: whatever delayed the start is not silence
+        while not self._stop.wait(wait):
+            wait = self.every_s
             try:
                 self.beat()
             except Exception as exc:  # the catalog may be away for a moment
