@@ -13,5 +13,5 @@ def plural(noun: str) -> str:
 def count(n: int | float, noun: str, many: str | None = None) -> str:
     """`n noun`, the noun plural unless `n` is exactly 1 (`many` for an odd plural)."""
     word = noun if n == 1 else many or plural(noun)
-    shown = f"{n:,}" if isinstance(n, int) else f"{n:g}"
+    shown = f"{n}" if isinstance(n, int) else f"{n:g}"
     return f"{shown} {word}"

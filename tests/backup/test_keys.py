@@ -154,7 +154,7 @@ def test_key_rotation_keeps_old_snapshots_readable(pg_url, small, tmp_path, key_
         for ln in status.evaluate(status.gather(services, check_provider=False))
         if ln.key == "encryption"
     ]
-    assert line.detail.endswith(f"(to {new_public[:16]}…; 1 retired key(s) kept for reading)")
+    assert line.detail.endswith(f"(to {new_public[:16]}…; 1 retired key kept for reading)")
 
     # dropping the old key too early: a clear refusal that names the way out
     only_new = services_for(settings_for(pg_url, tmp_path, ATLAS_ENCRYPTION_KEY_FILE=str(new_key)))

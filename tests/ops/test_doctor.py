@@ -180,7 +180,7 @@ def test_slack_token_scopes_channel_and_groups(pg_url: str, tmp_path: Path, slac
     checks = _by_name(doc)
     assert checks["slack"]["status"] == "ok" and checks["slack scopes"]["status"] == "ok", out
     assert checks["slack channel"]["detail"] == "the bot is in #ops"
-    assert checks["approvers"]["detail"] == "user group SDBA: 2 member(s)"
+    assert checks["approvers"]["detail"] == "user group SDBA: 2 members"
     assert "xoxb-doctor-token-1" not in out
 
     slack_api.scopes = [s for s in slack_api.scopes if s != "reactions:read"]

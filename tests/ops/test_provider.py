@@ -294,7 +294,7 @@ def test_check_cluster_with_the_provider_default_retention(rds_client: Any) -> N
 
     assert not status.ok
     assert status.retention_days == 1
-    assert status.problems == ["retention 1 days is below the policy minimum of 14"]
+    assert status.problems == ["retention 1 day is below the policy minimum of 14"]
 
 
 def test_check_unknown_cluster(rds_env: str) -> None:

@@ -421,7 +421,9 @@ def test_any_reaction_after_rejection_is_ignored(user: str, emoji: str, added: b
     assert req.status == ap.REJECTED
 
     out = react(p, req, user, emoji, added=added)
-    assert out.action == ap.IGNORE
+    # an approver's new approval is answered (it changes nothing); all else is silent
+    late_approval = added and emoji == "white_check_mark" and user in (ALICE, BOB)
+    assert out.action == (ap.TELL if late_approval else ap.IGNORE)
     assert "rejected" in out.reason
     assert out.status == ap.REJECTED
     assert out.reactions == req.reactions
@@ -431,7 +433,7 @@ def test_reject_wins_over_later_approvals_reaching_required() -> None:
     p = policy(required=1)
     req = apply(request(), react(policy(), request(), BOB, "x"))
     out = react(p, req, ALICE)
-    assert out.action == ap.IGNORE
+    assert out.action == ap.TELL and "changes nothing" in out.reason  # said, never approved
     assert out.status == ap.REJECTED
 
 
@@ -472,11 +474,11 @@ def test_reaction_on_expired_request_is_ignored() -> None:
     assert req.status == ap.EXPIRED
     for emoji in ("white_check_mark", "x"):
         out = react(policy(), req, BOB, emoji, now=EXPIRES + timedelta(minutes=5))
-        assert out.action == ap.IGNORE
+        assert out.action == (ap.TELL if emoji == "white_check_mark" else ap.IGNORE)
         assert out.status == ap.EXPIRED
     # even a clock that (wrongly) says it is earlier does not revive it
     out = react(policy(), req, BOB, now=NOW)
-    assert out.action == ap.IGNORE
+    assert out.action == ap.TELL and out.status == ap.EXPIRED
     assert out.status == ap.EXPIRED
 
 
