@@ -67,9 +67,7 @@ def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
         problems.append(f"table {name} is unexpected")
     for name in sorted(set(exp_t) & set(act_t)):
         if exp_t[name] != act_t[name]:
-            problems.append(
-                f"table {name} has {count(act_t[name], 'row')}, expected {exp_t[name]}"
-            )
+            problems.append(f"table {name} has {count(act_t[name], 'row')}, expected {exp_t[name]}")
     exp_s, act_s = expected.get("sequences", {}), actual.get("sequences", {})
     for name in sorted(exp_s):
         if name not in act_s:
