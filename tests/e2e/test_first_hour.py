@@ -155,3 +155,9 @@ def test_the_console_shows_who_rejected_and_answers_a_late_approval(
     c.close()
     assert "<@carol>" not in (c.before or "")
     assert os.path.exists(tmp_path / "backups")
+
+
+def test_atlas_help_says_what_atlas_is_for(tmp_path):
+    said = " ".join(run_cli(["--help"], cli_env(tmp_path), tmp_path, text=True).stdout.split())
+    for words in ("drills", "refreshes", "approval in Slack", "atlas demo", "atlas doctor"):
+        assert words in said, said
