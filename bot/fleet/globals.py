@@ -24,6 +24,7 @@ from bot.backup.layout import globals_key, globals_name, new_id, sidecar_key
 from bot.catalog import Catalog
 from bot.config import Server, Settings
 from bot.errors import AtlasError
+from bot.fleet import sqlsplit
 from bot.fleet.discover import server_conn
 from bot.pg import Conn, find_tool, redact, server_info
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
@@ -38,22 +39,9 @@ NOT_IN_A_TRANSACTION = re.compile(r"(CREATE|DROP|ALTER) TABLESPACE\b", re.IGNORE
 
 
 def statements(text: str) -> list[str]:
-    """The SQL statements of pg_dumpall's globals output: comments, blank lines and psql's
-    meta-commands (`\\connect`, `\\restrict`) left out. Each statement ends with `;` at the
-    end of a line, which is how pg_dumpall writes them."""
-    out: list[str] = []
-    buf: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not buf and (not stripped or stripped.startswith(("--", "\\"))):
-            continue
-        buf.append(line)
-        if stripped.endswith(";"):
-            out.append("\n".join(buf))
-            buf = []
-    if buf:
-        out.append("\n".join(buf))
-    return out
+    """The SQL statements of pg_dumpall's globals output, split by SQL's rules (a `;` in a
+    role's comment does not end it), without comments and psql's meta-commands."""
+    return sqlsplit.statements(text)
 
 
 def created_role(statement: str) -> str | None:
@@ -204,6 +192,7 @@ class Applied:
     skipped: int = 0  # tablespace statements, which no transaction can hold
     error: str | None = None  # the statement that failed, and why
     unchecked: str | None = None  # why it could not be tried (no CREATEROLE)
+    not_permitted: list[str] = field(default_factory=list)  # what the role may not do
 
 
 def apply_rolled_back(conn: Conn, text: str) -> Applied:
@@ -232,10 +221,15 @@ def apply_rolled_back(conn: Conn, text: str) -> Applied:
                 if NOT_IN_A_TRANSACTION.match(stmt.strip()):
                     out.skipped += 1
                     continue
+                first = stmt.strip().splitlines()[0][:200]
+                c.execute("SAVEPOINT atlas_statement")
                 try:
                     c.execute(stmt.encode())
+                except psycopg.errors.InsufficientPrivilege:
+                    # a CREATEROLE role may not touch superuser roles: named, not fatal
+                    c.execute("ROLLBACK TO SAVEPOINT atlas_statement")
+                    out.not_permitted.append(first)
                 except psycopg.Error as exc:
-                    first = stmt.strip().splitlines()[0][:200]
                     out.error = f"{first}: {str(exc).strip().splitlines()[0]}"
                     break
         finally:

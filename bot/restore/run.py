@@ -304,6 +304,12 @@ class Restores:
             )
         if applied.unchecked:
             warnings.append(f"roles of server {target.server} not checked: {applied.unchecked}")
+        if applied.not_permitted:
+            shown = "; ".join(applied.not_permitted[:3])
+            warnings.append(
+                f"{count(len(applied.not_permitted), 'role statement')} the staging role may "
+                f"not run (it is no superuser), skipped: {shown}"
+            )
         if applied.existing:
             shown = ", ".join(applied.existing[:10])
             more = f" and {len(applied.existing) - 10} more" if len(applied.existing) > 10 else ""

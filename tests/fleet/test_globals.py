@@ -214,3 +214,52 @@ def test_roles_that_do_not_apply_are_named_and_nothing_stays(staging_server: PgC
         staging_server.execute("postgres", "SELECT 1 FROM pg_roles WHERE rolname = %s", [tag + "a"])
         == []
     )
+
+
+def test_a_semicolon_inside_quotes_does_not_end_a_statement() -> None:
+    text = (
+        "\\restrict x\n-- roles\nCREATE ROLE app;\n"
+        "COMMENT ON ROLE app IS 'reads;\nand writes;';\n"
+        'CREATE ROLE "semi;colon";\n'
+        "COMMENT ON ROLE app IS E'it\\'s; fine';\n"
+        "DO $body$ BEGIN PERFORM 1; END $body$;\n"
+        "/* a block; comment */ ALTER ROLE app WITH LOGIN;\n"
+        "\\unrestrict x\n"
+    )
+    assert statements(text) == [
+        "CREATE ROLE app;",
+        "COMMENT ON ROLE app IS 'reads;\nand writes;';",
+        'CREATE ROLE "semi;colon";',
+        "COMMENT ON ROLE app IS E'it\\'s; fine';",
+        "DO $body$ BEGIN PERFORM 1; END $body$;",
+        "ALTER ROLE app WITH LOGIN;",
+    ]
+
+
+def test_a_role_comment_ending_a_line_with_a_semicolon_applies(staging_server: PgCluster) -> None:
+    tag = f"gl_{uuid.uuid4().hex[:6]}_"
+    text = (
+        f"CREATE ROLE {tag}a;\nCOMMENT ON ROLE {tag}a IS 'billing;\nreports;';\n"
+        "-- PostgreSQL database cluster dump complete\n"
+    )
+    applied = apply_rolled_back(Conn.parse(staging_server.url("postgres")), text)
+    assert applied.error is None and applied.not_permitted == []
+
+
+def test_statements_a_createrole_role_may_not_run_are_skipped_and_named(
+    staging_server: PgCluster,
+) -> None:
+    tag = f"gl_{uuid.uuid4().hex[:6]}_"
+    role = staging_server.create_role(f"{tag}cr", password="Cr-pw-1", createdb=True)
+    staging_server.execute("postgres", f"ALTER ROLE {role} CREATEROLE")
+    try:
+        text = (
+            f"CREATE ROLE {tag}a;\nALTER ROLE postgres WITH SUPERUSER INHERIT LOGIN;\n"
+            f"ALTER ROLE {tag}a WITH LOGIN;\n-- PostgreSQL database cluster dump complete\n"
+        )
+        url = staging_server.url("postgres", user=role, password="Cr-pw-1")
+        applied = apply_rolled_back(Conn.parse(url), text)
+        assert applied.error is None, applied.error
+        assert applied.not_permitted == ["ALTER ROLE postgres WITH SUPERUSER INHERIT LOGIN;"]
+    finally:
+        staging_server.drop_role(role)
