@@ -253,7 +253,7 @@ def _snapshot_all(note: str, as_json: bool) -> None:
         _fail(exc, as_json)
         return
     failed = [o for o in outcomes if o.error]
-    bad = bool(failed or fleet.problems)
+    bad = bool(failed or fleet.problems or fleet.skipped)  # a skipped database fails the run
     if as_json:
         _json(
             {
@@ -288,9 +288,10 @@ def _snapshot_all(note: str, as_json: bool) -> None:
             )
         for line in [*fleet.skipped, *fleet.problems]:
             console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
+        skipped = f"; {count(len(fleet.skipped), 'database')} skipped" if fleet.skipped else ""
         console.print(
             f"{len(outcomes) - len(failed)} of {count(len(outcomes), 'snapshot')} ok "
-            "(each database, and each server's roles)",
+            f"(each database, and each server's roles){skipped}",
             highlight=False,
         )
         for o in outcomes:

@@ -458,6 +458,7 @@ class Services:
             ok=[o.database for o in outcomes if o.snapshot],
             failed=[o.database for o in outcomes if o.error],
             gone=fleet.gone,
+            skipped=fleet.skipped,
             problems=fleet.problems,
         )
         return fleet, outcomes

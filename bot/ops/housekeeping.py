@@ -278,7 +278,10 @@ def fleet_snapshot(
     title = "Scheduled snapshot" if source == "schedule" else "Snapshot"
     head = Message(services.chat, channel or services.settings.channel)
     head.post(
-        messages.fleet_summary(ok, failed, fleet.gone, fleet.problems + fleet.skipped, title), []
+        messages.fleet_summary(
+            ok, failed, fleet.gone, fleet.problems, title, skipped=fleet.skipped
+        ),
+        [],
     )
     if head.ts and len(outcomes) > 1:
         for chunk in messages.fleet_successes(ok):

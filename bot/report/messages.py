@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
+from bot.words import count
 
 Blocks = list[dict[str, Any]]
 
@@ -396,11 +397,15 @@ def fleet_summary(
     problems: list[str],
     title: str = "Scheduled snapshot",
     shown: int = 20,
+    skipped: list[str] | None = None,
 ) -> str:
     """One message for a run over the fleet: each failure named (the first `shown`), the
-    successes counted (they are listed in the thread). One database reads as before."""
+    successes counted (they are listed in the thread). One database reads as before. A
+    database the run had to skip is a failure of the run, named with why."""
     total = len(ok) + len(failed)
     lines = []
+    skipped = skipped or []
+    problems = [*skipped, *problems]
     if total == 1 and not gone and not problems:
         if ok:
             name, snap = ok[0]
@@ -408,7 +413,15 @@ def fleet_summary(
         name, error = failed[0]
         return f"<!here> :rotating_light: *{title} of {escape(name)} FAILED*: {escape(error)}"
     if failed or problems:
-        what = f"{len(failed)} of {total} FAILED" if failed else "a server could not be listed"
+        what = "; ".join(
+            part
+            for part in (
+                f"{len(failed)} of {total} FAILED" if failed else "",
+                f"{count(len(skipped), 'database')} skipped" if skipped else "",
+                "a server could not be listed" if len(problems) > len(skipped) else "",
+            )
+            if part
+        )
         lines.append(f"<!here> :rotating_light: *{title}s: {what}*")
         for name, error in failed[:shown]:
             lines.append(f"• *{escape(name)}*: {escape(error[:300])}")

@@ -302,3 +302,27 @@ def test_slash_snapshot_all_runs_the_fleet_and_posts_one_message(
     notes = {s.database: s.note for s in services.catalog.list_snapshots(limit=10)}
     assert notes[prefix + "a"] == notes[prefix + "b"] == "before the upgrade"
     respond.assert_not_called()
+
+
+def test_a_database_the_run_must_skip_fails_the_run_and_is_named(
+    pg: PgCluster, prefix: str, tmp_path: Path, slack_api
+) -> None:
+    odd = f"{prefix}a b"  # a space: no storage key can hold it
+    _create(pg, odd)
+    env = cli_env(tmp_path, DATABASE_URL=pg.url("postgres"), ATLAS_DATABASES=f"{prefix}*")
+    doc = _all(env)
+    assert doc["status"] == "failed" and any(repr(odd) in s for s in doc["skipped"])
+    assert {s["database"] for s in doc["snapshots"]} == {prefix + n for n in ("a", "b", "skip")}
+    said = run_cli(["snapshot", "--all"], env, REPO, text=True)
+    assert said.returncode == 1
+    assert "4 of 4 snapshots ok (each database, and each server's roles); 1 database skipped" in (
+        " ".join(said.stderr.split())
+    )
+    settings = settings_for(
+        pg.url("postgres"), tmp_path / "bot", ATLAS_DATABASES=f"{prefix}*", ATLAS_CHANNEL=CHANNEL
+    )
+    housekeeping.scheduled_snapshot(services_for(settings, slack_api.client()))
+    [head] = [p for p in slack_api.calls("chat.postMessage") if not p["params"].get("thread_ts")]
+    text = head["params"]["text"]
+    assert text.startswith("<!here> :rotating_light: *Scheduled snapshots: 1 database skipped*")
+    assert repr(odd) in text and "could not be listed" not in text
