@@ -15,8 +15,12 @@ Rules, per (database, environment), all times in UTC:
 * Kept: 'ok' rows younger than `policy.days`, and the grandfather-father-son picks: the newest
   'ok' snapshot of each of the last `keep_daily` days, `keep_weekly` ISO weeks and
   `keep_monthly` months that have one.
-* Everything else is pruned, including failed, interrupted and corrupt rows of any age: they
-  have no artifact, or a bad one, so they can never be restored from.
+* Corrupt rows (their artifact does not verify) are never counted as good, but their good
+  blocks may be all that is left of a day: they are kept within `policy.days` like 'ok' ones,
+  and the newest one of a database that has no 'ok' snapshot at all is kept, whatever its
+  age, until a good snapshot exists. No database's last artifact is deleted.
+* Everything else is pruned, including failed and interrupted rows of any age: they have no
+  artifact, so they can never be restored from.
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ def plan(
         members.sort(key=lambda r: (starts[id(r)], r.id), reverse=True)
 
     newest: set[int] = {id(members[0]) for members in groups.values()}
+    last_artifact = _newest_corrupt_without_ok(rows, starts, set(groups))
     picks: dict[int, str] = {}  # row -> first GFS reason (daily before weekly before monthly)
     for members in groups.values():
         for label, keep, bucket in (
@@ -126,6 +131,10 @@ def plan(
         elif started is None:
             # Never delete what cannot be dated: an unreadable timestamp is a bug to look at.
             keep, reason = True, f"start time {row.started_at!r} unreadable, kept to be safe"
+        elif row.status == SnapshotStatus.CORRUPT:
+            keep, reason = _corrupt(
+                row, now_utc - started < window, id(row) in last_artifact, policy
+            )
         elif row.status != OK:
             keep, reason = False, _WHY_NOT_OK[row.status]
         elif now_utc - started < window:
@@ -136,6 +145,36 @@ def plan(
             keep, reason = False, f"older than {_days(policy.days)}"
         decisions.append(Decision(snap_id, keep, reason))
     return decisions
+
+
+def _newest_corrupt_without_ok(
+    rows: list[Snapshot], starts: dict[int, datetime | None], with_ok: set[tuple[str, str]]
+) -> set[int]:
+    """Per database with no 'ok' snapshot, its newest corrupt row: its last artifact."""
+    newest: dict[tuple[str, str], Snapshot] = {}
+    for row in rows:
+        group, started = _group(row), starts[id(row)]
+        if row.status != SnapshotStatus.CORRUPT or group in with_ok or started is None:
+            continue
+        best = newest.get(group)
+        if best is None or (started, row.id) > (starts[id(best)], best.id):
+            newest[group] = row
+    return {id(row) for row in newest.values()}
+
+
+def _corrupt(row: Snapshot, recent: bool, last: bool, policy: RetentionPolicy) -> tuple[bool, str]:
+    database, environment = _group(row)
+    if recent:
+        return True, (
+            f"corrupt (does not verify), kept within {_days(policy.days)}: its good blocks "
+            "may be all that is left"
+        )
+    if last:
+        return True, (
+            f"corrupt, but the last artifact of {database}/{environment}: kept until a good "
+            "snapshot exists"
+        )
+    return False, f"corrupt snapshot older than {_days(policy.days)}"
 
 
 def summary(decisions: Iterable[Decision]) -> dict[str, int]:

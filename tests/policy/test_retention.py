@@ -254,8 +254,9 @@ def test_gfs_ignores_non_ok_rows() -> None:
 # -- statuses --------------------------------------------------------------------------------
 
 
-def test_failed_interrupted_corrupt_rows_pruned_old_or_recent() -> None:
-    """They have no artifact or a bad one, so the age window does not save them."""
+def test_failed_and_interrupted_rows_pruned_old_or_recent_corrupt_ones_kept_in_the_window() -> None:
+    """Failed and interrupted rows have no artifact, so the age window does not save them;
+    a corrupt one's good blocks may still be needed, so the window keeps it."""
     rows = [
         snap("newest", ago(0, hours=1)),
         snap("failed-old", ago(90), status="failed"),
@@ -271,9 +272,29 @@ def test_failed_interrupted_corrupt_rows_pruned_old_or_recent() -> None:
     assert got["interrupted"] == Decision(
         "interrupted", False, "interrupted snapshot, no artifact to restore"
     )
-    assert got["corrupt"] == Decision(
-        "corrupt", False, "corrupt snapshot, its artifact does not verify"
-    )
+    assert got["corrupt"].keep and "may be all that is left" in got["corrupt"].reason
+
+
+def test_a_corrupt_snapshot_is_never_counted_as_good() -> None:
+    rows = [snap("corrupt", ago(0, hours=1), status="corrupt"), snap("good", ago(40))]
+    got = by_id(plan(rows, RetentionPolicy(days=30), NOW))
+    assert got["good"].reason.startswith("newest verified snapshot")  # the old good one
+    assert got["corrupt"].keep and got["corrupt"].reason.startswith("corrupt (does not verify)")
+
+
+def test_the_last_artifact_of_a_database_is_kept_even_when_corrupt_and_old() -> None:
+    rows = [
+        snap("only", ago(100), status="corrupt"),
+        snap("older", ago(200), status="corrupt"),
+        snap("failed", ago(1), status="failed"),
+    ]
+    got = by_id(plan(rows, RetentionPolicy(days=30), NOW))
+    assert got["only"].keep and "the last artifact of" in got["only"].reason
+    assert not got["older"].keep and got["older"].reason.startswith("corrupt snapshot older")
+    assert not got["failed"].keep
+    # once a good snapshot exists, an old corrupt one goes the way of any old snapshot
+    got = by_id(plan([*rows, snap("good", ago(0, hours=1))], RetentionPolicy(days=30), NOW))
+    assert not got["only"].keep
 
 
 def test_running_deleted_and_unknown_statuses_never_listed() -> None:
@@ -309,9 +330,9 @@ def test_corrupt_newest_does_not_count_as_newest_verified() -> None:
     assert not got["ok-older"].keep
 
 
-def test_group_with_no_ok_snapshot_keeps_nothing_unprotected() -> None:
-    rows = [snap("f", ago(1), status="failed"), snap("c", ago(2), status="corrupt")]
-    assert summary(plan(rows, RetentionPolicy(), NOW)) == {"kept": 0, "pruned": 2}
+def test_group_with_no_ok_snapshot_keeps_only_its_last_artifact() -> None:
+    rows = [snap("f", ago(1), status="failed"), snap("c", ago(200), status="corrupt")]
+    assert summary(plan(rows, RetentionPolicy(), NOW)) == {"kept": 1, "pruned": 1}
 
 
 # -- independence ----------------------------------------------------------------------------
