@@ -12,6 +12,7 @@ import itertools
 import re
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -37,7 +38,8 @@ HELP = """Type what you would in the channel:
 
 @dataclass
 class Posted:
-    ts: str
+    ts: str  # unique across sessions, as Slack's are: requests are found by it
+    number: int  # what the terminal shows: #1, #2, … in this session
     channel: str
     text: str
     blocks: Blocks
@@ -56,6 +58,8 @@ class ConsoleChat:
         self.groups = approvers or {}
         self.prompt = ""  # shown again after output that arrives while someone types
         self._ts = itertools.count(1)
+        # Slack's form, seconds.serial: a later session's #1 is never an earlier one's
+        self._session = f"{time.time_ns() // 1000}"
         self._lock = threading.Lock()
 
     def say(self, line: str) -> None:
@@ -69,7 +73,11 @@ class ConsoleChat:
 
     def _show(self, posted: Posted, how: str) -> None:
         lines, _ = render(posted.text, posted.blocks)
-        where = f"in thread #{posted.thread_ts}" if posted.thread_ts else f"#{posted.ts}"
+        where = (
+            f"in thread #{self.number(posted.thread_ts)}"
+            if posted.thread_ts
+            else f"#{posted.number}"
+        )
         head = f"{BOT} [{where}{how}] "
         self.say(head + (lines[0] if lines else ""))
         for line in lines[1:]:
@@ -78,7 +86,8 @@ class ConsoleChat:
     def post(
         self, channel: str, text: str, blocks: Blocks, thread_ts: str | None = None
     ) -> tuple[str, str] | None:
-        ts = str(next(self._ts))
+        number = next(self._ts)
+        ts = f"{self._session}.{number:06d}"
         buttons = [
             e
             for b in blocks
@@ -86,7 +95,7 @@ class ConsoleChat:
             for e in b.get("elements") or []
             if e.get("type") == "button"
         ]
-        posted = Posted(ts, channel, text, blocks, thread_ts, buttons)
+        posted = Posted(ts, number, channel, text, blocks, thread_ts, buttons)
         self.messages[ts] = posted
         self._show(posted, "")
         return channel, ts
@@ -99,8 +108,13 @@ class ConsoleChat:
         self._show(posted, ", edited")
         return True
 
+    def number(self, ts: str | None) -> str:
+        """The #number the terminal showed for `ts` (a ts of another session: as it is)."""
+        posted = self.messages.get(ts or "")
+        return str(posted.number) if posted else str(ts)
+
     def react(self, channel: str, ts: str, emoji: str) -> None:
-        self.say(f"{BOT} reacted :{emoji}: on #{ts}")
+        self.say(f"{BOT} reacted :{emoji}: on #{self.number(ts)}")
 
     def tell(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
         self.say(f"(only @{user} can see this) {mrkdwn(text)}")
@@ -117,7 +131,9 @@ class Console:
     def __init__(self, services: Services, chat: ConsoleChat, user: str) -> None:
         self.services, self.chat, self.user = services, chat, user
         self.channel = services.settings.channel or "console"  # set by main
-        self.context = BoltContext({"services": services, "bot_user_id": BOT})
+        self.context = BoltContext(
+            {"services": services, "bot_user_id": BOT, "atlas_surface": "console"}
+        )
 
     def handle(self, line: str) -> bool:
         """One line typed; False when the console should end."""
@@ -166,7 +182,7 @@ class Console:
         if target is None:
             self.chat.say("(no request to react on yet: try /atlas drill)")
             return
-        self.chat.say(f"{user} reacted :{emoji}: on #{target.ts}")
+        self.chat.say(f"{user} reacted :{emoji}: on #{target.number}")
         event = {
             "user": user,
             "reaction": emoji,
@@ -180,7 +196,7 @@ class Console:
             self.chat.say("(no such button)")
             return
         button = target.buttons[number - 1]
-        self.chat.say(f"{self.user} pressed [{number}] on #{target.ts}")
+        self.chat.say(f"{self.user} pressed [{number}] on #{target.number}")
         body = {
             "user": {"id": self.user},
             "channel": {"id": target.channel},

@@ -43,6 +43,7 @@ def _handle(event: dict[str, Any], context: BoltContext, added: bool) -> None:
         channel=parsed.channel,
         ts=parsed.ts,
         bot_user=context.bot_user_id,
+        via=str(context.get("atlas_surface") or "slack"),  # the console sets "console"
     )
 
 

@@ -21,9 +21,18 @@ class Reactions:
         self.catalog, self.chat, self.ask, self.jobs = catalog, chat, ask, jobs
 
     def on_reaction(
-        self, *, user: str, emoji: str, added: bool, channel: str, ts: str, bot_user: str | None
+        self,
+        *,
+        user: str,
+        emoji: str,
+        added: bool,
+        channel: str,
+        ts: str,
+        bot_user: str | None,
+        via: str = "slack",
     ) -> approvals.Outcome | None:
-        """Apply one reaction; start the job if this one approved it."""
+        """Apply one reaction; start the job if this one approved it. `via` (slack or
+        console) is written in the audit, so an approval typed in a terminal says so."""
         found = self.catalog.request_by_message(channel, ts)
         if found is None:
             return None
@@ -50,7 +59,7 @@ class Reactions:
                 fields.update(status=outcome.status, decided_at=now(), reason=outcome.reason)
             audit = None
             if outcome.action != approvals.IGNORE:
-                detail = {"emoji": emoji, "reason": outcome.reason}
+                detail = {"emoji": emoji, "reason": outcome.reason, "via": via}
                 audit = (user, f"{req.kind}.{outcome.action}", detail)
             return RequestChange(outcome.reactions, fields, audit)
 

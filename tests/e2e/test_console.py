@@ -67,3 +67,50 @@ def test_snapshot_drill_approval_reminder_and_button_in_a_terminal(
     c.expect(pexpect.EOF)
     c.close()
     assert c.exitstatus == 0
+
+
+def test_a_second_session_never_approves_a_request_of_the_first(
+    pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
+) -> None:
+    """Each session numbers its messages from #1, but what it posts is found by a ts of
+    its own: `approve as carol` in a later session approves that session's request."""
+    from bot.catalog import open_catalog
+
+    fill_sample(pg_url, rows=50)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
+        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
+    }
+    env.update(
+        DATABASE_URL=least_privilege.reader_url,
+        STAGING_DATABASE_URL=least_privilege.stager_url,
+        ATLAS_STORAGE=str(tmp_path / "backups"),
+        ATLAS_STATE=state_for(tmp_path),
+        PYTHONPATH=str(REPO),
+    )
+    requests = []
+    for approve in (False, True):
+        c = pexpect.spawn(
+            sys.executable, ["-m", "bot.cli", "console"], env=env, encoding="utf-8", timeout=60
+        )
+        c.expect("you> ")
+        if not approve:
+            c.sendline("/atlas snapshot")
+            c.expect("is stored and verified")
+        c.sendline("/atlas drill")
+        c.expect(r"request `(req-\S+)`")
+        requests.append(c.match.group(1))
+        if approve:
+            c.sendline("approve as carol")
+            c.expect(r"✅ Restore drill `d-\S+` passed")
+        c.sendline("/quit")
+        c.expect(pexpect.EOF)
+        c.close()
+    catalog = open_catalog(env["ATLAS_STATE"])
+    first, second = (catalog.get_request(r) for r in requests)
+    assert first.status == "pending" and second.status == "done", (first, second)
+    approved = [a for a in catalog.audit_log(limit=50) if a.action == "drill.approve"]
+    assert [a.subject for a in approved] == [second.id]
+    assert approved[0].detail["via"] == "console" and approved[0].actor == "carol"
