@@ -39,9 +39,10 @@ class Scheduler:
         self.sched = BackgroundScheduler(timezone=st.timezone)
         self._add("lease", self.leases, "interval", seconds=st.failover_s / 6)
         self._add("expire-requests", lambda: services.jobs.expire_due(), "interval", seconds=30)
-        # a snapshot whose process died (a CLI killed on this host, a replica gone) is
-        # closed out and announced soon after its heartbeats stop, not at the next snapshot
-        self._add("recover", services.recover, "interval", seconds=min(60.0, st.stale_after_s / 2))
+        # what died (a snapshot of a CLI killed on this host or of a replica gone, a drill
+        # or refresh of a dead replica, fleet work it held) is closed out and announced
+        # soon after its heartbeats stop, not at the next snapshot
+        self._add("recover", self.recover, "interval", seconds=min(60.0, st.stale_after_s / 2))
         # every replica: claim the fleet's queued snapshots while there is room, and beat
         self._add("work", self.work, "interval", seconds=1, leader_only=False)
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))

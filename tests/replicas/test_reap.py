@@ -62,3 +62,19 @@ def test_jobs_of_a_replica_whose_lease_is_gone_are_failed(pg_url, tmp_path, slac
     assert services.jobs.reap() == []
     assert services.jobs.reap(live) == ["r-other"]  # and once is enough
     assert services.jobs.reap(live) == []
+
+
+def test_the_schedule_closes_out_a_dead_replicas_restore_jobs(pg_url, tmp_path, slack_api):
+    """The leader's periodic recovery is the whole of it: snapshots, restore jobs, work."""
+    from bot.ops.scheduler import Scheduler
+
+    settings = settings_for(pg_url, tmp_path, ATLAS_CHANNEL="CATLAS")
+    services = services_for(settings, slack_api.client())
+    fill_sample(pg_url, rows=20)
+    snap = services.taker.take(requested_by="U1").id
+    _running(services, "r-gone", "node-b.internal:4242", snap)  # no replica lease: dead
+    scheduler = Scheduler(services)  # built, not started: its jobs are run here by hand
+    assert scheduler.renew()  # this process leads
+    scheduler.sched.get_job("recover").func()  # what the interval trigger runs
+    assert services.catalog.get_request("r-gone").status == RequestStatus.FAILED
+    assert services.catalog.get_drill("d-r-gone").status == DrillStatus.INTERRUPTED
