@@ -847,8 +847,9 @@ def catalog_migrate(url: str, as_json: bool) -> None:
     from bot.catalog.postgres import PostgresCatalog
     from bot.catalog.sqlite import SqliteCatalog
     from bot.config import load_settings
+    from bot.owners import REPLICA_LEASE
     from bot.redaction import redact
-    from bot.restore.guard import refuse_catalog_among_targets
+    from bot.restore.guard import refuse_catalog_among_targets, refuse_catalog_in_a_fleet
 
     settings = load_settings()
     if not is_url(url):
@@ -867,8 +868,16 @@ def catalog_migrate(url: str, as_json: bool) -> None:
             "point ATLAS_STATE at the SQLite file `atlas serve` has used",
         )
     source = open_catalog(Path(settings.state))
+    live = source.live_leases(REPLICA_LEASE)
+    if live:
+        raise AtlasError(
+            f"`atlas serve` is running on this catalog ({live[0].removeprefix(REPLICA_LEASE)}"
+            "): what it records during the copy would stay behind in the old one.",
+            "stop it, run this again, then start it with ATLAS_STATE set to the new URL",
+        )
     settings.state = url.strip()
     refuse_catalog_among_targets(settings)
+    refuse_catalog_in_a_fleet(settings, settings.state)
     target = open_catalog(settings.state)
     assert isinstance(source, SqliteCatalog) and isinstance(target, PostgresCatalog)
     copied = copy_catalog(source, target)

@@ -30,6 +30,11 @@ class ServerIdentity:
             return self.system_id == other.system_id
         return self.started == other.started
 
+    def same_server(self, other: ServerIdentity) -> bool:
+        if self.system_id and other.system_id:
+            return self.system_id == other.system_id
+        return self.started == other.started
+
 
 def server_identity(conn: Conn) -> ServerIdentity:
     with conn.connect(autocommit=True) as c:
@@ -118,3 +123,23 @@ def refuse_catalog_among_targets(settings: Settings) -> None:
                     "keep the catalog in a database of its own, e.g. "
                     "postgresql://atlas@HOST/atlas_catalog",
                 )
+
+
+def refuse_catalog_in_a_fleet(settings: Settings, url: str) -> None:
+    """Before a catalog moves to `url`: refuse a database that a server's selection backs
+    up. Fleet runs leave the catalog out, so that database would silently drop out of the
+    backups; a catalog belongs in a database of its own."""
+    catalog = server_identity(Conn.parse(url, "--to"))
+    for server in settings.servers.values():
+        try:
+            found = server_identity(Conn.parse(server.url, server.url_setting))
+        except AtlasError:
+            continue  # unreachable now: its own runs say why
+        if found.same_server(catalog) and server.selection.matches(catalog.dbname):
+            raise Refused(
+                f"{catalog.dbname} is on server {server.name}, whose selection "
+                f"('{server.selection.describe()}') backs it up: as the catalog it would drop "
+                "out of the backups.",
+                f"use a database of its own the selection leaves out (add '!{catalog.dbname}' "
+                "to it), or another server",
+            )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from bot.errors import AtlasError, Busy
 from bot.records import Snapshot, SnapshotStatus, WorkItem, WorkStatus
 from tests.support.catalogs import CatalogServer
 from tests.support.helpers import cli_env, run_cli
-from tests.support.pg import fill_sample
+from tests.support.pg import PgCluster, fill_sample
 from tests.support.proxy import tcp_proxy
 
 pytestmark = pytest.mark.own_catalog
@@ -231,3 +232,29 @@ def test_snapshots_starting_as_another_finishes_are_busy_or_run(
     outcomes = [o for seen in _race(6, churn) for o in seen]
     assert set(outcomes) <= {"busy", "ran"}, sorted(set(outcomes))
     assert "ran" in outcomes
+
+
+def test_migrate_refuses_a_database_a_fleet_backs_up_and_a_live_serve(
+    pg: PgCluster, pg_url: str, tmp_path: Path
+) -> None:
+    name = f"cat_{uuid.uuid4().hex[:6]}"
+    pg.create_database(name)
+    try:
+        state = tmp_path / "atlas.db"
+        open_catalog(state)  # the file `atlas serve` has used
+        env = cli_env(
+            tmp_path, DATABASE_URL=pg.url("postgres"), ATLAS_DATABASES="*", ATLAS_STATE=str(state)
+        )
+        res = run_cli(["catalog", "migrate", "--to", pg.url(name)], env, tmp_path, text=True)
+        assert res.returncode == 1 and "would drop out of the backups" in res.stderr, res.stderr
+        assert f"'!{name}'" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        # a live `atlas serve` on the file: refused until it stops
+        open_catalog(state).acquire_lease("replica:node-a:4242:ab12", "node-a:4242", 60)
+        env["ATLAS_DATABASES"] = f"*, !{name}"
+        res = run_cli(["catalog", "migrate", "--to", pg.url(name)], env, tmp_path, text=True)
+        assert res.returncode == 1 and "`atlas serve` is running on this catalog" in res.stderr
+        open_catalog(state).release_lease("replica:node-a:4242:ab12", "node-a:4242")
+        res = run_cli(["catalog", "migrate", "--to", pg.url(name)], env, tmp_path, text=True)
+        assert res.returncode == 0, res.stderr
+    finally:
+        pg.drop_database(name)
