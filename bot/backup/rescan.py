@@ -3,12 +3,13 @@ there and agree is registered again."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.backup import sidecar
 from bot.backup.keys import Keys
-from bot.backup.layout import SNAPSHOT_ID, artifact_key
+from bot.backup.layout import SNAPSHOT_ID, artifact_key, globals_key, globals_name
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
@@ -33,6 +34,16 @@ class Found:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
+class Artifact(Protocol):
+    """The storage key of the artifact of snapshot `snap_id` at one place."""
+
+    def __call__(self, snap_id: str, *, encrypted: bool = False) -> str: ...
+
+
+def _database_artifact(target: DatabaseTarget, snap_id: str, *, encrypted: bool = False) -> str:
+    return artifact_key(target, snap_id, encrypted=encrypted)
+
+
 class Rescanner:
     def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
@@ -40,17 +51,18 @@ class Rescanner:
     def rescan(self, actor: str, *, dry_run: bool = False) -> list[Found]:
         """Register snapshots that storage holds but the catalog does not know, from their
         sidecars: after losing ATLAS_STATE, storage alone brings drills, restores and
-        retention back. Only configured databases are adopted: another Atlas's backups in
-        a shared bucket are never adopted (retention would then delete them), but named."""
+        retention back. Only configured databases, and the roles of configured servers, are
+        adopted: another Atlas's backups in a shared bucket are never adopted (retention
+        would then delete them), but named."""
         results = []
-        configured = {(t.environment, t.name): t for t in self.settings.databases.values()}
+        configured = self._places()
         for key in self.store.get().list(""):
             if not (key.endswith(".json") and key.count("/") == 2):
                 continue
             environment, database, name = key.split("/")
             snap_id = name.removesuffix(".json")
-            target = configured.get((environment, database))
-            if target is None:
+            artifact = configured.get((environment, database))
+            if artifact is None:
                 results.append(
                     Found(
                         key,
@@ -60,15 +72,33 @@ class Rescanner:
                     )
                 )
             else:
-                results.append(self._adopt(key, snap_id, target, actor, dry_run))
+                place = (environment, database)
+                results.append(self._adopt(key, snap_id, place, artifact, actor, dry_run))
         return results
+
+    def _places(self) -> dict[tuple[str, str], Artifact]:
+        """(environment, database) of each configured database and each server's roles,
+        with how the artifact beside a sidecar there is named."""
+        places: dict[tuple[str, str], Artifact] = {}
+        for t in self.settings.databases.values():
+            places[(t.environment, t.name)] = functools.partial(_database_artifact, t)
+        for name, server in self.settings.servers.items():
+            where = (server.environment, globals_name(name))
+            places[where] = functools.partial(globals_key, server.environment, name)
+        return places
 
     def _identity(self, data: bytes) -> Identity | None:
         """The key, when a sidecar is sealed (checked cheaply, before loading any key)."""
         return self.keys.current() if b'"sealed"' in data else None
 
     def _adopt(
-        self, key: str, snap_id: str, target: DatabaseTarget, actor: str, dry_run: bool
+        self,
+        key: str,
+        snap_id: str,
+        place: tuple[str, str],
+        artifact_of: Artifact,
+        actor: str,
+        dry_run: bool,
     ) -> Found:
         if not SNAPSHOT_ID.fullmatch(snap_id):
             return Found(key, snap_id, "skipped", f"{key} is not named like a snapshot.")
@@ -81,8 +111,8 @@ class Rescanner:
                 data += chunk
                 if len(data) > sidecar.SIDECAR_MAX:
                     break
-            doc = sidecar.parse(data, key, snap_id, target, self._identity(data))
-            artifact = artifact_key(target, snap_id, encrypted=doc["encryption"] == "age")
+            doc = sidecar.parse(data, key, snap_id, place, self._identity(data))
+            artifact = artifact_of(snap_id, encrypted=doc["encryption"] == "age")
             head = storage.stat(artifact)
             if head is None:
                 raise AtlasError(f"{key}: its artifact {artifact} is missing.")
@@ -97,4 +127,4 @@ class Rescanner:
             if not self.catalog.add_snapshot(snap):
                 return Found(key, snap_id, "known")
             self.catalog.audit(actor, "snapshot.imported", snap_id, sidecar=key)
-        return Found(key, snap_id, "imported", database=target.name)
+        return Found(key, snap_id, "imported", database=place[1])

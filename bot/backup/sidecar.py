@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.backup.layout import FORMAT, FORMATS, GLOBALS_FORMAT
-from bot.config import DatabaseTarget
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, names
 
@@ -87,11 +86,11 @@ def parse(
     data: bytes,
     key: str,
     snap_id: str,
-    target: DatabaseTarget,
+    place: tuple[str, str],
     identity: Identity | None = None,
 ) -> dict[str, Any]:
     """The sidecar's document (its sealed part opened with `identity`), or AtlasError
-    saying why it cannot be trusted."""
+    saying why it cannot be trusted. `place` is the (environment, database) its key names."""
     if len(data) > SIDECAR_MAX:
         raise AtlasError(f"{key} is larger than a sidecar can be.")
     try:
@@ -101,16 +100,17 @@ def parse(
     if not isinstance(doc, dict):
         raise AtlasError(f"{key} is not a sidecar.")
     unseal(doc, key, identity)
+    environment, database = place
     expected = {
         "id": snap_id,
-        "database": target.name,
-        "environment": target.environment,
+        "database": database,
+        "environment": environment,
         "compression": "zstd",
     }
     for name, want in expected.items():
         if doc.get(name) != want:
             raise AtlasError(f"{key}: {name} is {doc.get(name)!r}, expected {want!r}.")
-    if doc.get("format") not in FORMATS:
+    if doc.get("format") not in (*FORMATS, GLOBALS_FORMAT):
         raise AtlasError(f"{key}: format is {doc.get('format')!r}, expected {FORMAT!r}.")
     sha256, size = doc.get("sha256"), doc.get("size_bytes")
     if doc.get("encryption") not in ("none", "age"):
@@ -155,6 +155,7 @@ def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot
         encryption=doc["encryption"],
         manifest=doc["manifest"],
         pinned=False,
+        kind=SnapshotKind.GLOBALS if doc.get("format") == GLOBALS_FORMAT else SnapshotKind.DATABASE,
     )
 
 

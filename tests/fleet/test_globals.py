@@ -263,3 +263,24 @@ def test_statements_a_createrole_role_may_not_run_are_skipped_and_named(
         assert applied.not_permitted == ["ALTER ROLE postgres WITH SUPERUSER INHERIT LOGIN;"]
     finally:
         staging_server.drop_role(role)
+
+
+def test_rescan_adopts_a_fleets_roles_snapshot(
+    least_privilege: LeastPrivilege, fleet: tuple[str, str], tmp_path: Path
+) -> None:
+    tag, _ = fleet
+    env = cli_env(
+        tmp_path,
+        DATABASE_URL=least_privilege.url(least_privilege.reader, "postgres"),
+        ATLAS_DATABASES=f"{tag}*",
+    )
+    run = run_cli(["snapshot", "--all", "--json"], env, REPO, text=True)
+    assert run.returncode == 0, run.stderr
+    roles = next(s for s in json.loads(run.stdout)["snapshots"] if s["kind"] == "globals")
+    lost = {**env, "ATLAS_STATE": str(tmp_path / "new" / "atlas.db")}
+    found = json.loads(run_cli(["rescan", "--json"], lost, REPO, text=True).stdout)["results"]
+    outcome = {r["id"]: r["outcome"] for r in found}
+    assert outcome[roles["id"]] == "imported", found
+    listed = json.loads(run_cli(["list", "--json"], lost, REPO, text=True).stdout)
+    [back] = [s for s in listed if s["id"] == roles["id"]]
+    assert back["kind"] == "globals" and back["database"] == globals_name("default")
