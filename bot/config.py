@@ -106,6 +106,7 @@ class DatabaseTarget:
     staging_setting: str = "staging_url"
     server: str | None = None  # the [servers] entry it was found on, if any
     schedule: str | None = None  # its own cron; ATLAS_SNAPSHOT_SCHEDULE covers the others
+    staging_problem: str | None = None  # why restores of it are refused (check_urls)
 
     def __post_init__(self) -> None:
         self.name = _safe_name(self.name)
@@ -568,10 +569,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 
 
 def check_urls(target: DatabaseTarget) -> None:
-    """Refuse at start a staging URL that spells the production database. This catches
-    the plain mistakes; restores also compare the servers' identities.
+    """Note a staging URL that spells the production database. This catches the plain
+    mistakes; restores also compare the servers' identities. It is a restore-side
+    mistake, so it never stops a backup: restores and drills refuse with it
+    (`staging_problem`), `status` and `doctor` show it as a ❌, and snapshots go on.
 
-    A malformed URL is not refused here: commands that only read the catalog still work,
+    A malformed URL is not noted here: commands that only read the catalog still work,
     and a job that needs the URL fails with the reason recorded and posted.
     """
     if not target.staging_url:
@@ -584,10 +587,10 @@ def check_urls(target: DatabaseTarget) -> None:
         return
     if prod == staging:
         host, port, db = prod
-        raise AtlasError(
+        target.staging_problem = (
             f"{target.staging_setting} for {target.name} points at the production database "
-            f"({host}:{port}/{db}).",
-            "restores must never touch production: point staging at another database",
+            f"({host}:{port}/{db}): restores must never touch production, so every restore "
+            "and drill of it is refused; point staging at another database"
         )
 
 

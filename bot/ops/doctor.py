@@ -253,6 +253,8 @@ def _readable(tables: int) -> str:
 
 def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
     name = f"staging {target.name}"
+    if target.staging_problem:
+        return [fail(name, target.staging_problem)]
     if not target.staging_url:
         return [warn(name, "no STAGING_DATABASE_URL: drills and restores cannot run")]
     from bot.restore.guard import guard_not_production

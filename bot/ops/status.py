@@ -343,6 +343,8 @@ def gather(
                     Conn.parse(url, setting)
             except AtlasError as exc:
                 facts.config_problems[name] = str(exc)
+        if target.staging_problem:
+            facts.config_problems[name] = target.staging_problem
         newest = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
         facts.last_snapshot[name] = newest[0] if newest else None
         facts.last_drill[name] = housekeeping.last_passed_drill(services, name)

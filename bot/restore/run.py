@@ -72,6 +72,8 @@ class Restores:
 
     def staging_for(self, snap: Snapshot) -> tuple[DatabaseTarget, Conn]:
         target = self.settings.target(snap.database)
+        if target.staging_problem:
+            raise Refused(target.staging_problem)
         if not target.staging_url:
             raise AtlasError(
                 f"No staging database is configured for {target.name}.",

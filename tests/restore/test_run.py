@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from bot.pg import Conn
 from bot.restore import strategies
 from bot.restore.guard import guard_not_production, server_identity
 from bot.restore.source import Source
-from tests.support.helpers import add_bulk, services_for, settings_for
+from tests.support.helpers import add_bulk, cli_env, run_cli, services_for, settings_for
 from tests.support.pg import fill_sample
 
 
@@ -172,8 +173,31 @@ def test_staging_pointing_at_production_is_refused_and_audited(pg, pg_db, pg_url
         services.restores.run(kind="restore", snap_id=snap.id, requested_by="U7")
     assert services.catalog.audit_log()[0].action == "restore.refused"
     assert services.catalog.list_drills() == []
-    with pytest.raises(AtlasError, match="points at the production database"):
-        settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(pg_db))
+    spelled_the_same = settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(pg_db))
+    assert "points at the production database" in (spelled_the_same.target().staging_problem or "")
+
+
+def test_staging_spelled_as_production_never_stops_backups(pg, pg_db, pg_url, tmp_path):
+    """A restore-side mistake: snapshots go on, restores and drills refuse, and status and
+    doctor say what is wrong (exit 1); the same for a fleet whose staging is production."""
+    fill_sample(pg_url, rows=10)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url, STAGING_DATABASE_URL=pg_url)
+    assert run_cli(["snapshot"], env, tmp_path).returncode == 0
+    for args in (["drill", "--yes"], ["restore", "latest", "--yes"]):
+        res = run_cli(args, env, tmp_path, text=True)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 1 and len(lines) == 1, res.stderr
+        assert "points at the production database" in lines[0]
+    for args in (["status", "--no-provider"], ["doctor"]):
+        res = run_cli(args, env, tmp_path, text=True)
+        assert res.returncode == 1 and "❌" in res.stdout, res.stdout
+        assert "points at the production database" in " ".join(res.stdout.split())
+    server = pg.url("postgres")
+    fleet = cli_env(
+        tmp_path / "fleet", DATABASE_URL=server, STAGING_DATABASE_URL=server, ATLAS_DATABASES=pg_db
+    )
+    ran = run_cli(["snapshot", "--all", "--json"], fleet, tmp_path, text=True)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["status"] == "ok", ran.stderr
 
 
 def test_unreachable_staging_fails_clearly(pg, pg_db, pg_url, tmp_path, free_port):
