@@ -504,11 +504,20 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
         )
 
 
-def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bool) -> None:
+def _restore_command(
+    kind: Kind, snapshot_id: str | None, yes: bool, as_json: bool, database: str | None = None
+) -> None:
     try:
         services = _services(fleet=True)
-        snap = services.restores.pick_snapshot(snapshot_id)
-        _, staging = services.restores.staging_for(snap)
+        if database is not None:
+            services.settings.target(database)  # an unknown name, with the known ones
+        snap = services.restores.pick_snapshot(snapshot_id, database)
+        if database is not None and snap.database != database:
+            raise AtlasError(
+                f"Snapshot {snap.id} is of {snap.database}, not {database}.",
+                f"name a snapshot of {database}, or leave out --db",
+            )
+        _, staging = services.restores.staging_for(snap, kind)
         where = (
             f"a new scratch database on {staging.describe().rsplit('/', 1)[0]}"
             if kind == Kind.DRILL
@@ -531,7 +540,10 @@ def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bo
     if as_json:
         _json(drill_json(drill))
     else:
-        click.echo(f"{drill.id}: {drill.status} in {messages.human_seconds(drill.total_s)}")
+        click.echo(
+            f"{drill.id}: {drill.kind} of {drill.database} from {drill.snapshot_id}: "
+            f"{drill.status} in {messages.human_seconds(drill.total_s)}"
+        )
         for c in drill.checks:
             click.echo(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
         for p in drill.problems:  # warnings are recorded among them, marked as such
@@ -542,22 +554,27 @@ def _restore_command(kind: Kind, snapshot_id: str | None, yes: bool, as_json: bo
         sys.exit(1)
 
 
+DB_HELP = "The database (its name from `atlas list`; `server.name` in a fleet)."
+
+
 @main.command()
 @click.argument("snapshot_id")
+@click.option("--db", "database", default=None, help=DB_HELP + " With `latest`: its newest.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
-def restore(snapshot_id: str, yes: bool, as_json: bool) -> None:
+def restore(snapshot_id: str, database: str | None, yes: bool, as_json: bool) -> None:
     """Restore a snapshot into staging (STAGING_DATABASE_URL), then verify it."""
-    _restore_command(Kind.RESTORE, snapshot_id, yes, as_json)
+    _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database)
 
 
 @main.command()
 @click.argument("snapshot_id", required=False)
+@click.option("--db", "database", default=None, help=DB_HELP + " Default: the first.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
-def drill(snapshot_id: str | None, yes: bool, as_json: bool) -> None:
+def drill(snapshot_id: str | None, database: str | None, yes: bool, as_json: bool) -> None:
     """Restore drill: restore into a new scratch database, verify, report, drop."""
-    _restore_command(Kind.DRILL, snapshot_id, yes, as_json)
+    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database)
 
 
 @main.command()

@@ -77,11 +77,30 @@ def verify(call: Call) -> str:
     return f":mag: Verifying `{snap.id}`…"
 
 
+def _aim(call: Call) -> tuple[str | None, str | None]:
+    """(snapshot ref, database) of `[ID] [db:NAME]`; a fleet's databases are listed
+    first when the one named (or any) is not known yet."""
+    words = call.args.split()
+    database = next((w[3:] for w in words if w.startswith("db:")), None)
+    ref = " ".join(w for w in words if not w.startswith("db:")) or None
+    settings = call.services.settings
+    if settings.servers and (not settings.databases or database not in settings.databases):
+        call.services.fleet()
+    if database is not None:
+        settings.target(database)  # an unknown name is answered with the known ones
+    return ref, database
+
+
 def _ask(kind: Kind, call: Call) -> str:
-    snap = call.services.restores.pick_snapshot(call.args or None)  # fail fast
+    ref, database = _aim(call)
+    snap = call.services.restores.pick_snapshot(ref, database)  # fail fast
     call.services.later(
         lambda: call.services.ask.request(
-            kind=kind, snap_id=snap.id, requested_by=call.user, channel=call.channel
+            kind=kind,
+            snap_id=snap.id,
+            requested_by=call.user,
+            channel=call.channel,
+            database=snap.database,
         ),
         lambda _req: None,  # the request message itself is the answer
         lambda exc: call.respond(text=messages.error(str(exc))),

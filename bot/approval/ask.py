@@ -59,7 +59,7 @@ class Ask:
         if not channel:
             raise AtlasError("No channel to ask for approvals in.", "set ATLAS_CHANNEL")
         snap = self.restores.pick_snapshot(snap_id, database)
-        target, staging = self.restores.staging_for(snap)
+        target, staging = self.restores.staging_for(snap, kind)
         try:
             guard_not_production(Conn.parse(target.url, target.url_setting), staging)
         except Refused as exc:

@@ -164,7 +164,12 @@ def evaluate(f: Facts) -> list[Line]:
             detail = f"not drilled yet, {when}"
         elif drill is None:
             level = FAIL  # restore capability has never been proven
-            detail = f"no passed drill yet: run `{cmd} drill`; {when}".rstrip("; ")
+            aim = (
+                (" " + (f"db:{db}" if cmd == "/atlas" else f"--db {db}"))
+                if len(f.databases) > 1
+                else ""
+            )
+            detail = f"no passed drill yet: run `{cmd} drill{aim}`; {when}".rstrip("; ")
         else:
             passed = datetime.fromisoformat(drill.finished_at or drill.started_at or "")
             level = OK

@@ -15,13 +15,13 @@ HELP = """\
 • `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
-• `/atlas restore ID`: ask to restore a snapshot into staging (approved by reactions)
-• `/atlas drill [ID]`: ask for a restore drill into a new scratch database (default: newest good snapshot)
+• `/atlas restore ID [db:NAME]`: ask to restore a snapshot into staging (approved by reactions)
+• `/atlas drill [ID] [db:NAME]`: ask for a restore drill into a new scratch database (default: the newest good snapshot of the first database, or of NAME)
 • `/atlas drills`: past drills and restores with their verdicts and timings
 • `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 
 # Slack's documented limits (Block Kit reference, chat.postMessage): a message over

@@ -70,7 +70,10 @@ class Restores:
             )
         return rows[0]
 
-    def staging_for(self, snap: Snapshot) -> tuple[DatabaseTarget, Conn]:
+    def staging_for(self, snap: Snapshot, kind: Kind = Kind.RESTORE) -> tuple[DatabaseTarget, Conn]:
+        """The target and where a `kind` job of `snap` goes: the staging database for a
+        refresh; for a drill of a fleet's database, its staging server (the scratch
+        database is made there; a database of its name need not exist)."""
         target = self.settings.target(snap.database)
         if target.staging_problem:
             raise Refused(target.staging_problem)
@@ -79,7 +82,13 @@ class Restores:
                 f"No staging database is configured for {target.name}.",
                 "set STAGING_DATABASE_URL (or staging_url in ATLAS_CONFIG)",
             )
-        return target, Conn.parse(target.staging_url, target.staging_setting)
+        staging = Conn.parse(target.staging_url, target.staging_setting)
+        server = self.settings.servers.get(target.server or "")
+        if kind == Kind.DRILL and server is not None:
+            from bot.fleet.discover import staging_server_conn
+
+            staging = staging_server_conn(server) or staging
+        return target, staging
 
     def work_dir(self) -> Path:
         return self.settings.work_dir or Path(tempfile.gettempdir())
@@ -104,12 +113,7 @@ class Restores:
         """
         kind = Kind(kind)
         snap = self.pick_snapshot(snap_id)
-        target, staging = self.staging_for(snap)
-        server = self.settings.servers.get(target.server or "")
-        if kind == Kind.DRILL and server is not None:
-            from bot.fleet.discover import staging_server_conn
-
-            staging = staging_server_conn(server) or staging
+        target, staging = self.staging_for(snap, kind)
         production = Conn.parse(target.url, target.url_setting)
         self.store.open_soon()  # an S3 client is built while the target is checked and made
         tools = strategies.Tools(self.reader, self.store, self.work_dir())

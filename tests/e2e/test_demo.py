@@ -76,7 +76,7 @@ def test_the_demo_passes_a_drill_in_under_a_minute_and_cleans_up(tmpdir_of_its_o
     assert time.monotonic() - started < 60
     assert "Traceback" not in out
     assert "dumping" in out  # the snapshot's progress bar
-    assert re.search(r"d-\S+: passed in", out), out
+    assert re.search(r"d-\S+: drill of \S+ from \S+: passed in", out), out
     assert "ok   customers can be found by email: true" in out
     assert "✅ Last snapshot of shop" in out and "✅ Restore drill of shop" in out
     assert "What just happened" in out and "atlas doctor" in out

@@ -161,3 +161,32 @@ def test_atlas_help_says_what_atlas_is_for(tmp_path):
     said = " ".join(run_cli(["--help"], cli_env(tmp_path), tmp_path, text=True).stdout.split())
     for words in ("drills", "refreshes", "approval in Slack", "atlas demo", "atlas doctor"):
         assert words in said, said
+
+
+def test_a_drill_is_aimed_with_db_and_says_what_it_drilled(pg, pg_db, pg_url, staging, tmp_path):
+    """Two databases: `status` names the one without a drill with the --db that drills it,
+    and the drill says which database it drilled."""
+    other = f"{pg_db}_two"
+    pg.create_database(other)
+    try:
+        fill_sample(pg_url, rows=20)
+        fill_sample(pg.url(other), rows=20)
+        config = tmp_path / "atlas.toml"
+        config.write_text(
+            f'[databases.app]\nurl = "{pg_url}"\nstaging_url = "{pg.url(staging)}"\n'
+            f'[databases.billing]\nurl = "{pg.url(other)}"\nstaging_url = "{pg.url(staging)}"\n'
+        )
+        env = cli_env(tmp_path, ATLAS_CONFIG=str(config))
+        for db in ("app", "billing"):
+            assert run_cli(["snapshot", "--db", db], env, tmp_path).returncode == 0
+        status = " ".join(
+            run_cli(["status", "--no-provider"], env, tmp_path, text=True).stdout.split()
+        )
+        assert "run atlas drill --db billing" in status, status
+        done = run_cli(["drill", "--yes", "--db", "billing"], env, tmp_path, text=True)
+        assert done.returncode == 0, done.stderr
+        assert ": drill of billing from " in done.stdout and ": passed in" in done.stdout
+        typo = run_cli(["drill", "--yes", "--db", "biling"], env, tmp_path, text=True)
+        assert typo.returncode == 1 and "configured: app, billing" in typo.stderr
+    finally:
+        pg.drop_database(other)

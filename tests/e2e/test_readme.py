@@ -131,7 +131,9 @@ def test_a_newcomer_follows_readme_from_the_quickstart_to_a_refresh(
     assert re.search(r"refreshes of app\s*: replace app_staging .* which owns it", said)
     snapshot = _run("atlas snapshot", env, work)
     snap_id = re.findall(r"\d{8}-\d{6}-[0-9a-f]{4}", snapshot)[-1]
-    assert re.search(r"d-\S+: passed in", _run("atlas drill", env, work, answer="y"))
+    assert re.search(
+        r"d-\S+: drill of \S+ from \S+: passed in", _run("atlas drill", env, work, answer="y")
+    )
     # then "Every command": a refresh of staging from that snapshot, as README shows it
     assert re.search(r"^atlas restore 20261124-173208-3f9a\b", README, re.M)
     _run(f"atlas restore {snap_id}", env, work, answer="y")

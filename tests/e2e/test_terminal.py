@@ -102,7 +102,7 @@ def test_drill_and_restore_ask_at_a_terminal(pg, least_privilege, terminal_env, 
     child.sendline("y")
     code, out = _finish(child)
     assert code == 0, out
-    assert re.search(r"d-\S+: passed in", out), out
+    assert re.search(r"d-\S+: drill of \S+ from \S+: passed in", out), out
 
     staging_tables = "SELECT count(*) FROM pg_tables WHERE schemaname IN ('app', 'billing')"
     child = _spawn("atlas restore latest", terminal_env, tmp_path)

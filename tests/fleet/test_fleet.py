@@ -326,3 +326,57 @@ def test_a_database_the_run_must_skip_fails_the_run_and_is_named(
     text = head["params"]["text"]
     assert text.startswith("<!here> :rotating_light: *Scheduled snapshots: 1 database skipped*")
     assert repr(odd) in text and "could not be listed" not in text
+
+
+def test_slack_drills_a_fleet_database_on_the_staging_server(
+    pg: PgCluster, prefix: str, tmp_path: Path, slack_api
+) -> None:
+    """`/atlas drill db:NAME` in a bot that has not listed its servers yet: the fleet is
+    listed, the request is guarded against the staging *server* (a database of that name
+    need not exist there), and the approved drill passes."""
+    from bot.slack.app import build_app
+    from bot.slack.http import make_server, wsgi
+    from handlers import register
+    from tests.support import pick_free_port
+    from tests.support.bot import SECRET, Bot, _serve
+    from tests.support.slack import post_slash_command
+
+    with PgCluster() as staging_server:
+        env = dict(
+            DATABASE_URL=pg.url("postgres"),
+            STAGING_DATABASE_URL=staging_server.url("postgres"),
+            ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+            ATLAS_CHANNEL=CHANNEL,
+            ATLAS_APPROVERS="U_ANN",
+        )
+        assert run_cli(["snapshot", "--all"], cli_env(tmp_path, **env), REPO).returncode == 0
+        settings = settings_for(
+            pg.url("postgres"),
+            tmp_path,
+            SLACK_BOT_TOKEN="xoxb-fleet-token",
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=slack_api.url,
+            **{k: v for k, v in env.items() if k != "DATABASE_URL"},
+        )
+        services = services_for(settings, slack_api.client())
+        assert services.settings.databases == {}  # nothing listed yet, as after a start
+        port = pick_free_port()
+        server = make_server(wsgi(build_app(services, register), services), "127.0.0.1", port)
+        import threading
+
+        threading.Thread(target=_serve, args=(server,), daemon=True).start()
+        bot = Bot(f"http://127.0.0.1:{port}", services, slack_api)
+        try:
+            code, body = post_slash_command(
+                bot.url, SECRET, text=f"drill db:{prefix}b", user_id="U_REQ", channel_id=CHANNEL
+            )
+            assert code == 200 and "Asking for approval to drill" in body, body
+            asked = slack_api.wait_for(lambda c: "requested" in str(c["params"].get("text")))
+            bot.react("U_ANN", "white_check_mark", asked["response"]["ts"], channel=CHANNEL)
+            done = bot.wait_final(timeout=60)
+            assert ":white_check_mark:" in str(done["params"]["text"]), done
+        finally:
+            server.close()
+            services.shutdown()
+    [drill] = services.catalog.list_drills(limit=5)
+    assert drill.database == prefix + "b" and drill.status == "passed"
