@@ -9,6 +9,7 @@ from pathlib import Path
 import pexpect
 
 from tests.support.catalogs import state_for
+from tests.support.helpers import cli_env
 from tests.support.pg import LeastPrivilege, fill_sample
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,18 +78,10 @@ def test_a_second_session_never_approves_a_request_of_the_first(
     from bot.catalog import open_catalog
 
     fill_sample(pg_url, rows=50)
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "ATLAS_", "PG", "AWS_"))
-        and k not in ("DATABASE_URL", "STAGING_DATABASE_URL")
-    }
-    env.update(
+    env = cli_env(
+        tmp_path,
         DATABASE_URL=least_privilege.reader_url,
         STAGING_DATABASE_URL=least_privilege.stager_url,
-        ATLAS_STORAGE=str(tmp_path / "backups"),
-        ATLAS_STATE=state_for(tmp_path),
-        PYTHONPATH=str(REPO),
     )
     requests = []
     for approve in (False, True):
