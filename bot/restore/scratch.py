@@ -139,6 +139,11 @@ class Scratch:
             try:
                 target = self.settings.target(drill.database)
                 server = Conn.parse(target.staging_url or "", target.staging_setting)
+                fleet_server = self.settings.servers.get(target.server or "")
+                if fleet_server is not None:  # the scratch database is on its staging server
+                    from bot.fleet.discover import staging_server_conn
+
+                    server = staging_server_conn(fleet_server) or server
             except AtlasError as exc:
                 log.warning("cannot clean up %s: %s", drill.scratch_db, exc)
                 continue

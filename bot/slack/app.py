@@ -118,6 +118,20 @@ def startup_checks(services: Services) -> None:
         Message(services.chat, services.settings.channel).post(text, [])
 
 
+def _close_out(services: Services) -> None:
+    """What the last run left: its snapshots, jobs and scratch databases. A fleet's
+    databases are listed first, so the jobs of its databases are known by name; what
+    cannot be closed out now is logged and tried again by the leader's recovery, never a
+    reason not to serve (backups must go on)."""
+    if services.settings.servers:
+        services.fleet()
+    for step in (services.recover, services.jobs.resume):
+        try:
+            step()
+        except AtlasError as exc:
+            log.error("at start, %s could not finish: %s", step.__name__, exc)
+
+
 def run(
     settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
 ) -> None:
@@ -134,8 +148,7 @@ def run(
         )
         force_http = True
     app = None if headless else build_app(services)
-    services.recover()
-    services.jobs.resume()
+    _close_out(services)
     threading.Thread(target=startup_checks, args=(services,), name="doctor", daemon=True).start()
     sched = scheduler.start(services)
     port = port or settings.http_port

@@ -380,3 +380,67 @@ def test_slack_drills_a_fleet_database_on_the_staging_server(
             services.shutdown()
     [drill] = services.catalog.list_drills(limit=5)
     assert drill.database == prefix + "b" and drill.status == "passed"
+
+
+def test_serve_starts_after_its_fleet_drill_was_interrupted(
+    pg: PgCluster, prefix: str, tmp_path: Path
+) -> None:
+    """A drill of a fleet database whose process died: the next `atlas serve` lists the
+    fleet before it closes the drill out, so it starts, and the drill is interrupted."""
+    import socket
+    import subprocess
+    import time
+    from datetime import UTC, timedelta
+
+    from bot.catalog import open_catalog
+    from bot.records import Drill, Kind, Request, RequestStatus
+    from tests.support import pick_free_port
+    from tests.support.helpers import serve_command, wait_healthy
+
+    with PgCluster() as staging_server:
+        env = cli_env(
+            tmp_path,
+            DATABASE_URL=pg.url("postgres"),
+            STAGING_DATABASE_URL=staging_server.url("postgres"),
+            ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        )
+        snap = json.loads(run_cli(["snapshot", "--all", "--json"], env, REPO).stdout)
+        snap_id = next(s["id"] for s in snap["snapshots"] if s["database"] == prefix + "a")
+        catalog = open_catalog(env["ATLAS_STATE"])
+        at = datetime.now(UTC)
+        dead = f"{socket.gethostname()}:4194303"  # a pid no process has
+        catalog.add_request(
+            Request(
+                id="req-dead",
+                kind=Kind.DRILL,
+                snapshot_id=snap_id,
+                database=prefix + "a",
+                requested_by="U1",
+                created_at=at.isoformat(),
+                expires_at=(at + timedelta(hours=1)).isoformat(),
+                status=RequestStatus.RUNNING,
+                channel=CHANNEL,
+                owner=dead,
+            )
+        )
+        catalog.add_drill(
+            Drill(
+                id="d-dead",
+                kind=Kind.DRILL,
+                request_id="req-dead",
+                database=prefix + "a",
+                scratch_db="atlas_drill_dead",
+                scratch_dropped=False,
+            )
+        )
+        port = pick_free_port()
+        log = tmp_path / "serve.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(serve_command(port), env=env, stdout=out, stderr=out)
+        try:
+            wait_healthy(port, proc, time.time() + 30, log.read_text)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    assert catalog.get_request("req-dead").status == RequestStatus.FAILED
+    assert catalog.get_drill("d-dead").status == "interrupted"
