@@ -44,6 +44,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# a snapshot closed out by a process without Slack, and its announcement by one with it
+UNANNOUNCED = "snapshot.interrupted_unannounced"
+ANNOUNCED = "snapshot.interrupted_announced"
+
+
 class Services:
     """Everything a request handler or command needs, built once from settings."""
 
@@ -492,15 +497,36 @@ class Services:
         return out
 
     def recover(self) -> list[Snapshot]:
-        """Close out snapshots whose process died and say so in Slack."""
+        """Close out snapshots whose process died and say so in Slack. A process without
+        Slack (a CLI in a shell with no token) leaves the announcement to one that has it:
+        `atlas serve` edits the snapshot's message and tells the channel at its next
+        recovery."""
         snaps = self.recovery.recover()
         for snap in snaps:
-            text, blocks = messages.snapshot_interrupted(snap)
-            channel = snap.slack_channel or self.settings.channel
-            if snap.slack_ts:
-                Message.existing(self.chat, channel, snap.slack_ts).update(text, blocks, final=True)
-            Message(self.chat, channel).post(text, blocks)
+            if self.chat.configured:
+                self._announce_interrupted(snap)
+            elif snap.slack_ts:
+                self.catalog.audit("atlas", UNANNOUNCED, snap.id)
+        if self.chat.configured:
+            self._announce_pending()
         return snaps
+
+    def _announce_interrupted(self, snap: Snapshot) -> None:
+        text, blocks = messages.snapshot_interrupted(snap)
+        channel = snap.slack_channel or self.settings.channel
+        if snap.slack_ts:
+            Message.existing(self.chat, channel, snap.slack_ts).update(text, blocks, final=True)
+        Message(self.chat, channel).post(text, blocks)
+
+    def _announce_pending(self) -> None:
+        """Close-outs a process without Slack recorded as not yet announced."""
+        pending = {e.subject for e in self.catalog.audit_log(200) if e.action == UNANNOUNCED}
+        for snap_id in sorted(pending):
+            done = self.catalog.audit_log(20, subject=snap_id)
+            if any(e.action == ANNOUNCED for e in done):
+                continue
+            self._announce_interrupted(self.catalog.get_snapshot(snap_id))
+            self.catalog.audit("atlas", ANNOUNCED, snap_id)
 
     def shutdown(self) -> None:
         self.background.shutdown(wait=False, cancel_futures=True)

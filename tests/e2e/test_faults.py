@@ -275,3 +275,39 @@ def test_a_note_with_invalid_utf8_is_kept_as_text(pg_url, tmp_path):
     assert doc["status"] == "ok" and doc["note"] == "bad \ufffd\ufffd bytes"
     side = json.loads(Path(doc["location"]).with_name(f"{doc['id']}.json").read_text())
     assert side["note"] == doc["note"]
+
+
+def test_a_slack_snapshot_closed_out_by_a_cli_without_slack_is_announced_by_serve(
+    pg_url, tmp_path, slack_api
+):
+    """Started from Slack, its process killed, closed out by `atlas list` in a shell with
+    no Slack token: the next process with Slack edits the snapshot's message and tells
+    the channel, once."""
+    import socket
+
+    from bot.catalog import open_catalog
+    from bot.records import Snapshot
+    from tests.support.helpers import services_for, settings_for
+
+    fill_sample(pg_url, rows=20)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url)
+    catalog = open_catalog(env["ATLAS_STATE"])
+    settings = settings_for(pg_url, tmp_path, SLACK_API_URL=slack_api.url, ATLAS_CHANNEL="CRUN")
+    name = settings.target().name
+    catalog.begin_snapshot(
+        Snapshot(
+            id="20261204-120000-dead",
+            database=name,
+            owner=f"{socket.gethostname()}:4194303",  # a pid no process has: it died
+            slack_channel="CRUN",
+            slack_ts="1733300000.000100",
+        )
+    )
+    listed = json.loads(run_cli(["list", "--json"], env, tmp_path).stdout)  # no Slack here
+    assert [r["status"] for r in listed] == ["interrupted"]
+    assert slack_api.calls() == []
+    for _ in range(2):  # serve's start, then its periodic recovery: announced once
+        services_for(settings, slack_api.client()).recover()
+    edits = [c for c in slack_api.calls("chat.update") if c["params"]["ts"] == "1733300000.000100"]
+    posts = [c for c in slack_api.calls("chat.postMessage") if "interrupted" in str(c["params"])]
+    assert len(edits) == 1 and len(posts) == 1, slack_api.calls()
