@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from bot import conninfo
 from bot.config import DatabaseTarget, Server, Settings
 from bot.fleet.discover import Scan, scan
 from bot.records import Snapshot
@@ -56,9 +57,31 @@ def resolve(
         scans = list(pool.map(one, servers))
     targets = dict(configured)
     for s in scans:
-        for name, target in s.targets.items():
-            targets.setdefault(name, target)
+        for name, target in list(s.targets.items()):
+            known = targets.setdefault(name, target)
+            if known is not target and _address(known) != _address(target):
+                # two databases, one name: never one silently in place of the other
+                del s.targets[name]
+                s.skipped.append(
+                    f"{target.url_setting.split(' (')[0]}'s {name!r} has the same name as "
+                    f"another database ({_where(known)}), so it is not backed up; rename one, "
+                    "or exclude it from its server's selection"
+                )
     return Fleet(targets=targets, scans=scans)
+
+
+def _address(target: DatabaseTarget) -> tuple[str, str, str] | None:
+    try:
+        return conninfo.address(conninfo.params(target.url) if target.url else {})
+    except ValueError:
+        return None
+
+
+def _where(target: DatabaseTarget) -> str:
+    found = _address(target)
+    place = f"{found[0]}:{found[1]}/{found[2]}" if found else "?"
+    source = f"server {target.server}" if target.server else target.url_setting
+    return f"{place}, from {source}"
 
 
 @dataclass

@@ -444,3 +444,32 @@ def test_serve_starts_after_its_fleet_drill_was_interrupted(
             proc.wait(timeout=20)
     assert catalog.get_request("req-dead").status == RequestStatus.FAILED
     assert catalog.get_drill("d-dead").status == "interrupted"
+
+
+def test_two_databases_of_one_name_are_refused_loudly(pg: PgCluster, tmp_path: Path) -> None:
+    """`[servers.db2]` takes `app` (named `db2.app`), and ATLAS_DATABASES takes, on the
+    default server, a database literally named `db2.app`: one name, two databases. One is
+    backed up, the other named as skipped, and the run fails; never 'all ok'."""
+    tag = f"fl_{uuid.uuid4().hex[:6]}_"
+    literal, plain = f"db2.{tag}app", f"{tag}app"
+    for name in (literal, plain):
+        _create(pg, name)
+    try:
+        config = tmp_path / "atlas.toml"
+        config.write_text(f'[servers.db2]\nurl = "{pg.url("postgres")}"\ninclude = ["{plain}"]\n')
+        env = cli_env(
+            tmp_path,
+            DATABASE_URL=pg.url("postgres"),
+            ATLAS_DATABASES=f"db2.{tag}*",
+            ATLAS_CONFIG=str(config),
+        )
+        proc = run_cli(["snapshot", "--all", "--json"], env, REPO, text=True)
+        doc = json.loads(proc.stdout)
+        assert proc.returncode == 1 and doc["status"] == "failed"
+        [skipped] = doc["skipped"]
+        assert f"'{literal}' has the same name as another database" in skipped, skipped
+        taken = [s["database"] for s in doc["snapshots"] if s["kind"] == "database"]
+        assert taken == [literal]  # one of the two, under the name, once
+    finally:
+        for name in (literal, plain):
+            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
