@@ -29,6 +29,11 @@ class AtlasError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+class CatalogAway(AtlasError):
+    """The catalog could not be reached, or its connection broke: an outage that may pass,
+    so a write whose work is already safe (an artifact in storage) is tried again."""
+
+
 class NotFound(AtlasError):
     """An id that the catalog does not know."""
 

@@ -20,6 +20,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.errors import AtlasError
 from bot.ops import housekeeping
 from bot.owners import LEADER_LEASE, REPLICA_LEASE
 from bot.services import Services
@@ -90,15 +91,18 @@ class Scheduler:
         once = trigger == "cron" or isinstance(trigger, CronTrigger)
 
         def guarded() -> None:
-            if leader_only and job_id != "lease" and not self.leader():
-                log.debug("not the scheduler leader; skipping %s", job_id)
-                return
-            if once:
-                minute = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
-                if not self.services.catalog.first_time(f"cron:{job_id}:{minute}"):
-                    log.info("%s for %s already ran on another replica", job_id, minute)
+            try:
+                if leader_only and job_id != "lease" and not self.leader():
+                    log.debug("not the scheduler leader; skipping %s", job_id)
                     return
-            fn()
+                if once:
+                    minute = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M")
+                    if not self.services.catalog.first_time(f"cron:{job_id}:{minute}"):
+                        log.info("%s for %s already ran on another replica", job_id, minute)
+                        return
+                fn()
+            except AtlasError as exc:  # a catalog outage, say: one line, tried again next time
+                log.error("%s: %s", job_id, exc)
 
         self.sched.add_job(
             guarded,

@@ -258,3 +258,28 @@ def test_migrate_refuses_a_database_a_fleet_backs_up_and_a_live_serve(
         assert res.returncode == 0, res.stderr
     finally:
         pg.drop_database(name)
+
+
+def test_a_finished_snapshot_outlasts_a_short_catalog_outage(catalog_server: CatalogServer) -> None:
+    """The link to the catalog is cut as a finished snapshot is recorded, and back 3 s
+    later: the record is written then, one warning line a try, and the snapshot is ok."""
+    from bot.backup.take import outlast_outage
+    from bot.errors import CatalogAway
+
+    schema, _ = catalog_server.new_url()
+    with tcp_proxy(catalog_server.cluster.port) as proxy:
+        url = catalog_server.url(schema).replace(
+            f":{catalog_server.cluster.port}/", f":{proxy.port}/"
+        )
+        catalog = PostgresCatalog(url)
+        catalog.begin_snapshot(Snapshot(id="20261204-120000-0a0a", database="app"))
+        proxy.refuse()
+        threading.Timer(3.0, proxy.restore).start()
+        outlast_outage(
+            lambda: catalog.finish_snapshot("20261204-120000-0a0a", SnapshotStatus.OK),
+            within_s=30,
+        )
+        assert catalog.get_snapshot("20261204-120000-0a0a").status == SnapshotStatus.OK
+        proxy.refuse()  # an outage longer than the bound is the error it was
+        with pytest.raises(CatalogAway):
+            outlast_outage(lambda: catalog.list_snapshots() and None, within_s=1.5)

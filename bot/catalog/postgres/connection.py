@@ -13,7 +13,7 @@ from psycopg import errors
 from psycopg.pq import TransactionStatus
 
 from bot.catalog.sql.tables import POSTGRESQL, Conflict, Database
-from bot.errors import AtlasError
+from bot.errors import AtlasError, CatalogAway
 from bot.pg import Conn, first_line, redact
 
 APPLICATION = "atlas-catalog"
@@ -47,7 +47,7 @@ class PostgresConnection:
         try:
             return self.target.connect(autocommit=True, application_name=APPLICATION)
         except AtlasError as exc:
-            raise AtlasError(
+            raise CatalogAway(
                 f"The catalog cannot be reached (ATLAS_STATE): {exc.message}",
                 "check that server, the URL's credentials, and that the database exists",
             ) from None
@@ -87,7 +87,7 @@ class PostgresConnection:
         text = first_line(redact(str(exc), self.target.secrets))
         where = f"ATLAS_STATE={self.describe()}"
         if conn.broken or isinstance(exc, psycopg.OperationalError):
-            return AtlasError(
+            return CatalogAway(
                 f"The catalog's connection failed ({where}: {text}).",
                 "check that the catalog's server is up; the next call connects again",
             )
