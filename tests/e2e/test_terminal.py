@@ -182,13 +182,13 @@ def staging_in_use(pg, least_privilege, terminal_env, tmp_path) -> Iterator[int]
 def test_a_refresh_waiting_for_a_lock_names_the_holder_and_gives_up(
     staging_in_use, terminal_env, tmp_path
 ):
-    env = {**terminal_env, "ATLAS_LOCK_WAIT_S": "4"}
+    env = {**terminal_env, "ATLAS_LOCK_WAIT_S": "8"}
     child = _spawn("atlas restore latest --yes", env, tmp_path)
     child.expect(r"Waiting \d+ s for a lock on \S+, held by pid (\d+) \(")
     assert int(child.match.group(1)) == staging_in_use
     code, out = _finish(child)
     text = " ".join(_plain(out).split())
-    assert code == 1 and "gives up after 4 s (ATLAS_LOCK_WAIT_S)" in text, text
+    assert code == 1 and "gives up after 8 s (ATLAS_LOCK_WAIT_S)" in text, text
     assert "lock timeout" in text and "may be partly restored" in text, text
 
 
