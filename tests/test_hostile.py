@@ -587,3 +587,25 @@ def test_a_reader_that_leaves_early_ends_atlas_quietly(
         proc.stdout.close()  # `| head -0`: gone before Atlas writes a byte
         said = proc.stderr.read().decode()
         assert proc.wait(timeout=60) == 141 and said == "", (args, said)
+
+
+def test_scratch_files_and_folders_are_private_under_umask_022(tmp_path: Path) -> None:
+    """What a run writes for itself (a restore's lane lists and table of contents, the
+    demo's files) is made by the same functions: each checked here under umask 022."""
+    old = os.umask(0o022)
+    try:
+        folder = files.private_folder(tmp_path, "run-")
+        files.write_new(folder / "lane0.list", b"1\n")
+        fd, name = files.temp_file(folder, ".atlas-", ".toc")
+        os.close(fd)
+        files.replace_with(folder / "atlas.toml", b"[checks]\n")
+        files.make_dirs(tmp_path / "a" / "b")
+        with files.anonymous_file(folder) as fh:
+            assert stat.S_IMODE(os.fstat(fh.fileno()).st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for made in ("lane0.list", Path(name).name, "atlas.toml"):
+        assert stat.S_IMODE((folder / made).stat().st_mode) == 0o600, made
+    for made in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o700, made
