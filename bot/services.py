@@ -496,12 +496,13 @@ class Services:
                 out.append(Outcome(name, error=str(exc)))
         return out
 
-    def recover(self) -> list[Snapshot]:
+    def recover(self, *, by_silence: bool = True) -> list[Snapshot]:
         """Close out snapshots whose process died and say so in Slack. A process without
         Slack (a CLI in a shell with no token) leaves the announcement to one that has it:
         `atlas serve` edits the snapshot's message and tells the channel at its next
         recovery."""
-        snaps = self.recovery.recover()
+        # without by_silence, only snapshots whose process is certainly gone (this host)
+        snaps = self.recovery.recover(None if by_silence else float("inf"))
         for snap in snaps:
             if self.chat.configured:
                 self._announce_interrupted(snap)

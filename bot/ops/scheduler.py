@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from bot.errors import AtlasError
+from bot.errors import AtlasError, CatalogAway
 from bot.ops import housekeeping
 from bot.owners import LEADER_LEASE, REPLICA_LEASE
 from bot.services import Services
@@ -35,6 +36,7 @@ class Scheduler:
         self.services = services
         self.owner = services.replica
         self._stopped = False
+        self._grace_until = 0.0  # after a catalog outage: silence is not death until then
         st = services.settings
         self.lease_ttl_s = st.failover_s * 2 / 3
         self.sched = BackgroundScheduler(timezone=st.timezone)
@@ -103,6 +105,8 @@ class Scheduler:
                 fn()
             except AtlasError as exc:  # a catalog outage, say: one line, tried again next time
                 log.error("%s: %s", job_id, exc)
+                if isinstance(exc, CatalogAway):  # no one could beat meanwhile: see recover
+                    self._grace_until = time.monotonic() + self.services.settings.stale_after_s
 
         self.sched.add_job(
             guarded,
@@ -133,7 +137,13 @@ class Scheduler:
 
     def recover(self) -> None:
         """Close out what died: snapshots whose heartbeats stopped, restore jobs whose
-        replica no longer holds its lease, and fleet work claimed by a replica gone."""
+        replica no longer holds its lease, and fleet work claimed by a replica gone.
+        Right after the catalog was away, nobody could beat or renew a lease: for one
+        stale period only what is certainly dead (a process of this host gone) is."""
+        if time.monotonic() < self._grace_until:
+            self.services.recover(by_silence=False)
+            self.services.jobs.reap()
+            return
         self.services.recover()
         self.services.jobs.reap(self.services.catalog.live_leases(REPLICA_LEASE))
         # a fleet run whose own replica died: its items that died with another are marked

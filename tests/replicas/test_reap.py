@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus
 from tests.support.helpers import services_for, settings_for
 from tests.support.pg import fill_sample
@@ -78,3 +80,40 @@ def test_the_schedule_closes_out_a_dead_replicas_restore_jobs(pg_url, tmp_path, 
     scheduler.sched.get_job("recover").func()  # what the interval trigger runs
     assert services.catalog.get_request("r-gone").status == RequestStatus.FAILED
     assert services.catalog.get_drill("d-r-gone").status == DrillStatus.INTERRUPTED
+
+
+@pytest.mark.own_catalog
+def test_after_a_catalog_outage_silence_is_not_taken_for_death(
+    catalog_server, pg_url, tmp_path
+) -> None:
+    """Nobody could beat while the catalog was away: the leader's next recovery leaves a
+    job of another host alone for one stale period (a recovery with no outage behind it
+    closes the same job out)."""
+    from bot.ops.scheduler import Scheduler
+    from bot.records import Snapshot, SnapshotStatus
+    from tests.support.proxy import tcp_proxy
+
+    schema, _ = catalog_server.new_url()
+    port = catalog_server.cluster.port
+    with tcp_proxy(port) as proxy:
+        url = catalog_server.url(schema).replace(f":{port}/", f":{proxy.port}/")
+        settings = settings_for(pg_url, tmp_path, ATLAS_STATE=url, ATLAS_FAILOVER_S="6")
+        services = services_for(settings)
+        name = settings.target().name
+        services.catalog.begin_snapshot(
+            Snapshot(id="20261204-120000-beef", database=name, owner="node-b.internal:77")
+        )
+        old = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()
+        services.catalog.update_snapshot("20261204-120000-beef", heartbeat_at=old)
+        leader = Scheduler(services)
+        assert leader.renew()
+        recover = leader.sched.get_job("recover").func
+        proxy.refuse()
+        recover()  # the catalog is away: one line, and a grace period begins
+        proxy.restore()
+        recover()
+        snap = services.catalog.get_snapshot("20261204-120000-beef")
+        assert snap.status == SnapshotStatus.RUNNING
+        Scheduler(services).sched.get_job("recover").func()  # no outage behind this one
+        snap = services.catalog.get_snapshot("20261204-120000-beef")
+        assert snap.status == SnapshotStatus.INTERRUPTED
