@@ -372,6 +372,9 @@ def test_slack_drills_a_fleet_database_on_the_staging_server(
             )
             assert code == 200 and "Asking for approval to drill" in body, body
             asked = slack_api.wait_for(lambda c: "requested" in str(c["params"].get("text")))
+            slack_api.wait_for(  # the bot's own reactions come once the request knows its ts
+                lambda c: c["method"] == "reactions.add" and c["params"].get("name") == "x"
+            )
             bot.react("U_ANN", "white_check_mark", asked["response"]["ts"], channel=CHANNEL)
             done = bot.wait_final(timeout=60)
             assert ":white_check_mark:" in str(done["params"]["text"]), done
