@@ -375,7 +375,8 @@ def test_a_replica_whose_clock_is_behind_is_not_taken_for_dead(replicas, no_fake
         90,
         "the snapshot finished",
     )
-    assert [s.status for s in done] == [SnapshotStatus.OK], [(s.status, s.error) for s in done]
+    found = [(s.status, s.error, s.heartbeat_at, s.started_at) for s in done]
+    assert [s.status for s in done] == [SnapshotStatus.OK], (found, leader.output(), late.output())
     assert leader.leads()  # the leader ran its recovery meanwhile (every 6 s)
 
 
