@@ -93,7 +93,6 @@ class FeedProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
-            process_group=0,  # its own group: Ctrl-C reaches Atlas alone, which stops it
         )
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())
@@ -168,7 +167,6 @@ class TocProbe:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
-            process_group=0,
         )
         self.err = StderrTail(self.proc.stderr)
         self.sha = hashlib.sha256()
@@ -301,7 +299,6 @@ def run_dump(
         stderr=subprocess.PIPE,
         env=env,
         bufsize=CHUNK,
-        process_group=0,
     )
     assert dump.stdout is not None
     err = StderrTail(dump.stderr)

@@ -102,7 +102,6 @@ class GlobalsTaker:
                 env=conn.env(),
                 capture_output=True,
                 timeout=TIMEOUT_S,
-                process_group=0,  # Ctrl-C reaches Atlas alone, which stops it
                 check=False,
             )
             if proc.returncode != 0:

@@ -264,7 +264,6 @@ def restore_file(
     proc = subprocess.run(
         [*argv, "--dbname", dest.conninfo, str(path)],
         env=env if env is not None else session_env(dest),
-        process_group=0,  # Ctrl-C reaches Atlas alone, which stops it
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
