@@ -102,7 +102,7 @@ def _slips(node: ast.AST) -> list[str]:
     for before, after in zip(node.values, node.values[1:], strict=False):
         if not (isinstance(before, ast.FormattedValue) and isinstance(after, ast.Constant)):
             continue
-        noun = re.match(r" (\w+?)s\b", str(after.value))
+        noun = re.match(r" (?:kept |retired |data )?(\w+?)s\b", str(after.value))
         shown = ast.unparse(before.value)
         if noun and noun.group(1) in NOUNS and shown not in NEVER_ONE:
             slips.append(f"{{{shown}}}{after.value[:20]!r}: use words.count")

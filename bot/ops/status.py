@@ -81,7 +81,7 @@ def _ago(delta: timedelta) -> str:
 def _kept_artifacts(kept: int) -> str:
     if not kept:
         return "local artifacts are"
-    return "the one kept artifact is" if kept == 1 else f"the {kept} kept artifacts are"
+    return "the one kept artifact is" if kept == 1 else f"the {count(kept, 'kept artifact')} are"
 
 
 def _key_detail(f: Facts) -> str:
@@ -223,6 +223,12 @@ def evaluate(f: Facts) -> list[Line]:
     return lines
 
 
+def _plain_share(plain: int, kept: int) -> str:
+    if kept == 1:
+        return "the one kept artifact is"
+    return f"{plain} of {count(kept, 'kept artifact')} are"
+
+
 def _encryption(f: Facts) -> tuple[str, str]:
     """What the kept artifacts are: a key set today does not encrypt older artifacts."""
     kept = f.kept_plain + f.kept_encrypted
@@ -230,11 +236,17 @@ def _encryption(f: Facts) -> tuple[str, str]:
         if f.kept_plain:
             gone = f" by {f.plain_gone_by:%Y-%m-%d}" if f.plain_gone_by else ""
             return WARN, (
-                f"{f.kept_plain} of {kept} kept artifacts are not encrypted (taken before the "
+                f"{_plain_share(f.kept_plain, kept)} not encrypted (taken before the "
                 f"key was set); retention removes them{gone}. New artifacts are encrypted with "
                 "age" + _key_detail(f)
             )
-        what = f"all {kept} kept artifacts" if kept else "new artifacts"
+        what = (
+            "the one kept artifact and new ones"
+            if kept == 1
+            else f"all {count(kept, 'kept artifact')}"
+            if kept
+            else "new artifacts"
+        )
         return OK, f"{what} encrypted with age" + _key_detail(f)
     if f.storage_kind == "s3":
         sse = f.newest_sse or f.s3_sse

@@ -68,7 +68,7 @@ def test_status_checklist_from_the_command_line(
         "key": "encryption",
         "level": "ok",
         "title": "Encryption at rest",
-        "detail": f"all 1 kept artifacts encrypted with age (to {recipient[:16]}…)",
+        "detail": f"the one kept artifact and new ones encrypted with age (to {recipient[:16]}…)",
     }
     assert checks["automated"]["level"] == "warn"  # provider not configured
     assert "`0 3 * * *`" in checks["automated"]["detail"]
