@@ -509,8 +509,7 @@ def _restore_command(
 ) -> None:
     try:
         services = _services(fleet=True)
-        if database is not None:
-            services.settings.target(database)  # an unknown name, with the known ones
+        services.aim(database)  # an unknown name is refused with the known ones
         snap = services.restores.pick_snapshot(snapshot_id, database)
         if database is not None and snap.database != database:
             raise AtlasError(

@@ -496,6 +496,18 @@ class Services:
                 out.append(Outcome(name, error=str(exc)))
         return out
 
+    def aim(self, database: str | None) -> None:
+        """Make sure the database a command names (or any, when it names none) is known:
+        a fleet's databases are listed first when they are not yet; an unknown name is
+        an AtlasError that names the known ones."""
+        known = self.settings.databases
+        if self.settings.servers and (
+            not known or (database is not None and database not in known)
+        ):
+            self.fleet()
+        if database is not None:
+            self.settings.target(database)
+
     def recover(self, *, by_silence: bool = True) -> list[Snapshot]:
         """Close out snapshots whose process died and say so in Slack. A process without
         Slack (a CLI in a shell with no token) leaves the announcement to one that has it:

@@ -78,16 +78,11 @@ def verify(call: Call) -> str:
 
 
 def _aim(call: Call) -> tuple[str | None, str | None]:
-    """(snapshot ref, database) of `[ID] [db:NAME]`; a fleet's databases are listed
-    first when the one named (or any) is not known yet."""
+    """(snapshot ref, database) of `[ID] [db:NAME]`, the database made known."""
     words = call.args.split()
     database = next((w[3:] for w in words if w.startswith("db:")), None)
     ref = " ".join(w for w in words if not w.startswith("db:")) or None
-    settings = call.services.settings
-    if settings.servers and (not settings.databases or database not in settings.databases):
-        call.services.fleet()
-    if database is not None:
-        settings.target(database)  # an unknown name is answered with the known ones
+    call.services.aim(database)
     return ref, database
 
 
