@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
 import stat
@@ -92,7 +93,7 @@ def create(path: Path, access: Access = PRIVATE) -> BinaryIO:
     try:
         fd = os.open(path, _CREATE, access.file_mode)
     except OSError as exc:
-        if exc.errno == 40:  # ELOOP: some platforms say this for O_NOFOLLOW on a link
+        if exc.errno == errno.ELOOP:  # some platforms say this for O_NOFOLLOW on a link
             raise FileExistsError(exc.errno, "a symbolic link is in the way", str(path)) from None
         raise
     try:
