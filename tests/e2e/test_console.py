@@ -55,6 +55,7 @@ def test_snapshot_drill_approval_reminder_and_button_in_a_terminal(
     c.expect("pressed \\[1\\]")
     c.expect(r"✋ Restore drill requested")
     c.expect("Approvers: @carol, @dave")
+    c.expect("atlas reacted :x: on #")  # the request knows its message from here
     c.sendline("approve as you")
     c.expect("you asked for this, so you cannot approve it")
     c.sendline(":white_check_mark: @carol")
@@ -95,6 +96,7 @@ def test_a_second_session_never_approves_a_request_of_the_first(
         c.sendline("/atlas drill")
         c.expect(r"request `(req-\S+)`")
         requests.append(c.match.group(1))
+        c.expect("atlas reacted :x: on #")  # the request knows its message from here
         if approve:
             c.sendline("approve as carol")
             c.expect(r"✅ Restore drill `d-\S+` passed")

@@ -146,6 +146,7 @@ def test_the_console_shows_who_rejected_and_answers_a_late_approval(
     c.expect("you> ")
     c.sendline("/atlas drill")
     c.expect(r"✋ Restore drill requested")
+    c.expect("atlas reacted :x: on #")  # the request knows its message from here
     c.sendline(":x: @carol")
     c.expect(r"Why: rejected by @carol")
     c.sendline(":white_check_mark: @dave")
