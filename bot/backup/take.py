@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +23,9 @@ from bot.backup import manifest, pipeline, sidecar
 from bot.backup.keys import Keys
 from bot.backup.layout import artifact_key, new_id, sidecar_key
 from bot.backup.recovery import Recovery
-from bot.catalog import Catalog
+from bot.catalog import Catalog, outage
 from bot.config import Settings
-from bot.errors import AtlasError, CatalogAway, Interrupted
+from bot.errors import AtlasError, Interrupted
 from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, redact, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotStatus, now
@@ -61,24 +60,6 @@ class _Dumped:
     server: ServerInfo
     pg_dump_version: str
     manifest: dict[str, Any]
-
-
-CATALOG_OUTAGE_S = 60.0  # how long a finished snapshot waits for its catalog to come back
-
-
-def outlast_outage(record: Callable[[], None], within_s: float = CATALOG_OUTAGE_S) -> None:
-    """`record` a finished job, trying again (once a second) while the catalog is away:
-    the artifact is already safe in storage, so a short outage must not discard it."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            record()
-            return
-        except CatalogAway as exc:
-            if time.monotonic() >= deadline:
-                raise
-            log.warning("the catalog is away (%s); trying again", exc.message)
-            time.sleep(1.0)
 
 
 class Taker:
@@ -165,7 +146,7 @@ class Taker:
             doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
             storage.put_bytes(sidecar_key(key), doc)
             result["duration_s"] = round(_seconds_between(snap.started_at, now()), 3)
-            outlast_outage(
+            outage.outlast(
                 lambda: self.catalog.finish_snapshot(
                     snap_id,
                     SnapshotStatus.OK,

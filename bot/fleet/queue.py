@@ -9,6 +9,8 @@ marked interrupted by whoever notices.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import secrets
@@ -18,8 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from bot.catalog import Catalog
-from bot.errors import AtlasError
+from bot.catalog import Catalog, outage
+from bot.errors import AtlasError, CatalogAway
 from bot.fleet.run import Outcome
 from bot.owners import REPLICA_LEASE
 from bot.records import Snapshot, WorkItem, WorkStatus
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 
 Take = Callable[[WorkItem], Snapshot]
+RUN_OUTLASTS_S = 600.0  # how long a fleet run waits for its catalog to come back
 
 
 def share(limit: int, replicas: int) -> int:
@@ -88,18 +91,20 @@ class Worker:
             self.catalog.beat_work(self.owner)
 
     def _run(self, item: WorkItem) -> None:
+        """Take the item's snapshot and record how it went, across a catalog outage."""
+        finish = functools.partial(self.catalog.finish_work, item.key)
         try:
             snap = self.take(item)
         except AtlasError as exc:
-            self.catalog.finish_work(item.key, WorkStatus.FAILED, error=str(exc))
+            message = str(exc)
+            outage.outlast(lambda: finish(WorkStatus.FAILED, error=message))
         except Exception as exc:  # one database's bug must not stop the fleet
             log.exception("snapshot of %s failed", item.database)
-            self.catalog.finish_work(
-                item.key, WorkStatus.FAILED, error=f"internal error: {type(exc).__name__}: {exc}"
-            )
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            outage.outlast(lambda: finish(WorkStatus.FAILED, error=error))
         else:
             status = WorkStatus.DONE if snap.status == "ok" else WorkStatus.FAILED
-            self.catalog.finish_work(item.key, status, snapshot_id=snap.id, error=snap.error)
+            outage.outlast(lambda: finish(status, snapshot_id=snap.id, error=snap.error))
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -119,21 +124,45 @@ def run_queued(
     run = items[0].run
     catalog.enqueue_work(items)
     try:
-        while True:
+        _wait_for_run(catalog, run, worker, poll_s)
+    except BaseException:  # stopped (Ctrl-C, SIGTERM): no replica starts what is left of it
+        with contextlib.suppress(CatalogAway):
+            catalog.cancel_work(run, "the run was stopped before this database's turn")
+        raise
+    return _outcomes(catalog, run, items)
+
+
+def _wait_for_run(catalog: Catalog, run: str, worker: Worker, poll_s: float) -> None:
+    """Work alongside the other replicas until nothing of the run is queued or running.
+    The catalog may go away meanwhile: the run waits for it (up to RUN_OUTLASTS_S), and
+    for one stale period after, nobody could beat, so no item is taken for dead."""
+    said = outage.OutageLog()
+    trust_silence_at = 0.0
+    while True:
+        try:
             worker.tick()
             worker.beat()
-            catalog.abandon_work(worker.stale_after_s)
+            if time.monotonic() >= trust_silence_at:
+                catalog.abandon_work(worker.stale_after_s)
             left = [
                 w
                 for w in catalog.run_work(run)
                 if w.status in (WorkStatus.QUEUED, WorkStatus.RUNNING)
             ]
-            if not left:
-                break
-            time.sleep(poll_s)
-    except BaseException:  # stopped (Ctrl-C, SIGTERM): no replica starts what is left of it
-        catalog.cancel_work(run, "the run was stopped before this database's turn")
-        raise
+        except CatalogAway as exc:
+            said.away(f"fleet run {run}", exc)
+            if said.since is not None and time.monotonic() - said.since > RUN_OUTLASTS_S:
+                raise
+            trust_silence_at = time.monotonic() + worker.stale_after_s
+            time.sleep(max(poll_s, 1.0))
+            continue
+        said.back()
+        if not left:
+            return
+        time.sleep(poll_s)
+
+
+def _outcomes(catalog: Catalog, run: str, items: list[WorkItem]) -> list[Outcome]:
     done = {w.database: w for w in catalog.run_work(run)}
     out = []
     for item in items:

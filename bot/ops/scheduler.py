@@ -21,6 +21,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.catalog import outage
 from bot.errors import AtlasError, CatalogAway
 from bot.ops import housekeeping
 from bot.owners import LEADER_LEASE, REPLICA_LEASE
@@ -37,6 +38,7 @@ class Scheduler:
         self.owner = services.replica
         self._stopped = False
         self._grace_until = 0.0  # after a catalog outage: silence is not death until then
+        self._outage = outage.OutageLog()
         st = services.settings
         self.lease_ttl_s = st.failover_s * 2 / 3
         self.sched = BackgroundScheduler(timezone=st.timezone)
@@ -103,10 +105,14 @@ class Scheduler:
                         log.info("%s for %s already ran on another replica", job_id, minute)
                         return
                 fn()
-            except AtlasError as exc:  # a catalog outage, say: one line, tried again next time
+            except CatalogAway as exc:  # said once, not by every job every second
+                self._outage.away(job_id, exc)
+                # no one could beat meanwhile: see recover
+                self._grace_until = time.monotonic() + self.services.settings.stale_after_s
+            except AtlasError as exc:  # one line, tried again next time
                 log.error("%s: %s", job_id, exc)
-                if isinstance(exc, CatalogAway):  # no one could beat meanwhile: see recover
-                    self._grace_until = time.monotonic() + self.services.settings.stale_after_s
+            else:
+                self._outage.back()
 
         self.sched.add_job(
             guarded,

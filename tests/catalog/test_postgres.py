@@ -263,7 +263,7 @@ def test_migrate_refuses_a_database_a_fleet_backs_up_and_a_live_serve(
 def test_a_finished_snapshot_outlasts_a_short_catalog_outage(catalog_server: CatalogServer) -> None:
     """The link to the catalog is cut as a finished snapshot is recorded, and back 3 s
     later: the record is written then, one warning line a try, and the snapshot is ok."""
-    from bot.backup.take import outlast_outage
+    from bot.catalog.outage import outlast
     from bot.errors import CatalogAway
 
     schema, _ = catalog_server.new_url()
@@ -275,11 +275,11 @@ def test_a_finished_snapshot_outlasts_a_short_catalog_outage(catalog_server: Cat
         catalog.begin_snapshot(Snapshot(id="20261204-120000-0a0a", database="app"))
         proxy.refuse()
         threading.Timer(3.0, proxy.restore).start()
-        outlast_outage(
+        outlast(
             lambda: catalog.finish_snapshot("20261204-120000-0a0a", SnapshotStatus.OK),
             within_s=30,
         )
         assert catalog.get_snapshot("20261204-120000-0a0a").status == SnapshotStatus.OK
         proxy.refuse()  # an outage longer than the bound is the error it was
         with pytest.raises(CatalogAway):
-            outlast_outage(lambda: catalog.list_snapshots() and None, within_s=1.5)
+            outlast(lambda: catalog.list_snapshots() and None, within_s=1.5)
