@@ -411,6 +411,7 @@ class Services:
         for name, target in list(fleet.targets.items()):
             if name not in self._configured and Conn.parse(target.url).address() == where:
                 del fleet.targets[name]
+                fleet.left_out.append(f"{name}: Atlas's own catalog (ATLAS_STATE)")
                 log.info("fleet: %s is Atlas's own catalog; not backed up by the fleet", name)
 
     def snapshot_fleet(

@@ -24,6 +24,7 @@ class Fleet:
 
     targets: dict[str, DatabaseTarget]
     scans: list[Scan] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # selected, not backed up: why
 
     @property
     def gone(self) -> list[str]:

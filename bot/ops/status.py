@@ -65,6 +65,7 @@ class Facts:
     servers: list[str] = field(default_factory=list)  # servers whose databases are listed
     fleet_problems: list[str] = field(default_factory=list)  # servers that could not be listed
     gone: list[str] = field(default_factory=list)  # databases no longer on their server
+    left_out: list[str] = field(default_factory=list)  # selected but not backed up, and why
     rotation: dict[str, str] = field(default_factory=dict)  # database -> its server's rotation
     rotation_next: set[str] = field(default_factory=set)  # the databases to drill next
 
@@ -125,6 +126,8 @@ def evaluate(f: Facts) -> list[Line]:
                     f"{listed}: {count(len(f.databases), 'database')} backed up",
                 )
             )
+    if f.left_out:
+        lines.append(Line("left-out", OK, "Selected, not backed up", "; ".join(f.left_out)))
     for db in f.gone:
         lines.append(
             Line(
@@ -344,6 +347,7 @@ def gather(
         servers=list(st.servers),
         fleet_problems=fleet.problems + fleet.skipped,
         gone=fleet.gone,
+        left_out=fleet.left_out,
     )
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = storage.stat(kept_ok[0].storage_key or "")

@@ -476,3 +476,25 @@ def test_two_databases_of_one_name_are_refused_loudly(pg: PgCluster, tmp_path: P
     finally:
         for name in (literal, plain):
             pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.own_catalog  # the catalog is a database of the fleet's server
+def test_the_catalog_on_a_fleet_server_is_left_out_and_status_names_it(
+    pg: PgCluster, prefix: str, tmp_path: Path
+) -> None:
+    """ATLAS_DATABASES selects the database that holds Atlas's own catalog: the run
+    leaves it out (a catalog never backs itself up), and `atlas status` names it with
+    why, among the databases the selection took."""
+    catalog_db = pg.create_database(prefix + "catalog")
+    env = cli_env(
+        tmp_path,
+        DATABASE_URL=pg.url("postgres"),
+        ATLAS_DATABASES=f"{prefix}*",
+        ATLAS_STATE=pg.url(catalog_db),
+    )
+    doc = _all(env)
+    taken = sorted(s["database"] for s in doc["snapshots"])
+    assert taken == sorted(prefix + s for s in ("a", "b", "skip")), taken
+    proc = run_cli(["status"], env, REPO, text=True)
+    assert f"{catalog_db}: Atlas's own catalog (ATLAS_STATE)" in proc.stdout, proc.stdout
+    assert "Selected, not backed up" in proc.stdout
