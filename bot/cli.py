@@ -526,13 +526,22 @@ def _restore_command(
             if not sys.stdin.isatty():
                 raise AtlasError(f"Refusing to {kind} without confirmation.", "pass --yes")
             click.confirm(f"{kind.title()} snapshot {snap.id} into {where}?", abort=True)
-        drill = services.restores.run(
-            kind=kind,
-            snap_id=snap.id,
-            requested_by=_operator(),
-            approved_by=["cli --yes" if yes else "cli confirm"],
-            waiting=lambda text: err().print(text, highlight=False, markup=False),
-        )
+        try:
+            drill = services.restores.run(
+                kind=kind,
+                snap_id=snap.id,
+                requested_by=_operator(),
+                approved_by=["cli --yes" if yes else "cli confirm"],
+                waiting=lambda text: err().print(text, highlight=False, markup=False),
+            )
+        except AtlasError as exc:  # it had begun: the channel hears of it, as of any job
+            from bot.report.chat import Message
+
+            Message(services.chat, services.settings.channel).post(
+                messages.error(f"{kind.title()} of {snap.id} from the CLI failed: {exc}"), []
+            )
+            raise
+        services.jobs.announce(drill, services.settings.channel)
     except AtlasError as exc:
         _fail(exc, as_json, {"snapshot_id": snapshot_id})
         return

@@ -10,14 +10,16 @@ from bot.approval.ask import Ask
 from bot.catalog import Catalog
 from bot.errors import AtlasError
 from bot.owners import REPLICA_LEASE, owner_gone
-from bot.records import DrillStatus, RequestStatus, now
+from bot.records import Drill, DrillStatus, RequestStatus, now
 from bot.report import messages
-from bot.report.chat import Chat, Message
+from bot.report.chat import Blocks, Chat, Message
 from bot.restore.run import Restores
 from bot.restore.scratch import Scratch
 
 
 class Jobs:
+    """Approved restore jobs: each run once, its verdict said where it was asked for."""
+
     def __init__(
         self,
         catalog: Catalog,
@@ -41,7 +43,7 @@ class Jobs:
     def _run(self, req_id: str) -> None:
         req = self.catalog.get_request(req_id)
         words = messages.KIND_WORDS[req.kind]
-        thread = Message(self.chat, req.channel, thread_ts=req.ts)
+        # the thread's one progress message ends as the verdict, never at its last phase
         progress = Message(self.chat, req.channel, thread_ts=req.ts)
         progress.post(f":gear: {words} started.", [])
         try:
@@ -56,7 +58,7 @@ class Jobs:
         except AtlasError as exc:
             self.catalog.update_request(req_id, status=RequestStatus.FAILED, reason=str(exc))
             self.ask.refresh(req_id)
-            thread.post(messages.error(str(exc)), [])
+            progress.update(messages.error(str(exc)), [], final=True)
             Message(self.chat, req.channel).post(
                 messages.error(f"{words} for request {req_id} failed: {exc}"), []
             )
@@ -69,9 +71,17 @@ class Jobs:
             reason=None if ok else (drill.error or "verification failed"),
         )
         self.ask.refresh(req_id)
-        text, blocks = messages.drill_report(drill, self.restores.previous_passed(drill))
-        thread.post(text, blocks)
-        Message(self.chat, req.channel).post(text, blocks)  # the verdict in the channel too
+        text, blocks = self._verdict(drill)
+        progress.update(text, blocks, final=True)  # the thread is final before the channel
+        Message(self.chat, req.channel).post(text, blocks)
+
+    def announce(self, drill: Drill, channel: str | None) -> None:
+        """Post the verdict of a drill or refresh that no request asked for (the CLI's)
+        in the channel: the team sees every restore, wherever it was started."""
+        Message(self.chat, channel).post(*self._verdict(drill))
+
+    def _verdict(self, drill: Drill) -> tuple[str, Blocks]:
+        return messages.drill_report(drill, self.restores.previous_passed(drill))
 
     def expire_due(self) -> list[str]:
         """Close pending requests past their expiry and say so on their messages."""

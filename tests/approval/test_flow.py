@@ -119,11 +119,15 @@ def test_full_drill_from_request_to_report(setup, pg):
     bot.react("U_CAROL", "white_check_mark", ts)
     req = _wait_status(bot, req.id, {"done", "failed"})
     assert req.status == "done", req
+    progress = bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and c["params"].get("thread_ts") == ts
+    )
+    # the thread's progress message ends as the verdict, never at its last phase
     report = bot.slack.wait_for(
         lambda c: (
-            c["method"] == "chat.postMessage"
+            c["method"] == "chat.update"
             and "passed" in str(c["params"].get("text"))
-            and c["params"].get("thread_ts") == ts
+            and c["params"].get("ts") == progress["response"]["ts"]
         )
     )
     # the verdict is also posted in the channel (after the thread reply)
