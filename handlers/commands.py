@@ -38,8 +38,13 @@ def snapshot(call: Call) -> str:
         return _snapshot_all(call, note.removeprefix("--all").strip())
     if note.startswith("--provider"):
         note, provider = note.removeprefix("--provider").strip(), True
+    words, database = _aim(call.services, note)
     call.services.start_snapshot(
-        requested_by=call.user, note=note, channel=call.channel, provider=provider
+        requested_by=call.user,
+        note=words or "",
+        channel=call.channel,
+        database=database,
+        provider=provider,
     )
     return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
 
@@ -77,17 +82,18 @@ def verify(call: Call) -> str:
     return f":mag: Verifying `{snap.id}`…"
 
 
-def _aim(call: Call) -> tuple[str | None, str | None]:
-    """(snapshot ref, database) of `[ID] [db:NAME]`, the database made known."""
-    words = call.args.split()
+def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
+    """(the rest, database) of `[…] [db:NAME]`, the database made known: the rest is a
+    snapshot id, or a snapshot's note."""
+    words = text.split()
     database = next((w[3:] for w in words if w.startswith("db:")), None)
     ref = " ".join(w for w in words if not w.startswith("db:")) or None
-    call.services.aim(database)
+    services.aim(database)
     return ref, database
 
 
 def _ask(kind: Kind, call: Call) -> str:
-    ref, database = _aim(call)
+    ref, database = _aim(call.services, call.args)
     snap = call.services.restores.pick_snapshot(ref, database)  # fail fast
     call.services.later(
         lambda: call.services.ask.request(
@@ -168,6 +174,9 @@ def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltCont
         ack(text=access.refusal(user))
         return
     run = SUBCOMMANDS.get(sub)
+    if run is None and sub in messages.TERMINAL_ONLY:
+        ack(text=messages.terminal_only(sub))
+        return
     if run is None:
         ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
         return

@@ -12,7 +12,7 @@ Blocks = list[dict[str, Any]]
 
 HELP = """\
 *Atlas* keeps this team's PostgreSQL backups safe.
-• `/atlas snapshot [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
+• `/atlas snapshot [db:NAME] [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
 • `/atlas restore ID [db:NAME]`: ask to restore a snapshot into staging (approved by reactions)
@@ -22,6 +22,21 @@ HELP = """\
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
 From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+
+# What only a terminal does, and why: asked for in Slack, the answer says where to go.
+TERMINAL_ONLY = {
+    "show": "`atlas show ID` prints a snapshot's whole record",
+    "fetch": "`atlas fetch ID -o FILE` writes a file, on a host that holds the storage credentials",
+    "prune": "`atlas prune --dry-run` shows what retention deletes; housekeeping prunes daily",
+    "rescan": "`atlas rescan` rebuilds the catalog from storage",
+    "doctor": "`atlas doctor` checks the configuration where Atlas runs",
+    "audit": "`atlas audit` prints who did what",
+    "keygen": "`atlas keygen -o FILE` makes a key file, which never passes through Slack",
+}
+
+
+def terminal_only(sub: str) -> str:
+    return f"`/atlas {sub}` runs from a terminal, not Slack: {TERMINAL_ONLY[sub]}."
 
 
 # Slack's documented limits (Block Kit reference, chat.postMessage): a message over
