@@ -276,6 +276,11 @@ class FakeSlackApi:
             msg = self._messages.get((channel, ts))
             return dict(msg) if msg is not None else None
 
+    def messages(self) -> list[dict[str, Any]]:
+        """Every message still in a channel, each in its latest state."""
+        with self._lock:
+            return [dict(m, channel=c) for (c, _), m in self._messages.items()]
+
     # -- internals ---------------------------------------------------------------------------
 
     def _next_ts(self) -> str:
