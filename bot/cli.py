@@ -701,6 +701,7 @@ def unkeep(snapshot_id: str) -> None:
 def status(as_json: bool, no_provider: bool) -> None:
     """The backup checklist with live facts; exits 1 when anything is ❌ (gate deploys on it)."""
     from bot.ops import status as st
+    from bot.ops.findings import FAIL, ICONS
 
     try:
         lines = st.evaluate(st.gather(_services(), check_provider=not no_provider, surface="cli"))
@@ -712,8 +713,8 @@ def status(as_json: bool, no_provider: bool) -> None:
         _json({"status": worst, "checks": [line.__dict__ for line in lines]})
     else:
         for line in lines:
-            click.echo(f"{st.ICONS[line.level]} {line.title}: {line.detail.replace('`', '')}")
-    if worst == st.FAIL:
+            click.echo(f"{ICONS[line.level]} {line.title}: {line.detail.replace('`', '')}")
+    if worst == FAIL:
         sys.exit(1)
 
 
@@ -817,16 +818,17 @@ def doctor(as_json: bool, no_slack: bool) -> None:
     tools new enough, staging privileges, storage and catalog writable, keys, schedule,
     Slack. Exits 1 on any ❌."""
     from bot.ops import doctor as dr
+    from bot.ops import findings
 
     try:
         checks = dr.run_all(_services(), slack=not no_slack)
     except AtlasError as exc:  # the configuration itself: a finding like the others
-        checks = [dr.fail("configuration", str(exc))]
+        checks = [findings.fail("configuration", str(exc))]
     if as_json:
         _json(dr.to_json(checks))
     else:
         click.echo(dr.render(checks))
-    if dr.worst(checks) == dr.FAIL:
+    if dr.worst(checks) == findings.FAIL:
         sys.exit(1)
 
 

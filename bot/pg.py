@@ -75,7 +75,7 @@ class Conn:
             return psycopg.connect(self.conninfo, **kw)  # type: ignore[arg-type]
         except psycopg.OperationalError as exc:
             raise AtlasError(
-                f"Cannot connect to {self.describe()}: {first_line(redact(str(exc), self.secrets))}",
+                f"Cannot connect to {self.describe()}: {first_line(redaction.redact(str(exc), self.secrets))}",
                 "check the URL, that the server is up, and the credentials",
             ) from None
 
@@ -105,11 +105,6 @@ class Conn:
 def first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[0] if lines else text.strip()
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Mask passwords in URLs and key=value strings, configured secrets and `secrets`."""
-    return redaction.redact(text, secrets)
 
 
 @dataclass(frozen=True)

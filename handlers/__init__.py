@@ -18,7 +18,7 @@ from handlers import actions, commands, dedupe, reactions
 
 def register(app: App, services: Services) -> None:
     @app.middleware
-    def provide_services(context: BoltContext, next: Callable[[], BoltResponse]) -> Any:  # noqa: A002
+    def provide_services(context: BoltContext, next: Callable[[], BoltResponse]) -> Any:
         context["services"] = services
         return next()
 

@@ -26,7 +26,7 @@ def skip_repeats(
     req: BoltRequest,
     context: BoltContext,
     ack: Ack,
-    next: Callable[[], BoltResponse],  # noqa: A002
+    next: Callable[[], BoltResponse],
 ) -> Any:
     """Middleware: a request key seen before is acknowledged and dropped (and logged)."""
     services: Services = context["services"]

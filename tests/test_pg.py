@@ -11,7 +11,8 @@ import pytest
 
 from bot.config import ENV_NAMES
 from bot.errors import AtlasError
-from bot.pg import Conn, find_tool, redact
+from bot.pg import Conn, find_tool
+from bot.redaction import redact
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from tests.support.helpers import services_for, settings_for
 
 
 @pytest.fixture
-def services(tmp_path: Path, slack_api) -> Services:  # noqa: ANN001
+def services(tmp_path: Path, slack_api) -> Services:
     s = services_for(
         settings_for("postgresql://a@127.0.0.1:1/app", tmp_path, ATLAS_CHANNEL="CSVC"),
         slack_api.client(),
@@ -24,7 +24,7 @@ def services(tmp_path: Path, slack_api) -> Services:  # noqa: ANN001
     s.shutdown()
 
 
-def _wait(future) -> None:  # noqa: ANN001
+def _wait(future) -> None:
     future.result(timeout=10)
 
 
@@ -44,7 +44,7 @@ def test_later_hands_on_the_result_or_the_error(services: Services) -> None:
     assert isinstance(got[2], AtlasError) and "ZeroDivisionError" in str(got[2])
 
 
-def test_damage_is_announced_with_the_good_snapshot_to_use(services: Services, slack_api) -> None:  # noqa: ANN001
+def test_damage_is_announced_with_the_good_snapshot_to_use(services: Services, slack_api) -> None:
     good = Snapshot(
         id="20261129-000000-0001", database="app", status=SnapshotStatus.OK, started_at=now()
     )
@@ -56,7 +56,7 @@ def test_damage_is_announced_with_the_good_snapshot_to_use(services: Services, s
     assert bad.id in call["params"]["text"] and good.id in str(call["params"]["blocks"])
 
 
-def test_recovery_is_announced_on_the_original_message(services: Services, slack_api) -> None:  # noqa: ANN001
+def test_recovery_is_announced_on_the_original_message(services: Services, slack_api) -> None:
     import socket
     import subprocess
 

@@ -22,9 +22,9 @@ import zstandard
 
 from bot.backup.archive import Splitter
 from bot.errors import AtlasError, Damaged
-from bot.pg import redact
 from bot.pump import Pump
 from bot.records import Segment
+from bot.redaction import redact
 from bot.store.base import CHUNK, ArtifactWriter, Storage
 
 log = logging.getLogger(__name__)

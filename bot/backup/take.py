@@ -27,8 +27,9 @@ from bot.catalog import Catalog, outage
 from bot.config import Settings
 from bot.errors import AtlasError, Interrupted
 from bot.owners import Heartbeat
-from bot.pg import Conn, ServerInfo, find_tool, redact, server_info, warm_tool_versions
+from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotStatus, now
+from bot.redaction import redact
 from bot.store import ArtifactWriter, Store, StoredObject
 from bot.text import clean_text
 

@@ -26,8 +26,9 @@ from bot.config import Server, Settings
 from bot.errors import AtlasError
 from bot.fleet import sqlsplit
 from bot.fleet.discover import server_conn
-from bot.pg import Conn, find_tool, redact, server_info
+from bot.pg import Conn, find_tool, server_info
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.redaction import redact
 from bot.store import Store
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.errors import AtlasError
+from bot.ops.findings import FAIL, ICONS, OK, WARN
 from bot.pg import Conn
 from bot.records import Drill, Snapshot, SnapshotStatus
 from bot.report.messages import human_seconds
@@ -19,8 +20,6 @@ from bot.words import count
 if TYPE_CHECKING:
     from bot.services import Services
 
-OK, WARN, FAIL = "ok", "warn", "fail"
-ICONS = {OK: "✅", WARN: "⚠️", FAIL: "❌"}
 GRACE = timedelta(hours=2)  # a snapshot may take a while, and a schedule may slip a little
 
 

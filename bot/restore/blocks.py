@@ -35,8 +35,9 @@ from bot import files
 from bot.backup import archive
 from bot.backup.pipeline import FeedProcess, Frames
 from bot.errors import AtlasError, Damaged
-from bot.pg import Conn, redact
+from bot.pg import Conn
 from bot.records import Segment
+from bot.redaction import redact
 from bot.restore.strategies import (
     Job,
     Tools,

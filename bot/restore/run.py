@@ -16,8 +16,9 @@ from bot.backup.read import Reader
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Interrupted, Refused
-from bot.pg import Conn, find_tool, redact
+from bot.pg import Conn, find_tool
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.redaction import redact
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import guard_not_catalog, guard_not_production
 from bot.restore.scratch import Creating, Scratch, scratch_name

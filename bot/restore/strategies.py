@@ -26,9 +26,10 @@ from bot import files
 from bot.backup import pipeline
 from bot.backup.read import Reader
 from bot.errors import AtlasError, Damaged
-from bot.pg import Conn, redact
+from bot.pg import Conn
 from bot.pump import Pump
 from bot.records import Snapshot
+from bot.redaction import redact
 from bot.restore.source import Source, check_toc
 from bot.store import Storage, Store
 

@@ -99,13 +99,14 @@ def startup_checks(services: Services) -> None:
     """`atlas doctor` at every start: what is broken is said in the channel at once, not
     found during the first drill."""
     from bot.ops import doctor
+    from bot.ops.findings import FAIL, OK
     from bot.report.chat import Message
 
     checks = doctor.run_all(services)
-    failed = [c for c in checks if c.status == doctor.FAIL]
+    failed = [c for c in checks if c.status == FAIL]
     for check in checks:
         log.log(
-            logging.WARNING if check.status != doctor.OK else logging.INFO,
+            logging.WARNING if check.status != OK else logging.INFO,
             "doctor: %s: %s",
             check.name,
             check.detail,
@@ -162,7 +163,7 @@ def run(
         threading.Thread(target=server.run, name="healthz", daemon=True).start()
         log.info("Atlas: Socket Mode, /healthz on %s:%s", host, port)
         try:
-            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()
+            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
         except SlackApiError as exc:
             code = exc.response.get("error") if exc.response is not None else None
             raise AtlasError(

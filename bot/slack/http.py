@@ -161,7 +161,7 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
     from waitress.server import TcpWSGIServer
     from waitress.task import ThreadedTaskDispatcher
 
-    class Channel(HTTPChannel):  # waitress: untyped (mypy sees Any)
+    class Channel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
         started = 0.0  # when the request being received began to arrive
 
         def received(self, data: bytes) -> bool:
@@ -169,7 +169,7 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
                 self.started = time.time()
             return bool(super().received(data))
 
-    class Server(TcpWSGIServer):
+    class Server(TcpWSGIServer):  # type: ignore[misc]
         channel_class = Channel
 
         def maintenance(self, now: float) -> None:

@@ -271,7 +271,7 @@ class LocalStorage:
         is renamed into its place."""
         path = self._path(key)
         try:
-            return open(path, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+            return open(path, "rb", buffering=0)
         except FileNotFoundError:
             raise NotFound(f"The artifact {path} is missing from storage.") from None
 

@@ -38,7 +38,7 @@ def test_a_good_artifact_reads_back_whole(tmp_path: Path) -> None:
         (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "corrupt"),
     ],
 )
-def test_damage_is_named_and_typed(tmp_path: Path, damage, words: str) -> None:  # noqa: ANN001
+def test_damage_is_named_and_typed(tmp_path: Path, damage, words: str) -> None:
     storage, key, size, sha = _store(tmp_path, random.Random(1).randbytes(300_000))
     path = tmp_path / key
     path.write_bytes(damage(path.read_bytes()))

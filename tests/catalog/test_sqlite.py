@@ -116,7 +116,7 @@ def test_racing_decisions_each_see_the_previous_one(catalog: SqliteCatalog) -> N
         )
     )
 
-    def decide_for(user: str):  # noqa: ANN202
+    def decide_for(user: str):
         def decide(req: Request, reactions: frozenset[tuple[str, str]]) -> RequestChange:
             seen = reactions | {(user, "white_check_mark")}
             return RequestChange(seen, {"approved_by": sorted(u for u, _ in seen)})

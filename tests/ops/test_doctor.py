@@ -51,7 +51,7 @@ def _by_name(doc: dict) -> dict[str, dict]:
 
 def test_a_good_least_privilege_setup_passes(
     pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path, key_file
-) -> None:  # noqa: ANN001
+) -> None:
     fill_realistic(pg_url)
     key, recipient = key_file
     env = _env(
@@ -87,7 +87,7 @@ def test_a_good_least_privilege_setup_passes(
 
 def test_every_problem_is_a_line_with_its_fix(
     pg, pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
-) -> None:  # noqa: ANN001
+) -> None:
     fill_realistic(pg_url)
     partial = f"partial_{least_privilege.reader}"
     pg.create_role(partial, least_privilege.password)
@@ -165,7 +165,7 @@ def test_s3_storage_and_its_server_side_encryption(
     }
 
 
-def test_slack_token_scopes_channel_and_groups(pg_url: str, tmp_path: Path, slack_api) -> None:  # noqa: ANN001
+def test_slack_token_scopes_channel_and_groups(pg_url: str, tmp_path: Path, slack_api) -> None:
     slack_api.channels["CIN"] = {"name": "ops", "is_member": True}
     slack_api.channels["COUT"] = {"name": "elsewhere", "is_member": False}
     slack_api.set_usergroup("SDBA", ["U1", "U2"])
@@ -198,7 +198,7 @@ def test_slack_token_scopes_channel_and_groups(pg_url: str, tmp_path: Path, slac
 @pytest.mark.parametrize("mode", ["http"])
 def test_serve_posts_what_is_broken_at_start(
     pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path, slack_api, mode: str
-) -> None:  # noqa: ANN001
+) -> None:
     env = _env(
         tmp_path,
         DATABASE_URL=least_privilege.reader_url,

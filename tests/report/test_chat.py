@@ -15,7 +15,7 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []
         self.update_ok = update_ok
 
-    def post(self, channel: str, text: str, blocks: Blocks, thread_ts: str | None = None):  # noqa: ANN201
+    def post(self, channel: str, text: str, blocks: Blocks, thread_ts: str | None = None):
         self.calls.append(("post", text))
         return channel, f"ts-{len(self.calls)}"
 

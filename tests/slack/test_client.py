@@ -10,11 +10,11 @@ from bot.slack.client import SlackChat
 
 
 @pytest.fixture
-def chat(slack_api) -> SlackChat:  # noqa: ANN001
+def chat(slack_api) -> SlackChat:
     return SlackChat(slack_api.client())
 
 
-def test_messages_are_redacted_and_cut_to_slacks_limits(chat: SlackChat, slack_api) -> None:  # noqa: ANN001
+def test_messages_are_redacted_and_cut_to_slacks_limits(chat: SlackChat, slack_api) -> None:
     redaction.remember("postgresql://app:Sekr1t-pw@db/app")
     long = messages.escape("<!channel> " * 400)
     posted = chat.post(
@@ -29,19 +29,19 @@ def test_messages_are_redacted_and_cut_to_slacks_limits(chat: SlackChat, slack_a
     assert "Sekr1t-pw" not in slack_api.all_text()
 
 
-def test_slack_failures_are_reported_not_raised(chat: SlackChat, slack_api) -> None:  # noqa: ANN001
+def test_slack_failures_are_reported_not_raised(chat: SlackChat, slack_api) -> None:
     slack_api.fail_next("chat.postMessage", "channel_not_found")
     assert chat.post("C404", "hello", []) is None
 
 
-def test_an_ephemeral_reply_falls_back_to_the_thread(chat: SlackChat, slack_api) -> None:  # noqa: ANN001
+def test_an_ephemeral_reply_falls_back_to_the_thread(chat: SlackChat, slack_api) -> None:
     slack_api.fail_next("chat.postEphemeral", "user_not_in_channel")
     chat.tell("C1", "U1", "<@U1>, you cannot approve this.", thread_ts="1.0001")
     call = slack_api.calls("chat.postMessage")[-1]
     assert call["params"]["thread_ts"] == "1.0001"
 
 
-def test_user_groups_are_cached_and_survive_a_slack_hiccup(chat: SlackChat, slack_api) -> None:  # noqa: ANN001
+def test_user_groups_are_cached_and_survive_a_slack_hiccup(chat: SlackChat, slack_api) -> None:
     slack_api.set_usergroup("S1", ["U1", "U2"])
     assert chat.group_members("S1") == ["U1", "U2"]
     assert chat.group_members("S1") == ["U1", "U2"]

@@ -14,7 +14,8 @@ from psycopg.pq import TransactionStatus
 
 from bot.catalog.sql.tables import POSTGRESQL, Conflict, Database
 from bot.errors import AtlasError, CatalogAway
-from bot.pg import Conn, first_line, redact
+from bot.pg import Conn, first_line
+from bot.redaction import redact
 
 APPLICATION = "atlas-catalog"
 IDLE = TransactionStatus.IDLE
