@@ -22,7 +22,7 @@ from bot.records import DrillStatus, Kind
 from bot.redaction import install_logging, redact_value
 from bot.report import messages
 from bot.version import PACKAGE
-from bot.words import count
+from bot.words import count, human_seconds
 
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
 # else, and `atlas list` never loads libpq, zstd or the restore code.
@@ -236,7 +236,7 @@ def snapshot(
     else:
         err().print(
             f"[green]ok[/] {messages.human_bytes(row.size_bytes)} in "
-            f"{messages.human_seconds(row.duration_s)}, sha256 {(row.sha256 or '')[:12]}, "
+            f"{human_seconds(row.duration_s)}, sha256 {(row.sha256 or '')[:12]}, "
             f"{escape(row.location or '')}",
             highlight=False,
         )
@@ -272,7 +272,7 @@ def _snapshot_all(note: str, as_json: bool) -> None:
                 s = o.snapshot
                 console.print(
                     f"[green]ok[/]     {escape(o.database)}: {escape(s.id)} "
-                    f"{messages.human_bytes(s.size_bytes)} in {messages.human_seconds(s.duration_s)}",
+                    f"{messages.human_bytes(s.size_bytes)} in {human_seconds(s.duration_s)}",
                     highlight=False,
                 )
             else:
@@ -550,7 +550,7 @@ def _restore_command(
     else:
         click.echo(
             f"{drill.id}: {drill.kind} of {drill.database} from {drill.snapshot_id}: "
-            f"{drill.status} in {messages.human_seconds(drill.total_s)}"
+            f"{drill.status} in {human_seconds(drill.total_s)}"
         )
         for c in drill.checks:
             click.echo(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
@@ -607,7 +607,7 @@ def drills(limit: int, as_json: bool) -> None:
                 ("database", r.database),
                 ("snapshot", r.snapshot_id),
                 ("verdict", str(r.status)),
-                ("restore time", messages.human_seconds(r.total_s)),
+                ("restore time", human_seconds(r.total_s)),
                 ("started (UTC)", _when(r.started_at)),
             ]
             for r in rows

@@ -14,8 +14,7 @@ from bot.errors import AtlasError
 from bot.ops.findings import FAIL, ICONS, OK, WARN
 from bot.pg import Conn
 from bot.records import Drill, Snapshot, SnapshotStatus
-from bot.report.messages import human_seconds
-from bot.words import count
+from bot.words import count, human_seconds
 
 if TYPE_CHECKING:
     from bot.services import Services

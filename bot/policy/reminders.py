@@ -24,8 +24,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.report.messages import human_seconds
-from bot.words import count
+from bot.words import count, human_seconds
 
 QUARTER = "quarter"
 MAX_EVERY_DAYS = 3660  # more than ten years between drills is a typo, not a policy

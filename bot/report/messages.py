@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
-from bot.words import count
+from bot.words import count, human_seconds
 
 Blocks = list[dict[str, Any]]
 
@@ -135,15 +135,6 @@ def human_bytes(n: float | None) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-def human_seconds(s: float | None) -> str:
-    if s is None:
-        return "?"
-    if s < 60:
-        return f"{s:.1f} s"
-    m, sec = divmod(int(s), 60)
-    return f"{m} min {sec} s" if m < 60 else f"{m // 60} h {m % 60} min"
 
 
 def _utc(iso: Any) -> str:

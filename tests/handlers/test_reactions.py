@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from unittest.mock import Mock
+from pathlib import Path
 
 from slack_bolt import BoltContext
 
 from bot.records import Kind, Request, RequestStatus
 from bot.services import Services
 from handlers import reactions
-from tests.handlers.conftest import good_snapshot
+from tests.handlers.conftest import NO_SERVER, good_snapshot
+from tests.support.helpers import services_for, settings_for
 
 
 def event(user: str, emoji: str, ts: str = "1.0001", kind: str = "message") -> dict:
@@ -73,7 +74,19 @@ def test_a_rejection_ends_the_request(context: BoltContext, services: Services) 
     assert "drill.reject" in actions
 
 
-def test_listeners_take_their_services_from_the_context(services: Services) -> None:
-    unrelated = Mock()
-    reactions.reaction_added(event("U1", "x"), BoltContext({"services": services}))
-    unrelated.assert_not_called()
+def test_listeners_take_their_services_from_the_context(services: Services, tmp_path: Path) -> None:
+    """Two apps in one process, each with its own catalog: a reaction acts through the
+    Services of the context it arrives with, never through another's."""
+    other = services_for(settings_for(NO_SERVER, tmp_path / "other"))
+    try:
+        req = _request(services)
+        reactions.reaction_added(
+            event("U_ANN", "white_check_mark"), BoltContext({"services": other})
+        )
+        assert services.catalog.get_request(req.id).approved_by == []
+        reactions.reaction_added(
+            event("U_ANN", "white_check_mark"), BoltContext({"services": services})
+        )
+        assert services.catalog.get_request(req.id).approved_by == ["U_ANN"]
+    finally:
+        other.shutdown()

@@ -6,6 +6,7 @@ import pytest
 
 from bot.records import Snapshot
 from bot.report import messages
+from bot.words import human_seconds
 
 # -- bot.report.messages ----------------------------------------------------------------------------
 
@@ -71,4 +72,4 @@ def test_human_bytes(n: float | None, expected: str) -> None:
     ],
 )
 def test_human_seconds(s: float | None, expected: str) -> None:
-    assert messages.human_seconds(s) == expected
+    assert human_seconds(s) == expected
