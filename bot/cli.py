@@ -85,9 +85,9 @@ def _services(fleet: bool = False) -> Services:
     from bot.services import Services
 
     services = Services.from_settings(load_settings())
-    services.recover()
+    services.reported.recover()
     if fleet and services.settings.servers:
-        services.fleet()
+        services.fleets.listed()
     return services
 
 
@@ -220,7 +220,7 @@ def snapshot(
         services = _services(fleet=database is not None)
         show_bar = not as_json and sys.stderr.isatty()
         with _progress_bar(show_bar) as on_progress:
-            row = services.snapshot_reported(
+            row = services.reported.take(
                 requested_by=_operator(),
                 note=note,
                 database=database,
@@ -248,7 +248,7 @@ def _snapshot_all(note: str, as_json: bool) -> None:
     when any database failed or a server could not be listed."""
     try:
         services = _services()
-        fleet, outcomes = services.snapshot_fleet(requested_by=_operator(), note=note)
+        fleet, outcomes = services.fleets.snapshot(requested_by=_operator(), note=note)
     except AtlasError as exc:
         _fail(exc, as_json)
         return
@@ -509,7 +509,7 @@ def _restore_command(
 ) -> None:
     try:
         services = _services(fleet=True)
-        services.aim(database)  # an unknown name is refused with the known ones
+        services.fleets.aim(database)  # an unknown name is refused with the known ones
         snap = services.restores.pick_snapshot(snapshot_id, database)
         if database is not None and snap.database != database:
             raise AtlasError(

@@ -39,7 +39,7 @@ def snapshot(call: Call) -> str:
     if note.startswith("--provider"):
         note, provider = note.removeprefix("--provider").strip(), True
     words, database = _aim(call.services, note)
-    call.services.start_snapshot(
+    call.services.reported.start(
         requested_by=call.user,
         note=words or "",
         channel=call.channel,
@@ -88,7 +88,7 @@ def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
     words = text.split()
     database = next((w[3:] for w in words if w.startswith("db:")), None)
     ref = " ".join(w for w in words if not w.startswith("db:")) or None
-    services.aim(database)
+    services.fleets.aim(database)
     return ref, database
 
 

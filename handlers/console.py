@@ -230,7 +230,7 @@ def main(settings: Settings, user: str = "you", out: TextIO | None = None) -> in
     settings.channel = settings.channel or "console"  # this terminal is the channel
     chat = ConsoleChat(out, approvers)
     services = Services(settings, chat=chat)
-    services.recover()
+    services.reported.recover()
     console = Console(services, chat, user)
     chat.say(
         f"Atlas console: you are @{user} in #{console.channel}; approvers: "

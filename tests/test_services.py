@@ -50,7 +50,7 @@ def test_damage_is_announced_with_the_good_snapshot_to_use(services: Services, s
     )
     bad = Snapshot(id="20261129-000000-0002", database="app", error="Checksum mismatch")
     assert services.catalog.add_snapshot(good)
-    services._announce_damage(bad, "d-1")
+    services.reported.damaged(bad, "d-1")
     call = slack_api.wait_for("chat.postMessage")
     assert call["params"]["channel"] == "CSVC"
     assert bad.id in call["params"]["text"] and good.id in str(call["params"]["blocks"])
@@ -71,7 +71,7 @@ def test_recovery_is_announced_on_the_original_message(services: Services, slack
             slack_ts="1.0001",
         )
     )
-    [snap] = services.recover()
+    [snap] = services.reported.recover()
     assert snap.status == SnapshotStatus.INTERRUPTED
     assert slack_api.calls("chat.update")[-1]["params"]["ts"] == "1.0001"
     assert "interrupted" in slack_api.calls("chat.postMessage")[-1]["params"]["text"]

@@ -73,7 +73,7 @@ def worst(checks: list[Check]) -> str:
 
 def fleet_checks(services: Services) -> list[Check]:
     """Each server listed, and what its selection takes from it."""
-    fleet = services.fleet()
+    fleet = services.fleets.listed()
     out = []
     for scan in fleet.scans:
         name = f"server {scan.server}"

@@ -270,7 +270,7 @@ def fleet_snapshot(
 ) -> list[Snapshot]:
     """Snapshot the fleet (`which`: Services.snapshot_fleet's selection) and post one
     message for the run: failures loud in it, successes in its thread."""
-    fleet, outcomes = services.snapshot_fleet(
+    fleet, outcomes = services.fleets.snapshot(
         requested_by=requested_by, source=source, note=note, **which
     )
     ok = [(o.database, o.snapshot) for o in outcomes if o.snapshot is not None]
@@ -294,7 +294,7 @@ def daily(services: Services) -> dict[str, Any]:
     result: dict[str, Any] = {"at": now()}
     for name, job in (
         # the servers' databases as they are today, so reminders and retention see them
-        ("databases", lambda: len(services.fleet().targets)),
+        ("databases", lambda: len(services.fleets.listed().targets)),
         ("reminders", lambda: drill_reminders(services)),
         ("pruned", lambda: [d.snapshot_id for d in prune(services) if not d.keep]),
         ("provider", lambda: provider_check(services)),

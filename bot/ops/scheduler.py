@@ -147,10 +147,10 @@ class Scheduler:
         Right after the catalog was away, nobody could beat or renew a lease: for one
         stale period only what is certainly dead (a process of this host gone) is."""
         if time.monotonic() < self._grace_until:
-            self.services.recover(by_silence=False)
+            self.services.reported.recover(by_silence=False)
             self.services.jobs.reap()
             return
-        self.services.recover()
+        self.services.reported.recover()
         self.services.jobs.reap(self.services.catalog.live_leases(REPLICA_LEASE))
         # a fleet run whose own replica died: its items that died with another are marked
         self.services.catalog.abandon_work(self.services.settings.stale_after_s)
@@ -160,7 +160,7 @@ class Scheduler:
         read of the catalog a second while nothing is queued or running."""
         if self._stopped:
             return
-        worker = self.services.worker
+        worker = self.services.fleets.worker
         worker.beat()
         worker.tick()
 

@@ -306,7 +306,7 @@ def gather(
 
     st = services.settings
     now = at or datetime.now(UTC)
-    fleet = services.fleet()  # lists the servers, if any: their databases are reported too
+    fleet = services.fleets.listed()  # lists the servers, if any: their databases are reported too
     problems = None
     ident = st.rds_cluster or st.rds_instance
     if ident and check_provider:

@@ -125,8 +125,8 @@ def _close_out(services: Services) -> None:
     cannot be closed out now is logged and tried again by the leader's recovery, never a
     reason not to serve (backups must go on)."""
     if services.settings.servers:
-        services.fleet()
-    for step in (services.recover, services.jobs.resume):
+        services.fleets.listed()
+    for step in (services.reported.recover, services.jobs.resume):
         try:
             step()
         except AtlasError as exc:

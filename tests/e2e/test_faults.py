@@ -307,7 +307,7 @@ def test_a_slack_snapshot_closed_out_by_a_cli_without_slack_is_announced_by_serv
     assert [r["status"] for r in listed] == ["interrupted"]
     assert slack_api.calls() == []
     for _ in range(2):  # serve's start, then its periodic recovery: announced once
-        services_for(settings, slack_api.client()).recover()
+        services_for(settings, slack_api.client()).reported.recover()
     edits = [c for c in slack_api.calls("chat.update") if c["params"]["ts"] == "1733300000.000100"]
     posts = [c for c in slack_api.calls("chat.postMessage") if "interrupted" in str(c["params"])]
     assert len(edits) == 1 and len(posts) == 1, slack_api.calls()

@@ -149,7 +149,7 @@ def test_no_more_than_max_parallel_snapshots_run_at_once(
         ATLAS_MAX_PARALLEL=str(limit),
     )
     services = services_for(settings)
-    fleet, outcomes = services.snapshot_fleet(requested_by="test")
+    fleet, outcomes = services.fleets.snapshot(requested_by="test")
     assert len(outcomes) == 5 and all(o.snapshot for o in outcomes), outcomes
     rows = [o.snapshot for o in outcomes if o.snapshot and o.snapshot.kind == "database"]
     assert _most_at_once(rows) == limit
@@ -167,7 +167,7 @@ def test_a_new_process_learns_the_fleet_at_housekeeping_for_reminders_and_metric
     }
     reader = least_privilege.url(least_privilege.reader, "postgres")
     first = services_for(settings_for(reader, tmp_path, **env))
-    first.snapshot_fleet(requested_by="test")  # good snapshots start each drill obligation
+    first.fleets.snapshot(requested_by="test")  # good snapshots start each drill obligation
 
     serve = services_for(settings_for(reader, tmp_path, **env), slack_api.client())
     assert serve.settings.databases == {}  # a fresh `atlas serve` knows none until it lists
@@ -196,7 +196,7 @@ def test_the_drill_obligation_per_database_or_as_a_rotation_of_the_server(
         ATLAS_REMINDER_LEAD_DAYS="60",
     )
     services = services_for(settings, slack_api.client())
-    services.snapshot_fleet(requested_by="test")
+    services.fleets.snapshot(requested_by="test")
     posted = housekeeping.drill_reminders(services)
     texts = [c["params"]["text"] for c in slack_api.calls("chat.postMessage")]
     a, b = prefix + "a", prefix + "b"
@@ -235,9 +235,9 @@ def test_a_run_of_named_databases_or_without_some(
         ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
     )
     services = services_for(settings)
-    _, own = services.snapshot_fleet(requested_by="test", databases=(a,))
+    _, own = services.fleets.snapshot(requested_by="test", databases=(a,))
     assert [o.database for o in own] == [a]  # no roles snapshot for a single database's run
-    _, rest = services.snapshot_fleet(requested_by="test", skip_databases=(a,))
+    _, rest = services.fleets.snapshot(requested_by="test", skip_databases=(a,))
     assert [o.database for o in rest] == [b, "default@globals"]
 
 
@@ -252,12 +252,12 @@ def test_a_server_that_cannot_be_listed_keeps_its_databases_known(
         ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
     )
     services = services_for(settings)
-    assert sorted(services.fleet().targets) == [prefix + "a", prefix + "b"]
+    assert sorted(services.fleets.listed().targets) == [prefix + "a", prefix + "b"]
     server = services.settings.servers["default"]
     server.url = (
         f"postgresql://nobody:pw-listing@127.0.0.1:{pick_free_port()}/postgres?connect_timeout=2"
     )
-    fleet = services.fleet()
+    fleet = services.fleets.listed()
     assert fleet.problems and "server default" in fleet.problems[0]
     assert "pw-listing" not in fleet.problems[0]
     # a drill asked for meanwhile still knows the database (and then meets the outage itself)

@@ -148,7 +148,7 @@ def test_a_globals_snapshot_is_not_restored_as_a_database(
         ATLAS_DATABASES=f"{tag}*",
     )
     services = services_for(settings)
-    _, outcomes = services.snapshot_fleet(requested_by="test")
+    _, outcomes = services.fleets.snapshot(requested_by="test")
     roles = next(o.snapshot for o in outcomes if o.snapshot and o.snapshot.kind == "globals")
     assert roles.kind == SnapshotKind.GLOBALS
     with pytest.raises(Exception, match="holds a server's roles and tablespaces"):
@@ -170,7 +170,7 @@ def test_a_drill_applies_the_roles_on_staging_and_rolls_them_back(
         STAGING_DATABASE_URL=staging_server.url("postgres"),
     )
     services = services_for(settings)
-    _, outcomes = services.snapshot_fleet(requested_by="test")
+    _, outcomes = services.fleets.snapshot(requested_by="test")
     assert all(o.snapshot for o in outcomes), outcomes
     drill = services.restores.run(kind="drill", snap_id=None, requested_by="test")
     assert drill.status == "passed", (drill.error, drill.problems)
@@ -189,7 +189,7 @@ def test_a_drill_applies_the_roles_on_staging_and_rolls_them_back(
         services.settings.servers["default"].staging_url = staging_server.url(
             "postgres", user=stager, password="stager-pw"
         )
-        services.fleet()
+        services.fleets.listed()
         drill = services.restores.run(kind="drill", snap_id=None, requested_by="test")
         assert drill.status == "passed", (drill.error, drill.problems)
         assert any("lacks CREATEROLE" in p for p in drill.problems)

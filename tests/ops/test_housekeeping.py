@@ -236,7 +236,7 @@ def test_provider_failure_still_finishes_the_snapshot_message(
     settings = settings_for(pg_url, tmp_path, ATLAS_RDS_INSTANCE=missing, ATLAS_CHANNEL=CHANNEL)
     services = services_for(settings, slack_api.client())
     with pytest.raises(AtlasError, match="No RDS instance named"):
-        services.snapshot_reported(requested_by="U1", provider=True)
+        services.reported.take(requested_by="U1", provider=True)
     [row] = services.snapshots.recent()
     assert row.status == "ok"  # our own snapshot is stored and verified
     [err] = posts(slack_api, "is stored, but the provider snapshot failed")

@@ -198,7 +198,7 @@ def test_restart_recovery_is_announced(pg, pg_db, pg_url, tmp_path, slack_api):
             owner=f"{socket.gethostname()}:{dead.pid}",
         )
     )
-    b.services.recover()
+    b.services.reported.recover()
     call = slack_api.wait_for("chat.postMessage")
     assert call["params"]["channel"] == "CATLAS" and "s-crashed" in call["params"]["text"]
     assert "interrupted" in call["params"]["text"]
