@@ -9,6 +9,7 @@ import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.backup.lookup import Snapshots
@@ -20,7 +21,7 @@ from bot.pg import Conn, find_tool
 from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.redaction import redact
 from bot.restore import checks, plan, strategies
-from bot.restore.guard import guard_not_catalog, guard_not_production
+from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
 from bot.restore.scratch import Creating, Scratch, scratch_name
 from bot.restore.source import CheckedArtifact, Source
 from bot.restore.waits import LockWatch
@@ -31,7 +32,37 @@ Phase = Callable[[str], None]
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Job:
+    """One restore job as its steps share it: what is restored where, and how it went."""
+
+    kind: Kind
+    snap: Snapshot
+    target: DatabaseTarget
+    staging: Conn  # the staging database, or (a drill) the server its scratch is made on
+    production: Conn
+    known: ServerIdentity  # production's identity, read by the guard
+    how: plan.Plan
+    artifact: CheckedArtifact | None  # checked whole on a thread, when the plan says so
+    drill_id: str
+    scratch: str | None  # a drill's scratch database
+    requested_by: str
+    started: float = field(default_factory=time.monotonic)
+    timings: dict[str, float] = field(default_factory=dict)
+    first_byte: list[float] = field(default_factory=list)  # when pg_restore got its first
+    creating: Creating | None = None
+    keep: bool = False
+
+    @property
+    def dest(self) -> Conn:
+        """Where pg_restore writes: the scratch database, or staging itself."""
+        return self.staging.with_dbname(self.scratch) if self.scratch else self.staging
+
+
 class Restores:
+    """Drills and staging refreshes: the snapshot picked, the target guarded, the restore
+    run by the planned strategy, verified and recorded."""
+
     def __init__(
         self,
         settings: Settings,
@@ -112,7 +143,23 @@ class Restores:
         A failed verification is a failed drill, recorded and returned (not raised);
         refusals and errors before the record exists are raised.
         """
-        kind = Kind(kind)
+        job = self._prepare(Kind(kind), snap_id, requested_by, drill_id)
+        self._record_start(job, request_id, approved_by)
+        say = phase or (lambda _msg: None)
+        try:  # from the record on: whatever stops the job, the record says so
+            self._restore(job, say, waiting or say)
+            self._verify(job, say)
+        except BaseException as exc:
+            self._record_failure(job, exc)
+        finally:
+            self._clean_up(job)
+        return self.catalog.get_drill(job.drill_id)
+
+    def _prepare(
+        self, kind: Kind, snap_id: str | None, requested_by: str, drill_id: str | None
+    ) -> Job:
+        """Pick the snapshot and the strategy, start checking the artifact, and refuse a
+        target that is production (or the catalog) before anything is recorded."""
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap, kind)
         production = Conn.parse(target.url, target.url_setting)
@@ -133,7 +180,7 @@ class Restores:
             else None
         )
         try:
-            prod = guard_not_production(production, staging)
+            known = guard_not_production(production, staging)
             if kind == Kind.RESTORE:
                 guard_not_catalog(self.settings.state, staging)
         except BaseException as exc:
@@ -144,141 +191,161 @@ class Restores:
             raise
         drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         scratch = scratch_name(drill_id) if kind == Kind.DRILL else None
+        return Job(
+            kind, snap, target, staging, production, known, how, artifact, drill_id, scratch,
+            requested_by,
+        )  # fmt: skip
+
+    def _record_start(
+        self, job: Job, request_id: str | None, approved_by: list[str] | None
+    ) -> None:
         self.catalog.add_drill(
             Drill(
-                id=drill_id,
-                kind=kind,
+                id=job.drill_id,
+                kind=job.kind,
                 request_id=request_id,
-                snapshot_id=snap.id,
-                database=target.name,
-                target=(staging.with_dbname(scratch) if scratch else staging).describe(),
-                scratch_db=scratch,
-                scratch_dropped=False if scratch else None,
-                requested_by=requested_by,
+                snapshot_id=job.snap.id,
+                database=job.target.name,
+                target=job.dest.describe(),
+                scratch_db=job.scratch,
+                scratch_dropped=False if job.scratch else None,
+                requested_by=job.requested_by,
                 approved_by=approved_by or [],
             )
         )
-        say = phase or (lambda _msg: None)
-        started = time.monotonic()
-        timings: dict[str, float] = {}
-        keep = False
-        creating: Creating | None = None
-        first_byte: list[float] = []
-        try:  # from the record on: whatever stops the job, the record says so
-            self.catalog.audit(requested_by, f"{kind}.started", drill_id, snapshot=snap.id)
-            say(f"Fetching `{snap.id}` and checking its checksum…")
-            dest = staging
-            if scratch:
-                dest = staging.with_dbname(scratch)
-                scratch_db = dest
-                # made on a thread while the artifact's head is read and checked
-                creating = Creating(
-                    staging,
-                    scratch,
-                    lambda: guard_not_production(production, scratch_db, known=prod),
-                )
-            pg_restore, _ = find_tool(
-                "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
-            )
-            began = time.monotonic()
+        job.started = time.monotonic()
+        self.catalog.audit(
+            job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
+        )
 
-            def chunks() -> Iterable[bytes]:
-                """Called once pg_restore is started and waiting for its input."""
-                if artifact is None:
-                    return self.store.get().read(snap.storage_key or "")
-                fh = artifact.wait()
-                return iter(lambda: fh.read(CHUNK), b"")
+    def _restore(self, job: Job, say: Phase, waiting: Phase) -> None:
+        """Stream the checked artifact into pg_restore by the planned strategy, the
+        scratch database made meanwhile (a drill), waiting a bounded time for locks."""
+        snap, artifact, dest = job.snap, job.artifact, job.dest
+        say(f"Fetching `{snap.id}` and checking its checksum…")
+        if job.scratch:
+            known, production = job.known, job.production
+            # made on a thread while the artifact's head is read and checked
+            job.creating = Creating(
+                job.staging,
+                job.scratch,
+                lambda: guard_not_production(production, dest, known=known),
+            )
+        pg_restore, _ = find_tool(
+            "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
+        )
+        began = time.monotonic()
 
-            def restoring() -> None:
-                """pg_restore gets its first byte: all it will execute is verified."""
-                first_byte.append(time.monotonic())
-                timings["download_s"] = artifact.seconds if artifact else first_byte[0] - began
-                say(f"Restoring into `{dest.describe()}`…")
+        def chunks() -> Iterable[bytes]:
+            """Called once pg_restore is started and waiting for its input."""
+            if artifact is None:
+                return self.store.get().read(snap.storage_key or "")
+            fh = artifact.wait()
+            return iter(lambda: fh.read(CHUNK), b"")
 
-            toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if how.hold_toc else None
-            wait = self.settings.lock_wait_s
-            with LockWatch(dest, waiting or say, wait):
-                how.strategy.restore(
-                    strategies.Job(
-                        snap=snap,
-                        dest=dest,
-                        pg_restore=pg_restore,
-                        source=Source(chunks, restoring, toc),
-                        clean=kind == Kind.RESTORE,
-                        ready=creating.wait if creating else lambda: None,
-                        lock_wait_s=wait,
-                    )
+        def restoring() -> None:
+            """pg_restore gets its first byte: all it will execute is verified."""
+            job.first_byte.append(time.monotonic())
+            job.timings["download_s"] = artifact.seconds if artifact else job.first_byte[0] - began
+            say(f"Restoring into `{dest.describe()}`…")
+
+        toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if job.how.hold_toc else None
+        wait = self.settings.lock_wait_s
+        creating = job.creating
+        with LockWatch(dest, waiting, wait):
+            job.how.strategy.restore(
+                strategies.Job(
+                    snap=snap,
+                    dest=dest,
+                    pg_restore=pg_restore,
+                    source=Source(chunks, restoring, toc),
+                    clean=job.kind == Kind.RESTORE,
+                    ready=creating.wait if creating else lambda: None,
+                    lock_wait_s=wait,
                 )
-            timings["restore_s"] = time.monotonic() - (first_byte[0] if first_byte else began)
-            if artifact is not None:
-                artifact.close()
-            say("Verifying against the snapshot's manifest and running the app-flow checks…")
-            t = time.monotonic()
-            problems, warnings = checks.manifest_problems(snap, dest, kind)
-            results = checks.run_checks(
-                dest, [*self.settings.checks, *target.checks], self.settings.check_timeout_s
             )
-            if kind == Kind.DRILL and target.server:
-                found, cautions = self._check_globals(target, dest)
-                problems += found
-                warnings += cautions
-            timings["verify_s"] = time.monotonic() - t
-            problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
-            verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
-            keep = bool(scratch and self.settings.drill_keep)
-            self.catalog.update_drill(
-                drill_id,
-                status=verdict,
-                finished_at=now(),
-                total_s=round(time.monotonic() - started, 3),
-                checks=results,
-                problems=problems + [f"warning: {w}" for w in warnings],
-                kept=keep,
-                **{k: round(v, 3) for k, v in timings.items()},
+        job.timings["restore_s"] = time.monotonic() - (
+            job.first_byte[0] if job.first_byte else began
+        )
+        if artifact is not None:
+            artifact.close()
+
+    def _verify(self, job: Job, say: Phase) -> None:
+        """Compare with the manifest, run the app-flow checks (and the server's roles, for
+        a fleet's drill), and record the verdict."""
+        say("Verifying against the snapshot's manifest and running the app-flow checks…")
+        t = time.monotonic()
+        problems, warnings = checks.manifest_problems(job.snap, job.dest, job.kind)
+        results = checks.run_checks(
+            job.dest, [*self.settings.checks, *job.target.checks], self.settings.check_timeout_s
+        )
+        if job.kind == Kind.DRILL and job.target.server:
+            found, cautions = self._check_globals(job.target, job.dest)
+            problems += found
+            warnings += cautions
+        job.timings["verify_s"] = time.monotonic() - t
+        problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
+        verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
+        job.keep = bool(job.scratch and self.settings.drill_keep)
+        self.catalog.update_drill(
+            job.drill_id,
+            status=verdict,
+            finished_at=now(),
+            total_s=round(time.monotonic() - job.started, 3),
+            checks=results,
+            problems=problems + [f"warning: {w}" for w in warnings],
+            kept=job.keep,
+            **{k: round(v, 3) for k, v in job.timings.items()},
+        )
+        self.catalog.audit(
+            "atlas", f"{job.kind}.{verdict}", job.drill_id, problems=problems, warnings=warnings
+        )
+
+    def _record_failure(self, job: Job, exc: BaseException) -> None:
+        """Record what stopped the job, in words that say what state staging is in; an
+        interruption is raised as one, anything not an Exception raised again."""
+        kind, staging = job.kind, job.staging
+        error: BaseException = exc
+        if isinstance(exc, Damaged):
+            error = self.reader.mark_damaged(job.snap, exc, job.requested_by, found_by=job.drill_id)
+        message = redact(str(error), [*job.production.secrets, *staging.secrets])
+        stopped = isinstance(exc, KeyboardInterrupt)
+        if stopped:
+            message = "Interrupted by the operator (Ctrl-C)"
+            if kind == Kind.DRILL:
+                message += "; its scratch database is dropped."
+        if kind == Kind.RESTORE:  # say what state staging is in, whatever happened
+            message = message.rstrip(".") + (
+                f": staging {staging.describe()} may be partly restored and is not fit "
+                "to use; refresh it again."
+                if job.first_byte
+                else f": staging {staging.describe()} was not touched."
             )
-            self.catalog.audit(
-                "atlas", f"{kind}.{verdict}", drill_id, problems=problems, warnings=warnings
-            )
-        except BaseException as exc:
-            error: BaseException = exc
-            if isinstance(exc, Damaged):
-                error = self.reader.mark_damaged(snap, exc, requested_by, found_by=drill_id)
-            message = redact(str(error), [*production.secrets, *staging.secrets])
-            stopped = isinstance(exc, KeyboardInterrupt)
-            if stopped:
-                message = "Interrupted by the operator (Ctrl-C)"
-                if kind == Kind.DRILL:
-                    message += "; its scratch database is dropped."
-            if kind == Kind.RESTORE:  # say what state staging is in, whatever happened
-                message = message.rstrip(".") + (
-                    f": staging {staging.describe()} may be partly restored and is not fit "
-                    "to use; refresh it again."
-                    if first_byte
-                    else f": staging {staging.describe()} was not touched."
-                )
-            status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
-            self.catalog.update_drill(
-                drill_id,
-                status=status,
-                finished_at=now(),
-                error=message,
-                total_s=round(time.monotonic() - started, 3),
-                **{k: round(v, 3) for k, v in timings.items()},
-            )
-            self.catalog.audit("atlas", f"{kind}.{status}", drill_id, error=message)
-            if stopped:
-                raise Interrupted(f"{kind.title()} {drill_id}: {message}") from None
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            if artifact is not None:
-                artifact.close()
-            if creating is not None:
-                with contextlib.suppress(BaseException):
-                    creating.wait()  # a restore that failed first: the database may be made
-                if creating.created and not keep and scratch:
-                    self.scratch.drop(drill_id, staging, scratch, in_report=True)
-        return self.catalog.get_drill(drill_id)
+        status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
+        self.catalog.update_drill(
+            job.drill_id,
+            status=status,
+            finished_at=now(),
+            error=message,
+            total_s=round(time.monotonic() - job.started, 3),
+            **{k: round(v, 3) for k, v in job.timings.items()},
+        )
+        self.catalog.audit("atlas", f"{kind}.{status}", job.drill_id, error=message)
+        if stopped:
+            raise Interrupted(f"{kind.title()} {job.drill_id}: {message}") from None
+        if not isinstance(exc, Exception):
+            raise exc
+
+    def _clean_up(self, job: Job) -> None:
+        """Close the artifact and drop the scratch database, unless it is to be kept."""
+        if job.artifact is not None:
+            job.artifact.close()
+        creating = job.creating
+        if creating is not None:
+            with contextlib.suppress(BaseException):
+                creating.wait()  # a restore that failed first: the database may be made
+            if creating.created and not job.keep and job.scratch:
+                self.scratch.drop(job.drill_id, job.staging, job.scratch, in_report=True)
 
     def _check_globals(self, target: DatabaseTarget, dest: Conn) -> tuple[list[str], list[str]]:
         """(problems, warnings) of the server's newest globals snapshot applied on the
