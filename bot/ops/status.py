@@ -91,9 +91,20 @@ def _key_detail(f: Facts) -> str:
 
 
 def evaluate(f: Facts) -> list[Line]:
-    lines: list[Line] = []
+    """The checklist's lines, in the runbook's order."""
+    return [
+        _automated(f),
+        *_fleet(f),
+        *(line for db in f.databases for line in (_last_snapshot(f, db), _last_drill(f, db))),
+        _retention(f),
+        _encryption_line(f),
+        *_damaged(f),
+        _separation(f),
+    ]
 
-    # automated backups: our schedule and the provider's
+
+def _automated(f: Facts) -> Line:
+    """Our schedule and the provider's automated backups."""
     if f.schedule:
         sched = (OK, f"scheduled snapshots `{f.schedule}` ({f.timezone})")
     else:
@@ -105,129 +116,131 @@ def evaluate(f: Facts) -> list[Line]:
     else:
         prov = (OK, f"provider `{f.provider}` automated backups within policy")
     level = FAIL if FAIL in (sched[0], prov[0]) else WARN if WARN in (sched[0], prov[0]) else OK
-    lines.append(Line("automated", level, "Automated backups", f"{sched[1]}; {prov[1]}"))
+    return Line("automated", level, "Automated backups", f"{sched[1]}; {prov[1]}")
 
-    cmd = "/atlas" if f.surface == "slack" else "atlas"
-    fresh, stale = f.snapshot_every + GRACE, 2 * f.snapshot_every + GRACE
-    for db, problem in f.config_problems.items():
-        lines.append(Line(f"config:{db}", FAIL, f"Configuration of {db}", problem))
-    if f.servers:
-        if f.fleet_problems:
-            lines.append(Line("fleet", FAIL, "Servers", "; ".join(f.fleet_problems)))
-        else:
-            listed = ", ".join(f.servers)
-            lines.append(
-                Line(
-                    "fleet",
-                    OK,
-                    "Servers",
-                    f"{listed}: {count(len(f.databases), 'database')} backed up",
-                )
-            )
+
+def _fleet(f: Facts) -> list[Line]:
+    """Configuration mistakes, the servers listed, what a selection leaves out or lost."""
+    lines = [
+        Line(f"config:{db}", FAIL, f"Configuration of {db}", problem)
+        for db, problem in f.config_problems.items()
+    ]
+    if f.servers and f.fleet_problems:
+        lines.append(Line("fleet", FAIL, "Servers", "; ".join(f.fleet_problems)))
+    elif f.servers:
+        backed_up = f"{', '.join(f.servers)}: {count(len(f.databases), 'database')} backed up"
+        lines.append(Line("fleet", OK, "Servers", backed_up))
     if f.left_out:
         lines.append(Line("left-out", OK, "Selected, not backed up", "; ".join(f.left_out)))
-    for db in f.gone:
-        lines.append(
-            Line(
-                f"gone:{db}",
-                WARN,
-                f"{db} is gone",
-                "no longer on its server; its snapshots are kept under retention",
-            )
+    lines += [
+        Line(
+            f"gone:{db}",
+            WARN,
+            f"{db} is gone",
+            "no longer on its server; its snapshots are kept under retention",
         )
-    for db in f.databases:
-        snap = f.last_snapshot.get(db)
-        if snap is None:
-            lines.append(Line(f"snapshot:{db}", FAIL, f"Last snapshot of {db}", "none yet"))
-        else:
-            age = _age(f.now, snap.finished_at or snap.started_at) or timedelta(0)
-            verified = snap.verified_at
-            level = OK if age <= fresh else WARN if age <= stale else FAIL
-            detail = f"`{snap.id}` {_ago(age)}, {'verified' if verified else 'not verified'}"
-            if level != OK:
-                detail += (
-                    f"; older than {_ago(fresh).removesuffix(' ago')}, expected every "
-                    f"{_ago(f.snapshot_every).removesuffix(' ago')}"
-                )
-                detail = ("STALE: " if level == FAIL else "") + detail
-            lines.append(Line(f"snapshot:{db}", level, f"Last snapshot of {db}", detail))
+        for db in f.gone
+    ]
+    return lines
 
-        drill = f.last_drill.get(db)
-        due = f.deadline.get(db)
-        when = f"next due by {due.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if due else ""
-        server = f.rotation.get(db)
-        if server is not None:
-            role = "next to drill" if db in f.rotation_next else "drilled at least yearly"
-            when = f"in server {server}'s rotation, {role}; {when}".rstrip("; ")
-        if drill is None and server is not None and due is not None and f.now < due:
-            # a rotation drills its databases in turn: not yet is fine until its deadline
-            level = WARN if due - f.now <= timedelta(days=14) else OK
-            detail = f"not drilled yet, {when}"
-        elif drill is None:
-            level = FAIL  # restore capability has never been proven
-            aim = (
-                (" " + (f"db:{db}" if cmd == "/atlas" else f"--db {db}"))
-                if len(f.databases) > 1
-                else ""
-            )
-            detail = f"no passed drill yet: run `{cmd} drill{aim}`; {when}".rstrip("; ")
-        else:
-            passed = datetime.fromisoformat(drill.finished_at or drill.started_at or "")
-            level = OK
-            if due and f.now >= due:
-                level = FAIL
-            elif due and due - f.now <= timedelta(days=14):
-                level = WARN
-            detail = (
-                f"passed {passed:%Y-%m-%d} (restore took {human_seconds(drill.total_s)}); {when}"
-            )
-            if level == FAIL:
-                detail = "OVERDUE: " + detail
-        lines.append(Line(f"drill:{db}", level, f"Restore drill of {db}", detail))
 
+def _last_snapshot(f: Facts, db: str) -> Line:
+    snap = f.last_snapshot.get(db)
+    if snap is None:
+        return Line(f"snapshot:{db}", FAIL, f"Last snapshot of {db}", "none yet")
+    fresh, stale = f.snapshot_every + GRACE, 2 * f.snapshot_every + GRACE
+    age = _age(f.now, snap.finished_at or snap.started_at) or timedelta(0)
+    level = OK if age <= fresh else WARN if age <= stale else FAIL
+    detail = f"`{snap.id}` {_ago(age)}, {'verified' if snap.verified_at else 'not verified'}"
+    if level != OK:
+        detail += (
+            f"; older than {_ago(fresh).removesuffix(' ago')}, expected every "
+            f"{_ago(f.snapshot_every).removesuffix(' ago')}"
+        )
+        detail = ("STALE: " if level == FAIL else "") + detail
+    return Line(f"snapshot:{db}", level, f"Last snapshot of {db}", detail)
+
+
+def _last_drill(f: Facts, db: str) -> Line:
+    """Whether the database's restore has been proven within its period (or its turn in
+    its server's rotation has not come yet)."""
+    drill, due, server = f.last_drill.get(db), f.deadline.get(db), f.rotation.get(db)
+    when = f"next due by {due.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if due else ""
+    if server is not None:
+        role = "next to drill" if db in f.rotation_next else "drilled at least yearly"
+        when = f"in server {server}'s rotation, {role}; {when}".rstrip("; ")
+    if drill is None and server is not None and due is not None and f.now < due:
+        # a rotation drills its databases in turn: not yet is fine until its deadline
+        level = WARN if due - f.now <= timedelta(days=14) else OK
+        detail = f"not drilled yet, {when}"
+    elif drill is None:
+        level = FAIL  # restore capability has never been proven
+        cmd = "/atlas" if f.surface == "slack" else "atlas"
+        aim = f" {f'db:{db}' if cmd == '/atlas' else f'--db {db}'}" if len(f.databases) > 1 else ""
+        detail = f"no passed drill yet: run `{cmd} drill{aim}`; {when}".rstrip("; ")
+    else:
+        passed = datetime.fromisoformat(drill.finished_at or drill.started_at or "")
+        level = OK
+        if due and f.now >= due:
+            level = FAIL
+        elif due and due - f.now <= timedelta(days=14):
+            level = WARN
+        detail = f"passed {passed:%Y-%m-%d} (restore took {human_seconds(drill.total_s)}); {when}"
+        if level == FAIL:
+            detail = "OVERDUE: " + detail
+    return Line(f"drill:{db}", level, f"Restore drill of {db}", detail)
+
+
+def _retention(f: Facts) -> Line:
     d, w, m = f.gfs
     gfs = f", keep {d} daily/{w} weekly/{m} monthly" if any(f.gfs) else ""
     level = OK if 14 <= f.retention_days <= 30 else WARN
-    lines.append(
-        Line(
-            "retention",
-            level,
-            "Retention",
-            f"{count(f.retention_days, 'day')}{gfs}; keeping {count(f.kept, 'snapshot')}, "
-            f"{f.prunable} to prune",
-        )
+    return Line(
+        "retention",
+        level,
+        "Retention",
+        f"{count(f.retention_days, 'day')}{gfs}; keeping {count(f.kept, 'snapshot')}, "
+        f"{f.prunable} to prune",
     )
 
-    level, detail = _encryption(f)
-    lines.append(Line("encryption", level, "Encryption at rest", detail))
-    if f.damaged:
-        lines.append(
-            Line(
-                "damaged",
-                WARN,
-                "Damaged snapshots",
-                f"{count(len(f.damaged), 'snapshot')} failed their checksums and can never be "
-                f"restored: {', '.join(f'`{i}`' for i in f.damaged[:5])}; "
-                "retention removes them",
-            )
-        )
 
+def _damaged(f: Facts) -> list[Line]:
+    if not f.damaged:
+        return []
+    shown = ", ".join(f"`{i}`" for i in f.damaged[:5])
+    return [
+        Line(
+            "damaged",
+            WARN,
+            "Damaged snapshots",
+            f"{count(len(f.damaged), 'snapshot')} failed their checksums and can never be "
+            f"restored: {shown}; retention removes them",
+        )
+    ]
+
+
+def _separation(f: Facts) -> Line:
     missing = [db for db in f.databases if not f.staging.get(db)]
     if missing:
-        sep = (WARN, f"no staging database for {', '.join(missing)}: restores cannot run")
+        level, detail = WARN, f"no staging database for {', '.join(missing)}: restores cannot run"
     else:
-        sep = (
+        level, detail = (
             OK,
-            "storage keyed by environment/database; staging is not production (checked by server identity before each restore)",
+            "storage keyed by environment/database; staging is not production (checked by "
+            "server identity before each restore)",
         )
-    lines.append(Line("separation", sep[0], "Production/staging separation", sep[1]))
-    return lines
+    return Line("separation", level, "Production/staging separation", detail)
 
 
 def _plain_share(plain: int, kept: int) -> str:
     if kept == 1:
         return "the one kept artifact is"
     return f"{plain} of {count(kept, 'kept artifact')} are"
+
+
+def _encryption_line(f: Facts) -> Line:
+    level, detail = _encryption(f)
+    return Line("encryption", level, "Encryption at rest", detail)
 
 
 def _encryption(f: Facts) -> tuple[str, str]:
