@@ -12,10 +12,11 @@ import contextlib
 import dataclasses
 import json
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 
 def now() -> str:
@@ -107,7 +108,7 @@ def to_row(record: Any) -> dict[str, Any]:
     return out
 
 
-def encode(record: type, fields: dict[str, Any]) -> dict[str, Any]:
+def encode(record: type, fields: Mapping[str, object]) -> dict[str, Any]:
     """Some of a record's fields as catalog column values (for an update)."""
     known = {f.name: f for f in dataclasses.fields(record)}
     out: dict[str, Any] = {}
@@ -231,6 +232,67 @@ class Snapshot:
     kind: SnapshotKind = col(public=True, sidecar=True, default=SnapshotKind.DATABASE)
 
 
+class SnapshotFields(TypedDict, total=False):
+    """A change to a Snapshot: any of its fields but the id, each with its type, so
+    mypy finds a misspelt or mistyped field where it is written."""
+
+    database: str
+    dbname: str | None
+    environment: str
+    status: SnapshotStatus
+    source: str | None
+    requested_by: str | None
+    note: str
+    started_at: str | None
+    finished_at: str | None
+    heartbeat_at: str | None
+    owner: str | None
+    duration_s: float | None
+    dump_s: float | None
+    size_bytes: int | None
+    raw_size_bytes: int | None
+    sha256: str | None
+    toc_bytes: int | None
+    toc_sha256: str | None
+    segments: list[list[Any]] | None
+    storage_key: str | None
+    location: str | None
+    pending_ref: str | None
+    pg_dump_version: str | None
+    server_version: str | None
+    encryption: str
+    compression: str
+    manifest: dict[str, Any] | None
+    error: str | None
+    verified_at: str | None
+    slack_channel: str | None
+    slack_ts: str | None
+    pinned: bool
+    provider_snapshot: str | None
+    kind: SnapshotKind
+
+
+class SnapshotResult(TypedDict, total=False):
+    """What a snapshot's end records beside its status (the status is an argument of
+    its own): the fields a taker fills in once the artifact is stored and read back."""
+
+    dbname: str | None
+    server_version: str | None
+    pg_dump_version: str | None
+    size_bytes: int | None
+    raw_size_bytes: int | None
+    sha256: str | None
+    toc_bytes: int | None
+    toc_sha256: str | None
+    segments: list[list[Any]] | None
+    dump_s: float | None
+    duration_s: float | None
+    manifest: dict[str, Any] | None
+    verified_at: str | None
+    pending_ref: str | None
+    error: str | None
+
+
 @dataclass(frozen=True)
 class Segment:
     """A run of the artifact that decompresses on its own (one zstd frame): the dump's
@@ -316,6 +378,34 @@ class Drill:
         self.checks = [CheckResult(**c) if isinstance(c, dict) else c for c in self.checks]
 
 
+class DrillFields(TypedDict, total=False):
+    """A change to a Drill: any of its fields but the id, each with its type, so
+    mypy finds a misspelt or mistyped field where it is written."""
+
+    kind: Kind
+    request_id: str | None
+    snapshot_id: str
+    database: str
+    target: str | None
+    scratch_db: str | None
+    scratch_dropped: bool | None
+    cleanup_error: str | None
+    status: DrillStatus
+    requested_by: str | None
+    approved_by: list[str]
+    started_at: str | None
+    finished_at: str | None
+    download_s: float | None
+    restore_s: float | None
+    verify_s: float | None
+    total_s: float | None
+    checks: list[CheckResult]
+    problems: list[str]
+    error: str | None
+    kept: bool
+    owner: str | None
+
+
 @dataclass(kw_only=True)
 class Request:
     """A restore or drill asked for in the channel, waiting for approvals."""
@@ -338,6 +428,29 @@ class Request:
     owner: str | None = col()
     job_started_at: str | None = col()
     drill_id: str | None = col()
+
+
+class RequestFields(TypedDict, total=False):
+    """A change to a Request: any of its fields but the id, each with its type, so
+    mypy finds a misspelt or mistyped field where it is written."""
+
+    kind: Kind
+    snapshot_id: str
+    database: str
+    requested_by: str
+    created_at: str
+    expires_at: str
+    required: int
+    approvers: list[str]
+    status: RequestStatus
+    channel: str | None
+    ts: str | None
+    decided_at: str | None
+    approved_by: list[str]
+    reason: str | None
+    owner: str | None
+    job_started_at: str | None
+    drill_id: str | None
 
 
 @dataclass(kw_only=True)

@@ -104,3 +104,33 @@ def test_segments_must_cover_the_artifact_without_gaps() -> None:
     assert segments_of(_segmented(good, 66, 160)) is None  # the artifact is longer
     assert segments_of(_segmented(good, 65, 161)) is None
     assert segments_of(Snapshot(id="s", database="d")) is None  # taken before segments
+
+
+def test_each_kind_of_change_names_its_records_fields_with_their_types() -> None:
+    """The typed changes mypy checks updates against say what the records say: a field
+    added to a record and not to its change (or typed otherwise) fails here."""
+    import dataclasses
+
+    from bot.records import (
+        Drill,
+        DrillFields,
+        Request,
+        RequestFields,
+        Snapshot,
+        SnapshotFields,
+        SnapshotResult,
+    )
+
+    def spelled(change: type) -> dict[str, str]:
+        return {k: v.__forward_arg__ for k, v in change.__annotations__.items()}
+
+    for record, change in (
+        (Snapshot, SnapshotFields),
+        (Drill, DrillFields),
+        (Request, RequestFields),
+    ):
+        declared = {f.name: str(f.type) for f in dataclasses.fields(record) if f.name != "id"}
+        assert spelled(change) == declared, record
+    snapshot = spelled(SnapshotFields)
+    result = spelled(SnapshotResult)
+    assert "status" not in result and all(snapshot[k] == v for k, v in result.items())

@@ -4,13 +4,12 @@ catalog transaction, so duplicated or racing reactions make exactly one decision
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.approval.ask import Ask
 from bot.approval.jobs import Jobs
 from bot.catalog import Catalog, RequestChange
 from bot.policy import approvals
-from bot.records import Request, now
+from bot.records import Request, RequestFields, now
 from bot.report.chat import Chat
 
 REFRESH = (approvals.COUNT, approvals.WITHDRAW, approvals.REJECT, approvals.EXPIRE)
@@ -54,9 +53,9 @@ class Reactions:
                 bot_user=bot_user,
             )
             outcomes.append(outcome)
-            fields: dict[str, Any] = {"approved_by": sorted(outcome.approvals)}
+            fields: RequestFields = {"approved_by": sorted(outcome.approvals)}
             if outcome.status != req.status:
-                fields.update(status=outcome.status, decided_at=now(), reason=outcome.reason)
+                fields |= {"status": outcome.status, "decided_at": now(), "reason": outcome.reason}
             audit = None
             if outcome.action != approvals.IGNORE:
                 detail = {"emoji": emoji, "reason": outcome.reason, "via": via}

@@ -28,7 +28,7 @@ from bot.config import Settings
 from bot.errors import AtlasError, Interrupted
 from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
-from bot.records import Snapshot, SnapshotStatus, now
+from bot.records import Snapshot, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
 from bot.store import ArtifactWriter, Store, StoredObject
 from bot.text import clean_text
@@ -126,7 +126,7 @@ class Taker:
                 dumped.writer.size,
             )
             sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
-            result: dict[str, Any] = {
+            result: SnapshotResult = {
                 "dbname": dumped.server.dbname,
                 "server_version": dumped.server.version,
                 "pg_dump_version": dumped.pg_dump_version,
@@ -348,7 +348,7 @@ class _Committable:
         self.outer.abort()
 
 
-def _with(snap: Snapshot, fields: dict[str, Any]) -> Snapshot:
+def _with(snap: Snapshot, fields: SnapshotResult) -> Snapshot:
     return dataclasses.replace(snap, **fields)
 
 

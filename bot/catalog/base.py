@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from bot.records import (
     AuditEntry,
     Drill,
+    DrillFields,
     Kind,
     Request,
+    RequestFields,
     RequestStatus,
     Snapshot,
+    SnapshotFields,
+    SnapshotResult,
     SnapshotStatus,
     WorkItem,
     WorkStatus,
@@ -33,7 +37,7 @@ class RequestChange:
     the reactions now on it, the fields that change, and the audit line to write."""
 
     reactions: frozenset[tuple[str, str]]  # (user, emoji)
-    fields: dict[str, Any] = field(default_factory=dict)
+    fields: RequestFields = field(default_factory=lambda: RequestFields())
     audit: tuple[str, str, dict[str, Any]] | None = None  # (actor, action, detail)
 
 
@@ -46,13 +50,13 @@ class SnapshotLog(Protocol):
         ...
 
     def running_snapshot(self, database: str, environment: str) -> Snapshot | None: ...
-    def update_snapshot(self, snap_id: str, **fields: Any) -> None: ...
+    def update_snapshot(self, snap_id: str, **fields: Unpack[SnapshotFields]) -> None: ...
     def finish_snapshot(
         self,
         snap_id: str,
         status: SnapshotStatus,
         audit: tuple[str, str, dict[str, Any]] | None = None,
-        **fields: Any,
+        **fields: Unpack[SnapshotResult],
     ) -> None:
         """Record the outcome, and with `audit` (actor, action, detail) its audit line in
         the same transaction."""
@@ -97,7 +101,7 @@ class RequestLog(Protocol):
     def add_request(self, req: Request) -> Request: ...
     def get_request(self, request_id: str) -> Request: ...
     def request_by_message(self, channel: str, ts: str) -> Request | None: ...
-    def update_request(self, request_id: str, **fields: Any) -> None: ...
+    def update_request(self, request_id: str, **fields: Unpack[RequestFields]) -> None: ...
     def list_requests(self, *statuses: RequestStatus) -> list[Request]:
         """Requests in any of `statuses` (all when none), oldest first."""
         ...
@@ -118,7 +122,7 @@ class RequestLog(Protocol):
 
 class DrillLog(Protocol):
     def add_drill(self, drill: Drill) -> None: ...
-    def update_drill(self, drill_id: str, **fields: Any) -> None: ...
+    def update_drill(self, drill_id: str, **fields: Unpack[DrillFields]) -> None: ...
     def get_drill(self, drill_id: str) -> Drill: ...
     def list_drills(
         self,

@@ -16,7 +16,6 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from bot.backup import pipeline, sidecar
 from bot.backup.keys import Keys
@@ -27,7 +26,7 @@ from bot.errors import AtlasError
 from bot.fleet import sqlsplit
 from bot.fleet.discover import server_conn
 from bot.pg import Conn, find_tool, server_info
-from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.records import Snapshot, SnapshotKind, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
 from bot.store import Store
 
@@ -138,7 +137,7 @@ class GlobalsTaker:
             if bytes(back) != proc.stdout:
                 raise AtlasError("The stored globals dump does not read back as written.")
             parts = statements(text)
-            fields: dict[str, Any] = {
+            fields: SnapshotResult = {
                 "dbname": info.dbname,
                 "server_version": info.version,
                 "pg_dump_version": version,

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from bot.backup.lookup import Snapshots
 from bot.backup.read import Reader
@@ -18,7 +19,15 @@ from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Interrupted, Refused
 from bot.pg import Conn, find_tool
-from bot.records import Drill, DrillStatus, Kind, Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.records import (
+    Drill,
+    DrillStatus,
+    Kind,
+    Snapshot,
+    SnapshotKind,
+    SnapshotStatus,
+    now,
+)
 from bot.redaction import redact
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
@@ -30,6 +39,14 @@ from bot.words import count
 
 Phase = Callable[[str], None]
 log = logging.getLogger(__name__)
+
+
+class Timings(TypedDict, total=False):
+    """A job's phases in seconds (rounded to ms), as its record keeps them."""
+
+    download_s: float
+    restore_s: float
+    verify_s: float
 
 
 @dataclass
@@ -48,7 +65,7 @@ class Job:
     scratch: str | None  # a drill's scratch database
     requested_by: str
     started: float = field(default_factory=time.monotonic)
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: Timings = field(default_factory=lambda: Timings())
     first_byte: list[float] = field(default_factory=list)  # when pg_restore got its first
     creating: Creating | None = None
     keep: bool = False
@@ -246,7 +263,8 @@ class Restores:
         def restoring() -> None:
             """pg_restore gets its first byte: all it will execute is verified."""
             job.first_byte.append(time.monotonic())
-            job.timings["download_s"] = artifact.seconds if artifact else job.first_byte[0] - began
+            checked = artifact.seconds if artifact else job.first_byte[0] - began
+            job.timings["download_s"] = round(checked, 3)
             say(f"Restoring into `{dest.describe()}`…")
 
         toc = (snap.toc_bytes or 0, snap.toc_sha256 or "") if job.how.hold_toc else None
@@ -264,9 +282,8 @@ class Restores:
                     lock_wait_s=wait,
                 )
             )
-        job.timings["restore_s"] = time.monotonic() - (
-            job.first_byte[0] if job.first_byte else began
-        )
+        restored = time.monotonic() - (job.first_byte[0] if job.first_byte else began)
+        job.timings["restore_s"] = round(restored, 3)
         if artifact is not None:
             artifact.close()
 
@@ -283,7 +300,7 @@ class Restores:
             found, cautions = self._check_globals(job.target, job.dest)
             problems += found
             warnings += cautions
-        job.timings["verify_s"] = time.monotonic() - t
+        job.timings["verify_s"] = round(time.monotonic() - t, 3)
         problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
         verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
         job.keep = bool(job.scratch and self.settings.drill_keep)
@@ -295,7 +312,7 @@ class Restores:
             checks=results,
             problems=problems + [f"warning: {w}" for w in warnings],
             kept=job.keep,
-            **{k: round(v, 3) for k, v in job.timings.items()},
+            **job.timings,
         )
         self.catalog.audit(
             "atlas", f"{job.kind}.{verdict}", job.drill_id, problems=problems, warnings=warnings
@@ -328,7 +345,7 @@ class Restores:
             finished_at=now(),
             error=message,
             total_s=round(time.monotonic() - job.started, 3),
-            **{k: round(v, 3) for k, v in job.timings.items()},
+            **job.timings,
         )
         self.catalog.audit("atlas", f"{kind}.{status}", job.drill_id, error=message)
         if stopped:

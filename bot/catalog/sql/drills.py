@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Unpack
 
 from bot.catalog.sql.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_gone, owner_id
-from bot.records import Drill, DrillStatus, Kind, encode, from_row, now, to_row
+from bot.records import Drill, DrillFields, DrillStatus, Kind, encode, from_row, now, to_row
 
 
 class Drills:
@@ -20,7 +20,7 @@ class Drills:
         with self.conn.transaction() as db:
             db["drills"].insert(to_row(drill))
 
-    def update_drill(self, drill_id: str, **fields: Any) -> None:
+    def update_drill(self, drill_id: str, **fields: Unpack[DrillFields]) -> None:
         with self.conn.transaction() as db:
             db["drills"].update(drill_id, encode(Drill, fields))
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Unpack
 
 from bot.catalog.base import Decide, RequestChange
 from bot.catalog.sql.audit import write_audit
 from bot.catalog.sql.connection import Connection, NotFoundError
 from bot.errors import NotFound
 from bot.owners import owner_id
-from bot.records import Request, RequestStatus, encode, from_row, now, to_row
+from bot.records import Request, RequestFields, RequestStatus, encode, from_row, now, to_row
 
 
 class Requests:
@@ -32,7 +32,7 @@ class Requests:
             rows = list(db["requests"].rows_where("channel = ? AND ts = ?", [channel, ts]))
         return from_row(Request, rows[0]) if rows else None
 
-    def update_request(self, request_id: str, **fields: Any) -> None:
+    def update_request(self, request_id: str, **fields: Unpack[RequestFields]) -> None:
         with self.conn.transaction() as db:
             db["requests"].update(request_id, encode(Request, fields))
 

@@ -4,13 +4,23 @@ snapshot of a database run at a time."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 from bot.catalog.sql.audit import write_audit
 from bot.catalog.sql.connection import Conflict, Connection, NotFoundError
 from bot.errors import Busy, NotFound
 from bot.owners import owner_gone, owner_id
-from bot.records import Snapshot, SnapshotKind, SnapshotStatus, encode, from_row, now, to_row
+from bot.records import (
+    Snapshot,
+    SnapshotFields,
+    SnapshotKind,
+    SnapshotResult,
+    SnapshotStatus,
+    encode,
+    from_row,
+    now,
+    to_row,
+)
 from bot.text import clean_text
 
 
@@ -47,7 +57,7 @@ class Snapshots:
         )
         return rows[0] if rows else None
 
-    def update_snapshot(self, snap_id: str, **fields: Any) -> None:
+    def update_snapshot(self, snap_id: str, **fields: Unpack[SnapshotFields]) -> None:
         with self.conn.transaction() as db:
             db["snapshots"].update(snap_id, encode(Snapshot, fields))
 
@@ -56,7 +66,7 @@ class Snapshots:
         snap_id: str,
         status: SnapshotStatus,
         audit: tuple[str, str, dict[str, Any]] | None = None,
-        **fields: Any,
+        **fields: Unpack[SnapshotResult],
     ) -> None:
         changes = encode(Snapshot, {"status": status, "finished_at": now(), **fields})
         with self.conn.transaction() as db:
