@@ -1,0 +1,1 @@
+"""Atlas: PostgreSQL backups that are proven to restore, run from Slack and a CLI."""

@@ -109,6 +109,8 @@ def first_line(text: str) -> str:
 
 @dataclass(frozen=True)
 class ServerInfo:
+    """What a PostgreSQL server says of itself and the connected database."""
+
     version_num: int  # e.g. 150018
     version: str  # e.g. "15.18"
     dbname: str

@@ -25,6 +25,8 @@ def now() -> str:
 
 
 class SnapshotStatus(StrEnum):
+    """Where a snapshot is in its life."""
+
     RUNNING = "running"
     OK = "ok"
     FAILED = "failed"
@@ -34,11 +36,15 @@ class SnapshotStatus(StrEnum):
 
 
 class SnapshotKind(StrEnum):
+    """What a snapshot holds: one database, or a server's roles."""
+
     DATABASE = "database"  # one database: a pg_dump custom archive
     GLOBALS = "globals"  # a server's roles and tablespaces: pg_dumpall --globals-only SQL
 
 
 class RequestStatus(StrEnum):
+    """Where a request is: waiting, decided, running or done."""
+
     PENDING = "pending"
     APPROVED = "approved"
     RUNNING = "running"
@@ -49,6 +55,8 @@ class RequestStatus(StrEnum):
 
 
 class DrillStatus(StrEnum):
+    """How a drill or refresh ended (or that it runs)."""
+
     RUNNING = "running"
     PASSED = "passed"
     FAILED = "failed"
@@ -466,6 +474,8 @@ class AuditEntry:
 
 
 class WorkStatus(StrEnum):
+    """Where a fleet run's database is in the work queue."""
+
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"

@@ -38,6 +38,8 @@ HELP = """Type what you would in the channel:
 
 @dataclass
 class Posted:
+    """A message the console printed, kept to react on and press."""
+
     ts: str  # unique across sessions, as Slack's are: requests are found by it
     number: int  # what the terminal shows: #1, #2, … in this session
     channel: str
@@ -128,6 +130,8 @@ AS = re.compile(r"^(?P<verb>approve|reject)\s+as\s+@?(?P<user>[\w.-]+)$", re.IGN
 
 
 class Console:
+    """Reads what is typed and hands it to the listeners."""
+
     def __init__(self, services: Services, chat: ConsoleChat, user: str) -> None:
         self.services, self.chat, self.user = services, chat, user
         self.channel = services.settings.channel or "console"  # set by main

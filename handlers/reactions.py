@@ -12,6 +12,8 @@ from bot.services import Services
 
 @dataclass(frozen=True)
 class Reaction:
+    """A reaction's who, what and where."""
+
     user: str
     emoji: str
     channel: str

@@ -298,3 +298,19 @@ def test_every_slash_subcommand_is_documented() -> None:
     for sub in [*commands.SUBCOMMANDS, "help"]:
         assert f"/atlas {sub}" in messages.HELP, f"`/atlas {sub}` is not in the Slack help"
         assert f"/atlas {sub}" in readme, f"`/atlas {sub}` is not in README.md"
+
+
+def test_every_package_and_public_class_says_what_it_is() -> None:
+    missing = []
+    for name, path in _modules().items():
+        tree = ast.parse(path.read_text())
+        if path.name == "__init__.py" and not ast.get_docstring(tree):
+            missing.append(name)
+        missing += [
+            f"{name}.{node.name}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef)
+            and not node.name.startswith("_")
+            and not ast.get_docstring(node)
+        ]
+    assert missing == []

@@ -1,1 +1,1 @@
-
+"""Restore requests approved by reactions: asked, decided once, run once."""

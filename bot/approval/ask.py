@@ -19,6 +19,8 @@ from bot.restore.run import Restores
 
 
 class Ask:
+    """Posts a restore or drill request for approval, and keeps its message true to its state."""
+
     def __init__(
         self, settings: Settings, catalog: Catalog, chat: Chat, restores: Restores
     ) -> None:

@@ -16,6 +16,8 @@ REFRESH = (approvals.COUNT, approvals.WITHDRAW, approvals.REJECT, approvals.EXPI
 
 
 class Reactions:
+    """Applies a reaction to the request on its message, atomically, and starts the job once approved."""
+
     def __init__(self, catalog: Catalog, chat: Chat, ask: Ask, jobs: Jobs) -> None:
         self.catalog, self.chat, self.ask, self.jobs = catalog, chat, ask, jobs
 

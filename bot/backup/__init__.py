@@ -1,1 +1,1 @@
-
+"""Snapshots: taken, stored, read back, found again and closed out."""

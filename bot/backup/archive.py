@@ -34,6 +34,8 @@ class Unreadable(Exception):
 
 @dataclass(frozen=True)
 class Entry:
+    """One entry of a custom-format archive's table of contents."""
+
     dump_id: int
     desc: str  # TABLE, TABLE DATA, INDEX, FK CONSTRAINT, ...
     tag: str
@@ -49,6 +51,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Toc:
+    """A custom-format archive's table of contents, as read from its head."""
+
     version: tuple[int, int, int]
     entries: tuple[Entry, ...]
     size: int  # bytes of header and table of contents: the first data block starts here

@@ -10,6 +10,8 @@ from bot.records import Snapshot, SnapshotStatus
 
 
 class Snapshots:
+    """Finds snapshots by id, id prefix or `latest`, and pins them."""
+
     def __init__(self, settings: Settings, catalog: Catalog) -> None:
         self.settings, self.catalog = settings, catalog
 

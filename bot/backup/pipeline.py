@@ -34,6 +34,8 @@ OnBytes = Callable[[int, int, float], None]  # raw bytes, stored bytes, elapsed 
 
 @dataclass(frozen=True)
 class DumpStats:
+    """What a dump's stream measured: sizes, time, its head and its segments."""
+
     raw_size: int
     seconds: float
     toc_bytes: int  # the start of the dump that holds its header and table of contents

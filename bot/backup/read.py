@@ -31,11 +31,15 @@ OnDamage = Callable[[Snapshot, str], None]  # the damaged snapshot, who found it
 
 @dataclass(frozen=True)
 class Verified:
+    """A snapshot read end to end, checksums and archive both good."""
+
     snapshot: Snapshot
     seconds: float
 
 
 class Reader:
+    """Reads stored snapshots back: verify, fetch to a file, and mark the damaged ones."""
+
     def __init__(
         self,
         settings: Settings,

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class Recovery:
+    """Closes out snapshots a dead process left running, and removes their unfinished writes."""
+
     def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
 

@@ -45,6 +45,8 @@ def _database_artifact(target: DatabaseTarget, snap_id: str, *, encrypted: bool 
 
 
 class Rescanner:
+    """Rebuilds the catalog's snapshot records from the sidecars in storage."""
+
     def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 

@@ -48,6 +48,8 @@ def heartbeat_every(settings: Settings) -> float:
 
 @dataclass(frozen=True)
 class DumpProgress:
+    """How far a running dump is, for its message."""
+
     snapshot_id: str
     raw_bytes: int
     stored_bytes: int
@@ -64,6 +66,8 @@ class _Dumped:
 
 
 class Taker:
+    """Takes one snapshot: dump, compress, store, read back, record."""
+
     def __init__(
         self, settings: Settings, catalog: Catalog, store: Store, keys: Keys, recovery: Recovery
     ) -> None:

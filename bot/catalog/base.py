@@ -45,6 +45,8 @@ Decide = Callable[[Request, frozenset[tuple[str, str]]], RequestChange]
 
 
 class SnapshotLog(Protocol):
+    """The snapshots' records."""
+
     def begin_snapshot(self, snap: Snapshot) -> Snapshot:
         """Insert a running snapshot, or raise Busy naming who holds the database."""
         ...
@@ -98,6 +100,8 @@ class SnapshotLog(Protocol):
 
 
 class RequestLog(Protocol):
+    """Restore and drill requests, and their approvals."""
+
     def add_request(self, req: Request) -> Request: ...
     def get_request(self, request_id: str) -> Request: ...
     def request_by_message(self, channel: str, ts: str) -> Request | None: ...
@@ -121,6 +125,8 @@ class RequestLog(Protocol):
 
 
 class DrillLog(Protocol):
+    """Drill and refresh records."""
+
     def add_drill(self, drill: Drill) -> None: ...
     def update_drill(self, drill_id: str, **fields: Unpack[DrillFields]) -> None: ...
     def get_drill(self, drill_id: str) -> Drill: ...
@@ -177,6 +183,8 @@ class WorkQueue(Protocol):
 
 
 class AuditLog(Protocol):
+    """The append-only record of who did what."""
+
     def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None: ...
     def audit_log(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]: ...
 

@@ -27,6 +27,8 @@ RECORDS = ("snapshots", "requests", "drills", "audit")
 
 @dataclass(frozen=True)
 class Copied:
+    """What `atlas catalog migrate` copied, table by table."""
+
     rows: dict[str, int]
 
 

@@ -1,1 +1,1 @@
-
+"""Running Atlas: the schedule, housekeeping, status, doctor, metrics, provider checks."""

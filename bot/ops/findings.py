@@ -10,6 +10,8 @@ ICONS = {OK: "✅", WARN: "⚠️", FAIL: "❌"}
 
 @dataclass(frozen=True)
 class Check:
+    """One finding: its name, ok/warn/fail, and what was found."""
+
     name: str
     status: str  # ok | warn | fail
     detail: str

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class DatabaseFacts:
+    """What /metrics says of one database."""
+
     database: str
     environment: str
     last_ok: Snapshot | None  # the newest good snapshot

@@ -33,6 +33,8 @@ LEASE = LEADER_LEASE
 
 
 class Scheduler:
+    """The schedule of `atlas serve`: leases, cron snapshots, housekeeping, recovery and the work tick."""
+
     def __init__(self, services: Services) -> None:
         self.services = services
         self.owner = services.replica

@@ -24,6 +24,8 @@ GRACE = timedelta(hours=2)  # a snapshot may take a while, and a schedule may sl
 
 @dataclass(frozen=True)
 class Line:
+    """One line of the status checklist."""
+
     key: str
     level: str
     title: str
@@ -32,6 +34,8 @@ class Line:
 
 @dataclass
 class Facts:
+    """Everything the checklist is evaluated from, gathered once."""
+
     now: datetime
     schedule: str | None
     timezone: str

@@ -1,1 +1,1 @@
-
+"""Pure decisions, values in and values out: approvals, retention, reminders, rotation, access."""

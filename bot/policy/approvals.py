@@ -37,6 +37,8 @@ APPROVE, REJECT, EXPIRE = Action.APPROVE, Action.REJECT, Action.EXPIRE
 
 @dataclass(frozen=True)
 class Policy:
+    """Who may approve, how many must, and which reactions count."""
+
     approvers: frozenset[str]  # Slack user ids (user groups already resolved)
     required: int = 1
     ttl: timedelta = timedelta(minutes=60)
@@ -60,6 +62,8 @@ class RequestState:
 
 @dataclass(frozen=True)
 class Outcome:
+    """What a reaction does to a request, and what to say."""
+
     action: Action
     reason: str
     status: RequestStatus

@@ -31,6 +31,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Rotation:
+    """A server's drills in turn: its deadline and the database next to drill."""
+
     server_period: str  # the period the server owes a drill for, e.g. "2026-Q4"
     server_due: datetime  # when that drill must have passed (exclusive)
     server_last: datetime | None  # the server's newest passed drill, of any database

@@ -16,6 +16,8 @@ Blocks = list[dict[str, Any]]
 
 
 class Chat(Protocol):
+    """Where messages go: Slack, the console, or nowhere."""
+
     configured: bool  # a workspace is set up at all
 
     def post(

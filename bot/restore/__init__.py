@@ -1,1 +1,1 @@
-
+"""Drills and refreshes: guarded, planned, restored, verified, recorded."""

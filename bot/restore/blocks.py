@@ -55,6 +55,8 @@ READ = 256 << 10  # stored bytes per read: decompressed pieces stay a few MiB at
 
 
 class Blocks:
+    """Reads the artifact's data blocks in parallel into N pg_restore lanes."""
+
     def __init__(
         self, tools: Tools, jobs: int, segments: list[Segment], *, verify_first: bool
     ) -> None:

@@ -12,6 +12,8 @@ from bot.restore.strategies import Spool, Strategy, StreamOne, StreamThenIndexes
 
 @dataclass(frozen=True)
 class Plan:
+    """How a restore runs: its strategy, and whether the artifact is checked whole first."""
+
     strategy: Strategy
     check_whole_first: bool  # the whole artifact is checked before pg_restore starts
     hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it

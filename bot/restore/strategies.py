@@ -36,6 +36,8 @@ from bot.store import Storage, Store
 
 @dataclass(frozen=True)
 class Job:
+    """What a strategy restores, where, with which pg_restore, from which source."""
+
     snap: Snapshot
     dest: Conn
     pg_restore: str
@@ -47,6 +49,8 @@ class Job:
 
 
 class Strategy(Protocol):
+    """A way to run pg_restore on a snapshot."""
+
     def restore(self, job: Job) -> None:
         """Restore `job.snap` into `job.dest`; raise on any checksum or pg_restore error."""
         ...
@@ -189,6 +193,8 @@ def base_argv(job: Job, *, clean: bool | None = None) -> list[str]:
 
 
 class StreamOne:
+    """One pg_restore reading the checked stream."""
+
     def __init__(self, tools: Tools) -> None:
         self.tools = tools
 
@@ -197,6 +203,8 @@ class StreamOne:
 
 
 class StreamThenIndexes:
+    """The data streamed first, then indexes and constraints in parallel."""
+
     def __init__(self, tools: Tools, jobs: int) -> None:
         self.tools, self.jobs = tools, jobs
 
@@ -222,6 +230,8 @@ class StreamThenIndexes:
 
 
 class Spool:
+    """The artifact spooled to disk, then a parallel pg_restore."""
+
     def __init__(self, tools: Tools, jobs: int) -> None:
         self.tools, self.jobs = tools, jobs
 

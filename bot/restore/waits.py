@@ -35,6 +35,8 @@ ORDER BY 1
 
 @dataclass(frozen=True)
 class Holder:
+    """A session holding the lock a restore waits for."""
+
     pid: int
     user: str
     application: str

@@ -60,6 +60,8 @@ def chat_for(settings: Settings, client: WebClient | None = None) -> Chat:
 
 
 class SlackChat:
+    """The Chat of `atlas serve`: Slack's Web API."""
+
     configured = True
 
     def __init__(self, client: WebClient) -> None:

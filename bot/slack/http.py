@@ -162,6 +162,8 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
     from waitress.task import ThreadedTaskDispatcher
 
     class Channel(HTTPChannel):  # type: ignore[misc]  # waitress is untyped
+        """A waitress connection that knows when its request began, for the deadline."""
+
         started = 0.0  # when the request being received began to arrive
 
         def received(self, data: bytes) -> bool:
@@ -170,6 +172,8 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
             return bool(super().received(data))
 
     class Server(TcpWSGIServer):  # type: ignore[misc]
+        """waitress, closing requests that take longer than the deadline to arrive."""
+
         channel_class = Channel
 
         def maintenance(self, now: float) -> None:

@@ -13,6 +13,8 @@ CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class StoredObject:
+    """An object in storage: its size, and its server-side encryption."""
+
     size: int
     etag: str | None = None
     sha256: str | None = None  # of the stored bytes, when the writer computed it
@@ -21,6 +23,8 @@ class StoredObject:
 
 
 class ArtifactWriter(Protocol):
+    """An artifact being written: committed under its final name only when whole."""
+
     @property
     def pending_ref(self) -> str:
         """Enough to clean up after a crash."""
@@ -50,6 +54,8 @@ class Pending:
 
 
 class Storage(Protocol):
+    """Where artifacts live (a folder or S3); `Store` picks one from the settings."""
+
     kind: str
 
     def location(self, key: str) -> str: ...

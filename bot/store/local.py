@@ -207,6 +207,8 @@ _sync_file_range: Any = None
 
 
 class LocalStorage:
+    """Artifacts in a folder."""
+
     kind = "local"
 
     def __init__(self, root: Path, access: files.Access = files.PRIVATE) -> None:

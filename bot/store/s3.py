@@ -196,6 +196,8 @@ def sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
 
 
 class S3Storage:
+    """Artifacts in an S3 bucket."""
+
     kind = "s3"
 
     def __init__(

@@ -25,6 +25,8 @@ def write_audit(
 
 
 class Audit:
+    """The audit table's statements."""
+
     conn: Connection
 
     def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None:

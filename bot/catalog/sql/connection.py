@@ -12,6 +12,8 @@ __all__ = ["Conflict", "Connection", "Database", "NotFoundError"]
 
 
 class Connection(Protocol):
+    """How a catalog backend hands out its database, for a statement or a transaction."""
+
     def db(self) -> AbstractContextManager[Database]:
         """A connection in autocommit: each statement stands alone."""
         ...

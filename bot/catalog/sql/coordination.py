@@ -7,6 +7,8 @@ from bot.records import now
 
 
 class Coordination:
+    """Leases, first-time keys and reminders: what replicas decide together."""
+
     conn: Connection
 
     def sent_reminders(self, database: str) -> set[str]:

@@ -11,6 +11,8 @@ from bot.records import Drill, DrillFields, DrillStatus, Kind, encode, from_row,
 
 
 class Drills:
+    """The drills table's statements."""
+
     conn: Connection
 
     def add_drill(self, drill: Drill) -> None:

@@ -13,6 +13,8 @@ from bot.records import Request, RequestFields, RequestStatus, encode, from_row,
 
 
 class Requests:
+    """The requests table's statements."""
+
     conn: Connection
 
     def add_request(self, req: Request) -> Request:

@@ -25,6 +25,8 @@ from bot.text import clean_text
 
 
 class Snapshots:
+    """The snapshots table's statements."""
+
     conn: Connection
 
     def begin_snapshot(self, snap: Snapshot) -> Snapshot:

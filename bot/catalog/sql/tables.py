@@ -91,6 +91,8 @@ class Database:
 
 
 class Table:
+    """One catalog table, made from the record that declares its columns."""
+
     def __init__(self, db: Database, name: str) -> None:
         self.db, self.name = db, name
 

@@ -18,6 +18,8 @@ def _live(db: Database, stale_after_s: float) -> float:
 
 
 class Work:
+    """The fleet work queue's statements."""
+
     conn: Connection
 
     def enqueue_work(self, items: list[WorkItem]) -> int:
