@@ -25,7 +25,7 @@ from bot.backup.layout import artifact_key, new_id, sidecar_key
 from bot.backup.recovery import Recovery
 from bot.catalog import Catalog, outage
 from bot.config import Settings
-from bot.errors import AtlasError, Interrupted
+from bot.errors import AtlasError, Busy, Interrupted
 from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotResult, SnapshotStatus, now
@@ -92,11 +92,10 @@ class Taker:
         """
         target = self.settings.target(database)
         identity = self.keys.current()  # a bad key fails before anything starts
-        self.recovery.recover()  # a snapshot left "running" by a dead process must not block
         storage = self.store.get()
         snap_id = new_id()
         key = artifact_key(target, snap_id, encrypted=identity is not None)
-        snap = self.catalog.begin_snapshot(
+        snap = self._begin(
             Snapshot(
                 id=snap_id,
                 database=target.name,
@@ -171,6 +170,22 @@ class Taker:
                 raise Interrupted(f"Snapshot {snap_id}: {message}") from None
             raise
         return self.catalog.get_snapshot(snap_id)
+
+    def _begin(self, snap: Snapshot) -> Snapshot:
+        """Record the snapshot as running. A snapshot of a process that is certainly gone
+        (this host's) is closed out first; one that is only silent is closed out only when
+        it holds this database: silence may be a catalog outage nobody could beat through,
+        and the leader's recovery waits one stale period after one before trusting it."""
+        self.recovery.recover(float("inf"))
+        try:
+            return self.catalog.begin_snapshot(snap)
+        except Busy:
+            held = self.catalog.running_snapshot(snap.database, snap.environment)
+            stale = {s.id for s in self.catalog.stale_running(self.settings.stale_after_s)}
+            if held is None or held.id not in stale:
+                raise
+            self.recovery.recover()
+            return self.catalog.begin_snapshot(snap)
 
     def _dump(
         self,
