@@ -1,19 +1,16 @@
-"""Build the Bolt app from config and serve it over Socket Mode or HTTP."""
+"""The Bolt app: Atlas's listeners on a client whose token Slack accepted."""
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
 
-from bot.config import Settings
 from bot.errors import AtlasError
 from bot.services import Services
 from bot.slack.client import SlackChat
-from bot.slack.http import make_server, wsgi
 
 log = logging.getLogger(__name__)
 
@@ -93,88 +90,3 @@ def check_slack(client: Any) -> dict[str, Any]:
         ) from None
     finally:
         sdk_log.removeFilter(quiet)
-
-
-def startup_checks(services: Services) -> None:
-    """`atlas doctor` at every start: what is broken is said in the channel at once, not
-    found during the first drill."""
-    from bot.ops import doctor
-    from bot.ops.findings import FAIL, OK
-    from bot.report.chat import Message
-
-    checks = doctor.run_all(services)
-    failed = [c for c in checks if c.status == FAIL]
-    for check in checks:
-        log.log(
-            logging.WARNING if check.status != OK else logging.INFO,
-            "doctor: %s: %s",
-            check.name,
-            check.detail,
-        )
-    if failed:
-        text = (
-            ":rotating_light: Atlas started with problems to fix (`atlas doctor` shows them all):\n"
-            + "\n".join(f"❌ *{c.name}*: {c.detail}" for c in failed)
-        )
-        Message(services.chat, services.settings.channel).post(text, [])
-
-
-def _close_out(services: Services) -> None:
-    """What the last run left: its snapshots, jobs and scratch databases. A fleet's
-    databases are listed first, so the jobs of its databases are known by name; what
-    cannot be closed out now is logged and tried again by the leader's recovery, never a
-    reason not to serve (backups must go on)."""
-    if services.settings.servers:
-        services.fleets.listed()
-    for step in (services.reported.recover, services.jobs.resume):
-        try:
-            step()
-        except AtlasError as exc:
-            log.error("at start, %s could not finish: %s", step.__name__, exc)
-
-
-def run(
-    settings: Settings, *, host: str, force_http: bool = False, port: int | None = None
-) -> None:
-    from bot.ops import scheduler
-    from bot.restore.guard import refuse_catalog_among_targets
-
-    refuse_catalog_among_targets(settings)
-    services = Services.from_settings(settings)
-    headless = settings.slack_bot_token is None and settings.slack_signing_secret is None
-    if headless:  # the schedule, housekeeping, /healthz and /metrics; no chat
-        log.warning(
-            "Slack is not configured (SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET): serving the "
-            "schedule, /healthz and /metrics only"
-        )
-        force_http = True
-    app = None if headless else build_app(services)
-    _close_out(services)
-    threading.Thread(target=startup_checks, args=(services,), name="doctor", daemon=True).start()
-    sched = scheduler.start(services)
-    port = port or settings.http_port
-    socket_mode = settings.slack_app_token is not None and not force_http
-    server = make_server(wsgi(None if socket_mode else app, services), host, port)
-    if socket_mode and app is not None:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
-        from slack_sdk.errors import SlackApiError
-
-        assert settings.slack_app_token is not None
-        threading.Thread(target=server.run, name="healthz", daemon=True).start()
-        log.info("Atlas: Socket Mode, /healthz on %s:%s", host, port)
-        try:
-            SocketModeHandler(app, settings.slack_app_token.get_secret_value()).start()  # type: ignore[no-untyped-call]
-        except SlackApiError as exc:
-            code = exc.response.get("error") if exc.response is not None else None
-            raise AtlasError(
-                f"Slack refused SLACK_APP_TOKEN ({code or exc}).",
-                "create an app-level token (xapp-…) with connections:write under Basic "
-                "Information, or unset it to serve HTTP",
-            ) from None
-    else:
-        log.info("Atlas: HTTP on %s:%s (POST /slack/events, GET /healthz)", host, port)
-        try:
-            server.run()
-        finally:
-            sched.shutdown()
-            services.shutdown()
