@@ -336,8 +336,16 @@ class Taker:
             if isinstance(exc, KeyboardInterrupt)
             else SnapshotStatus.FAILED
         )
+        # A failure met during a catalog outage is recorded once it is back (an operator's
+        # Ctrl-C does not wait for it): a lost write would leave the snapshot `running`.
+        within = 0.0 if isinstance(exc, KeyboardInterrupt) else outage.OUTLAST_S
         with contextlib.suppress(Exception):
-            self.catalog.finish_snapshot(snap_id, status, error=message, pending_ref=left_behind)
+            outage.outlast(
+                lambda: self.catalog.finish_snapshot(
+                    snap_id, status, error=message, pending_ref=left_behind
+                ),
+                within_s=within,
+            )
         log.info("snapshot %s failed: %s", snap_id, message)
         return message
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from bot.backup import pipeline, sidecar
 from bot.backup.keys import Keys
 from bot.backup.layout import globals_key, globals_name, new_id, sidecar_key
-from bot.catalog import Catalog
+from bot.catalog import Catalog, outage
 from bot.config import Server, Settings
 from bot.errors import AtlasError
 from bot.fleet import sqlsplit
@@ -154,11 +154,13 @@ class GlobalsTaker:
             done = dataclasses.replace(snap, **fields)
             doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
             storage.put_bytes(sidecar_key(key), doc)
-            self.catalog.finish_snapshot(
-                snap_id,
-                SnapshotStatus.OK,
-                audit=(requested_by, "snapshot.ok", {"kind": "globals", "size": size}),
-                **fields,
+            outage.outlast(  # stored and checked: worth waiting for the catalog
+                lambda: self.catalog.finish_snapshot(
+                    snap_id,
+                    SnapshotStatus.OK,
+                    audit=(requested_by, "snapshot.ok", {"kind": "globals", "size": size}),
+                    **fields,
+                )
             )
         except BaseException as exc:
             message = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
@@ -175,7 +177,11 @@ class GlobalsTaker:
                 if isinstance(exc, KeyboardInterrupt)
                 else SnapshotStatus.FAILED
             )
-            self.catalog.finish_snapshot(snap_id, status, error=message)
+            within = 0.0 if isinstance(exc, KeyboardInterrupt) else outage.OUTLAST_S
+            outage.outlast(
+                lambda: self.catalog.finish_snapshot(snap_id, status, error=message),
+                within_s=within,
+            )
             self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
             if isinstance(exc, Exception):
                 raise AtlasError(message) from None

@@ -19,6 +19,7 @@ from bot.records import DrillStatus
 from tests.support.catalogs import state_for
 from tests.support.helpers import add_bulk
 from tests.support.pg import LeastPrivilege, fill_realistic
+from tests.support.proxy import TcpProxy, tcp_proxy
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOT_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
@@ -139,12 +140,21 @@ def _drill_status(state: str, drill_id: str) -> DrillStatus:
     return open_catalog(state).get_drill(drill_id).status
 
 
-def test_ctrl_c_during_a_snapshot_is_one_line_and_keeps_nothing(pg_url, terminal_env, tmp_path):
+def _slowly(url: str, proxy: TcpProxy) -> str:
+    """`url` through a link of 4 MB/s: a quiet machine dumps 60 MB in half a second, and
+    a Ctrl-C meant for the middle of the job would meet its end."""
+    proxy.throttle(4_000_000)
+    return re.sub(r"@127\.0\.0\.1:\d+/", f"@127.0.0.1:{proxy.port}/", url)
+
+
+def test_ctrl_c_during_a_snapshot_is_one_line_and_keeps_nothing(pg, pg_url, terminal_env, tmp_path):
     add_bulk(pg_url, 60)
-    child = _spawn("atlas snapshot", terminal_env, tmp_path)
-    child.expect(r"stored [1-9]")  # the dump is under way
-    child.sendintr()
-    code, out = _finish(child)
+    with tcp_proxy(pg.port) as proxy:
+        env = {**terminal_env, "DATABASE_URL": _slowly(terminal_env["DATABASE_URL"], proxy)}
+        child = _spawn("atlas snapshot", env, tmp_path)
+        child.expect(r"stored [1-9]")  # the dump is under way
+        child.sendintr()
+        code, out = _finish(child)
     text = _plain(out)
     assert code == 130 and "Aborted!" not in text and "Traceback" not in text, text
     assert re.search(r"error: Snapshot \S+: Interrupted by the operator \(Ctrl-C\); nothing", text)
@@ -156,12 +166,13 @@ def test_ctrl_c_during_a_drill_records_it_interrupted(
 ):
     add_bulk(pg_url, 60)
     assert _finish(_spawn("atlas snapshot", terminal_env, tmp_path))[0] == 0
-    env = {**terminal_env, "STAGING_DATABASE_URL": least_privilege.stager_url}
-    child = _spawn("atlas drill --yes", env, tmp_path)
-    drill_id = _running_drill(env["ATLAS_STATE"])
-    time.sleep(0.5)  # into the restore itself
-    child.sendintr()
-    code, out = _finish(child)
+    with tcp_proxy(least_privilege.pg.port) as proxy:
+        env = {**terminal_env, "STAGING_DATABASE_URL": _slowly(least_privilege.stager_url, proxy)}
+        child = _spawn("atlas drill --yes", env, tmp_path)
+        drill_id = _running_drill(env["ATLAS_STATE"])
+        time.sleep(0.5)  # into the restore itself
+        child.sendintr()
+        code, out = _finish(child)
     text = _plain(out)
     assert code == 130 and "Aborted!" not in text, text
     assert f"error: Drill {drill_id}: Interrupted by the operator (Ctrl-C); its scratch" in text

@@ -4,7 +4,9 @@ Tests point a client (boto3, libpq) at the proxy instead of the server, then:
 - `cut_after(n)`: pass `n` more bytes upstream, then reset every open connection (a
   link that drops mid-transfer);
 - `refuse()`: reset every connection and every new one at once (the network is down);
-- `restore()`: pass everything again.
+- `restore()`: pass everything again;
+- `throttle(bytes_per_s)`: a slow link, so that a job lasts long enough to be met
+  mid-way however fast the machine is.
 The server behind it keeps running and keeps its state (a restarted moto would forget
 its open uploads).
 """
@@ -15,6 +17,7 @@ import contextlib
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 from tests.support import pick_free_port
@@ -37,6 +40,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._budget: int | None = None  # bytes still allowed upstream; None: unlimited
         self._refusing = False
+        self._rate: float | None = None  # bytes per second each way; None: as fast as it goes
         self._conns: list[socket.socket] = []
         self.bytes_up = 0
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -53,6 +57,10 @@ class TcpProxy:
     def cut_after(self, n: int) -> None:
         with self._lock:
             self._budget = n
+
+    def throttle(self, bytes_per_s: float | None) -> None:
+        with self._lock:
+            self._rate = bytes_per_s
 
     def refuse(self) -> None:
         with self._lock:
@@ -110,6 +118,8 @@ class TcpProxy:
                             self._budget -= len(data)
                         self.bytes_up += len(data)
                 dst.sendall(data)
+                if self._rate:
+                    time.sleep(len(data) / self._rate)
                 if upstream and self._budget is not None and self._budget <= 0:
                     break
         except OSError:
