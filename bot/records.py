@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Any, TypedDict, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 
 def now() -> str:
@@ -355,18 +355,15 @@ class CheckResult:
 
 
 @dataclass(kw_only=True)
-class Drill:
-    """A restore job's record: a drill into a scratch database, or a staging refresh."""
+class Restored:
+    """What every restore job records, a drill or a staging refresh: the snapshot, where
+    it went, the verdict and the timings. `Restore` and `Drill` are the records."""
 
     id: str = col(public=True)
-    kind: Kind = col(public=True)
     request_id: str | None = col(public=True)
     snapshot_id: str = col(public=True)
     database: str = col(public=True)
     target: str | None = col(public=True)
-    scratch_db: str | None = col(public=True)
-    scratch_dropped: bool | None = col(int, public=True)  # None: no scratch database
-    cleanup_error: str | None = col(public=True)  # why the scratch database is not dropped yet
     status: DrillStatus = col(public=True, default=DrillStatus.RUNNING)
     requested_by: str | None = col(public=True)
     approved_by: list[str] = col(JSON, public=True, default=[])
@@ -379,25 +376,43 @@ class Drill:
     checks: list[CheckResult] = col(JSON, public=True, default=[])
     problems: list[str] = col(JSON, public=True, default=[])
     error: str | None = col(public=True)
-    kept: bool = col(int, public=True, default=False)
     owner: str | None = col()
 
     def __post_init__(self) -> None:
         self.checks = [CheckResult(**c) if isinstance(c, dict) else c for c in self.checks]
 
 
-class DrillFields(TypedDict, total=False):
-    """A change to a Drill: any of its fields but the id, each with its type, so
-    mypy finds a misspelt or mistyped field where it is written."""
+@dataclass(kw_only=True)
+class Restore(Restored):
+    """A staging refresh's record (table `restores`): a snapshot restored over the staging
+    database, then verified there."""
 
-    kind: Kind
+    kind: ClassVar[Kind] = Kind.RESTORE
+
+
+@dataclass(kw_only=True)
+class Drill(Restored):
+    """A restore drill's record (table `drills`): a snapshot restored into a scratch
+    database, verified, and dropped unless kept."""
+
+    kind: ClassVar[Kind] = Kind.DRILL
+    scratch_db: str | None = col(public=True)
+    scratch_dropped: bool | None = col(int, public=True)  # None: no scratch database
+    cleanup_error: str | None = col(public=True)  # why the scratch database is not dropped yet
+    kept: bool = col(int, public=True, default=False)
+
+
+JobRecord = Restore | Drill  # a restore job's record, of either kind
+
+
+class RestoreFields(TypedDict, total=False):
+    """A change to a Restore (or to what a Drill shares with it): any field but the id,
+    each with its type, so mypy finds a misspelt or mistyped field where it is written."""
+
     request_id: str | None
     snapshot_id: str
     database: str
     target: str | None
-    scratch_db: str | None
-    scratch_dropped: bool | None
-    cleanup_error: str | None
     status: DrillStatus
     requested_by: str | None
     approved_by: list[str]
@@ -410,8 +425,16 @@ class DrillFields(TypedDict, total=False):
     checks: list[CheckResult]
     problems: list[str]
     error: str | None
-    kept: bool
     owner: str | None
+
+
+class DrillFields(RestoreFields, total=False):
+    """A change to a Drill: a restore's fields and its scratch database's."""
+
+    scratch_db: str | None
+    scratch_dropped: bool | None
+    cleanup_error: str | None
+    kept: bool
 
 
 @dataclass(kw_only=True)

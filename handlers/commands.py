@@ -141,7 +141,7 @@ def status(call: Call) -> str:
 
 
 def drills(call: Call) -> str:
-    return messages.drill_list(call.services.catalog.list_drills(limit=10))
+    return messages.drill_list(call.services.catalog.list_jobs(limit=10))
 
 
 SUBCOMMANDS: dict[str, Callable[[Call], str]] = {

@@ -91,6 +91,7 @@ CATALOG_TABLES = (
     "snapshots",
     "requests",
     "drills",
+    "restores",
     "reminders",
     "leases",
     "seen_requests",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.records import (
     JSON,
     CheckResult,
     Drill,
     DrillStatus,
     Kind,
+    Restore,
     Segment,
     Snapshot,
     SnapshotStatus,
@@ -49,7 +52,6 @@ def test_columns_come_from_the_declaration() -> None:
 def test_round_trip_through_a_row() -> None:
     drill = Drill(
         id="d",
-        kind=Kind.DRILL,
         snapshot_id="s",
         database="app",
         status=DrillStatus.PASSED,
@@ -58,9 +60,20 @@ def test_round_trip_through_a_row() -> None:
         problems=["warning: x"],
     )
     row = to_row(drill)
-    assert row["kind"] == "drill" and row["kept"] == 1 and isinstance(row["checks"], str)
+    assert row["kept"] == 1 and isinstance(row["checks"], str)
+    assert "kind" not in row and drill.kind == Kind.DRILL  # the table says which it is
     back = from_row(Drill, row)
     assert back == drill and isinstance(back.status, DrillStatus)
+
+
+def test_a_refresh_is_a_restore_with_no_scratch_database() -> None:
+    refresh = Restore(id="r", snapshot_id="s", database="app", status=DrillStatus.FAILED)
+    row = to_row(refresh)
+    assert refresh.kind == Kind.RESTORE and not isinstance(refresh, Drill)
+    assert "scratch_db" not in row and "kept" not in row and "kind" not in row
+    assert from_row(Restore, {**row, "kind": "restore", "kept": 0}) == refresh  # old columns
+    with pytest.raises(TypeError):
+        Restore(id="r", snapshot_id="s", database="app", kept=True)  # type: ignore[call-arg]
 
 
 def test_public_output_keeps_flags_as_numbers_and_statuses_as_text() -> None:

@@ -10,7 +10,7 @@ from bot.approval.ask import Ask
 from bot.catalog import Catalog
 from bot.errors import AtlasError
 from bot.owners import REPLICA_LEASE, owner_gone
-from bot.records import Drill, DrillStatus, RequestStatus, now
+from bot.records import DrillStatus, JobRecord, RequestStatus, now
 from bot.report import messages
 from bot.report.chat import Blocks, Chat, Message
 from bot.restore.run import Restores
@@ -75,12 +75,12 @@ class Jobs:
         progress.update(text, blocks, final=True)  # the thread is final before the channel
         Message(self.chat, req.channel).post(text, blocks)
 
-    def announce(self, drill: Drill, channel: str | None) -> None:
+    def announce(self, drill: JobRecord, channel: str | None) -> None:
         """Post the verdict of a drill or refresh that no request asked for (the CLI's)
         in the channel: the team sees every restore, wherever it was started."""
         Message(self.chat, channel).post(*self._verdict(drill))
 
-    def _verdict(self, drill: Drill) -> tuple[str, Blocks]:
+    def _verdict(self, drill: JobRecord) -> tuple[str, Blocks]:
         return messages.drill_report(drill, self.restores.previous_passed(drill))
 
     def expire_due(self) -> list[str]:
@@ -112,10 +112,14 @@ class Jobs:
                 continue
             reason = "Atlas stopped while the job ran"
             self.catalog.update_request(req.id, status=RequestStatus.FAILED, reason=reason)
-            for d in self.catalog.list_drills(limit=100, request_id=req.id):
+            for d in self.catalog.list_jobs(limit=100, request_id=req.id):
                 if d.status == DrillStatus.RUNNING:
-                    self.catalog.update_drill(
-                        d.id, status=DrillStatus.INTERRUPTED, error=reason, finished_at=now()
+                    self.catalog.update_job(
+                        d.id,
+                        d.kind,
+                        status=DrillStatus.INTERRUPTED,
+                        error=reason,
+                        finished_at=now(),
                     )
             self.catalog.audit("atlas", f"{req.kind}.interrupted", req.id, owner=req.owner)
             self.ask.refresh(req.id)

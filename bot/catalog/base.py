@@ -18,10 +18,12 @@ from bot.records import (
     AuditEntry,
     Drill,
     DrillFields,
+    JobRecord,
     Kind,
     Request,
     RequestFields,
     RequestStatus,
+    RestoreFields,
     Snapshot,
     SnapshotFields,
     SnapshotResult,
@@ -124,20 +126,32 @@ class RequestLog(Protocol):
         ...
 
 
-class DrillLog(Protocol):
-    """Drill and refresh records."""
+class JobLog(Protocol):
+    """Restore jobs' records: staging refreshes (`Restore`) and drills (`Drill`)."""
 
-    def add_drill(self, drill: Drill) -> None: ...
+    def add_job(self, job: JobRecord) -> None: ...
+    def update_job(self, job_id: str, kind: Kind, **fields: Unpack[RestoreFields]) -> None: ...
     def update_drill(self, drill_id: str, **fields: Unpack[DrillFields]) -> None: ...
+    def get_job(self, job_id: str) -> JobRecord:
+        """The drill or refresh of that id."""
+        ...
+
     def get_drill(self, drill_id: str) -> Drill: ...
-    def list_drills(
+    def list_jobs(
         self,
         limit: int = 20,
         kind: Kind | None = None,
         database: str | None = None,
         request_id: str | None = None,
-    ) -> list[Drill]: ...
-    def last_passed_drill(self, database: str) -> Drill | None: ...
+    ) -> list[JobRecord]:
+        """Drills and refreshes (or one kind), newest first."""
+        ...
+
+    def last_passed_job(self, database: str) -> JobRecord | None:
+        """The newest passed drill or refresh: the last time the database's snapshot was
+        proven to restore."""
+        ...
+
     def drills_to_clean(self) -> list[Drill]:
         """Drills whose scratch database may still exist: not dropped yet after they
         finished, or still running in a process of this host that is gone."""
@@ -189,7 +203,7 @@ class AuditLog(Protocol):
     def audit_log(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]: ...
 
 
-class Catalog(SnapshotLog, RequestLog, DrillLog, Coordination, WorkQueue, AuditLog, Protocol):
+class Catalog(SnapshotLog, RequestLog, JobLog, Coordination, WorkQueue, AuditLog, Protocol):
     """Everything Atlas records."""
 
     def ping(self) -> None:

@@ -17,12 +17,13 @@ TABLES = (
     "requests",
     "reactions",
     "drills",
+    "restores",
     "reminders",
     "seen_requests",
     "work",
     "audit",
 )
-RECORDS = ("snapshots", "requests", "drills", "audit")
+RECORDS = ("snapshots", "requests", "drills", "restores", "audit")
 
 
 @dataclass(frozen=True)

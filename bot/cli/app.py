@@ -23,7 +23,7 @@ from bot.version import PACKAGE
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
 # else, and `atlas list` never loads libpq, zstd or the restore code.
 if TYPE_CHECKING:
-    from bot.records import Drill, Snapshot
+    from bot.records import JobRecord, Snapshot
     from bot.services import Services
 
 
@@ -69,8 +69,9 @@ def snapshot_json(snap: Snapshot) -> dict[str, Any]:
     return out
 
 
-def drill_json(drill: Drill) -> dict[str, Any]:
-    return records.public(drill)
+def drill_json(job: JobRecord) -> dict[str, Any]:
+    """A drill's or refresh's record as `--json` prints it, saying which it is."""
+    return {"id": job.id, "kind": str(job.kind), **records.public(job)}
 
 
 def open_services(fleet: bool = False) -> Services:

@@ -117,7 +117,7 @@ def drill(snapshot_id: str | None, database: str | None, yes: bool, as_json: boo
 def drills(limit: int, as_json: bool) -> None:
     """Past drills and restores with their verdicts and timings."""
     try:
-        rows = open_services().catalog.list_drills(limit=limit)
+        rows = open_services().catalog.list_jobs(limit=limit)
     except AtlasError as exc:
         fail(exc, as_json)
         return

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from bot.backup.layout import sidecar_key
 from bot.errors import AtlasError
 from bot.policy import reminders, retention, rotation
-from bot.records import Drill, RequestStatus, Snapshot, SnapshotStatus, now
+from bot.records import JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
 from bot.report.chat import Message
 
@@ -32,9 +32,9 @@ def drill_policy(services: Services) -> reminders.DrillPolicy:
     )
 
 
-def last_passed_drill(services: Services, database: str) -> Drill | None:
+def last_passed_drill(services: Services, database: str) -> JobRecord | None:
     """A passed drill or staging restore proves restore capability."""
-    return services.catalog.last_passed_drill(database)
+    return services.catalog.last_passed_job(database)
 
 
 def _at(iso: str | None) -> datetime | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from bot.records import Drill, Snapshot, SnapshotStatus
+from bot.records import JobRecord, Snapshot, SnapshotStatus
 
 if TYPE_CHECKING:
     from bot.services import Services
@@ -32,7 +32,7 @@ class DatabaseFacts:
     database: str
     environment: str
     last_ok: Snapshot | None  # the newest good snapshot
-    last_drill: Drill | None  # the newest passed drill or staging restore
+    last_drill: JobRecord | None  # the newest passed drill or staging restore
     deadline: datetime
     by_status: dict[str, int] = field(default_factory=dict)  # catalog rows per status
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from bot.errors import AtlasError
 from bot.ops.findings import FAIL, ICONS, OK, WARN
 from bot.pg import Conn
-from bot.records import Drill, Snapshot, SnapshotStatus
+from bot.records import JobRecord, Snapshot, SnapshotStatus
 from bot.words import count, human_seconds
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class Facts:
     provider_problems: list[str] | None  # None when not checked
     databases: list[str]
     last_snapshot: dict[str, Snapshot | None] = field(default_factory=dict)
-    last_drill: dict[str, Drill | None] = field(default_factory=dict)
+    last_drill: dict[str, JobRecord | None] = field(default_factory=dict)
     deadline: dict[str, datetime] = field(default_factory=dict)
     retention_days: int = 30
     gfs: tuple[int, int, int] = (0, 0, 0)

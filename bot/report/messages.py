@@ -5,7 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.records import Drill, DrillStatus, Kind, Request, RequestStatus, Snapshot, SnapshotStatus
+from bot.records import (
+    Drill,
+    DrillStatus,
+    JobRecord,
+    Kind,
+    Request,
+    RequestStatus,
+    Snapshot,
+    SnapshotStatus,
+)
 from bot.words import count, human_seconds
 
 Blocks = list[dict[str, Any]]
@@ -308,10 +317,10 @@ def request_message(
     return text, [_section(text), _section("\n".join(lines)), _context(f"request `{req.id}`")]
 
 
-def drill_report(drill: Drill, previous: Drill | None) -> tuple[str, Blocks]:
+def drill_report(drill: JobRecord, previous: JobRecord | None) -> tuple[str, Blocks]:
     """The verdict people read at a glance: checks table, restore time, trend."""
     ok = drill.status == DrillStatus.PASSED
-    what = KIND_WORDS.get(drill.kind, str(drill.kind))
+    what = KIND_WORDS[drill.kind]
     text = (
         f"{':white_check_mark:' if ok else ':x:'} {what} `{drill.id}` "
         f"{'passed' if ok else 'FAILED'}: snapshot `{drill.snapshot_id}` of *{escape(drill.database)}*"
@@ -324,14 +333,7 @@ def drill_report(drill: Drill, previous: Drill | None) -> tuple[str, Blocks]:
     lines = [
         f"*Time to restore:* {human_seconds(total)}{trend}",
         f"checked before restoring {human_seconds(drill.download_s)} · restore {human_seconds(drill.restore_s)} · verify {human_seconds(drill.verify_s)}",
-        f"*Target:* `{escape(drill.target or '')}`"
-        + (
-            " (kept)"
-            if drill.kept
-            else " (scratch database dropped)"
-            if drill.scratch_db and drill.scratch_dropped
-            else ""
-        ),
+        f"*Target:* `{escape(drill.target or '')}`" + _scratch_words(drill),
     ]
     problems = drill.problems
     manifest_bad = [p for p in problems if not p.startswith(("check ", "warning: "))]
@@ -354,7 +356,16 @@ def drill_report(drill: Drill, previous: Drill | None) -> tuple[str, Blocks]:
     return text, blocks
 
 
-def drill_line(d: Drill) -> str:
+def _scratch_words(job: JobRecord) -> str:
+    """What became of a drill's scratch database; nothing for a refresh."""
+    if not isinstance(job, Drill):
+        return ""
+    if job.kept:
+        return " (kept)"
+    return " (scratch database dropped)" if job.scratch_db and job.scratch_dropped else ""
+
+
+def drill_line(d: JobRecord) -> str:
     icon = {DrillStatus.PASSED: ":white_check_mark:", DrillStatus.RUNNING: ":gear:"}.get(
         d.status, ":x:"
     )
@@ -364,7 +375,7 @@ def drill_line(d: Drill) -> str:
     )
 
 
-def drill_list(rows: list[Drill]) -> str:
+def drill_list(rows: list[JobRecord]) -> str:
     if not rows:
         return "No drills yet. Start one with `/atlas drill`."
     return "*Recent drills and restores* (newest first)\n" + "\n".join(drill_line(r) for r in rows)

@@ -22,7 +22,10 @@ from bot.pg import Conn, find_tool
 from bot.records import (
     Drill,
     DrillStatus,
+    JobRecord,
     Kind,
+    Restore,
+    RestoreFields,
     Snapshot,
     SnapshotKind,
     SnapshotStatus,
@@ -153,9 +156,9 @@ class Restores:
         phase: Phase | None = None,
         drill_id: str | None = None,
         waiting: Phase | None = None,
-    ) -> Drill:
+    ) -> JobRecord:
         """Restore a snapshot (a staging refresh, or a drill into a new scratch database),
-        verify it, record the outcome and return the drill record.
+        verify it, record the outcome and return its record.
 
         A failed verification is a failed drill, recorded and returned (not raised);
         refusals and errors before the record exists are raised.
@@ -170,7 +173,7 @@ class Restores:
             self._record_failure(job, exc)
         finally:
             self._clean_up(job)
-        return self.catalog.get_drill(job.drill_id)
+        return self.catalog.get_job(job.drill_id)
 
     def _prepare(
         self, kind: Kind, snap_id: str | None, requested_by: str, drill_id: str | None
@@ -216,20 +219,21 @@ class Restores:
     def _record_start(
         self, job: Job, request_id: str | None, approved_by: list[str] | None
     ) -> None:
-        self.catalog.add_drill(
-            Drill(
-                id=job.drill_id,
-                kind=job.kind,
-                request_id=request_id,
-                snapshot_id=job.snap.id,
-                database=job.target.name,
-                target=job.dest.describe(),
-                scratch_db=job.scratch,
-                scratch_dropped=False if job.scratch else None,
-                requested_by=job.requested_by,
-                approved_by=approved_by or [],
-            )
+        shared = RestoreFields(
+            request_id=request_id,
+            snapshot_id=job.snap.id,
+            database=job.target.name,
+            target=job.dest.describe(),
+            requested_by=job.requested_by,
+            approved_by=approved_by or [],
         )
+        if job.scratch:
+            record: JobRecord = Drill(
+                id=job.drill_id, scratch_db=job.scratch, scratch_dropped=False, **shared
+            )
+        else:
+            record = Restore(id=job.drill_id, **shared)
+        self.catalog.add_job(record)
         job.started = time.monotonic()
         self.catalog.audit(
             job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
@@ -304,16 +308,20 @@ class Restores:
         problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
         verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
         job.keep = bool(job.scratch and self.settings.drill_keep)
-        self.catalog.update_drill(
-            job.drill_id,
+        outcome = RestoreFields(
             status=verdict,
             finished_at=now(),
             total_s=round(time.monotonic() - job.started, 3),
             checks=results,
             problems=problems + [f"warning: {w}" for w in warnings],
-            kept=job.keep,
-            **job.timings,
+            download_s=job.timings.get("download_s"),
+            restore_s=job.timings.get("restore_s"),
+            verify_s=job.timings.get("verify_s"),
         )
+        if job.scratch:
+            self.catalog.update_drill(job.drill_id, kept=job.keep, **outcome)
+        else:
+            self.catalog.update_job(job.drill_id, job.kind, **outcome)
         self.catalog.audit(
             "atlas", f"{job.kind}.{verdict}", job.drill_id, problems=problems, warnings=warnings
         )
@@ -339,8 +347,9 @@ class Restores:
                 else f": staging {staging.describe()} was not touched."
             )
         status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
-        self.catalog.update_drill(
+        self.catalog.update_job(
             job.drill_id,
+            kind,
             status=status,
             finished_at=now(),
             error=message,
@@ -412,8 +421,8 @@ class Restores:
             )
         return problems, warnings
 
-    def previous_passed(self, drill: Drill) -> Drill | None:
-        for row in self.catalog.list_drills(limit=50, kind=drill.kind, database=drill.database):
+    def previous_passed(self, drill: JobRecord) -> JobRecord | None:
+        for row in self.catalog.list_jobs(limit=50, kind=drill.kind, database=drill.database):
             if (
                 row.id != drill.id
                 and row.status == DrillStatus.PASSED

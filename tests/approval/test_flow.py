@@ -161,7 +161,7 @@ def test_duplicate_event_delivery_runs_one_job(setup):
     [req] = bot.services.catalog.list_requests()
     _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.5)
-    assert len(bot.services.catalog.list_drills()) == 1
+    assert len(bot.services.catalog.list_jobs()) == 1
 
 
 def test_racing_approvals_start_exactly_one_job(setup):
@@ -177,7 +177,7 @@ def test_racing_approvals_start_exactly_one_job(setup):
         t.join()
     req = _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.5)
-    assert len(bot.services.catalog.list_drills()) == 1
+    assert len(bot.services.catalog.list_jobs()) == 1
     assert len(req.approved_by) >= 2
 
 
@@ -211,7 +211,7 @@ def test_withdraw_reject_and_expiry(setup):
     bot.react("U_CAROL", "white_check_mark", ts)
     time.sleep(0.5)
     assert catalog.get_request(req.id).status == "rejected"
-    assert catalog.list_drills() == []
+    assert catalog.list_jobs() == []
     eventually(lambda: _assert_in("rejected", bot.slack.calls("chat.update")[-1]["params"]["text"]))
 
     # a second request expires: clicks after expiry cannot approve it, the message says so
@@ -227,7 +227,7 @@ def test_withdraw_reject_and_expiry(setup):
     eventually(lambda: _assert_in("expired", bot.slack.calls("chat.update")[-1]["params"]["text"]))
     time.sleep(0.3)
     assert catalog.get_request(req2.id).status == "expired"
-    assert catalog.list_drills() == []
+    assert catalog.list_jobs() == []
 
 
 def _assert_in(needle: str, haystack: str) -> None:
@@ -262,7 +262,7 @@ def test_restart_between_approval_and_job_runs_it_once(setup):
         t.join()
     _wait_status(bot, req.id, {"done", "failed"})
     time.sleep(0.3)
-    assert len(bot.services.catalog.list_drills()) == 1
+    assert len(bot.services.catalog.list_jobs()) == 1
 
 
 def test_production_guard_refusal_is_posted_and_audited(setup, pg, pg_db):

@@ -15,9 +15,11 @@ import psycopg
 import pytest
 
 from bot.catalog import open_catalog
+from bot.catalog.copy import copy_catalog
 from bot.catalog.postgres import PostgresCatalog, migrations
+from bot.catalog.sqlite import SqliteCatalog
 from bot.errors import AtlasError, Busy
-from bot.records import Snapshot, SnapshotStatus, WorkItem, WorkStatus
+from bot.records import Drill, Kind, Restore, Snapshot, SnapshotStatus, WorkItem, WorkStatus
 from tests.support.catalogs import CatalogServer
 from tests.support.helpers import cli_env, run_cli
 from tests.support.pg import PgCluster, fill_sample
@@ -283,3 +285,42 @@ def test_a_finished_snapshot_outlasts_a_short_catalog_outage(catalog_server: Cat
         proxy.refuse()  # an outage longer than the bound is the error it was
         with pytest.raises(CatalogAway):
             outlast(lambda: catalog.list_snapshots() and None, within_s=1.5)
+
+
+def test_refreshes_recorded_as_drills_move_to_their_own_table(
+    catalog_server: CatalogServer, tmp_path: Path
+) -> None:
+    """A catalog at version 1 kept refreshes in `drills` (kind 'restore'); version 2
+    moves them to `restores`, and `catalog migrate` copies both tables from SQLite."""
+    _, url = catalog_server.new_url()
+    PostgresCatalog(url)
+    with psycopg.connect(url, autocommit=True) as conn:  # back to version 1's shape
+        conn.execute("ALTER TABLE drills ADD COLUMN kind TEXT")
+        conn.execute("DROP TABLE restores")
+        conn.execute("DELETE FROM atlas_schema WHERE version > 1")
+        for job_id, kind in (("d-1", "drill"), ("r-1", "restore")):
+            conn.execute(
+                "INSERT INTO drills (id, kind, snapshot_id, database, status, started_at, "
+                "approved_by, checks, problems) VALUES (%s, %s, 's1', 'app', 'passed', %s, "
+                "'[\"U1\"]', '[]', '[]')",
+                [job_id, kind, "2026-01-01T00:00:00"],
+            )
+    catalog = PostgresCatalog(url)
+    assert catalog.schema_version() == migrations.LATEST
+    refresh, drill = catalog.get_job("r-1"), catalog.get_job("d-1")
+    assert isinstance(refresh, Restore) and refresh.approved_by == ["U1"]
+    assert isinstance(drill, Drill)
+    assert [j.id for j in catalog.list_jobs(kind=Kind.DRILL)] == ["d-1"]
+    with catalog.db() as db:
+        assert [r[0] for r in db.execute("SELECT id FROM drills").fetchall()] == ["d-1"]
+
+    lite = open_catalog(tmp_path / "atlas.db")
+    lite.add_job(Restore(id="r-2", snapshot_id="s2", database="app", requested_by="U2"))
+    lite.add_job(Drill(id="d-2", snapshot_id="s2", database="app", scratch_db="atlas_drill_x"))
+    _, fresh = catalog_server.new_url()
+    assert isinstance(lite, SqliteCatalog)
+    copied = copy_catalog(lite, PostgresCatalog(fresh))
+    assert copied.rows["restores"] == 1 and copied.rows["drills"] == 1
+    moved = open_catalog(fresh)
+    assert isinstance(moved.get_job("r-2"), Restore) and moved.get_job("r-2").requested_by == "U2"
+    assert isinstance(moved.get_job("d-2"), Drill)

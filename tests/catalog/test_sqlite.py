@@ -16,6 +16,7 @@ from bot.records import (
     Kind,
     Request,
     RequestStatus,
+    Restore,
     Snapshot,
     SnapshotStatus,
     now,
@@ -43,6 +44,10 @@ INSERT INTO snapshots (id, database, environment, status, started_at, size_bytes
 INSERT INTO drills (id, kind, snapshot_id, database, status, checks, problems, approved_by,
   kept) VALUES ('d-1', 'drill', '20250101-000000-abcd', 'app', 'passed',
   '[{"name": "c", "passed": true, "detail": "true", "seconds": 0.1}]', '[]', '["U1"]', 0);
+INSERT INTO drills (id, kind, snapshot_id, database, target, status, started_at, checks,
+  problems, approved_by, kept) VALUES ('r-1', 'restore', '20250101-000000-abcd', 'app',
+  'staging/app', 'passed', '2025-01-02T00:00:00.000+00:00', '[]', '["warning: w"]',
+  '["U2"]', 0);
 """
 
 
@@ -70,6 +75,18 @@ def test_a_catalog_from_before_versions_is_migrated_and_keeps_its_rows(tmp_path:
     drill = catalog.get_drill("d-1")
     assert drill.checks[0].passed and drill.approved_by == ["U1"]
     assert drill.scratch_dropped is None  # a column the old catalog did not have
+    refresh = catalog.get_job("r-1")  # a refresh recorded as a drill is a Restore now
+    assert isinstance(refresh, Restore) and refresh.kind == Kind.RESTORE
+    assert (refresh.target, refresh.approved_by, refresh.problems) == (
+        "staging/app",
+        ["U2"],
+        ["warning: w"],
+    )
+    with pytest.raises(NotFound):
+        catalog.get_drill("r-1")
+    assert [j.id for j in catalog.list_jobs()] == ["r-1", "d-1"]  # both, newest first
+    assert [j.id for j in catalog.list_jobs(kind=Kind.DRILL)] == ["d-1"]
+    assert catalog.last_passed_job("app") == refresh  # a passed refresh proves restores too
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.LATEST
     assert SqliteCatalog(path).schema_version() == migrations.LATEST  # opening again: a no-op
@@ -168,10 +185,9 @@ def test_reminders_leases_and_seen_keys(catalog: SqliteCatalog) -> None:
 
 
 def test_drills_owed_a_cleanup(catalog: SqliteCatalog) -> None:
-    catalog.add_drill(
+    catalog.add_job(
         Drill(
             id="d1",
-            kind=Kind.DRILL,
             snapshot_id="s",
             database="app",
             scratch_db="x",

@@ -129,7 +129,7 @@ def _running_drill(state: str, timeout: float = 60) -> str:
     catalog = open_catalog(state)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running = [d for d in catalog.list_drills(limit=5) if d.status == DrillStatus.RUNNING]
+        running = [d for d in catalog.list_jobs(limit=5) if d.status == DrillStatus.RUNNING]
         if running:
             return running[0].id
         time.sleep(0.05)
@@ -137,7 +137,7 @@ def _running_drill(state: str, timeout: float = 60) -> str:
 
 
 def _drill_status(state: str, drill_id: str) -> DrillStatus:
-    return open_catalog(state).get_drill(drill_id).status
+    return open_catalog(state).get_job(drill_id).status
 
 
 def _slowly(url: str, proxy: TcpProxy) -> str:
@@ -214,5 +214,5 @@ def test_ctrl_c_while_a_refresh_waits_says_what_staging_is_left_as(
     assert code == 130 and "Aborted!" not in text, text
     assert "Interrupted by the operator (Ctrl-C): staging" in text
     assert "may be partly restored and is not fit to use; refresh it again." in text
-    [refresh] = [d for d in open_catalog(terminal_env["ATLAS_STATE"]).list_drills(limit=5)][:1]
+    [refresh] = [d for d in open_catalog(terminal_env["ATLAS_STATE"]).list_jobs(limit=5)][:1]
     assert refresh.status == DrillStatus.INTERRUPTED

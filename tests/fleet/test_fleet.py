@@ -381,7 +381,7 @@ def test_slack_drills_a_fleet_database_on_the_staging_server(
         finally:
             server.close()
             services.shutdown()
-    [drill] = services.catalog.list_drills(limit=5)
+    [drill] = services.catalog.list_jobs(limit=5)
     assert drill.database == prefix + "b" and drill.status == "passed"
 
 
@@ -426,10 +426,9 @@ def test_serve_starts_after_its_fleet_drill_was_interrupted(
                 owner=dead,
             )
         )
-        catalog.add_drill(
+        catalog.add_job(
             Drill(
                 id="d-dead",
-                kind=Kind.DRILL,
                 request_id="req-dead",
                 database=prefix + "a",
                 scratch_db="atlas_drill_dead",

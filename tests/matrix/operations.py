@@ -99,7 +99,7 @@ def _fetched(w: World, case: Case, said: str) -> None:
 
 def _drilled(kind: Kind) -> Callable[[World, Case, str], None]:
     def check(w: World, case: Case, said: str) -> None:
-        [job] = [d for d in w.catalog().list_drills(limit=20) if d.kind == kind]
+        [job] = [d for d in w.catalog().list_jobs(limit=20) if d.kind == kind]
         assert job.status == DrillStatus.PASSED and job.database == w.target, job
         assert job.snapshot_id == case.snap, job
         if kind == Kind.RESTORE:

@@ -28,10 +28,9 @@ def _running(services, request_id: str, owner: str, snapshot_id: str) -> None:
             owner=owner,
         )
     )
-    services.catalog.add_drill(
+    services.catalog.add_job(
         Drill(
             id=f"d-{request_id}",
-            kind=Kind.DRILL,
             request_id=request_id,
             database=services.settings.target().name,
         )

@@ -208,7 +208,7 @@ def test_an_approval_delivered_to_two_replicas_runs_one_drill(replicas, slack_ap
     )[0]
     assert req.status == "done", req
     time.sleep(2)  # room for a second run to show up, were there one
-    drills = catalog.list_drills()
+    drills = catalog.list_jobs()
     assert len(drills) == 1 and drills[0].status == "passed"
     approvals = [e for e in catalog.audit_log(200) if e.action == "drill.approve"]
     assert len(approvals) == 1, approvals

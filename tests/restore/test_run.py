@@ -58,7 +58,7 @@ def test_drill_restores_into_a_scratch_database_verifies_and_drops_it(pg, env):
         )  # a tiny artifact checks in < 1 ms
     assert drill.total_s >= drill.restore_s > 0
     assert _dbs(pg) == before  # the scratch database is gone
-    assert services.catalog.list_drills()[0].id == drill.id
+    assert services.catalog.list_jobs()[0].id == drill.id
     actions = [a.action for a in services.catalog.audit_log()]
     assert "drill.started" in actions and "drill.passed" in actions
 
@@ -172,7 +172,7 @@ def test_staging_pointing_at_production_is_refused_and_audited(pg, pg_db, pg_url
     with pytest.raises(Refused):
         services.restores.run(kind="restore", snap_id=snap.id, requested_by="U7")
     assert services.catalog.audit_log()[0].action == "restore.refused"
-    assert services.catalog.list_drills() == []
+    assert services.catalog.list_jobs() == []
     spelled_the_same = settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(pg_db))
     assert "points at the production database" in (spelled_the_same.target().staging_problem or "")
 

@@ -114,8 +114,9 @@ def age_snapshot(services: Services, snap_id: str, days: float) -> None:
 
 def age_drill(services: Services, drill_id: str, days: float) -> None:
     at = datetime.now(UTC) - timedelta(days=days)
-    services.catalog.update_drill(
+    services.catalog.update_job(
         drill_id,
+        services.catalog.get_job(drill_id).kind,
         started_at=at.isoformat(timespec="milliseconds"),
         finished_at=(at + timedelta(seconds=2)).isoformat(timespec="milliseconds"),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.catalog.sql.schema import create_tables, create_work
+from bot.catalog.sql.schema import create_tables, create_work, move_restores
 from bot.catalog.sql.tables import Database
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
@@ -35,7 +35,12 @@ def _v1(db: Database) -> None:
     create_work(db)
 
 
-STEPS: list[Callable[[Database], None]] = [_v1]
+def _v2(db: Database) -> None:
+    """A staging refresh is a Restore, in a table of its own, not a drill."""
+    move_restores(db)
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2]
 LATEST = len(STEPS)
 
 

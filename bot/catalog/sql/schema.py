@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.catalog.sql.tables import Database, Table
-from bot.records import Drill, Request, Snapshot, WorkItem, columns
+from bot.records import Drill, Request, Restore, Snapshot, WorkItem, columns
 
 
 def add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
@@ -40,6 +40,7 @@ def create_tables(db: Database) -> None:
     if not db["drills"].exists():
         db["drills"].create(columns(Drill), pk="id")
     add_missing_columns(db["drills"], columns(Drill))
+    create_restores(db)
     if not db["reminders"].exists():
         db["reminders"].create({"key": str, "database": str, "sent_at": str, "text": str}, pk="key")
     if not db["leases"].exists():
@@ -53,3 +54,22 @@ def create_work(db: Database) -> None:
     if not db["work"].exists():
         db["work"].create(columns(WorkItem), pk="key")
     db.execute("CREATE INDEX IF NOT EXISTS work_status ON work(status, queued_at)")
+
+
+def create_restores(db: Database) -> None:
+    """Staging refreshes' own table (they were rows of `drills` of kind 'restore')."""
+    if not db["restores"].exists():
+        db["restores"].create(columns(Restore), pk="id")
+    add_missing_columns(db["restores"], columns(Restore))
+    db.execute("CREATE INDEX IF NOT EXISTS restores_started ON restores(started_at)")
+
+
+def move_restores(db: Database) -> None:
+    """Refreshes recorded as drills of kind 'restore' move to `restores`, in the caller's
+    transaction: every column a Restore has, copied as it is."""
+    create_restores(db)
+    if "kind" not in db["drills"].columns_dict:
+        return  # a catalog made after the split: its drills table never held refreshes
+    cols = ", ".join(f'"{c}"' for c in columns(Restore))
+    db.execute(f"INSERT INTO restores ({cols}) SELECT {cols} FROM drills WHERE kind = 'restore'")
+    db.execute("DELETE FROM drills WHERE kind = 'restore'")

@@ -21,6 +21,7 @@ KEYS = {
     "snapshots": "id",
     "requests": "id",
     "drills": "id",
+    "restores": "id",
     "reminders": "key",
     "leases": "name",
     "seen_requests": "key",

@@ -10,7 +10,7 @@ from pathlib import Path
 from bot import files
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
-from bot.catalog.sql.drills import Drills
+from bot.catalog.sql.jobs import JobRecords
 from bot.catalog.sql.requests import Requests
 from bot.catalog.sql.snapshots import Snapshots
 from bot.catalog.sql.work import Work
@@ -18,7 +18,7 @@ from bot.catalog.sqlite import migrations
 from bot.catalog.sqlite.connection import Database, SqliteConnection
 
 
-class SqliteCatalog(Snapshots, Requests, Drills, Coordination, Work, Audit):
+class SqliteCatalog(Snapshots, Requests, JobRecords, Coordination, Work, Audit):
     """`bot.catalog.Catalog` on SQLite; migrated to the latest schema when opened."""
 
     conn: SqliteConnection

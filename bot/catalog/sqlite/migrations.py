@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.catalog.sql.schema import add_missing_columns, create_tables, create_work
+from bot.catalog.sql.schema import (
+    add_missing_columns,
+    create_tables,
+    create_work,
+    move_restores,
+)
 from bot.catalog.sql.tables import Database
 from bot.records import Drill, Snapshot, columns
 
@@ -51,7 +56,12 @@ def _v5(db: Database) -> None:
     create_work(db)
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: Database) -> None:
+    """A staging refresh is a Restore, in a table of its own, not a drill."""
+    move_restores(db)
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 LATEST = len(STEPS)
 
 

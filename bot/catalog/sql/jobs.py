@@ -1,0 +1,108 @@
+"""Restore jobs' records: staging refreshes in `restores`, drills in `drills`."""
+
+from __future__ import annotations
+
+from typing import Any, Unpack
+
+from bot.catalog.sql.connection import Connection, NotFoundError
+from bot.errors import NotFound
+from bot.owners import owner_gone, owner_id
+from bot.records import (
+    Drill,
+    DrillFields,
+    DrillStatus,
+    JobRecord,
+    Kind,
+    Restore,
+    RestoreFields,
+    encode,
+    from_row,
+    now,
+    to_row,
+)
+
+TABLES: dict[Kind, tuple[str, type[Restore] | type[Drill]]] = {
+    Kind.RESTORE: ("restores", Restore),
+    Kind.DRILL: ("drills", Drill),
+}
+
+
+class JobRecords:
+    """The statements of the restores and drills tables."""
+
+    conn: Connection
+
+    def add_job(self, job: JobRecord) -> None:
+        job.status = DrillStatus.RUNNING
+        job.owner = job.owner or owner_id()
+        job.started_at = job.started_at or now()
+        with self.conn.transaction() as db:
+            db[TABLES[job.kind][0]].insert(to_row(job))
+
+    def update_job(self, job_id: str, kind: Kind, **fields: Unpack[RestoreFields]) -> None:
+        table, record = TABLES[kind]
+        with self.conn.transaction() as db:
+            db[table].update(job_id, encode(record, fields))
+
+    def update_drill(self, drill_id: str, **fields: Unpack[DrillFields]) -> None:
+        with self.conn.transaction() as db:
+            db["drills"].update(drill_id, encode(Drill, fields))
+
+    def get_job(self, job_id: str) -> JobRecord:
+        with self.conn.db() as db:
+            for table, record in TABLES.values():
+                try:
+                    return from_row(record, db[table].get(job_id))
+                except NotFoundError:
+                    continue
+        raise NotFound(f"No drill or restore with id {job_id!r}.")
+
+    def get_drill(self, drill_id: str) -> Drill:
+        with self.conn.db() as db:
+            try:
+                return from_row(Drill, db["drills"].get(drill_id))
+            except NotFoundError:
+                raise NotFound(f"No drill with id {drill_id!r}.") from None
+
+    def list_jobs(
+        self,
+        limit: int = 20,
+        kind: Kind | None = None,
+        database: str | None = None,
+        request_id: str | None = None,
+    ) -> list[JobRecord]:
+        where, args = [], []
+        for column, value in (("database", database), ("request_id", request_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        kinds = [kind] if kind is not None else list(TABLES)
+        rows = [j for k in kinds for j in self._jobs_where(k, " AND ".join(where), args, limit)]
+        rows.sort(key=lambda j: j.started_at or "", reverse=True)
+        return rows[:limit]
+
+    def last_passed_job(self, database: str) -> JobRecord | None:
+        rows = [
+            j
+            for k in TABLES
+            for j in self._jobs_where(k, "database = ? AND status = 'passed'", [database], 1)
+        ]
+        return max(rows, key=lambda j: j.started_at or "", default=None)
+
+    def drills_to_clean(self) -> list[Drill]:
+        where = "scratch_db IS NOT NULL AND scratch_dropped = 0 AND coalesce(kept, 0) = 0"
+        return [
+            d
+            for d in self._jobs_where(Kind.DRILL, where, [])
+            if isinstance(d, Drill) and (d.status != DrillStatus.RUNNING or owner_gone(d.owner))
+        ]
+
+    def _jobs_where(
+        self, kind: Kind, where: str, args: list[Any], limit: int | None = None
+    ) -> list[JobRecord]:
+        table, record = TABLES[kind]
+        with self.conn.db() as db:
+            rows = db[table].rows_where(
+                where or None, args, order_by="started_at DESC", limit=limit
+            )
+            return [from_row(record, r) for r in rows]
