@@ -316,43 +316,21 @@ def run_dump(
         check = ArchiveCheck(pg_restore, env)
         toc = TocProbe(pg_restore, env)
         _grow_pipe(dump.stdout.fileno())
-        params = zstandard.ZstdCompressionParameters.from_level(
-            level,
-            threads=threads or -1,
-            job_size=2 << 20,  # smaller jobs than zstd's default: ~40 MB less memory, same speed
-            write_checksum=True,
-        )
-        cctx = zstandard.ZstdCompressor(compression_params=params)
         sink = _Sink(store)
-        raw = 0
-        out = dump.stdout
         # zstandard needs only `write`: the sink is a minimal file-like object
-        zw = cctx.stream_writer(cast(IO[bytes], sink), write_size=CHUNK, closefd=False)
-        while chunk := out.read(CHUNK):
-            raw += len(chunk)
-            check.feed(chunk)
-            if not toc.done:
-                toc.feed(chunk)
-            if splitter is None:
-                zw.write(chunk)
-            else:
-                for piece, ends_segment in splitter.feed(chunk):
-                    zw.write(piece)
-                    if ends_segment:
-                        zw.flush(zstandard.FLUSH_FRAME)
-                        store.put(CUT)
+        zw = _compressor(level, threads).stream_writer(
+            cast(IO[bytes], sink), write_size=CHUNK, closefd=False
+        )
+
+        def on_raw(raw: int) -> None:
             if progress:
                 progress(raw, sink.size, time.monotonic() - started)
+
+        raw = _compress(dump.stdout, zw, check, toc, splitter, store, on_raw)
         code = dump.wait()
         if code != 0:
             raise _dump_failed(code, err.text(secrets))
-        if splitter is not None:
-            for piece, _ in splitter.end():
-                zw.write(piece)
-        zw.flush(zstandard.FLUSH_FRAME)
-        if hashes is not None:
-            store.put(CUT)
-        store.close()
+        _end_frames(zw, splitter, hashes is not None, store)
         check.verify()
         toc_bytes, toc_sha256 = toc.verified()
         segments = None
@@ -360,15 +338,77 @@ def run_dump(
             segments = _segments(splitter, hashes, raw, sink.size)
         return DumpStats(raw, time.monotonic() - started, toc_bytes, toc_sha256, segments)
     except BaseException:
-        if dump.poll() is None:
-            dump.kill()
-        dump.wait()
-        store.close(raise_error=False)  # the caller aborts the writer: nothing may still write
-        if check is not None:
-            check.kill()
-        if toc is not None:
-            toc.kill()
+        _stop_lanes(dump, store, check, toc)
         raise
+
+
+def _stop_lanes(
+    dump: subprocess.Popen[bytes],
+    store: Pump[Any],
+    check: ArchiveCheck | None,
+    toc: TocProbe | None,
+) -> None:
+    """After a failure: pg_dump killed, the store lane closed (the caller aborts the
+    writer, so nothing may still write to it), the pg_restore checks killed."""
+    if dump.poll() is None:
+        dump.kill()
+    dump.wait()
+    store.close(raise_error=False)
+    if check is not None:
+        check.kill()
+    if toc is not None:
+        toc.kill()
+
+
+def _compressor(level: int, threads: int) -> zstandard.ZstdCompressor:
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level,
+        threads=threads or -1,
+        job_size=2 << 20,  # smaller jobs than zstd's default: ~40 MB less memory, same speed
+        write_checksum=True,
+    )
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
+def _compress(
+    out: IO[bytes],
+    zw: Any,
+    check: ArchiveCheck,
+    toc: TocProbe,
+    splitter: Splitter | None,
+    store: Pump[Any],
+    on_raw: Callable[[int], None],
+) -> int:
+    """Read pg_dump to its end: each chunk to the archive check, to the TOC probe until it
+    is done, and to zstd, whose frame ends (and the store lane's cut) where the splitter
+    says a segment ends. Returns the plain bytes read."""
+    raw = 0
+    while chunk := out.read(CHUNK):
+        raw += len(chunk)
+        check.feed(chunk)
+        if not toc.done:
+            toc.feed(chunk)
+        if splitter is None:
+            zw.write(chunk)
+        else:
+            for piece, ends_segment in splitter.feed(chunk):
+                zw.write(piece)
+                if ends_segment:
+                    zw.flush(zstandard.FLUSH_FRAME)
+                    store.put(CUT)
+        on_raw(raw)
+    return raw
+
+
+def _end_frames(zw: Any, splitter: Splitter | None, cut: bool, store: Pump[Any]) -> None:
+    """What the splitter still holds, the last frame ended, the store lane closed."""
+    if splitter is not None:
+        for piece, _ in splitter.end():
+            zw.write(piece)
+    zw.flush(zstandard.FLUSH_FRAME)
+    if cut:
+        store.put(CUT)
+    store.close()
 
 
 def _dump_failed(code: int, stderr: str) -> AtlasError:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import psycopg
 
@@ -129,47 +129,48 @@ class Taker:
                 dumped.writer.size,
             )
             sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
-            result: SnapshotResult = {
-                "dbname": dumped.server.dbname,
-                "server_version": dumped.server.version,
-                "pg_dump_version": dumped.pg_dump_version,
-                "size_bytes": dumped.writer.size,
-                "raw_size_bytes": dumped.stats.raw_size,
-                "sha256": sha256,
-                "toc_bytes": dumped.stats.toc_bytes,
-                "toc_sha256": dumped.stats.toc_sha256,
-                "segments": [seg.pack() for seg in dumped.stats.segments]
-                if dumped.stats.segments
-                else None,
-                "dump_s": round(dumped.stats.seconds, 3),
-                "manifest": dumped.manifest,
-                "verified_at": now(),
-                "pending_ref": None,
-            }
-            done = _with(snap, result)
-            doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
-            storage.put_bytes(sidecar_key(key), doc)
-            result["duration_s"] = round(_seconds_between(snap.started_at, now()), 3)
-            outage.outlast(
-                lambda: self.catalog.finish_snapshot(
-                    snap_id,
-                    SnapshotStatus.OK,
-                    audit=(requested_by, "snapshot.ok", {"size": dumped.writer.size}),
-                    **result,
-                )
-            )
+            self._finish(snap, dumped, sha256, identity)
         except BaseException as exc:
-            writer = opened[0] if opened else None
-            message = self._fail(snap_id, key, writer, exc, conn, committing)
-            self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
-            if isinstance(exc, AtlasError):
-                raise
-            if isinstance(exc, Exception):
-                raise AtlasError(message) from exc
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(f"Snapshot {snap_id}: {message}") from None
-            raise
+            self._raise_failure(snap, opened, exc, conn, committing)
         return self.catalog.get_snapshot(snap_id)
+
+    def _finish(
+        self, snap: Snapshot, dumped: _Dumped, sha256: str, identity: Identity | None
+    ) -> None:
+        """Write the sidecar beside the proven artifact, then record the snapshot `ok`
+        (across a short catalog outage: the artifact is safe in storage)."""
+        result = _result(dumped, sha256)
+        done = _with(snap, result)
+        doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
+        key = snap.storage_key or ""
+        self.store.get().put_bytes(sidecar_key(key), doc)
+        result["duration_s"] = round(_seconds_between(snap.started_at, now()), 3)
+        audit = (snap.requested_by or "", "snapshot.ok", {"size": dumped.writer.size})
+        outage.outlast(
+            lambda: self.catalog.finish_snapshot(snap.id, SnapshotStatus.OK, audit=audit, **result)
+        )
+
+    def _raise_failure(
+        self,
+        snap: Snapshot,
+        opened: list[_Committable],
+        exc: BaseException,
+        conn: Conn,
+        committing: bool,
+    ) -> NoReturn:
+        """Record the failure and raise it as the caller expects: an AtlasError, an
+        Interrupted for Ctrl-C, anything else that is no Exception as it was."""
+        writer = opened[0] if opened else None
+        key = snap.storage_key or ""
+        message = self._fail(snap.id, key, writer, exc, conn, committing)
+        self.catalog.audit(snap.requested_by or "", "snapshot.failed", snap.id, error=message)
+        if isinstance(exc, AtlasError):
+            raise exc
+        if isinstance(exc, Exception):
+            raise AtlasError(message) from exc
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"Snapshot {snap.id}: {message}") from None
+        raise exc
 
     def _begin(self, snap: Snapshot) -> Snapshot:
         """Record the snapshot as running. A snapshot of a process that is certainly gone
@@ -197,6 +198,9 @@ class Taker:
         identity: Identity | None,
         opened: list[_Committable],
     ) -> _Dumped:
+        """Stream pg_dump, in a snapshot exported by a read-only transaction that counts
+        the manifest meanwhile, into the (maybe encrypting) writer; the writer is left
+        open for the caller to commit, and in `opened` so a failure can abort it."""
         bindir = self.settings.pg_bindir
         tools_known = warm_tool_versions(("pg_dump", "pg_restore"), bindir)  # while connecting
         with conn.connect(autocommit=False) as pgconn:
@@ -216,32 +220,8 @@ class Taker:
             )
             exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
-            found: dict[str, Any] = {}
-            errors: list[BaseException] = []
-
-            def count() -> None:
-                try:
-                    found.update(manifest.collect(pgconn))
-                except BaseException as exc:  # reported after the dump
-                    errors.append(exc)
-
-            counter = threading.Thread(target=count, name=f"manifest-{snap_id}", daemon=True)
-            counter.start()
-            stored = self.store.get().writer(key)
-            log.info(
-                "snapshot %s: streaming pg_dump -> zstd level %s%s -> %s",
-                snap_id,
-                self.settings.zstd_level,
-                " -> age" if identity is not None else "",
-                self.store.get().location(key),
-            )
-            writer: ArtifactWriter = stored
-            if identity is not None:
-                from bot.store.crypto import EncryptingWriter
-
-                writer = EncryptingWriter(stored, identity)
-            committable = _Committable(writer, stored)
-            opened.append(committable)
+            counting = _ManifestCount(pgconn, snap_id)
+            writer = self._open_writer(snap_id, key, identity, opened)
             try:
                 self.catalog.update_snapshot(
                     snap_id,
@@ -250,45 +230,46 @@ class Taker:
                     pg_dump_version=dump_ver,
                     pending_ref=writer.pending_ref,
                 )
-                argv = [
-                    pg_dump,
-                    "--format=custom",
-                    "--compress=0",
-                    "--no-owner",
-                    "--no-acl",
-                    "--lock-wait-timeout=60s",
-                    f"--snapshot={exported[0]}",
-                    "--dbname",
-                    conn.conninfo,
-                ]
-                last = [0.0]
-
-                def on_bytes(raw: int, stored_bytes: int, elapsed: float) -> None:
-                    if progress and elapsed - last[0] >= progress_every:
-                        last[0] = elapsed
-                        progress(DumpProgress(snap_id, raw, stored_bytes, elapsed))
-
                 stats = pipeline.run_dump(
-                    argv,
+                    _dump_argv(pg_dump, str(exported[0]), conn),
                     conn.env(),
-                    writer,
+                    writer.outer,
                     pg_restore=pg_restore,
                     level=self.settings.zstd_level,
                     threads=self.settings.zstd_threads,
                     secrets=conn.secrets,
-                    progress=on_bytes,
+                    progress=_every(progress, progress_every, snap_id),
                     split=identity is None,  # age's stream cannot be read from the middle
                 )
-                counter.join()
-                if errors:
-                    raise AtlasError(f"Could not read the manifest: {errors[0]}")
+                found = counting.result()
             except BaseException:
                 writer.abort()
-                counter.join(timeout=30)
+                counting.stop()
                 raise
             if progress:
-                progress(DumpProgress(snap_id, stats.raw_size, stored.size, stats.seconds))
-            return _Dumped(committable, stats, info, dump_ver, found)
+                progress(DumpProgress(snap_id, stats.raw_size, writer.size, stats.seconds))
+            return _Dumped(writer, stats, info, dump_ver, found)
+
+    def _open_writer(
+        self, snap_id: str, key: str, identity: Identity | None, opened: list[_Committable]
+    ) -> _Committable:
+        """The storage writer for `key`, behind age when a key is configured."""
+        stored = self.store.get().writer(key)
+        log.info(
+            "snapshot %s: streaming pg_dump -> zstd level %s%s -> %s",
+            snap_id,
+            self.settings.zstd_level,
+            " -> age" if identity is not None else "",
+            self.store.get().location(key),
+        )
+        writer: ArtifactWriter = stored
+        if identity is not None:
+            from bot.store.crypto import EncryptingWriter
+
+            writer = EncryptingWriter(stored, identity)
+        committable = _Committable(writer, stored)
+        opened.append(committable)
+        return committable
 
     def _check_stored(self, key: str, writer: _Committable, committed: StoredObject) -> str:
         """The stored object must be exactly what was streamed, byte for byte; its sha256."""
@@ -350,6 +331,67 @@ class Taker:
         return message
 
 
+class _ManifestCount:
+    """Reads the manifest (tables with exact row counts, sequences, extensions) on the
+    dump's own transaction, on a thread, while pg_dump streams."""
+
+    def __init__(self, pgconn: psycopg.Connection, snap_id: str) -> None:
+        self.found: dict[str, Any] = {}
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(
+            target=self._count, args=(pgconn,), name=f"manifest-{snap_id}", daemon=True
+        )
+        self.thread.start()
+
+    def _count(self, pgconn: psycopg.Connection) -> None:
+        try:
+            self.found.update(manifest.collect(pgconn))
+        except BaseException as exc:  # reported after the dump
+            self.errors.append(exc)
+
+    def result(self) -> dict[str, Any]:
+        self.thread.join()
+        if self.errors:
+            raise AtlasError(f"Could not read the manifest: {self.errors[0]}")
+        return self.found
+
+    def stop(self) -> None:
+        """The dump failed: wait a while for the count, whose result nobody needs."""
+        self.thread.join(timeout=30)
+
+
+def _dump_argv(pg_dump: str, exported: str, conn: Conn) -> list[str]:
+    """pg_dump's arguments: custom format, uncompressed (zstd follows), in the exported
+    snapshot; the password travels in the environment, never here."""
+    return [
+        pg_dump,
+        "--format=custom",
+        "--compress=0",
+        "--no-owner",
+        "--no-acl",
+        "--lock-wait-timeout=60s",
+        f"--snapshot={exported}",
+        "--dbname",
+        conn.conninfo,
+    ]
+
+
+def _every(
+    progress: Callable[[DumpProgress], None] | None, seconds: float, snap_id: str
+) -> pipeline.OnBytes | None:
+    """The pipeline's byte counts as a DumpProgress at most every `seconds`."""
+    if progress is None:
+        return None
+    last = [0.0]
+
+    def on_bytes(raw: int, stored_bytes: int, elapsed: float) -> None:
+        if elapsed - last[0] >= seconds:
+            last[0] = elapsed
+            progress(DumpProgress(snap_id, raw, stored_bytes, elapsed))
+
+    return on_bytes
+
+
 class _Committable:
     """The outermost writer (maybe encrypting) and the storage writer beneath it."""
 
@@ -373,6 +415,27 @@ class _Committable:
 
     def abort(self) -> None:
         self.outer.abort()
+
+
+def _result(dumped: _Dumped, sha256: str) -> SnapshotResult:
+    """What a proven snapshot's record gains: sizes, checksums, where its blocks lie, the
+    manifest, the tools' versions."""
+    stats = dumped.stats
+    return {
+        "dbname": dumped.server.dbname,
+        "server_version": dumped.server.version,
+        "pg_dump_version": dumped.pg_dump_version,
+        "size_bytes": dumped.writer.size,
+        "raw_size_bytes": stats.raw_size,
+        "sha256": sha256,
+        "toc_bytes": stats.toc_bytes,
+        "toc_sha256": stats.toc_sha256,
+        "segments": [seg.pack() for seg in stats.segments] if stats.segments else None,
+        "dump_s": round(stats.seconds, 3),
+        "manifest": dumped.manifest,
+        "verified_at": now(),
+        "pending_ref": None,
+    }
 
 
 def _with(snap: Snapshot, fields: SnapshotResult) -> Snapshot:

@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NoReturn
 
 from bot.backup import pipeline, sidecar
 from bot.backup.keys import Keys
@@ -28,7 +29,10 @@ from bot.fleet.discover import server_conn
 from bot.pg import Conn, find_tool, server_info
 from bot.records import Snapshot, SnapshotKind, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
-from bot.store import Store
+from bot.store import ArtifactWriter, Store
+
+if TYPE_CHECKING:
+    from bot.store.crypto import Identity
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,8 @@ class GlobalsTaker:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 
     def take(self, server: Server, *, requested_by: str, source: str = "cli") -> Snapshot:
+        """Dump the server's globals, store them (encrypted when a key is set), read them
+        back, and record the snapshot; a failure is recorded and raised as AtlasError."""
         identity = self.keys.current()
         storage = self.store.get()
         snap_id = new_id()
@@ -89,104 +95,138 @@ class GlobalsTaker:
             )
         )
         conn = Conn("", None)
-        writer = None
-        committed = False
+        stored = _Stored()
         began = time.monotonic()
         try:
             conn = server_conn(server)
-            with conn.connect(autocommit=True) as c:
-                info = server_info(c)
-            tool, version = find_tool("pg_dumpall", info.major, self.settings.pg_bindir)
-            proc = subprocess.run(
-                [tool, "--globals-only", "--no-role-passwords", "--dbname", conn.conninfo],
-                env=conn.env(),
-                capture_output=True,
-                timeout=TIMEOUT_S,
-                check=False,
+            dumped = _dump_globals(conn, self.settings)
+            size, sha256 = self._store(key, dumped.data, identity, stored)
+            fields = _result(dumped, size, sha256, round(time.monotonic() - began, 3))
+            doc = sidecar.sidecar(
+                dataclasses.replace(snap, **fields), identity, plain=self.settings.sidecar_plain
             )
-            if proc.returncode != 0:
-                why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
-                raise AtlasError(f"pg_dumpall --globals-only failed: {why[0]}")
-            text = check_text(proc.stdout)
-            import zstandard
-
-            data = zstandard.ZstdCompressor(
-                level=self.settings.zstd_level, write_checksum=True
-            ).compress(proc.stdout)
-            stored = storage.writer(key)
-            writer = stored
-            if identity is not None:
-                from bot.store.crypto import EncryptingWriter
-
-                writer = EncryptingWriter(stored, identity)
-            writer.write(data)
-            result = writer.commit()
-            committed = True
-            size, sha256 = stored.size, result.sha256  # of the stored bytes
-            if not sha256:
-                size, sha256 = pipeline.hash_stored(storage, key)
-            back = bytearray()
-            pipeline.read_artifact(
-                storage,
-                key,
-                back.extend,
-                expect_size=size,
-                expect_sha256=sha256,
-                identity=identity,
-            )
-            if bytes(back) != proc.stdout:
-                raise AtlasError("The stored globals dump does not read back as written.")
-            parts = statements(text)
-            fields: SnapshotResult = {
-                "dbname": info.dbname,
-                "server_version": info.version,
-                "pg_dump_version": version,
-                "size_bytes": size,
-                "raw_size_bytes": len(proc.stdout),
-                "sha256": sha256,
-                "verified_at": now(),
-                "duration_s": round(time.monotonic() - began, 3),
-                "manifest": {
-                    "roles": sorted(r for p in parts if (r := created_role(p))),
-                    "tablespaces": sum(1 for p in parts if NOT_IN_A_TRANSACTION.match(p)),
-                },
-            }
-            done = dataclasses.replace(snap, **fields)
-            doc = sidecar.sidecar(done, identity, plain=self.settings.sidecar_plain)
             storage.put_bytes(sidecar_key(key), doc)
+            audit = (requested_by, "snapshot.ok", {"kind": "globals", "size": size})
             outage.outlast(  # stored and checked: worth waiting for the catalog
                 lambda: self.catalog.finish_snapshot(
-                    snap_id,
-                    SnapshotStatus.OK,
-                    audit=(requested_by, "snapshot.ok", {"kind": "globals", "size": size}),
-                    **fields,
+                    snap_id, SnapshotStatus.OK, audit=audit, **fields
                 )
             )
         except BaseException as exc:
-            message = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
-            message = redact(message, conn.secrets)
-            if writer is not None and not committed:
-                with contextlib.suppress(Exception):
-                    writer.abort()
-            if committed:
-                for k in (key, sidecar_key(key)):
-                    with contextlib.suppress(Exception):
-                        storage.delete(k)
-            status = (
-                SnapshotStatus.INTERRUPTED
-                if isinstance(exc, KeyboardInterrupt)
-                else SnapshotStatus.FAILED
-            )
-            within = 0.0 if isinstance(exc, KeyboardInterrupt) else outage.OUTLAST_S
-            outage.outlast(
-                lambda: self.catalog.finish_snapshot(snap_id, status, error=message),
-                within_s=within,
-            )
-            self.catalog.audit(requested_by, "snapshot.failed", snap_id, error=message)
-            if isinstance(exc, Exception):
-                raise AtlasError(message) from None
-            raise
+            self._fail(snap, stored, exc, conn)
         return self.catalog.get_snapshot(snap_id)
+
+    def _store(
+        self, key: str, data: bytes, identity: Identity | None, stored: _Stored
+    ) -> tuple[int, str]:
+        """Compress and store the dump, then read it back whole: (stored size, sha256)."""
+        import zstandard
+
+        storage = self.store.get()
+        packed = zstandard.ZstdCompressor(
+            level=self.settings.zstd_level, write_checksum=True
+        ).compress(data)
+        inner = storage.writer(key)
+        stored.writer = inner
+        if identity is not None:
+            from bot.store.crypto import EncryptingWriter
+
+            stored.writer = EncryptingWriter(inner, identity)
+        stored.writer.write(packed)
+        result = stored.writer.commit()
+        stored.committed = True
+        size, sha256 = inner.size, result.sha256  # of the stored bytes
+        if not sha256:
+            size, sha256 = pipeline.hash_stored(storage, key)
+        back = bytearray()
+        pipeline.read_artifact(
+            storage, key, back.extend, expect_size=size, expect_sha256=sha256, identity=identity
+        )
+        if bytes(back) != data:
+            raise AtlasError("The stored globals dump does not read back as written.")
+        return size, sha256
+
+    def _fail(self, snap: Snapshot, stored: _Stored, exc: BaseException, conn: Conn) -> NoReturn:
+        """Remove what was written, record why (once the catalog is back, unless Ctrl-C),
+        and raise: an AtlasError, or what is no Exception as it was."""
+        message = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
+        message = redact(message, conn.secrets)
+        key = snap.storage_key or ""
+        if stored.writer is not None and not stored.committed:
+            with contextlib.suppress(Exception):
+                stored.writer.abort()
+        if stored.committed:
+            for k in (key, sidecar_key(key)):
+                with contextlib.suppress(Exception):
+                    self.store.get().delete(k)
+        stopped = isinstance(exc, KeyboardInterrupt)
+        status = SnapshotStatus.INTERRUPTED if stopped else SnapshotStatus.FAILED
+        outage.outlast(
+            lambda: self.catalog.finish_snapshot(snap.id, status, error=message),
+            within_s=0.0 if stopped else outage.OUTLAST_S,
+        )
+        self.catalog.audit(snap.requested_by or "", "snapshot.failed", snap.id, error=message)
+        if isinstance(exc, Exception):
+            raise AtlasError(message) from None
+        raise exc
+
+
+@dataclass
+class _Stored:
+    """The writer of a globals artifact, once opened, and whether it was committed."""
+
+    writer: ArtifactWriter | None = None
+    committed: bool = False
+
+
+@dataclass(frozen=True)
+class _Dumped:
+    """pg_dumpall's output and what it was run against."""
+
+    data: bytes
+    text: str
+    dbname: str
+    server_version: str
+    tool_version: str
+
+
+def _dump_globals(conn: Conn, settings: Settings) -> _Dumped:
+    """Run pg_dumpall --globals-only (no passwords) against the server; its checked text."""
+    with conn.connect(autocommit=True) as c:
+        info = server_info(c)
+    tool, version = find_tool("pg_dumpall", info.major, settings.pg_bindir)
+    proc = subprocess.run(
+        [tool, "--globals-only", "--no-role-passwords", "--dbname", conn.conninfo],
+        env=conn.env(),
+        capture_output=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise AtlasError(f"pg_dumpall --globals-only failed: {why[0]}")
+    text = check_text(proc.stdout)
+    return _Dumped(proc.stdout, text, info.dbname, info.version, version)
+
+
+def _result(dumped: _Dumped, size: int, sha256: str, seconds: float) -> SnapshotResult:
+    """The globals snapshot's record once stored and read back: sizes, checksum, and a
+    manifest of the roles it creates and how many tablespace statements it holds."""
+    parts = statements(dumped.text)
+    return {
+        "dbname": dumped.dbname,
+        "server_version": dumped.server_version,
+        "pg_dump_version": dumped.tool_version,
+        "size_bytes": size,
+        "raw_size_bytes": len(dumped.data),
+        "sha256": sha256,
+        "verified_at": now(),
+        "duration_s": seconds,
+        "manifest": {
+            "roles": sorted(r for p in parts if (r := created_role(p))),
+            "tablespaces": sum(1 for p in parts if NOT_IN_A_TRANSACTION.match(p)),
+        },
+    }
 
 
 @dataclass

@@ -315,41 +315,7 @@ def _rds_error(
     from botocore import exceptions as bx
 
     if isinstance(exc, bx.ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", "?"))
-        detail = str(err.get("Message", "")).strip() or code
-        operation = getattr(exc, "operation_name", None)
-        action = f"rds:{operation}" if operation else "the RDS permission"
-        if code in _NOT_FOUND:
-            return _not_found(identifier, kind, client)
-        if code in _DENIED:
-            extra = " and rds:AddTagsToResource" if snapshot else ""
-            return AtlasError(
-                f"AWS denied access while {what}: {detail}",
-                f"grant {action}{extra} to the role or user Atlas runs as",
-            )
-        if code in _BAD_CREDENTIALS:
-            return AtlasError(
-                f"AWS rejected the credentials while {what}: {detail}",
-                "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or the role",
-            )
-        if code in _ALREADY_EXISTS:
-            return AtlasError(
-                f"An RDS snapshot named {snapshot} already exists.", "use another snapshot id"
-            )
-        if code in _BAD_STATE:
-            return AtlasError(
-                f"RDS {kind} {identifier} cannot be snapshotted right now: {detail}",
-                "wait until it is 'available' and try again",
-            )
-        if code == "SnapshotQuotaExceeded":
-            return AtlasError(
-                f"RDS refused {what}: the manual snapshot quota is used up.",
-                "delete old manual snapshots or raise the quota",
-            )
-        if code in _THROTTLED:
-            return AtlasError(f"RDS is throttling requests while {what}.", "try again shortly")
-        return AtlasError(f"RDS refused the request while {what}: {code}: {detail}")
+        return _client_error(exc, what, identifier, kind, client, snapshot)
     if isinstance(exc, bx.NoRegionError):
         return AtlasError("No AWS region is set for RDS.", "set AWS_REGION")
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
@@ -369,3 +335,44 @@ def _rds_error(
     if isinstance(exc, bx.BotoCoreError):
         return AtlasError(f"RDS failed while {what}: {exc}")
     return None
+
+
+def _client_error(
+    exc: Any, what: str, identifier: str, kind: str, client: Any, snapshot: str | None
+) -> AtlasError:
+    """An AtlasError for an error the RDS API answered with, by its code."""
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code", "?"))
+    detail = str(err.get("Message", "")).strip() or code
+    operation = getattr(exc, "operation_name", None)
+    action = f"rds:{operation}" if operation else "the RDS permission"
+    if code in _NOT_FOUND:
+        return _not_found(identifier, kind, client)
+    if code in _DENIED:
+        extra = " and rds:AddTagsToResource" if snapshot else ""
+        return AtlasError(
+            f"AWS denied access while {what}: {detail}",
+            f"grant {action}{extra} to the role or user Atlas runs as",
+        )
+    if code in _BAD_CREDENTIALS:
+        return AtlasError(
+            f"AWS rejected the credentials while {what}: {detail}",
+            "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or the role",
+        )
+    if code in _ALREADY_EXISTS:
+        return AtlasError(
+            f"An RDS snapshot named {snapshot} already exists.", "use another snapshot id"
+        )
+    if code in _BAD_STATE:
+        return AtlasError(
+            f"RDS {kind} {identifier} cannot be snapshotted right now: {detail}",
+            "wait until it is 'available' and try again",
+        )
+    if code == "SnapshotQuotaExceeded":
+        return AtlasError(
+            f"RDS refused {what}: the manual snapshot quota is used up.",
+            "delete old manual snapshots or raise the quota",
+        )
+    if code in _THROTTLED:
+        return AtlasError(f"RDS is throttling requests while {what}.", "try again shortly")
+    return AtlasError(f"RDS refused the request while {what}: {code}: {detail}")

@@ -17,6 +17,7 @@ from bot.records import JobRecord, Snapshot, SnapshotStatus
 from bot.words import count, human_seconds
 
 if TYPE_CHECKING:
+    from bot.config import DatabaseTarget
     from bot.services import Services
 
 GRACE = timedelta(hours=2)  # a snapshot may take a while, and a schedule may slip a little
@@ -367,20 +368,21 @@ def gather(
     if facts.storage_kind == "s3" and kept_ok and identity is None:
         head = storage.stat(kept_ok[0].storage_key or "")
         facts.newest_sse = head.sse if head is not None else None
+    _per_database(services, facts, now)
+    return facts
+
+
+def _per_database(services: Services, facts: Facts, now: datetime) -> None:
+    """Each database's facts: its settings' mistakes, newest snapshot and passed drill,
+    drill deadline, and its place in its server's rotation."""
+    from bot.ops import housekeeping
+
+    st = services.settings
     plans = housekeeping.rotation_plans(services, now)
     deadlines = housekeeping.drill_deadlines(services, now, plans)
     for name, target in st.databases.items():
-        for url, setting in (
-            (target.url, target.url_setting),
-            (target.staging_url, target.staging_setting),
-        ):
-            try:
-                if url is not None:
-                    Conn.parse(url, setting)
-            except AtlasError as exc:
-                facts.config_problems[name] = str(exc)
-        if target.staging_problem:
-            facts.config_problems[name] = target.staging_problem
+        if problem := _config_problem(target):
+            facts.config_problems[name] = problem
         newest = services.catalog.list_snapshots(limit=1, database=name, status=SnapshotStatus.OK)
         facts.last_snapshot[name] = newest[0] if newest else None
         facts.last_drill[name] = housekeeping.last_passed_drill(services, name)
@@ -391,7 +393,21 @@ def gather(
             if plans[server.name].next == name:
                 facts.rotation_next.add(name)
         facts.staging[name] = bool(target.staging_url)
-    return facts
+
+
+def _config_problem(target: DatabaseTarget) -> str | None:
+    """What is wrong with a database's URLs, the staging side's mistake last (as before)."""
+    problem = None
+    for url, setting in (
+        (target.url, target.url_setting),
+        (target.staging_url, target.staging_setting),
+    ):
+        try:
+            if url is not None:
+                Conn.parse(url, setting)
+        except AtlasError as exc:
+            problem = str(exc)
+    return target.staging_problem or problem
 
 
 def _gone_by(rows: list[Snapshot], days: int) -> datetime | None:

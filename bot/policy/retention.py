@@ -107,15 +107,7 @@ def plan(
 
     newest: set[int] = {id(members[0]) for members in groups.values()}
     last_artifact = _newest_corrupt_without_ok(rows, starts, set(groups))
-    picks: dict[int, str] = {}  # row -> first GFS reason (daily before weekly before monthly)
-    for members in groups.values():
-        for label, keep, bucket in (
-            ("daily", policy.keep_daily, _day),
-            ("weekly", policy.keep_weekly, _iso_week),
-            ("monthly", policy.keep_monthly, _month),
-        ):
-            for row, key in _newest_per_bucket(members, starts, bucket, keep):
-                picks.setdefault(id(row), f"{label} keep {key}")
+    picks = _gfs_picks(groups, starts, policy)
 
     decisions = []
     for row in rows:
@@ -145,6 +137,24 @@ def plan(
             keep, reason = False, f"older than {_days(policy.days)}"
         decisions.append(Decision(snap_id, keep, reason))
     return decisions
+
+
+def _gfs_picks(
+    groups: dict[tuple[str, str], list[Snapshot]],
+    starts: Mapping[int, datetime | None],
+    policy: RetentionPolicy,
+) -> dict[int, str]:
+    """Row -> the first GFS reason it is kept for (daily before weekly before monthly)."""
+    picks: dict[int, str] = {}
+    for members in groups.values():
+        for label, keep, bucket in (
+            ("daily", policy.keep_daily, _day),
+            ("weekly", policy.keep_weekly, _iso_week),
+            ("monthly", policy.keep_monthly, _month),
+        ):
+            for row, key in _newest_per_bucket(members, starts, bucket, keep):
+                picks.setdefault(id(row), f"{label} keep {key}")
+    return picks
 
 
 def _newest_corrupt_without_ok(

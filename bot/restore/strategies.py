@@ -135,56 +135,78 @@ class Tools:
         if toc is not None:
             lister = pipeline.TocProbe(toc[0], dest.env())
             copy = Pump(self.writing_to(toc[1]), name="toc-copy")
-        where = self.location(snap.storage_key or "")
-        held: bytearray | None = bytearray() if source.toc is not None else None
-        fed = False
-        stopped = False
-
-        def consume(chunk: bytes) -> None:
-            nonlocal lister, held, fed, stopped
-            if stopped:
-                return  # pg_restore gave up: the rest is only read to check its checksums
-            if held is not None and source.toc is not None:
-                held += chunk  # nothing reaches pg_restore before its SQL is verified
-                if len(held) < source.toc[0]:
-                    return
-                check_toc(held, source.toc, where)
-                chunk, held = bytes(held), None
-            if not fed:
-                fed = True
-                source.restoring()
-            if restore.failed:
-                # pg_restore exited on an error. Damaged data is one cause: read on to the
-                # end, so that a checksum mismatch is named as what it is.
-                stopped = True
-                if lister is not None:
-                    lister.kill()
-                    lister = None
-                return
-            restore.feed(chunk)
-            if lister is not None and copy is not None:
-                copy.put(chunk)  # the file holds at least what the lister was given
-                if lister.feed(chunk):
-                    _finish_toc(lister, copy)
-                    lister = None
-
+        feed = _Feed(restore, source, self.location(snap.storage_key or ""), lister, copy)
         try:
-            self.reader.read(snap, consume, source=source.chunks())
-            if held is not None:
-                raise Damaged(f"The archive {where} ends inside its table of contents.")
-            if lister is not None and copy is not None:
-                _finish_toc(lister, copy)  # a short archive: the file holds all of it
-                lister = None
+            self.reader.read(snap, feed, source=source.chunks())
+            feed.end()
             code, stderr = restore.finish()
             if code != 0:
                 raise restore_failed(stderr, code)
         except BaseException:
             restore.kill()
-            if lister is not None:
-                lister.kill()
-            if copy is not None:
-                copy.close(raise_error=False)
+            feed.kill()
             raise
+
+
+class _Feed:
+    """Where `stream_into` hands each decompressed chunk: held until the table of contents
+    is verified (nothing reaches pg_restore before its SQL is), then to pg_restore, and to
+    the table of contents' file and lister until the lister has read all of it."""
+
+    def __init__(
+        self,
+        restore: pipeline.FeedProcess,
+        source: Source,
+        where: str,
+        lister: pipeline.TocProbe | None,
+        copy: Pump[bytes] | None,
+    ) -> None:
+        self.restore, self.source, self.where = restore, source, where
+        self.lister, self.copy = lister, copy
+        self.held: bytearray | None = bytearray() if source.toc is not None else None
+        self.fed = False
+        self.stopped = False
+
+    def __call__(self, chunk: bytes) -> None:
+        if self.stopped:
+            return  # pg_restore gave up: the rest is only read to check its checksums
+        if self.held is not None and self.source.toc is not None:
+            self.held += chunk
+            if len(self.held) < self.source.toc[0]:
+                return
+            check_toc(self.held, self.source.toc, self.where)
+            chunk, self.held = bytes(self.held), None
+        if not self.fed:
+            self.fed = True
+            self.source.restoring()
+        if self.restore.failed:
+            # pg_restore exited on an error. Damaged data is one cause: read on to the
+            # end, so that a checksum mismatch is named as what it is.
+            self.stopped = True
+            if self.lister is not None:
+                self.lister.kill()
+                self.lister = None
+            return
+        self.restore.feed(chunk)
+        if self.lister is not None and self.copy is not None:
+            self.copy.put(chunk)  # the file holds at least what the lister was given
+            if self.lister.feed(chunk):
+                _finish_toc(self.lister, self.copy)
+                self.lister = None
+
+    def end(self) -> None:
+        """The artifact was read whole: the table of contents must have been in it."""
+        if self.held is not None:
+            raise Damaged(f"The archive {self.where} ends inside its table of contents.")
+        if self.lister is not None and self.copy is not None:
+            _finish_toc(self.lister, self.copy)  # a short archive: the file holds all of it
+            self.lister = None
+
+    def kill(self) -> None:
+        if self.lister is not None:
+            self.lister.kill()
+        if self.copy is not None:
+            self.copy.close(raise_error=False)
 
 
 def base_argv(job: Job, *, clean: bool | None = None) -> list[str]:
