@@ -24,12 +24,12 @@ from bot.config import Settings
 from bot.errors import AtlasError
 from bot.owners import owner_id
 from bot.report.chat import Chat, NoChat
-from bot.store import Store
+from bot.store import LazyStorage
 
 if TYPE_CHECKING:
-    from bot.approval.ask import Ask
-    from bot.approval.jobs import Jobs
-    from bot.approval.reactions import Reactions
+    from bot.approval.ask import ApprovalRequests
+    from bot.approval.jobs import ApprovedJobs
+    from bot.approval.reactions import ReactionApplier
     from bot.backup.read import Reader
     from bot.backup.rescan import Rescanner
     from bot.backup.take import Taker
@@ -52,7 +52,7 @@ class Services:
             settings.state, self._check_new_catalog, files.Access.for_group(settings.file_group)
         )
         self.chat = chat or NoChat()
-        self.store = Store(settings)
+        self.store = LazyStorage(settings)
         self.keys = Keys(settings)
         self.snapshots = Snapshots(settings, self.catalog)
         self.recovery = Recovery(settings, self.catalog, self.store)
@@ -63,9 +63,9 @@ class Services:
         self._rescanner: Rescanner | None = None
         self._restores: Restores | None = None
         self._scratch: Scratch | None = None
-        self._ask: Ask | None = None
-        self._jobs: Jobs | None = None
-        self._reactions: Reactions | None = None
+        self._ask: ApprovalRequests | None = None
+        self._jobs: ApprovedJobs | None = None
+        self._reactions: ReactionApplier | None = None
         # this process among the replicas sharing the catalog (`atlas serve` leases it)
         self.replica = f"{owner_id()}:{secrets.token_hex(3)}"
         self._fleets: Fleets | None = None
@@ -174,32 +174,32 @@ class Services:
             return self._restores
 
     @property
-    def ask(self) -> Ask:
+    def ask(self) -> ApprovalRequests:
         with self._build_lock:
             if self._ask is None:
-                from bot.approval.ask import Ask
+                from bot.approval.ask import ApprovalRequests
 
-                self._ask = Ask(self.settings, self.catalog, self.chat, self.restores)
+                self._ask = ApprovalRequests(self.settings, self.catalog, self.chat, self.restores)
             return self._ask
 
     @property
-    def jobs(self) -> Jobs:
+    def jobs(self) -> ApprovedJobs:
         with self._build_lock:
             if self._jobs is None:
-                from bot.approval.jobs import Jobs
+                from bot.approval.jobs import ApprovedJobs
 
-                self._jobs = Jobs(
+                self._jobs = ApprovedJobs(
                     self.catalog, self.chat, self.ask, self.restores, self.scratch, self.background
                 )
             return self._jobs
 
     @property
-    def reactions(self) -> Reactions:
+    def reactions(self) -> ReactionApplier:
         with self._build_lock:
             if self._reactions is None:
-                from bot.approval.reactions import Reactions
+                from bot.approval.reactions import ReactionApplier
 
-                self._reactions = Reactions(self.catalog, self.chat, self.ask, self.jobs)
+                self._reactions = ReactionApplier(self.catalog, self.chat, self.ask, self.jobs)
             return self._reactions
 
     def later(

@@ -18,7 +18,7 @@ from bot.restore.guard import guard_not_production
 from bot.restore.run import Restores
 
 
-class Ask:
+class ApprovalRequests:
     """Posts a restore or drill request for approval, and keeps its message true to its state."""
 
     def __init__(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from concurrent.futures import Executor
 
-from bot.approval.ask import Ask
+from bot.approval.ask import ApprovalRequests
 from bot.catalog import Catalog
 from bot.errors import AtlasError
 from bot.owners import REPLICA_LEASE, owner_gone
@@ -17,14 +17,14 @@ from bot.restore.run import Restores
 from bot.restore.scratch import Scratch
 
 
-class Jobs:
+class ApprovedJobs:
     """Approved restore jobs: each run once, its verdict said where it was asked for."""
 
     def __init__(
         self,
         catalog: Catalog,
         chat: Chat,
-        ask: Ask,
+        ask: ApprovalRequests,
         restores: Restores,
         scratch: Scratch,
         background: Executor,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bot.approval.ask import Ask
-from bot.approval.jobs import Jobs
+from bot.approval.ask import ApprovalRequests
+from bot.approval.jobs import ApprovedJobs
 from bot.catalog import Catalog, RequestChange
 from bot.policy import approvals
 from bot.records import Request, RequestFields, now
@@ -15,10 +15,12 @@ from bot.report.chat import Chat
 REFRESH = (approvals.COUNT, approvals.WITHDRAW, approvals.REJECT, approvals.EXPIRE)
 
 
-class Reactions:
+class ReactionApplier:
     """Applies a reaction to the request on its message, atomically, and starts the job once approved."""
 
-    def __init__(self, catalog: Catalog, chat: Chat, ask: Ask, jobs: Jobs) -> None:
+    def __init__(
+        self, catalog: Catalog, chat: Chat, ask: ApprovalRequests, jobs: ApprovedJobs
+    ) -> None:
         self.catalog, self.chat, self.ask, self.jobs = catalog, chat, ask, jobs
 
     def on_reaction(

@@ -22,7 +22,7 @@ from bot.config import Settings
 from bot.errors import AtlasError, Damaged
 from bot.pg import find_tool
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
-from bot.store import Store
+from bot.store import LazyStorage
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Reader:
         self,
         settings: Settings,
         catalog: Catalog,
-        store: Store,
+        store: LazyStorage,
         keys: Keys,
         snapshots: Snapshots,
         on_damage: OnDamage | None = None,

@@ -10,7 +10,7 @@ from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotStatus
-from bot.store import Store
+from bot.store import LazyStorage
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class Recovery:
     """Closes out snapshots a dead process left running, and removes their unfinished writes."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, store: Store) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, store: LazyStorage) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
 
     def recover(self, stale_after_s: float | None = None) -> list[Snapshot]:

@@ -13,7 +13,7 @@ from bot.backup.layout import SNAPSHOT_ID, artifact_key, globals_key, globals_na
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
-from bot.store import Store
+from bot.store import LazyStorage
 
 if TYPE_CHECKING:
     from bot.store.crypto import Identity
@@ -47,7 +47,9 @@ def _database_artifact(target: DatabaseTarget, snap_id: str, *, encrypted: bool 
 class Rescanner:
     """Rebuilds the catalog's snapshot records from the sidecars in storage."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, store: LazyStorage, keys: Keys
+    ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 
     def rescan(self, actor: str, *, dry_run: bool = False) -> list[Found]:

@@ -30,7 +30,7 @@ from bot.owners import Heartbeat
 from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
-from bot.store import ArtifactWriter, Store, StoredObject
+from bot.store import ArtifactWriter, LazyStorage, StoredObject
 from bot.text import clean_text
 
 if TYPE_CHECKING:
@@ -69,7 +69,12 @@ class Taker:
     """Takes one snapshot: dump, compress, store, read back, record."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, store: Store, keys: Keys, recovery: Recovery
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: LazyStorage,
+        keys: Keys,
+        recovery: Recovery,
     ) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
         self.keys, self.recovery = keys, recovery

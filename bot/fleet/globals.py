@@ -29,7 +29,7 @@ from bot.fleet.discover import server_conn
 from bot.pg import Conn, find_tool, server_info
 from bot.records import Snapshot, SnapshotKind, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
-from bot.store import ArtifactWriter, Store
+from bot.store import ArtifactWriter, LazyStorage
 
 if TYPE_CHECKING:
     from bot.store.crypto import Identity
@@ -71,7 +71,9 @@ def check_text(data: bytes) -> str:
 class GlobalsTaker:
     """Takes one server's globals snapshot: dump, compress, (encrypt,) store, read back."""
 
-    def __init__(self, settings: Settings, catalog: Catalog, store: Store, keys: Keys) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog, store: LazyStorage, keys: Keys
+    ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 
     def take(self, server: Server, *, requested_by: str, source: str = "cli") -> Snapshot:

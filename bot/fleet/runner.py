@@ -15,7 +15,7 @@ from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
 from bot.fleet.run import Fleet, Outcome, resolve
 from bot.records import Snapshot, WorkItem
-from bot.store import Store
+from bot.store import LazyStorage
 
 if TYPE_CHECKING:
     from bot.backup.take import Taker
@@ -32,7 +32,7 @@ class Fleets:
         self,
         settings: Settings,
         catalog: Catalog,
-        store: Store,
+        store: LazyStorage,
         keys: Keys,
         taker: Callable[[], Taker],
         replica: str,

@@ -39,8 +39,8 @@ from bot.pg import Conn
 from bot.records import Segment
 from bot.redaction import redact
 from bot.restore.strategies import (
-    Job,
-    Tools,
+    RestoreInput,
+    StrategyTools,
     base_argv,
     restore_failed,
     restore_file,
@@ -58,12 +58,12 @@ class Blocks:
     """Reads the artifact's data blocks in parallel into N pg_restore lanes."""
 
     def __init__(
-        self, tools: Tools, jobs: int, segments: list[Segment], *, verify_first: bool
+        self, tools: StrategyTools, jobs: int, segments: list[Segment], *, verify_first: bool
     ) -> None:
         self.tools, self.jobs, self.segments = tools, jobs, segments
         self.verify_first = verify_first
 
-    def restore(self, job: Job) -> None:
+    def restore(self, job: RestoreInput) -> None:
         head_segment, blocks = self.segments[0], self.segments[1:]
         head = self._head(job, head_segment)
         toc = self._toc(job, head, blocks)
@@ -96,12 +96,12 @@ class Blocks:
 
     # -- the head ---------------------------------------------------------------------------
 
-    def _head(self, job: Job, segment: Segment) -> bytes:
+    def _head(self, job: RestoreInput, segment: Segment) -> bytes:
         plain = bytearray()
         self._read(job, segment, plain.extend, hint=NOTHING_RESTORED)
         return bytes(plain)
 
-    def _toc(self, job: Job, head: bytes, blocks: list[Segment]) -> archive.Toc:
+    def _toc(self, job: RestoreInput, head: bytes, blocks: list[Segment]) -> archive.Toc:
         """The table of contents, which must list exactly the blocks the snapshot recorded."""
         try:
             toc = archive.read_toc(head)
@@ -121,7 +121,7 @@ class Blocks:
 
     def _read(
         self,
-        job: Job,
+        job: RestoreInput,
         segment: Segment,
         consume: Callable[[bytes], object] | None,
         stop: threading.Event | None = None,
@@ -172,7 +172,7 @@ class Blocks:
                 hint,
             )
 
-    def _verify_all(self, job: Job, blocks: list[Segment]) -> None:
+    def _verify_all(self, job: RestoreInput, blocks: list[Segment]) -> None:
         """Check every block's checksum, N at a time, before the target is touched."""
         work: queue.SimpleQueue[Segment] = queue.SimpleQueue()
         for segment in blocks:
@@ -192,7 +192,7 @@ class Blocks:
     # -- the data lanes ---------------------------------------------------------------------
 
     def _load(
-        self, job: Job, head: bytes, toc: archive.Toc, blocks: list[Segment], folder: Path
+        self, job: RestoreInput, head: bytes, toc: archive.Toc, blocks: list[Segment], folder: Path
     ) -> None:
         lanes = assign(blocks, self.jobs)
         in_blocks = {s.dump_id for s in blocks}
@@ -214,7 +214,7 @@ class Blocks:
 
     def _lane(
         self,
-        job: Job,
+        job: RestoreInput,
         head: bytes,
         segments: list[Segment],
         listing: Path,

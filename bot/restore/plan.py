@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bot.config import Settings
 from bot.records import Kind, Snapshot, segments_of
 from bot.restore.blocks import Blocks
-from bot.restore.strategies import Spool, Strategy, StreamOne, StreamThenIndexes, Tools
+from bot.restore.strategies import Spool, Strategy, StrategyTools, StreamOne, StreamThenIndexes
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Plan:
     hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it
 
 
-def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: Tools) -> Plan:
+def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: StrategyTools) -> Plan:
     """A snapshot stored in segments restores over ATLAS_RESTORE_JOBS connections, each
     segment checked as it is read (and all of them before a staging refresh touches
     staging). Older and encrypted snapshots stream: a drill once the table of contents

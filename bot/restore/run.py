@@ -34,10 +34,10 @@ from bot.records import (
 from bot.redaction import redact
 from bot.restore import checks, plan, strategies
 from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
-from bot.restore.scratch import Creating, Scratch, scratch_name
+from bot.restore.scratch import Scratch, ScratchCreation, scratch_name
 from bot.restore.source import CheckedArtifact, Source
 from bot.restore.waits import LockWatch
-from bot.store import CHUNK, Store
+from bot.store import CHUNK, LazyStorage
 from bot.words import count
 
 Phase = Callable[[str], None]
@@ -53,7 +53,7 @@ class Timings(TypedDict, total=False):
 
 
 @dataclass
-class Job:
+class RestoreJob:
     """One restore job as its steps share it: what is restored where, and how it went."""
 
     kind: Kind
@@ -70,7 +70,7 @@ class Job:
     started: float = field(default_factory=time.monotonic)
     timings: Timings = field(default_factory=lambda: Timings())
     first_byte: list[float] = field(default_factory=list)  # when pg_restore got its first
-    creating: Creating | None = None
+    creating: ScratchCreation | None = None
     keep: bool = False
 
     @property
@@ -87,7 +87,7 @@ class Restores:
         self,
         settings: Settings,
         catalog: Catalog,
-        store: Store,
+        store: LazyStorage,
         snapshots: Snapshots,
         reader: Reader,
         scratch: Scratch,
@@ -177,14 +177,14 @@ class Restores:
 
     def _prepare(
         self, kind: Kind, snap_id: str | None, requested_by: str, drill_id: str | None
-    ) -> Job:
+    ) -> RestoreJob:
         """Pick the snapshot and the strategy, start checking the artifact, and refuse a
         target that is production (or the catalog) before anything is recorded."""
         snap = self.pick_snapshot(snap_id)
         target, staging = self.staging_for(snap, kind)
         production = Conn.parse(target.url, target.url_setting)
         self.store.open_soon()  # an S3 client is built while the target is checked and made
-        tools = strategies.Tools(self.reader, self.store, self.work_dir())
+        tools = strategies.StrategyTools(self.reader, self.store, self.work_dir())
         how = plan.choose(kind, snap, self.settings, tools)
         log.info(
             "%s of %s: %s, %s",
@@ -211,13 +211,13 @@ class Restores:
             raise
         drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         scratch = scratch_name(drill_id) if kind == Kind.DRILL else None
-        return Job(
+        return RestoreJob(
             kind, snap, target, staging, production, known, how, artifact, drill_id, scratch,
             requested_by,
         )  # fmt: skip
 
     def _record_start(
-        self, job: Job, request_id: str | None, approved_by: list[str] | None
+        self, job: RestoreJob, request_id: str | None, approved_by: list[str] | None
     ) -> None:
         shared = RestoreFields(
             request_id=request_id,
@@ -239,7 +239,7 @@ class Restores:
             job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
         )
 
-    def _restore(self, job: Job, say: Phase, waiting: Phase) -> None:
+    def _restore(self, job: RestoreJob, say: Phase, waiting: Phase) -> None:
         """Stream the checked artifact into pg_restore by the planned strategy, the
         scratch database made meanwhile (a drill), waiting a bounded time for locks."""
         snap, artifact, dest = job.snap, job.artifact, job.dest
@@ -247,7 +247,7 @@ class Restores:
         if job.scratch:
             known, production = job.known, job.production
             # made on a thread while the artifact's head is read and checked
-            job.creating = Creating(
+            job.creating = ScratchCreation(
                 job.staging,
                 job.scratch,
                 lambda: guard_not_production(production, dest, known=known),
@@ -276,7 +276,7 @@ class Restores:
         creating = job.creating
         with LockWatch(dest, waiting, wait):
             job.how.strategy.restore(
-                strategies.Job(
+                strategies.RestoreInput(
                     snap=snap,
                     dest=dest,
                     pg_restore=pg_restore,
@@ -291,7 +291,7 @@ class Restores:
         if artifact is not None:
             artifact.close()
 
-    def _verify(self, job: Job, say: Phase) -> None:
+    def _verify(self, job: RestoreJob, say: Phase) -> None:
         """Compare with the manifest, run the app-flow checks (and the server's roles, for
         a fleet's drill), and record the verdict."""
         say("Verifying against the snapshot's manifest and running the app-flow checks…")
@@ -326,7 +326,7 @@ class Restores:
             "atlas", f"{job.kind}.{verdict}", job.drill_id, problems=problems, warnings=warnings
         )
 
-    def _record_failure(self, job: Job, exc: BaseException) -> None:
+    def _record_failure(self, job: RestoreJob, exc: BaseException) -> None:
         """Record what stopped the job, in words that say what state staging is in; an
         interruption is raised as one, anything not an Exception raised again."""
         kind, staging = job.kind, job.staging
@@ -362,7 +362,7 @@ class Restores:
         if not isinstance(exc, Exception):
             raise exc
 
-    def _clean_up(self, job: Job) -> None:
+    def _clean_up(self, job: RestoreJob) -> None:
         """Close the artifact and drop the scratch database, unless it is to be kept."""
         if job.artifact is not None:
             job.artifact.close()

@@ -35,7 +35,7 @@ def create_database(server: Conn, name: str) -> None:
             ) from None
 
 
-class Creating:
+class ScratchCreation:
     """A scratch database being created on a thread, so that the artifact's head can be
     read and checked meanwhile. `then` runs once it exists (the production guard on it)."""
 

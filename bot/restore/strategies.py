@@ -31,11 +31,11 @@ from bot.pump import Pump
 from bot.records import Snapshot
 from bot.redaction import redact
 from bot.restore.source import Source, check_toc
-from bot.store import Storage, Store
+from bot.store import LazyStorage, Storage
 
 
 @dataclass(frozen=True)
-class Job:
+class RestoreInput:
     """What a strategy restores, where, with which pg_restore, from which source."""
 
     snap: Snapshot
@@ -51,7 +51,7 @@ class Job:
 class Strategy(Protocol):
     """A way to run pg_restore on a snapshot."""
 
-    def restore(self, job: Job) -> None:
+    def restore(self, job: RestoreInput) -> None:
         """Restore `job.snap` into `job.dest`; raise on any checksum or pg_restore error."""
         ...
 
@@ -72,18 +72,18 @@ def session_env(dest: Conn, lock_wait_s: int = 0) -> dict[str, str]:
     return env
 
 
-class Tools:
+class StrategyTools:
     """What every strategy works with: the checked reader, the storage, and a private
     work folder."""
 
-    def __init__(self, reader: Reader, storage: Storage | Store, work_dir: Path) -> None:
+    def __init__(self, reader: Reader, storage: Storage | LazyStorage, work_dir: Path) -> None:
         self.reader, self._storage, self.work_dir = reader, storage, work_dir
 
     @property
     def storage(self) -> Storage:
         """Opened when first read: a strategy that starts with the database's own work
-        gives an S3 client time to be built meanwhile (`Store.open_soon`)."""
-        return self._storage.get() if isinstance(self._storage, Store) else self._storage
+        gives an S3 client time to be built meanwhile (`LazyStorage.open_soon`)."""
+        return self._storage.get() if isinstance(self._storage, LazyStorage) else self._storage
 
     def location(self, key: str) -> str:
         return self.storage.location(key)
@@ -113,7 +113,7 @@ class Tools:
         return write
 
     def stream_into(
-        self, argv: list[str], job: Job, *, toc: tuple[str, BinaryIO] | None = None
+        self, argv: list[str], job: RestoreInput, *, toc: tuple[str, BinaryIO] | None = None
     ) -> None:
         """Run pg_restore on the decompressed artifact fed through its stdin; raise on any
         checksum or pg_restore error. The artifact is opened once pg_restore has started
@@ -209,7 +209,7 @@ class _Feed:
             self.copy.close(raise_error=False)
 
 
-def base_argv(job: Job, *, clean: bool | None = None) -> list[str]:
+def base_argv(job: RestoreInput, *, clean: bool | None = None) -> list[str]:
     argv = [job.pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
     return [*argv, "--clean", "--if-exists"] if (job.clean if clean is None else clean) else argv
 
@@ -217,20 +217,20 @@ def base_argv(job: Job, *, clean: bool | None = None) -> list[str]:
 class StreamOne:
     """One pg_restore reading the checked stream."""
 
-    def __init__(self, tools: Tools) -> None:
+    def __init__(self, tools: StrategyTools) -> None:
         self.tools = tools
 
-    def restore(self, job: Job) -> None:
+    def restore(self, job: RestoreInput) -> None:
         self.tools.stream_into(base_argv(job), job)
 
 
 class StreamThenIndexes:
     """The data streamed first, then indexes and constraints in parallel."""
 
-    def __init__(self, tools: Tools, jobs: int) -> None:
+    def __init__(self, tools: StrategyTools, jobs: int) -> None:
         self.tools, self.jobs = tools, jobs
 
-    def restore(self, job: Job) -> None:
+    def restore(self, job: RestoreInput) -> None:
         base = base_argv(job)
         fd, name = self.tools.work_file(job.snap, ".toc")
         toc = Path(name)
@@ -254,10 +254,10 @@ class StreamThenIndexes:
 class Spool:
     """The artifact spooled to disk, then a parallel pg_restore."""
 
-    def __init__(self, tools: Tools, jobs: int) -> None:
+    def __init__(self, tools: StrategyTools, jobs: int) -> None:
         self.tools, self.jobs = tools, jobs
 
-    def restore(self, job: Job) -> None:
+    def restore(self, job: RestoreInput) -> None:
         """Decompress the whole artifact into a private file in the work dir, checking every
         checksum, then restore it with `pg_restore --jobs N`: table data loads over N
         connections, at the cost of disk space for the plain dump."""

@@ -36,7 +36,7 @@ def open_storage(
     return LocalStorage(Path(spec), access)
 
 
-class Store:
+class LazyStorage:
     """The configured storage, opened on first use: `atlas list` never imports boto3."""
 
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
@@ -66,4 +66,12 @@ class Store:
         threading.Thread(target=work, name="atlas-open-storage", daemon=True).start()
 
 
-__all__ = ["CHUNK", "ArtifactWriter", "Pending", "Storage", "Store", "StoredObject", "open_storage"]
+__all__ = [
+    "CHUNK",
+    "ArtifactWriter",
+    "Pending",
+    "Storage",
+    "LazyStorage",
+    "StoredObject",
+    "open_storage",
+]

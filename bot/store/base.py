@@ -54,7 +54,7 @@ class Pending:
 
 
 class Storage(Protocol):
-    """Where artifacts live (a folder or S3); `Store` picks one from the settings."""
+    """Where artifacts live (a folder or S3); `LazyStorage` picks one from the settings."""
 
     kind: str
 

@@ -18,7 +18,7 @@ from bot.backup.layout import FORMATS
 from bot.records import Snapshot, segments_of
 from bot.restore import plan
 from bot.restore.blocks import Blocks, assign, foreign_key_drops
-from bot.restore.strategies import StreamThenIndexes, Tools
+from bot.restore.strategies import StrategyTools, StreamThenIndexes
 from tests.support.helpers import services_for, settings_for
 from tests.support.pg import fill_realistic
 
@@ -382,5 +382,5 @@ def test_foreign_key_drops_are_the_archives_own_made_conditional(pg_url, tmp_pat
     assert any("orders_customer_id_fkey" in d for d in drops)
 
 
-def _tools(services: Any) -> Tools:
-    return Tools(services.reader, services.store.get(), services.restores.work_dir())
+def _tools(services: Any) -> StrategyTools:
+    return StrategyTools(services.reader, services.store.get(), services.restores.work_dir())

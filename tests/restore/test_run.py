@@ -305,12 +305,12 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
     services.reader.fetch(snap.id, str(full_path))
     try:
         dest = Conn.parse(pg.url(scratch))
-        tools = strategies.Tools(services.reader, services.store.get(), tmp_path)
+        tools = strategies.StrategyTools(services.reader, services.store.get(), tmp_path)
         with open(snap.location, "rb") as artifact, open(toc_path, "wb") as toc:
             source = Source(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None)
             tools.stream_into(
                 [pg_restore, "--no-owner", "--no-acl", "--section=pre-data", "--section=data"],
-                strategies.Job(snap, dest, pg_restore, source, clean=False),
+                strategies.RestoreInput(snap, dest, pg_restore, source, clean=False),
                 toc=(pg_restore, toc),
             )
         assert 0 < toc_path.stat().st_size < full_path.stat().st_size // 2

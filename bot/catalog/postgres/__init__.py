@@ -12,13 +12,13 @@ from bot.catalog.postgres.connection import PostgresConnection
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
 from bot.catalog.sql.jobs import JobRecords
-from bot.catalog.sql.requests import Requests
-from bot.catalog.sql.snapshots import Snapshots
+from bot.catalog.sql.requests import RequestRecords
+from bot.catalog.sql.snapshots import SnapshotRecords
 from bot.catalog.sql.tables import Database
 from bot.catalog.sql.work import Work
 
 
-class PostgresCatalog(Snapshots, Requests, JobRecords, Coordination, Work, Audit):
+class PostgresCatalog(SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, Audit):
     """`bot.catalog.Catalog` on PostgreSQL; migrated to the latest schema when opened."""
 
     conn: PostgresConnection

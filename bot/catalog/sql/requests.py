@@ -12,7 +12,7 @@ from bot.owners import owner_id
 from bot.records import Request, RequestFields, RequestStatus, encode, from_row, now, to_row
 
 
-class Requests:
+class RequestRecords:
     """The requests table's statements."""
 
     conn: Connection

@@ -24,7 +24,7 @@ from bot.records import (
 from bot.text import clean_text
 
 
-class Snapshots:
+class SnapshotRecords:
     """The snapshots table's statements."""
 
     conn: Connection

@@ -11,14 +11,14 @@ from bot import files
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
 from bot.catalog.sql.jobs import JobRecords
-from bot.catalog.sql.requests import Requests
-from bot.catalog.sql.snapshots import Snapshots
+from bot.catalog.sql.requests import RequestRecords
+from bot.catalog.sql.snapshots import SnapshotRecords
 from bot.catalog.sql.work import Work
 from bot.catalog.sqlite import migrations
 from bot.catalog.sqlite.connection import Database, SqliteConnection
 
 
-class SqliteCatalog(Snapshots, Requests, JobRecords, Coordination, Work, Audit):
+class SqliteCatalog(SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, Audit):
     """`bot.catalog.Catalog` on SQLite; migrated to the latest schema when opened."""
 
     conn: SqliteConnection
