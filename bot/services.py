@@ -7,21 +7,18 @@ part reaches back for Services. The parts do the work: a snapshot with its messa
 
 from __future__ import annotations
 
-import logging
 import secrets
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from bot import files
+from bot.background import Background
 from bot.backup.keys import Keys
 from bot.backup.lookup import Snapshots
 from bot.backup.recovery import Recovery
 from bot.backup.reported import ReportedSnapshots
 from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
-from bot.errors import AtlasError
 from bot.owners import owner_id
 from bot.report.chat import Chat, NoChat
 from bot.store import LazyStorage
@@ -36,9 +33,6 @@ if TYPE_CHECKING:
     from bot.fleet.runner import Fleets
     from bot.restore.run import Restores
     from bot.restore.scratch import Scratch
-
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Services:
@@ -56,7 +50,7 @@ class Services:
         self.keys = Keys(settings)
         self.snapshots = Snapshots(settings, self.catalog)
         self.recovery = Recovery(settings, self.catalog, self.store)
-        self.background = ThreadPoolExecutor(max_workers=4, thread_name_prefix="atlas-job")
+        self.background = Background()
         self._build_lock = threading.RLock()
         self._taker: Taker | None = None
         self._reader: Reader | None = None
@@ -201,29 +195,6 @@ class Services:
 
                 self._reactions = ReactionApplier(self.catalog, self.chat, self.ask, self.jobs)
             return self._reactions
-
-    def later(
-        self,
-        work: Callable[[], T],
-        done: Callable[[T], object],
-        failed: Callable[[AtlasError], object],
-    ) -> Future[None]:
-        """Run `work` in the background and hand on its result, or its AtlasError: Slack
-        wants an answer within 3 seconds, and the rest follows."""
-
-        def run() -> None:
-            try:
-                result = work()
-            except AtlasError as exc:
-                failed(exc)
-                return
-            except Exception as exc:  # said, not lost in a thread nobody watches
-                log.exception("background work failed")
-                failed(AtlasError(f"Unexpected error: {type(exc).__name__}: {exc}"))
-                return
-            done(result)
-
-        return self.background.submit(run)
 
     def shutdown(self) -> None:
         self.background.shutdown(wait=False, cancel_futures=True)

@@ -54,7 +54,7 @@ def _snapshot_all(call: Call, note: str) -> str:
     from bot.ops import housekeeping
 
     services = call.services
-    services.later(
+    services.background.later(
         lambda: housekeeping.fleet_snapshot(
             services, requested_by=call.user, source="slack", note=note, channel=call.channel
         ),
@@ -72,7 +72,7 @@ def verify(call: Call) -> str:
     if not call.args:
         return usage("verify")
     snap = call.services.snapshots.get(call.args)  # an unknown id is answered now
-    call.services.later(
+    call.services.background.later(
         lambda: call.services.reader.verify(snap.id, actor=call.user),
         lambda done: call.respond(text=messages.verified(done.snapshot)),
         lambda exc: call.respond(
@@ -95,7 +95,7 @@ def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
 def _ask(kind: Kind, call: Call) -> str:
     ref, database = _aim(call.services, call.args)
     snap = call.services.restores.pick_snapshot(ref, database)  # fail fast
-    call.services.later(
+    call.services.background.later(
         lambda: call.services.ask.request(
             kind=kind,
             snap_id=snap.id,
@@ -132,7 +132,7 @@ def unkeep(call: Call) -> str:
 def status(call: Call) -> str:
     from bot.ops import status as checklist
 
-    call.services.later(
+    call.services.background.later(
         lambda: checklist.render(checklist.evaluate(checklist.gather(call.services))),
         lambda text: call.respond(text=text),
         lambda exc: call.respond(text=messages.error(str(exc))),

@@ -32,6 +32,7 @@ BASICS = {
     "bot.conninfo",
     "bot.owners",
     "bot.pump",
+    "bot.background",
 }
 ALLOWED: dict[str, set[str]] = {
     # pure decisions: values in, values out, `now` an argument

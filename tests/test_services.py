@@ -36,9 +36,11 @@ def test_later_hands_on_the_result_or_the_error(services: Services) -> None:
         got.append(value)
         done.set()
 
-    _wait(services.later(lambda: 42, record, record))
-    _wait(services.later(lambda: (_ for _ in ()).throw(AtlasError("nope")), record, record))
-    _wait(services.later(lambda: 1 / 0, record, record))
+    _wait(services.background.later(lambda: 42, record, record))
+    _wait(
+        services.background.later(lambda: (_ for _ in ()).throw(AtlasError("nope")), record, record)
+    )
+    _wait(services.background.later(lambda: 1 / 0, record, record))
     assert got[0] == 42
     assert isinstance(got[1], AtlasError) and str(got[1]) == "nope"
     assert isinstance(got[2], AtlasError) and "ZeroDivisionError" in str(got[2])
