@@ -35,7 +35,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.snapshot_bench import REPO_ROOT, atlas_command, base_env, log, run_watched
+from bench.snapshot_bench import (
+    REPO_ROOT,
+    atlas_command,
+    base_env,
+    log,
+    machine_cpu_s,
+    run_watched,
+)
 
 RAW = "raw"
 
@@ -45,15 +52,6 @@ class Run:
     wall_s: float
     cpu_s: float  # the whole machine's busy CPU-seconds while it ran
     rss_mb: float | None = None
-
-
-def machine_cpu_s() -> float:
-    """Busy CPU-seconds of the whole machine since boot: every CPU's time but idle and
-    iowait, from the first line of /proc/stat."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    ticks = [int(x) for x in fields[:8]]  # user nice system idle iowait irq softirq steal
-    busy = sum(ticks) - ticks[3] - ticks[4]
-    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def measured(run: Callable[[], float | tuple[float, float]]) -> Run:
