@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -191,3 +192,28 @@ def test_a_drill_is_aimed_with_db_and_says_what_it_drilled(pg, pg_db, pg_url, st
         assert typo.returncode == 1 and "configured: app, billing" in typo.stderr
     finally:
         pg.drop_database(other)
+
+
+def test_drills_lists_a_refresh_and_a_drill_each_as_what_it_is(
+    pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
+) -> None:
+    fill_sample(pg_url, rows=50)
+    env = cli_env(
+        tmp_path,
+        DATABASE_URL=least_privilege.reader_url,
+        STAGING_DATABASE_URL=least_privilege.stager_url,
+    )
+    assert run_cli(["snapshot"], env, tmp_path).returncode == 0
+    into_staging = {**env, "STAGING_DATABASE_URL": least_privilege.owner_url}
+    refresh = run_cli(["restore", "latest", "--yes", "--json"], into_staging, tmp_path, text=True)
+    assert refresh.returncode == 0, refresh.stdout + refresh.stderr
+    drill = run_cli(["drill", "--yes", "--json"], env, tmp_path, text=True)
+    assert drill.returncode == 0, drill.stderr
+    listed = json.loads(run_cli(["drills", "--json"], env, tmp_path, text=True).stdout)
+    ids = (json.loads(drill.stdout)["id"], json.loads(refresh.stdout)["id"])
+    assert [(j["kind"], j["id"]) for j in listed] == [("drill", ids[0]), ("restore", ids[1])]
+    assert listed[0]["scratch_dropped"] == 1 and listed[0]["scratch_db"]
+    assert "scratch_db" not in listed[1] and listed[1]["status"] == "passed"
+    shown = run_cli(["drills"], env, tmp_path, text=True).stdout
+    assert re.search(rf"{ids[0]}\s+drill\s", shown), shown  # the table names each kind
+    assert re.search(rf"{ids[1]}\s+restore\s", shown), shown
