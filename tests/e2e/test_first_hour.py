@@ -125,9 +125,9 @@ def test_a_refresh_warning_is_in_the_audit_entry(
     assert any("staging_notes" in w and "unexpected" in w for w in warnings), warnings
 
 
-def test_the_console_shows_who_rejected_and_answers_a_late_approval(
-    pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
-) -> None:
+def _snapshot_as_reader(pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path) -> dict:
+    """The sample schema snapshotted by the read-only role; drills go to the staging
+    server as the CREATEDB-only role. The environment, for the commands that follow."""
     fill_sample(pg_url, rows=50)
     env = cli_env(
         tmp_path,
@@ -135,6 +135,13 @@ def test_the_console_shows_who_rejected_and_answers_a_late_approval(
         STAGING_DATABASE_URL=least_privilege.stager_url,
     )
     assert run_cli(["snapshot"], env, tmp_path).returncode == 0
+    return env
+
+
+def test_the_console_shows_who_rejected_and_answers_a_late_approval(
+    pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
+) -> None:
+    env = _snapshot_as_reader(pg_url, least_privilege, tmp_path)
     c = pexpect.spawn(
         sys.executable,
         ["-m", "bot.cli", "console"],
@@ -197,13 +204,7 @@ def test_a_drill_is_aimed_with_db_and_says_what_it_drilled(pg, pg_db, pg_url, st
 def test_drills_lists_a_refresh_and_a_drill_each_as_what_it_is(
     pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
 ) -> None:
-    fill_sample(pg_url, rows=50)
-    env = cli_env(
-        tmp_path,
-        DATABASE_URL=least_privilege.reader_url,
-        STAGING_DATABASE_URL=least_privilege.stager_url,
-    )
-    assert run_cli(["snapshot"], env, tmp_path).returncode == 0
+    env = _snapshot_as_reader(pg_url, least_privilege, tmp_path)
     into_staging = {**env, "STAGING_DATABASE_URL": least_privilege.owner_url}
     refresh = run_cli(["restore", "latest", "--yes", "--json"], into_staging, tmp_path, text=True)
     assert refresh.returncode == 0, refresh.stdout + refresh.stderr
