@@ -54,18 +54,15 @@ class Run:
     rss_mb: float | None = None
 
 
-def measured(run: Callable[[], float | tuple[float, float]]) -> Run:
-    """Run `run` (which returns its wall seconds, or those and its peak RSS in MB) and add
-    what the machine spent meanwhile."""
+def measured(run: Callable[[], tuple[float, float | None]]) -> Run:
+    """Run `run` (which returns its wall seconds and atlas's peak RSS in MB, if any) and
+    add what the machine spent meanwhile."""
     before = machine_cpu_s()
-    out = run()
-    cpu = machine_cpu_s() - before
-    if isinstance(out, tuple):
-        return Run(out[0], cpu, out[1])
-    return Run(out, cpu)
+    wall, rss = run()
+    return Run(wall, machine_cpu_s() - before, rss)
 
 
-def raw_loop(urls: list[str], password: str, folder: Path) -> float:
+def raw_loop(urls: list[str], password: str, folder: Path) -> tuple[float, None]:
     """The shell loop's work, one database after another; its wall seconds."""
     pg_dump = shutil.which("pg_dump") or "pg_dump"
     zstd = shutil.which("zstd") or "zstd"
@@ -86,10 +83,10 @@ def raw_loop(urls: list[str], password: str, folder: Path) -> float:
                 raise SystemExit(f"the raw loop failed on database {n}")
     wall = time.perf_counter() - began
     shutil.rmtree(folder)
-    return wall
+    return wall, None
 
 
-def atlas_run(url: str, databases: int, parallel: int, folder: Path) -> tuple[float, float]:
+def atlas_run(url: str, databases: int, parallel: int, folder: Path) -> tuple[float, float | None]:
     """One `atlas snapshot --all`; its wall seconds and peak RSS in MB."""
     env = {
         **base_env(),
