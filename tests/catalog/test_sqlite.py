@@ -92,6 +92,32 @@ def test_a_catalog_from_before_versions_is_migrated_and_keeps_its_rows(tmp_path:
     assert SqliteCatalog(path).schema_version() == migrations.LATEST  # opening again: a no-op
 
 
+def test_a_migration_step_that_fails_midway_leaves_nothing_half_done(tmp_path: Path) -> None:
+    """The move of refreshes to `restores` copies, then deletes: a failure between the two
+    (a trigger stands for a process killed there) must undo the copy, or the next start
+    would find the refresh in both tables and fail on its key."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(V0)
+        conn.execute("PRAGMA user_version = 5")
+        conn.execute(
+            "CREATE TRIGGER stop_here BEFORE DELETE ON drills "
+            "BEGIN SELECT RAISE(ABORT, 'killed mid-step'); END"
+        )
+    with pytest.raises(Exception, match="killed mid-step"):
+        SqliteCatalog(path)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 5  # the step is undone
+        assert conn.execute("SELECT count(*) FROM drills WHERE id = 'r-1'").fetchone()[0] == 1
+        moved = conn.execute("SELECT name FROM sqlite_master WHERE name = 'restores'").fetchall()
+        assert moved == []  # not even the new table
+        conn.execute("DROP TRIGGER stop_here")
+    catalog = SqliteCatalog(path)  # the next start does the step whole
+    assert catalog.schema_version() == migrations.LATEST
+    assert isinstance(catalog.get_job("r-1"), Restore)
+    assert [j.id for j in catalog.list_jobs()] == ["r-1", "d-1"]
+
+
 def test_records_round_trip(catalog: SqliteCatalog) -> None:
     snap = Snapshot(id="s1", database="app", note="<!here> ünïcode", manifest={"tables": {}})
     catalog.begin_snapshot(snap)

@@ -66,11 +66,28 @@ LATEST = len(STEPS)
 
 
 def migrate(db: Database) -> int:
-    """Bring the catalog to LATEST; returns the version it is at."""
+    """Bring the catalog to LATEST; returns the version it is at.
+
+    Each step runs with its version bump in one `BEGIN IMMEDIATE` transaction: a process
+    killed mid-step leaves the step undone, never half done (a refresh copied to
+    `restores` but still among the drills), and of two processes starting together on
+    an old catalog the second finds the step done. An up-to-date catalog takes no lock.
+    """
     db.execute("PRAGMA journal_mode = WAL")
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if _version(db) >= LATEST:
+        return _version(db)
     for number, step in enumerate(STEPS, start=1):
-        if number > version:
-            step(db)
-            db.execute(f"PRAGMA user_version = {number}")
-    return max(version, LATEST)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _version(db) < number:  # read again under the lock
+                step(db)
+                db.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return LATEST
+
+
+def _version(db: Database) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
