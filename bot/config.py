@@ -279,6 +279,16 @@ def _scope(v: str) -> str:
     return value
 
 
+def _swap_sessions(v: str) -> str:
+    value = v.strip().lower()
+    if value not in ("end", "wait"):
+        raise ValueError(
+            f"{v!r} is neither 'end' (a refresh ends the sessions still on staging after "
+            "ATLAS_SWAP_WAIT_S) nor 'wait' (it gives up, leaving staging as it was)"
+        )
+    return value
+
+
 def _cron(v: str) -> str | None:
     if not v.strip():
         return None
@@ -361,6 +371,9 @@ class Settings:
     restore_spool: bool = False
     check_timeout_s: int = 30
     lock_wait_s: int = 300  # how long a restore waits for a lock on staging (0: forever)
+    swap_wait_s: int = 30  # how long a refresh's swap waits for staging's sessions to leave
+    swap_sessions: str = "end"  # then: end them, or give up ("wait")
+    undo_keep_hours: int = 168  # how long the staging a refresh replaced is kept (0: not)
     work_dir: Path | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -466,6 +479,9 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "restore_spool": ("ATLAS_RESTORE_SPOOL", _boolean),
     "check_timeout_s": ("ATLAS_CHECK_TIMEOUT_S", _integer(1)),
     "lock_wait_s": ("ATLAS_LOCK_WAIT_S", _integer(0, 86400)),
+    "swap_wait_s": ("ATLAS_SWAP_WAIT_S", _integer(0, 86400)),
+    "swap_sessions": ("ATLAS_SWAP_SESSIONS", _swap_sessions),
+    "undo_keep_hours": ("ATLAS_UNDO_KEEP_HOURS", _integer(0, 24 * 366)),
     "work_dir": ("ATLAS_WORK_DIR", _optional_path),
     "snapshot_schedule": ("ATLAS_SNAPSHOT_SCHEDULE", _cron),
     "timezone": ("ATLAS_TIMEZONE", _timezone),

@@ -68,6 +68,7 @@ class Kind(StrEnum):
 
     RESTORE = "restore"
     DRILL = "drill"
+    UNDO = "undo"  # a request only: swap the staging a refresh kept back in
 
 
 # -- field declarations ----------------------------------------------------------------------
@@ -384,10 +385,18 @@ class Restored:
 
 @dataclass(kw_only=True)
 class Restore(Restored):
-    """A staging refresh's record (table `restores`): a snapshot restored over the staging
-    database, then verified there."""
+    """A staging refresh's record (table `restores`): a snapshot restored into a new
+    database beside staging, verified there, then swapped in by name; staging as it was
+    is kept for undo. An undo is a Restore too (`undo_of`), swapping the kept one back."""
 
     kind: ClassVar[Kind] = Kind.RESTORE
+    new_db: str | None = col(public=True)  # restored into until the swap
+    new_db_dropped: bool | None = col(int, public=True)  # a refresh that failed: dropped?
+    swapped: bool = col(int, public=True, default=False)  # the new database is staging
+    swap_s: float | None = col(float, public=True)  # the renames alone
+    kept_db: str | None = col(public=True)  # staging as it was before the swap
+    kept_dropped: bool | None = col(int, public=True)  # None: nothing kept yet
+    undo_of: str | None = col(public=True)  # the refresh (or undo) this one undid
 
 
 @dataclass(kw_only=True)
@@ -426,6 +435,18 @@ class RestoreFields(TypedDict, total=False):
     problems: list[str]
     error: str | None
     owner: str | None
+
+
+class RefreshFields(RestoreFields, total=False):
+    """A change to a Restore: the fields it shares with a Drill, and its swap's."""
+
+    new_db: str | None
+    new_db_dropped: bool | None
+    swapped: bool
+    swap_s: float | None
+    kept_db: str | None
+    kept_dropped: bool | None
+    undo_of: str | None
 
 
 class DrillFields(RestoreFields, total=False):

@@ -117,6 +117,27 @@ def drill(call: Call) -> str:
     return _ask(Kind.DRILL, call)
 
 
+def undo(call: Call) -> str:
+    """`/atlas undo [db:NAME]`: ask to swap back the staging the last refresh replaced."""
+    rest, database = _aim(call.services, call.args)
+    if rest:
+        return f"`/atlas undo` takes only `db:NAME`.\n{messages.HELP}"
+    services = call.services
+    kept = services.restores.undo.kept(database)  # nothing kept: answered now
+    services.background.later(
+        lambda: services.ask.request(
+            kind=Kind.UNDO,
+            snap_id=None,
+            requested_by=call.user,
+            channel=call.channel,
+            database=kept.database,
+        ),
+        lambda _req: None,  # the request message itself is the answer
+        lambda exc: call.respond(text=messages.error(str(exc))),
+    )
+    return f":raised_hand: Asking for approval to undo `{kept.id}` on {messages.escape(kept.database)}…"
+
+
 def keep(call: Call) -> str:
     if not call.args:
         return usage("keep")
@@ -151,6 +172,7 @@ SUBCOMMANDS: dict[str, Callable[[Call], str]] = {
     "restore": restore,
     "drill": drill,
     "drills": drills,
+    "undo": undo,
     "status": status,
     "keep": keep,
     "unkeep": unkeep,

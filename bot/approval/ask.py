@@ -16,6 +16,7 @@ from bot.report import messages
 from bot.report.chat import Chat, Message
 from bot.restore.guard import guard_not_production
 from bot.restore.run import Restores
+from bot.restore.undo import kept_for
 
 
 class ApprovalRequests:
@@ -60,12 +61,15 @@ class ApprovalRequests:
         channel = channel or self.settings.channel
         if not channel:
             raise AtlasError("No channel to ask for approvals in.", "set ATLAS_CHANNEL")
-        snap = self.restores.pick_snapshot(snap_id, database)
-        target, staging = self.restores.staging_for(snap, kind)
+        subject, database, snap = self._subject(kind, snap_id, database)
+        target = self.settings.target(database)
+        staging = Conn.parse(target.staging_url or "", target.staging_setting)
+        if snap is not None:
+            target, staging = self.restores.staging_for(snap, kind)
         try:
             guard_not_production(Conn.parse(target.url, target.url_setting), staging)
         except Refused as exc:
-            self.catalog.audit(requested_by, f"{kind}.refused", snap.id, error=str(exc))
+            self.catalog.audit(requested_by, f"{kind}.refused", subject, error=str(exc))
             Message(self.chat, channel).post(messages.error(str(exc)), [])
             raise
         approvers = self.resolve_approvers()
@@ -77,8 +81,8 @@ class ApprovalRequests:
         req = Request(
             id=f"req-{created.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}",
             kind=kind,
-            snapshot_id=snap.id,
-            database=snap.database,
+            snapshot_id=subject,
+            database=database,
             requested_by=requested_by,
             created_at=created.isoformat(timespec="milliseconds"),
             expires_at=(created + timedelta(minutes=self.settings.approval_ttl_minutes)).isoformat(
@@ -90,7 +94,7 @@ class ApprovalRequests:
             channel=channel,
         )
         self.catalog.add_request(req)
-        self.catalog.audit(requested_by, f"{kind}.requested", req.id, snapshot=snap.id)
+        self.catalog.audit(requested_by, f"{kind}.requested", req.id, snapshot=subject)
         msg = Message(self.chat, channel)
         msg.post(*self.render(req, snap))
         if msg.ts is None or msg.channel is None:
@@ -103,8 +107,20 @@ class ApprovalRequests:
             self.chat.react(msg.channel, msg.ts, emoji)
         return self.catalog.get_request(req.id)
 
+    def _subject(
+        self, kind: Kind, snap_id: str | None, database: str | None
+    ) -> tuple[str, str, Snapshot | None]:
+        """(what the request names, its database, the snapshot): a snapshot to restore,
+        or (an undo) the refresh whose kept staging comes back."""
+        if kind == Kind.UNDO:
+            _, kept = kept_for(self.settings, self.catalog, database)
+            return kept.id, kept.database, None
+        snap = self.restores.pick_snapshot(snap_id, database)
+        return snap.id, snap.database, snap
+
     def render(self, req: Request, snap: Snapshot | None = None) -> tuple[str, messages.Blocks]:
-        snap = snap or self.catalog.get_snapshot(req.snapshot_id)
+        if req.kind != Kind.UNDO:
+            snap = snap or self.catalog.get_snapshot(req.snapshot_id)
         target = self.settings.target(req.database)
         staging = Conn.parse(target.staging_url or "", target.staging_setting)
         where = (

@@ -4,13 +4,14 @@ background, reported in the request's thread and the channel; expired ones close
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from concurrent.futures import Executor
 
 from bot.approval.ask import ApprovalRequests
 from bot.catalog import Catalog
 from bot.errors import AtlasError
 from bot.owners import REPLICA_LEASE, owner_gone
-from bot.records import DrillStatus, JobRecord, RequestStatus, now
+from bot.records import DrillStatus, JobRecord, Kind, Request, RequestStatus, now
 from bot.report import messages
 from bot.report.chat import Blocks, Chat, Message
 from bot.restore.run import Restores
@@ -47,14 +48,7 @@ class ApprovedJobs:
         progress = Message(self.chat, req.channel, thread_ts=req.ts)
         progress.post(f":gear: {words} started.", [])
         try:
-            drill = self.restores.run(
-                kind=req.kind,
-                snap_id=req.snapshot_id,
-                requested_by=req.requested_by,
-                approved_by=req.approved_by,
-                request_id=req_id,
-                phase=lambda text: progress.update(f":gear: {text}", [], final=True),
-            )
+            drill = self._job(req, lambda text: progress.update(f":gear: {text}", [], final=True))
         except AtlasError as exc:
             self.catalog.update_request(req_id, status=RequestStatus.FAILED, reason=str(exc))
             self.ask.refresh(req_id)
@@ -74,6 +68,25 @@ class ApprovedJobs:
         text, blocks = self._verdict(drill)
         progress.update(text, blocks, final=True)  # the thread is final before the channel
         Message(self.chat, req.channel).post(text, blocks)
+
+    def _job(self, req: Request, say: Callable[[str], None]) -> JobRecord:
+        """Run what the request asked for: a drill, a refresh, or an undo."""
+        if req.kind == Kind.UNDO:
+            return self.restores.undo.run(
+                database=req.database,
+                requested_by=req.requested_by,
+                approved_by=req.approved_by,
+                request_id=req.id,
+                say=say,
+            )
+        return self.restores.run(
+            kind=req.kind,
+            snap_id=req.snapshot_id,
+            requested_by=req.requested_by,
+            approved_by=req.approved_by,
+            request_id=req.id,
+            phase=say,
+        )
 
     def announce(self, drill: JobRecord, channel: str | None) -> None:
         """Post the verdict of a drill or refresh that no request asked for (the CLI's)

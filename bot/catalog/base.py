@@ -20,9 +20,11 @@ from bot.records import (
     DrillFields,
     JobRecord,
     Kind,
+    RefreshFields,
     Request,
     RequestFields,
     RequestStatus,
+    Restore,
     RestoreFields,
     Snapshot,
     SnapshotFields,
@@ -155,6 +157,16 @@ class JobLog(Protocol):
     def drills_to_clean(self) -> list[Drill]:
         """Drills whose scratch database may still exist: not dropped yet after they
         finished, or still running in a process of this host that is gone."""
+        ...
+
+    def update_refresh(self, job_id: str, **fields: Unpack[RefreshFields]) -> None: ...
+    def kept_stagings(self, database: str | None = None) -> list[Restore]:
+        """Refreshes and undos whose kept staging still exists, newest first."""
+        ...
+
+    def refreshes_to_clean(self) -> list[Restore]:
+        """Refreshes whose new database may still exist unswapped: not dropped after they
+        failed, or still running in a process of this host that is gone."""
         ...
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bot.errors import AtlasError
-from bot.records import DrillStatus, Kind
+from bot.records import DrillStatus, JobRecord, Kind, Restore
 from bot.report import messages
 from bot.words import human_seconds
 
@@ -37,6 +37,7 @@ def _restore_command(
         services = open_services(fleet=True)
         services.fleets.aim(database)  # an unknown name is refused with the known ones
         snap = services.restores.pick_snapshot(snapshot_id, database)
+        services.scratch.clean_up()  # what a killed drill or refresh left on staging
         if database is not None and snap.database != database:
             raise AtlasError(
                 f"Snapshot {snap.id} is of {snap.database}, not {database}.",
@@ -71,13 +72,51 @@ def _restore_command(
     except AtlasError as exc:
         fail(exc, as_json, {"snapshot_id": snapshot_id})
         return
+    _print_result(drill, as_json)
+
+
+def _undo_command(database: str | None, yes: bool, as_json: bool) -> None:
+    """Swap back the staging the newest refresh (or undo) of the database kept."""
+    try:
+        services = open_services(fleet=True)
+        services.fleets.aim(database)
+        services.scratch.clean_up()  # a killed refresh first: it may have kept something
+        kept = services.restores.undo.kept(database)
+        if not yes:
+            if not sys.stdin.isatty():
+                raise AtlasError("Refusing to undo without confirmation.", "pass --yes")
+            click.confirm(
+                f"Swap {kept.kept_db} (staging before {kept.id}) back in as {kept.target}? "
+                "Staging as it is now is kept in turn",
+                abort=True,
+            )
+        job = services.restores.undo.run(
+            database=kept.database,
+            requested_by=operator_name(),
+            approved_by=["cli --yes" if yes else "cli confirm"],
+            say=lambda text: err().print(text, highlight=False, markup=False),
+        )
+        services.jobs.announce(job, services.settings.channel)
+    except AtlasError as exc:
+        fail(exc, as_json, {"undo": True, "database": database})
+        return
+    _print_result(job, as_json)
+
+
+def _print_result(drill: JobRecord, as_json: bool) -> None:
+    """The job's verdict, checks and problems; exit 1 unless it passed."""
     if as_json:
         print_json(drill_json(drill))
     else:
-        click.echo(
-            f"{drill.id}: {drill.kind} of {drill.database} from {drill.snapshot_id}: "
-            f"{drill.status} in {human_seconds(drill.total_s)}"
+        what = (
+            f"undo of {drill.undo_of} on {drill.database}"
+            if isinstance(drill, Restore) and drill.undo_of
+            else f"{drill.kind} of {drill.database} from {drill.snapshot_id}"
         )
+        click.echo(f"{drill.id}: {what}: {drill.status} in {human_seconds(drill.total_s)}")
+        if isinstance(drill, Restore) and drill.swapped:
+            kept = f"; kept {drill.kept_db} for --undo" if drill.kept_dropped is False else ""
+            click.echo(f"  swapped in as {drill.target} in {human_seconds(drill.swap_s)}{kept}")
         for c in drill.checks:
             click.echo(f"  {'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
         for p in drill.problems:  # warnings are recorded among them, marked as such
@@ -92,13 +131,33 @@ DB_HELP = "The database (its name from `atlas list`; `server.name` in a fleet)."
 
 
 @main.command()
-@click.argument("snapshot_id")
+@click.argument("snapshot_id", required=False)
 @click.option("--db", "database", default=None, help=DB_HELP + " With `latest`: its newest.")
+@click.option(
+    "--undo", is_flag=True, help="Swap back the staging the last refresh replaced (and kept)."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
-def restore(snapshot_id: str, database: str | None, yes: bool, as_json: bool) -> None:
-    """Restore a snapshot into staging (STAGING_DATABASE_URL), then verify it."""
-    _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database)
+def restore(
+    snapshot_id: str | None, database: str | None, undo: bool, yes: bool, as_json: bool
+) -> None:
+    """Refresh staging (STAGING_DATABASE_URL) from a snapshot: restored into a new database
+    beside it, verified, then swapped in; staging as it was is kept for --undo."""
+    if undo and snapshot_id:
+        fail(
+            AtlasError("--undo takes no snapshot id.", "atlas restore --undo [--db NAME]"), as_json
+        )
+    elif undo:
+        _undo_command(database, yes, as_json)
+    elif not snapshot_id:
+        fail(
+            AtlasError(
+                "atlas restore needs a snapshot id.", "name one (or `latest`), or pass --undo"
+            ),
+            as_json,
+        )
+    else:
+        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database)
 
 
 @main.command()

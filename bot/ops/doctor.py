@@ -57,6 +57,7 @@ def _steps(services: Services, slack: bool) -> Iterator[tuple[str, Callable[[], 
     for target in st.databases.values():
         yield f"database {target.name}", functools.partial(database_checks, st, target)
         yield f"staging {target.name}", functools.partial(staging_checks, st, target)
+    yield "kept staging", lambda: kept_checks(services)
     if slack and st.slack_bot_token is not None:
         from bot.slack.checks import slack_checks
 
@@ -240,7 +241,11 @@ def database_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
 
 
 PRIVILEGES = """
-SELECT r.rolsuper, r.rolcreatedb, pg_get_userbyid(d.datdba) = current_user,
+SELECT r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'MEMBER'),
+       pg_has_role(current_user, 'pg_signal_backend', 'MEMBER'),
+       EXISTS (SELECT 1 FROM pg_database m WHERE m.datname IN ('postgres', 'template1')
+               AND m.datname <> current_database() AND m.datallowconn
+               AND has_database_privilege(m.oid, 'CONNECT')),
        current_user, current_database(), pg_get_userbyid(d.datdba)
 FROM pg_roles r, pg_database d
 WHERE r.rolname = current_user AND d.datname = current_database()
@@ -264,8 +269,8 @@ def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
     with staging.connect(autocommit=True) as c:
         row = c.execute(PRIVILEGES).fetchone()
     assert row is not None
-    superuser, createdb, owner = (bool(v) for v in row[:3])
-    role, database, owned_by = (str(v) for v in row[3:])
+    superuser, createdb, owner, signal, maintenance = (bool(v) for v in row[:5])
+    role, database, owned_by = (str(v) for v in row[5:])
     guard_not_production(production, staging)
     server = staging.describe().rsplit("/", 1)[0]
     who = f"as {role} ({target.staging_setting})"
@@ -279,17 +284,61 @@ def staging_checks(st: Settings, target: DatabaseTarget) -> list[Check]:
             f"ALTER ROLE {role} CREATEDB"
         )
         checks.append(fail(f"drills of {target.name}", detail))
-    if superuser or owner:
-        detail = f"replace {database} on {server} {who}, which owns it"
-        checks.append(ok(f"refreshes of {target.name}", detail))
-    else:
-        detail = (
-            f"would replace {database} on {server} {who}, but {owned_by} owns it, so they "
-            f"fail: ALTER DATABASE {database} OWNER TO {role}, or name the staging database "
-            f"{role} owns in {target.staging_setting}"
+    checks.append(
+        _refresh_check(
+            st, target, role, server, database, owned_by,
+            superuser=superuser, createdb=createdb, owner=owner,
+            signal=signal, maintenance=maintenance,
         )
-        checks.append(warn(f"refreshes of {target.name}", detail))
+    )  # fmt: skip
     return checks
+
+
+def _refresh_check(
+    st: Settings,
+    target: DatabaseTarget,
+    role: str,
+    server: str,
+    database: str,
+    owned_by: str,
+    **can: bool,
+) -> Check:
+    """A refresh builds a new database beside staging (CREATEDB), renames both from
+    `postgres` or `template1` (CONNECT there, and membership in staging's owner), and may
+    end sessions on staging (its own roles', or any with pg_signal_backend)."""
+    who = f"as {role} ({target.staging_setting})"
+    missing = []
+    if not (can["superuser"] or can["createdb"]):
+        missing.append(f"ALTER ROLE {role} CREATEDB")
+    if not (can["superuser"] or can["owner"]):
+        missing.append(
+            f"{owned_by} owns {database}: ALTER DATABASE {database} OWNER TO {role}, or name "
+            f"a staging database {role} owns in {target.staging_setting}"
+        )
+    if not can["maintenance"]:
+        missing.append(f"GRANT CONNECT ON DATABASE postgres TO {role}")
+    title = f"refreshes of {target.name}"
+    if missing:
+        return warn(
+            title, f"cannot swap a new {database} in on {server} {who}: " + "; ".join(missing)
+        )
+    detail = (
+        f"build a new database beside {database} on {server} {who} and swap it in "
+        f"(CREATEDB, and it owns {database})"
+    )
+    if st.swap_sessions == "end" and not (can["superuser"] or can["signal"]):
+        detail += (
+            f"; it can end only its own roles' sessions on {database} for the swap "
+            f"(GRANT pg_signal_backend TO {role} to end others')"
+        )
+    return ok(title, detail)
+
+
+def kept_checks(services: Services) -> list[Check]:
+    """What refreshes kept for undo, and the space it takes."""
+    from bot.ops import kept
+
+    return [ok(f"kept staging of {k.database}", k.describe()) for k in kept.gather(services)]
 
 
 def render(checks: list[Check]) -> str:

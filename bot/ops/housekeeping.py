@@ -291,6 +291,8 @@ def fleet_snapshot(
 
 def daily(services: Services) -> dict[str, Any]:
     """Everything housekeeping does once a day (and once at start-up)."""
+    from bot.ops import kept
+
     result: dict[str, Any] = {"at": now()}
     for name, job in (
         # the servers' databases as they are today, so reminders and retention see them
@@ -301,6 +303,7 @@ def daily(services: Services) -> dict[str, Any]:
         ("expired", services.jobs.expire_due),
         ("unfinished_writes", lambda: len(services.recovery.sweep_pending())),
         ("scratch_dropped", services.scratch.clean_up),
+        ("kept_staging_dropped", lambda: kept.drop_expired(services)),
         # finished fleet work: a week of it is enough to see what a run did
         ("work_forgotten", lambda: services.catalog.forget_work(7 * 86400)),
     ):

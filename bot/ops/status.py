@@ -18,6 +18,7 @@ from bot.words import count, human_seconds
 
 if TYPE_CHECKING:
     from bot.config import DatabaseTarget
+    from bot.ops.kept import KeptStaging
     from bot.services import Services
 
 GRACE = timedelta(hours=2)  # a snapshot may take a while, and a schedule may slip a little
@@ -71,6 +72,7 @@ class Facts:
     left_out: list[str] = field(default_factory=list)  # selected but not backed up, and why
     rotation: dict[str, str] = field(default_factory=dict)  # database -> its server's rotation
     rotation_next: set[str] = field(default_factory=set)  # the databases to drill next
+    kept_stagings: list[KeptStaging] = field(default_factory=list)  # what undo can bring back
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -105,6 +107,10 @@ def evaluate(f: Facts) -> list[Line]:
         _encryption_line(f),
         *_damaged(f),
         _separation(f),
+        *(
+            Line(f"kept:{k.database}", OK, f"Kept staging of {k.database}", k.describe())
+            for k in f.kept_stagings
+        ),
     ]
 
 
@@ -369,6 +375,9 @@ def gather(
         head = storage.stat(kept_ok[0].storage_key or "")
         facts.newest_sse = head.sse if head is not None else None
     _per_database(services, facts, now)
+    from bot.ops import kept
+
+    facts.kept_stagings = kept.gather(services)
     return facts
 
 

@@ -6,12 +6,12 @@ import re
 from typing import Any
 
 from bot.records import (
-    Drill,
     DrillStatus,
     JobRecord,
     Kind,
     Request,
     RequestStatus,
+    Restore,
     Snapshot,
     SnapshotStatus,
 )
@@ -26,11 +26,12 @@ HELP = """\
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
 • `/atlas restore ID [db:NAME]`: ask to restore a snapshot into staging (approved by reactions)
 • `/atlas drill [ID] [db:NAME]`: ask for a restore drill into a new scratch database (default: the newest good snapshot of the first database, or of NAME)
+• `/atlas undo [db:NAME]`: ask to swap back the staging the last refresh replaced (approved by reactions)
 • `/atlas drills`: past drills and restores with their verdicts and timings
 • `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 # What only a terminal does, and why: asked for in Slack, the answer says where to go.
 TERMINAL_ONLY = {
@@ -274,7 +275,11 @@ def error(message: str) -> str:
 
 # -- restore and drill requests -----------------------------------------------------------
 
-KIND_WORDS = {Kind.RESTORE: "Restore into staging", Kind.DRILL: "Restore drill"}
+KIND_WORDS = {
+    Kind.RESTORE: "Restore into staging",
+    Kind.DRILL: "Restore drill",
+    Kind.UNDO: "Undo of a staging refresh",
+}
 
 
 def _users(ids: list[str]) -> str:
@@ -283,7 +288,7 @@ def _users(ids: list[str]) -> str:
 
 def request_message(
     req: Request,
-    snap: Snapshot,
+    snap: Snapshot | None,
     *,
     approve_emoji: str,
     reject_emoji: str,
@@ -299,9 +304,17 @@ def request_message(
         RequestStatus.REJECTED: f":no_entry: {what} rejected",
         RequestStatus.EXPIRED: f":hourglass: {what} expired",
     }.get(req.status, f"{what}: {req.status}")
-    text = f"{head}: snapshot `{snap.id}` of *{escape(snap.database)}*"
+    if snap is None:  # an undo: req.snapshot_id names the refresh undone
+        text = f"{head}: `{req.snapshot_id}` of *{escape(req.database)}*"
+        what_lines = [f"*Brings back:* the staging that `{req.snapshot_id}` replaced"]
+    else:
+        text = f"{head}: snapshot `{snap.id}` of *{escape(snap.database)}*"
+        what_lines = [
+            f"*Snapshot:* `{snap.id}` ({human_bytes(snap.size_bytes)}, taken "
+            f"{_utc(snap.started_at)} UTC)"
+        ]
     lines = [
-        f"*Snapshot:* `{snap.id}` ({human_bytes(snap.size_bytes)}, taken {_utc(snap.started_at)} UTC)",
+        *what_lines,
         f"*Into:* `{escape(target)}`",
         f"*Asked by:* <@{req.requested_by}>",
         f"*Approvals:* {len(req.approved_by)} of {req.required} ({_users(req.approved_by)})",
@@ -319,6 +332,8 @@ def request_message(
 
 def drill_report(drill: JobRecord, previous: JobRecord | None) -> tuple[str, Blocks]:
     """The verdict people read at a glance: checks table, restore time, trend."""
+    if isinstance(drill, Restore) and drill.undo_of:
+        return undo_report(drill)
     ok = drill.status == DrillStatus.PASSED
     what = KIND_WORDS[drill.kind]
     text = (
@@ -356,10 +371,36 @@ def drill_report(drill: JobRecord, previous: JobRecord | None) -> tuple[str, Blo
     return text, blocks
 
 
+def undo_report(job: Restore) -> tuple[str, Blocks]:
+    ok = job.status == DrillStatus.PASSED
+    text = (
+        f"{':leftwards_arrow_with_hook:' if ok else ':x:'} Undo `{job.id}` of *{escape(job.database)}* "
+        f"{'done' if ok else 'FAILED'}: the staging `{job.undo_of}` replaced is back"
+        + ("" if ok else " (not swapped)")
+    )
+    lines = [f"*Target:* `{escape(job.target or '')}`" + _swap_words(job)]
+    if job.error:
+        lines.append(f"*Error:* {escape(job.error)}")
+    lines += [f"• {escape(p)}" for p in job.problems[:20]]
+    return text, [_section(text), _section("\n".join(lines))]
+
+
+def _swap_words(job: Restore) -> str:
+    """What a refresh's (or undo's) swap did, and what it keeps."""
+    if not job.swapped:
+        return " (staging not touched)" if job.status != DrillStatus.RUNNING else ""
+    kept = (
+        f"; the staging it replaced is kept as `{job.kept_db}` for undo"
+        if job.kept_db and job.kept_dropped is False
+        else ""
+    )
+    return f" (swapped in, {human_seconds(job.swap_s)}{kept})"
+
+
 def _scratch_words(job: JobRecord) -> str:
-    """What became of a drill's scratch database; nothing for a refresh."""
-    if not isinstance(job, Drill):
-        return ""
+    """What became of a drill's scratch database, or of a refresh's swap."""
+    if isinstance(job, Restore):
+        return _swap_words(job)
     if job.kept:
         return " (kept)"
     return " (scratch database dropped)" if job.scratch_db and job.scratch_dropped else ""

@@ -28,16 +28,14 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from bot import files
 from bot.backup import archive
 from bot.backup.pipeline import FeedProcess, Frames
 from bot.errors import AtlasError, Damaged
-from bot.pg import Conn
 from bot.records import Segment
-from bot.redaction import redact
 from bot.restore.strategies import (
     RestoreInput,
     StrategyTools,
@@ -67,8 +65,8 @@ class Blocks:
         head_segment, blocks = self.segments[0], self.segments[1:]
         head = self._head(job, head_segment)
         toc = self._toc(job, head, blocks)
-        if self.verify_first or job.clean:
-            self._verify_all(job, blocks)  # before anything changes the target
+        if self.verify_first:
+            self._verify_all(job, blocks)  # before anything is restored
         fd, name = self.tools.work_file(job.snap, ".toc")
         path = Path(name)
         try:
@@ -79,8 +77,6 @@ class Blocks:
             base = base_argv(job)
             env = session_env(job.dest, job.lock_wait_s)
             clock = _Clock(job.snap.id)
-            if job.clean:
-                drop_foreign_keys(job.dest, toc, job.lock_wait_s)
             restore_file([*base, "--section=pre-data"], job.dest, path, env=env)
             clock.lap("schema created")
             self._load(job, head, toc, blocks, path.parent)
@@ -223,7 +219,7 @@ class Blocks:
     ) -> Callable[[], None]:
         def run() -> None:
             dest = job.dest
-            argv = [*base_argv(job, clean=False), "--section=data", "--use-list", str(listing)]
+            argv = [*base_argv(job), "--section=data", "--use-list", str(listing)]
             feed = FeedProcess(
                 [*argv, "--dbname", dest.conninfo],
                 session_env(dest, job.lock_wait_s),
@@ -313,41 +309,3 @@ def _run_lanes(work: list[Callable[[], None]], stop: threading.Event) -> None:
         raise
     if errors:
         raise next((e for e in errors if isinstance(e, Damaged)), errors[0])
-
-
-# -- a staging refresh ------------------------------------------------------------------------
-
-
-def foreign_key_drops(toc: archive.Toc) -> Iterator[str]:
-    """The archive's own DROP statements for its foreign keys, made conditional as
-    `pg_restore --if-exists` makes them: a refresh must drop them before the tables they
-    join, which `pg_restore --clean --section=pre-data` alone cannot do."""
-    for entry in toc.entries:
-        if entry.desc != "FK CONSTRAINT" or not entry.drop:
-            continue
-        stmt = entry.drop
-        if not stmt.startswith("ALTER TABLE ") or " DROP CONSTRAINT " not in stmt:
-            raise AtlasError(f"Unexpected drop statement in the archive: {stmt[:80]!r}")
-        stmt = "ALTER TABLE IF EXISTS " + stmt.removeprefix("ALTER TABLE ")
-        yield stmt.replace(" DROP CONSTRAINT ", " DROP CONSTRAINT IF EXISTS ", 1)
-
-
-def drop_foreign_keys(dest: Conn, toc: archive.Toc, lock_wait_s: int = 0) -> None:
-    drops = list(foreign_key_drops(toc))
-    if not drops:
-        return
-    try:
-        with dest.connect(autocommit=False) as conn, conn.transaction():
-            conn.execute("SELECT pg_catalog.set_config('search_path', '', true)")
-            if lock_wait_s:  # as long as pg_restore's sessions may wait, no longer
-                conn.execute(
-                    "SELECT pg_catalog.set_config('lock_timeout', %s, true)", [f"{lock_wait_s}s"]
-                )
-            for stmt in drops:
-                conn.execute(stmt.encode())  # the archive's SQL, checked against its sha256
-    except Exception as exc:
-        raise AtlasError(
-            f"Could not drop the archive's foreign keys in {dest.describe()}: "
-            f"{redact(str(exc), dest.secrets).strip().splitlines()[0]}",
-            "check that the staging role owns the tables it refreshes",
-        ) from None

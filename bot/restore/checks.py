@@ -11,7 +11,7 @@ from psycopg import sql
 from bot.backup import manifest
 from bot.config import Check
 from bot.pg import Conn, first_line
-from bot.records import CheckResult, Kind, Snapshot
+from bot.records import CheckResult, Snapshot
 
 
 def run_checks(conn: Conn, checks: list[Check], timeout_s: int) -> list[CheckResult]:
@@ -42,12 +42,8 @@ def run_checks(conn: Conn, checks: list[Check], timeout_s: int) -> list[CheckRes
     return results
 
 
-def manifest_problems(snap: Snapshot, dest: Conn, kind: Kind) -> tuple[list[str], list[str]]:
-    """(problems, warnings) of the restored database against the snapshot's manifest."""
+def manifest_problems(snap: Snapshot, dest: Conn) -> list[str]:
+    """What the restored database shows that differs from the snapshot's manifest."""
     with dest.connect(autocommit=True) as c:
         actual = manifest.collect(c)
-    problems = manifest.compare(snap.manifest or {}, actual)
-    if kind == Kind.RESTORE:  # staging may hold tables of its own that --clean leaves alone
-        warnings = [p for p in problems if p.endswith("is unexpected")]
-        return [p for p in problems if p not in warnings], warnings
-    return problems, []
+    return manifest.compare(snap.manifest or {}, actual)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.config import Settings
-from bot.records import Kind, Snapshot, segments_of
+from bot.records import Snapshot, segments_of
 from bot.restore.blocks import Blocks
 from bot.restore.strategies import Spool, Strategy, StrategyTools, StreamOne, StreamThenIndexes
 
@@ -19,13 +19,13 @@ class Plan:
     hold_toc: bool  # the stream's table of contents is checked before pg_restore reads it
 
 
-def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: StrategyTools) -> Plan:
+def choose(snap: Snapshot, settings: Settings, tools: StrategyTools) -> Plan:
     """A snapshot stored in segments restores over ATLAS_RESTORE_JOBS connections, each
-    segment checked as it is read (and all of them before a staging refresh touches
-    staging). Older and encrypted snapshots stream: a drill once the table of contents
-    (all the SQL a restore runs) is verified, a staging refresh (and every restore with
+    segment checked as it is read. Older and encrypted snapshots stream once the table
+    of contents (all the SQL a restore runs) is verified, or (with
     ATLAS_DRILL_VERIFY_FIRST) once the whole artifact is. Spooling checks everything
-    while it writes the plain dump to the work dir."""
+    while it writes the plain dump to the work dir. Drills and refreshes alike restore
+    into a database made for them, so a damaged block fails that one, never staging."""
     jobs = settings.restore_jobs
     segments = segments_of(snap)
     if jobs >= 2 and segments is not None and snap.encryption == "none":
@@ -33,12 +33,8 @@ def choose(kind: Kind, snap: Snapshot, settings: Settings, tools: StrategyTools)
         return Plan(blocks, check_whole_first=False, hold_toc=False)
     if settings.restore_spool and jobs >= 2:
         return Plan(Spool(tools, jobs), check_whole_first=False, hold_toc=False)
-    toc_first = (
-        kind == Kind.DRILL
-        and not settings.drill_verify_first
-        and bool(snap.toc_bytes and snap.toc_sha256)
-    )
-    if kind == Kind.RESTORE or jobs < 2:
+    toc_first = not settings.drill_verify_first and bool(snap.toc_bytes and snap.toc_sha256)
+    if jobs < 2:
         strategy: Strategy = StreamOne(tools)
     else:
         strategy = StreamThenIndexes(tools, jobs)

@@ -32,10 +32,12 @@ from bot.records import (
     now,
 )
 from bot.redaction import redact
-from bot.restore import checks, plan, strategies
+from bot.restore import checks, plan, refresh, strategies, swap
+from bot.restore.databases import create_database, drop_database
 from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
 from bot.restore.scratch import Scratch, ScratchCreation, scratch_name
 from bot.restore.source import CheckedArtifact, Source
+from bot.restore.undo import Undo
 from bot.restore.waits import LockWatch
 from bot.store import CHUNK, LazyStorage
 from bot.words import count
@@ -65,18 +67,19 @@ class RestoreJob:
     how: plan.Plan
     artifact: CheckedArtifact | None  # checked whole on a thread, when the plan says so
     drill_id: str
-    scratch: str | None  # a drill's scratch database
+    scratch: str  # a drill's scratch database, or the one a refresh builds beside staging
     requested_by: str
     started: float = field(default_factory=time.monotonic)
     timings: Timings = field(default_factory=lambda: Timings())
     first_byte: list[float] = field(default_factory=list)  # when pg_restore got its first
     creating: ScratchCreation | None = None
     keep: bool = False
+    swapped: bool = False  # a refresh's new database is staging now
 
     @property
     def dest(self) -> Conn:
-        """Where pg_restore writes: the scratch database, or staging itself."""
-        return self.staging.with_dbname(self.scratch) if self.scratch else self.staging
+        """Where pg_restore writes: the scratch database, or the refresh's new one."""
+        return self.staging.with_dbname(self.scratch)
 
 
 class Restores:
@@ -94,6 +97,7 @@ class Restores:
     ) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
         self.snapshots, self.reader, self.scratch = snapshots, reader, scratch
+        self.undo = Undo(settings, catalog)
 
     def pick_snapshot(self, ref: str | None, database: str | None = None) -> Snapshot:
         """The named snapshot, or the newest good one of the database."""
@@ -168,7 +172,10 @@ class Restores:
         say = phase or (lambda _msg: None)
         try:  # from the record on: whatever stops the job, the record says so
             self._restore(job, say, waiting or say)
-            self._verify(job, say)
+            outcome = self._verify(job, say)
+            if job.kind == Kind.RESTORE and outcome["status"] == DrillStatus.PASSED:
+                self._swap(job, say, waiting or say, outcome)
+            self._record_verdict(job, outcome)
         except BaseException as exc:
             self._record_failure(job, exc)
         finally:
@@ -185,7 +192,7 @@ class Restores:
         production = Conn.parse(target.url, target.url_setting)
         self.store.open_soon()  # an S3 client is built while the target is checked and made
         tools = strategies.StrategyTools(self.reader, self.store, self.work_dir())
-        how = plan.choose(kind, snap, self.settings, tools)
+        how = plan.choose(snap, self.settings, tools)
         log.info(
             "%s of %s: %s, %s",
             kind,
@@ -210,7 +217,7 @@ class Restores:
                 self.catalog.audit(requested_by, f"{kind}.refused", snap.id, error=str(exc))
             raise
         drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        scratch = scratch_name(drill_id) if kind == Kind.DRILL else None
+        scratch = scratch_name(drill_id) if kind == Kind.DRILL else swap.building_name(drill_id)
         return RestoreJob(
             kind, snap, target, staging, production, known, how, artifact, drill_id, scratch,
             requested_by,
@@ -227,12 +234,12 @@ class Restores:
             requested_by=job.requested_by,
             approved_by=approved_by or [],
         )
-        if job.scratch:
+        if job.kind == Kind.DRILL:
             record: JobRecord = Drill(
                 id=job.drill_id, scratch_db=job.scratch, scratch_dropped=False, **shared
             )
         else:
-            record = Restore(id=job.drill_id, **shared)
+            record = Restore(id=job.drill_id, new_db=job.scratch, new_db_dropped=False, **shared)
         self.catalog.add_job(record)
         job.started = time.monotonic()
         self.catalog.audit(
@@ -244,14 +251,14 @@ class Restores:
         scratch database made meanwhile (a drill), waiting a bounded time for locks."""
         snap, artifact, dest = job.snap, job.artifact, job.dest
         say(f"Fetching `{snap.id}` and checking its checksum…")
-        if job.scratch:
-            known, production = job.known, job.production
-            # made on a thread while the artifact's head is read and checked
-            job.creating = ScratchCreation(
-                job.staging,
-                job.scratch,
-                lambda: guard_not_production(production, dest, known=known),
-            )
+        known, production, staging, name = job.known, job.production, job.staging, job.scratch
+        # made on a thread while the artifact's head is read and checked
+        job.creating = ScratchCreation(
+            (lambda: create_database(staging, name))
+            if job.kind == Kind.DRILL
+            else (lambda: refresh.create_beside(staging, name)),
+            lambda: guard_not_production(production, dest, known=known),
+        )
         pg_restore, _ = find_tool(
             "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
         )
@@ -281,7 +288,6 @@ class Restores:
                     dest=dest,
                     pg_restore=pg_restore,
                     source=Source(chunks, restoring, toc),
-                    clean=job.kind == Kind.RESTORE,
                     ready=creating.wait if creating else lambda: None,
                     lock_wait_s=wait,
                 )
@@ -291,39 +297,80 @@ class Restores:
         if artifact is not None:
             artifact.close()
 
-    def _verify(self, job: RestoreJob, say: Phase) -> None:
+    def _verify(self, job: RestoreJob, say: Phase) -> RestoreFields:
         """Compare with the manifest, run the app-flow checks (and the server's roles, for
-        a fleet's drill), and record the verdict."""
+        a fleet's database); returns the verdict and what it rests on."""
         say("Verifying against the snapshot's manifest and running the app-flow checks…")
         t = time.monotonic()
-        problems, warnings = checks.manifest_problems(job.snap, job.dest, job.kind)
+        problems = checks.manifest_problems(job.snap, job.dest)
+        warnings: list[str] = []
         results = checks.run_checks(
             job.dest, [*self.settings.checks, *job.target.checks], self.settings.check_timeout_s
         )
-        if job.kind == Kind.DRILL and job.target.server:
-            found, cautions = self._check_globals(job.target, job.dest)
+        if job.target.server:
+            found, warnings = self._check_globals(job.target, job.dest)
             problems += found
-            warnings += cautions
         job.timings["verify_s"] = round(time.monotonic() - t, 3)
         problems += [f"check {c.name!r} failed: {c.detail}" for c in results if not c.passed]
-        verdict = DrillStatus.PASSED if not problems else DrillStatus.FAILED
-        job.keep = bool(job.scratch and self.settings.drill_keep)
         outcome = RestoreFields(
-            status=verdict,
-            finished_at=now(),
-            total_s=round(time.monotonic() - job.started, 3),
+            status=DrillStatus.PASSED if not problems else DrillStatus.FAILED,
             checks=results,
             problems=problems + [f"warning: {w}" for w in warnings],
             download_s=job.timings.get("download_s"),
             restore_s=job.timings.get("restore_s"),
             verify_s=job.timings.get("verify_s"),
         )
-        if job.scratch:
+        if job.kind == Kind.RESTORE and problems:
+            outcome["error"] = (
+                f"Staging {job.staging.describe()} was not touched: the restored copy failed "
+                "verification and is dropped."
+            )
+        return outcome
+
+    def _swap(self, job: RestoreJob, say: Phase, waiting: Phase, outcome: RestoreFields) -> None:
+        """A refresh that passed: its new database swapped in as staging (`waiting` hears
+        which sessions hold staging meanwhile), what staging was kept for undo (and what
+        earlier refreshes kept, dropped)."""
+        staging = job.staging.describe()
+        verified: RestoreFields = {**outcome}
+        verified.pop("status")  # running until the swap is done
+        self.catalog.update_job(job.drill_id, job.kind, **verified)  # kept if the swap fails
+        say(f"Verified. Swapping it in as {staging}…")
+
+        def before(kept: str | None) -> None:
+            self.catalog.update_refresh(job.drill_id, kept_db=kept)
+
+        done = refresh.swap_in(
+            job.staging, job.scratch, job.drill_id, refresh.policy(self.settings, waiting), before
+        )
+        job.swapped = True
+        self.catalog.update_refresh(
+            job.drill_id,
+            swapped=True,
+            swap_s=round(done.seconds, 3),
+            kept_dropped=False if done.kept else None,
+        )
+        refresh.retire_kept(self.catalog, self.settings, job.target.name, done.kept)
+        notes = [f"session ended for the swap: {e}" for e in done.ended] + done.warnings
+        outcome["problems"] = [*outcome.get("problems", []), *(f"warning: {n}" for n in notes)]
+
+    def _record_verdict(self, job: RestoreJob, outcome: RestoreFields) -> None:
+        verdict = outcome["status"]
+        job.keep = job.kind == Kind.DRILL and self.settings.drill_keep
+        outcome["finished_at"] = now()
+        outcome["total_s"] = round(time.monotonic() - job.started, 3)
+        if job.kind == Kind.DRILL:
             self.catalog.update_drill(job.drill_id, kept=job.keep, **outcome)
         else:
             self.catalog.update_job(job.drill_id, job.kind, **outcome)
+        problems = [p for p in outcome.get("problems", []) if not p.startswith("warning: ")]
+        warnings = [p.removeprefix("warning: ") for p in outcome.get("problems", [])]
         self.catalog.audit(
-            "atlas", f"{job.kind}.{verdict}", job.drill_id, problems=problems, warnings=warnings
+            "atlas",
+            f"{job.kind}.{verdict}",
+            job.drill_id,
+            problems=problems,
+            warnings=[w for w in warnings if w not in problems],
         )
 
     def _record_failure(self, job: RestoreJob, exc: BaseException) -> None:
@@ -337,13 +384,11 @@ class Restores:
         stopped = isinstance(exc, KeyboardInterrupt)
         if stopped:
             message = "Interrupted by the operator (Ctrl-C)"
-            if kind == Kind.DRILL:
-                message += "; its scratch database is dropped."
+            message += "; its scratch database is dropped." if kind == Kind.DRILL else ""
         if kind == Kind.RESTORE:  # say what state staging is in, whatever happened
             message = message.rstrip(".") + (
-                f": staging {staging.describe()} may be partly restored and is not fit "
-                "to use; refresh it again."
-                if job.first_byte
+                f": the swap had happened, staging {staging.describe()} holds the snapshot."
+                if job.swapped
                 else f": staging {staging.describe()} was not touched."
             )
         status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
@@ -356,6 +401,8 @@ class Restores:
             total_s=round(time.monotonic() - job.started, 3),
             **job.timings,
         )
+        if kind == Kind.RESTORE and not job.swapped:
+            self.catalog.update_refresh(job.drill_id, kept_db=None)  # nothing was kept
         self.catalog.audit("atlas", f"{kind}.{status}", job.drill_id, error=message)
         if stopped:
             raise Interrupted(f"{kind.title()} {job.drill_id}: {message}") from None
@@ -363,15 +410,21 @@ class Restores:
             raise exc
 
     def _clean_up(self, job: RestoreJob) -> None:
-        """Close the artifact and drop the scratch database, unless it is to be kept."""
+        """Close the artifact and drop the database restored into, unless it is to be kept
+        (a drill's, with ATLAS_DRILL_KEEP) or is staging now (a refresh's, swapped in)."""
         if job.artifact is not None:
             job.artifact.close()
         creating = job.creating
-        if creating is not None:
-            with contextlib.suppress(BaseException):
-                creating.wait()  # a restore that failed first: the database may be made
-            if creating.created and not job.keep and job.scratch:
-                self.scratch.drop(job.drill_id, job.staging, job.scratch, in_report=True)
+        if creating is None:
+            return
+        with contextlib.suppress(BaseException):
+            creating.wait()  # a restore that failed first: the database may be made
+        if not creating.created or job.keep or job.swapped:
+            return
+        if job.kind == Kind.DRILL:
+            self.scratch.drop(job.drill_id, job.staging, job.scratch, in_report=True)
+        elif drop_database(job.staging, job.scratch) is None:
+            self.catalog.update_refresh(job.drill_id, new_db_dropped=True)
 
     def _check_globals(self, target: DatabaseTarget, dest: Conn) -> tuple[list[str], list[str]]:
         """(problems, warnings) of the server's newest globals snapshot applied on the

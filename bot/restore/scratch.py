@@ -7,14 +7,12 @@ import logging
 import threading
 from collections.abc import Callable
 
-import psycopg
-from psycopg import sql
-
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError
-from bot.pg import Conn, first_line
+from bot.pg import Conn
 from bot.records import DrillStatus, now
+from bot.restore.databases import drop_database
 
 log = logging.getLogger(__name__)
 
@@ -23,33 +21,22 @@ def scratch_name(drill_id: str) -> str:
     return f"atlas_drill_{drill_id.replace('-', '_')}"
 
 
-def create_database(server: Conn, name: str) -> None:
-    with server.connect(autocommit=True) as c:
-        try:
-            c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.Error as exc:
-            raise AtlasError(
-                f"Cannot create the scratch database {name} on {server.describe()}: "
-                f"{first_line(str(exc))}",
-                "the staging user needs CREATEDB",
-            ) from None
-
-
 class ScratchCreation:
-    """A scratch database being created on a thread, so that the artifact's head can be
-    read and checked meanwhile. `then` runs once it exists (the production guard on it)."""
+    """A scratch database (or a refresh's new one) being created on a thread by `make`, so
+    that the artifact's head can be read and checked meanwhile. `then` runs once it
+    exists (the production guard on it)."""
 
-    def __init__(self, server: Conn, name: str, then: Callable[[], object]) -> None:
+    def __init__(self, make: Callable[[], None], then: Callable[[], object]) -> None:
         self.created = False
         self._error: BaseException | None = None
         self._thread = threading.Thread(
-            target=self._run, args=(server, name, then), name="atlas-scratch", daemon=True
+            target=self._run, args=(make, then), name="atlas-scratch", daemon=True
         )
         self._thread.start()
 
-    def _run(self, server: Conn, name: str, then: Callable[[], object]) -> None:
+    def _run(self, make: Callable[[], None], then: Callable[[], object]) -> None:
         try:
-            create_database(server, name)
+            make()
             self.created = True
             then()
         except BaseException as exc:
@@ -60,41 +47,6 @@ class ScratchCreation:
         self._thread.join()
         if self._error is not None:
             raise self._error
-
-
-def drop_database(server: Conn, name: str | None) -> str | None:
-    """Drop a scratch database; None when it is gone, else why it is not.
-
-    A staging role without superuser cannot use `WITH (FORCE)` while a session it may
-    not signal is connected: an autovacuum worker, which a fresh restore attracts, or
-    another role's session. So: end the role's own leftover sessions (pg_restore
-    workers), then a plain DROP, which asks autovacuum to leave and waits for it; FORCE
-    only as the last resort, for roles allowed to use it.
-    """
-    if not name:
-        return None
-    drop = sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name))
-    try:
-        with server.connect(autocommit=True) as c:
-            c.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid() AND usename = current_user",
-                [name],
-            )
-            try:
-                c.execute(drop)  # the server waits up to 5 s for autovacuum to leave
-                return None
-            except psycopg.errors.ObjectInUse as exc:
-                error = first_line(str(exc))
-            try:
-                c.execute(sql.SQL("{} WITH (FORCE)").format(drop))
-                return None
-            except psycopg.Error as exc:
-                error = f"{error}; {first_line(str(exc))}"
-    except (psycopg.Error, AtlasError) as exc:
-        error = first_line(str(exc))
-    log.error("could not drop scratch database %s: %s", name, error)
-    return error
 
 
 class Scratch:
@@ -122,10 +74,11 @@ class Scratch:
         return False
 
     def clean_up(self) -> list[str]:
-        """Drop scratch databases that earlier drills left behind: a drop that failed (a
-        session of another role was still connected), or a drill whose process died.
-        Only databases this catalog created are touched."""
-        dropped = []
+        """Drop scratch databases that earlier drills left behind (a drop that failed: a
+        session of another role was still connected; or a drill whose process died), and
+        the new databases of refreshes that died before their swap. Only databases this
+        catalog created are touched."""
+        dropped = self._clean_refreshes()
         for drill in self.catalog.drills_to_clean():
             assert drill.scratch_db
             if drill.status == DrillStatus.RUNNING:
@@ -137,13 +90,7 @@ class Scratch:
                 )
                 self.catalog.audit("atlas", f"{drill.kind}.interrupted", drill.id)
             try:
-                target = self.settings.target(drill.database)
-                server = Conn.parse(target.staging_url or "", target.staging_setting)
-                fleet_server = self.settings.servers.get(target.server or "")
-                if fleet_server is not None:  # the scratch database is on its staging server
-                    from bot.fleet.discover import staging_server_conn
-
-                    server = staging_server_conn(fleet_server) or server
+                server = self._server_of(drill.database)
             except AtlasError as exc:
                 log.warning("cannot clean up %s: %s", drill.scratch_db, exc)
                 continue
@@ -152,4 +99,38 @@ class Scratch:
                     "atlas", "drill.scratch_dropped", drill.id, scratch_db=drill.scratch_db
                 )
                 dropped.append(drill.scratch_db)
+        return dropped
+
+    def _server_of(self, database: str) -> Conn:
+        """Where the database's drills make their scratch databases."""
+        target = self.settings.target(database)
+        server = Conn.parse(target.staging_url or "", target.staging_setting)
+        fleet_server = self.settings.servers.get(target.server or "")
+        if fleet_server is not None:  # the scratch database is on its staging server
+            from bot.fleet.discover import staging_server_conn
+
+            server = staging_server_conn(fleet_server) or server
+        return server
+
+    def _clean_refreshes(self) -> list[str]:
+        """Refreshes that died before their swap: recorded as interrupted, staging as it
+        was, and the database each was restoring into dropped. One that died after its
+        renames committed finds its new database gone (it is staging) and says so."""
+        from bot.restore.refresh import settle_died
+
+        dropped = []
+        for job in self.catalog.refreshes_to_clean():
+            assert job.new_db
+            try:
+                staging = self.settings.target(job.database).staging_url or ""
+                server = Conn.parse(staging, self.settings.target(job.database).staging_setting)
+            except AtlasError as exc:
+                log.warning("cannot clean up %s: %s", job.new_db, exc)
+                continue
+            if job.status == DrillStatus.RUNNING:
+                settle_died(self.catalog, job, server)
+            if drop_database(server, job.new_db) is None:
+                self.catalog.update_refresh(job.id, new_db_dropped=True)
+                self.catalog.audit("atlas", "restore.new_db_dropped", job.id, new_db=job.new_db)
+                dropped.append(job.new_db)
         return dropped

@@ -3,9 +3,8 @@
 - `blocks.Blocks`: a snapshot stored in segments, restored over N connections, each
   table's data read on its own (see bot/restore/blocks.py). Everything below is for
   snapshots taken before segments were recorded, and encrypted ones.
-- `StreamOne`: one pg_restore fed from the stream (a staging refresh, so that its drops
-  keep their dependency order; or ATLAS_RESTORE_JOBS=1).
-- `StreamThenIndexes`: a drill. Schema and data stream into pg_restore; indexes and
+- `StreamOne`: one pg_restore fed from the stream (ATLAS_RESTORE_JOBS=1).
+- `StreamThenIndexes`: schema and data stream into pg_restore; indexes and
   constraints are built afterwards with --jobs from a small file holding just the
   archive's table of contents.
 - `Spool`: ATLAS_RESTORE_SPOOL. The whole checked plain dump goes to the work dir first,
@@ -42,7 +41,6 @@ class RestoreInput:
     dest: Conn
     pg_restore: str
     source: Source
-    clean: bool  # --clean --if-exists: a staging refresh replaces what is there
     # returns once `dest` exists (a drill's scratch database is created meanwhile)
     ready: Callable[[], None] = field(default=lambda: None)
     lock_wait_s: int = 0  # its sessions' lock_timeout (0: wait as long as it takes)
@@ -209,9 +207,10 @@ class _Feed:
             self.copy.close(raise_error=False)
 
 
-def base_argv(job: RestoreInput, *, clean: bool | None = None) -> list[str]:
-    argv = [job.pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
-    return [*argv, "--clean", "--if-exists"] if (job.clean if clean is None else clean) else argv
+def base_argv(job: RestoreInput) -> list[str]:
+    """Every restore goes into a database made for it (a drill's scratch database, a
+    refresh's new one), so nothing is cleaned first."""
+    return [job.pg_restore, "--no-owner", "--no-acl", "--exit-on-error"]
 
 
 class StreamOne:

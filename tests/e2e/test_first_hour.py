@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pexpect
+import psycopg
 import pytest
 
 from tests.support.helpers import REPO, cli_env, run_cli
@@ -106,23 +107,28 @@ def test_an_unencoded_at_in_a_password_is_named_with_the_fix(pg: PgCluster, pg_d
 def test_a_refresh_warning_is_in_the_audit_entry(
     pg: PgCluster, pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path
 ):
+    """A forgotten psql session on staging: the swap waits ATLAS_SWAP_WAIT_S, ends it, and
+    says so in the result and in the audit entry."""
     fill_sample(pg_url, rows=50)
-    pg.execute(least_privilege.staging, "CREATE TABLE staging_notes (id int)")  # staging's own
-    pg.execute(
-        least_privilege.staging, f"ALTER TABLE staging_notes OWNER TO {least_privilege.owner}"
-    )
     env = cli_env(
         tmp_path,
         DATABASE_URL=least_privilege.reader_url,
         STAGING_DATABASE_URL=least_privilege.owner_url,
+        ATLAS_SWAP_WAIT_S="1",
     )
     assert run_cli(["snapshot"], env, tmp_path).returncode == 0
-    done = run_cli(["restore", "latest", "--yes"], env, tmp_path, text=True)
+    forgotten = psycopg.connect(least_privilege.owner_url, application_name="psql")
+    try:
+        pid = forgotten.info.backend_pid
+        done = run_cli(["restore", "latest", "--yes"], env, tmp_path, text=True)
+    finally:
+        forgotten.close()  # ended by the swap: closing it raises nothing
     assert done.returncode == 0, done.stderr
+    assert f"session ended for the swap: pid {pid}" in done.stdout
     audit = json.loads(run_cli(["audit", "--json"], env, tmp_path, text=True).stdout)
     [entry] = [a for a in audit if a["action"] == "restore.passed"]
     warnings = json.loads(entry["detail"])["warnings"]  # detail: the JSON text, as stored
-    assert any("staging_notes" in w and "unexpected" in w for w in warnings), warnings
+    assert any(f"pid {pid} ({least_privilege.owner}, psql" in w for w in warnings), warnings
 
 
 def _snapshot_as_reader(pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path) -> dict:

@@ -49,9 +49,34 @@ def test_snapshot_drill_and_refresh_without_superuser(pg, least_privilege, shop,
         pg.execute(lp.staging, "SELECT count(*) FROM app.order_items")[0][0]
         == shop["app.order_items"]
     )
-    # and again over its own earlier content, as a weekly refresh does
+    # the staging it replaced is kept, owned as staging was
+    assert restored.swapped and _databases(pg, "atlas_kept_%") == {restored.kept_db}
+    owners = "SELECT datdba::regrole::text FROM pg_database WHERE datname = %s"
+    assert pg.execute("postgres", owners, [lp.staging])[0][0] == lp.owner
+    assert pg.execute("postgres", owners, [restored.kept_db])[0][0] == lp.owner
+    # and again over its own earlier content, as a weekly refresh does: one kept at a time
     again = refresh.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
     assert again.status == "passed", again
+    assert _databases(pg, "atlas_kept_%") == {again.kept_db} != {restored.kept_db}
+    assert refresh.catalog.get_job(restored.id).kept_dropped == 1
+
+
+def test_a_staging_role_without_createdb_fails_the_refresh_before_staging_changes(
+    pg, least_privilege, shop, tmp_path
+):
+    lp: LeastPrivilege = least_privilege
+    pg.execute("postgres", f'ALTER ROLE "{lp.owner}" NOCREATEDB')
+    pg.execute(lp.staging, "CREATE TABLE mine (id int)")
+    services = services_for(
+        settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=lp.owner_url)
+    )
+    snap = services.taker.take(requested_by="ops")
+    refresh = services.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
+    assert refresh.status == "failed"
+    assert "the staging role needs CREATEDB" in refresh.error
+    assert refresh.error.endswith("was not touched.")
+    assert pg.execute(lp.staging, "SELECT to_regclass('mine') IS NOT NULL")[0][0]
+    assert _databases(pg, "atlas_refresh_%") == set()
 
 
 def test_guard_knows_production_without_reading_the_control_file(least_privilege, shop, tmp_path):

@@ -63,8 +63,14 @@ def readme_roles(pg: PgCluster) -> Iterator[None]:
     try:
         yield
     finally:
-        for db in ("app_staging", "atlas_catalog", "app"):
-            pg.execute("postgres", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        kept = "SELECT datname FROM pg_database WHERE datdba::regrole::text = 'atlas_staging'"
+        for db in (
+            "app_staging",
+            "atlas_catalog",
+            "app",
+            *(r[0] for r in pg.execute("postgres", kept)),
+        ):
+            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         for role in ("atlas_reader", "atlas_staging", "atlas_catalog"):
             if pg.execute("postgres", "SELECT 1 FROM pg_roles WHERE rolname = %s", [role]):
                 pg.execute("postgres", f"DROP OWNED BY {role}")  # its grants, as README made
@@ -128,7 +134,9 @@ def test_a_newcomer_follows_readme_from_the_quickstart_to_a_refresh(
     assert re.search(
         r"drills of app\s*: create and drop scratch databases .* as atlas_staging", said
     )
-    assert re.search(r"refreshes of app\s*: replace app_staging .* which owns it", said)
+    assert re.search(
+        r"refreshes of app\s*: build a new database beside app_staging .* and swap it in", said
+    )
     snapshot = _run("atlas snapshot", env, work)
     snap_id = re.findall(r"\d{8}-\d{6}-[0-9a-f]{4}", snapshot)[-1]
     assert re.search(
@@ -139,3 +147,9 @@ def test_a_newcomer_follows_readme_from_the_quickstart_to_a_refresh(
     _run(f"atlas restore {snap_id}", env, work, answer="y")
     tables = pg.execute("app_staging", "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'")
     assert tables[0][0] > 0
+    # and back: the staging that refresh replaced (empty, as README's SQL made it)
+    assert re.search(r"^atlas restore --undo\b", README, re.M)
+    undone = _run("atlas restore --undo", env, work, answer="y")
+    assert re.search(r"u-\S+: undo of r-\S+ on app: passed", undone), undone
+    tables = pg.execute("app_staging", "SELECT count(*) FROM pg_tables WHERE schemaname = 'app'")
+    assert tables[0][0] == 0

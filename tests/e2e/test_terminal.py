@@ -181,38 +181,49 @@ def test_ctrl_c_during_a_drill_records_it_interrupted(
 
 @pytest.fixture
 def staging_in_use(pg, least_privilege, terminal_env, tmp_path) -> Iterator[int]:
-    """Staging refreshed once, then a session reading one of its tables in an open
-    transaction (as a forgotten psql would): the next refresh must wait for it."""
+    """Staging refreshed once, then a superuser's session reading one of its tables in an
+    open transaction (as a forgotten psql would): the next refresh's swap must wait for it,
+    and the least-privilege staging role may not end it."""
     assert _finish(_spawn("atlas snapshot", terminal_env, tmp_path))[0] == 0
     assert _finish(_spawn("atlas restore latest --yes", terminal_env, tmp_path))[0] == 0
     with pg.connect(least_privilege.staging, autocommit=False) as conn:
-        conn.execute("SELECT count(*) FROM app.customers")  # holds ACCESS SHARE until closed
+        conn.execute("SELECT count(*) FROM app.customers")
         yield conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
-def test_a_refresh_waiting_for_a_lock_names_the_holder_and_gives_up(
+def test_a_refresh_waiting_for_staging_sessions_names_them_and_gives_up(
     staging_in_use, terminal_env, tmp_path
 ):
-    env = {**terminal_env, "ATLAS_LOCK_WAIT_S": "8"}
+    env = {**terminal_env, "ATLAS_SWAP_WAIT_S": "3", "ATLAS_SWAP_SESSIONS": "wait"}
     child = _spawn("atlas restore latest --yes", env, tmp_path)
-    child.expect(r"Waiting \d+ s for a lock on \S+, held by pid (\d+) \(")
+    child.expect(r"Waiting up to 3 s for 1 session: pid (\d+) \(")
     assert int(child.match.group(1)) == staging_in_use
     code, out = _finish(child)
     text = " ".join(_plain(out).split())
-    assert code == 1 and "gives up after 8 s (ATLAS_LOCK_WAIT_S)" in text, text
-    assert "lock timeout" in text and "may be partly restored" in text, text
+    assert code == 1 and "is still in use after 3 s by 1 session" in text, text
+    assert "set ATLAS_SWAP_SESSIONS=end" in text and "was not touched." in text, text
+
+
+def test_a_session_the_staging_role_may_not_end_is_named_with_the_grant(
+    staging_in_use, terminal_env, tmp_path
+):
+    env = {**terminal_env, "ATLAS_SWAP_WAIT_S": "1"}  # then end them: the default
+    code, out = _finish(_spawn("atlas restore latest --yes", env, tmp_path))
+    text = " ".join(_plain(out).split())
+    assert code == 1 and f"Cannot end 1 session: pid {staging_in_use} (" in text, text
+    assert "pg_signal_backend" in text and "was not touched." in text, text
 
 
 def test_ctrl_c_while_a_refresh_waits_says_what_staging_is_left_as(
     staging_in_use, terminal_env, tmp_path
 ):
     child = _spawn("atlas restore latest --yes", terminal_env, tmp_path)
-    child.expect("Waiting")
+    child.expect("Waiting up to")
     child.sendintr()
     code, out = _finish(child)
     text = " ".join(_plain(out).split())
     assert code == 130 and "Aborted!" not in text, text
     assert "Interrupted by the operator (Ctrl-C): staging" in text
-    assert "may be partly restored and is not fit to use; refresh it again." in text
+    assert "was not touched." in text
     [refresh] = [d for d in open_catalog(terminal_env["ATLAS_STATE"]).list_jobs(limit=5)][:1]
     assert refresh.status == DrillStatus.INTERRUPTED

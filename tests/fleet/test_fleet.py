@@ -497,3 +497,34 @@ def test_the_catalog_on_a_fleet_server_is_left_out_and_status_names_it(
     proc = run_cli(["status"], env, REPO, text=True)
     assert f"{catalog_db}: Atlas's own catalog (ATLAS_STATE)" in proc.stdout, proc.stdout
     assert "Selected, not backed up" in proc.stdout
+
+
+def test_a_fleet_database_refreshes_by_swap_and_undoes_from_the_cli(
+    pg: PgCluster, prefix: str, tmp_path: Path
+) -> None:
+    """`atlas restore latest --db NAME` of a fleet's database: restored into a new database
+    on the staging server, swapped in as the database of that name there, the old one kept;
+    `atlas status` shows it, and `atlas restore --undo --db NAME` brings it back."""
+    with PgCluster() as staging_server:
+        name = prefix + "a"
+        staging_server.create_database(name)
+        staging_server.execute(name, "CREATE TABLE mine (note text)")
+        env = cli_env(
+            tmp_path,
+            DATABASE_URL=pg.url("postgres"),
+            STAGING_DATABASE_URL=staging_server.url("postgres"),
+            ATLAS_DATABASES=f"{prefix}*,!{prefix}skip",
+        )
+        assert run_cli(["snapshot", "--all"], env, REPO).returncode == 0
+        done = run_cli(["restore", "latest", "--db", name, "--yes", "--json"], env, REPO, text=True)
+        assert done.returncode == 0, done.stderr
+        job = json.loads(done.stdout)
+        assert job["swapped"] == 1 and job["database"] == name, job
+        assert staging_server.execute(name, "SELECT count(*) FROM users")[0][0] == 40
+        status = run_cli(["status", "--no-provider"], env, REPO, text=True).stdout
+        assert f"Kept staging of {name}" in status and job["kept_db"] in status, status
+        undo = run_cli(["restore", "--undo", "--db", name, "--yes"], env, REPO, text=True)
+        assert undo.returncode == 0, undo.stderr
+        assert f"undo of {job['id']} on {name}: passed" in undo.stdout
+        assert staging_server.execute(name, "SELECT to_regclass('mine') IS NOT NULL")[0][0]
+        assert staging_server.execute(name, "SELECT to_regclass('users') IS NULL")[0][0]

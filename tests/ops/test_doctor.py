@@ -69,7 +69,9 @@ def test_a_good_least_privilege_setup_passes(
     assert "all 24 tables readable" in checks[f"database {db}"]["detail"]
     assert checks[f"pg_dump for {db}"]["status"] == "ok"
     assert checks[f"drills of {db}"]["status"] == "ok"
-    assert checks[f"refreshes of {db}"]["status"] == "warn"  # the stager owns no database
+    refreshes = checks[f"refreshes of {db}"]
+    assert refreshes["status"] == "warn"  # the stager owns no database
+    assert f"ALTER DATABASE postgres OWNER TO {least_privilege.stager}" in refreshes["detail"]
     assert "write, read back and delete work" in checks["storage"]["detail"]
     assert recipient in checks["encryption"]["detail"]
     assert "next run" in checks["schedule"]["detail"] and "CET" in checks["schedule"]["detail"]
@@ -93,6 +95,9 @@ def test_every_problem_is_a_line_with_its_fix(
     pg.create_role(partial, least_privilege.password)
     try:
         with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(  # a staging role that owns staging but may not create databases
+                sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(least_privilege.owner))
+            )
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA app TO {}").format(sql.Identifier(partial)))
             conn.execute(
                 sql.SQL("GRANT SELECT ON app.customers TO {}").format(sql.Identifier(partial))
@@ -199,6 +204,10 @@ def test_slack_token_scopes_channel_and_groups(pg_url: str, tmp_path: Path, slac
 def test_serve_posts_what_is_broken_at_start(
     pg_url: str, least_privilege: LeastPrivilege, tmp_path: Path, slack_api, mode: str
 ) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} NOCREATEDB").format(sql.Identifier(least_privilege.owner))
+        )
     env = _env(
         tmp_path,
         DATABASE_URL=least_privilege.reader_url,

@@ -17,7 +17,7 @@ import zstandard
 from bot.backup.layout import FORMATS
 from bot.records import Snapshot, segments_of
 from bot.restore import plan
-from bot.restore.blocks import Blocks, assign, foreign_key_drops
+from bot.restore.blocks import Blocks, assign
 from bot.restore.strategies import StrategyTools, StreamThenIndexes
 from tests.support.helpers import services_for, settings_for
 from tests.support.pg import fill_realistic
@@ -93,7 +93,7 @@ def test_a_snapshot_is_stored_in_segments_that_decompress_as_one_file(realistic,
 def test_many_tables_restore_over_several_connections(pg, pg_db, realistic, caplog):
     services, snap, staging, expected = realistic
     services.settings.drill_keep = True
-    how = plan.choose("drill", snap, services.settings, _tools(services))
+    how = plan.choose(snap, services.settings, _tools(services))
     assert isinstance(how.strategy, Blocks) and not how.check_whole_first
     with caplog.at_level(logging.INFO, logger="bot.restore.blocks"):
         drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
@@ -134,11 +134,15 @@ def test_a_damaged_block_in_the_middle_fails_the_drill_and_marks_the_snapshot(pg
     row = services.catalog.get_snapshot(snap.id)
     assert row.status == "corrupt" and f"data block {middle.dump_id}" in row.error
 
-    # a refresh reads every block before it touches staging: staging keeps its copy
+    # a refresh reads each block once, into a new database: the damage fails that one,
+    # which is dropped, and staging keeps its copy
     services.catalog.update_snapshot(snap.id, status="ok", error=None)
     refresh = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
-    assert refresh.status == "failed" and "nothing was restored from it" in refresh.error
+    assert refresh.status == "failed" and f"data block {middle.dump_id}" in refresh.error
+    assert refresh.error.endswith(f"staging {pg.url(staging).split('@')[1]} was not touched.")
+    assert refresh.new_db_dropped and not refresh.swapped and refresh.kept_db is None
     assert _counts(pg, staging, expected) == expected
+    assert _dbs(pg) == before  # the new database is gone too
 
 
 def test_a_changed_table_of_contents_runs_nothing(pg, realistic):
@@ -168,7 +172,7 @@ def test_a_snapshot_stored_whole_restores_by_streaming(pg, pg_db, realistic):
         snap.id, segments=None, size_bytes=len(whole), sha256=hashlib.sha256(whole).hexdigest()
     )
     old = services.catalog.get_snapshot(snap.id)
-    how = plan.choose("drill", old, services.settings, _tools(services))
+    how = plan.choose(old, services.settings, _tools(services))
     assert isinstance(how.strategy, StreamThenIndexes)
     services.settings.drill_keep = True
     drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
@@ -360,26 +364,6 @@ def test_blocks_are_dealt_so_lanes_finish_together() -> None:
     assert all(lane == sorted(lane, key=lambda s: s.plain_start) for lane in lanes)
     assert len(assign(blocks, 32)) == len(blocks)  # never more lanes than blocks
     assert len(assign([], 4)) == 1  # no table data: one lane for sequences and the like
-
-
-def test_foreign_key_drops_are_the_archives_own_made_conditional(pg_url, tmp_path):
-    from bot.backup import archive
-
-    fill_realistic(pg_url)
-    services = services_for(settings_for(pg_url, tmp_path))
-    snap = services.taker.take(requested_by="U1")
-    head = segments_of(snap)[0]  # type: ignore[index]
-    plain = (
-        zstandard.ZstdDecompressor()
-        .decompressobj()
-        .decompress(Path(snap.location).read_bytes()[: head.size])
-    )
-    drops = list(foreign_key_drops(archive.read_toc(plain)))
-    assert drops and all(
-        d.startswith("ALTER TABLE IF EXISTS ONLY ") and " DROP CONSTRAINT IF EXISTS " in d
-        for d in drops
-    )
-    assert any("orders_customer_id_fkey" in d for d in drops)
 
 
 def _tools(services: Any) -> StrategyTools:

@@ -133,14 +133,25 @@ def test_tampered_artifact_fails_before_restoring(pg, env):
     assert _dbs(pg) == before
 
 
-def test_pg_restore_error_is_a_failed_restore(pg, env):
-    services, snap, staging, _ = env
-    pg.execute(staging, "CREATE TABLE users (id int)")
-    pg.execute(staging, "CREATE VIEW keep_me AS SELECT * FROM users")  # blocks DROP TABLE users
+def test_pg_restore_error_is_a_failed_refresh_that_leaves_staging_as_it_was(pg, pg_db, env):
+    """A policy for a role staging's server lacks: pg_restore stops at CREATE POLICY, in
+    the new database, after every table loaded. Staging keeps its own content."""
+    services, _, staging, _ = env
+    role = f"gone_{pg_db}"
+    pg.execute(pg_db, f'CREATE ROLE "{role}"')
+    pg.execute(pg_db, f'CREATE POLICY p ON users TO "{role}" USING (true)')
+    snap = services.taker.take(requested_by="U1")
+    pg.execute(pg_db, "DROP POLICY p ON users")
+    pg.execute(pg_db, f'DROP ROLE "{role}"')
+    pg.execute(staging, "CREATE TABLE mine (id int)")
+    before = _dbs(pg)
     drill = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
     assert drill.status == "failed"
     assert "pg_restore stopped on an error" in drill.error
-    assert "depend" in drill.error
+    assert f'role "{role}" does not exist' in drill.error
+    assert drill.error.endswith("was not touched.") and drill.new_db_dropped
+    assert pg.execute(staging, "SELECT to_regclass('mine') IS NOT NULL")[0][0]
+    assert _dbs(pg) == before
 
 
 def test_guard_catches_the_same_database_spelled_differently(pg, pg_db, pg_url):
@@ -310,7 +321,7 @@ def test_table_of_contents_copy_is_a_short_prefix_that_pg_restore_reads(pg, env,
             source = Source(lambda: iter(lambda: artifact.read(1 << 20), b""), lambda: None, None)
             tools.stream_into(
                 [pg_restore, "--no-owner", "--no-acl", "--section=pre-data", "--section=data"],
-                strategies.RestoreInput(snap, dest, pg_restore, source, clean=False),
+                strategies.RestoreInput(snap, dest, pg_restore, source),
                 toc=(pg_restore, toc),
             )
         assert 0 < toc_path.stat().st_size < full_path.stat().st_size // 2

@@ -532,7 +532,8 @@ class LeastPrivilege:
 
     - ``reader``: reads production through ``pg_read_all_data``; no superuser, owns nothing.
     - ``stager``: only ``CREATEDB`` on the staging server, for drills' scratch databases.
-    - ``owner``: owns the staging database that refreshes replace, and nothing else.
+    - ``owner``: owns the staging database that refreshes replace, with ``CREATEDB`` to
+      build the new one beside it and swap it in; nothing else.
     """
 
     pg: PgCluster
@@ -574,7 +575,7 @@ def least_privilege(pg: PgCluster, pg_db: str) -> Iterator[LeastPrivilege]:
     )
     pg.create_role(roles.reader, roles.password)
     pg.create_role(roles.stager, roles.password, createdb=True)
-    pg.create_role(roles.owner, roles.password)
+    pg.create_role(roles.owner, roles.password, createdb=True)
     pg.execute("postgres", f'GRANT pg_read_all_data TO "{roles.reader}"')
     pg.create_database(roles.staging, owner=roles.owner)
     try:

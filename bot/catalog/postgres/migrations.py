@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.catalog.sql.schema import create_tables, create_work, move_restores
+from bot.catalog.sql.schema import add_missing_columns, create_tables, create_work, move_restores
 from bot.catalog.sql.tables import Database
+from bot.records import Restore, columns
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
 MIGRATION_LOCK = 0x61746C6173
@@ -40,7 +41,12 @@ def _v2(db: Database) -> None:
     move_restores(db)
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2]
+def _v3(db: Database) -> None:
+    """A refresh records the database it built beside staging, its swap and what it kept."""
+    add_missing_columns(db["restores"], columns(Restore))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
 LATEST = len(STEPS)
 
 

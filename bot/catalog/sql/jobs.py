@@ -13,6 +13,7 @@ from bot.records import (
     DrillStatus,
     JobRecord,
     Kind,
+    RefreshFields,
     Restore,
     RestoreFields,
     encode,
@@ -82,10 +83,10 @@ class JobRecords:
         return rows[:limit]
 
     def last_passed_job(self, database: str) -> JobRecord | None:
+        passed = "database = ? AND status = 'passed'"
         rows = [
-            j
-            for k in TABLES
-            for j in self._jobs_where(k, "database = ? AND status = 'passed'", [database], 1)
+            *self._jobs_where(Kind.DRILL, passed, [database], 1),
+            *self._jobs_where(Kind.RESTORE, passed + " AND undo_of IS NULL", [database], 1),
         ]
         return max(rows, key=lambda j: j.started_at or "", default=None)
 
@@ -95,6 +96,24 @@ class JobRecords:
             d
             for d in self._jobs_where(Kind.DRILL, where, [])
             if isinstance(d, Drill) and (d.status != DrillStatus.RUNNING or owner_gone(d.owner))
+        ]
+
+    def update_refresh(self, job_id: str, **fields: Unpack[RefreshFields]) -> None:
+        with self.conn.transaction() as db:
+            db["restores"].update(job_id, encode(Restore, fields))
+
+    def kept_stagings(self, database: str | None = None) -> list[Restore]:
+        where, args = "kept_db IS NOT NULL AND kept_dropped = 0", []
+        if database is not None:
+            where, args = where + " AND database = ?", [database]
+        return [r for r in self._jobs_where(Kind.RESTORE, where, args) if isinstance(r, Restore)]
+
+    def refreshes_to_clean(self) -> list[Restore]:
+        where = "new_db IS NOT NULL AND swapped = 0 AND coalesce(new_db_dropped, 0) = 0"
+        return [
+            r
+            for r in self._jobs_where(Kind.RESTORE, where, [])
+            if isinstance(r, Restore) and (r.status != DrillStatus.RUNNING or owner_gone(r.owner))
         ]
 
     def _jobs_where(

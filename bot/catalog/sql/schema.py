@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.catalog.sql.tables import Database, Table
-from bot.records import Drill, Request, Restore, Snapshot, WorkItem, columns
+from bot.records import Drill, Request, Restore, Restored, Snapshot, WorkItem, columns
 
 
 def add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
@@ -66,10 +66,10 @@ def create_restores(db: Database) -> None:
 
 def move_restores(db: Database) -> None:
     """Refreshes recorded as drills of kind 'restore' move to `restores`, in the caller's
-    transaction: every column a Restore has, copied as it is."""
+    transaction: every column a drill and a refresh share, copied as it is."""
     create_restores(db)
     if "kind" not in db["drills"].columns_dict:
         return  # a catalog made after the split: its drills table never held refreshes
-    cols = ", ".join(f'"{c}"' for c in columns(Restore))
+    cols = ", ".join(f'"{c}"' for c in columns(Restored))
     db.execute(f"INSERT INTO restores ({cols}) SELECT {cols} FROM drills WHERE kind = 'restore'")
     db.execute("DELETE FROM drills WHERE kind = 'restore'")

@@ -17,7 +17,7 @@ from bot.catalog.sql.schema import (
     move_restores,
 )
 from bot.catalog.sql.tables import Database
-from bot.records import Drill, Snapshot, columns
+from bot.records import Drill, Restore, Snapshot, columns
 
 
 def _v1(db: Database) -> None:
@@ -61,7 +61,12 @@ def _v6(db: Database) -> None:
     move_restores(db)
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: Database) -> None:
+    """A refresh records the database it built beside staging, its swap and what it kept."""
+    add_missing_columns(db["restores"], columns(Restore))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 LATEST = len(STEPS)
 
 
