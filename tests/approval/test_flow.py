@@ -284,3 +284,49 @@ def test_production_guard_refusal_is_posted_and_audited(setup, pg, pg_db):
 def test_unknown_snapshot_and_no_staging(setup):
     bot = setup()
     assert "No snapshot with id 'nope'" in bot.command("restore nope")[1]
+
+
+def test_slack_refresh_then_undo_each_approved_with_reactions(setup, pg, pg_db):
+    """`/atlas undo` with nothing kept is answered at once; after an approved refresh it
+    posts a request like a restore's, and once approved swaps the kept staging back."""
+    bot = setup()
+    staging = pg_db + "_stg"
+    pg.execute(staging, "CREATE TABLE staging_notes (note text)")
+    status, body = bot.command("undo", user_id="U_REQ")
+    assert status == 200 and "Nothing is kept to undo" in body, body
+    snap = bot.services.snapshots.recent()[0]
+    bot.command(f"restore {snap.id}", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    [req] = bot.services.catalog.list_requests()
+    bot.react("U_ANN", "white_check_mark", ts)
+    assert _wait_status(bot, req.id, {"done", "failed"}).status == "done"
+    refresh = bot.services.catalog.get_job(bot.services.catalog.get_request(req.id).drill_id)
+    assert refresh.swapped and refresh.kept_db
+    assert pg.execute(staging, "SELECT to_regclass('staging_notes') IS NULL")[0][0]
+    report = bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "passed" in str(c["params"].get("text"))
+    )
+    assert refresh.kept_db in str(report["params"]["blocks"])  # what undo brings back
+
+    bot.slack.clear()
+    status, body = bot.command("undo", user_id="U_REQ")
+    assert status == 200 and f"undo `{refresh.id}`" in body, body
+    msg = _request_message(bot)
+    assert refresh.id in str(msg["params"]["blocks"]) and "Brings back" in str(
+        msg["params"]["blocks"]
+    )
+    undo_req = next(r for r in bot.services.catalog.list_requests() if r.kind == "undo")
+    bot.react("U_REQ", "white_check_mark", msg["response"]["ts"])  # the requester: no
+    bot.react("U_BOB", "white_check_mark", msg["response"]["ts"])
+    done = _wait_status(bot, undo_req.id, {"done", "failed"})
+    assert done.status == "done", done
+    assert pg.execute(staging, "SELECT to_regclass('staging_notes') IS NOT NULL")[0][0]
+    undo = bot.services.catalog.get_job(done.drill_id)
+    assert undo.undo_of == refresh.id and undo.approved_by == ["U_BOB"]
+    bot.slack.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "Undo" in str(c["params"].get("text"))
+    )
+    actions = [a.action for a in bot.services.catalog.audit_log(subject=undo_req.id)]
+    assert "undo.requested" in actions and "undo.approve" in actions
+    for name in (undo.kept_db,):
+        pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

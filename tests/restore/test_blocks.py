@@ -161,7 +161,7 @@ def test_a_changed_table_of_contents_runs_nothing(pg, realistic):
 def test_a_snapshot_stored_whole_restores_by_streaming(pg, pg_db, realistic):
     """A snapshot from before segments: one zstd frame, the old format name in its
     sidecar, no segments recorded. It restores by the streaming path, unchanged."""
-    services, snap, _, expected = realistic
+    services, snap, staging, expected = realistic
     path = Path(snap.location)
     plain = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
     whole = zstandard.ZstdCompressor(write_checksum=True).compress(
@@ -183,6 +183,14 @@ def test_a_snapshot_stored_whole_restores_by_streaming(pg, pg_db, realistic):
     finally:
         pg.drop_database(drill.scratch_db)
     assert FORMATS[1].endswith("one zstd frame")  # rescan still accepts their sidecars
+    # and it refreshes staging by swap, as new snapshots do
+    refresh = services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    try:
+        assert refresh.status == "passed" and refresh.swapped, refresh
+        assert _counts(pg, staging, expected) == expected
+        assert _schema(pg, staging) == _schema(pg, pg_db)
+    finally:
+        pg.execute("postgres", f'DROP DATABASE IF EXISTS "{refresh.kept_db}" WITH (FORCE)')
 
 
 def test_blocks_read_by_range_from_s3(pg, pg_db, pg_url, tmp_path, s3_env, s3_client, caplog):
