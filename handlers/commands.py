@@ -93,20 +93,29 @@ def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
 
 
 def _ask(kind: Kind, call: Call) -> str:
+    """Post a request for approval; what it names is checked now (an unknown snapshot,
+    nothing kept to undo), so the reply says so at once."""
     ref, database = _aim(call.services, call.args)
-    snap = call.services.restores.pick_snapshot(ref, database)  # fail fast
+    if kind == Kind.UNDO:
+        if ref:
+            return f"`/atlas undo` takes only `db:NAME`.\n{messages.HELP}"
+        kept = call.services.restores.undo.kept(database)
+        snap_id, database, subject = None, kept.database, kept.id
+    else:
+        snap = call.services.restores.pick_snapshot(ref, database)
+        snap_id, database, subject = snap.id, snap.database, snap.id
     call.services.background.later(
         lambda: call.services.ask.request(
             kind=kind,
-            snap_id=snap.id,
+            snap_id=snap_id,
             requested_by=call.user,
             channel=call.channel,
-            database=snap.database,
+            database=database,
         ),
         lambda _req: None,  # the request message itself is the answer
         lambda exc: call.respond(text=messages.error(str(exc))),
     )
-    return f":raised_hand: Asking for approval to {kind} `{snap.id}`…"
+    return f":raised_hand: Asking for approval to {kind} `{subject}`…"
 
 
 def restore(call: Call) -> str:
@@ -119,23 +128,7 @@ def drill(call: Call) -> str:
 
 def undo(call: Call) -> str:
     """`/atlas undo [db:NAME]`: ask to swap back the staging the last refresh replaced."""
-    rest, database = _aim(call.services, call.args)
-    if rest:
-        return f"`/atlas undo` takes only `db:NAME`.\n{messages.HELP}"
-    services = call.services
-    kept = services.restores.undo.kept(database)  # nothing kept: answered now
-    services.background.later(
-        lambda: services.ask.request(
-            kind=Kind.UNDO,
-            snap_id=None,
-            requested_by=call.user,
-            channel=call.channel,
-            database=kept.database,
-        ),
-        lambda _req: None,  # the request message itself is the answer
-        lambda exc: call.respond(text=messages.error(str(exc))),
-    )
-    return f":raised_hand: Asking for approval to undo `{kept.id}` on {messages.escape(kept.database)}…"
+    return _ask(Kind.UNDO, call)
 
 
 def keep(call: Call) -> str:

@@ -1,5 +1,6 @@
 """A drill's scratch database: created for the drill, dropped after it, and dropped
-later by housekeeping when a session the staging role may not end was still on it."""
+later by housekeeping when a session the staging role may not end was still on it. The
+same clean-up drops the new database of a refresh whose process died before its swap."""
 
 from __future__ import annotations
 
