@@ -85,7 +85,7 @@ TARGET_VS_RAW = 1.10  # issue 27's goal for a drill (it was 1.15)
 TARGET_REFRESH_VS_RAW = 1.15  # issue 24's for a refresh, the swap included
 TARGET_RSS_MB = 150
 RESTORE_JOBS = 2  # the default ATLAS_RESTORE_JOBS; the raw pg_restore uses the same
-PHASES = ("download_s", "restore_s", "verify_s", "total_s")
+PHASES = ("download_s", "restore_s", "verify_s", "swap_s", "total_s")  # swap_s: refreshes
 
 ADD_INDEXES = (
     "ALTER TABLE bench_events ADD PRIMARY KEY (id)",
@@ -263,7 +263,7 @@ def run_atlas_restore(
         )
     phases: dict[str, float] = {}
     for key in PHASES:
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # drills have no swap_s
             phases[key] = float(doc[key])
     return wall, phases, watch.max_hwm_kb
 
@@ -320,7 +320,7 @@ def format_report(
         f"{info['dump_bytes'] / MB:.1f} MB; {RESTORE_JOBS} jobs; median of {repeat} run(s)",
         "",
         f"{'variant':<18} {'median s':>9} {'min s':>7} {'max s':>7} {'download':>9} "
-        f"{'restore':>8} {'verify':>7} {'total_s':>8} {'RSS MB':>7} {'CPU s':>6}  "
+        f"{'restore':>8} {'verify':>7} {'swap':>6} {'total_s':>8} {'RSS MB':>7} {'CPU s':>6}  "
         "ratio to raw (range); machine CPU ratio",
     ]
     for name, res in series.items():
@@ -339,7 +339,7 @@ def format_report(
                 ratio += f"; CPU {_fmt(cpu, '.3f')}x"
         lines.append(
             f"{name:<18} {_fmt(res.median_s):>9} {min(res.walls):>7.2f} {max(res.walls):>7.2f} "
-            f"{ph[0]:>9} {ph[1]:>8} {ph[2]:>7} {ph[3]:>8} {_fmt(rss, '.1f'):>7} "
+            f"{ph[0]:>9} {ph[1]:>8} {ph[2]:>7} {ph[3]:>6} {ph[4]:>8} {_fmt(rss, '.1f'):>7} "
             f"{_fmt(res.median_cpu_s):>6}  {ratio}"
         )
     if startup_s is not None:
