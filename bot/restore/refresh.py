@@ -63,7 +63,7 @@ def swap_in(
     so. `before(kept)` runs just before the renames (the catalog records the kept name,
     so that a process killed mid-swap can be settled)."""
     name = staging.address()[2]
-    with swap.maintenance(staging).connect(autocommit=True) as c:
+    with swap.maintenance(staging) as c:
         was = shape.read_shape(c, name)
         warnings = shape.give_shape(c, new, was) if was is not None else []
         kept = swap.kept_name(name, job_id) if was is not None else None

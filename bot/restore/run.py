@@ -363,14 +363,13 @@ class Restores:
             self.catalog.update_drill(job.drill_id, kept=job.keep, **outcome)
         else:
             self.catalog.update_job(job.drill_id, job.kind, **outcome)
-        problems = [p for p in outcome.get("problems", []) if not p.startswith("warning: ")]
-        warnings = [p.removeprefix("warning: ") for p in outcome.get("problems", [])]
+        found = outcome.get("problems", [])
         self.catalog.audit(
             "atlas",
             f"{job.kind}.{verdict}",
             job.drill_id,
-            problems=problems,
-            warnings=[w for w in warnings if w not in problems],
+            problems=[p for p in found if not p.startswith("warning: ")],
+            warnings=[p.removeprefix("warning: ") for p in found if p.startswith("warning: ")],
         )
 
     def _record_failure(self, job: RestoreJob, exc: BaseException) -> None:

@@ -123,8 +123,8 @@ class Scratch:
         for job in self.catalog.refreshes_to_clean():
             assert job.new_db
             try:
-                staging = self.settings.target(job.database).staging_url or ""
-                server = Conn.parse(staging, self.settings.target(job.database).staging_setting)
+                target = self.settings.target(job.database)
+                server = Conn.parse(target.staging_url or "", target.staging_setting)
             except AtlasError as exc:
                 log.warning("cannot clean up %s: %s", job.new_db, exc)
                 continue

@@ -64,18 +64,17 @@ def describe_sessions(sessions: list[Session]) -> str:
     return f"{len(sessions)} {noun}: {shown}{more}"
 
 
-def maintenance(staging: Conn) -> Conn:
-    """A database on the staging server to rename staging from (one cannot rename the
-    database one is connected to): `postgres`, else `template1`."""
+def maintenance(staging: Conn) -> psycopg.Connection:
+    """An open (autocommit) session on a database of the staging server to rename staging
+    from (one cannot rename the database one is connected to): `postgres`, else
+    `template1`."""
     name = staging.address()[2]
     errors = []
     for other in MAINTENANCE:
         if other == name:
             continue
-        conn = staging.with_dbname(other)
         try:
-            with conn.connect(autocommit=True, connect_timeout=5):
-                return conn
+            return staging.with_dbname(other).connect(autocommit=True)
         except AtlasError as exc:
             errors.append(str(exc))
     raise AtlasError(

@@ -102,7 +102,7 @@ class Undo:
         self, job: Restore, kept: Restore, staging: Conn, say: Callable[[str], None]
     ) -> None:
         name, old = staging.address()[2], kept.kept_db or ""
-        with swap.maintenance(staging).connect(autocommit=True) as c:
+        with swap.maintenance(staging) as c:
             if c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [old]).fetchone() is None:
                 self.catalog.update_refresh(kept.id, kept_dropped=True)
                 raise AtlasError(
