@@ -181,12 +181,19 @@ class Taker:
         """Record the snapshot as running. A snapshot of a process that is certainly gone
         (this host's) is closed out first; one that is only silent is closed out only when
         it holds this database: silence may be a catalog outage nobody could beat through,
-        and the leader's recovery waits one stale period after one before trusting it."""
+        and the leader's recovery waits one stale period after one before trusting it.
+        A catalog that is away is waited for (OUTLAST_S): nothing is done yet, and a
+        backup is not skipped for an outage that passes."""
+        return outage.outlast(lambda: self._begin_once(snap))
+
+    def _begin_once(self, snap: Snapshot) -> Snapshot:
         self.recovery.recover(float("inf"))
         try:
             return self.catalog.begin_snapshot(snap)
         except Busy:
             held = self.catalog.running_snapshot(snap.database, snap.environment)
+            if held is not None and held.id == snap.id:
+                return held  # recorded before the connection broke: a try again finds it
             stale = {s.id for s in self.catalog.stale_running(self.settings.stale_after_s)}
             if held is None or held.id not in stale:
                 raise

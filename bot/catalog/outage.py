@@ -8,22 +8,25 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from bot.errors import CatalogAway
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 OUTLAST_S = 60.0  # how long a finished job's record waits for its catalog to come back
 REMIND_EVERY_S = 60.0  # while it stays away, one line a minute
 
 
-def outlast(record: Callable[[], None], within_s: float = OUTLAST_S) -> None:
-    """`record` a finished job, trying again (once a second) while the catalog is away."""
+def outlast(record: Callable[[], T], within_s: float = OUTLAST_S) -> T:
+    """`record` a finished job (or start one that has done nothing yet), trying again
+    once a second while the catalog is away; returns what `record` returned."""
     started = time.monotonic()
     tries = 0
     while True:
         try:
-            record()
+            done = record()
         except CatalogAway as exc:
             if time.monotonic() - started >= within_s:
                 raise
@@ -34,7 +37,7 @@ def outlast(record: Callable[[], None], within_s: float = OUTLAST_S) -> None:
             continue
         if tries:
             log.warning("recorded once the catalog was back, %d tries later", tries)
-        return
+        return done
 
 
 class OutageLog:

@@ -60,6 +60,9 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=max(1, limit), thread_name_prefix="atlas-work")
         self.running: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
+        # one tick at a time: the run's own loop and the schedule's tick both call it, and
+        # two that saw the same room would claim twice and take more than the share
+        self._ticking = threading.Lock()
         # set when one of this replica's claims ends, so a run waiting on it looks again
         # at once rather than at its next poll (half a second per database, serially)
         self.finished = threading.Event()
@@ -75,7 +78,16 @@ class Worker:
         return share(self.limit, replicas) - self._busy()
 
     def tick(self) -> int:
-        """Claim and start what this replica has room for; returns how many it started."""
+        """Claim and start what this replica has room for; returns how many it started
+        (none while another thread of this replica is ticking)."""
+        if not self._ticking.acquire(blocking=False):
+            return 0
+        try:
+            return self._claim()
+        finally:
+            self._ticking.release()
+
+    def _claim(self) -> int:
         if not self.catalog.queued_work():
             return 0
         started = 0
