@@ -378,6 +378,7 @@ class Restored:
     problems: list[str] = col(JSON, public=True, default=[])
     error: str | None = col(public=True)
     owner: str | None = col()
+    tables: list[str] = col(JSON, public=True, default=[])  # SCHEMA.TABLE; none: all
 
     def __post_init__(self) -> None:
         self.checks = [CheckResult(**c) if isinstance(c, dict) else c for c in self.checks]
@@ -435,6 +436,7 @@ class RestoreFields(TypedDict, total=False):
     problems: list[str]
     error: str | None
     owner: str | None
+    tables: list[str]
 
 
 class RefreshFields(RestoreFields, total=False):
@@ -480,6 +482,7 @@ class Request:
     owner: str | None = col()
     job_started_at: str | None = col()
     drill_id: str | None = col()
+    tables: list[str] = col(JSON, default=[])  # SCHEMA.TABLE to restore; none: all
 
 
 class RequestFields(TypedDict, total=False):
@@ -503,6 +506,7 @@ class RequestFields(TypedDict, total=False):
     owner: str | None
     job_started_at: str | None
     drill_id: str | None
+    tables: list[str]
 
 
 @dataclass(kw_only=True)

@@ -87,22 +87,29 @@ def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
     snapshot id, or a snapshot's note."""
     words = text.split()
     database = next((w[3:] for w in words if w.startswith("db:")), None)
-    ref = " ".join(w for w in words if not w.startswith("db:")) or None
+    ref = " ".join(w for w in words if not w.startswith(("db:", "table:"))) or None
     services.fleets.aim(database)
     return ref, database
+
+
+def _tables(text: str) -> tuple[str, ...]:
+    """The `table:SCHEMA.TABLE` words."""
+    return tuple(w.removeprefix("table:") for w in text.split() if w.startswith("table:"))
 
 
 def _ask(kind: Kind, call: Call) -> str:
     """Post a request for approval; what it names is checked now (an unknown snapshot,
     nothing kept to undo), so the reply says so at once."""
     ref, database = _aim(call.services, call.args)
+    tables = _tables(call.args)
     if kind == Kind.UNDO:
-        if ref:
+        if ref or tables:
             return f"`/atlas undo` takes only `db:NAME`.\n{messages.HELP}"
         kept = call.services.restores.undo.kept(database)
         snap_id, database, subject = None, kept.database, kept.id
     else:
         snap = call.services.restores.pick_snapshot(ref, database)
+        tables = call.services.restores.check_tables(snap, tables)  # a typo answered at once
         snap_id, database, subject = snap.id, snap.database, snap.id
     call.services.background.later(
         lambda: call.services.ask.request(
@@ -111,6 +118,7 @@ def _ask(kind: Kind, call: Call) -> str:
             requested_by=call.user,
             channel=call.channel,
             database=database,
+            tables=tables,
         ),
         lambda _req: None,  # the request message itself is the answer
         lambda exc: call.respond(text=messages.error(str(exc))),

@@ -16,6 +16,7 @@ from bot.report import messages
 from bot.report.chat import Chat, Message
 from bot.restore.guard import guard_not_production
 from bot.restore.run import Restores
+from bot.restore.tables import parse_tables
 from bot.restore.undo import kept_for
 
 
@@ -55,6 +56,7 @@ class ApprovalRequests:
         requested_by: str,
         channel: str | None,
         database: str | None = None,
+        tables: tuple[str, ...] = (),
     ) -> Request:
         """Create the request and post it with the approve/reject reactions already on."""
         kind = Kind(kind)
@@ -92,6 +94,7 @@ class ApprovalRequests:
             approvers=approvers,
             status=RequestStatus.PENDING,
             channel=channel,
+            tables=[str(t) for t in parse_tables(tables)],
         )
         self.catalog.add_request(req)
         self.catalog.audit(requested_by, f"{kind}.requested", req.id, snapshot=subject)

@@ -86,6 +86,7 @@ class ApprovedJobs:
             approved_by=req.approved_by,
             request_id=req.id,
             phase=say,
+            tables=req.tables,
         )
 
     def announce(self, drill: JobRecord, channel: str | None) -> None:

@@ -14,7 +14,7 @@ Pure: bytes in, values out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 MAGIC = b"PGDMP"
@@ -43,6 +43,9 @@ class Entry:
     section: int  # 1 none (inherits the one before), 2 pre-data, 3 data, 4 post-data
     drop: str | None
     has_data: bool  # a data block follows the table of contents for this entry
+    deps: tuple[int, ...] = ()  # the dump ids this entry depends on
+    span: tuple[int, int] = (0, 0)  # where its bytes lie in the head (start, end)
+    definition: str = ""  # the SQL that creates it
 
     @property
     def block_type(self) -> int:
@@ -56,6 +59,9 @@ class Toc:
     version: tuple[int, int, int]
     entries: tuple[Entry, ...]
     size: int  # bytes of header and table of contents: the first data block starts here
+    count_at: int = 0  # where the entry count lies in the head (the entries follow it)
+    int_size: int = 4
+    off_size: int = 8
     blocks: tuple[Entry, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -121,11 +127,13 @@ def read_toc(head: bytes | bytearray | memoryview) -> Toc:
     c.str()  # database name
     c.str()  # server version
     c.str()  # pg_dump version
+    count_at = c.pos
     count = c.int()
     if not 0 <= count <= 10_000_000:
         raise Unreadable(f"implausible entry count {count}")
     entries = []
     for _ in range(count):
+        start = c.pos
         dump_id = c.int()
         c.int()  # had a dumper
         c.str()  # table oid
@@ -133,7 +141,7 @@ def read_toc(head: bytes | bytearray | memoryview) -> Toc:
         tag = c.str() or ""
         desc = c.str() or ""
         section = c.int()
-        c.str()  # definition
+        definition = c.str() or ""
         drop = c.str()
         c.str()  # COPY statement
         namespace = c.str()
@@ -141,12 +149,76 @@ def read_toc(head: bytes | bytearray | memoryview) -> Toc:
         c.str()  # table access method
         c.str()  # owner
         c.str()  # "false": tables no longer have OIDs
-        while c.str() is not None:  # dependencies, ended by a null string
-            pass
+        deps = []
+        while (dep := c.str()) is not None:  # dependencies, ended by a null string
+            if dep.isdigit():
+                deps.append(int(dep))
         flag = c.byte()
         c.take(c.off_size)  # the data offset, unknown in a streamed archive
-        entries.append(Entry(dump_id, desc, tag, namespace, section, drop, flag != NO_DATA))
-    return Toc((vmaj, vmin, vrev), tuple(entries), c.pos)
+        entries.append(
+            Entry(
+                dump_id,
+                desc,
+                tag,
+                namespace,
+                section,
+                drop,
+                flag != NO_DATA,
+                tuple(deps),
+                (start, c.pos),
+                definition,
+            )
+        )
+    return Toc((vmaj, vmin, vrev), tuple(entries), c.pos, count_at, c.int_size, c.off_size)
+
+
+def write_int(value: int, int_size: int = 4) -> bytes:
+    """An integer as pg_dump writes one: a sign byte, then the magnitude little-endian."""
+    return bytes([1 if value < 0 else 0]) + abs(value).to_bytes(int_size, "little")
+
+
+def write_str(value: str | None, int_size: int = 4) -> bytes:
+    """A string as pg_dump writes one: its length, then its bytes (-1: none)."""
+    if value is None:
+        return write_int(-1, int_size)
+    data = value.encode()
+    return write_int(len(data), int_size) + data
+
+
+@dataclass(frozen=True)
+class Extra:
+    """An entry Atlas adds to a table of contents: SQL of its own (never read from
+    storage) that pg_restore runs in its place, `drop` among the drops of --clean."""
+
+    tag: str
+    section: int
+    definition: str
+    drop: str = ""
+
+
+def entry_bytes(toc: Toc, dump_id: int, extra: Extra) -> bytes:
+    """`extra` as a table-of-contents entry of `toc`'s layout, with no data block."""
+    i = toc.int_size
+    out = write_int(dump_id, i) + write_int(0, i)  # no data: no dumper
+    head: tuple[str, ...] = ("0", "0", extra.tag, "ATLAS")  # table oid, oid, tag, desc
+    out += b"".join(write_str(v, i) for v in head) + write_int(extra.section, i)
+    # definition, drop, copy; no schema, tablespace, access method or owner; no OIDs
+    rest: tuple[str | None, ...] = (extra.definition, extra.drop, "", None, None, None, None)
+    out += b"".join(write_str(v, i) for v in (*rest, "false"))
+    out += write_str(None, i)  # no dependencies
+    return out + bytes([NO_DATA]) + bytes(toc.off_size)
+
+
+def head_of(head: bytes, toc: Toc, keep: Iterable[Entry], extras: Iterable[Extra] = ()) -> bytes:
+    """The archive's header and a table of contents holding only `keep` (in the order
+    they had), then `extras`, so pg_restore sees nothing else: the data blocks of the
+    entries kept follow it as they were."""
+    kept = sorted(keep, key=lambda e: e.span[0])
+    body = b"".join(head[e.span[0] : e.span[1]] for e in kept)
+    top = max((e.dump_id for e in toc.entries), default=0)
+    added = [entry_bytes(toc, top + n, x) for n, x in enumerate(extras, 1)]
+    count = write_int(len(kept) + len(added), toc.int_size)
+    return head[: toc.count_at] + count + body + b"".join(added)
 
 
 def block_header(entry: Entry) -> bytes:

@@ -7,11 +7,14 @@ Nothing here holds a whole dump in memory or on disk: data moves in chunks of ab
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,6 +72,17 @@ def _close_stdin(proc: subprocess.Popen[bytes]) -> None:
             proc.stdin.close()
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel kills it if Atlas dies (a SIGKILL, an OOM
+    kill), so a pg_restore writing into staging never goes on, and commits, alone."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _grow_pipe(fd: int) -> None:
     with contextlib.suppress(OSError, AttributeError):
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, CHUNK)
@@ -88,6 +102,7 @@ class FeedProcess:
         *,
         secrets: Sequence[str] = (),
         name: str = "feed",
+        dies_with_us: bool = False,
     ) -> None:
         self.proc = subprocess.Popen(
             argv,
@@ -95,6 +110,7 @@ class FeedProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
+            preexec_fn=_die_with_parent if dies_with_us else None,
         )
         assert self.proc.stdin is not None
         _grow_pipe(self.proc.stdin.fileno())

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from bot import files
 from bot.backup import pipeline
@@ -35,6 +35,18 @@ class Verified:
 
     snapshot: Snapshot
     seconds: float
+
+
+class Cut(Protocol):
+    """A filter of the decompressed stream: fed every chunk, told of its end, and, once
+    every checksum held, asked to let out what it held back."""
+
+    def __call__(self, chunk: bytes) -> None: ...
+    def end(self) -> None: ...
+    def release(self) -> None: ...
+
+
+Cutter = Callable[[Snapshot, Callable[[bytes], object]], Cut]
 
 
 class Reader:
@@ -146,13 +158,16 @@ class Reader:
             return False
         return stored == (snap.size_bytes, snap.sha256)
 
-    def fetch(self, ref: str, out: str, *, force: bool = False) -> Snapshot:
-        """Write the plain pg_dump custom-format file that `pg_restore` reads as it is."""
+    def fetch(
+        self, ref: str, out: str, *, force: bool = False, cut: Cutter | None = None
+    ) -> Snapshot:
+        """Write the plain pg_dump custom-format file that `pg_restore` reads as it is
+        (with `cut`, the file it makes of the stream: some tables of it)."""
         snap = self.snapshots.readable(ref)
         if out == "-":
             stream: IO[bytes] = sys.stdout.buffer
             try:
-                self.read(snap, stream.write)
+                self._write(snap, stream.write, cut)
             except Damaged as exc:
                 raise self.mark_damaged(snap, exc, "cli", found_by="fetch") from None
             stream.flush()
@@ -166,7 +181,7 @@ class Reader:
             raise AtlasError(f"Cannot write {path}: {exc.strerror or exc}.") from None
         try:
             with fh:
-                self.read(snap, fh.write)
+                self._write(snap, fh.write, cut)
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except Damaged as exc:
@@ -179,6 +194,16 @@ class Reader:
             tmp.unlink(missing_ok=True)
             raise
         return snap
+
+    def _write(self, snap: Snapshot, write: Callable[[bytes], object], cut: Cutter | None) -> None:
+        """The artifact decompressed into `write`, whole or through `cut`."""
+        if cut is None:
+            self.read(snap, write)
+            return
+        stream = cut(snap, write)
+        self.read(snap, stream)
+        stream.end()
+        stream.release()
 
 
 def _major(version: str | None) -> int:

@@ -169,6 +169,11 @@ class JobLog(Protocol):
         failed, or still running in a process of this host that is gone."""
         ...
 
+    def tables_restores_died(self) -> list[Restore]:
+        """Restores of some tables (into staging itself) still running in a process of
+        this host that is gone."""
+        ...
+
 
 class Coordination(Protocol):
     """What makes one action happen once across retries, restarts and processes."""

@@ -31,7 +31,12 @@ from bot.cli.app import (
 
 
 def _restore_command(
-    kind: Kind, snapshot_id: str | None, yes: bool, as_json: bool, database: str | None = None
+    kind: Kind,
+    snapshot_id: str | None,
+    yes: bool,
+    as_json: bool,
+    database: str | None = None,
+    tables: tuple[str, ...] = (),
 ) -> None:
     try:
         services = open_services(fleet=True)
@@ -47,12 +52,19 @@ def _restore_command(
         where = (
             f"a new scratch database on {staging.describe().rsplit('/', 1)[0]}"
             if kind == Kind.DRILL
-            else f"{staging.describe()} (its current content is replaced)"
+            else f"{staging.describe()} ("
+            + (
+                "those tables are replaced, all at once"
+                if tables
+                else "its current content is replaced"
+            )
+            + ")"
         )
+        what = f"table{'s' if len(tables) > 1 else ''} {', '.join(tables)} of " if tables else ""
         if not yes:
             if not sys.stdin.isatty():
                 raise AtlasError(f"Refusing to {kind} without confirmation.", "pass --yes")
-            click.confirm(f"{kind.title()} snapshot {snap.id} into {where}?", abort=True)
+            click.confirm(f"{kind.title()} {what}snapshot {snap.id} into {where}?", abort=True)
         try:
             drill = services.restores.run(
                 kind=kind,
@@ -60,6 +72,7 @@ def _restore_command(
                 requested_by=operator_name(),
                 approved_by=["cli --yes" if yes else "cli confirm"],
                 waiting=lambda text: err().print(text, highlight=False, markup=False),
+                tables=tables,
             )
         except AtlasError as exc:  # it had begun: the channel hears of it, as of any job
             from bot.report.chat import Message
@@ -128,6 +141,7 @@ def _print_result(drill: JobRecord, as_json: bool) -> None:
 
 
 DB_HELP = "The database (its name from `atlas list`; `server.name` in a fleet)."
+TABLE_HELP = "Only this table (repeat for more), with its indexes, constraints and sequences."
 
 
 @main.command()
@@ -136,14 +150,23 @@ DB_HELP = "The database (its name from `atlas list`; `server.name` in a fleet)."
 @click.option(
     "--undo", is_flag=True, help="Swap back the staging the last refresh replaced (and kept)."
 )
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def restore(
-    snapshot_id: str | None, database: str | None, undo: bool, yes: bool, as_json: bool
+    snapshot_id: str | None,
+    database: str | None,
+    undo: bool,
+    tables: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
 ) -> None:
     """Refresh staging (STAGING_DATABASE_URL) from a snapshot: restored into a new database
-    beside it, verified, then swapped in; staging as it was is kept for --undo."""
-    if undo and snapshot_id:
+    beside it, verified, then swapped in; staging as it was is kept for --undo. With
+    --table, only those tables are replaced in staging, in one transaction."""
+    if undo and tables:
+        fail(AtlasError("--undo takes no --table.", "atlas restore --undo [--db NAME]"), as_json)
+    elif undo and snapshot_id:
         fail(
             AtlasError("--undo takes no snapshot id.", "atlas restore --undo [--db NAME]"), as_json
         )
@@ -157,17 +180,25 @@ def restore(
             as_json,
         )
     else:
-        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database)
+        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database, tables)
 
 
 @main.command()
 @click.argument("snapshot_id", required=False)
 @click.option("--db", "database", default=None, help=DB_HELP + " Default: the first.")
+@click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
-def drill(snapshot_id: str | None, database: str | None, yes: bool, as_json: bool) -> None:
-    """Restore drill: restore into a new scratch database, verify, report, drop."""
-    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database)
+def drill(
+    snapshot_id: str | None,
+    database: str | None,
+    tables: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
+    """Restore drill: restore into a new scratch database, verify, report, drop. With
+    --table, only those tables (and what they need) are restored and checked."""
+    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database, tables)
 
 
 @main.command()

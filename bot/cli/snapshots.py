@@ -290,8 +290,16 @@ def verify(snapshot_id: str, as_json: bool) -> None:
 @click.argument("snapshot_id")
 @click.option("-o", "--output", required=True, help="File to write, or - for stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def fetch(snapshot_id: str, output: str, force: bool) -> None:
-    """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore."""
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    metavar="SCHEMA.TABLE",
+    help="Only this table (repeat for more), with what it needs to restore into an empty database.",
+)
+def fetch(snapshot_id: str, output: str, force: bool, tables: tuple[str, ...]) -> None:
+    """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore
+    (with --table, a custom-format file of just those tables)."""
     if output == "-" and sys.stdout.isatty():
         fail(
             AtlasError(
@@ -302,11 +310,23 @@ def fetch(snapshot_id: str, output: str, force: bool) -> None:
         )
         return
     try:
-        row = open_services().reader.fetch(snapshot_id, output, force=force)
+        cut = None
+        if tables:
+            from bot.restore.partial import cutter
+
+            cut = cutter(tables)
+        row = open_services().reader.fetch(snapshot_id, output, force=force, cut=cut)
     except AtlasError as exc:
         fail(exc, False)
         return
-    if output != "-":
+    if output != "-" and tables:
+        err().print(
+            f"wrote {output}: {', '.join(tables)} from {row.id} (checksums ok). Restore into "
+            f'an empty database: pg_restore --no-owner --no-acl --dbname "$URL" {output}',
+            highlight=False,
+            markup=False,
+        )
+    elif output != "-":
         err().print(
             f"wrote {output} ({messages.human_bytes(row.raw_size_bytes)}, checksums ok). "
             f'Restore: pg_restore --clean --if-exists --no-owner --no-acl --dbname "$STAGING_DATABASE_URL" {output}',

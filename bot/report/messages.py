@@ -24,14 +24,14 @@ HELP = """\
 • `/atlas snapshot [db:NAME] [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
-• `/atlas restore ID [db:NAME]`: ask to restore a snapshot into staging (approved by reactions)
+• `/atlas restore ID [db:NAME] [table:SCHEMA.TABLE …]`: ask to restore a snapshot (or only those tables) into staging (approved by reactions)
 • `/atlas drill [ID] [db:NAME]`: ask for a restore drill into a new scratch database (default: the newest good snapshot of the first database, or of NAME)
 • `/atlas undo [db:NAME]`: ask to swap back the staging the last refresh replaced (approved by reactions)
 • `/atlas drills`: past drills and restores with their verdicts and timings
 • `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID [--table SCHEMA.TABLE]`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 # What only a terminal does, and why: asked for in Slack, the answer says where to go.
 TERMINAL_ONLY = {
@@ -313,6 +313,10 @@ def request_message(
             f"*Snapshot:* `{snap.id}` ({human_bytes(snap.size_bytes)}, taken "
             f"{_utc(snap.started_at)} UTC)"
         ]
+        if req.tables:
+            what_lines.append(
+                "*Tables:* " + ", ".join(f"`{escape(t)}`" for t in req.tables) + " only"
+            )
     lines = [
         *what_lines,
         f"*Into:* `{escape(target)}`",
@@ -340,6 +344,8 @@ def drill_report(drill: JobRecord, previous: JobRecord | None) -> tuple[str, Blo
         f"{':white_check_mark:' if ok else ':x:'} {what} `{drill.id}` "
         f"{'passed' if ok else 'FAILED'}: snapshot `{drill.snapshot_id}` of *{escape(drill.database)}*"
     )
+    if drill.tables:
+        text += " (only " + ", ".join(f"`{escape(t)}`" for t in drill.tables) + ")"
     total = drill.total_s
     trend = ""
     if previous and previous.total_s and total:
@@ -387,6 +393,8 @@ def undo_report(job: Restore) -> tuple[str, Blocks]:
 
 def _swap_words(job: Restore) -> str:
     """What a refresh's (or undo's) swap did, and what it keeps."""
+    if job.tables and job.status == DrillStatus.PASSED:
+        return " (those tables replaced, in one transaction; the rest untouched)"
     if not job.swapped:
         return " (staging not touched)" if job.status != DrillStatus.RUNNING else ""
     kept = (

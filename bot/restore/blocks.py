@@ -35,7 +35,7 @@ from bot import files
 from bot.backup import archive
 from bot.backup.pipeline import FeedProcess, Frames
 from bot.errors import AtlasError, Damaged
-from bot.records import Segment
+from bot.records import Segment, Snapshot
 from bot.restore.strategies import (
     RestoreInput,
     StrategyTools,
@@ -124,49 +124,7 @@ class Blocks:
         *,
         hint: str = "the restore stopped there",
     ) -> None:
-        """Read one segment, decompress it into `consume` (None: only check it), and raise
-        Damaged unless its size, sha256 and zstd frame are what the snapshot recorded.
-
-        A segment zstd rejects is still read to its end, so that the error names the
-        checksum mismatch behind it."""
-        storage, key = self.tools.storage, job.snap.storage_key or ""
-        where = storage.location(key)
-        what = "table of contents" if segment.dump_id == 0 else f"data block {segment.dump_id}"
-        sha, size, plain = hashlib.sha256(), 0, 0
-        frames = Frames() if consume is not None else None
-        broken: Damaged | None = None
-        for chunk in storage.read_range(key, segment.start, segment.size, READ):
-            sha.update(chunk)
-            size += len(chunk)
-            if frames is not None and consume is not None and broken is None:
-                try:
-                    out = frames.decompress(chunk)
-                except Damaged as exc:
-                    broken = exc
-                    continue
-                plain += len(out)
-                if out:
-                    consume(out)
-            if stop is not None and stop.is_set():
-                return
-        span = f"bytes {segment.start:,} to {segment.start + segment.size:,}"
-        if size != segment.size or sha.hexdigest() != segment.sha256:
-            raise Damaged(
-                f"Checksum mismatch in the {what} of {where} ({span}): sha256 "
-                f"{sha.hexdigest()[:12]}…, expected {segment.sha256[:12]}…. The artifact was "
-                "changed or damaged.",
-                hint,
-            )
-        if broken is not None or (
-            frames is not None
-            and (not frames.ended or frames.count != 1 or plain != segment.plain_size)
-        ):
-            raise Damaged(
-                f"The {what} of {where} ({span}) does not decompress to the "
-                f"{segment.plain_size:,} bytes the snapshot recorded"
-                + (f": {broken}" if broken else "."),
-                hint,
-            )
+        read_segment(self.tools, job.snap, segment, consume, stop, hint=hint)
 
     def _verify_all(self, job: RestoreInput, blocks: list[Segment]) -> None:
         """Check every block's checksum, N at a time, before the target is touched."""
@@ -309,3 +267,57 @@ def _run_lanes(work: list[Callable[[], None]], stop: threading.Event) -> None:
         raise
     if errors:
         raise next((e for e in errors if isinstance(e, Damaged)), errors[0])
+
+
+def read_segment(
+    tools: StrategyTools,
+    snap: Snapshot,
+    segment: Segment,
+    consume: Callable[[bytes], object] | None,
+    stop: threading.Event | None = None,
+    *,
+    hint: str = "the restore stopped there",
+) -> None:
+    """Read one segment, decompress it into `consume` (None: only check it), and raise
+    Damaged unless its size, sha256 and zstd frame are what the snapshot recorded.
+
+    A segment zstd rejects is still read to its end, so that the error names the
+    checksum mismatch behind it."""
+    storage, key = tools.storage, snap.storage_key or ""
+    where = storage.location(key)
+    what = "table of contents" if segment.dump_id == 0 else f"data block {segment.dump_id}"
+    sha, size, plain = hashlib.sha256(), 0, 0
+    frames = Frames() if consume is not None else None
+    broken: Damaged | None = None
+    for chunk in storage.read_range(key, segment.start, segment.size, READ):
+        sha.update(chunk)
+        size += len(chunk)
+        if frames is not None and consume is not None and broken is None:
+            try:
+                out = frames.decompress(chunk)
+            except Damaged as exc:
+                broken = exc
+                continue
+            plain += len(out)
+            if out:
+                consume(out)
+        if stop is not None and stop.is_set():
+            return
+    span = f"bytes {segment.start:,} to {segment.start + segment.size:,}"
+    if size != segment.size or sha.hexdigest() != segment.sha256:
+        raise Damaged(
+            f"Checksum mismatch in the {what} of {where} ({span}): sha256 "
+            f"{sha.hexdigest()[:12]}…, expected {segment.sha256[:12]}…. The artifact was "
+            "changed or damaged.",
+            hint,
+        )
+    if broken is not None or (
+        frames is not None
+        and (not frames.ended or frames.count != 1 or plain != segment.plain_size)
+    ):
+        raise Damaged(
+            f"The {what} of {where} ({span}) does not decompress to the "
+            f"{segment.plain_size:,} bytes the snapshot recorded"
+            + (f": {broken}" if broken else "."),
+            hint,
+        )

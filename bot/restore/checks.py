@@ -12,6 +12,7 @@ from bot.backup import manifest
 from bot.config import Check
 from bot.pg import Conn, first_line
 from bot.records import CheckResult, Snapshot
+from bot.restore.tables import Selection
 
 
 def run_checks(conn: Conn, checks: list[Check], timeout_s: int) -> list[CheckResult]:
@@ -47,3 +48,20 @@ def manifest_problems(snap: Snapshot, dest: Conn) -> list[str]:
     with dest.connect(autocommit=True) as c:
         actual = manifest.collect(c)
     return manifest.compare(snap.manifest or {}, actual)
+
+
+def table_problems(snap: Snapshot, dest: Conn, chosen: Selection) -> list[str]:
+    """What a database restored with only `chosen`'s tables shows that differs from the
+    snapshot's manifest for those tables and their sequences."""
+    recorded = snap.manifest or {}
+    names = {str(t) for t in chosen.tables}
+    seqs = set(chosen.sequences)
+    expected = {
+        "tables": {k: v for k, v in (recorded.get("tables") or {}).items() if k in names},
+        "sequences": {k: v for k, v in (recorded.get("sequences") or {}).items() if k in seqs},
+    }
+    with dest.connect(autocommit=True) as c:
+        actual = manifest.collect(c)
+    actual["tables"] = {k: v for k, v in actual["tables"].items() if k in names}
+    missing = [f"table {n} is missing" for n in sorted(names - set(actual["tables"]))]
+    return missing + manifest.compare(expected, actual)

@@ -20,6 +20,7 @@ from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError, Damaged, Interrupted, Refused
 from bot.pg import Conn, find_tool
 from bot.records import (
+    CheckResult,
     Drill,
     DrillStatus,
     JobRecord,
@@ -32,11 +33,12 @@ from bot.records import (
     now,
 )
 from bot.redaction import redact
-from bot.restore import checks, plan, refresh, strategies, swap
+from bot.restore import checks, partial, plan, refresh, strategies, swap
 from bot.restore.databases import create_database, drop_database
 from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
 from bot.restore.scratch import Scratch, ScratchCreation, scratch_name
 from bot.restore.source import CheckedArtifact, Source
+from bot.restore.tables import TableName, known_tables, parse_tables
 from bot.restore.undo import Undo
 from bot.restore.waits import LockWatch
 from bot.store import CHUNK, LazyStorage
@@ -75,6 +77,12 @@ class RestoreJob:
     creating: ScratchCreation | None = None
     keep: bool = False
     swapped: bool = False  # a refresh's new database is staging now
+    tables: tuple[TableName, ...] = ()  # `--table`: only these (a refresh: in place)
+
+    @property
+    def in_place(self) -> bool:
+        """Tables restored into staging itself, in one transaction: nothing to swap."""
+        return self.kind == Kind.RESTORE and bool(self.tables)
 
     @property
     def dest(self) -> Conn:
@@ -126,6 +134,12 @@ class Restores:
             )
         return rows[0]
 
+    def check_tables(self, snap: Snapshot, names: Iterable[str]) -> tuple[str, ...]:
+        """`names` as SCHEMA.TABLE, each one the snapshot holds (else an AtlasError)."""
+        tables = parse_tables(names)
+        known_tables(snap.id, snap.manifest, tables)
+        return tuple(str(t) for t in tables)
+
     def staging_for(self, snap: Snapshot, kind: Kind = Kind.RESTORE) -> tuple[DatabaseTarget, Conn]:
         """The target and where a `kind` job of `snap` goes: the staging database for a
         refresh; for a drill of a fleet's database, its staging server (the scratch
@@ -160,20 +174,22 @@ class Restores:
         phase: Phase | None = None,
         drill_id: str | None = None,
         waiting: Phase | None = None,
+        tables: Iterable[str] = (),
     ) -> JobRecord:
         """Restore a snapshot (a staging refresh, or a drill into a new scratch database),
-        verify it, record the outcome and return its record.
+        verify it, record the outcome and return its record. With `tables`, only those:
+        a drill proves them alone; a refresh replaces them in staging, all or nothing.
 
         A failed verification is a failed drill, recorded and returned (not raised);
         refusals and errors before the record exists are raised.
         """
-        job = self._prepare(Kind(kind), snap_id, requested_by, drill_id)
+        job = self._prepare(Kind(kind), snap_id, requested_by, drill_id, parse_tables(tables))
         self._record_start(job, request_id, approved_by)
         say = phase or (lambda _msg: None)
         try:  # from the record on: whatever stops the job, the record says so
             self._restore(job, say, waiting or say)
             outcome = self._verify(job, say)
-            if job.kind == Kind.RESTORE and outcome["status"] == DrillStatus.PASSED:
+            if job.kind == Kind.RESTORE and not job.in_place and outcome["status"] == "passed":
                 self._swap(job, say, waiting or say, outcome)
             self._record_verdict(job, outcome)
         except BaseException as exc:
@@ -183,16 +199,22 @@ class Restores:
         return self.catalog.get_job(job.drill_id)
 
     def _prepare(
-        self, kind: Kind, snap_id: str | None, requested_by: str, drill_id: str | None
+        self,
+        kind: Kind,
+        snap_id: str | None,
+        requested_by: str,
+        drill_id: str | None,
+        tables: tuple[TableName, ...],
     ) -> RestoreJob:
         """Pick the snapshot and the strategy, start checking the artifact, and refuse a
         target that is production (or the catalog) before anything is recorded."""
         snap = self.pick_snapshot(snap_id)
+        known_tables(snap.id, snap.manifest, tables)
         target, staging = self.staging_for(snap, kind)
         production = Conn.parse(target.url, target.url_setting)
         self.store.open_soon()  # an S3 client is built while the target is checked and made
         tools = strategies.StrategyTools(self.reader, self.store, self.work_dir())
-        how = plan.choose(snap, self.settings, tools)
+        how = plan.choose(snap, self.settings, tools, tables, into_staging=kind == Kind.RESTORE)
         log.info(
             "%s of %s: %s, %s",
             kind,
@@ -218,9 +240,11 @@ class Restores:
             raise
         drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
         scratch = scratch_name(drill_id) if kind == Kind.DRILL else swap.building_name(drill_id)
+        if kind == Kind.RESTORE and tables:
+            scratch = staging.address()[2]  # restored into in one transaction
         return RestoreJob(
             kind, snap, target, staging, production, known, how, artifact, drill_id, scratch,
-            requested_by,
+            requested_by, tables=tables,
         )  # fmt: skip
 
     def _record_start(
@@ -233,11 +257,14 @@ class Restores:
             target=job.dest.describe(),
             requested_by=job.requested_by,
             approved_by=approved_by or [],
+            tables=[str(t) for t in job.tables],
         )
         if job.kind == Kind.DRILL:
             record: JobRecord = Drill(
                 id=job.drill_id, scratch_db=job.scratch, scratch_dropped=False, **shared
             )
+        elif job.in_place:
+            record = Restore(id=job.drill_id, **shared)
         else:
             record = Restore(id=job.drill_id, new_db=job.scratch, new_db_dropped=False, **shared)
         self.catalog.add_job(record)
@@ -253,11 +280,15 @@ class Restores:
         say(f"Fetching `{snap.id}` and checking its checksum…")
         known, production, staging, name = job.known, job.production, job.staging, job.scratch
         # made on a thread while the artifact's head is read and checked
-        job.creating = ScratchCreation(
-            (lambda: create_database(staging, name))
-            if job.kind == Kind.DRILL
-            else (lambda: refresh.create_beside(staging, name)),
-            lambda: guard_not_production(production, dest, known=known),
+        job.creating = (
+            None
+            if job.in_place  # staging itself, checked by _prepare's guard
+            else ScratchCreation(
+                (lambda: create_database(staging, name))
+                if job.kind == Kind.DRILL
+                else (lambda: refresh.create_beside(staging, name)),
+                lambda: guard_not_production(production, dest, known=known),
+            )
         )
         pg_restore, _ = find_tool(
             "pg_restore", _major(snap.pg_dump_version), self.settings.pg_bindir
@@ -300,6 +331,8 @@ class Restores:
     def _verify(self, job: RestoreJob, say: Phase) -> RestoreFields:
         """Compare with the manifest, run the app-flow checks (and the server's roles, for
         a fleet's database); returns the verdict and what it rests on."""
+        if job.tables:
+            return self._verify_tables(job, say)
         say("Verifying against the snapshot's manifest and running the app-flow checks…")
         t = time.monotonic()
         problems = checks.manifest_problems(job.snap, job.dest)
@@ -326,6 +359,38 @@ class Restores:
                 "verification and is dropped."
             )
         return outcome
+
+    def _verify_tables(self, job: RestoreJob, say: Phase) -> RestoreFields:
+        """`--table`: a drill's tables compared with the manifest in its scratch database;
+        a refresh's were, before its transaction committed. The foreign keys between a
+        restored table and another are named, with what became of them."""
+        t = time.monotonic()
+        how = job.how.strategy
+        assert isinstance(how, partial.TablesAlone | partial.TablesIntoStaging)
+        chosen = how.selection
+        assert chosen is not None
+        results: list[CheckResult] = []
+        if isinstance(how, partial.TablesIntoStaging):
+            problems: list[str] = []
+            results, notes = partial.link_results(job.dest, chosen, how.inward)
+        else:
+            say("Verifying the tables against the snapshot's manifest…")
+            problems = checks.table_problems(job.snap, job.dest, chosen)
+            notes = [
+                f"foreign key {link} not checked: it links a table restored with one that is not"
+                for link in chosen.links
+            ]
+        notes += [f"{what} left out: it needs a table not restored" for what in chosen.left_out]
+        notes.append("app-flow checks not run: they need the whole database")
+        job.timings["verify_s"] = round(time.monotonic() - t, 3)
+        return RestoreFields(
+            status=DrillStatus.PASSED if not problems else DrillStatus.FAILED,
+            checks=results,
+            problems=problems + [f"warning: {n}" for n in notes],
+            download_s=job.timings.get("download_s"),
+            restore_s=job.timings.get("restore_s"),
+            verify_s=job.timings.get("verify_s"),
+        )
 
     def _swap(self, job: RestoreJob, say: Phase, waiting: Phase, outcome: RestoreFields) -> None:
         """A refresh that passed: its new database swapped in as staging (`waiting` hears
@@ -385,11 +450,7 @@ class Restores:
             message = "Interrupted by the operator (Ctrl-C)"
             message += "; its scratch database is dropped." if kind == Kind.DRILL else ""
         if kind == Kind.RESTORE:  # say what state staging is in, whatever happened
-            message = message.rstrip(".") + (
-                f": the swap had happened, staging {staging.describe()} holds the snapshot."
-                if job.swapped
-                else f": staging {staging.describe()} was not touched."
-            )
+            message = message.rstrip(".") + _staging_state(job)
         status = DrillStatus.INTERRUPTED if stopped else DrillStatus.FAILED
         self.catalog.update_job(
             job.drill_id,
@@ -482,6 +543,17 @@ class Restores:
             ):
                 return row
         return None
+
+
+def _staging_state(job: RestoreJob) -> str:
+    """How a refresh that stopped left staging: swapped, its tables replaced, or as it was."""
+    staging = job.staging.describe()
+    if job.swapped:
+        return f": the swap had happened, staging {staging} holds the snapshot."
+    if isinstance(job.how.strategy, partial.TablesIntoStaging) and job.how.strategy.committed:
+        tables = ", ".join(str(t) for t in job.tables)
+        return f": its transaction had committed, {tables} in staging {staging} are the snapshot's."
+    return f": staging {staging} was not touched."
 
 
 def _major(version: str | None) -> int:

@@ -80,6 +80,17 @@ class Scratch:
         the new databases of refreshes that died before their swap. Only databases this
         catalog created are touched."""
         dropped = self._clean_refreshes()
+        for job in self.catalog.tables_restores_died():
+            self.catalog.update_refresh(
+                job.id,
+                status=DrillStatus.INTERRUPTED,
+                finished_at=now(),
+                error=(
+                    "Atlas stopped while it replaced these tables; pg_restore stopped with it, "
+                    "so its transaction was rolled back: staging was not touched."
+                ),
+            )
+            self.catalog.audit("atlas", "restore.interrupted", job.id)
         for drill in self.catalog.drills_to_clean():
             assert drill.scratch_db
             if drill.status == DrillStatus.RUNNING:

@@ -305,9 +305,21 @@ def restore_file(
 
 
 def restore_failed(stderr: str, code: int) -> AtlasError:
+    """pg_restore's own words: from its last ERROR on (the statement it ran is left
+    out), else its last lines."""
     lines = [ln.removeprefix("pg_restore: ").strip() for ln in stderr.splitlines() if ln.strip()]
+    errors = [n for n, ln in enumerate(lines) if "ERROR:" in ln]
+    if errors:
+        first = lines[errors[-1]]
+        shown = [first[first.index("ERROR:") :]]
+        for ln in lines[errors[-1] + 1 : errors[-1] + 3]:
+            if ln.startswith(("Command was:", "CONTEXT:", "LINE ", "HINT:")):
+                break
+            shown.append(ln)
+    else:
+        shown = lines[-3:]
     return AtlasError(
-        "pg_restore stopped on an error: " + ("; ".join(lines[-3:]) or f"exit {code}"),
+        "pg_restore stopped on an error: " + ("; ".join(shown) or f"exit {code}"),
         "a restore that succeeds with errors is a failed restore",
     )
 

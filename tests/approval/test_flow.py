@@ -330,3 +330,33 @@ def test_slack_refresh_then_undo_each_approved_with_reactions(setup, pg, pg_db):
     assert "undo.requested" in actions and "undo.approve" in actions
     for name in (undo.kept_db,):
         pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_slack_restore_of_one_table_is_approved_and_replaces_only_it(setup, pg, pg_db):
+    """`/atlas restore ID table:public.orders`: the request names the table, a mistyped
+    one is answered at once, and once approved only that table is replaced."""
+    bot = setup()
+    staging = pg_db + "_stg"
+    snap = bot.services.snapshots.recent()[0]
+    assert bot.services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1").swapped
+    pg.execute(staging, "DELETE FROM orders WHERE id > 10")
+    pg.execute(staging, "INSERT INTO users (email) VALUES ('staging-only@example.com')")
+    users = pg.execute(staging, "SELECT count(*) FROM users")[0][0]
+    status, body = bot.command(f"restore {snap.id} table:public.nope", user_id="U_REQ")
+    assert status == 200 and "has no table public.nope" in body, body
+    status, body = bot.command(f"restore {snap.id} table:public.orders", user_id="U_REQ")
+    assert status == 200 and "Asking for approval" in body, body
+    msg = _request_message(bot)
+    assert "public.orders" in str(msg["params"]["blocks"]), msg
+    [req] = bot.services.catalog.list_requests()
+    assert req.tables == ["public.orders"]
+    bot.react("U_ANN", "white_check_mark", msg["response"]["ts"])
+    done = _wait_status(bot, req.id, {"done", "failed"})
+    assert done.status == "done", done
+    job = bot.services.catalog.get_job(done.drill_id)
+    assert job.tables == ["public.orders"] and not job.swapped
+    assert pg.execute(staging, "SELECT count(*) FROM orders")[0][0] == 1600
+    assert pg.execute(staging, "SELECT count(*) FROM users")[0][0] == users  # untouched
+    for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
+        if name.startswith(f"atlas_kept_{staging}"):
+            pg.execute("postgres", f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from bot.catalog.sql.schema import add_missing_columns, create_tables, create_work, move_restores
 from bot.catalog.sql.tables import Database
-from bot.records import Restore, columns
+from bot.records import Drill, Request, Restore, columns
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
 MIGRATION_LOCK = 0x61746C6173
@@ -46,7 +46,14 @@ def _v3(db: Database) -> None:
     add_missing_columns(db["restores"], columns(Restore))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3]
+def _v4(db: Database) -> None:
+    """Restores, drills and requests name the tables a job restores (none: all of them)."""
+    for table, record in (("restores", Restore), ("drills", Drill), ("requests", Request)):
+        if db[table].exists():
+            add_missing_columns(db[table], columns(record))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4]
 LATEST = len(STEPS)
 
 

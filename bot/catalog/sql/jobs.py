@@ -83,7 +83,9 @@ class JobRecords:
         return rows[:limit]
 
     def last_passed_job(self, database: str) -> JobRecord | None:
-        passed = "database = ? AND status = 'passed'"
+        """The newest passed drill or refresh of the whole database: an undo, or a job of
+        some tables (`--table`), proves no snapshot restores."""
+        passed = "database = ? AND status = 'passed' AND coalesce(tables, '[]') = '[]'"
         rows = [
             *self._jobs_where(Kind.DRILL, passed, [database], 1),
             *self._jobs_where(Kind.RESTORE, passed + " AND undo_of IS NULL", [database], 1),
@@ -114,6 +116,14 @@ class JobRecords:
             r
             for r in self._jobs_where(Kind.RESTORE, where, [])
             if isinstance(r, Restore) and (r.status != DrillStatus.RUNNING or owner_gone(r.owner))
+        ]
+
+    def tables_restores_died(self) -> list[Restore]:
+        where = "status = 'running' AND new_db IS NULL AND coalesce(tables, '[]') <> '[]'"
+        return [
+            r
+            for r in self._jobs_where(Kind.RESTORE, where, [])
+            if isinstance(r, Restore) and owner_gone(r.owner)
         ]
 
     def _jobs_where(

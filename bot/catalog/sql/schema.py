@@ -70,6 +70,7 @@ def move_restores(db: Database) -> None:
     create_restores(db)
     if "kind" not in db["drills"].columns_dict:
         return  # a catalog made after the split: its drills table never held refreshes
-    cols = ", ".join(f'"{c}"' for c in columns(Restored))
+    had = db["drills"].columns_dict  # a later step adds what an old catalog lacked
+    cols = ", ".join(f'"{c}"' for c in columns(Restored) if c in had)
     db.execute(f"INSERT INTO restores ({cols}) SELECT {cols} FROM drills WHERE kind = 'restore'")
     db.execute("DELETE FROM drills WHERE kind = 'restore'")

@@ -17,7 +17,7 @@ from bot.catalog.sql.schema import (
     move_restores,
 )
 from bot.catalog.sql.tables import Database
-from bot.records import Drill, Restore, Snapshot, columns
+from bot.records import Drill, Request, Restore, Snapshot, columns
 
 
 def _v1(db: Database) -> None:
@@ -66,7 +66,14 @@ def _v7(db: Database) -> None:
     add_missing_columns(db["restores"], columns(Restore))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: Database) -> None:
+    """Restores, drills and requests name the tables a job restores (none: all of them)."""
+    for table, record in (("restores", Restore), ("drills", Drill), ("requests", Request)):
+        if db[table].exists():
+            add_missing_columns(db[table], columns(record))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 LATEST = len(STEPS)
 
 

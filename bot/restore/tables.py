@@ -1,0 +1,202 @@
+"""Which entries of a snapshot's table of contents restore a few of its tables.
+
+A table comes with everything that depends on it in the archive: its data, indexes,
+constraints, triggers, defaults, comments and owned sequences (with their values). A
+foreign key between a chosen table and one that is not chosen is a *link*: it is not
+part of the tables themselves, so the caller decides (a staging restore keeps it when the
+rows it needs exist; a drill or fetch of the tables alone leaves it out and says so).
+
+Pure: a parsed table of contents and names in, the entries to keep out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.backup.archive import Entry, Toc
+from bot.errors import AtlasError
+
+SESSION = ("ENCODING", "STDSTRINGS", "SEARCHPATH")  # settings every restore script starts with
+NOT_NEEDED = ("DATABASE", "DATABASE PROPERTIES", "ACL", "DEFAULT ACL")
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """SCHEMA.TABLE as a user names it."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+def parse_tables(values: Iterable[str]) -> tuple[TableName, ...]:
+    """`--table` values: SCHEMA.TABLE, or TABLE for one in `public`; each named once."""
+    out: list[TableName] = []
+    for raw in values:
+        text = raw.strip()
+        schema, dot, name = text.partition(".")
+        if not dot:
+            schema, name = "public", text
+        if not schema or not name or "." in name:
+            raise AtlasError(
+                f"{raw!r} is not a table name.",
+                "name each table as SCHEMA.TABLE, e.g. --table public.orders",
+            )
+        table = TableName(schema, name)
+        if table not in out:
+            out.append(table)
+    return tuple(out)
+
+
+def known_tables(
+    snap_id: str, manifest: dict[str, Any] | None, tables: tuple[TableName, ...]
+) -> None:
+    """Refuse a table the snapshot's manifest does not list (before anything is asked
+    for or read); a snapshot without one is checked against its archive later."""
+    listed = (manifest or {}).get("tables")
+    if not tables or not isinstance(listed, dict):
+        return
+    missing = [str(t) for t in tables if str(t) not in listed]
+    if missing:
+        some = ", ".join(sorted(listed)[:8]) + (", …" if len(listed) > 8 else "")
+        raise AtlasError(
+            f"Snapshot {snap_id} has no table {', '.join(missing)}.",
+            f"name them as SCHEMA.TABLE; it has {some or 'none'}",
+        )
+
+
+@dataclass(frozen=True)
+class Link:
+    """A foreign key between a chosen table and one that is not chosen."""
+
+    name: str  # the constraint's name
+    table: str  # SCHEMA.TABLE it is defined on
+    definition: str  # the SQL that adds it
+    outward: bool  # defined on a chosen table (else: on another table, pointing at one)
+
+    def __str__(self) -> str:
+        return f"{self.table}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What restores the chosen tables."""
+
+    tables: tuple[TableName, ...]
+    keep: tuple[Entry, ...]  # in archive order
+    links: tuple[Link, ...]  # left out of `keep`
+    left_out: tuple[str, ...]  # other objects that need a table not chosen (e.g. a view)
+    sequences: tuple[str, ...]  # SCHEMA.NAME of the owned sequences kept
+
+    @property
+    def dump_ids(self) -> frozenset[int]:
+        return frozenset(e.dump_id for e in self.keep)
+
+    def list_file(self) -> str:
+        """`pg_restore -L` lines naming the entries kept."""
+        return "".join(f"{e.dump_id}; {e.desc}\n" for e in self.keep)
+
+
+def select(toc: Toc, tables: tuple[TableName, ...], *, standalone: bool) -> Selection:
+    """The entries that restore `tables`. `standalone` (a drill, a fetch) adds what they
+    need to exist first (schemas, types, functions) and leaves out objects that need
+    other tables; otherwise (into staging, where those exist) they are kept."""
+    by_id = {e.dump_id: e for e in toc.entries}
+    chosen = _chosen(toc, tables)
+    all_tables = {e.dump_id for e in toc.entries if e.desc == "TABLE"}
+    down = _dependents(toc, set(chosen))
+    touched = _Touched(by_id, all_tables)
+    keep: set[int] = set(chosen)
+    links: list[Link] = []
+    left_out: list[str] = []
+    for dump_id in sorted(down - set(chosen)):
+        entry = by_id[dump_id]
+        if not touched(dump_id) - set(chosen):
+            keep.add(dump_id)
+        elif entry.desc == "FK CONSTRAINT":
+            links.append(_link(entry, tables))
+        elif standalone:
+            left_out.append(_describe(entry))
+        else:
+            keep.add(dump_id)
+    if standalone:
+        keep |= _prerequisites(by_id, keep, all_tables)
+    keep |= {e.dump_id for e in toc.entries if e.desc in SESSION}
+    kept = tuple(e for e in toc.entries if e.dump_id in keep and e.desc not in NOT_NEEDED)
+    sequences = tuple(f"{e.namespace}.{e.tag}" for e in kept if e.desc == "SEQUENCE")
+    return Selection(tables, kept, tuple(links), tuple(left_out), sequences)
+
+
+def _chosen(toc: Toc, tables: tuple[TableName, ...]) -> dict[int, TableName]:
+    found = {
+        TableName(e.namespace or "", e.tag): e.dump_id for e in toc.entries if e.desc == "TABLE"
+    }
+    missing = [str(t) for t in tables if t not in found]
+    if missing:
+        raise AtlasError(
+            f"The snapshot has no table {', '.join(missing)}.",
+            "`atlas show ID` lists the tables a snapshot holds (schema-qualified)",
+        )
+    return {found[t]: t for t in tables}
+
+
+def _dependents(toc: Toc, roots: set[int]) -> set[int]:
+    """`roots` and every entry that depends on one of them, directly or not."""
+    children: dict[int, list[int]] = {}
+    for e in toc.entries:
+        for dep in e.deps:
+            children.setdefault(dep, []).append(e.dump_id)
+    seen, todo = set(roots), list(roots)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
+class _Touched:
+    """The tables an entry depends on, directly or through other entries."""
+
+    def __init__(self, by_id: dict[int, Entry], tables: set[int]) -> None:
+        self.by_id, self.tables = by_id, tables
+        self.memo: dict[int, frozenset[int]] = {}
+
+    def __call__(self, dump_id: int) -> frozenset[int]:
+        if dump_id in self.memo:
+            return self.memo[dump_id]
+        self.memo[dump_id] = frozenset()  # a cycle adds nothing
+        found = {dump_id} if dump_id in self.tables else set()
+        for dep in self.by_id[dump_id].deps if dump_id in self.by_id else ():
+            found |= self(dep)
+        self.memo[dump_id] = frozenset(found)
+        return self.memo[dump_id]
+
+
+def _prerequisites(by_id: dict[int, Entry], keep: set[int], tables: set[int]) -> set[int]:
+    """What the kept entries depend on (schemas, types, functions, extensions), short of
+    other tables: those are not restored."""
+    seen: set[int] = set()
+    todo = [d for k in keep for d in by_id[k].deps]
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep in keep or dep in tables or dep not in by_id:
+            continue
+        seen.add(dep)
+        todo.extend(by_id[dep].deps)
+    return seen
+
+
+def _link(entry: Entry, tables: tuple[TableName, ...]) -> Link:
+    on_table, _, name = entry.tag.partition(" ")
+    table = TableName(entry.namespace or "", on_table)
+    return Link(name or entry.tag, str(table), entry.definition, table in tables)
+
+
+def _describe(entry: Entry) -> str:
+    where = f"{entry.namespace}." if entry.namespace else ""
+    return f"{entry.desc.lower()} {where}{entry.tag}"
