@@ -34,8 +34,8 @@ from bot.restore.strategies import (
 from bot.restore.tables import Link, Selection, TableName, known_tables, parse_tables, select
 
 
-class TablesAlone:
-    """The chosen tables into an empty database (a drill's scratch)."""
+class _Tables:
+    """What both ways of restoring some tables are given, and what they chose."""
 
     def __init__(
         self,
@@ -45,6 +45,10 @@ class TablesAlone:
     ) -> None:
         self.tools, self.tables, self.segments = tools, tables, segments
         self.selection: Selection | None = None
+
+
+class TablesAlone(_Tables):
+    """The chosen tables into an empty database (a drill's scratch)."""
 
     def restore(self, job: RestoreInput) -> None:
         def pick(toc: archive.Toc) -> tuple[Selection, list[archive.Extra]]:
@@ -53,7 +57,7 @@ class TablesAlone:
         self.selection = feed_cut(self.tools, job, base_argv(job), pick, self.segments)
 
 
-class TablesIntoStaging:
+class TablesIntoStaging(_Tables):
     """The chosen tables replaced in staging, in one transaction."""
 
     def __init__(
@@ -62,8 +66,7 @@ class TablesIntoStaging:
         tables: tuple[TableName, ...],
         segments: list[Segment] | None = None,
     ) -> None:
-        self.tools, self.tables, self.segments = tools, tables, segments
-        self.selection: Selection | None = None
+        super().__init__(tools, tables, segments)
         self.inward: list[tuple[str, str]] = []  # other tables' foreign keys to them
         self.committed = False  # pg_restore ended well: the tables are replaced
 
