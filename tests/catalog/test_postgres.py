@@ -17,6 +17,7 @@ import pytest
 from bot.catalog import open_catalog
 from bot.catalog.copy import copy_catalog
 from bot.catalog.postgres import PostgresCatalog, migrations
+from bot.catalog.sql.work import WORK_LOCK
 from bot.catalog.sqlite import SqliteCatalog
 from bot.errors import AtlasError, Busy
 from bot.records import Drill, Kind, Restore, Snapshot, SnapshotStatus, WorkItem, WorkStatus
@@ -205,6 +206,36 @@ def test_a_cut_link_to_the_catalog_is_one_line_and_heals(catalog_server: Catalog
         proxy.restore()
         assert [s.id for s in catalog.list_snapshots()] == ["before"]  # "during" never landed
         assert catalog.acquire_lease("scheduler", "r1", 30)
+
+
+def test_a_link_cut_mid_claim_leaves_the_work_queue_free(catalog_server: CatalogServer) -> None:
+    """A replica's link to the catalog drops while its claim holds the work queue's lock:
+    the server ends that session, so the other replicas' claims go on (a session the
+    server kept would hold the lock, and every fleet run would wait on it for good)."""
+    schema, direct = catalog_server.new_url()
+    with tcp_proxy(catalog_server.cluster.port) as proxy:
+        url = catalog_server.url(schema).replace(
+            f":{catalog_server.cluster.port}/", f":{proxy.port}/"
+        )
+        cut = PostgresCatalog(url)
+        other = PostgresCatalog(direct)
+        other.enqueue_work([WorkItem(key="run1:db0", run="run1", database="db0")])
+        with pytest.raises(AtlasError), cut.conn.transaction() as db:
+            db.advisory_lock(WORK_LOCK)
+            proxy.refuse()
+        claimed: list[WorkItem | None] = []
+        claimer = threading.Thread(target=lambda: claimed.append(other.claim_work("r2", 1, 60)))
+        claimer.start()
+        claimer.join(15)
+        assert not claimer.is_alive(), "the cut session still holds the work queue's lock"
+        assert claimed and claimed[0] is not None and claimed[0].database == "db0"
+        with psycopg.connect(catalog_server.url(schema)) as conn:
+            settings = conn.execute(
+                "SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'"
+            ).fetchone()
+        session = other.conn._take()
+        assert session.execute("SHOW idle_in_transaction_session_timeout").fetchone() == ("1min",)
+        assert settings == ("0",)  # the server's default: the catalog's own sessions set it
 
 
 def test_snapshots_starting_as_another_finishes_are_busy_or_run(

@@ -26,9 +26,13 @@ __all__ = ["TcpProxy", "tcp_proxy"]
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST, as a dropped link looks to the peer."""
+    """Close with RST, as a dropped link looks to the peer. The shutdown comes first: a
+    pipe thread blocked in `recv` on the socket keeps it open past a bare `close` (the peer
+    would never hear, and a catalog session would keep its locks), and wakes it."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
 
@@ -42,6 +46,7 @@ class TcpProxy:
         self._refusing = False
         self._rate: float | None = None  # bytes per second each way; None: as fast as it goes
         self._conns: list[socket.socket] = []
+        self._half_closed: set[frozenset[int]] = set()  # pairs one of whose directions ended
         self.bytes_up = 0
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._stop = threading.Event()
@@ -105,6 +110,9 @@ class TcpProxy:
             threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        """Copy one direction. A peer that closes is passed on as a half-close after the
+        bytes already sent (a server that ends its reply with a close must not lose its
+        last bytes); a cut, a refusal or a failure resets both sides."""
         try:
             while data := src.recv(65536):
                 if upstream:
@@ -122,9 +130,27 @@ class TcpProxy:
                     time.sleep(len(data) / self._rate)
                 if upstream and self._budget is not None and self._budget <= 0:
                     break
+            else:
+                dst.shutdown(socket.SHUT_WR)
+                self._ended(src, dst)
+                return
         except OSError:
             pass
         self.refuse_one(src, dst)
+
+    def _ended(self, src: socket.socket, dst: socket.socket) -> None:
+        """One direction ended cleanly; the second to end closes the pair."""
+        pair = frozenset((src.fileno(), dst.fileno()))
+        with self._lock:
+            if pair not in self._half_closed:
+                self._half_closed.add(pair)
+                return
+            self._half_closed.discard(pair)
+            for s in (src, dst):
+                with contextlib.suppress(ValueError):
+                    self._conns.remove(s)
+        for s in (src, dst):
+            s.close()
 
     def refuse_one(self, *socks: socket.socket) -> None:
         for s in socks:

@@ -19,6 +19,24 @@ from bot.redaction import redact
 
 APPLICATION = "atlas-catalog"
 IDLE = TransactionStatus.IDLE
+# A network that drops packets silently (no reset) must not hang a heartbeat or a fleet
+# run forever waiting for a reply: the kernel gives up on a session whose peer stops
+# answering keepalives, or whose sent bytes go unacknowledged, within about a minute.
+ALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 4,
+    "tcp_user_timeout": 60_000,
+}
+# ... and the server ends a session whose replica vanished mid-transaction (its link cut
+# silently, its host gone) within a minute, so the work queue's lock and a snapshot's row
+# are not held for the two hours of the server's default keepalive. Catalog transactions
+# last milliseconds; none waits on a person.
+SERVER_SIDE = (
+    "SET idle_in_transaction_session_timeout = '60s'; SET tcp_keepalives_idle = 20; "
+    "SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 4"
+)
 
 
 class PostgresConnection:
@@ -46,12 +64,18 @@ class PostgresConnection:
                 if not conn.closed and not conn.broken:
                     return conn
         try:
-            return self.target.connect(autocommit=True, application_name=APPLICATION)
+            conn = self.target.connect(autocommit=True, application_name=APPLICATION, **ALIVE)
         except AtlasError as exc:
             raise CatalogAway(
                 f"The catalog cannot be reached (ATLAS_STATE): {exc.message}",
                 "check that server, the URL's credentials, and that the database exists",
             ) from None
+        try:
+            conn.execute(SERVER_SIDE)
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error(exc, conn) from None
+        return conn
 
     def _give_back(self, conn: psycopg.Connection) -> None:
         if not conn.closed and not conn.broken and conn.info.transaction_status == IDLE:
