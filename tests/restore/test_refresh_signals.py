@@ -20,6 +20,7 @@ import pytest
 
 from tests.support.helpers import add_bulk, cli_env, run_cli
 from tests.support.pg import fill_sample
+from tests.support.proxy import tcp_proxy
 
 SLOW_CHECK = "SELECT count(*) = 1 FROM (SELECT pg_sleep(3)) s"
 
@@ -84,9 +85,9 @@ def refresh_env(pg, pg_db, pg_url, tmp_path):
     pg.drop_database(staging)
 
 
-def _start(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], list[str]]:
+def _start(env: dict[str, str], cwd: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "restore", "latest", "--yes"],
+        [sys.executable, "-m", "bot.cli", "restore", "latest", "--yes", *extra],
         env=env,
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -140,3 +141,66 @@ def test_a_refresh_stopped_at_any_phase_leaves_staging_as_it_was(
     assert stopped["new_db_dropped"] == 1
     assert jobs[0]["status"] == "passed" and jobs[0]["swapped"] == 1
     assert _dbs(pg, "atlas\\_refresh\\_%") == set()
+
+
+def _loading_bulk(pg: Any, staging: str) -> bool:
+    rows = pg.execute(
+        "postgres",
+        "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND state = 'active' "
+        "AND query LIKE 'COPY public.bulk%%'",
+        [staging],
+    )
+    return bool(rows)
+
+
+def _atlas_sessions(pg: Any, staging: str) -> list[tuple[Any, ...]]:
+    return pg.execute(
+        "postgres",
+        "SELECT pid, application_name, state FROM pg_stat_activity "
+        "WHERE datname = %s AND application_name = 'atlas'",
+        [staging],
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_table_restore_stopped_mid_load_leaves_staging_as_it_was(pg, refresh_env, tmp_path, sig):
+    """`--table` restores in place, in one transaction: stopped while the table's rows
+    stream in (a slow link to staging keeps it there), staging keeps the rows it had, no
+    session of Atlas stays behind holding the table, and the next run closes it out."""
+    env, staging = refresh_env
+    assert run_cli(["restore", "latest", "--yes"], env, tmp_path).returncode == 0
+    pg.execute(staging, "DELETE FROM bulk WHERE id % 10 = 0")
+    pg.execute(staging, "CREATE TABLE staging_notes (note text)")  # the refresh replaced it
+    pg.execute(staging, "INSERT INTO staging_notes VALUES ('as it was')")
+    before = pg.execute(staging, "SELECT count(*) FROM bulk")[0][0]
+    with tcp_proxy(pg.port) as proxy:
+        proxy.throttle(4_000_000)
+        slow = {
+            **env,
+            "STAGING_DATABASE_URL": pg.url(staging).replace(f":{pg.port}/", f":{proxy.port}/"),
+        }
+        proc, lines = _start(slow, tmp_path, "--table", "public.bulk")
+        deadline = time.time() + 90
+        while not _loading_bulk(pg, staging):
+            assert proc.poll() is None, (proc.returncode, lines)
+            assert time.time() < deadline, f"never loaded the table: {lines}"
+            time.sleep(0.02)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        assert proc.returncode != 0
+        deadline = time.time() + 20
+        while _atlas_sessions(pg, staging):
+            assert time.time() < deadline, _atlas_sessions(pg, staging)
+            time.sleep(0.1)
+    if sig == signal.SIGINT:
+        assert any("not touched" in line for line in lines), lines
+    assert pg.execute(staging, "SELECT count(*) FROM bulk")[0][0] == before
+    assert pg.execute(staging, "SELECT note FROM staging_notes") == [("as it was",)]
+    again = run_cli(["restore", "latest", "--yes", "--table", "public.bulk"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert pg.execute(staging, "SELECT count(*) FROM bulk")[0][0] > before
+    jobs = json.loads(run_cli(["drills", "--json"], env, tmp_path, text=True).stdout)
+    stopped = jobs[1]
+    assert stopped["status"] == "interrupted" and stopped["tables"] == ["public.bulk"], stopped
+    assert "not touched" in stopped["error"], stopped
+    assert jobs[0]["status"] == "passed" and jobs[0]["tables"] == ["public.bulk"], jobs[0]
