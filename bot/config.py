@@ -191,6 +191,15 @@ def _integer(low: int | None = None, high: int | None = None) -> Callable[[str],
     return parse
 
 
+def _tags(v: str) -> dict[str, str]:
+    from bot import tags
+
+    try:
+        return tags.parse_setting(v)
+    except AtlasError as exc:
+        raise ValueError(str(exc).removeprefix("ATLAS_SNAPSHOT_TAGS: ")) from None
+
+
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off"}
 
@@ -371,6 +380,7 @@ class Settings:
     restore_spool: bool = False
     check_timeout_s: int = 30
     lock_wait_s: int = 300  # how long a restore waits for a lock on staging (0: forever)
+    snapshot_tags: dict[str, str] = field(default_factory=dict)  # on every snapshot
     swap_wait_s: int = 30  # how long a refresh's swap waits for staging's sessions to leave
     swap_sessions: str = "end"  # then: end them, or give up ("wait")
     undo_keep_hours: int = 168  # how long the staging a refresh replaced is kept (0: not)
@@ -480,6 +490,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "check_timeout_s": ("ATLAS_CHECK_TIMEOUT_S", _integer(1)),
     "lock_wait_s": ("ATLAS_LOCK_WAIT_S", _integer(0, 86400)),
     "swap_wait_s": ("ATLAS_SWAP_WAIT_S", _integer(0, 86400)),
+    "snapshot_tags": ("ATLAS_SNAPSHOT_TAGS", _tags),
     "swap_sessions": ("ATLAS_SWAP_SESSIONS", _swap_sessions),
     "undo_keep_hours": ("ATLAS_UNDO_KEEP_HOURS", _integer(0, 24 * 366)),
     "work_dir": ("ATLAS_WORK_DIR", _optional_path),

@@ -239,6 +239,8 @@ class Snapshot:
     pinned: bool = col(int, public=True, default=False)
     provider_snapshot: str | None = col(public=True)
     kind: SnapshotKind = col(public=True, sidecar=True, default=SnapshotKind.DATABASE)
+    # the versions it was taken at (app=abc123, migration=0042): found again by them
+    tags: dict[str, str] | None = col(JSON, public=True, sidecar=True)
 
 
 class SnapshotFields(TypedDict, total=False):
@@ -279,6 +281,7 @@ class SnapshotFields(TypedDict, total=False):
     pinned: bool
     provider_snapshot: str | None
     kind: SnapshotKind
+    tags: dict[str, str] | None
 
 
 class SnapshotResult(TypedDict, total=False):
@@ -543,6 +546,7 @@ class WorkItem:
     requested_by: str | None = col()
     source: str | None = col()
     note: str | None = col()
+    tags: dict[str, str] | None = col(JSON)
     owner: str | None = col()  # the replica that claimed it
     queued_at: float | None = col(float)
     heartbeat_at: float | None = col(float)  # by the catalog's clock

@@ -18,6 +18,7 @@ from bot.policy import access
 from bot.records import Kind
 from bot.report import messages
 from bot.services import Services
+from bot.tags import parse
 from handlers.reply import Reply
 
 
@@ -33,9 +34,10 @@ class Call:
 
 
 def snapshot(call: Call) -> str:
-    note, provider = call.args, False
+    note, tags = _tagged(call.args)
+    provider = False
     if note == "--all" or note.startswith("--all "):
-        return _snapshot_all(call, note.removeprefix("--all").strip())
+        return _snapshot_all(call, note.removeprefix("--all").strip(), tags)
     if note.startswith("--provider"):
         note, provider = note.removeprefix("--provider").strip(), True
     words, database = _aim(call.services, note)
@@ -45,18 +47,24 @@ def snapshot(call: Call) -> str:
         channel=call.channel,
         database=database,
         provider=provider,
+        tags=tags,
     )
     return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
 
 
-def _snapshot_all(call: Call, note: str) -> str:
+def _snapshot_all(call: Call, note: str, tags: dict[str, str]) -> str:
     """Every database, as a scheduled run does: one message in the channel when done."""
     from bot.ops import housekeeping
 
     services = call.services
     services.background.later(
         lambda: housekeeping.fleet_snapshot(
-            services, requested_by=call.user, source="slack", note=note, channel=call.channel
+            services,
+            requested_by=call.user,
+            source="slack",
+            note=note,
+            channel=call.channel,
+            tags=tags,
         ),
         lambda _done: None,  # the run's own message is the answer
         lambda exc: call.respond(text=messages.error(str(exc))),
@@ -92,6 +100,13 @@ def _aim(services: Services, text: str) -> tuple[str | None, str | None]:
     return ref, database
 
 
+def _tagged(text: str) -> tuple[str, dict[str, str]]:
+    """(the rest, the tags) of a text with `tag:KEY=VALUE` words; a bad tag is refused."""
+    words = text.split()
+    tags = parse((w.removeprefix("tag:") for w in words if w.startswith("tag:")), "tag")
+    return " ".join(w for w in words if not w.startswith("tag:")), tags
+
+
 def _tables(text: str) -> tuple[str, ...]:
     """The `table:SCHEMA.TABLE` words."""
     return tuple(w.removeprefix("table:") for w in text.split() if w.startswith("table:"))
@@ -100,14 +115,19 @@ def _tables(text: str) -> tuple[str, ...]:
 def _ask(kind: Kind, call: Call) -> str:
     """Post a request for approval; what it names is checked now (an unknown snapshot,
     nothing kept to undo), so the reply says so at once."""
-    ref, database = _aim(call.services, call.args)
-    tables = _tables(call.args)
+    text, wanted = _tagged(call.args)
+    ref, database = _aim(call.services, text)
+    tables = _tables(text)
     if kind == Kind.UNDO:
-        if ref or tables:
+        if ref or tables or wanted:
             return f"`/atlas undo` takes only `db:NAME`.\n{messages.HELP}"
         kept = call.services.restores.undo.kept(database)
         snap_id, database, subject = None, kept.database, kept.id
     else:
+        if wanted and ref not in (None, "latest"):
+            return f"Give a snapshot id or `tag:KEY=VALUE`, not both.\n{messages.HELP}"
+        if wanted:  # the newest good snapshot carrying them
+            ref = call.services.snapshots.tagged(wanted, database).id
         snap = call.services.restores.pick_snapshot(ref, database)
         tables = call.services.restores.check_tables(snap, tables)  # a typo answered at once
         snap_id, database, subject = snap.id, snap.database, snap.id

@@ -26,6 +26,7 @@ BASICS = {
     "bot.records",
     "bot.words",
     "bot.text",
+    "bot.tags",
     "bot.version",
     "bot.files",
     "bot.locations",
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     # pure decisions: values in, values out, `now` an argument
     "bot.policy": {"bot.records", "bot.errors", "bot.words"},
     # Block Kit and text: rendering, no I/O
-    "bot.report": {"bot.records", "bot.words", "bot.errors"},
+    "bot.report": {"bot.records", "bot.words", "bot.errors", "bot.tags"},
     **{basic: BASICS for basic in BASICS},
     "bot": BASICS,  # the package's own __init__
     "bot.pg": BASICS,

@@ -23,17 +23,18 @@ from bot.records import (
 )
 
 # What scripts and older sidecars rely on: keys may be added (`kind` came with fleets'
-# roles snapshots), never renamed or removed.
+# roles snapshots, `tags` with version tags), never renamed or removed.
 SNAPSHOT_JSON = {
     "id", "database", "dbname", "environment", "status", "source", "requested_by", "note",
     "started_at", "finished_at", "duration_s", "size_bytes", "raw_size_bytes", "sha256",
     "storage_key", "location", "server_version", "pg_dump_version", "compression",
-    "encryption", "verified_at", "error", "pinned", "provider_snapshot", "kind",
+    "encryption", "verified_at", "error", "pinned", "provider_snapshot", "kind", "tags",
 }  # fmt: skip
 SIDECAR = {
     "id", "database", "dbname", "environment", "requested_by", "note", "started_at",
     "server_version", "pg_dump_version", "size_bytes", "raw_size_bytes", "sha256",
     "toc_bytes", "toc_sha256", "compression", "encryption", "verified_at", "segments", "kind",
+    "tags",
 }  # fmt: skip
 
 

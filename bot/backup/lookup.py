@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bot.backup.layout import SNAPSHOT_ID
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, NotFound
 from bot.records import Snapshot, SnapshotStatus
+from bot.tags import render
 
 
 class Snapshots:
@@ -49,8 +52,28 @@ class Snapshots:
             )
         return ref
 
-    def recent(self, limit: int = 20, database: str | None = None) -> list[Snapshot]:
-        return self.catalog.list_snapshots(limit=limit, database=database)
+    def recent(
+        self, limit: int = 20, database: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> list[Snapshot]:
+        return self.catalog.list_snapshots(limit=limit, database=database, tags=tags)
+
+    def tagged(self, tags: Mapping[str, str], database: str | None = None) -> Snapshot:
+        """The newest good snapshot of `database` (or the first configured one) carrying
+        every one of `tags`: "the last snapshot before migration 0042"."""
+        target = self.settings.target(database)
+        rows = self.catalog.list_snapshots(
+            limit=1,
+            database=target.name,
+            status=SnapshotStatus.OK,
+            environment=target.environment,
+            tags=tags,
+        )
+        if not rows:
+            raise NotFound(
+                f"No good snapshot of {target.name} is tagged {render(tags)}.",
+                "`atlas list --db NAME` shows each snapshot's tags",
+            )
+        return rows[0]
 
     def readable(self, ref: str) -> Snapshot:
         """A snapshot that has an artifact to read (good, or found corrupt)."""

@@ -5,7 +5,7 @@ announced (now, or by the next process that has Slack); damage, announced to eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
@@ -57,6 +57,7 @@ class ReportedSnapshots:
         channel: str | None = None,
         progress: Callable[[DumpProgress], None] | None = None,
         provider: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> Snapshot:
         """Take a snapshot and tell the channel: one message, updated with progress and result."""
         self.check_provider(provider)
@@ -86,6 +87,7 @@ class ReportedSnapshots:
                 progress=on_progress,
                 progress_every=0.5,
                 on_start=on_start,
+                tags=tags,
             )
         except (AtlasError, KeyboardInterrupt) as exc:
             _said_failed(msg, started, exc)
@@ -104,6 +106,7 @@ class ReportedSnapshots:
         channel: str | None,
         database: str | None = None,
         provider: bool = False,
+        tags: Mapping[str, str] | None = None,
     ) -> Future[Snapshot]:
         """Check for a running snapshot now (so the user hears at once), then run in background."""
         self.check_provider(provider)  # answer at once, in the command's reply
@@ -124,6 +127,7 @@ class ReportedSnapshots:
                     database=database,
                     channel=channel,
                     provider=provider,
+                    tags=tags,
                 )
             except AtlasError as exc:
                 log.warning("snapshot for %s failed: %s", requested_by, exc)

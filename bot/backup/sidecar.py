@@ -5,6 +5,7 @@ out, no storage or catalog."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bot.backup.layout import FORMAT, FORMATS, GLOBALS_FORMAT
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotKind, SnapshotStatus, names
+from bot.tags import parse_one
 
 if TYPE_CHECKING:
     from bot.store.crypto import Identity
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 SIDECAR_MAX = 16 << 20  # manifests of very many tables stay far below this
 # What an encrypted snapshot's sidecar keeps sealed: the tables, their row counts and
 # sequence values (a globals manifest: every role), the note and who asked.
-SEALED = ("manifest", "note", "requested_by")
+SEALED = ("manifest", "note", "requested_by", "tags")
 
 
 def sidecar(snap: Snapshot, identity: Identity | None, *, plain: bool = False) -> bytes:
@@ -144,6 +146,7 @@ def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot
         status=SnapshotStatus.OK,
         source="rescan",
         note=str(doc.get("note") or "")[:2000],
+        tags=_tags(doc.get("tags")),
         size_bytes=doc["size_bytes"],
         raw_size_bytes=_int_or_none(doc.get("raw_size_bytes")),
         sha256=doc["sha256"],
@@ -157,6 +160,18 @@ def snapshot_from(doc: dict[str, Any], artifact: str, location: str) -> Snapshot
         pinned=False,
         kind=SnapshotKind.GLOBALS if doc.get("format") == GLOBALS_FORMAT else SnapshotKind.DATABASE,
     )
+
+
+def _tags(value: Any) -> dict[str, str] | None:
+    """The sidecar's tags, each checked as if typed: one that is not a tag is left out."""
+    if not isinstance(value, dict):
+        return None
+    good = {}
+    for key, text in value.items():
+        with contextlib.suppress(AtlasError):
+            name, tag = parse_one(f"{key}={text}")
+            good[name] = tag
+    return good or None
 
 
 def _is_time(value: Any, *allowed: Any) -> bool:

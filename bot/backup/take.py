@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -31,6 +31,7 @@ from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
 from bot.store import ArtifactWriter, LazyStorage, StoredObject
+from bot.tags import merged
 from bot.text import clean_text
 
 if TYPE_CHECKING:
@@ -89,8 +90,10 @@ class Taker:
         progress: Callable[[DumpProgress], None] | None = None,
         progress_every: float = 1.0,
         on_start: Callable[[Snapshot], None] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Snapshot:
-        """Dump, store and verify one snapshot; returns its record.
+        """Dump, store and verify one snapshot; returns its record. Its tags are
+        ATLAS_SNAPSHOT_TAGS's, overridden by `tags`.
 
         Raises Busy when the database already has one running, AtlasError on any
         failure (after recording it and removing whatever was half-written).
@@ -111,6 +114,7 @@ class Taker:
                 storage_key=key,
                 location=storage.location(key),
                 encryption="age" if identity is not None else "none",
+                tags=merged(self.settings.snapshot_tags, tags or {}),
             )
         )
         opened: list[_Committable] = []  # the writer, once _dump has opened it

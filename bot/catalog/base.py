@@ -10,7 +10,7 @@ single methods here, each atomic in the backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Unpack
 
@@ -81,7 +81,11 @@ class SnapshotLog(Protocol):
         database: str | None = None,
         status: SnapshotStatus | None = None,
         environment: str | None = None,
-    ) -> list[Snapshot]: ...
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Snapshot]:
+        """The newest first; with `tags`, only those carrying every one of them."""
+        ...
+
     def snapshot_counts(self, database: str) -> dict[str, int]: ...
     def first_good_snapshot_at(self, database: str) -> str | None: ...
     def kept_databases(self, environment: str) -> list[str]:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     pass
 
 from bot.cli.app import (
+    by_tags,
     drill_json,
     err,
     fail,
@@ -37,10 +38,12 @@ def _restore_command(
     as_json: bool,
     database: str | None = None,
     tables: tuple[str, ...] = (),
+    tag_items: tuple[str, ...] = (),
 ) -> None:
     try:
         services = open_services(fleet=True)
         services.fleets.aim(database)  # an unknown name is refused with the known ones
+        snapshot_id = by_tags(services, snapshot_id, tag_items, database)
         snap = services.restores.pick_snapshot(snapshot_id, database)
         services.scratch.clean_up()  # what a killed drill or refresh left on staging
         if database is not None and snap.database != database:
@@ -141,6 +144,7 @@ def _print_result(drill: JobRecord, as_json: bool) -> None:
 
 
 DB_HELP = "The database (its name from `atlas list`; `server.name` in a fleet)."
+TAG_PICK = "The newest good snapshot tagged KEY=VALUE (repeat: all of them), instead of an id."
 TABLE_HELP = "Only this table (repeat for more), with its indexes, constraints and sequences."
 
 
@@ -151,6 +155,7 @@ TABLE_HELP = "Only this table (repeat for more), with its indexes, constraints a
     "--undo", is_flag=True, help="Swap back the staging the last refresh replaced (and kept)."
 )
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
+@click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_PICK)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def restore(
@@ -158,47 +163,54 @@ def restore(
     database: str | None,
     undo: bool,
     tables: tuple[str, ...],
+    tag_items: tuple[str, ...],
     yes: bool,
     as_json: bool,
 ) -> None:
     """Refresh staging (STAGING_DATABASE_URL) from a snapshot: restored into a new database
     beside it, verified, then swapped in; staging as it was is kept for --undo. With
     --table, only those tables are replaced in staging, in one transaction."""
-    if undo and tables:
-        fail(AtlasError("--undo takes no --table.", "atlas restore --undo [--db NAME]"), as_json)
+    if undo and (tables or tag_items):
+        fail(
+            AtlasError("--undo takes no --table or --tag.", "atlas restore --undo [--db NAME]"),
+            as_json,
+        )
     elif undo and snapshot_id:
         fail(
             AtlasError("--undo takes no snapshot id.", "atlas restore --undo [--db NAME]"), as_json
         )
     elif undo:
         _undo_command(database, yes, as_json)
-    elif not snapshot_id:
+    elif not snapshot_id and not tag_items:
         fail(
             AtlasError(
-                "atlas restore needs a snapshot id.", "name one (or `latest`), or pass --undo"
+                "atlas restore needs a snapshot id.",
+                "name one (or `latest`), pass --tag KEY=VALUE, or pass --undo",
             ),
             as_json,
         )
     else:
-        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database, tables)
+        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database, tables, tag_items)
 
 
 @main.command()
 @click.argument("snapshot_id", required=False)
 @click.option("--db", "database", default=None, help=DB_HELP + " Default: the first.")
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
+@click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_PICK)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def drill(
     snapshot_id: str | None,
     database: str | None,
     tables: tuple[str, ...],
+    tag_items: tuple[str, ...],
     yes: bool,
     as_json: bool,
 ) -> None:
     """Restore drill: restore into a new scratch database, verify, report, drop. With
     --table, only those tables (and what they need) are restored and checked."""
-    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database, tables)
+    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database, tables, tag_items)
 
 
 @main.command()

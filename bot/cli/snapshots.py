@@ -12,6 +12,7 @@ import click
 from bot.errors import AtlasError
 from bot.redaction import redact_value
 from bot.report import messages
+from bot.tags import render
 from bot.words import count, human_seconds
 
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 from bot.cli.app import (
+    TAG_HELP,
+    by_tags,
     err,
     escape,
     fail,
@@ -36,6 +39,14 @@ from bot.cli.app import (
 
 @main.command()
 @click.option("--note", default="", help="Why this snapshot exists, e.g. 'deploy abc123'.")
+@click.option(
+    "--tag",
+    "tag_items",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A version it is taken at, e.g. app=abc123 (repeat for more; adds to "
+    "ATLAS_SNAPSHOT_TAGS).",
+)
 @click.option("--db", "database", default=None, help="Database name from ATLAS_CONFIG.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--provider", is_flag=True, help="Also start an RDS snapshot (ATLAS_RDS_INSTANCE).")
@@ -46,13 +57,25 @@ from bot.cli.app import (
     help="Every database: configured, and all that ATLAS_DATABASES / [servers] select.",
 )
 def snapshot(
-    note: str, database: str | None, as_json: bool, provider: bool, everything: bool
+    note: str,
+    tag_items: tuple[str, ...],
+    database: str | None,
+    as_json: bool,
+    provider: bool,
+    everything: bool,
 ) -> None:
     """Dump, compress, store and verify a snapshot now; print its id."""
+    from bot.tags import parse
+
+    try:
+        tags = parse(tag_items)
+    except AtlasError as exc:
+        fail(exc, as_json)
+        return
     if everything:
         if database or provider:
             fail(AtlasError("--all takes no --db or --provider."), as_json)
-        _snapshot_all(note, as_json)
+        _snapshot_all(note, tags, as_json)
         return
     try:
         services = open_services(fleet=database is not None)
@@ -65,6 +88,7 @@ def snapshot(
                 source="cli",
                 progress=on_progress,
                 provider=provider,
+                tags=tags,
             )
     except AtlasError as exc:
         fail(exc, as_json)
@@ -81,12 +105,14 @@ def snapshot(
         click.echo(row.id)
 
 
-def _snapshot_all(note: str, as_json: bool) -> None:
+def _snapshot_all(note: str, tags: dict[str, str], as_json: bool) -> None:
     """`snapshot --all`: one line per database, the gone and the unlistable named; exit 1
     when any database failed or a server could not be listed."""
     try:
         services = open_services()
-        fleet, outcomes = services.fleets.snapshot(requested_by=operator_name(), note=note)
+        fleet, outcomes = services.fleets.snapshot(
+            requested_by=operator_name(), note=note, tags=tags
+        )
     except AtlasError as exc:
         fail(exc, as_json)
         return
@@ -185,12 +211,18 @@ class _progress_bar:
 @main.command("list")
 @click.option("--limit", default=20, show_default=True)
 @click.option("--db", "database", default=None)
+@click.option(
+    "--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help="Only those tagged so."
+)
 @click.option("--json", "as_json", is_flag=True)
-def list_(limit: int, database: str | None, as_json: bool) -> None:
+def list_(limit: int, database: str | None, tag_items: tuple[str, ...], as_json: bool) -> None:
     """Recent snapshots, newest first."""
+    from bot.tags import parse
+
     try:
+        wanted = parse(tag_items)
         services = open_services()
-        rows = services.snapshots.recent(limit=limit, database=database)
+        rows = services.snapshots.recent(limit=limit, database=database, tags=wanted)
         if not rows and database:
             _known_database(services, database)
     except AtlasError as exc:
@@ -201,6 +233,8 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
         return
     if not rows:  # said on stderr: stdout stays what a script reads
         where = f" of {database}" if database else ""
+        if tag_items:
+            where += f" tagged {' '.join(tag_items)}"
         err().print(
             f"No snapshots{where} yet. Take one: atlas snapshot"
             + (f" --db {database}" if database else ""),
@@ -219,6 +253,7 @@ def list_(limit: int, database: str | None, as_json: bool) -> None:
                 ("status", f"{r.status}, kept" if r.pinned else str(r.status)),
                 ("size", messages.human_bytes(r.size_bytes) if r.size_bytes else ""),
                 ("started (UTC)", local_time(r.started_at)),
+                *([("tags", render(r.tags))] if any(x.tags for x in rows) else []),
             ]
             for r in rows
         ],
@@ -258,6 +293,8 @@ def show(snapshot_id: str, as_json: bool) -> None:
             continue
         if key == "pinned":
             value = "yes (retention never deletes it)" if value else "no"
+        if key == "tags":
+            value = render(value)
         click.echo(f"{key:<{width}}  {redact_value(str(value))}")
     tables = manifest.get("tables") or {}
     if manifest:
@@ -287,8 +324,10 @@ def verify(snapshot_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("snapshot_id")
+@click.argument("snapshot_id", required=False)
 @click.option("-o", "--output", required=True, help="File to write, or - for stdout.")
+@click.option("--db", "database", default=None, help="With --tag: the database.")
+@click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option(
     "--table",
@@ -297,14 +336,21 @@ def verify(snapshot_id: str, as_json: bool) -> None:
     metavar="SCHEMA.TABLE",
     help="Only this table (repeat for more), with what it needs to restore into an empty database.",
 )
-def fetch(snapshot_id: str, output: str, force: bool, tables: tuple[str, ...]) -> None:
+def fetch(
+    snapshot_id: str | None,
+    output: str,
+    database: str | None,
+    tag_items: tuple[str, ...],
+    force: bool,
+    tables: tuple[str, ...],
+) -> None:
     """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore
     (with --table, a custom-format file of just those tables)."""
     if output == "-" and sys.stdout.isatty():
         fail(
             AtlasError(
                 "Refusing to write a binary dump to the terminal.",
-                f"redirect it (atlas fetch {snapshot_id} -o - > app.dump), or pass -o FILE",
+                f"redirect it (atlas fetch {snapshot_id or 'ID'} -o - > app.dump), or pass -o FILE",
             ),
             False,
         )
@@ -315,7 +361,11 @@ def fetch(snapshot_id: str, output: str, force: bool, tables: tuple[str, ...]) -
             from bot.restore.partial import cutter
 
             cut = cutter(tables)
-        row = open_services().reader.fetch(snapshot_id, output, force=force, cut=cut)
+        services = open_services()
+        ref = by_tags(services, snapshot_id, tag_items, database)
+        if not ref:
+            raise AtlasError("atlas fetch needs a snapshot id.", "name one, or pass --tag")
+        row = services.reader.fetch(ref, output, force=force, cut=cut)
     except AtlasError as exc:
         fail(exc, False)
         return

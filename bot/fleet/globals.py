@@ -30,6 +30,7 @@ from bot.pg import Conn, find_tool, server_info
 from bot.records import Snapshot, SnapshotKind, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
 from bot.store import ArtifactWriter, LazyStorage
+from bot.tags import merged
 
 if TYPE_CHECKING:
     from bot.store.crypto import Identity
@@ -76,9 +77,17 @@ class GlobalsTaker:
     ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
 
-    def take(self, server: Server, *, requested_by: str, source: str = "cli") -> Snapshot:
+    def take(
+        self,
+        server: Server,
+        *,
+        requested_by: str,
+        source: str = "cli",
+        tags: dict[str, str] | None = None,
+    ) -> Snapshot:
         """Dump the server's globals, store them (encrypted when a key is set), read them
-        back, and record the snapshot; a failure is recorded and raised as AtlasError."""
+        back, and record the snapshot; a failure is recorded and raised as AtlasError.
+        Tagged as the run's databases are."""
         identity = self.keys.current()
         storage = self.store.get()
         snap_id = new_id()
@@ -94,6 +103,7 @@ class GlobalsTaker:
                 storage_key=key,
                 location=storage.location(key),
                 encryption="age" if identity is not None else "none",
+                tags=merged(self.settings.snapshot_tags, tags or {}),
             )
         )
         conn = Conn("", None)

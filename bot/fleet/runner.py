@@ -69,6 +69,7 @@ class Fleets:
             note=item.note or "",
             database=item.database,
             source=item.source or "schedule",
+            tags=item.tags,
         )
 
     def listed(self) -> Fleet:
@@ -125,6 +126,7 @@ class Fleets:
         skip_servers: tuple[str, ...] = (),
         databases: tuple[str, ...] | None = None,
         skip_databases: tuple[str, ...] = (),
+        tags: dict[str, str] | None = None,
     ) -> tuple[Fleet, list[Outcome]]:
         """Snapshot every database of the fleet (or of one server, or the named ones), at
         most ATLAS_MAX_PARALLEL at once across every replica sharing the catalog, which
@@ -143,12 +145,13 @@ class Fleets:
                 requested_by=requested_by,
                 source=source,
                 note=note,
+                tags=tags or None,
             )
             for name in names
         ]
         outcomes = run_queued(self.catalog, items, self.worker)
         if databases is None:
-            outcomes += self._globals(fleet, requested_by, source, server, skip_servers)
+            outcomes += self._globals(fleet, requested_by, source, server, skip_servers, tags)
         self.catalog.audit(
             requested_by,
             "fleet.snapshot",
@@ -168,6 +171,7 @@ class Fleets:
         source: str,
         server: str | None,
         skip_servers: tuple[str, ...],
+        tags: dict[str, str] | None,
     ) -> list[Outcome]:
         """Each listed server's roles and tablespaces, after its databases."""
         from bot.backup.layout import globals_name
@@ -181,7 +185,10 @@ class Fleets:
             name = globals_name(scan.server)
             try:
                 snap = taker.take(
-                    self.settings.servers[scan.server], requested_by=requested_by, source=source
+                    self.settings.servers[scan.server],
+                    requested_by=requested_by,
+                    source=source,
+                    tags=tags,
                 )
                 out.append(Outcome(name, snapshot=snap))
             except AtlasError as exc:

@@ -266,12 +266,13 @@ def fleet_snapshot(
     source: str,
     note: str = "",
     channel: str | None = None,
+    tags: dict[str, str] | None = None,
     **which: Any,
 ) -> list[Snapshot]:
     """Snapshot the fleet (`which`: Services.snapshot_fleet's selection) and post one
     message for the run: failures loud in it, successes in its thread."""
     fleet, outcomes = services.fleets.snapshot(
-        requested_by=requested_by, source=source, note=note, **which
+        requested_by=requested_by, source=source, note=note, tags=tags, **which
     )
     ok = [(o.database, o.snapshot) for o in outcomes if o.snapshot is not None]
     failed = [(o.database, o.error or "failed") for o in outcomes if o.snapshot is None]

@@ -15,13 +15,14 @@ from bot.records import (
     Snapshot,
     SnapshotStatus,
 )
+from bot.tags import render
 from bot.words import count, human_seconds
 
 Blocks = list[dict[str, Any]]
 
 HELP = """\
 *Atlas* keeps this team's PostgreSQL backups safe.
-• `/atlas snapshot [db:NAME] [note]`: take a snapshot now (e.g. `/atlas snapshot before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
+• `/atlas snapshot [db:NAME] [tag:KEY=VALUE] [note]`: take a snapshot now (e.g. `/atlas snapshot tag:migration=0042 before migration 0042`); `/atlas snapshot --all [note]`: every database, one message when done
 • `/atlas list`: recent snapshots, newest first
 • `/atlas verify ID`: re-read a stored snapshot and check it end to end
 • `/atlas restore ID [db:NAME] [table:SCHEMA.TABLE …]`: ask to restore a snapshot (or only those tables) into staging (approved by reactions)
@@ -31,7 +32,7 @@ HELP = """\
 • `/atlas status`: the backup checklist with live facts (schedule, last snapshot, last drill, retention, encryption)
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…"`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID [--table SCHEMA.TABLE]`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…" [--tag KEY=VALUE]`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID [--table SCHEMA.TABLE]`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 # What only a terminal does, and why: asked for in Slack, the answer says where to go.
 TERMINAL_ONLY = {
@@ -167,7 +168,12 @@ def _who(user: str | None) -> str:
 
 def _note(snap: Snapshot) -> str:
     note = (snap.note or "").strip()
-    return f"\n>{escape(note)}" if note else ""
+    return (f"\n>{escape(note)}" if note else "") + (f"\n{_tags(snap)}" if snap.tags else "")
+
+
+def _tags(snap: Snapshot) -> str:
+    """`app=abc123` `migration=0042`: each tag in code, so no part of it is markup."""
+    return " ".join(f"`{escape(t)}`" for t in render(snap.tags).split())
 
 
 def snapshot_started(snap: Snapshot) -> tuple[str, Blocks]:
@@ -244,9 +250,10 @@ def snapshot_line(snap: Snapshot) -> str:
     size = human_bytes(snap.size_bytes) if snap.size_bytes else "—"
     note = f" — {escape(snap.note[:80])}" if snap.note else ""
     pin = " · :pushpin: kept" if snap.pinned else ""
+    tags = f" · {_tags(snap)}" if snap.tags else ""
     return (
         f"{icon} `{snap.id}` {escape(snap.database)} {snap.status} · {size} · "
-        f"{_utc(snap.started_at or '')} UTC{pin}{note}"
+        f"{_utc(snap.started_at or '')} UTC{pin}{tags}{note}"
     )
 
 

@@ -3,6 +3,7 @@ snapshot of a database run at a time."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Unpack
 
@@ -21,6 +22,7 @@ from bot.records import (
     now,
     to_row,
 )
+from bot.tags import matches
 from bot.text import clean_text
 
 
@@ -118,6 +120,7 @@ class SnapshotRecords:
         database: str | None = None,
         status: SnapshotStatus | None = None,
         environment: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> list[Snapshot]:
         where, args = [], []
         for column, value in (
@@ -128,7 +131,13 @@ class SnapshotRecords:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(str(value))
-        return self._snapshots_where(" AND ".join(where) or None, args, limit)
+        if not tags:
+            return self._snapshots_where(" AND ".join(where) or None, args, limit)
+        # tags are JSON text, matched here rather than in two dialects' JSON functions:
+        # only tagged snapshots are read, and a database has thousands at most
+        where.append("tags IS NOT NULL")
+        found = self._snapshots_where(" AND ".join(where), args)
+        return [s for s in found if matches(s.tags, tags)][:limit]
 
     def snapshot_counts(self, database: str) -> dict[str, int]:
         with self.conn.db() as db:

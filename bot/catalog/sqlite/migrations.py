@@ -17,7 +17,7 @@ from bot.catalog.sql.schema import (
     move_restores,
 )
 from bot.catalog.sql.tables import Database
-from bot.records import Drill, Request, Restore, Snapshot, columns
+from bot.records import Drill, Request, Restore, Snapshot, WorkItem, columns
 
 
 def _v1(db: Database) -> None:
@@ -73,7 +73,14 @@ def _v8(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v9(db: Database) -> None:
+    """Snapshots carry tags (the versions they were taken at), and so do queued ones."""
+    for table, record in (("snapshots", Snapshot), ("work", WorkItem)):
+        if db[table].exists():
+            add_missing_columns(db[table], columns(record))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 LATEST = len(STEPS)
 
 
