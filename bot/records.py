@@ -522,6 +522,9 @@ class AuditEntry:
     action: str = col(public=True)
     subject: str = col(public=True)
     detail: dict[str, Any] = col(JSON, public=True, default={})
+    # the hash chain (`bot/chain.py`): none on entries written before it began
+    prev_hash: str | None = col(public=True)
+    hash: str | None = col(public=True)
 
 
 class WorkStatus(StrEnum):

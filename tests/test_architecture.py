@@ -27,6 +27,7 @@ BASICS = {
     "bot.words",
     "bot.text",
     "bot.tags",
+    "bot.chain",
     "bot.version",
     "bot.files",
     "bot.locations",

@@ -10,7 +10,7 @@ single methods here, each atomic in the backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Unpack
 
@@ -222,6 +222,9 @@ class AuditLog(Protocol):
 
     def audit(self, actor: str, action: str, subject: str, **detail: Any) -> None: ...
     def audit_log(self, limit: int = 50, subject: str | None = None) -> list[AuditEntry]: ...
+    def audit_chain(self) -> Iterator[AuditEntry]:
+        """Every entry, oldest first, for checking the hash chain."""
+        ...
 
 
 class Catalog(SnapshotLog, RequestLog, JobLog, Coordination, WorkQueue, AuditLog, Protocol):

@@ -84,8 +84,20 @@ def keygen(output: str) -> None:
 @main.command()
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def audit(limit: int, as_json: bool) -> None:
+@click.option(
+    "--verify", "check", is_flag=True, help="Check the hash chain; exit 1 if an entry changed."
+)
+@click.option(
+    "--head",
+    default=None,
+    metavar="HASH",
+    help="With --verify: a head noted earlier (a report's), which must still be in the chain.",
+)
+def audit(limit: int, as_json: bool, check: bool, head: str | None) -> None:
     """The append-only record of what Atlas did and who asked."""
+    if check or head:
+        _verify_audit(head, as_json)
+        return
     try:
         rows = open_services().catalog.audit_log(limit=limit)
     except AtlasError as exc:
@@ -96,6 +108,51 @@ def audit(limit: int, as_json: bool) -> None:
         return
     for r in rows:
         click.echo(f"{r.at}  {r.actor:<24} {r.action:<24} {r.subject}  {_detail(r.detail)}")
+
+
+def _verify_audit(head: str | None, as_json: bool) -> None:
+    """`audit --verify`: recompute the hash chain; exit 1 when an entry does not fit, or
+    when a head noted earlier is no longer in it."""
+    from bot.chain import verify
+
+    try:
+        found = verify(open_services().catalog.audit_chain(), head)
+    except AtlasError as exc:
+        fail(exc, as_json)
+        return
+    bad = found.broken_at
+    if as_json:
+        print_json(
+            {
+                "status": "ok" if found.ok else "failed",
+                "checked": found.checked,
+                "unchained": found.unchained,
+                "head": found.head,
+                "head_found": found.head_found,
+                "broken_at": bad.id if bad else None,
+                "why": found.why or None,
+            }
+        )
+    elif bad is not None:
+        err().print(
+            f"error: audit entry {bad.id} ({bad.at}, {bad.action}) does not fit the chain: "
+            f"{found.why}. The log was changed after it was written (the {found.checked} "
+            "entries before it check out).",
+            highlight=False,
+            markup=False,
+        )
+    elif found.head_found is False:
+        err().print(
+            f"error: the head {head} noted earlier is not in the chain: entries were changed "
+            "and the chain written again after it.",
+            highlight=False,
+            markup=False,
+        )
+    else:
+        older = f"; {found.unchained} older entries predate the chain" if found.unchained else ""
+        click.echo(f"ok: {found.checked} entries chained{older}; head {found.head or 'none yet'}")
+    if not found.ok:
+        sys.exit(1)
 
 
 def _detail(detail: dict[str, Any]) -> str:

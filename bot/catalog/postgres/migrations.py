@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from bot.catalog.sql.schema import add_missing_columns, create_tables, create_work, move_restores
 from bot.catalog.sql.tables import Database
-from bot.records import Drill, Request, Restore, Snapshot, WorkItem, columns
+from bot.records import AuditEntry, Drill, Request, Restore, Snapshot, WorkItem, columns
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
 MIGRATION_LOCK = 0x61746C6173
@@ -60,7 +60,13 @@ def _v5(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: Database) -> None:
+    """Audit entries carry a hash chain; those written before keep none."""
+    if db["audit"].exists():
+        add_missing_columns(db["audit"], columns(AuditEntry))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 LATEST = len(STEPS)
 
 

@@ -17,7 +17,7 @@ from bot.catalog.sql.schema import (
     move_restores,
 )
 from bot.catalog.sql.tables import Database
-from bot.records import Drill, Request, Restore, Snapshot, WorkItem, columns
+from bot.records import AuditEntry, Drill, Request, Restore, Snapshot, WorkItem, columns
 
 
 def _v1(db: Database) -> None:
@@ -80,7 +80,13 @@ def _v9(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+def _v10(db: Database) -> None:
+    """Audit entries carry a hash chain; those written before keep none."""
+    if db["audit"].exists():
+        add_missing_columns(db["audit"], columns(AuditEntry))
+
+
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
 LATEST = len(STEPS)
 
 
