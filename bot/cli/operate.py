@@ -136,8 +136,8 @@ def _verify_audit(head: str | None, as_json: bool) -> None:
     elif bad is not None:
         err().print(
             f"error: audit entry {bad.id} ({bad.at}, {bad.action}) does not fit the chain: "
-            f"{found.why}. The log was changed after it was written (the {found.checked} "
-            "entries before it check out).",
+            f"{found.why}. The log was changed after it was written "
+            f"({count(found.checked, 'entry', 'entries')} before it check out).",
             highlight=False,
             markup=False,
         )
@@ -149,8 +149,13 @@ def _verify_audit(head: str | None, as_json: bool) -> None:
             markup=False,
         )
     else:
-        older = f"; {found.unchained} older entries predate the chain" if found.unchained else ""
-        click.echo(f"ok: {found.checked} entries chained{older}; head {found.head or 'none yet'}")
+        older = (
+            f"; {count(found.unchained, 'older entry', 'older entries')} predate the chain"
+            if found.unchained
+            else ""
+        )
+        chained = count(found.checked, "entry", "entries")
+        click.echo(f"ok: {chained} chained{older}; head {found.head or 'none yet'}")
     if not found.ok:
         sys.exit(1)
 
