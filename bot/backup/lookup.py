@@ -27,19 +27,13 @@ class Snapshots:
         """The full id `ref` names; NotFound or an ambiguity in words otherwise."""
         ref = ref.strip()
         if ref == "latest":
-            target = self.settings.target(database)
-            rows = self.catalog.list_snapshots(
-                limit=1,
-                database=target.name,
-                status=SnapshotStatus.OK,
-                environment=target.environment,
-            )
-            if not rows:
+            name, newest = self._newest_good(database, {})
+            if newest is None:
                 raise NotFound(
-                    f"There is no good snapshot of {target.name} yet, so `latest` names none.",
+                    f"There is no good snapshot of {name} yet, so `latest` names none.",
                     "take one with `atlas snapshot` or `/atlas snapshot`",
                 )
-            return rows[0].id
+            return newest.id
         if SNAPSHOT_ID.fullmatch(ref) or len(ref) < 4:
             return ref  # a full id, or too short to mean anything: looked up as it is
         found = self.catalog.snapshot_ids_like(ref)
@@ -60,20 +54,27 @@ class Snapshots:
     def tagged(self, tags: Mapping[str, str], database: str | None = None) -> Snapshot:
         """The newest good snapshot of `database` (or the first configured one) carrying
         every one of `tags`: "the last snapshot before migration 0042"."""
+        name, newest = self._newest_good(database, tags)
+        if newest is None:
+            raise NotFound(
+                f"No good snapshot of {name} is tagged {render(tags)}.",
+                "`atlas list --db NAME` shows each snapshot's tags",
+            )
+        return newest
+
+    def _newest_good(
+        self, database: str | None, tags: Mapping[str, str]
+    ) -> tuple[str, Snapshot | None]:
+        """(the database's name, its newest good snapshot carrying `tags`, if any)."""
         target = self.settings.target(database)
         rows = self.catalog.list_snapshots(
             limit=1,
             database=target.name,
             status=SnapshotStatus.OK,
             environment=target.environment,
-            tags=tags,
+            tags=tags or None,
         )
-        if not rows:
-            raise NotFound(
-                f"No good snapshot of {target.name} is tagged {render(tags)}.",
-                "`atlas list --db NAME` shows each snapshot's tags",
-            )
-        return rows[0]
+        return target.name, rows[0] if rows else None
 
     def readable(self, ref: str) -> Snapshot:
         """A snapshot that has an artifact to read (good, or found corrupt)."""
