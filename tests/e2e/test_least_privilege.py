@@ -60,6 +60,24 @@ def test_snapshot_drill_and_refresh_without_superuser(pg, least_privilege, shop,
     assert _databases(pg, "atlas_kept_%") == {again.kept_db} != {restored.kept_db}
     assert refresh.catalog.get_job(restored.id).kept_dropped == 1
 
+    # some tables: proven alone by the CREATEDB-only role, replaced in place by the owner
+    alone = drills.restores.run(
+        kind="drill", snap_id=snap.id, requested_by="ops", tables=["app.orders"]
+    )
+    assert alone.status == "passed" and alone.tables == ["app.orders"], alone
+    pg.execute(
+        lp.staging,
+        "DELETE FROM app.order_items WHERE ctid IN (SELECT ctid FROM app.order_items LIMIT 7)",
+    )
+    one = refresh.restores.run(
+        kind="restore", snap_id=snap.id, requested_by="ops", tables=["app.order_items"]
+    )
+    assert one.status == "passed" and not one.swapped, one
+    items = pg.execute(lp.staging, "SELECT count(*) FROM app.order_items")[0][0]
+    assert items == shop["app.order_items"]
+    tables = "SELECT tableowner FROM pg_tables WHERE schemaname = 'app' AND tablename = %s"
+    assert pg.execute(lp.staging, tables, ["order_items"])[0][0] == lp.owner
+
 
 def test_a_staging_role_without_createdb_fails_the_refresh_before_staging_changes(
     pg, least_privilege, shop, tmp_path
