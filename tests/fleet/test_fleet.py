@@ -521,6 +521,22 @@ def test_a_fleet_database_refreshes_by_swap_and_undoes_from_the_cli(
         job = json.loads(done.stdout)
         assert job["swapped"] == 1 and job["database"] == name, job
         assert staging_server.execute(name, "SELECT count(*) FROM users")[0][0] == 40
+        # one table of it, restored into that database in place: the rest stays as it is
+        staging_server.execute(name, "UPDATE users SET email = 'changed-in-staging'")
+        staging_server.execute(name, "CREATE TABLE notes (note text)")
+        one = run_cli(
+            ["restore", "latest", "--db", name, "--table", "public.users", "--yes", "--json"],
+            env,
+            REPO,
+            text=True,
+        )
+        said = json.loads(one.stdout)
+        assert one.returncode == 0, (said["error"], said["problems"], one.stderr)
+        assert said["tables"] == ["public.users"] and said["swapped"] == 0, said
+        changed = "SELECT count(*) FROM users WHERE email::text = 'changed-in-staging'"
+        assert staging_server.execute(name, changed)[0][0] == 0
+        assert staging_server.execute(name, "SELECT count(*) FROM users")[0][0] == 40
+        assert staging_server.execute(name, "SELECT to_regclass('notes') IS NOT NULL")[0][0]
         status = run_cli(["status", "--no-provider"], env, REPO, text=True).stdout
         assert f"Kept staging of {name}" in status and job["kept_db"] in status, status
         undo = run_cli(["restore", "--undo", "--db", name, "--yes"], env, REPO, text=True)
