@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from psycopg import sql
 
 from bot.backup import archive, pipeline
+from bot.errors import AtlasError
 from bot.pg import Conn
 from bot.records import CheckResult, Segment, Snapshot
 from bot.restore.blocks import NOTHING_RESTORED, read_segment
@@ -32,6 +34,25 @@ from bot.restore.strategies import (
     session_env,
 )
 from bot.restore.tables import Link, Selection, TableName, known_tables, parse_tables, select
+
+LACKS = re.compile(
+    r'ERROR:\s+(type|function|schema|collation|operator) "?([^"\s]+)"? does not exist'
+)
+
+
+def _lacking(exc: AtlasError) -> AtlasError:
+    """A table restored in place needs what staging already holds (its extensions,
+    types, schemas): when staging lacks one, say so and how to get it there."""
+    found = LACKS.search(exc.message)
+    if found is None:
+        return exc
+    kind, name = found.groups()
+    return AtlasError(
+        f"{exc.message.split(': ', 1)[0]}: staging has no {kind} {name}, which the tables "
+        "need (staging has drifted from the snapshot).",
+        "refresh the whole database first (atlas restore ID, without --table), or create "
+        f"that {kind} in staging (an extension's, with CREATE EXTENSION)",
+    )
 
 
 class _Tables:
@@ -143,7 +164,7 @@ def feed_cut(
         cut.release()
         code, stderr = restore.finish()
         if code != 0:
-            raise restore_failed(stderr, code)
+            raise _lacking(restore_failed(stderr, code))
     except BaseException:
         restore.kill()
         raise

@@ -544,3 +544,15 @@ def test_a_fleet_database_refreshes_by_swap_and_undoes_from_the_cli(
         assert f"undo of {job['id']} on {name}: passed" in undo.stdout
         assert staging_server.execute(name, "SELECT to_regclass('mine') IS NOT NULL")[0][0]
         assert staging_server.execute(name, "SELECT to_regclass('users') IS NULL")[0][0]
+        # that staging (swapped back) has no citext, which users needs: said, nothing changed
+        lacking = run_cli(
+            ["restore", "latest", "--db", name, "--table", "public.users", "--yes"],
+            env,
+            REPO,
+            text=True,
+        )
+        told = (lacking.stdout + lacking.stderr).strip()
+        assert lacking.returncode == 1 and "Traceback" not in told, told
+        assert "staging has no type public.citext" in told, told
+        assert "was not touched" in told and "CREATE EXTENSION" in told
+        assert staging_server.execute(name, "SELECT to_regclass('users') IS NULL")[0][0]
