@@ -124,10 +124,7 @@ def _ask(kind: Kind, call: Call) -> str:
         kept = call.services.restores.undo.kept(database)
         snap_id, database, subject = None, kept.database, kept.id
     else:
-        if wanted and ref not in (None, "latest"):
-            return f"Give a snapshot id or `tag:KEY=VALUE`, not both.\n{messages.HELP}"
-        if wanted:  # the newest good snapshot carrying them
-            ref = call.services.snapshots.tagged(wanted, database).id
+        ref = call.services.snapshots.named(ref, wanted, database, "`tag:KEY=VALUE`")
         snap = call.services.restores.pick_snapshot(ref, database)
         tables = call.services.restores.check_tables(snap, tables)  # a typo answered at once
         snap_id, database, subject = snap.id, snap.database, snap.id

@@ -62,6 +62,25 @@ class Snapshots:
             )
         return newest
 
+    def named(
+        self,
+        ref: str | None,
+        tags: Mapping[str, str],
+        database: str | None = None,
+        spelled: str = "--tag",
+    ) -> str | None:
+        """What a command names: `ref` as given, or with `tags` the newest good snapshot
+        carrying them. Both together are refused (which one was meant?); `spelled` is how
+        the command writes a tag, for the message."""
+        if not tags:
+            return ref
+        if ref not in (None, "latest"):
+            raise AtlasError(
+                f"Give a snapshot id or {spelled}, not both.",
+                f"{spelled} picks the newest good snapshot it fits",
+            )
+        return self.tagged(tags, database).id
+
     def _newest_good(
         self, database: str | None, tags: Mapping[str, str]
     ) -> tuple[str, Snapshot | None]:

@@ -95,16 +95,10 @@ def by_tags(
     services: Services, snapshot_id: str | None, tag_items: tuple[str, ...], database: str | None
 ) -> str | None:
     """The snapshot a command names: its id, or with --tag the newest good one carrying
-    those tags (an id and --tag together are refused: which one was meant?)."""
-    if not tag_items:
-        return snapshot_id
+    those tags."""
     from bot import tags
 
-    if snapshot_id not in (None, "latest"):
-        raise AtlasError(
-            "Give a snapshot id or --tag, not both.", "--tag picks the newest good one it fits"
-        )
-    return services.snapshots.tagged(tags.parse(tag_items), database).id
+    return services.snapshots.named(snapshot_id, tags.parse(tag_items), database)
 
 
 def print_json(value: Any, indent: int | None = None) -> None:
