@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.catalog.sql.schema import add_missing_columns, create_tables, create_work, move_restores
+from bot.catalog.sql.schema import (
+    add_chain_columns,
+    add_missing_columns,
+    add_tag_columns,
+    create_tables,
+    create_work,
+    move_restores,
+)
 from bot.catalog.sql.tables import Database
-from bot.records import AuditEntry, Drill, Request, Restore, Snapshot, WorkItem, columns
+from bot.records import Drill, Request, Restore, columns
 
 # pg_advisory_xact_lock's key: "atlas" in ASCII, so it cannot be mistaken for another app's
 MIGRATION_LOCK = 0x61746C6173
@@ -53,20 +60,7 @@ def _v4(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-def _v5(db: Database) -> None:
-    """Snapshots carry tags (the versions they were taken at), and so do queued ones."""
-    for table, record in (("snapshots", Snapshot), ("work", WorkItem)):
-        if db[table].exists():
-            add_missing_columns(db[table], columns(record))
-
-
-def _v6(db: Database) -> None:
-    """Audit entries carry a hash chain; those written before keep none."""
-    if db["audit"].exists():
-        add_missing_columns(db["audit"], columns(AuditEntry))
-
-
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, add_tag_columns, add_chain_columns]
 LATEST = len(STEPS)
 
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from bot.catalog.sql.tables import Database, Table
-from bot.records import Drill, Request, Restore, Restored, Snapshot, WorkItem, columns
+from bot.records import (
+    AuditEntry,
+    Drill,
+    Request,
+    Restore,
+    Restored,
+    Snapshot,
+    WorkItem,
+    columns,
+)
 
 
 def add_missing_columns(table: Table, cols: dict[str, Any]) -> None:
@@ -74,3 +83,21 @@ def move_restores(db: Database) -> None:
     cols = ", ".join(f'"{c}"' for c in columns(Restored) if c in had)
     db.execute(f"INSERT INTO restores ({cols}) SELECT {cols} FROM drills WHERE kind = 'restore'")
     db.execute("DELETE FROM drills WHERE kind = 'restore'")
+
+
+def add_record_columns(db: Database, *tables: tuple[str, type]) -> None:
+    """A step that only adds fields records gained: each table that exists gets the
+    columns its record has and it lacks (both engines run the same step)."""
+    for table, record in tables:
+        if db[table].exists():
+            add_missing_columns(db[table], columns(record))
+
+
+def add_tag_columns(db: Database) -> None:
+    """Snapshots carry tags (the versions they were taken at), and so do queued ones."""
+    add_record_columns(db, ("snapshots", Snapshot), ("work", WorkItem))
+
+
+def add_chain_columns(db: Database) -> None:
+    """Audit entries carry a hash chain; those written before keep none."""
+    add_record_columns(db, ("audit", AuditEntry))

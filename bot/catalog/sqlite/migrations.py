@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.catalog.sql.schema import (
+    add_chain_columns,
     add_missing_columns,
+    add_tag_columns,
     create_tables,
     create_work,
     move_restores,
 )
 from bot.catalog.sql.tables import Database
-from bot.records import AuditEntry, Drill, Request, Restore, Snapshot, WorkItem, columns
+from bot.records import Drill, Request, Restore, Snapshot, columns
 
 
 def _v1(db: Database) -> None:
@@ -73,20 +75,18 @@ def _v8(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-def _v9(db: Database) -> None:
-    """Snapshots carry tags (the versions they were taken at), and so do queued ones."""
-    for table, record in (("snapshots", Snapshot), ("work", WorkItem)):
-        if db[table].exists():
-            add_missing_columns(db[table], columns(record))
-
-
-def _v10(db: Database) -> None:
-    """Audit entries carry a hash chain; those written before keep none."""
-    if db["audit"].exists():
-        add_missing_columns(db["audit"], columns(AuditEntry))
-
-
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10]
+STEPS: list[Callable[[Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    add_tag_columns,
+    add_chain_columns,
+]
 LATEST = len(STEPS)
 
 
