@@ -48,8 +48,8 @@ def _lacking(exc: AtlasError) -> AtlasError:
         return exc
     kind, name = found.groups()
     return AtlasError(
-        f"{exc.message.split(': ', 1)[0]}: staging has no {kind} {name}, which the tables "
-        "need (staging has drifted from the snapshot).",
+        f"pg_restore stopped: staging has no {kind} {name}, which the tables need "
+        "(staging has drifted from the snapshot).",
         "refresh the whole database first (atlas restore ID, without --table), or create "
         f"that {kind} in staging (an extension's, with CREATE EXTENSION)",
     )

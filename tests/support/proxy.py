@@ -140,7 +140,7 @@ class TcpProxy:
 
     def _ended(self, src: socket.socket, dst: socket.socket) -> None:
         """One direction ended cleanly; the second to end closes the pair."""
-        pair = frozenset((src.fileno(), dst.fileno()))
+        pair = frozenset((id(src), id(dst)))  # a closed socket's fileno is -1
         with self._lock:
             if pair not in self._half_closed:
                 self._half_closed.add(pair)
