@@ -384,6 +384,7 @@ class Settings:
     swap_wait_s: int = 30  # how long a refresh's swap waits for staging's sessions to leave
     swap_sessions: str = "end"  # then: end them, or give up ("wait")
     undo_keep_hours: int = 168  # how long the staging a refresh replaced is kept (0: not)
+    rto_target_minutes: int = 60  # a drill's restore time should stay within it (report)
     work_dir: Path | None = None
     checks: list[Check] = field(default_factory=list)
 
@@ -493,6 +494,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "snapshot_tags": ("ATLAS_SNAPSHOT_TAGS", _tags),
     "swap_sessions": ("ATLAS_SWAP_SESSIONS", _swap_sessions),
     "undo_keep_hours": ("ATLAS_UNDO_KEEP_HOURS", _integer(0, 24 * 366)),
+    "rto_target_minutes": ("ATLAS_RTO_TARGET_MINUTES", _integer(1, 60 * 24 * 30)),
     "work_dir": ("ATLAS_WORK_DIR", _optional_path),
     "snapshot_schedule": ("ATLAS_SNAPSHOT_SCHEDULE", _cron),
     "timezone": ("ATLAS_TIMEZONE", _timezone),

@@ -56,6 +56,8 @@ ALLOWED: dict[str, set[str]] = {
     "bot.approval": BASICS
     | {"bot.catalog", "bot.config", "bot.pg", "bot.policy", "bot.report", "bot.restore"},
     "bot.demo": BASICS,
+    # the report for auditors: read from the catalog, rendered without I/O
+    "bot.proof": BASICS | {"bot.catalog", "bot.config", "bot.report"},
     "bot.ops": BASICS
     | {
         "bot.backup",
@@ -86,8 +88,9 @@ ALLOWED: dict[str, set[str]] = {
     "bot.slack": BASICS | {"bot.config", "bot.ops", "bot.report", "bot.restore", "bot.services"},
     "bot.cli": {f"bot.{p}" for p in ("ops", "services", "slack", "demo", "backup", "catalog")}
     | BASICS
-    | {"bot.config", "bot.report", "bot.restore", "bot.store"},
-    "handlers": BASICS | {"bot.config", "bot.ops", "bot.policy", "bot.report", "bot.services"},
+    | {"bot.config", "bot.proof", "bot.report", "bot.restore", "bot.store"},
+    "handlers": BASICS
+    | {"bot.config", "bot.ops", "bot.policy", "bot.proof", "bot.report", "bot.services"},
 }
 # the catalog's tables: SQL that names them belongs in bot/catalog
 CATALOG_TABLES = (

@@ -87,6 +87,16 @@ class SnapshotLog(Protocol):
         ...
 
     def snapshot_counts(self, database: str) -> dict[str, int]: ...
+    def snapshots_between(
+        self, since: str, until: str, database: str | None = None
+    ) -> list[Snapshot]:
+        """Snapshots started in [since, until) (UTC ISO times), oldest first."""
+        ...
+
+    def good_before(self, database: str, before: str) -> Snapshot | None:
+        """The newest snapshot started before `before` that was good (ok, or pruned)."""
+        ...
+
     def first_good_snapshot_at(self, database: str) -> str | None: ...
     def kept_databases(self, environment: str) -> list[str]:
         """Databases of an environment that have snapshots not yet deleted (databases
@@ -151,6 +161,10 @@ class JobLog(Protocol):
         request_id: str | None = None,
     ) -> list[JobRecord]:
         """Drills and refreshes (or one kind), newest first."""
+        ...
+
+    def jobs_between(self, since: str, until: str, database: str | None = None) -> list[JobRecord]:
+        """Drills and refreshes started in [since, until), oldest first."""
         ...
 
     def last_passed_job(self, database: str) -> JobRecord | None:

@@ -6,7 +6,7 @@ else, and `atlas list` never loads libpq, zstd or the restore code."""
 
 import signal
 
-from bot.cli import operate, restores, snapshots  # noqa: F401  (they register their commands)
+from bot.cli import operate, proof, restores, snapshots  # noqa: F401  (they register their commands)
 from bot.cli.app import main
 
 __all__ = ["main", "run"]

@@ -162,6 +162,8 @@ class GlobalsTaker:
         """Remove what was written, record why (once the catalog is back, unless Ctrl-C),
         and raise: an AtlasError, or what is no Exception as it was."""
         message = str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, AtlasError | KeyboardInterrupt):
+            log.debug("the globals snapshot failed unexpectedly", exc_info=exc)  # -v shows it
         message = redact(message, conn.secrets)
         key = snap.storage_key or ""
         if stored.writer is not None and not stored.committed:

@@ -82,6 +82,13 @@ class JobRecords:
         rows.sort(key=lambda j: j.started_at or "", reverse=True)
         return rows[:limit]
 
+    def jobs_between(self, since: str, until: str, database: str | None = None) -> list[JobRecord]:
+        where, args = "started_at >= ? AND started_at < ?", [since, until]
+        if database is not None:
+            where, args = where + " AND database = ?", [*args, database]
+        rows = [j for kind in TABLES for j in self._jobs_where(kind, where, args)]
+        return sorted(rows, key=lambda j: (j.started_at or "", j.id))
+
     def last_passed_job(self, database: str) -> JobRecord | None:
         """The newest passed drill or refresh of the whole database: an undo, or a job of
         some tables (`--table`), proves no snapshot restores."""

@@ -139,6 +139,19 @@ class SnapshotRecords:
         found = self._snapshots_where(" AND ".join(where), args)
         return [s for s in found if matches(s.tags, tags)][:limit]
 
+    def snapshots_between(
+        self, since: str, until: str, database: str | None = None
+    ) -> list[Snapshot]:
+        where, args = "started_at >= ? AND started_at < ?", [since, until]
+        if database is not None:
+            where, args = where + " AND database = ?", [*args, database]
+        return self._snapshots_where(where, args)[::-1]
+
+    def good_before(self, database: str, before: str) -> Snapshot | None:
+        where = "database = ? AND started_at < ? AND status IN ('ok', 'deleted')"
+        found = self._snapshots_where(where, [database, before], 1)
+        return found[0] if found else None
+
     def snapshot_counts(self, database: str) -> dict[str, int]:
         with self.conn.db() as db:
             rows = db.execute(

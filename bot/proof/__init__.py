@@ -1,0 +1,1 @@
+"""`atlas report`: the evidence an auditor asks for, read from the catalog."""
