@@ -179,6 +179,22 @@ def status(call: Call) -> str:
     return ":mag: Checking…"
 
 
+def report(call: Call) -> str:
+    """`/atlas report [since:DATE] [until:DATE] [db:NAME] [format:KIND]`: made in the
+    background and posted here as a file; a mistyped option is answered at once."""
+    from bot.proof import share
+
+    share.asked(call.args)
+    services = call.services
+    channel = call.channel or services.settings.channel or ""
+    services.background.later(
+        lambda: share.share(services.catalog, services.settings, services.chat, channel, call.args),
+        lambda _text: None,  # the file and its message are the answer
+        lambda exc: call.respond(text=messages.error(str(exc))),
+    )
+    return ":hourglass_flowing_sand: Making the report; it follows here as a file."
+
+
 def drills(call: Call) -> str:
     return messages.drill_list(call.services.catalog.list_jobs(limit=10))
 
@@ -194,6 +210,7 @@ SUBCOMMANDS: dict[str, Callable[[Call], str]] = {
     "status": status,
     "keep": keep,
     "unkeep": unkeep,
+    "report": report,
 }
 
 

@@ -124,6 +124,12 @@ class ConsoleChat:
     def group_members(self, group: str) -> list[str] | None:
         return self.groups.get(group)
 
+    def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
+        """A terminal shows no file: it says what Slack would get, and where to make it."""
+        self.say(f"{BOT} {mrkdwn(comment)}")
+        self.say(f"{BOT} [file {name}, {len(content):,} bytes: `atlas report -o {name}` writes it]")
+        return True
+
 
 REACTION = re.compile(r"^:(?P<emoji>[\w+-]+):\s*(?:@(?P<user>[\w.-]+))?$")
 AS = re.compile(r"^(?P<verb>approve|reject)\s+as\s+@?(?P<user>[\w.-]+)$", re.IGNORECASE)

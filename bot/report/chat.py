@@ -38,6 +38,10 @@ class Chat(Protocol):
         """Members of a user group, or None when they cannot be read now."""
         ...
 
+    def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
+        """Share a file in the channel with a message; False when it did not get there."""
+        ...
+
 
 class NoChat:
     """No workspace configured: everything is a quiet no-op."""
@@ -60,6 +64,9 @@ class NoChat:
 
     def group_members(self, group: str) -> list[str] | None:
         return []
+
+    def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
+        return False
 
 
 class Message:

@@ -25,6 +25,7 @@ SCOPES = (
     "users:read",
     "channels:read",
     "groups:read",
+    "files:write",  # /atlas report posts a file
 )
 
 

@@ -110,3 +110,17 @@ class SlackChat:
         members = [str(u) for u in data.get("users") or []]
         self._groups[group] = (time.monotonic(), members)
         return members
+
+    def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
+        """files.getUploadURLExternal, the bytes, then files.completeUploadExternal (as
+        slack_sdk's files_upload_v2 does); the comment redacted like any message."""
+        comment = truncate(redact(comment), 3000)
+        data = self._call(
+            "files_upload_v2",
+            channel=channel,
+            filename=name,
+            title=name,
+            content=content,
+            initial_comment=comment,
+        )
+        return bool(data and data.get("ok", True) and data.get("files"))
