@@ -21,6 +21,7 @@ from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
 from bot.owners import owner_id
 from bot.report.chat import Chat, NoChat
+from bot.report.home import Viewers
 from bot.store import LazyStorage
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Services:
         self.snapshots = Snapshots(settings, self.catalog)
         self.recovery = Recovery(settings, self.catalog, self.store)
         self.background = Background()
+        self.home_viewers = Viewers()  # who opened the App Home tab here
         self._build_lock = threading.RLock()
         self._taker: Taker | None = None
         self._reader: Reader | None = None

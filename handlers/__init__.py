@@ -12,8 +12,9 @@ from typing import Any
 
 from slack_bolt import App, BoltContext, BoltResponse
 
+from bot.report.home import HOME_ACTION
 from bot.services import Services
-from handlers import actions, commands, dedupe, reactions
+from handlers import actions, commands, dedupe, home, reactions
 
 
 def register(app: App, services: Services) -> None:
@@ -27,3 +28,5 @@ def register(app: App, services: Services) -> None:
     app.event("reaction_added")(reactions.reaction_added)
     app.event("reaction_removed")(reactions.reaction_removed)
     app.action(actions.DRILL_ACTION)(actions.start_drill)
+    app.event("app_home_opened")(home.opened)
+    app.action(HOME_ACTION)(home.chosen)

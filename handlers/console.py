@@ -124,6 +124,9 @@ class ConsoleChat:
     def group_members(self, group: str) -> list[str] | None:
         return self.groups.get(group)
 
+    def publish_home(self, user: str, view: dict[str, Any]) -> bool:
+        return False  # a terminal has no Home tab: `/atlas status` says the same
+
     def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
         """A terminal shows no file: it says what Slack would get, and where to make it."""
         self.say(f"{BOT} {mrkdwn(comment)}")

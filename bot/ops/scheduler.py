@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.catalog import outage
 from bot.errors import AtlasError, CatalogAway
-from bot.ops import housekeeping
+from bot.ops import home, housekeeping
 from bot.owners import LEADER_LEASE, REPLICA_LEASE
 from bot.services import Services
 
@@ -52,6 +52,8 @@ class Scheduler:
         self._add("recover", self.recover, "interval", seconds=min(60.0, st.stale_after_s / 2))
         # every replica: claim the fleet's queued snapshots while there is room, and beat
         self._add("work", self.work, "interval", seconds=1, leader_only=False)
+        # each replica shows Home again to those who opened it there
+        self._add("home", lambda: home.tick(services), "interval", seconds=10, leader_only=False)
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
         # a server with a schedule of its own runs on it; ATLAS_SNAPSHOT_SCHEDULE covers the rest

@@ -42,6 +42,10 @@ class Chat(Protocol):
         """Share a file in the channel with a message; False when it did not get there."""
         ...
 
+    def publish_home(self, user: str, view: dict[str, Any]) -> bool:
+        """Show `view` on the user's App Home tab."""
+        ...
+
 
 class NoChat:
     """No workspace configured: everything is a quiet no-op."""
@@ -66,6 +70,9 @@ class NoChat:
         return []
 
     def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
+        return False
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> bool:
         return False
 
 

@@ -124,3 +124,6 @@ class SlackChat:
             initial_comment=comment,
         )
         return bool(data and data.get("ok", True) and data.get("files"))
+
+    def publish_home(self, user: str, view: dict[str, Any]) -> bool:
+        return bool(self._call("views_publish", user_id=user, view=redact_value(view)))
