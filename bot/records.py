@@ -486,6 +486,7 @@ class Request:
     job_started_at: str | None = col()
     drill_id: str | None = col()
     tables: list[str] = col(JSON, default=[])  # SCHEMA.TABLE to restore; none: all
+    note: str | None = col()  # why the requester asks (the restore modal's reason)
 
 
 class RequestFields(TypedDict, total=False):
@@ -510,6 +511,7 @@ class RequestFields(TypedDict, total=False):
     job_started_at: str | None
     drill_id: str | None
     tables: list[str]
+    note: str | None
 
 
 @dataclass(kw_only=True)

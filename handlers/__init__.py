@@ -13,8 +13,9 @@ from typing import Any
 from slack_bolt import App, BoltContext, BoltResponse
 
 from bot.report.home import HOME_ACTION
+from bot.report.modal import RESTORE_BUTTON, RESTORE_MODAL, SHORTCUT
 from bot.services import Services
-from handlers import actions, commands, dedupe, home, reactions
+from handlers import actions, commands, dedupe, home, modal, reactions
 
 
 def register(app: App, services: Services) -> None:
@@ -30,3 +31,6 @@ def register(app: App, services: Services) -> None:
     app.action(actions.DRILL_ACTION)(actions.start_drill)
     app.event("app_home_opened")(home.opened)
     app.action(HOME_ACTION)(home.chosen)
+    app.action(RESTORE_BUTTON)(modal.home_button)
+    app.shortcut(SHORTCUT)(modal.shortcut)
+    app.view(RESTORE_MODAL)(modal.submit)

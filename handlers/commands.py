@@ -31,6 +31,7 @@ class Call:
     args: str  # the text after the subcommand
     channel: str | None
     respond: Reply
+    trigger_id: str | None = None  # opens a modal
 
 
 def snapshot(call: Call) -> str:
@@ -144,7 +145,14 @@ def _ask(kind: Kind, call: Call) -> str:
 
 
 def restore(call: Call) -> str:
-    return _ask(Kind.RESTORE, call) if call.args else usage("restore")
+    """`/atlas restore ID …` asks at once; without an id, the restore modal opens."""
+    if call.args:
+        return _ask(Kind.RESTORE, call)
+    from handlers.modal import open_restore
+
+    if call.trigger_id and open_restore(call.services, call.trigger_id, call.channel):
+        return ":clipboard: Choose a snapshot in the form."
+    return usage("restore")
 
 
 def drill(call: Call) -> str:
@@ -238,6 +246,14 @@ def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltCont
         ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
         return
     try:
-        ack(text=run(Call(services, user, rest.strip(), command.get("channel_id"), respond)))
+        call = Call(
+            services,
+            user,
+            rest.strip(),
+            command.get("channel_id"),
+            respond,
+            command.get("trigger_id"),
+        )
+        ack(text=run(call))
     except AtlasError as exc:
         ack(text=messages.error(str(exc)))

@@ -127,6 +127,9 @@ class ConsoleChat:
     def publish_home(self, user: str, view: dict[str, Any]) -> bool:
         return False  # a terminal has no Home tab: `/atlas status` says the same
 
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> bool:
+        return False  # no modals in a terminal: the caller says what to type instead
+
     def upload(self, channel: str, name: str, content: bytes, comment: str) -> bool:
         """A terminal shows no file: it says what Slack would get, and where to make it."""
         self.say(f"{BOT} {mrkdwn(comment)}")

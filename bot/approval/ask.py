@@ -18,6 +18,7 @@ from bot.restore.guard import guard_not_production
 from bot.restore.run import Restores
 from bot.restore.tables import parse_tables
 from bot.restore.undo import kept_for
+from bot.text import clean_text
 
 
 class ApprovalRequests:
@@ -57,6 +58,7 @@ class ApprovalRequests:
         channel: str | None,
         database: str | None = None,
         tables: tuple[str, ...] = (),
+        note: str | None = None,
     ) -> Request:
         """Create the request and post it with the approve/reject reactions already on."""
         kind = Kind(kind)
@@ -95,9 +97,11 @@ class ApprovalRequests:
             status=RequestStatus.PENDING,
             channel=channel,
             tables=[str(t) for t in parse_tables(tables)],
+            note=clean_text(note, 500) if note else None,
         )
         self.catalog.add_request(req)
-        self.catalog.audit(requested_by, f"{kind}.requested", req.id, snapshot=subject)
+        extra = {"note": req.note} if req.note else {}
+        self.catalog.audit(requested_by, f"{kind}.requested", req.id, snapshot=subject, **extra)
         msg = Message(self.chat, channel)
         msg.post(*self.render(req, snap))
         if msg.ts is None or msg.channel is None:

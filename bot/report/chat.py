@@ -46,6 +46,10 @@ class Chat(Protocol):
         """Show `view` on the user's App Home tab."""
         ...
 
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> bool:
+        """Open a modal for the person whose click or command gave `trigger_id`."""
+        ...
+
 
 class NoChat:
     """No workspace configured: everything is a quiet no-op."""
@@ -73,6 +77,9 @@ class NoChat:
         return False
 
     def publish_home(self, user: str, view: dict[str, Any]) -> bool:
+        return False
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> bool:
         return False
 
 

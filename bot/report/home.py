@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.report.messages import MAX_SECTION, escape, truncate
+from bot.report.modal import RESTORE_BUTTON
 from bot.words import count
 
 HOME_ACTION = "atlas_home_database"  # an overflow menu: "snapshot:NAME" or "drill:NAME"
@@ -34,6 +35,16 @@ def view(rows: list[HomeRow], failing: list[str], made_at: str) -> dict[str, Any
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Atlas: backups at a glance"}},
         _context(f"Updated {made_at}. `/atlas status` has the whole checklist."),
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": RESTORE_BUTTON,
+                    "text": {"type": "plain_text", "text": "Restore a snapshot…"},
+                }
+            ],
+        },
     ]
     if failing:
         text = ":x: *Failing*\n" + "\n".join(f"• {escape(line)}" for line in failing)

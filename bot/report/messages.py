@@ -328,7 +328,8 @@ def request_message(
     lines = [
         *what_lines,
         f"*Into:* `{escape(target)}`",
-        f"*Asked by:* <@{req.requested_by}>",
+        f"*Asked by:* <@{req.requested_by}>"
+        + (f", because: {escape(req.note)}" if req.note else ""),
         f"*Approvals:* {len(req.approved_by)} of {req.required} ({_users(req.approved_by)})",
         f"*Approvers:* {_users(req.approvers)}",
     ]

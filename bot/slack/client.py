@@ -127,3 +127,6 @@ class SlackChat:
 
     def publish_home(self, user: str, view: dict[str, Any]) -> bool:
         return bool(self._call("views_publish", user_id=user, view=redact_value(view)))
+
+    def open_view(self, trigger_id: str, view: dict[str, Any]) -> bool:
+        return bool(self._call("views_open", trigger_id=trigger_id, view=redact_value(view)))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from bot.catalog.sql.schema import (
     add_chain_columns,
     add_missing_columns,
+    add_request_notes,
     add_tag_columns,
     create_tables,
     create_work,
@@ -60,7 +61,15 @@ def _v4(db: Database) -> None:
             add_missing_columns(db[table], columns(record))
 
 
-STEPS: list[Callable[[Database], None]] = [_v1, _v2, _v3, _v4, add_tag_columns, add_chain_columns]
+STEPS: list[Callable[[Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    add_tag_columns,
+    add_chain_columns,
+    add_request_notes,
+]
 LATEST = len(STEPS)
 
 

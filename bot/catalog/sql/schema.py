@@ -101,3 +101,8 @@ def add_tag_columns(db: Database) -> None:
 def add_chain_columns(db: Database) -> None:
     """Audit entries carry a hash chain; those written before keep none."""
     add_record_columns(db, ("audit", AuditEntry))
+
+
+def add_request_notes(db: Database) -> None:
+    """Requests carry the requester's reason (from the restore modal)."""
+    add_record_columns(db, ("requests", Request))

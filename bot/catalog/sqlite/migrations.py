@@ -13,6 +13,7 @@ from collections.abc import Callable
 from bot.catalog.sql.schema import (
     add_chain_columns,
     add_missing_columns,
+    add_request_notes,
     add_tag_columns,
     create_tables,
     create_work,
@@ -86,6 +87,7 @@ STEPS: list[Callable[[Database], None]] = [
     _v8,
     add_tag_columns,
     add_chain_columns,
+    add_request_notes,
 ]
 LATEST = len(STEPS)
 
