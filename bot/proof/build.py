@@ -5,6 +5,8 @@ values in, values out; `gather` does the reading.
 
 from __future__ import annotations
 
+import bisect
+import functools
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -28,8 +30,10 @@ def is_good(snap: Snapshot) -> bool:
     return snap.status in GOOD and snap.started_at is not None
 
 
-def scheduled(cron: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
-    """The times in [start, end) at which `cron` asked for a snapshot."""
+@functools.lru_cache(maxsize=64)
+def scheduled(cron: str, tz: str, start: datetime, end: datetime) -> tuple[datetime, ...]:
+    """The times in [start, end) at which `cron` asked for a snapshot (worked out once per
+    schedule: a fleet's databases share theirs)."""
     from apscheduler.triggers.cron import CronTrigger
 
     trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(tz))
@@ -38,19 +42,22 @@ def scheduled(cron: str, tz: str, start: datetime, end: datetime) -> list[dateti
     while nxt is not None and nxt < end and len(times) < MAX_SLOTS:
         times.append(nxt)
         nxt = trigger.get_next_fire_time(nxt, nxt + timedelta(seconds=1))
-    return times
+    return tuple(times)
 
 
 def gaps(times: Sequence[datetime], snaps: Iterable[Snapshot], end: datetime) -> list[Gap]:
     """Runs of scheduled times whose slot (up to the next time) holds no good snapshot;
     the failed attempts in a run are named."""
-    starts = sorted((at(s.started_at or ""), s) for s in snaps if s.started_at)
+    starts = sorted(
+        ((at(s.started_at or ""), s) for s in snaps if s.started_at), key=lambda p: p[0]
+    )
+    good = [when for when, s in starts if is_good(s)]
     found: list[Gap] = []
     run: list[int] = []
     for i, t in enumerate(times):
         stop = times[i + 1] if i + 1 < len(times) else end
-        inside = [s for when, s in starts if t <= when < stop]
-        if any(is_good(s) for s in inside):
+        first = bisect.bisect_left(good, t)
+        if first < len(good) and good[first] < stop:
             if run:
                 found.append(_gap(times, run, starts, end))
                 run = []
@@ -69,7 +76,9 @@ def _gap(
 ) -> Gap:
     start = times[run[0]]
     stop = times[run[-1] + 1] if run[-1] + 1 < len(times) else end
-    failed = [s.id for when, s in starts if start <= when < stop and not is_good(s)]
+    whens = [when for when, _ in starts]
+    inside = starts[bisect.bisect_left(whens, start) : bisect.bisect_left(whens, stop)]
+    failed = [s.id for _, s in inside if not is_good(s)]
     return Gap(iso(start), iso(stop), len(run), failed)
 
 

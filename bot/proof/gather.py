@@ -75,15 +75,16 @@ def report(catalog: Catalog, st: Settings, scope: Scope) -> Report:
         if s.kind != SnapshotKind.GLOBALS
     ]
     jobs = catalog.jobs_between(since, until, scope.database)
-    names = sorted({s.database for s in snaps} | {j.database for j in jobs})
-    if scope.database and not names:
-        names = [scope.database]
+    by_db: dict[str, tuple[list[Snapshot], list[JobRecord]]] = {}
+    for s in snaps:
+        by_db.setdefault(s.database, ([], []))[0].append(s)
+    for j in jobs:
+        by_db.setdefault(j.database, ([], []))[1].append(j)
+    if scope.database and not by_db:
+        by_db[scope.database] = ([], [])
     found = verify(catalog.audit_chain())
     chain = Chain(found.head, found.checked, found.ok, found.why or None)
-    databases = [
-        database(catalog, st, scope, name, [s for s in snaps if s.database == name], jobs)
-        for name in names
-    ]
+    databases = [database(catalog, st, scope, name, *by_db[name]) for name in sorted(by_db)]
     stamp = build.iso(datetime.now(UTC))
     return Report(
         stamp, build.iso(scope.since), build.iso(scope.until), policy(st), chain, databases
@@ -96,9 +97,8 @@ def database(
     scope: Scope,
     name: str,
     snaps: list[Snapshot],
-    all_jobs: list[JobRecord],
+    jobs: list[JobRecord],
 ) -> DatabaseProof:
-    jobs = [j for j in all_jobs if j.database == name]
     cron = schedule_of(st, name)
     end = min(scope.until, datetime.now(UTC))
     times = build.scheduled(cron, st.timezone, scope.since, end) if cron else []
