@@ -14,8 +14,11 @@ from bot.services import Services
 PER_DATABASE = ("snapshot:", "drill:", "config:")
 
 
-def rows(lines: list[status.Line], databases: list[str]) -> tuple[list[HomeRow], list[str]]:
-    """(a row per database, the other failing lines) from the checklist's lines."""
+def rows(
+    lines: list[status.Line], databases: list[str], tags: dict[str, dict[str, str]] | None = None
+) -> tuple[list[HomeRow], list[str]]:
+    """(a row per database, the other failing lines) from the checklist's lines, with the
+    tags of each database's last good snapshot."""
     by_key = {line.key: line for line in lines}
     out = []
     for db in databases:
@@ -32,6 +35,7 @@ def rows(lines: list[status.Line], databases: list[str]) -> tuple[list[HomeRow],
                 snapshot=snap.detail if snap else "none yet",
                 drill=drill.detail if drill else "none yet",
                 problems=[config.detail] if config else [],
+                tags=(tags or {}).get(db) or {},
             )
         )
     failing = [
@@ -45,7 +49,8 @@ def rows(lines: list[status.Line], databases: list[str]) -> tuple[list[HomeRow],
 def home(services: Services) -> dict[str, Any]:
     """The view to publish now (no provider call: Home opens often)."""
     facts = status.gather(services, check_provider=False)
-    found, failing = rows(status.evaluate(facts), facts.databases)
+    tags = {db: dict(s.tags or {}) for db, s in facts.last_snapshot.items() if s is not None}
+    found, failing = rows(status.evaluate(facts), facts.databases, tags)
     return view(found, failing, f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
 
 

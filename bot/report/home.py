@@ -5,7 +5,7 @@ databases there are (a view holds 100 blocks)."""
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot.report.messages import MAX_SECTION, escape, truncate
@@ -27,6 +27,7 @@ class HomeRow:
     snapshot: str  # the last good snapshot and its age
     drill: str  # the last passed drill, its restore time, and when the next is due
     problems: list[str]  # anything else failing for it (its configuration)
+    tags: dict[str, str] = field(default_factory=dict)  # of the last good snapshot
 
 
 def view(rows: list[HomeRow], failing: list[str], made_at: str) -> dict[str, Any]:
@@ -68,7 +69,8 @@ def view(rows: list[HomeRow], failing: list[str], made_at: str) -> dict[str, Any
 def _database(row: HomeRow) -> dict[str, Any]:
     lines = [
         f"{ICON.get(row.level, ':x:')} *{escape(row.database)}*",
-        f"Last snapshot: {escape(row.snapshot)}",
+        f"Last snapshot: {escape(row.snapshot)}"
+        + "".join(f" `{escape(k)}={escape(v)}`" for k, v in sorted(row.tags.items())),
         f"Drill: {escape(row.drill)}",
         *(f":x: {escape(p)}" for p in row.problems),
     ]

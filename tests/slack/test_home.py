@@ -48,10 +48,11 @@ def test_home_shows_each_database_and_follows_what_changes(pg, pg_url, pg_db, tm
 
         # a snapshot taken from a terminal: Home follows at the next tick
         env = cli_env(tmp_path, DATABASE_URL=pg_url)
-        snap = json.loads(run_cli(["snapshot", "--json"], env, REPO, text=True).stdout)
+        args = ["snapshot", "--json", "--tag", "migration=0042"]
+        snap = json.loads(run_cli(args, env, REPO, text=True).stdout)
         assert home.tick(bot.services) == 1
         again = _published(slack_api, after=1)
-        assert snap["id"] in _text(again["view"])
+        assert snap["id"] in _text(again["view"]) and "`migration=0042`" in _text(again["view"])
         assert home.tick(bot.services) == 0  # nothing new: not published again
 
         # the menu beside the database asks for a drill, in the channel
