@@ -524,6 +524,7 @@ ARGS = {
     "keep": ["latest"],
     "list": [],
     "prune": [],
+    "report": ["-o", "report.html"],
     "rescan": [],
     "restore": ["latest", "--yes"],
     "show": ["latest"],
@@ -575,7 +576,12 @@ def test_a_reader_that_leaves_early_ends_atlas_quietly(
     snapped: tuple[dict[str, str], str], tmp_path: Path
 ) -> None:
     env, snap_id = snapped
-    for args in (["show", snap_id], ["fetch", snap_id, "-o", "-"], ["list", "--json"]):
+    for args in (
+        ["show", snap_id],
+        ["fetch", snap_id, "-o", "-"],
+        ["list", "--json"],
+        ["report", "-o", "-"],
+    ):
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot.cli", *args],
             env=env,

@@ -38,19 +38,16 @@ def report(
     from bot import files
     from bot.proof import gather, make
 
-    try:
-        services = open_services()
-        window = make.scope(since, until, database, datetime.now(UTC))
-        kind = make.format_of(output, fmt)
-        proof = gather.report(services.catalog, services.settings, window)
-        data = make.render(proof, kind)
-        if output == "-":
-            sys.stdout.buffer.write(data)
-            return
-        files.replace_with(Path(output), data)
-    except AtlasError as exc:
-        fail(exc, False)
+    services = open_services()
+    window = make.scope(since, until, database, datetime.now(UTC))
+    kind = make.format_of(output, fmt)
+    proof = gather.report(services.catalog, services.settings, window)
+    data = make.render(proof, kind)
+    if output == "-":
+        sys.stdout.buffer.write(data)  # a reader gone early: the group ends it quietly
         return
+    try:
+        files.replace_with(Path(output), data)
     except OSError as exc:
         fail(
             AtlasError(
