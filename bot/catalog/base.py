@@ -93,6 +93,10 @@ class SnapshotLog(Protocol):
         """Snapshots started in [since, until) (UTC ISO times), oldest first."""
         ...
 
+    def databases_between(self, since: str, until: str) -> list[str]:
+        """The databases (not a server's roles) with snapshots started in [since, until)."""
+        ...
+
     def good_before(self, database: str, before: str) -> Snapshot | None:
         """The newest snapshot started before `before` that was good (ok, or pruned)."""
         ...

@@ -69,22 +69,21 @@ def schedule_of(st: Settings, database: str) -> str | None:
 
 def report(catalog: Catalog, st: Settings, scope: Scope) -> Report:
     since, until = catalog_time(scope.since), catalog_time(scope.until)
-    snaps = [
-        s
-        for s in catalog.snapshots_between(since, until, scope.database)
-        if s.kind != SnapshotKind.GLOBALS
-    ]
-    jobs = catalog.jobs_between(since, until, scope.database)
-    by_db: dict[str, tuple[list[Snapshot], list[JobRecord]]] = {}
-    for s in snaps:
-        by_db.setdefault(s.database, ([], []))[0].append(s)
-    for j in jobs:
-        by_db.setdefault(j.database, ([], []))[1].append(j)
-    if scope.database and not by_db:
-        by_db[scope.database] = ([], [])
+    jobs: dict[str, list[JobRecord]] = {}
+    for j in catalog.jobs_between(since, until, scope.database):
+        jobs.setdefault(j.database, []).append(j)
+    names = set(jobs) | set(catalog.databases_between(since, until))
+    if scope.database:
+        names = {scope.database}
     found = verify(catalog.audit_chain())
     chain = Chain(found.head, found.checked, found.ok, found.why or None)
-    databases = [database(catalog, st, scope, name, *by_db[name]) for name in sorted(by_db)]
+    # one database's snapshots at a time (manifests and all): memory stays flat with the fleet
+    databases = [
+        database(
+            catalog, st, scope, name, _snapshots(catalog, since, until, name), jobs.get(name, [])
+        )
+        for name in sorted(names)
+    ]
     stamp = build.iso(datetime.now(UTC))
     return Report(
         stamp, build.iso(scope.since), build.iso(scope.until), policy(st), chain, databases
@@ -124,6 +123,11 @@ def database(
         quarters=build.quarters(jobs, scope.since, end, st.timezone),
         snapshots=[build.snapshot_line(s) for s in snaps],
     )
+
+
+def _snapshots(catalog: Catalog, since: str, until: str, name: str) -> list[Snapshot]:
+    found = catalog.snapshots_between(since, until, name)
+    return [s for s in found if s.kind != SnapshotKind.GLOBALS]
 
 
 def _snapshot(catalog: Catalog, job: JobRecord) -> Snapshot | None:

@@ -147,6 +147,15 @@ class SnapshotRecords:
             where, args = where + " AND database = ?", [*args, database]
         return self._snapshots_where(where, args)[::-1]
 
+    def databases_between(self, since: str, until: str) -> list[str]:
+        with self.conn.db() as db:
+            rows = db.execute(
+                "SELECT DISTINCT database FROM snapshots WHERE started_at >= ? AND started_at < ?"
+                " AND coalesce(kind, ?) = ? ORDER BY 1",
+                [since, until, SnapshotKind.DATABASE.value, SnapshotKind.DATABASE.value],
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def good_before(self, database: str, before: str) -> Snapshot | None:
         where = "database = ? AND started_at < ? AND status IN ('ok', 'deleted')"
         found = self._snapshots_where(where, [database, before], 1)
