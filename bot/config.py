@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bot import conninfo, locations, redaction
+from bot.copies import destinations
+from bot.copies.destinations import Destination
 from bot.errors import AtlasError
 from bot.fleet.patterns import Selection
 
@@ -418,6 +420,10 @@ class Settings:
     aws_endpoint_url: str | None = None
     # a group that may read the artifacts and the catalog (files 0640, folders 0750)
     file_group: str | None = None
+    # 3-2-1: further destinations every snapshot is copied to (bot/copies/destinations.py)
+    copies: dict[str, Destination] = field(default_factory=dict)
+    copy_alert_hours: int = 24  # a destination that long without a good copy is a ❌
+    copy_timeout_s: int = 900  # how long a snapshot waits for its copies before retries
 
     databases: dict[str, DatabaseTarget] = field(default_factory=dict)
     servers: dict[str, Server] = field(default_factory=dict)
@@ -521,6 +527,8 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "failover_s": ("ATLAS_FAILOVER_S", _integer(6, 3600)),
     "aws_endpoint_url": ("AWS_ENDPOINT_URL", locations.http_url),  # boto3 reads it too
     "file_group": ("ATLAS_FILE_GROUP", _group),
+    "copy_alert_hours": ("ATLAS_COPY_ALERT_HOURS", _integer(1, 24 * 366)),
+    "copy_timeout_s": ("ATLAS_COPY_TIMEOUT_S", _integer(1, 86400)),
 }
 ENV_NAMES = frozenset(name for name, _ in ENV.values())
 
@@ -546,6 +554,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                 values[attr] = read(source[name])
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
+    if not problems:
+        try:
+            values["copies"] = destinations.from_env(source, values.get("storage", "./backups"))
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems:
         raise AtlasError(f"Invalid configuration: {'; '.join(problems)}")
     settings = Settings(**values)
@@ -632,6 +645,15 @@ def _load_toml(
         raise AtlasError(f"ATLAS_CONFIG file {path} does not exist.") from None
     except tomllib.TOMLDecodeError as exc:
         raise AtlasError(f"ATLAS_CONFIG file {path} is not valid TOML: {exc}") from None
+    try:
+        for name, dest in destinations.from_toml(
+            data.get("copies") or {}, settings.storage
+        ).items():
+            if name in settings.copies:
+                raise ValueError(f"[copies.{name}] is also in ATLAS_COPIES; name it once")
+            settings.copies[name] = dest
+    except ValueError as exc:
+        raise AtlasError(f"ATLAS_CONFIG: {exc}") from None
     try:
         settings.checks = [_check(c) for c in data.get("checks") or []]
     except ValueError as exc:

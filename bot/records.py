@@ -382,6 +382,7 @@ class Restored:
     error: str | None = col(public=True)
     owner: str | None = col()
     tables: list[str] = col(JSON, public=True, default=[])  # SCHEMA.TABLE; none: all
+    from_copy: str | None = col(public=True)  # read from this copy (`--from`); None: storage
 
     def __post_init__(self) -> None:
         self.checks = [CheckResult(**c) if isinstance(c, dict) else c for c in self.checks]
@@ -440,6 +441,7 @@ class RestoreFields(TypedDict, total=False):
     error: str | None
     owner: str | None
     tables: list[str]
+    from_copy: str | None
 
 
 class RefreshFields(RestoreFields, total=False):
@@ -557,3 +559,36 @@ class WorkItem:
     heartbeat_at: float | None = col(float)  # by the catalog's clock
     snapshot_id: str | None = col()
     error: str | None = col()
+
+
+class CopyState(StrEnum):
+    """Where a snapshot's copy in one further destination is."""
+
+    PENDING = "pending"  # to be made (first try, or a retry after a failure)
+    COPYING = "copying"  # claimed by one process, heartbeated while it copies
+    OK = "ok"  # read back from the destination: its size and sha256 match
+    DAMAGED = "damaged"  # read back later and found changed (verify --from)
+    DELETED = "deleted"  # pruned by the destination's retention
+
+
+@dataclass(kw_only=True)
+class Copy:
+    """One snapshot's copy in one destination of ATLAS_COPIES (3-2-1): made once across
+    replicas, proven by reading it back where it lies, retried until it is."""
+
+    key: str = col()  # snapshot_id:destination
+    snapshot_id: str = col(public=True)
+    destination: str = col(public=True)
+    database: str = col(public=True)
+    state: CopyState = col(public=True, default=CopyState.PENDING)
+    location: str | None = col(public=True)
+    size_bytes: int | None = col(int, public=True)  # read back from the destination
+    sha256: str | None = col(public=True)  # read back from the destination
+    attempts: int = col(int, public=True, default=0)
+    error: str | None = col(public=True)  # the last try's
+    queued_at: str | None = col(public=True)
+    next_try_at: float | None = col(float)  # epoch seconds; retries back off
+    copied_at: str | None = col(public=True)
+    verified_at: str | None = col(public=True)
+    owner: str | None = col()  # the process copying it
+    heartbeat_at: float | None = col(float)  # by the catalog's clock

@@ -7,6 +7,7 @@ part reaches back for Services. The parts do the work: a snapshot with its messa
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from typing import TYPE_CHECKING
@@ -19,10 +20,13 @@ from bot.backup.recovery import Recovery
 from bot.backup.reported import ReportedSnapshots
 from bot.catalog import Catalog, open_catalog
 from bot.config import Settings
+from bot.errors import AtlasError
 from bot.owners import owner_id
 from bot.report.chat import Chat, NoChat
 from bot.report.home import Viewers
 from bot.store import LazyStorage
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bot.approval.ask import ApprovalRequests
@@ -31,7 +35,9 @@ if TYPE_CHECKING:
     from bot.backup.read import Reader
     from bot.backup.rescan import Rescanner
     from bot.backup.take import Taker
+    from bot.copies.copier import Copier
     from bot.fleet.runner import Fleets
+    from bot.records import Snapshot
     from bot.restore.run import Restores
     from bot.restore.scratch import Scratch
 
@@ -40,16 +46,28 @@ class Services:
     """Everything a request handler or command needs, built once from settings."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog | None = None, chat: Chat | None = None
+        self,
+        settings: Settings,
+        catalog: Catalog | None = None,
+        chat: Chat | None = None,
+        source: str | None = None,
     ) -> None:
         self.settings = settings
+        if source is not None and source not in settings.copies:
+            known = ", ".join(sorted(settings.copies)) or "none"
+            raise AtlasError(
+                f"--from {source}: ATLAS_COPIES has no destination of that name.",
+                f"destinations: {known}",
+            )
         self.catalog = catalog or open_catalog(
             settings.state, self._check_new_catalog, files.Access.for_group(settings.file_group)
         )
         self.chat = chat or NoChat()
-        self.store = LazyStorage(settings)
+        self.store = LazyStorage(settings)  # ATLAS_STORAGE: where snapshots are written
+        # where snapshots are read from: ATLAS_STORAGE, or a copy (`--from NAME`)
+        self.source = LazyStorage(settings, copy=source) if source else self.store
         self.keys = Keys(settings)
-        self.snapshots = Snapshots(settings, self.catalog)
+        self.snapshots = Snapshots(settings, self.catalog, copy=source)
         self.recovery = Recovery(settings, self.catalog, self.store)
         self.background = Background()
         self.home_viewers = Viewers()  # who opened the App Home tab here
@@ -65,6 +83,7 @@ class Services:
         # this process among the replicas sharing the catalog (`atlas serve` leases it)
         self.replica = f"{owner_id()}:{secrets.token_hex(3)}"
         self._fleets: Fleets | None = None
+        self._copier: Copier | None = None
         self.reported = ReportedSnapshots(
             settings,
             self.catalog,
@@ -83,10 +102,10 @@ class Services:
         refuse_catalog_among_targets(self.settings)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(cls, settings: Settings, source: str | None = None) -> Services:
         from bot.slack.client import chat_for
 
-        return cls(settings, chat=chat_for(settings))
+        return cls(settings, chat=chat_for(settings), source=source)
 
     # Built on first use, once even when handler threads race: `atlas list` answers
     # without loading libpq or zstd, and `atlas snapshot` starts its dump without
@@ -98,7 +117,12 @@ class Services:
                 from bot.backup.take import Taker
 
                 self._taker = Taker(
-                    self.settings, self.catalog, self.store, self.keys, self.recovery
+                    self.settings,
+                    self.catalog,
+                    self.store,
+                    self.keys,
+                    self.recovery,
+                    self.copy_new,
                 )
             return self._taker
 
@@ -116,8 +140,29 @@ class Services:
                     self.keys,
                     lambda: self.taker,
                     self.replica,
+                    self.copy_new,
                 )
             return self._fleets
+
+    @property
+    def copier(self) -> Copier:
+        """Copies to the destinations of ATLAS_COPIES, once across replicas."""
+        with self._build_lock:
+            if self._copier is None:
+                from bot.copies.copier import Copier
+
+                self._copier = Copier(self.settings, self.catalog, self.store, self.replica)
+            return self._copier
+
+    def copy_new(self, snap: Snapshot) -> None:
+        """A new snapshot's copies. A copy never fails a snapshot: whatever goes wrong is
+        recorded on the copy, retried, and shown by status."""
+        if not self.settings.copies:
+            return
+        try:
+            self.copier.after_snapshot(snap)
+        except Exception:
+            log.exception("copies of %s could not be started; housekeeping retries", snap.id)
 
     @property
     def reader(self) -> Reader:
@@ -128,7 +173,7 @@ class Services:
                 self._reader = Reader(
                     self.settings,
                     self.catalog,
-                    self.store,
+                    self.source,
                     self.keys,
                     self.snapshots,
                     self.reported.damaged,
@@ -141,7 +186,9 @@ class Services:
             if self._rescanner is None:
                 from bot.backup.rescan import Rescanner
 
-                self._rescanner = Rescanner(self.settings, self.catalog, self.store, self.keys)
+                self._rescanner = Rescanner(
+                    self.settings, self.catalog, self.source, self.keys, self.store
+                )
             return self._rescanner
 
     @property
@@ -162,7 +209,7 @@ class Services:
                 self._restores = Restores(
                     self.settings,
                     self.catalog,
-                    self.store,
+                    self.source,
                     self.snapshots,
                     self.reader,
                     self.scratch,

@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 from bot.backup.layout import SNAPSHOT_ID
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, NotFound
-from bot.records import Snapshot, SnapshotStatus
-from bot.tags import render
+from bot.records import CopyState, Snapshot, SnapshotStatus
+from bot.tags import matches, render
 
 
 class Snapshots:
     """Finds snapshots by id, id prefix or `latest`, and pins them."""
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(self, settings: Settings, catalog: Catalog, copy: str | None = None) -> None:
         self.settings, self.catalog = settings, catalog
+        self.copy = copy  # `--from NAME`: snapshots as that destination's copies hold them
 
     def get(self, ref: str, database: str | None = None) -> Snapshot:
         """A snapshot by id, unique id prefix (`20261129-0344`), or `latest` (the newest
         good snapshot of `database`, or of the first configured one)."""
-        return self.catalog.get_snapshot(self.resolve(ref, database))
+        snap = self.catalog.get_snapshot(self.resolve(ref, database))
+        return snap if self.copy is None else self.as_copy(snap)
+
+    def as_copy(self, snap: Snapshot) -> Snapshot:
+        """The snapshot as read from the copy: good there (or damaged there), whatever
+        became of it in ATLAS_STORAGE; no copy there is an error."""
+        found = [c for c in self.catalog.copies_of(snap.id) if c.destination == self.copy]
+        if not found or found[0].state not in (CopyState.OK, CopyState.DAMAGED):
+            state = f"its copy is {found[0].state}" if found else "it has no copy there"
+            raise AtlasError(
+                f"Snapshot {snap.id} cannot be read from {self.copy}: {state}.",
+                f"`atlas copy --to {self.copy}` makes the copies still missing",
+            )
+        c = found[0]
+        status = SnapshotStatus.OK if c.state == CopyState.OK else SnapshotStatus.CORRUPT
+        return dataclasses.replace(snap, status=status, location=c.location, error=c.error)
 
     def resolve(self, ref: str, database: str | None = None) -> str:
         """The full id `ref` names; NotFound or an ambiguity in words otherwise."""
@@ -86,6 +103,8 @@ class Snapshots:
     ) -> tuple[str, Snapshot | None]:
         """(the database's name, its newest good snapshot carrying `tags`, if any)."""
         target = self.settings.target(database)
+        if self.copy is not None:
+            return target.name, self._newest_copy(target.name, target.environment, tags)
         rows = self.catalog.list_snapshots(
             limit=1,
             database=target.name,
@@ -94,6 +113,19 @@ class Snapshots:
             tags=tags or None,
         )
         return target.name, rows[0] if rows else None
+
+    def _newest_copy(
+        self, database: str, environment: str, tags: Mapping[str, str]
+    ) -> Snapshot | None:
+        """The newest snapshot of `database` with a good copy in the `--from` destination."""
+        copies = self.catalog.copies_in(self.copy or "", CopyState.OK)
+        for c in sorted(copies, key=lambda c: c.snapshot_id, reverse=True):
+            if c.database != database:
+                continue
+            snap = self.catalog.get_snapshot(c.snapshot_id)
+            if snap.environment == environment and matches(snap.tags, tags):
+                return snap
+        return None
 
     def readable(self, ref: str) -> Snapshot:
         """A snapshot that has an artifact to read (good, or found corrupt)."""

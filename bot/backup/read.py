@@ -21,7 +21,7 @@ from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Damaged
 from bot.pg import find_tool
-from bot.records import Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.records import CopyState, Snapshot, SnapshotKind, SnapshotStatus, now
 from bot.store import LazyStorage
 
 log = logging.getLogger(__name__)
@@ -103,11 +103,7 @@ class Reader:
         except AtlasError as exc:
             check.kill()
             raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
-        self.catalog.update_snapshot(
-            snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
-        )
-        self.catalog.audit(actor, "snapshot.verified", snap.id)
-        return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
+        return self._verified(snap, actor, started)
 
     def _verify_globals(self, snap: Snapshot, actor: str, started: float) -> Verified:
         """A globals dump is SQL: its checksums, and pg_dumpall's complete output."""
@@ -119,11 +115,7 @@ class Reader:
             check_text(bytes(data))
         except AtlasError as exc:
             raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
-        self.catalog.update_snapshot(
-            snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
-        )
-        self.catalog.audit(actor, "snapshot.verified", snap.id)
-        return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
+        return self._verified(snap, actor, started)
 
     def mark_damaged(
         self, snap: Snapshot, exc: AtlasError, actor: str, *, found_by: str
@@ -142,6 +134,8 @@ class Reader:
                 "after a rotation keep that key in ATLAS_ENCRYPTION_KEY_FILE, below the "
                 "new one",
             )
+        if self.snapshots.copy is not None:
+            return self._copy_damaged(snap, exc, actor, found_by)
         self.catalog.update_snapshot(snap.id, status=SnapshotStatus.CORRUPT, error=str(exc))
         self.catalog.audit(actor, "snapshot.damaged", snap.id, found_by=found_by, error=str(exc))
         log.warning("snapshot %s is damaged (found by %s): %s", snap.id, found_by, exc)
@@ -149,6 +143,39 @@ class Reader:
             damaged = dataclasses.replace(snap, status=SnapshotStatus.CORRUPT, error=str(exc))
             self.on_damage(damaged, found_by)
         return exc
+
+    def _copy_damaged(
+        self, snap: Snapshot, exc: AtlasError, actor: str, found_by: str
+    ) -> AtlasError:
+        """A copy that no longer reads back as written: that copy is damaged (made again
+        by `atlas copy` from ATLAS_STORAGE), not the snapshot."""
+        from bot.copies.plan import key
+
+        copy = self.snapshots.copy or ""
+        why = f"{exc} (in {copy})"
+        self.catalog.update_copy(key(snap.id, copy), state=CopyState.DAMAGED, error=str(exc))
+        self.catalog.audit(actor, "copy.damaged", snap.id, destination=copy, found_by=found_by)
+        log.warning("the copy of %s in %s is damaged: %s", snap.id, copy, exc)
+        if self.on_damage is not None:
+            damaged = dataclasses.replace(snap, status=SnapshotStatus.CORRUPT, error=why)
+            self.on_damage(damaged, f"{found_by} --from {copy}")
+        return AtlasError(f"The copy of {snap.id} in {copy} is damaged: {exc}")
+
+    def _verified(self, snap: Snapshot, actor: str, started: float) -> Verified:
+        """Record a clean read: of the snapshot, or of the copy it was read from."""
+        if self.snapshots.copy is not None:
+            from bot.copies.plan import key
+
+            self.catalog.update_copy(
+                key(snap.id, self.snapshots.copy), state=CopyState.OK, verified_at=now()
+            )
+            self.catalog.audit(actor, "copy.verified", snap.id, destination=self.snapshots.copy)
+            return Verified(snap, time.monotonic() - started)
+        self.catalog.update_snapshot(
+            snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
+        )
+        self.catalog.audit(actor, "snapshot.verified", snap.id)
+        return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
 
     def _intact(self, snap: Snapshot) -> bool:
         assert snap.storage_key

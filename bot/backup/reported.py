@@ -92,10 +92,11 @@ class ReportedSnapshots:
         except (AtlasError, KeyboardInterrupt) as exc:
             _said_failed(msg, started, exc)
             raise
-        msg.update(*messages.snapshot_done(snap), final=True)
+        copies = self.catalog.copies_of(snap.id)
+        msg.update(*messages.snapshot_done(snap, copies), final=True)
         if provider:
             snap = self.provider_snapshot(snap, msg)
-            msg.update(*messages.snapshot_done(snap), final=True)
+            msg.update(*messages.snapshot_done(snap, copies), final=True)
         return snap
 
     def start(

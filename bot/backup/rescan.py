@@ -13,7 +13,8 @@ from bot.backup.layout import SNAPSHOT_ID, artifact_key, globals_key, globals_na
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
-from bot.store import LazyStorage
+from bot.records import Copy, CopyState, Snapshot, SnapshotStatus
+from bot.store import LazyStorage, Storage
 
 if TYPE_CHECKING:
     from bot.store.crypto import Identity
@@ -48,9 +49,15 @@ class Rescanner:
     """Rebuilds the catalog's snapshot records from the sidecars in storage."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, store: LazyStorage, keys: Keys
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: LazyStorage,
+        keys: Keys,
+        primary: LazyStorage | None = None,
     ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
+        self.primary = primary or store  # ATLAS_STORAGE, when `store` is a copy (`--from`)
 
     def rescan(self, actor: str, *, dry_run: bool = False) -> list[Found]:
         """Register snapshots that storage holds but the catalog does not know, from their
@@ -128,7 +135,40 @@ class Rescanner:
             return Found(key, snap_id, "skipped", str(exc))
         if not dry_run:
             snap = sidecar.snapshot_from(doc, artifact, storage.location(artifact))
+            if self.store.copy is not None:
+                snap = self._from_copy(snap, artifact)
             if not self.catalog.add_snapshot(snap):
                 return Found(key, snap_id, "known")
+            if self.store.copy is not None:
+                self.catalog.add_copies([_found_copy(snap, self.store.copy, head.size, storage)])
             self.catalog.audit(actor, "snapshot.imported", snap_id, sidecar=key)
         return Found(key, snap_id, "imported", database=place[1])
+
+    def _from_copy(self, snap: Snapshot, artifact: str) -> Snapshot:
+        """A snapshot found in a copy: recorded where ATLAS_STORAGE would hold it, and
+        `deleted` there when ATLAS_STORAGE does not (drills read it `--from` the copy)."""
+        primary = self.primary.get()
+        snap.location = primary.location(artifact)
+        try:
+            there = primary.stat(artifact)
+        except AtlasError:
+            there = None
+        if there is None or there.size != snap.size_bytes:
+            snap.status = SnapshotStatus.DELETED
+            snap.error = f"not in ATLAS_STORAGE; found in the copy {self.store.copy} by rescan"
+        return snap
+
+
+def _found_copy(snap: Snapshot, name: str, size: int, storage: Storage) -> Copy:
+    from bot.copies.plan import key
+
+    return Copy(
+        key=key(snap.id, name),
+        snapshot_id=snap.id,
+        destination=name,
+        database=snap.database,
+        state=CopyState.OK,
+        location=storage.location(snap.storage_key or ""),
+        size_bytes=size,
+        sha256=snap.sha256,
+    )

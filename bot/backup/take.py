@@ -66,6 +66,10 @@ class _Dumped:
     manifest: dict[str, Any]
 
 
+# told of each snapshot stored and recorded `ok`: makes its copies; never raises
+AfterSnapshot = Callable[[Snapshot], object]
+
+
 class Taker:
     """Takes one snapshot: dump, compress, store, read back, record."""
 
@@ -76,9 +80,11 @@ class Taker:
         store: LazyStorage,
         keys: Keys,
         recovery: Recovery,
+        copies: AfterSnapshot | None = None,
     ) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
         self.keys, self.recovery = keys, recovery
+        self.copies = copies  # copies the new snapshot to ATLAS_COPIES (never raises)
 
     def take(
         self,
@@ -141,6 +147,8 @@ class Taker:
             self._finish(snap, dumped, sha256, identity)
         except BaseException as exc:
             self._raise_failure(snap, opened, exc, conn, committing)
+        if self.copies is not None:
+            self.copies(self.catalog.get_snapshot(snap_id))
         return self.catalog.get_snapshot(snap_id)
 
     def _finish(

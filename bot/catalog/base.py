@@ -16,6 +16,8 @@ from typing import Any, Protocol, Unpack
 
 from bot.records import (
     AuditEntry,
+    Copy,
+    CopyState,
     Drill,
     DrillFields,
     JobRecord,
@@ -235,6 +237,25 @@ class WorkQueue(Protocol):
     def forget_work(self, older_than_s: float) -> int: ...
 
 
+class CopyLog(Protocol):
+    """Each snapshot's copies in further destinations (`sql/copies.py`)."""
+
+    def add_copies(self, copies: list[Copy]) -> int: ...
+    def claim_copy(
+        self, key: str, owner: str, stale_after_s: float, *, due: bool
+    ) -> Copy | None: ...
+    def beat_copies(self, owner: str) -> None: ...
+    def end_copy(self, key: str, owner: str, state: CopyState, **fields: Any) -> bool: ...
+    def retry_copy_in(self, key: str, owner: str, seconds: float, error: str) -> bool: ...
+    def update_copy(self, key: str, **fields: Any) -> None: ...
+    def copies_of(self, *snapshot_ids: str) -> list[Copy]: ...
+    def copies_in(self, destination: str, *states: CopyState) -> list[Copy]: ...
+    def unfinished_copies(self) -> list[Copy]: ...
+    def catalog_clock(self) -> float:
+        """Seconds since the epoch by the catalog's clock (the one retry times use)."""
+        ...
+
+
 class AuditLog(Protocol):
     """The append-only record of who did what."""
 
@@ -245,7 +266,9 @@ class AuditLog(Protocol):
         ...
 
 
-class Catalog(SnapshotLog, RequestLog, JobLog, Coordination, WorkQueue, AuditLog, Protocol):
+class Catalog(
+    SnapshotLog, RequestLog, JobLog, Coordination, WorkQueue, CopyLog, AuditLog, Protocol
+):
     """Everything Atlas records."""
 
     def ping(self) -> None:

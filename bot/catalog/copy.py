@@ -21,6 +21,7 @@ TABLES = (
     "reminders",
     "seen_requests",
     "work",
+    "copies",
     "audit",
 )
 RECORDS = ("snapshots", "requests", "drills", "restores", "audit")

@@ -6,7 +6,13 @@ else, and `atlas list` never loads libpq, zstd or the restore code."""
 
 import signal
 
-from bot.cli import operate, proof, restores, snapshots  # noqa: F401  (they register their commands)
+from bot.cli import (  # noqa: F401  (they register their commands)
+    copies,
+    operate,
+    proof,
+    restores,
+    snapshots,
+)
 from bot.cli.app import main
 
 __all__ = ["main", "run"]

@@ -23,7 +23,7 @@ from bot.version import PACKAGE
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
 # else, and `atlas list` never loads libpq, zstd or the restore code.
 if TYPE_CHECKING:
-    from bot.records import JobRecord, Snapshot
+    from bot.records import Copy, JobRecord, Snapshot
     from bot.services import Services
 
 
@@ -60,12 +60,14 @@ def out_console() -> Any:
     return Console() if sys.stdout.isatty() else Console(width=250)
 
 
-def snapshot_json(snap: Snapshot) -> dict[str, Any]:
-    """A snapshot as `--json` prints it: the public fields, and the manifest when there is
-    one (as it always was)."""
+def snapshot_json(snap: Snapshot, copies: list[Copy] | None = None) -> dict[str, Any]:
+    """A snapshot as `--json` prints it: the public fields, the manifest when there is
+    one (as it always was), and its copies when ATLAS_COPIES has any."""
     out = records.public(snap)
     if snap.manifest:
         out["manifest"] = snap.manifest
+    if copies is not None:
+        out["copies"] = [records.public(c) for c in copies]
     return out
 
 
@@ -74,14 +76,15 @@ def drill_json(job: JobRecord) -> dict[str, Any]:
     return {"id": job.id, "kind": str(job.kind), **records.public(job)}
 
 
-def open_services(fleet: bool = False) -> Services:
+def open_services(fleet: bool = False, source: str | None = None) -> Services:
     """Services for one command. Snapshots left `running` by a process that died (an OOM
     kill, a cancelled CI job) are closed out first, so no command shows them as running.
-    With `fleet`, the configured servers are listed so their databases are known."""
+    With `fleet`, the configured servers are listed so their databases are known; with
+    `source`, snapshots are read from that destination of ATLAS_COPIES (`--from`)."""
     from bot.config import load_settings
     from bot.services import Services
 
-    services = Services.from_settings(load_settings())
+    services = Services.from_settings(load_settings(), source)
     services.reported.recover()
     if fleet and services.settings.servers:
         services.fleets.listed()
@@ -89,6 +92,7 @@ def open_services(fleet: bool = False) -> Services:
 
 
 TAG_HELP = "KEY=VALUE, e.g. migration=0042 (repeat for more)."
+FROM_HELP = "Read the snapshot from this destination of ATLAS_COPIES, not ATLAS_STORAGE."
 
 
 def by_tags(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     pass
 
 from bot.cli.app import (
+    FROM_HELP,
     by_tags,
     drill_json,
     err,
@@ -39,9 +40,10 @@ def _restore_command(
     database: str | None = None,
     tables: tuple[str, ...] = (),
     tag_items: tuple[str, ...] = (),
+    source: str | None = None,
 ) -> None:
     try:
-        services = open_services(fleet=True)
+        services = open_services(fleet=True, source=source)
         services.fleets.aim(database)  # an unknown name is refused with the known ones
         snapshot_id = by_tags(services, snapshot_id, tag_items, database)
         snap = services.restores.pick_snapshot(snapshot_id, database)
@@ -156,6 +158,7 @@ TABLE_HELP = "Only this table (repeat for more), with its indexes, constraints a
 )
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
 @click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_PICK)
+@click.option("--from", "source", default=None, metavar="NAME", help=FROM_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def restore(
@@ -164,15 +167,18 @@ def restore(
     undo: bool,
     tables: tuple[str, ...],
     tag_items: tuple[str, ...],
+    source: str | None,
     yes: bool,
     as_json: bool,
 ) -> None:
     """Refresh staging (STAGING_DATABASE_URL) from a snapshot: restored into a new database
     beside it, verified, then swapped in; staging as it was is kept for --undo. With
     --table, only those tables are replaced in staging, in one transaction."""
-    if undo and (tables or tag_items):
+    if undo and (tables or tag_items or source):
         fail(
-            AtlasError("--undo takes no --table or --tag.", "atlas restore --undo [--db NAME]"),
+            AtlasError(
+                "--undo takes no --table, --tag or --from.", "atlas restore --undo [--db NAME]"
+            ),
             as_json,
         )
     elif undo and snapshot_id:
@@ -190,7 +196,9 @@ def restore(
             as_json,
         )
     else:
-        _restore_command(Kind.RESTORE, snapshot_id, yes, as_json, database, tables, tag_items)
+        _restore_command(
+            Kind.RESTORE, snapshot_id, yes, as_json, database, tables, tag_items, source
+        )
 
 
 @main.command()
@@ -198,6 +206,7 @@ def restore(
 @click.option("--db", "database", default=None, help=DB_HELP + " Default: the first.")
 @click.option("--table", "tables", multiple=True, metavar="SCHEMA.TABLE", help=TABLE_HELP)
 @click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_PICK)
+@click.option("--from", "source", default=None, metavar="NAME", help=FROM_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True)
 def drill(
@@ -205,12 +214,14 @@ def drill(
     database: str | None,
     tables: tuple[str, ...],
     tag_items: tuple[str, ...],
+    source: str | None,
     yes: bool,
     as_json: bool,
 ) -> None:
     """Restore drill: restore into a new scratch database, verify, report, drop. With
-    --table, only those tables (and what they need) are restored and checked."""
-    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database, tables, tag_items)
+    --table, only those tables (and what they need) are restored and checked; with
+    --from, the snapshot is read from that copy (each copy should be drilled too)."""
+    _restore_command(Kind.DRILL, snapshot_id, yes, as_json, database, tables, tag_items, source)
 
 
 @main.command()

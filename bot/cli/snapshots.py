@@ -19,9 +19,11 @@ from bot.words import count, human_seconds
 # else, and `atlas list` never loads libpq, zstd or the restore code.
 if TYPE_CHECKING:
     from bot.backup.take import DumpProgress
+    from bot.records import Copy, Snapshot
     from bot.services import Services
 
 from bot.cli.app import (
+    FROM_HELP,
     TAG_HELP,
     by_tags,
     err,
@@ -93,8 +95,9 @@ def snapshot(
     except AtlasError as exc:
         fail(exc, as_json)
         return
+    copies = _copies(services, row.id)
     if as_json:
-        print_json(snapshot_json(row))
+        print_json(snapshot_json(row, copies))
     else:
         err().print(
             f"[green]ok[/] {messages.human_bytes(row.size_bytes)} in "
@@ -102,7 +105,17 @@ def snapshot(
             f"{escape(row.location or '')}",
             highlight=False,
         )
+        if copies is not None:
+            from bot.copies.plan import summary
+
+            err().print(summary(copies), highlight=False, markup=False)
         click.echo(row.id)
+
+
+def _copies(services: Services, snapshot_id: str) -> list[Copy] | None:
+    """A snapshot's copies, when ATLAS_COPIES names destinations or it has some."""
+    found = services.catalog.copies_of(snapshot_id)
+    return found if found or services.settings.copies else None
 
 
 def _snapshot_all(note: str, tags: dict[str, str], as_json: bool) -> None:
@@ -228,8 +241,12 @@ def list_(limit: int, database: str | None, tag_items: tuple[str, ...], as_json:
     except AtlasError as exc:
         fail(exc, as_json)
         return
+    copies: dict[str, list[Copy]] = {}
+    for c in services.catalog.copies_of(*(r.id for r in rows)):
+        copies.setdefault(c.snapshot_id, []).append(c)
     if as_json:
-        print_json([snapshot_json(r) for r in rows])
+        has = bool(copies or services.settings.copies)
+        print_json([snapshot_json(r, copies.get(r.id, []) if has else None) for r in rows])
         return
     if not rows:  # said on stderr: stdout stays what a script reads
         where = f" of {database}" if database else ""
@@ -254,11 +271,23 @@ def list_(limit: int, database: str | None, tag_items: tuple[str, ...], as_json:
                 ("size", messages.human_bytes(r.size_bytes) if r.size_bytes else ""),
                 ("started (UTC)", local_time(r.started_at)),
                 *([("tags", render(r.tags))] if any(x.tags for x in rows) else []),
+                *([("copies", _copy_mark(r, copies.get(r.id, [])))] if copies else []),
             ]
             for r in rows
         ],
         notes=[escape((r.note or "")[:40]) for r in rows],
     )
+
+
+def _copy_mark(snap: Snapshot, copies: list[Copy]) -> str:
+    """'2/2', or '1/2 incomplete' for a good snapshot whose copies are not all made."""
+    from bot.records import CopyState
+
+    if not copies:
+        return ""
+    good = sum(c.state == CopyState.OK for c in copies)
+    mark = f"{good}/{len(copies)}"
+    return mark if good == len(copies) or snap.status != "ok" else f"{mark} incomplete"
 
 
 def _known_database(services: Services, database: str) -> None:
@@ -278,12 +307,14 @@ def _known_database(services: Services, database: str) -> None:
 def show(snapshot_id: str, as_json: bool) -> None:
     """Everything the catalog knows about one snapshot."""
     try:
-        row = open_services().snapshots.get(snapshot_id)
+        services = open_services()
+        row = services.snapshots.get(snapshot_id)
     except AtlasError as exc:
         fail(exc, as_json)
         return
+    copies = _copies(services, row.id)
     if as_json:
-        print_json(snapshot_json(row))
+        print_json(snapshot_json(row, copies))
         return
     doc = snapshot_json(row)
     manifest = doc.pop("manifest", None) or {}
@@ -304,15 +335,21 @@ def show(snapshot_id: str, as_json: bool) -> None:
             f"{count(len(manifest.get('sequences') or {}), 'sequence')}, "
             f"extensions: {', '.join(sorted(manifest.get('extensions') or {})) or 'none'}"
         )
+    for c in copies or []:
+        where = c.location or c.destination
+        err_text = f" ({c.error})" if c.error and c.state != "ok" else ""
+        click.echo(f"{'copy ' + c.destination:<{width}}  {c.state}, {where}{err_text}")
 
 
 @main.command()
 @click.argument("snapshot_id")
+@click.option("--from", "source", default=None, metavar="NAME", help=FROM_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def verify(snapshot_id: str, as_json: bool) -> None:
-    """Re-read a stored snapshot: size, checksums, and the archive read through to its end."""
+def verify(snapshot_id: str, source: str | None, as_json: bool) -> None:
+    """Re-read a stored snapshot: size, checksums, and the archive read through to its end.
+    With --from, its copy in that destination, read where it lies."""
     try:
-        done = open_services().reader.verify(snapshot_id, actor=operator_name())
+        done = open_services(source=source).reader.verify(snapshot_id, actor=operator_name())
     except AtlasError as exc:
         fail(exc, as_json, {"id": snapshot_id})
         return
@@ -320,7 +357,8 @@ def verify(snapshot_id: str, as_json: bool) -> None:
         print_json({**snapshot_json(done.snapshot), "verify_s": round(done.seconds, 3)})
     else:
         snap = done.snapshot
-        click.echo(f"ok {snap.id}: {snap.size_bytes} bytes, sha256 {snap.sha256}")
+        where = f" (the copy in {source})" if source else ""
+        click.echo(f"ok {snap.id}{where}: {snap.size_bytes} bytes, sha256 {snap.sha256}")
 
 
 @main.command()
@@ -329,6 +367,7 @@ def verify(snapshot_id: str, as_json: bool) -> None:
 @click.option("--db", "database", default=None, help="With --tag: the database.")
 @click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--from", "source", default=None, metavar="NAME", help=FROM_HELP)
 @click.option(
     "--table",
     "tables",
@@ -342,6 +381,7 @@ def fetch(
     database: str | None,
     tag_items: tuple[str, ...],
     force: bool,
+    source: str | None,
     tables: tuple[str, ...],
 ) -> None:
     """Write the plain pg_dump custom-format file, ready for the runbook's pg_restore
@@ -361,7 +401,7 @@ def fetch(
             from bot.restore.partial import cutter
 
             cut = cutter(tables)
-        services = open_services()
+        services = open_services(source=source)
         ref = by_tags(services, snapshot_id, tag_items, database)
         if not ref:
             raise AtlasError("atlas fetch needs a snapshot id.", "name one, or pass --tag")
@@ -393,29 +433,46 @@ def prune(dry_run: bool, as_json: bool) -> None:
     from bot.ops import housekeeping
 
     try:
-        decisions = housekeeping.prune(open_services(), dry_run=dry_run, actor=operator_name())
+        decisions, copies = housekeeping.prune_all(
+            open_services(), dry_run=dry_run, actor=operator_name()
+        )
     except AtlasError as exc:
         fail(exc, as_json)
         return
     if as_json:
-        print_json({"dry_run": dry_run, "decisions": [d.__dict__ for d in decisions]})
+        doc: dict[str, Any] = {"dry_run": dry_run, "decisions": [d.__dict__ for d in decisions]}
+        if copies:
+            doc["copies"] = {n: [d.__dict__ for d in ds] for n, ds in copies.items()}
+        print_json(doc)
         return
     verb = "would delete" if dry_run else "deleted"
-    for d in decisions:
-        click.echo(f"{'keep  ' if d.keep else verb:<12} {d.snapshot_id}  {d.reason}")
-    pruned = sum(not d.keep for d in decisions)
-    click.echo(f"{len(decisions) - pruned} kept, {pruned} {verb}")
+    for place, ds in [("ATLAS_STORAGE", decisions), *((f"copy {n}", d) for n, d in copies.items())]:
+        if copies:
+            click.echo(f"{place}:")
+        for d in ds:
+            click.echo(f"{'keep  ' if d.keep else verb:<12} {d.snapshot_id}  {d.reason}")
+        pruned = sum(not d.keep for d in ds)
+        click.echo(f"{len(ds) - pruned} kept, {pruned} {verb}")
 
 
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be registered; change nothing.")
+@click.option(
+    "--from",
+    "source",
+    default=None,
+    metavar="NAME",
+    help="Rescan this destination of ATLAS_COPIES.",
+)
 @click.option("--json", "as_json", is_flag=True)
-def rescan(dry_run: bool, as_json: bool) -> None:
+def rescan(dry_run: bool, source: str | None, as_json: bool) -> None:
     """Rebuild the catalog from ATLAS_STORAGE: register every snapshot whose sidecar and
     artifact are there but that the catalog does not know (e.g. after losing ATLAS_STATE).
+    With --from, from a copy alone (snapshots ATLAS_STORAGE lacks are read --from it).
     Exits 1 when a sidecar had to be skipped."""
     try:
-        results = open_services(fleet=True).rescanner.rescan(operator_name(), dry_run=dry_run)
+        services = open_services(fleet=True, source=source)
+        results = services.rescanner.rescan(operator_name(), dry_run=dry_run)
     except AtlasError as exc:
         fail(exc, as_json)
         return

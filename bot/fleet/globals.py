@@ -15,6 +15,7 @@ import logging
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
@@ -73,9 +74,15 @@ class GlobalsTaker:
     """Takes one server's globals snapshot: dump, compress, (encrypt,) store, read back."""
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, store: LazyStorage, keys: Keys
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        store: LazyStorage,
+        keys: Keys,
+        copies: Callable[[Snapshot], object] | None = None,
     ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
+        self.copies = copies  # copies each stored snapshot to ATLAS_COPIES (never raises)
 
     def take(
         self,
@@ -126,6 +133,8 @@ class GlobalsTaker:
             )
         except BaseException as exc:
             self._fail(snap, stored, exc, conn)
+        if self.copies is not None:
+            self.copies(self.catalog.get_snapshot(snap_id))
         return self.catalog.get_snapshot(snap_id)
 
     def _store(

@@ -36,9 +36,10 @@ class Fleets:
         keys: Keys,
         taker: Callable[[], Taker],
         replica: str,
+        copies: Callable[[Snapshot], object] | None = None,
     ) -> None:
         self.settings, self.catalog, self.store, self.keys = settings, catalog, store, keys
-        self._taker, self.replica = taker, replica
+        self._taker, self.replica, self._copies = taker, replica, copies
         # the databases named in the configuration; the servers add theirs at each listing
         self._configured: dict[str, DatabaseTarget] = dict(settings.databases)
         self._worker: Worker | None = None
@@ -177,7 +178,7 @@ class Fleets:
         from bot.backup.layout import globals_name
         from bot.fleet.globals import GlobalsTaker
 
-        taker = GlobalsTaker(self.settings, self.catalog, self.store, self.keys)
+        taker = GlobalsTaker(self.settings, self.catalog, self.store, self.keys, self._copies)
         out = []
         for scan in fleet.scans:
             if scan.error or scan.server in skip_servers or server not in (None, scan.server):

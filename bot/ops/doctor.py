@@ -24,6 +24,7 @@ from bot.words import count
 if TYPE_CHECKING:
     from bot.config import DatabaseTarget, Settings
     from bot.services import Services
+    from bot.store import Storage, StoredObject
 
 
 def run_all(services: Services, *, slack: bool = True) -> list[Check]:
@@ -43,6 +44,8 @@ def _steps(services: Services, slack: bool) -> Iterator[tuple[str, Callable[[], 
     st = services.settings
     yield "catalog", lambda: catalog_checks(services)
     yield "storage", lambda: storage_checks(services)
+    for name in st.copies:
+        yield f"copy {name}", functools.partial(copy_checks, services, name)
     yield "encryption", lambda: [key_check(services)]
     yield "schedule", lambda: [schedule_check(st)]
     if st.servers:  # lists them: the databases they have are checked below
@@ -134,10 +137,9 @@ def _host_access(name: str, path: Path, *, fatal: bool) -> Check:
     return fail(name, detail) if fatal else warn(name, detail)
 
 
-def storage_checks(services: Services) -> list[Check]:
-    """Write, read back and delete a small object, as a snapshot's sidecar is written."""
-    st = services.settings
-    storage = services.store.get()
+def _round_trip(name: str, storage: Storage) -> tuple[Check | None, StoredObject | None]:
+    """Write, read back and delete a small object, as a snapshot's sidecar is written:
+    (a failure, or None and the object's head as the store reported it)."""
     key = f".atlas-doctor-{secrets.token_hex(6)}.txt"  # no folder left behind
     body = f"atlas doctor {datetime.now(UTC).isoformat()}".encode()
     where = storage.location(key)
@@ -145,13 +147,40 @@ def storage_checks(services: Services) -> list[Check]:
     try:
         back = b"".join(storage.read(key))
         if back != body:
-            return [fail("storage", f"{where} read back different bytes than were written")]
+            return fail(name, f"{where} read back different bytes than were written"), None
         head = storage.stat(key)
     finally:
         with contextlib.suppress(AtlasError):
             storage.delete(key)
     if storage.stat(key) is not None:
-        return [fail("storage", f"{where} could not be deleted; retention could not prune")]
+        return fail(name, f"{where} could not be deleted; retention could not prune"), None
+    return None, head
+
+
+def copy_checks(services: Services, name: str) -> list[Check]:
+    """A destination of ATLAS_COPIES: the same round trip as storage, and its standing."""
+    from bot.ops import copies
+
+    label = f"copy {name}"
+    failed, _ = _round_trip(label, services.copier.storage(name))
+    if failed is not None:
+        return [failed]
+    dest = services.settings.copies[name]
+    standing = next(s for s in copies.standings(services) if s.destination == name)
+    detail = f"{dest.url}: write, read back and delete work"
+    if standing.complete:
+        return [ok(label, f"{detail}; every copy made")]
+    waiting = f"{count(standing.unfinished, 'copy')} still to make; `atlas copy` makes them now"
+    return [(fail if standing.down else warn)(label, f"{detail}; {waiting}")]
+
+
+def storage_checks(services: Services) -> list[Check]:
+    """Write, read back and delete a small object, as a snapshot's sidecar is written."""
+    st = services.settings
+    storage = services.store.get()
+    failed, head = _round_trip("storage", storage)
+    if failed is not None:
+        return [failed]
     checks = [ok("storage", f"{st.storage}: write, read back and delete work")]
     from bot.store.local import LocalStorage
 

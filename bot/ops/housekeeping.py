@@ -173,14 +173,48 @@ def protected_snapshots(services: Services) -> dict[str, str]:
     open_requests = services.catalog.list_requests(
         RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.RUNNING
     )
-    return {r.snapshot_id: f"named by {r.kind} request {r.id}" for r in open_requests}
+    out = {r.snapshot_id: f"named by {r.kind} request {r.id}" for r in open_requests}
+    for c in services.catalog.unfinished_copies():  # not deleted before it is copied
+        if c.destination in services.settings.copies:
+            out.setdefault(c.snapshot_id, f"its copy to {c.destination} is not made yet")
+    return out
+
+
+def prune_copies_now(services: Services) -> dict[str, list[str]]:
+    """Each destination's retention; what it deleted, by destination."""
+    from bot.ops.copies import prune_copies
+
+    rows = services.catalog.list_snapshots(limit=1_000_000)
+    done = prune_copies(
+        services,
+        rows,
+        dry_run=False,
+        actor="atlas",
+        at=datetime.now(UTC),
+        default=retention_policy(services),
+    )
+    return {name: [d.snapshot_id for d in ds if not d.keep] for name, ds in done.items()}
+
+
+def prune_all(
+    services: Services, *, dry_run: bool = False, actor: str = "atlas", at: datetime | None = None
+) -> tuple[list[retention.Decision], dict[str, list[retention.Decision]]]:
+    """Retention in ATLAS_STORAGE, then in each destination of ATLAS_COPIES."""
+    from bot.ops.copies import prune_copies
+
+    when = at or datetime.now(UTC)
+    decisions = prune(services, dry_run=dry_run, actor=actor, at=when)
+    rows = services.catalog.list_snapshots(limit=1_000_000)
+    policy = retention_policy(services)
+    copies = prune_copies(services, rows, dry_run=dry_run, actor=actor, at=when, default=policy)
+    return decisions, copies
 
 
 def prune(
     services: Services, *, dry_run: bool = False, actor: str = "atlas", at: datetime | None = None
 ) -> list[retention.Decision]:
     """Apply retention: delete pruned artifacts, mark their rows deleted, audit each deletion."""
-    rows = services.catalog.list_snapshots(limit=100000)
+    rows = services.catalog.list_snapshots(limit=1_000_000)
     decisions = retention.plan(
         rows, retention_policy(services), at or datetime.now(UTC), protected_snapshots(services)
     )
@@ -300,6 +334,7 @@ def daily(services: Services) -> dict[str, Any]:
         ("databases", lambda: len(services.fleets.listed().targets)),
         ("reminders", lambda: drill_reminders(services)),
         ("pruned", lambda: [d.snapshot_id for d in prune(services) if not d.keep]),
+        ("copies_pruned", lambda: prune_copies_now(services)),
         ("provider", lambda: provider_check(services)),
         ("expired", services.jobs.expire_due),
         ("unfinished_writes", lambda: len(services.recovery.sweep_pending())),

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from bot.records import JobRecord, Snapshot, SnapshotStatus
 
 if TYPE_CHECKING:
+    from bot.copies.plan import Standing
     from bot.services import Services
 
 
@@ -134,6 +135,25 @@ def gather(services: Services, now: datetime | None = None) -> list[DatabaseFact
     return out
 
 
+def copy_families(standings: list[Standing]) -> list[Metric]:
+    """Each destination of ATLAS_COPIES: its newest good copy, and the copies it lacks.
+    Alert on `time() - atlas_copy_last_success_timestamp_seconds > 26 * 3600`."""
+    last = GaugeMetricFamily(
+        "atlas_copy_last_success_timestamp_seconds",
+        "When the newest good copy in this destination was made.",
+        labels=["destination"],
+    )
+    waiting = GaugeMetricFamily(
+        "atlas_copies_missing", "Copies not yet made in this destination.", labels=["destination"]
+    )
+    for s in standings:
+        at = _ts(s.last_ok)
+        if at is not None:
+            last.add_metric([s.destination], at)
+        waiting.add_metric([s.destination], float(s.unfinished))
+    return [last, waiting]
+
+
 class _Collected:
     def __init__(self, metrics: list[Metric]) -> None:
         self.metrics = metrics
@@ -153,5 +173,10 @@ def render(services: Services) -> tuple[bytes, str]:
         alive=len(services.catalog.live_leases(REPLICA_LEASE)),
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collected(families(gather(services), version(), replicas)))
+    metrics = families(gather(services), version(), replicas)
+    if services.settings.copies:
+        from bot.ops.copies import standings
+
+        metrics += copy_families(standings(services))
+    registry.register(_Collected(metrics))
     return generate_latest(registry), CONTENT_TYPE_LATEST

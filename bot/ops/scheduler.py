@@ -23,7 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from bot.catalog import outage
 from bot.errors import AtlasError, CatalogAway
-from bot.ops import home, housekeeping
+from bot.ops import copies, home, housekeeping
 from bot.owners import LEADER_LEASE, REPLICA_LEASE
 from bot.services import Services
 
@@ -54,6 +54,11 @@ class Scheduler:
         self._add("work", self.work, "interval", seconds=1, leader_only=False)
         # each replica shows Home again to those who opened it there
         self._add("home", lambda: home.tick(services), "interval", seconds=10, leader_only=False)
+        # copies whose retry time has come, on any replica (each is claimed once)
+        if st.copies:
+            self._add(
+                "copies", lambda: copies.tick(services), "interval", seconds=30, leader_only=False
+            )
         hh, mm = (int(x) for x in st.housekeeping_at.split(":"))
         self._add("housekeeping", lambda: housekeeping.daily(services), "cron", hour=hh, minute=mm)
         # a server with a schedule of its own runs on it; ATLAS_SNAPSHOT_SCHEDULE covers the rest

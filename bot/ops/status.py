@@ -18,6 +18,7 @@ from bot.words import count, human_seconds
 
 if TYPE_CHECKING:
     from bot.config import DatabaseTarget
+    from bot.copies.plan import Standing
     from bot.ops.kept import KeptStaging
     from bot.services import Services
 
@@ -73,6 +74,7 @@ class Facts:
     rotation: dict[str, str] = field(default_factory=dict)  # database -> its server's rotation
     rotation_next: set[str] = field(default_factory=set)  # the databases to drill next
     kept_stagings: list[KeptStaging] = field(default_factory=list)  # what undo can bring back
+    copies: list[Standing] = field(default_factory=list)  # each destination of ATLAS_COPIES
 
 
 def _age(now: datetime, iso: str | None) -> timedelta | None:
@@ -105,6 +107,7 @@ def evaluate(f: Facts) -> list[Line]:
         *(line for db in f.databases for line in (_last_snapshot(f, db), _last_drill(f, db))),
         _retention(f),
         _encryption_line(f),
+        *(_copy_line(f, s) for s in f.copies),
         *_damaged(f),
         _separation(f),
         *(
@@ -212,6 +215,27 @@ def _retention(f: Facts) -> Line:
         "Retention",
         f"{count(f.retention_days, 'day')}{gfs}; keeping {count(f.kept, 'snapshot')}, "
         f"{f.prunable} to prune",
+    )
+
+
+def _copy_line(f: Facts, s: Standing) -> Line:
+    """A destination is ❌ once a copy has waited longer than ATLAS_COPY_ALERT_HOURS."""
+    last = _age(f.now, s.last_ok)
+    good = f"last good copy {_ago(last)}" if last is not None else "no good copy yet"
+    if s.complete:
+        return Line(
+            f"copy:{s.destination}", OK, f"Copies to {s.destination}", f"{good}; none missing"
+        )
+    waiting = f"{count(s.unfinished, 'copy')} waiting" + (
+        f" (last error: {s.last_error})" if s.last_error else ""
+    )
+    cmd = "atlas copy" if f.surface == "cli" else "`atlas copy` on the host"
+    level = FAIL if s.down else WARN
+    return Line(
+        f"copy:{s.destination}",
+        level,
+        f"Copies to {s.destination}",
+        f"{good}; {waiting}; retried with backoff, or run {cmd}",
     )
 
 
@@ -378,6 +402,10 @@ def gather(
     from bot.ops import kept
 
     facts.kept_stagings = kept.gather(services)
+    if st.copies:
+        from bot.ops import copies
+
+        facts.copies = copies.standings(services, now)
     return facts
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from bot.records import (
+    Copy,
     DrillStatus,
     JobRecord,
     Kind,
@@ -194,8 +195,12 @@ def snapshot_progress(snap: Snapshot, raw: int, stored: int, elapsed: float) -> 
     return text, blocks
 
 
-def snapshot_done(snap: Snapshot) -> tuple[str, Blocks]:
+def snapshot_done(snap: Snapshot, copies: list[Copy] | None = None) -> tuple[str, Blocks]:
     text = f":white_check_mark: Snapshot `{snap.id}` of *{escape(snap.database)}* is stored and verified"
+    if copies:
+        from bot.copies.plan import summary
+
+        text += f", {escape(summary(copies))}"
     facts = [
         f"*Database:* {escape(snap.dbname or snap.database)} ({escape(snap.environment)}, PostgreSQL {snap.server_version or '?'})",
         f"*Size:* {human_bytes(snap.size_bytes)} (dump {human_bytes(snap.raw_size_bytes)})",

@@ -123,6 +123,8 @@ class Restores:
                     snap.error or None,
                 )
             return snap
+        if self.snapshots.copy is not None:  # `--from NAME`: the newest good copy there
+            return self.pick_snapshot("latest", database)
         target = self.settings.target(database)
         rows = self.catalog.list_snapshots(
             limit=1, database=target.name, status=SnapshotStatus.OK, environment=target.environment
@@ -258,6 +260,7 @@ class Restores:
             requested_by=job.requested_by,
             approved_by=approved_by or [],
             tables=[str(t) for t in job.tables],
+            from_copy=self.snapshots.copy,
         )
         if job.kind == Kind.DRILL:
             record: JobRecord = Drill(

@@ -14,6 +14,7 @@ from bot.store.base import CHUNK, ArtifactWriter, Pending, Storage, StoredObject
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.copies.destinations import Destination
 
 
 def open_storage(
@@ -36,20 +37,39 @@ def open_storage(
     return LocalStorage(Path(spec), access)
 
 
+def open_destination(dest: Destination, access: files.Access = files.PRIVATE) -> Storage:
+    """A copy destination's storage, with its own endpoint and credentials."""
+    if not dest.is_s3:
+        return open_storage(dest.url, access=access)
+    from bot.store.s3 import Account, S3Storage
+
+    bucket, _, prefix = dest.url[5:].partition("/")
+    account = Account(
+        dest.endpoint_url, dest.region, dest.profile, dest.access_key_id, dest.secret_access_key
+    )
+    return S3Storage(bucket, prefix.strip("/"), None, dest.sse, dest.kms_key_id, account)
+
+
 class LazyStorage:
     """The configured storage, opened on first use: `atlas list` never imports boto3."""
 
-    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+    def __init__(
+        self, settings: Settings, storage: Storage | None = None, copy: str | None = None
+    ) -> None:
         self._settings = settings
         self._storage = storage
         self._lock = threading.Lock()
+        self.copy = copy  # read from this destination of ATLAS_COPIES (`--from`), not storage
 
     def get(self) -> Storage:
         with self._lock:
             if self._storage is None:
                 st = self._settings
                 access = files.Access.for_group(st.file_group)
-                self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id, access)
+                if self.copy is not None:
+                    self._storage = open_destination(st.copies[self.copy], access)
+                else:
+                    self._storage = open_storage(st.storage, st.s3_sse, st.s3_kms_key_id, access)
             return self._storage
 
     def open_soon(self) -> None:
@@ -73,5 +93,6 @@ __all__ = [
     "Storage",
     "LazyStorage",
     "StoredObject",
+    "open_destination",
     "open_storage",
 ]

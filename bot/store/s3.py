@@ -8,6 +8,7 @@ import os
 import queue
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -195,6 +196,18 @@ def sse_args(sse: str | None, kms_key_id: str | None) -> dict[str, str]:
     return args
 
 
+@dataclass(frozen=True)
+class Account:
+    """Whose bucket, where: a copy destination's own endpoint and credentials (None:
+    boto3's usual chain, AWS_ENDPOINT_URL and AWS_* as ATLAS_STORAGE uses them)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+
+
 class S3Storage:
     """Artifacts in an S3 bucket."""
 
@@ -207,6 +220,7 @@ class S3Storage:
         client: Any = None,
         sse: str | None = None,
         kms_key_id: str | None = None,
+        account: Account | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -219,9 +233,18 @@ class S3Storage:
             retries["max_attempts"] = 5
         if not os.environ.get("AWS_RETRY_MODE"):
             retries["mode"] = "standard"
-        self.client = client or boto3.client(
+        make: Any = boto3.client  # boto3's default session, as ATLAS_STORAGE uses it
+        if account is not None:
+            make = boto3.session.Session(
+                profile_name=account.profile,
+                aws_access_key_id=account.access_key_id,
+                aws_secret_access_key=account.secret_access_key,
+            ).client
+        account = account or Account()
+        self.client = client or make(
             "s3",
-            region_name=aws_region(),
+            region_name=account.region or aws_region(),
+            endpoint_url=account.endpoint_url,  # None: AWS_ENDPOINT_URL, else AWS
             config=Config(
                 retries=retries or None,
                 # parts carry Content-MD5 already; skipping the extra CRC pass saves a copy

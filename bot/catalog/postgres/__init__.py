@@ -11,6 +11,7 @@ from bot.catalog.postgres import migrations
 from bot.catalog.postgres.connection import PostgresConnection
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
+from bot.catalog.sql.copies import CopyRecords
 from bot.catalog.sql.jobs import JobRecords
 from bot.catalog.sql.requests import RequestRecords
 from bot.catalog.sql.snapshots import SnapshotRecords
@@ -18,7 +19,9 @@ from bot.catalog.sql.tables import Database
 from bot.catalog.sql.work import Work
 
 
-class PostgresCatalog(SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, Audit):
+class PostgresCatalog(
+    SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, CopyRecords, Audit
+):
     """`bot.catalog.Catalog` on PostgreSQL; migrated to the latest schema when opened."""
 
     conn: PostgresConnection

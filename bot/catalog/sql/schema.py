@@ -8,6 +8,7 @@ from typing import Any
 from bot.catalog.sql.tables import Database, Table
 from bot.records import (
     AuditEntry,
+    Copy,
     Drill,
     Request,
     Restore,
@@ -106,3 +107,13 @@ def add_chain_columns(db: Database) -> None:
 def add_request_notes(db: Database) -> None:
     """Requests carry the requester's reason (from the restore modal)."""
     add_record_columns(db, ("requests", Request))
+
+
+def create_copies(db: Database) -> None:
+    """Each snapshot's copies in the further destinations of ATLAS_COPIES (3-2-1)."""
+    if not db["copies"].exists():
+        db["copies"].create(columns(Copy), pk="key", not_null={"snapshot_id", "destination"})
+    add_missing_columns(db["copies"], columns(Copy))
+    db.execute("CREATE INDEX IF NOT EXISTS copies_snapshot ON copies(snapshot_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS copies_state ON copies(destination, state)")
+    add_record_columns(db, ("drills", Drill), ("restores", Restore))  # from_copy

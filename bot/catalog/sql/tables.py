@@ -27,6 +27,7 @@ KEYS = {
     "seen_requests": "key",
     "audit": "id",
     "work": "key",
+    "copies": "key",
 }
 
 _TYPES = {

@@ -10,6 +10,7 @@ from pathlib import Path
 from bot import files
 from bot.catalog.sql.audit import Audit
 from bot.catalog.sql.coordination import Coordination
+from bot.catalog.sql.copies import CopyRecords
 from bot.catalog.sql.jobs import JobRecords
 from bot.catalog.sql.requests import RequestRecords
 from bot.catalog.sql.snapshots import SnapshotRecords
@@ -18,7 +19,9 @@ from bot.catalog.sqlite import migrations
 from bot.catalog.sqlite.connection import Database, SqliteConnection
 
 
-class SqliteCatalog(SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, Audit):
+class SqliteCatalog(
+    SnapshotRecords, RequestRecords, JobRecords, Coordination, Work, CopyRecords, Audit
+):
     """`bot.catalog.Catalog` on SQLite; migrated to the latest schema when opened."""
 
     conn: SqliteConnection

@@ -15,6 +15,7 @@ from bot.catalog.sql.schema import (
     add_missing_columns,
     add_request_notes,
     add_tag_columns,
+    create_copies,
     create_tables,
     create_work,
     move_restores,
@@ -88,6 +89,7 @@ STEPS: list[Callable[[Database], None]] = [
     add_tag_columns,
     add_chain_columns,
     add_request_notes,
+    create_copies,
 ]
 LATEST = len(STEPS)
 
