@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bot import conninfo, locations, redaction
-from bot.copies import destinations
-from bot.copies.destinations import Destination
+from bot import conninfo, destinations, locations, redaction
+from bot.destinations import Destination
 from bot.errors import AtlasError
 from bot.fleet.patterns import Selection
 

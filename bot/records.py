@@ -571,6 +571,11 @@ class CopyState(StrEnum):
     DELETED = "deleted"  # pruned by the destination's retention
 
 
+def copy_key(snapshot_id: str, destination: str) -> str:
+    """A copy's key in the catalog: one per snapshot and destination."""
+    return f"{snapshot_id}:{destination}"
+
+
 @dataclass(kw_only=True)
 class Copy:
     """One snapshot's copy in one destination of ATLAS_COPIES (3-2-1): made once across

@@ -45,8 +45,11 @@ ALLOWED: dict[str, set[str]] = {
     "bot": BASICS,  # the package's own __init__
     "bot.pg": BASICS,
     "bot.catalog": BASICS | {"bot.pg"},
-    "bot.config": BASICS | {"bot.catalog", "bot.fleet"},
-    "bot.store": BASICS | {"bot.config"},
+    "bot.config": BASICS | {"bot.catalog", "bot.destinations", "bot.fleet"},
+    "bot.store": BASICS | {"bot.config", "bot.destinations"},
+    "bot.destinations": BASICS,
+    "bot.copies": BASICS
+    | {"bot.backup", "bot.catalog", "bot.config", "bot.destinations", "bot.policy", "bot.store"},
     # a snapshot's message goes through report's Chat, which only bot/slack implements
     "bot.backup": BASICS
     | {"bot.catalog", "bot.config", "bot.pg", "bot.store", "bot.fleet", "bot.report"},
@@ -61,6 +64,7 @@ ALLOWED: dict[str, set[str]] = {
     "bot.ops": BASICS
     | {
         "bot.backup",
+        "bot.copies",
         "bot.catalog",
         "bot.config",
         "bot.pg",
@@ -74,6 +78,7 @@ ALLOWED: dict[str, set[str]] = {
     "bot.services": BASICS
     | {
         "bot.approval",
+        "bot.copies",
         "bot.backup",
         "bot.catalog",
         "bot.config",
@@ -98,6 +103,7 @@ CATALOG_TABLES = (
     "requests",
     "drills",
     "restores",
+    "copies",
     "reminders",
     "leases",
     "seen_requests",

@@ -512,10 +512,16 @@ MISTYPED = {
     "ATLAS_CONFIG": [f"https://atlas:{PASSWORD}@config.example/atlas.toml"],
     "SLACK_API_URL": ["slack.com/api/"],
     "AWS_ENDPOINT_URL": ["127.0.0.1:9000"],
+    "ATLAS_COPIES": [
+        f"offsite=s3:/atlas:{PASSWORD}@acme-offsite/db",
+        f"s3//atlas:{PASSWORD}@acme-offsite/db",
+        f"nas=S3://{PASSWORD}/db",
+    ],
 }
 # Commands with the arguments they need to get as far as reading their settings.
 ARGS = {
     "audit": [],
+    "copy": [],
     "catalog": ["migrate", "--to", "postgresql://atlas@db/catalog"],
     "doctor": [],
     "drill": ["--yes"],

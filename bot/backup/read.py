@@ -21,7 +21,7 @@ from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError, Damaged
 from bot.pg import find_tool
-from bot.records import CopyState, Snapshot, SnapshotKind, SnapshotStatus, now
+from bot.records import CopyState, Snapshot, SnapshotKind, SnapshotStatus, copy_key, now
 from bot.store import LazyStorage
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,9 @@ class Reader:
     ) -> AtlasError:
         """A copy that no longer reads back as written: that copy is damaged (made again
         by `atlas copy` from ATLAS_STORAGE), not the snapshot."""
-        from bot.copies.plan import key
-
         copy = self.snapshots.copy or ""
         why = f"{exc} (in {copy})"
-        self.catalog.update_copy(key(snap.id, copy), state=CopyState.DAMAGED, error=str(exc))
+        self.catalog.update_copy(copy_key(snap.id, copy), state=CopyState.DAMAGED, error=str(exc))
         self.catalog.audit(actor, "copy.damaged", snap.id, destination=copy, found_by=found_by)
         log.warning("the copy of %s in %s is damaged: %s", snap.id, copy, exc)
         if self.on_damage is not None:
@@ -164,10 +162,8 @@ class Reader:
     def _verified(self, snap: Snapshot, actor: str, started: float) -> Verified:
         """Record a clean read: of the snapshot, or of the copy it was read from."""
         if self.snapshots.copy is not None:
-            from bot.copies.plan import key
-
             self.catalog.update_copy(
-                key(snap.id, self.snapshots.copy), state=CopyState.OK, verified_at=now()
+                copy_key(snap.id, self.snapshots.copy), state=CopyState.OK, verified_at=now()
             )
             self.catalog.audit(actor, "copy.verified", snap.id, destination=self.snapshots.copy)
             return Verified(snap, time.monotonic() - started)

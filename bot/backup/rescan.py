@@ -13,7 +13,7 @@ from bot.backup.layout import SNAPSHOT_ID, artifact_key, globals_key, globals_na
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
 from bot.errors import AtlasError
-from bot.records import Copy, CopyState, Snapshot, SnapshotStatus
+from bot.records import Copy, CopyState, Snapshot, SnapshotStatus, copy_key
 from bot.store import LazyStorage, Storage
 
 if TYPE_CHECKING:
@@ -160,10 +160,8 @@ class Rescanner:
 
 
 def _found_copy(snap: Snapshot, name: str, size: int, storage: Storage) -> Copy:
-    from bot.copies.plan import key
-
     return Copy(
-        key=key(snap.id, name),
+        key=copy_key(snap.id, name),
         snapshot_id=snap.id,
         destination=name,
         database=snap.database,

@@ -106,9 +106,7 @@ def snapshot(
             highlight=False,
         )
         if copies is not None:
-            from bot.copies.plan import summary
-
-            err().print(summary(copies), highlight=False, markup=False)
+            err().print(messages.copies_summary(copies), highlight=False, markup=False)
         click.echo(row.id)
 
 

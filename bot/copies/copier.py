@@ -85,6 +85,11 @@ class Copier:
         snaps = self.catalog.list_snapshots(
             limit=1_000_000, database=database, status=SnapshotStatus.OK
         )
+        good = {s.id for s in snaps}
+        for name in wanted:  # a copy found damaged is made again from ATLAS_STORAGE
+            for c in self.catalog.copies_in(name, CopyState.DAMAGED):
+                if c.snapshot_id in good:
+                    self.catalog.update_copy(c.key, state=CopyState.PENDING, next_try_at=None)
         return self.catalog.add_copies([c for s in snaps for c in plan.wanted(s, wanted)])
 
     def run(self, copies: Iterable[Copy], *, due: bool, wait_s: float) -> None:

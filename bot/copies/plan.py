@@ -7,23 +7,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from bot.copies.destinations import Destination
+from bot.destinations import Destination
 from bot.policy import retention
-from bot.records import Copy, CopyState, Snapshot, SnapshotStatus
+from bot.records import Copy, CopyState, Snapshot, SnapshotStatus, copy_key
 
 FIRST_RETRY_S = 60.0
 LONGEST_RETRY_S = 6 * 3600.0
-
-
-def key(snapshot_id: str, destination: str) -> str:
-    return f"{snapshot_id}:{destination}"
 
 
 def wanted(snap: Snapshot, destinations: Mapping[str, Destination]) -> list[Copy]:
     """One pending copy of `snap` for each destination."""
     return [
         Copy(
-            key=key(snap.id, name),
+            key=copy_key(snap.id, name),
             snapshot_id=snap.id,
             destination=name,
             database=snap.database,
@@ -93,23 +89,6 @@ def policy_for(dest: Destination, default: retention.RetentionPolicy) -> retenti
         keep_weekly=default.keep_weekly if dest.keep_weekly is None else dest.keep_weekly,
         keep_monthly=default.keep_monthly if dest.keep_monthly is None else dest.keep_monthly,
     )
-
-
-def summary(copies: Iterable[Copy]) -> str:
-    """'copied to 2 of 2', or which copies still wait: for messages and the CLI."""
-    rows = list(copies)
-    good = [c for c in rows if c.state == CopyState.OK]
-    text = f"copied to {len(good)} of {len(rows)}"
-    waiting = [c for c in rows if c.state != CopyState.OK]
-    if waiting:
-        text += " (" + "; ".join(_waits(c) for c in waiting) + ")"
-    return text
-
-
-def _waits(c: Copy) -> str:
-    if c.state in (CopyState.PENDING, CopyState.COPYING):
-        return f"{c.destination} pending, retried" + (f": {c.error}" if c.error else "")
-    return f"{c.destination} {c.state}" + (f": {c.error}" if c.error else "")
 
 
 def _at(iso: str) -> datetime:

@@ -11,7 +11,7 @@ from bot.backup.layout import sidecar_key
 from bot.copies import plan
 from bot.errors import AtlasError
 from bot.policy import retention
-from bot.records import CopyState, Snapshot
+from bot.records import CopyState, Snapshot, copy_key
 from bot.report import messages
 from bot.report.chat import Message
 
@@ -99,6 +99,6 @@ def _delete(
             log.error("cannot delete the copy of %s in %s: %s", d.snapshot_id, name, exc)
             continue
         services.catalog.update_copy(
-            plan.key(d.snapshot_id, name), state=CopyState.DELETED, error=f"pruned: {d.reason}"
+            copy_key(d.snapshot_id, name), state=CopyState.DELETED, error=f"pruned: {d.reason}"
         )
         services.catalog.audit(actor, "copy.pruned", d.snapshot_id, destination=name)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from bot.records import (
     Copy,
+    CopyState,
     DrillStatus,
     JobRecord,
     Kind,
@@ -198,9 +200,7 @@ def snapshot_progress(snap: Snapshot, raw: int, stored: int, elapsed: float) -> 
 def snapshot_done(snap: Snapshot, copies: list[Copy] | None = None) -> tuple[str, Blocks]:
     text = f":white_check_mark: Snapshot `{snap.id}` of *{escape(snap.database)}* is stored and verified"
     if copies:
-        from bot.copies.plan import summary
-
-        text += f", {escape(summary(copies))}"
+        text += f", {escape(copies_summary(copies))}"
     facts = [
         f"*Database:* {escape(snap.dbname or snap.database)} ({escape(snap.environment)}, PostgreSQL {snap.server_version or '?'})",
         f"*Size:* {human_bytes(snap.size_bytes)} (dump {human_bytes(snap.raw_size_bytes)})",
@@ -529,3 +529,20 @@ def fleet_successes(ok: list[tuple[str, Snapshot]], per_message: int = 40) -> li
     """The successes of a run, for its thread: a line each, a few dozen per message."""
     lines = [f"`{s.id}` {escape(name)}: {_took(s)}" for name, s in ok]
     return ["\n".join(lines[i : i + per_message]) for i in range(0, len(lines), per_message)]
+
+
+def copies_summary(copies: Iterable[Copy]) -> str:
+    """'copied to 2 of 2', or which copies still wait: for messages and the CLI."""
+    rows = list(copies)
+    good = [c for c in rows if c.state == CopyState.OK]
+    text = f"copied to {len(good)} of {len(rows)}"
+    waiting = [c for c in rows if c.state != CopyState.OK]
+    if waiting:
+        text += " (" + "; ".join(_waits(c) for c in waiting) + ")"
+    return text
+
+
+def _waits(c: Copy) -> str:
+    if c.state in (CopyState.PENDING, CopyState.COPYING):
+        return f"{c.destination} pending, retried" + (f": {c.error}" if c.error else "")
+    return f"{c.destination} {c.state}" + (f": {c.error}" if c.error else "")

@@ -14,7 +14,7 @@ from bot.store.base import CHUNK, ArtifactWriter, Pending, Storage, StoredObject
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.copies.destinations import Destination
+    from bot.destinations import Destination
 
 
 def open_storage(

@@ -424,3 +424,49 @@ def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
     )
     for start, _ in spans:  # at any snapshot's start, at most two were running
         assert sum(1 for s, f in spans if s <= start < (f or "9")) <= 2
+
+
+def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path):
+    """Six databases over two replicas, each snapshot copied to a folder: every copy is
+    made once (one claim, one `copy.ok`), whichever replica took the snapshot."""
+    names = [unique_name("c_") for _ in range(6)]
+    for name in names:
+        pg.create_database(name)
+        fill_sample(pg.url(name), rows=200)
+    host = f"{pg.host}:{pg.port}"
+    config = replicas.tmp / "atlas.toml"
+    config.write_text(
+        f'[servers.main]\nurl = "postgresql://postgres@{host}/postgres"\ninclude = ["c_*"]\n'
+        f'[copies.vault]\nurl = "{tmp_path / "vault"}"\nretention_days = 90\n'
+    )
+    replicas.env.update(ATLAS_CONFIG=str(config), ATLAS_MAX_PARALLEL="2", PGPASSWORD=pg.password)
+    a, _ = replicas.start(2)
+    eventually(lambda: len(replicas.catalog().live_leases("replica:")) == 2, 10, "both alive")
+    status, _ = post_slash_command(a.url, SECRET, text="snapshot --all")
+    assert status == 200
+    catalog = replicas.catalog()
+
+    def snaps() -> list[Any]:
+        rows = catalog.list_snapshots(limit=50, status=SnapshotStatus.OK)
+        return [s for s in rows if s.database.endswith(tuple(names))]
+
+    def copied() -> bool:
+        found = snaps()
+        done = [c for c in catalog.copies_of(*(s.id for s in found)) if c.state == "ok"]
+        return len(found) == 6 and len(done) == 6
+
+    eventually(copied, 120, "six snapshots, each copied")
+    found = snaps()
+    copies = catalog.copies_of(*(s.id for s in found))
+    assert sorted(c.snapshot_id for c in copies) == sorted(s.id for s in found)
+    assert {c.attempts for c in copies} == {1}, "a copy was tried twice"
+    made = [e.subject for e in catalog.audit_log(500) if e.action == "copy.ok"]
+    roles = [s for s in catalog.list_snapshots(limit=50) if s.database.endswith("@globals")]
+    assert len(roles) == 1  # the server's roles are copied too
+    assert sorted(made) == sorted([s.id for s in found] + [roles[0].id])
+    with catalog.db() as db:  # each copy was made by the replica whose work item it was
+        work = dict(db.execute("SELECT snapshot_id, owner FROM work").fetchall())
+    assert {c.snapshot_id: c.owner for c in copies} == {s.id: work[s.id] for s in found}
+    assert len(set(work[s.id] for s in found)) == 2, "one replica did all of it"
+    for s in found:
+        assert (tmp_path / "vault" / (s.storage_key or "")).is_file()

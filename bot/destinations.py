@@ -57,17 +57,24 @@ def env_prefix(name: str) -> str:
 def from_env(env: Mapping[str, str], primary: str) -> dict[str, Destination]:
     """The destinations ATLAS_COPIES lists, with each one's ATLAS_COPY_<NAME>_* settings."""
     out: dict[str, Destination] = {}
-    for entry in _entries(env.get("ATLAS_COPIES", "")):
+    for number, entry in enumerate(_entries(env.get("ATLAS_COPIES", "")), start=1):
         name, _, url = entry.partition("=") if "=" in entry.split("://")[0] else ("", "", entry)
-        name = name.strip() or _derived_name(url)
+        name = name.strip()
+        # an entry's own text may hold a secret: errors name it by its place until it has
+        # a name that is known to be one
+        where = f"ATLAS_COPIES {name}" if NAME.fullmatch(name) else f"ATLAS_COPIES entry {number}"
+        try:
+            checked = locations.storage(url)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        name = name or _derived_name(checked)
         if name in out:
             raise ValueError(f"ATLAS_COPIES names {name!r} twice; give each destination a name")
-        prefix = env_prefix(name)
-        body: dict[str, Any] = {"url": url.strip()}
+        body: dict[str, Any] = {"url": checked}
         for key in KEYS[1:]:
-            if (value := env.get(prefix + key.upper(), "").strip()) != "":
+            if (value := env.get(env_prefix(name) + key.upper(), "").strip()) != "":
                 body[key] = value
-        out[name] = destination(name, body, primary, f"ATLAS_COPIES {name}")
+        out[name] = destination(name, body, primary, where)
     _refuse_stray(env, out)
     return out
 

@@ -1,0 +1,139 @@
+"""3-2-1 as users run it: `atlas snapshot` with ATLAS_COPIES naming a second S3 server
+(its own endpoint and credentials, behind a proxy that can cut the network) and a folder.
+Each copy is read back where it lies; a destination that is down never fails the
+snapshot, is retried by `atlas copy` and by the schedule's tick, and alerts once."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.ops import copies as copy_ops
+from bot.ops import status
+from bot.ops.metrics import render
+from bot.records import CopyState, copy_key
+from tests.support.helpers import cli_env, run_cli, services_for
+from tests.support.pg import fill_sample
+from tests.support.slack import FakeSlackApi
+
+from .conftest import COPY_SECRET, Offsite
+
+
+def _env(tmp: Path, pg_url: str, offsite: Offsite, nas: Path, **extra: str) -> dict[str, str]:
+    return cli_env(
+        tmp,
+        DATABASE_URL=pg_url,
+        ATLAS_COPIES=f"offsite={offsite.url()}, nas={nas}",
+        **offsite.env(),
+        **extra,
+    )
+
+
+def _snapshot(env: dict[str, str], tmp: Path) -> dict:
+    done = run_cli(["snapshot", "--json"], env, tmp, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _states(doc: dict) -> dict[str, str]:
+    return {c["destination"]: c["state"] for c in doc["copies"]}
+
+
+def test_each_snapshot_is_copied_to_each_destination_and_read_back(
+    pg_url, tmp_path, offsite, nas
+):
+    fill_sample(pg_url, 3000)
+    env = _env(tmp_path, pg_url, offsite, nas)
+    snap = _snapshot(env, tmp_path)
+    assert _states(snap) == {"offsite": "ok", "nas": "ok"}
+    key = snap["storage_key"]
+    stored = (tmp_path / "backups" / key).read_bytes()
+    assert (nas / key).read_bytes() == stored
+    body = offsite.client.get_object(Bucket=offsite.bucket, Key=f"atlas/{key}")["Body"].read()
+    assert body == stored
+    assert f"atlas/{key.removesuffix('.dump.zst')}.json" in offsite.keys()  # the sidecar too
+    for c in snap["copies"]:  # proven by what each destination gave back
+        assert c["sha256"] == snap["sha256"] and c["size_bytes"] == snap["size_bytes"]
+    shown = run_cli(["show", snap["id"]], env, tmp_path, text=True)
+    assert re.search(rf"^copy offsite +ok, s3://{offsite.bucket}/atlas/", shown.stdout, re.M)
+    assert re.search(rf"^copy nas +ok, {re.escape(str(nas))}/", shown.stdout, re.M)
+    listed = run_cli(["list"], env, tmp_path, text=True)
+    assert "2/2" in listed.stdout and "incomplete" not in listed.stdout
+    assert COPY_SECRET not in shown.stdout + listed.stdout + json.dumps(snap)
+
+
+@pytest.mark.parametrize("how", ["killed", "cut"])
+def test_a_destination_lost_mid_copy_never_fails_the_snapshot(
+    pg_url, tmp_path, offsite, nas, how
+):
+    """The copy server's connection reset (as a killed server leaves it) or the network cut
+    mid-upload: the snapshot is good, the other copy made, the lost one pending; `atlas
+    copy` exits 1 while it is down and completes it once it is back."""
+    fill_sample(pg_url, 20000)
+    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="2", ATLAS_COPY_TIMEOUT_S="60")
+    if how == "killed":
+        offsite.proxy.refuse()
+    else:
+        offsite.proxy.cut_after(64 * 1024)
+    done = run_cli(["snapshot"], env, tmp_path, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "copied to 1 of 2 (offsite pending, retried" in done.stderr
+    snap_id = done.stdout.strip()
+    shown = json.loads(run_cli(["show", snap_id, "--json"], env, tmp_path, text=True).stdout)
+    assert shown["status"] == "ok" and _states(shown) == {"offsite": "pending", "nas": "ok"}
+    assert not [k for k in offsite.keys() if k.endswith(".dump.zst")], "a partial copy shows"
+    listed = run_cli(["list"], env, tmp_path, text=True)
+    assert "1/2 incomplete" in listed.stdout
+    still = run_cli(["copy"], env, tmp_path, text=True)
+    assert still.returncode == 1 and "1 still missing" in still.stderr
+    offsite.proxy.restore()
+    back = run_cli(["copy"], env, tmp_path, text=True)
+    assert back.returncode == 0, back.stderr
+    assert f"ok       {snap_id} -> offsite" in back.stdout
+    shown = json.loads(run_cli(["show", snap_id, "--json"], env, tmp_path, text=True).stdout)
+    assert _states(shown) == {"offsite": "ok", "nas": "ok"}
+    assert COPY_SECRET not in done.stderr + still.stdout + still.stderr
+
+
+def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
+    pg_url, tmp_path, offsite, nas, slack_api: FakeSlackApi
+):
+    fill_sample(pg_url, 500)
+    offsite.proxy.refuse()
+    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1", ATLAS_CHANNEL="COPS")
+    env.update(ATLAS_COPY_ALERT_HOURS="1", SLACK_API_URL=slack_api.url)
+    settings = load_settings(env)
+    services = services_for(settings, slack_api.client())
+    snap = services.reported.take(requested_by="U1", source="slack")
+    key = copy_key(snap.id, "offsite")
+    first = services.catalog.copies_of(snap.id)
+    assert {c.destination: c.state for c in first} == {"offsite": "pending", "nas": "ok"}
+    said = [c for c in slack_api.calls("chat.update") if snap.id in c["params"].get("text", "")]
+    assert "copied to 1 of 2 (offsite pending" in said[-1]["params"]["text"]
+    copy_ops.tick(services)  # not due yet: the backoff holds it back
+    assert services.catalog.copies_of(snap.id)[1].attempts == 1
+    # an hour and more later (the queue's own times moved back, as the clock would move on)
+    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="milliseconds")
+    services.catalog.update_copy(key, queued_at=old, next_try_at=0.0)
+    copy_ops.tick(services)
+    copy_ops.tick(services)
+    after = {c.destination: c for c in services.catalog.copies_of(snap.id)}["offsite"]
+    assert after.state == CopyState.PENDING and after.attempts == 2  # tried once more, backed off
+    posted = [c["params"].get("text", "") for c in slack_api.calls("chat.postMessage")]
+    alerts = [t for t in posted if "Copies to `offsite`" in t]
+    assert len(alerts) == 1, "one alert per outage, not one per tick"
+    lines = {ln.key: ln for ln in status.evaluate(status.gather(services, check_provider=False))}
+    assert lines["copy:offsite"].level == "fail" and lines["copy:nas"].level == "ok"
+    metrics = render(services)[0].decode()
+    assert 'atlas_copies_missing{destination="offsite"} 1.0' in metrics
+    assert 'atlas_copy_last_success_timestamp_seconds{destination="nas"}' in metrics
+    offsite.proxy.restore()
+    services.catalog.update_copy(key, next_try_at=0.0)
+    copy_ops.tick(services)
+    assert {c.state for c in services.catalog.copies_of(snap.id)} == {CopyState.OK}
+    assert COPY_SECRET not in json.dumps([c["params"] for c in slack_api.calls()])
