@@ -38,7 +38,7 @@ class Offsite:
     def url(self) -> str:
         return f"s3://{self.bucket}/atlas"
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
         return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
 

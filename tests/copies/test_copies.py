@@ -44,9 +44,7 @@ def _states(doc: dict) -> dict[str, str]:
     return {c["destination"]: c["state"] for c in doc["copies"]}
 
 
-def test_each_snapshot_is_copied_to_each_destination_and_read_back(
-    pg_url, tmp_path, offsite, nas
-):
+def test_each_snapshot_is_copied_to_each_destination_and_read_back(pg_url, tmp_path, offsite, nas):
     fill_sample(pg_url, 3000)
     env = _env(tmp_path, pg_url, offsite, nas)
     snap = _snapshot(env, tmp_path)
@@ -56,7 +54,7 @@ def test_each_snapshot_is_copied_to_each_destination_and_read_back(
     assert (nas / key).read_bytes() == stored
     body = offsite.client.get_object(Bucket=offsite.bucket, Key=f"atlas/{key}")["Body"].read()
     assert body == stored
-    assert f"atlas/{key.removesuffix('.dump.zst')}.json" in offsite.keys()  # the sidecar too
+    assert f"atlas/{key.removesuffix('.dump.zst')}.json" in offsite.objects()  # the sidecar too
     for c in snap["copies"]:  # proven by what each destination gave back
         assert c["sha256"] == snap["sha256"] and c["size_bytes"] == snap["size_bytes"]
     shown = run_cli(["show", snap["id"]], env, tmp_path, text=True)
@@ -68,9 +66,7 @@ def test_each_snapshot_is_copied_to_each_destination_and_read_back(
 
 
 @pytest.mark.parametrize("how", ["killed", "cut"])
-def test_a_destination_lost_mid_copy_never_fails_the_snapshot(
-    pg_url, tmp_path, offsite, nas, how
-):
+def test_a_destination_lost_mid_copy_never_fails_the_snapshot(pg_url, tmp_path, offsite, nas, how):
     """The copy server's connection reset (as a killed server leaves it) or the network cut
     mid-upload: the snapshot is good, the other copy made, the lost one pending; `atlas
     copy` exits 1 while it is down and completes it once it is back."""
@@ -86,7 +82,7 @@ def test_a_destination_lost_mid_copy_never_fails_the_snapshot(
     snap_id = done.stdout.strip()
     shown = json.loads(run_cli(["show", snap_id, "--json"], env, tmp_path, text=True).stdout)
     assert shown["status"] == "ok" and _states(shown) == {"offsite": "pending", "nas": "ok"}
-    assert not [k for k in offsite.keys() if k.endswith(".dump.zst")], "a partial copy shows"
+    assert not [k for k in offsite.objects() if k.endswith(".dump.zst")], "a partial copy shows"
     listed = run_cli(["list"], env, tmp_path, text=True)
     assert "1/2 incomplete" in listed.stdout
     still = run_cli(["copy"], env, tmp_path, text=True)
