@@ -178,6 +178,10 @@ class JobLog(Protocol):
         proven to restore."""
         ...
 
+    def last_passed_from(self, copy: str) -> JobRecord | None:
+        """The newest passed whole-database drill or refresh read `--from` that copy."""
+        ...
+
     def drills_to_clean(self) -> list[Drill]:
         """Drills whose scratch database may still exist: not dropped yet after they
         finished, or still running in a process of this host that is gone."""

@@ -44,6 +44,7 @@ class Standing:
     oldest_unfinished: str | None  # queued_at of the oldest of them
     last_error: str | None
     down: bool  # lacking copies for longer than ATLAS_COPY_ALERT_HOURS
+    last_drill: str | None = None  # when a drill read from it last passed
 
     @property
     def complete(self) -> bool:

@@ -3,6 +3,7 @@ status, doctor and /metrics, one Slack alert per outage, and retention per desti
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -33,10 +34,12 @@ def standings(services: Services, at: datetime | None = None) -> list[plan.Stand
     """Each configured destination's last good copy and what it still lacks."""
     now = at or datetime.now(UTC)
     after = timedelta(hours=services.settings.copy_alert_hours)
-    return [
-        plan.standing(name, services.catalog.copies_in(name), now, after)
-        for name in services.settings.copies
-    ]
+    out = []
+    for name in services.settings.copies:
+        found = plan.standing(name, services.catalog.copies_in(name), now, after)
+        drill = services.catalog.last_passed_from(name)
+        out.append(dataclasses.replace(found, last_drill=drill.finished_at if drill else None))
+    return out
 
 
 def alert(services: Services, at: datetime | None = None) -> list[str]:

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from bot.backup.layout import sidecar_key
 from bot.errors import AtlasError
 from bot.policy import reminders, retention, rotation
-from bot.records import JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
+from bot.records import CopyState, JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
 from bot.report.chat import Message
 
@@ -140,6 +140,41 @@ def drill_reminders(services: Services, at: datetime | None = None) -> list[str]
                 + reminders.reminder_text(rem, last_at, last.total_s if last else None)
             )
             posted += _remind(services, subject, rem.key, text, plan.next)
+    return posted + copy_reminders(services, at)
+
+
+def copy_reminders(services: Services, at: datetime) -> list[str]:
+    """Each destination of ATLAS_COPIES is drilled from on the same schedule as the
+    databases: a copy nobody ever restored is a copy nobody knows restores."""
+    policy = drill_policy(services)
+    posted = []
+    for name in services.settings.copies:
+        last = services.catalog.last_passed_from(name)
+        last_at = _at(last.finished_at) if last else None
+        made = [c.copied_at for c in services.catalog.copies_in(name, CopyState.OK) if c.copied_at]
+        since = _at(min(made)) if made else None
+        if since is None:
+            continue  # nothing to drill from yet
+        subject = f"copy:{name}"
+        rem = reminders.owed(
+            policy, last_at, at, services.catalog.sent_reminders(subject), since=since
+        )
+        if rem is None:
+            continue
+        text = (
+            f"*Copy {messages.escape(name)}*: "
+            + reminders.reminder_text(rem, last_at, last.total_s if last else None)
+            + f" Drill from it: `atlas drill latest --from {messages.escape(name)}`."
+        )
+        full = f"{subject}:{rem.key}"
+        if services.catalog.claim_reminder(full, subject, text):
+            msg = Message(services.chat, services.settings.channel)
+            msg.post(text, [])
+            if services.chat.configured and msg.ts is None:
+                services.catalog.unclaim_reminder(full)
+                continue
+            services.catalog.audit("atlas", "reminder.sent", full)
+            posted.append(full)
     return posted
 
 

@@ -223,8 +223,22 @@ def _copy_line(f: Facts, s: Standing) -> Line:
     last = _age(f.now, s.last_ok)
     good = f"last good copy {_ago(last)}" if last is not None else "no good copy yet"
     if s.complete:
+        drilled = _age(f.now, s.last_drill)
+        if drilled is not None:
+            return Line(
+                f"copy:{s.destination}",
+                OK,
+                f"Copies to {s.destination}",
+                f"{good}; none missing; last drilled from {_ago(drilled)}",
+            )
+        level, hint = (
+            (WARN, f" (`atlas drill latest --from {s.destination}`)") if last else (OK, "")
+        )
         return Line(
-            f"copy:{s.destination}", OK, f"Copies to {s.destination}", f"{good}; none missing"
+            f"copy:{s.destination}",
+            level,
+            f"Copies to {s.destination}",
+            f"{good}; none missing; never drilled from{hint}",
         )
     waiting = f"{count(s.unfinished, 'copy')} waiting" + (
         f" (last error: {s.last_error})" if s.last_error else ""

@@ -14,7 +14,7 @@ import pytest
 
 from bot.config import load_settings
 from bot.ops import copies as copy_ops
-from bot.ops import status
+from bot.ops import housekeeping, status
 from bot.ops.metrics import render
 from bot.records import CopyState, copy_key
 from tests.support.helpers import cli_env, run_cli, services_for
@@ -124,7 +124,8 @@ def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
     alerts = [t for t in posted if "Copies to `offsite`" in t]
     assert len(alerts) == 1, "one alert per outage, not one per tick"
     lines = {ln.key: ln for ln in status.evaluate(status.gather(services, check_provider=False))}
-    assert lines["copy:offsite"].level == "fail" and lines["copy:nas"].level == "ok"
+    assert lines["copy:offsite"].level == "fail"
+    assert lines["copy:nas"].level == "warn" and "never drilled from" in lines["copy:nas"].detail
     metrics = render(services)[0].decode()
     assert 'atlas_copies_missing{destination="offsite"} 1.0' in metrics
     assert 'atlas_copy_last_success_timestamp_seconds{destination="nas"}' in metrics
@@ -132,4 +133,26 @@ def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
     services.catalog.update_copy(key, next_try_at=0.0)
     copy_ops.tick(services)
     assert {c.state for c in services.catalog.copies_of(snap.id)} == {CopyState.OK}
+    # a quarter on, each destination is owed its own drill, reminded once
+    later = datetime.now(UTC) + timedelta(days=100)
+    sent = [k for k in housekeeping.drill_reminders(services, at=later) if k.startswith("copy:")]
+    assert sorted(k.split(":")[1] for k in sent) == ["nas", "offsite"]
+    again = housekeeping.drill_reminders(services, at=later)
+    assert not [k for k in again if k.startswith("copy:")]
+    posted = [c["params"].get("text", "") for c in slack_api.calls("chat.postMessage")]
+    assert any("atlas drill latest --from offsite" in t for t in posted)
     assert COPY_SECRET not in json.dumps([c["params"] for c in slack_api.calls()])
+
+
+def test_doctor_checks_each_destination_where_it_lies(pg_url, tmp_path, offsite, nas):
+    fill_sample(pg_url, 100)
+    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1")
+    checked = run_cli(["doctor", "--json", "--no-slack"], env, tmp_path, text=True)
+    found = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert found["copy offsite"]["status"] == "ok" and found["copy nas"]["status"] == "ok"
+    assert offsite.objects() == [], "the probe object is removed"
+    offsite.proxy.refuse()
+    checked = run_cli(["doctor", "--json", "--no-slack"], env, tmp_path, text=True)
+    found = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert checked.returncode == 1 and found["copy offsite"]["status"] == "fail"
+    assert found["storage"]["status"] == "ok" and COPY_SECRET not in checked.stdout

@@ -97,6 +97,9 @@ def test_a_lost_catalog_and_bucket_are_rebuilt_and_drilled_from_the_copy_alone(
     assert job["snapshot_id"] == snap["id"]
     listed = json.loads(run_cli(["drills", "--json"], env, tmp_path, text=True).stdout)
     assert listed[0]["from_copy"] == "offsite"
+    checked = run_cli(["status", "--json", "--no-provider"], env, tmp_path, text=True)
+    line = [ln for ln in json.loads(checked.stdout)["checks"] if ln["key"] == "copy:offsite"]
+    assert line[0]["level"] == "ok" and "last drilled from" in line[0]["detail"], line
     assert sum(expected.values()) > 0
 
 

@@ -99,6 +99,16 @@ class JobRecords:
         ]
         return max(rows, key=lambda j: j.started_at or "", default=None)
 
+    def last_passed_from(self, copy: str) -> JobRecord | None:
+        """The newest passed whole-database drill or refresh read from a copy (`--from`):
+        what proves that destination restores."""
+        passed = "from_copy = ? AND status = 'passed' AND coalesce(tables, '[]') = '[]'"
+        rows = [
+            *self._jobs_where(Kind.DRILL, passed, [copy], 1),
+            *self._jobs_where(Kind.RESTORE, passed + " AND undo_of IS NULL", [copy], 1),
+        ]
+        return max(rows, key=lambda j: j.started_at or "", default=None)
+
     def drills_to_clean(self) -> list[Drill]:
         where = "scratch_db IS NOT NULL AND scratch_dropped = 0 AND coalesce(kept, 0) = 0"
         return [
