@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot import files
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from bot.backup.rescan import Rescanner
     from bot.backup.take import Taker
     from bot.copies.copier import Copier
+    from bot.copies.streams import Streams
     from bot.fleet.runner import Fleets
     from bot.records import Snapshot
     from bot.restore.run import Restores
@@ -84,6 +86,7 @@ class Services:
         self.replica = f"{owner_id()}:{secrets.token_hex(3)}"
         self._fleets: Fleets | None = None
         self._copier: Copier | None = None
+        self.copy_hooks = CopyHooks(settings, lambda: self.copier)
         self.reported = ReportedSnapshots(
             settings,
             self.catalog,
@@ -122,7 +125,7 @@ class Services:
                     self.store,
                     self.keys,
                     self.recovery,
-                    self.copy_new,
+                    self.copy_hooks,
                 )
             return self._taker
 
@@ -155,14 +158,8 @@ class Services:
             return self._copier
 
     def copy_new(self, snap: Snapshot) -> None:
-        """A new snapshot's copies. A copy never fails a snapshot: whatever goes wrong is
-        recorded on the copy, retried, and shown by status."""
-        if not self.settings.copies:
-            return
-        try:
-            self.copier.after_snapshot(snap)
-        except Exception:
-            log.exception("copies of %s could not be started; housekeeping retries", snap.id)
+        """A new snapshot's copies, made from ATLAS_STORAGE (a server's roles)."""
+        self.copy_hooks.after(snap, None)
 
     @property
     def reader(self) -> Reader:
@@ -256,3 +253,31 @@ def _start_provider(ident: str, name: str, cluster: bool) -> str:
     from bot.ops import provider
 
     return provider.start_snapshot(ident, name, cluster=cluster)
+
+
+class CopyHooks:
+    """ATLAS_COPIES for the snapshot taker: copies stream as a snapshot is stored and are
+    proven after it. A copy never fails a snapshot: whatever goes wrong is recorded on the
+    copy, retried, and shown by status."""
+
+    def __init__(self, settings: Settings, copier: Callable[[], Copier]) -> None:
+        self.settings, self._copier = settings, copier
+
+    def open(self, snap: Snapshot) -> Streams | None:
+        if not self.settings.copies:
+            return None
+        try:
+            return self._copier().open_streams(snap)
+        except Exception:
+            log.exception("copies of %s cannot stream; made after it instead", snap.id)
+            return None
+
+    def after(self, snap: Snapshot, stream: object | None) -> None:
+        if not self.settings.copies:
+            return
+        from bot.copies.streams import Streams
+
+        try:
+            self._copier().after_snapshot(snap, stream if isinstance(stream, Streams) else None)
+        except Exception:
+            log.exception("copies of %s could not be made; they are retried", snap.id)

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import psycopg
 
@@ -31,6 +31,7 @@ from bot.pg import Conn, ServerInfo, find_tool, server_info, warm_tool_versions
 from bot.records import Snapshot, SnapshotResult, SnapshotStatus, now
 from bot.redaction import redact
 from bot.store import ArtifactWriter, LazyStorage, StoredObject
+from bot.store.tee import Tee
 from bot.tags import merged
 from bot.text import clean_text
 
@@ -66,8 +67,19 @@ class _Dumped:
     manifest: dict[str, Any]
 
 
-# told of each snapshot stored and recorded `ok`: makes its copies; never raises
-AfterSnapshot = Callable[[Snapshot], object]
+class CopyStream(Protocol):
+    """A snapshot's copies, fed the stored bytes as they are written (`bot/copies`)."""
+
+    def feed(self, data: bytes) -> None: ...
+    def abort(self, why: str) -> None: ...
+
+
+class CopyHooks(Protocol):
+    """ATLAS_COPIES as a snapshot sees it: streams opened before the dump, then, once the
+    snapshot is recorded `ok`, every copy made and proven. Neither ever raises."""
+
+    def open(self, snap: Snapshot) -> CopyStream | None: ...
+    def after(self, snap: Snapshot, stream: CopyStream | None) -> object: ...
 
 
 class Taker:
@@ -80,7 +92,7 @@ class Taker:
         store: LazyStorage,
         keys: Keys,
         recovery: Recovery,
-        copies: AfterSnapshot | None = None,
+        copies: CopyHooks | None = None,
     ) -> None:
         self.settings, self.catalog, self.store = settings, catalog, store
         self.keys, self.recovery = keys, recovery
@@ -126,6 +138,7 @@ class Taker:
         opened: list[_Committable] = []  # the writer, once _dump has opened it
         committing = False
         conn = Conn("", None)
+        stream = self.copies.open(snap) if self.copies is not None else None
         try:
             conn = Conn.parse(target.url, target.url_setting)
             if on_start:
@@ -134,7 +147,9 @@ class Taker:
                 lambda: self.catalog.beat_snapshot(snap_id),
                 heartbeat_every(self.settings),
             ):
-                dumped = self._dump(conn, snap_id, key, progress, progress_every, identity, opened)
+                dumped = self._dump(
+                    conn, snap_id, key, progress, progress_every, identity, opened, stream
+                )
             committing = True  # from here an object may exist under its final name
             log.info(
                 "snapshot %s: %d bytes dumped, %d stored; pg_restore read it through; "
@@ -146,9 +161,11 @@ class Taker:
             sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
             self._finish(snap, dumped, sha256, identity)
         except BaseException as exc:
+            if stream is not None:
+                stream.abort(type(exc).__name__)
             self._raise_failure(snap, opened, exc, conn, committing)
         if self.copies is not None:
-            self.copies(self.catalog.get_snapshot(snap_id))
+            self.copies.after(self.catalog.get_snapshot(snap_id), stream)
         return self.catalog.get_snapshot(snap_id)
 
     def _finish(
@@ -221,6 +238,7 @@ class Taker:
         progress_every: float,
         identity: Identity | None,
         opened: list[_Committable],
+        stream: CopyStream | None = None,
     ) -> _Dumped:
         """Stream pg_dump, in a snapshot exported by a read-only transaction that counts
         the manifest meanwhile, into the (maybe encrypting) writer; the writer is left
@@ -245,7 +263,7 @@ class Taker:
             exported = pgconn.execute("SELECT pg_export_snapshot()").fetchone()
             assert exported is not None
             counting = _ManifestCount(pgconn, snap_id)
-            writer = self._open_writer(snap_id, key, identity, opened)
+            writer = self._open_writer(snap_id, key, identity, opened, stream)
             try:
                 self.catalog.update_snapshot(
                     snap_id,
@@ -275,9 +293,15 @@ class Taker:
             return _Dumped(writer, stats, info, dump_ver, found)
 
     def _open_writer(
-        self, snap_id: str, key: str, identity: Identity | None, opened: list[_Committable]
+        self,
+        snap_id: str,
+        key: str,
+        identity: Identity | None,
+        opened: list[_Committable],
+        stream: CopyStream | None,
     ) -> _Committable:
-        """The storage writer for `key`, behind age when a key is configured."""
+        """The storage writer for `key`, behind age when a key is configured, its bytes
+        also streamed to the copies."""
         stored = self.store.get().writer(key)
         log.info(
             "snapshot %s: streaming pg_dump -> zstd level %s%s -> %s",
@@ -286,11 +310,11 @@ class Taker:
             " -> age" if identity is not None else "",
             self.store.get().location(key),
         )
-        writer: ArtifactWriter = stored
+        writer: ArtifactWriter = stored if stream is None else Tee(stored, stream.feed)
         if identity is not None:
             from bot.store.crypto import EncryptingWriter
 
-            writer = EncryptingWriter(stored, identity)
+            writer = EncryptingWriter(writer, identity)
         committable = _Committable(writer, stored)
         opened.append(committable)
         return committable

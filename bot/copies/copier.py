@@ -9,11 +9,12 @@ retries (housekeeping, `atlas copy`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from bot import files
@@ -23,12 +24,13 @@ from bot.catalog import Catalog
 from bot.copies import plan
 from bot.errors import AtlasError, NotFound
 from bot.owners import Heartbeat
-from bot.records import Copy, CopyState, Snapshot, SnapshotStatus, now
+from bot.records import Copy, CopyState, Snapshot, SnapshotStatus, copy_key, now
 from bot.redaction import redact
-from bot.store import LazyStorage, Storage, open_destination
+from bot.store import LazyStorage, Storage, StoredObject, open_destination
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.copies.streams import Streams
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Copier:
         self.settings, self.catalog, self.store, self.owner = settings, catalog, store, owner
         self._opened: dict[str, Storage] = {}
         self._lock = threading.Lock()
+        self.beat_s = max(1.0, settings.stale_after_s / 4)  # claims' heartbeat
 
     def storage(self, name: str) -> Storage:
         """A destination's storage, opened once."""
@@ -56,14 +59,52 @@ class Copier:
                 self._opened[name] = open_destination(dest, access)
             return self._opened[name]
 
-    def after_snapshot(self, snap: Snapshot) -> list[Copy]:
-        """Record a copy of a new snapshot for each destination, and make them now."""
+    def claim(self, snap: Snapshot, name: str) -> Copy | None:
+        """A new snapshot's copy to `name`, recorded and claimed by this process."""
+        snap_copy = Copy(
+            key=copy_key(snap.id, name),
+            snapshot_id=snap.id,
+            destination=name,
+            database=snap.database,
+        )
+        self.catalog.add_copies([snap_copy])
+        return self.catalog.claim_copy(
+            snap_copy.key, self.owner, self.settings.stale_after_s, due=False
+        )
+
+    def open_streams(self, snap: Snapshot) -> Streams | None:
+        """Copies that stream as `snap` is stored (None: no destination to copy to)."""
+        if not self.settings.copies:
+            return None
+        from bot.copies.streams import Streams
+
+        streams = Streams(self, snap)
+        streams.open()
+        return streams
+
+    def after_snapshot(self, snap: Snapshot, streams: Streams | None = None) -> list[Copy]:
+        """A new snapshot is stored: end its streams, or make its copies now."""
         if not self.settings.copies or snap.status != SnapshotStatus.OK:
             return []
+        if streams is not None:  # each copy claimed when it opened: ended there
+            streams.finish(snap, float(self.settings.copy_timeout_s))
+            return self.catalog.copies_of(snap.id)
         self.catalog.add_copies(plan.wanted(snap, self.settings.copies))
         todo = self.catalog.copies_of(snap.id)
         self.run(todo, due=False, wait_s=float(self.settings.copy_timeout_s))
         return self.catalog.copies_of(snap.id)
+
+    def finish_streams(self, snap: Snapshot, ended: list[tuple[str, StoredObject | str]]) -> None:
+        """Prove each streamed copy where it lies; make the others from ATLAS_STORAGE."""
+        cancel = threading.Event()
+        jobs = {
+            name: functools.partial(
+                self._make, snap, name, 1, cancel, got if isinstance(got, StoredObject) else None
+            )
+            for name, got in ended
+        }
+        self._in_parallel(jobs, float(self.settings.copy_timeout_s), cancel)
+        self._release_stuck([copy_key(snap.id, name) for name in jobs])
 
     def retry(
         self, *, due: bool, destination: str | None = None, database: str | None = None
@@ -99,34 +140,39 @@ class Copier:
             active = c.state in (CopyState.PENDING, CopyState.COPYING)
             if active and c.destination in self.settings.copies:
                 by_dest.setdefault(c.destination, []).append(c)
-        if not by_dest:
-            return
         cancel = threading.Event()
-        threads = [
-            threading.Thread(
-                target=self._copy_all, args=(todo, due, cancel), name=f"atlas-copy-{name}"
-            )
+        jobs = {
+            name: functools.partial(self._copy_all, todo, due, cancel)
             for name, todo in by_dest.items()
+        }
+        self._in_parallel(jobs, wait_s, cancel)
+        self._release_stuck([c.key for todo in by_dest.values() for c in todo])
+
+    def _in_parallel(
+        self, jobs: Mapping[str, Callable[[], None]], wait_s: float, cancel: threading.Event
+    ) -> None:
+        """A thread per destination, beating for their claims; at most `wait_s`."""
+        if not jobs:
+            return
+        threads = [
+            threading.Thread(target=job, name=f"atlas-copy-{name}", daemon=True)
+            for name, job in jobs.items()
         ]
         deadline = time.monotonic() + wait_s
-        with Heartbeat(lambda: self.catalog.beat_copies(self.owner), _beat_every(self.settings)):
+        with Heartbeat(lambda: self.catalog.beat_copies(self.owner), self.beat_s):
             for t in threads:
-                t.daemon = True
                 t.start()
             for t in threads:
                 t.join(max(0.0, deadline - time.monotonic()))
             cancel.set()
             for t in threads:
                 t.join(5)
-        self._release_stuck(by_dest)
 
-    def _release_stuck(self, by_dest: dict[str, list[Copy]]) -> None:
+    def _release_stuck(self, keys: list[str]) -> None:
         """Copies still ours after the wait: pending again, to be retried."""
-        for todo in by_dest.values():
-            for c in todo:
-                secs = plan.backoff_s(c.attempts + 1)
-                why = f"timed out after {self.settings.copy_timeout_s} s; will retry"
-                self.catalog.retry_copy_in(c.key, self.owner, secs, why)
+        why = f"timed out after {self.settings.copy_timeout_s} s; will retry"
+        for key in keys:
+            self.catalog.retry_copy_in(key, self.owner, plan.backoff_s(1), why)
 
     def _copy_all(self, todo: list[Copy], due: bool, cancel: threading.Event) -> None:
         for c in todo:
@@ -142,23 +188,39 @@ class Copier:
         if claimed is None:
             return  # made, being made elsewhere, or not due yet
         snap = self.catalog.get_snapshot(c.snapshot_id)
+        if snap.status == SnapshotStatus.RUNNING:  # its streams' process went silent
+            self.catalog.retry_copy_in(c.key, self.owner, plan.backoff_s(1), "still running")
+            return
         if snap.status != SnapshotStatus.OK:
             why = f"snapshot {snap.id} is {snap.status} in ATLAS_STORAGE: nothing to copy"
             self.catalog.end_copy(c.key, self.owner, CopyState.DELETED, error=why)
             return
+        self._make(snap, c.destination, claimed.attempts, cancel, None)
+
+    def _make(
+        self,
+        snap: Snapshot,
+        name: str,
+        attempts: int,
+        cancel: threading.Event,
+        streamed: StoredObject | None,
+    ) -> None:
+        """Make (or, `streamed`, prove) one claimed copy; record how it ended."""
+        key = copy_key(snap.id, name)
         try:
-            dest = self.storage(c.destination)
-            size, sha = copy_artifact(self.store.get(), dest, snap, cancel)
+            dest = self.storage(name)
+            if streamed is None:
+                stream_artifact(self.store.get(), dest, snap, cancel)
+            size, sha = prove_copy(self.store.get(), dest, snap)
         except Exception as exc:  # down, refused, full: pending, and retried
-            secs = plan.backoff_s(claimed.attempts)
             why = redact(
                 str(exc) if isinstance(exc, AtlasError) else f"{type(exc).__name__}: {exc}"
             )
-            log.warning("copy of %s to %s failed: %s", snap.id, c.destination, why)
-            self.catalog.retry_copy_in(c.key, self.owner, secs, why)
+            log.warning("copy of %s to %s failed: %s", snap.id, name, why)
+            self.catalog.retry_copy_in(key, self.owner, plan.backoff_s(attempts), why)
             return
         done = self.catalog.end_copy(
-            c.key,
+            key,
             self.owner,
             CopyState.OK,
             location=dest.location(snap.storage_key or ""),
@@ -169,14 +231,14 @@ class Copier:
             error=None,
         )
         if done:
-            self.catalog.audit("atlas", "copy.ok", snap.id, destination=c.destination, size=size)
+            self.catalog.audit("atlas", "copy.ok", snap.id, destination=name, size=size)
 
 
-def copy_artifact(
+def stream_artifact(
     source: Storage, dest: Storage, snap: Snapshot, cancel: threading.Event
-) -> tuple[int, str]:
-    """Stream the artifact to `dest`, check what was read against the snapshot, then read
-    the copy back from `dest`: its (size, sha256). The sidecar goes along, read back too."""
+) -> None:
+    """Stream the artifact from ATLAS_STORAGE to `dest`, checking what was read against the
+    snapshot before the copy is committed."""
     key = snap.storage_key or ""
     writer = dest.writer(key)
     sha, size = hashlib.sha256(), 0
@@ -196,6 +258,12 @@ def copy_artifact(
     except BaseException:
         writer.abort()
         raise
+
+
+def prove_copy(source: Storage, dest: Storage, snap: Snapshot) -> tuple[int, str]:
+    """Put the sidecar beside the copy, then read the copy back from `dest`: its (size,
+    sha256) must be the snapshot's, or it is removed."""
+    key = snap.storage_key or ""
     _copy_sidecar(source, dest, key)
     found = hash_stored(dest, key)
     if found != (snap.size_bytes, snap.sha256):
@@ -216,7 +284,3 @@ def _copy_sidecar(source: Storage, dest: Storage, key: str) -> None:
     dest.put_bytes(side, doc)
     if b"".join(dest.read(side)) != doc:
         raise AtlasError(f"the sidecar at {dest.location(side)} did not read back as written")
-
-
-def _beat_every(settings: Settings) -> float:
-    return max(1.0, settings.stale_after_s / 4)

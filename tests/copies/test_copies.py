@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from bot.ops import copies as copy_ops
 from bot.ops import housekeeping, status
 from bot.ops.metrics import render
 from bot.records import CopyState, copy_key
-from tests.support.helpers import cli_env, run_cli, services_for
+from tests.support.helpers import add_bulk, cli_env, run_cli, services_for
 from tests.support.pg import fill_sample
 from tests.support.slack import FakeSlackApi
 
@@ -156,3 +160,30 @@ def test_doctor_checks_each_destination_where_it_lies(pg_url, tmp_path, offsite,
     found = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
     assert checked.returncode == 1 and found["copy offsite"]["status"] == "fail"
     assert found["storage"]["status"] == "ok" and COPY_SECRET not in checked.stdout
+
+
+def test_ctrl_c_mid_snapshot_leaves_no_copy_anywhere(pg_url, tmp_path, offsite, nas):
+    """Copies stream while the snapshot is taken: an interrupted snapshot leaves nothing
+    in any destination, and its copies are recorded as never to be made."""
+    fill_sample(pg_url, 200)
+    add_bulk(pg_url, 120)
+    env = _env(tmp_path, pg_url, offsite, nas)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "snapshot"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not any(p.is_file() for p in nas.rglob("*")):  # the copy is being written
+        assert proc.poll() is None and time.monotonic() < deadline, "no copy streamed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and b"Traceback" not in err
+    assert [p for p in nas.rglob("*") if p.is_file()] == []
+    assert [k for k in offsite.objects() if k.endswith(".dump.zst")] == []
+    listed = json.loads(run_cli(["list", "--json"], env, tmp_path, text=True).stdout)
+    assert listed[0]["status"] == "interrupted"
+    assert {c["state"] for c in listed[0]["copies"]} == {"deleted"}
