@@ -82,7 +82,11 @@ def seaweedfs(tmp: Path) -> Iterator[str]:
         yield endpoint
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def spread(values: list[float]) -> str:
