@@ -161,8 +161,10 @@ class Taker:
             sha256 = self._check_stored(key, dumped.writer, dumped.writer.commit())
             self._finish(snap, dumped, sha256, identity)
         except BaseException as exc:
-            if stream is not None:
-                stream.abort(type(exc).__name__)
+            if stream is not None:  # nothing of a failed snapshot stays in a copy
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+                with contextlib.suppress(Exception):
+                    stream.abort(redact(why or type(exc).__name__, conn.secrets))
             self._raise_failure(snap, opened, exc, conn, committing)
         if self.copies is not None:
             self.copies.after(self.catalog.get_snapshot(snap_id), stream)

@@ -16,14 +16,32 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from bot.owners import Heartbeat
-from bot.records import CopyState, Snapshot, copy_key
+from bot.records import Copy, CopyState, Snapshot, copy_key
 from bot.store import ArtifactWriter, StoredObject
 
 if TYPE_CHECKING:
-    from bot.copies.copier import Copier
+    from bot.catalog import Catalog
+    from bot.config import Settings
+    from bot.store import Storage
+
+
+class Owner(Protocol):
+    """What the streams need of the copier that opened them (`copier.Copier`)."""
+
+    settings: Settings
+    catalog: Catalog
+    owner: str
+    beat_s: float
+
+    def claim(self, snap: Snapshot, name: str) -> Copy | None: ...
+    def storage(self, name: str) -> Storage: ...
+    def finish_streams(
+        self, snap: Snapshot, ended: list[tuple[str, StoredObject | str]]
+    ) -> None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +80,7 @@ class Lane:
 class Streams:
     """The copies of one snapshot, fed as it is stored (`tee` wraps its writer)."""
 
-    def __init__(self, copier: Copier, snap: Snapshot) -> None:
+    def __init__(self, copier: Owner, snap: Snapshot) -> None:
         self.copier, self.snap = copier, snap
         self.lanes: list[Lane] = []
         # the claims are this process's while the snapshot runs, however long
@@ -71,21 +89,24 @@ class Streams:
     def open(self) -> None:
         """Claim this snapshot's copies and open a writer in each destination."""
         self._beat.__enter__()
-        key = self.snap.storage_key or ""
-        for name in self.copier.settings.copies:
-            claimed = self.copier.claim(self.snap, name)
-            if claimed is None:
-                continue
-            try:
-                lane = Lane(name, self.copier.storage(name).writer(key))
-            except Exception as exc:  # unreachable: made from ATLAS_STORAGE afterwards
-                lane = Lane(name, None, dropped=f"{type(exc).__name__}: {exc}")
-            if lane.writer is not None:
-                lane.thread = threading.Thread(
-                    target=self._drain, args=(lane,), name=f"atlas-stream-{name}", daemon=True
-                )
-                lane.thread.start()
-            self.lanes.append(lane)
+        try:
+            for name in self.copier.settings.copies:
+                if self.copier.claim(self.snap, name) is not None:
+                    self.lanes.append(self._lane(name))
+        except BaseException:
+            self.abort("its copies could not be claimed")
+            raise
+
+    def _lane(self, name: str) -> Lane:
+        try:
+            lane = Lane(name, self.copier.storage(name).writer(self.snap.storage_key or ""))
+        except Exception as exc:  # cannot be reached now: made from ATLAS_STORAGE after
+            return Lane(name, None, dropped=f"{type(exc).__name__}: {exc}")
+        lane.thread = threading.Thread(
+            target=self._drain, args=(lane,), name=f"atlas-stream-{name}", daemon=True
+        )
+        lane.thread.start()
+        return lane
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """The stored bytes, as ATLAS_STORAGE got them: queued for each lane still in,
@@ -141,6 +162,11 @@ class Streams:
         if lane.dropped is not None or lane.writer is None:
             if lane.writer is not None:
                 lane.writer.abort()
+            log.info(
+                "the copy to %s left the stream (%s): made from ATLAS_STORAGE",
+                lane.name,
+                lane.dropped,
+            )
             return lane.dropped or "not streamed"
         try:
             return lane.writer.commit()

@@ -36,7 +36,7 @@ HELP = """\
 • `/atlas keep ID` / `/atlas unkeep ID`: pin a snapshot so retention never deletes it, or release it
 • `/atlas report [since:DATE] [until:DATE] [db:NAME] [format:html|json|csv]`: the auditors' report (default: the last year, HTML) posted here as a file
 • `/atlas help`: this message
-From a terminal: `atlas snapshot --note "…" [--tag KEY=VALUE]`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID [--table SCHEMA.TABLE]`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan`, `atlas keygen -o FILE`, `atlas audit`, `atlas report -o FILE`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
+From a terminal: `atlas snapshot --note "…" [--tag KEY=VALUE]`, `atlas list`, `atlas show ID`, `atlas verify ID`, `atlas fetch ID -o FILE`, `atlas restore ID [--table SCHEMA.TABLE]`, `atlas restore --undo`, `atlas drill [--db NAME]`, `atlas drills`, `atlas status`, `atlas prune --dry-run`, `atlas keep ID`, `atlas unkeep ID`, `atlas rescan [--from NAME]`, `atlas copy`, `atlas keygen -o FILE`, `atlas audit`, `atlas report -o FILE`, `atlas doctor`, `atlas console`, `atlas demo`, `atlas serve`, `atlas catalog migrate --to URL` (`atlas --help` explains each)."""
 
 # What only a terminal does, and why: asked for in Slack, the answer says where to go.
 TERMINAL_ONLY = {

@@ -3,6 +3,7 @@ that can cut the network) and in a folder."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.helpers import cli_env, run_cli
 from tests.support.proxy import TcpProxy, tcp_proxy
 from tests.support.s3 import make_s3_client, moto_server
 
@@ -63,3 +65,21 @@ def offsite(copy_server: str) -> Iterator[Offsite]:
 @pytest.fixture
 def nas(tmp_path: Path) -> Path:
     return tmp_path / "nas"
+
+
+def copies_env(tmp: Path, pg_url: str, offsite: Offsite, nas: Path, **extra: str) -> dict[str, str]:
+    """An `atlas` command's environment with both destinations as ATLAS_COPIES."""
+    return cli_env(
+        tmp,
+        DATABASE_URL=pg_url,
+        ATLAS_COPIES=f"offsite={offsite.url()}, nas={nas}",
+        **offsite.env(),
+        **extra,
+    )
+
+
+def take_snapshot(env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """`atlas snapshot --json`, which must succeed."""
+    done = run_cli(["snapshot", "--json"], env, tmp, text=True)
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))

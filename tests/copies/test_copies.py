@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -21,27 +20,11 @@ from bot.ops import copies as copy_ops
 from bot.ops import housekeeping, status
 from bot.ops.metrics import render
 from bot.records import CopyState, copy_key
-from tests.support.helpers import add_bulk, cli_env, run_cli, services_for
+from tests.support.helpers import add_bulk, run_cli, services_for
 from tests.support.pg import fill_sample
 from tests.support.slack import FakeSlackApi
 
-from .conftest import COPY_SECRET, Offsite
-
-
-def _env(tmp: Path, pg_url: str, offsite: Offsite, nas: Path, **extra: str) -> dict[str, str]:
-    return cli_env(
-        tmp,
-        DATABASE_URL=pg_url,
-        ATLAS_COPIES=f"offsite={offsite.url()}, nas={nas}",
-        **offsite.env(),
-        **extra,
-    )
-
-
-def _snapshot(env: dict[str, str], tmp: Path) -> dict:
-    done = run_cli(["snapshot", "--json"], env, tmp, text=True)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+from .conftest import COPY_SECRET, copies_env, take_snapshot
 
 
 def _states(doc: dict) -> dict[str, str]:
@@ -50,8 +33,8 @@ def _states(doc: dict) -> dict[str, str]:
 
 def test_each_snapshot_is_copied_to_each_destination_and_read_back(pg_url, tmp_path, offsite, nas):
     fill_sample(pg_url, 3000)
-    env = _env(tmp_path, pg_url, offsite, nas)
-    snap = _snapshot(env, tmp_path)
+    env = copies_env(tmp_path, pg_url, offsite, nas)
+    snap = take_snapshot(env, tmp_path)
     assert _states(snap) == {"offsite": "ok", "nas": "ok"}
     key = snap["storage_key"]
     stored = (tmp_path / "backups" / key).read_bytes()
@@ -75,7 +58,9 @@ def test_a_destination_lost_mid_copy_never_fails_the_snapshot(pg_url, tmp_path, 
     mid-upload: the snapshot is good, the other copy made, the lost one pending; `atlas
     copy` exits 1 while it is down and completes it once it is back."""
     fill_sample(pg_url, 20000)
-    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="2", ATLAS_COPY_TIMEOUT_S="60")
+    env = copies_env(
+        tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="2", ATLAS_COPY_TIMEOUT_S="60"
+    )
     if how == "killed":
         offsite.proxy.refuse()
     else:
@@ -105,7 +90,7 @@ def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
 ):
     fill_sample(pg_url, 500)
     offsite.proxy.refuse()
-    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1", ATLAS_CHANNEL="COPS")
+    env = copies_env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1", ATLAS_CHANNEL="COPS")
     env.update(ATLAS_COPY_ALERT_HOURS="1", SLACK_API_URL=slack_api.url)
     settings = load_settings(env)
     services = services_for(settings, slack_api.client())
@@ -150,7 +135,7 @@ def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
 
 def test_doctor_checks_each_destination_where_it_lies(pg_url, tmp_path, offsite, nas):
     fill_sample(pg_url, 100)
-    env = _env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1")
+    env = copies_env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1")
     checked = run_cli(["doctor", "--json", "--no-slack"], env, tmp_path, text=True)
     found = {c["name"]: c for c in json.loads(checked.stdout)["checks"]}
     assert found["copy offsite"]["status"] == "ok" and found["copy nas"]["status"] == "ok"
@@ -167,7 +152,7 @@ def test_ctrl_c_mid_snapshot_leaves_no_copy_anywhere(pg_url, tmp_path, offsite, 
     in any destination, and its copies are recorded as never to be made."""
     fill_sample(pg_url, 200)
     add_bulk(pg_url, 120)
-    env = _env(tmp_path, pg_url, offsite, nas)
+    env = copies_env(tmp_path, pg_url, offsite, nas)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "snapshot"],
         env=env,

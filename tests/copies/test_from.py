@@ -7,39 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from bot.catalog import open_catalog
 from bot.records import CopyState
-from tests.support.helpers import cli_env, run_cli
+from tests.support.helpers import run_cli
 from tests.support.pg import fill_sample
 from tests.support.s3 import make_s3_client, point_aws_at
 
-from .conftest import Offsite
-
-
-def _env(tmp: Path, pg_url: str, offsite: Offsite, nas: Path, **extra: str) -> dict[str, str]:
-    return cli_env(
-        tmp,
-        DATABASE_URL=pg_url,
-        ATLAS_COPIES=f"offsite={offsite.url()},nas={nas}",
-        **offsite.env(),
-        **extra,
-    )
-
-
-def _snapshot(env: dict[str, str], tmp: Path) -> dict:
-    done = run_cli(["snapshot", "--json"], env, tmp, text=True)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+from .conftest import copies_env, take_snapshot
 
 
 def test_a_copy_changed_in_place_is_found_by_verify_from(pg_url, tmp_path, offsite, nas):
     fill_sample(pg_url, 2000)
-    env = _env(tmp_path, pg_url, offsite, nas)
-    snap = _snapshot(env, tmp_path)
+    env = copies_env(tmp_path, pg_url, offsite, nas)
+    snap = take_snapshot(env, tmp_path)
     good = run_cli(["verify", snap["id"], "--from", "nas"], env, tmp_path, text=True)
     assert good.returncode == 0 and "(the copy in nas)" in good.stdout
     copy = nas / snap["storage_key"]
@@ -72,9 +55,9 @@ def test_a_lost_catalog_and_bucket_are_rebuilt_and_drilled_from_the_copy_alone(
     expected = fill_sample(pg_url, 4000)
     point_aws_at(monkeypatch, s3_server, tmp_path, "testing", "testing", "us-east-1")
     aws = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    env = _env(tmp_path, pg_url, offsite, nas, ATLAS_STORAGE=f"s3://{s3_env}/prod", **aws)
+    env = copies_env(tmp_path, pg_url, offsite, nas, ATLAS_STORAGE=f"s3://{s3_env}/prod", **aws)
     env["STAGING_DATABASE_URL"] = pg.url(pg.create_database(f"{pg_url.rsplit('/', 1)[1]}_stg"))
-    snap = _snapshot(env, tmp_path)
+    snap = take_snapshot(env, tmp_path)
     assert {c["state"] for c in snap["copies"]} == {"ok"}
     primary = make_s3_client(s3_server)
     for obj in primary.list_objects_v2(Bucket=s3_env).get("Contents", []):
@@ -111,8 +94,8 @@ def test_encrypted_snapshots_are_encrypted_in_every_copy(pg_url, tmp_path, offsi
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE secrets (note text)")
         conn.execute("INSERT INTO secrets VALUES (%s)", [marker * 50])
-    env = _env(tmp_path, pg_url, offsite, nas, ATLAS_ENCRYPTION_KEY_FILE=str(key_file[0]))
-    snap = _snapshot(env, tmp_path)
+    env = copies_env(tmp_path, pg_url, offsite, nas, ATLAS_ENCRYPTION_KEY_FILE=str(key_file[0]))
+    snap = take_snapshot(env, tmp_path)
     assert snap["encryption"] == "age" and snap["storage_key"].endswith(".age")
     body = offsite.client.get_object(Bucket=offsite.bucket, Key=f"atlas/{snap['storage_key']}")
     for data in (body["Body"].read(), (nas / snap["storage_key"]).read_bytes()):
@@ -131,7 +114,7 @@ def test_each_destination_keeps_by_its_own_retention(pg_url, tmp_path, offsite, 
     copy 60, the folder 5. The folder keeps only the newest (a database's last good copy
     stays, whatever its age); the offsite copy keeps the one storage pruned."""
     fill_sample(pg_url, 200)
-    env = _env(
+    env = copies_env(
         tmp_path,
         pg_url,
         offsite,
@@ -140,7 +123,7 @@ def test_each_destination_keeps_by_its_own_retention(pg_url, tmp_path, offsite, 
         ATLAS_COPY_OFFSITE_RETENTION_DAYS="60",
         ATLAS_COPY_NAS_RETENTION_DAYS="5",
     )
-    ids = [_snapshot(env, tmp_path)["id"] for _ in range(3)]
+    ids = [take_snapshot(env, tmp_path)["id"] for _ in range(3)]
     catalog = open_catalog(env["ATLAS_STATE"])
     from datetime import UTC, datetime, timedelta
 

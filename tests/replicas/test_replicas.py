@@ -446,24 +446,25 @@ def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path):
     assert status == 200
     catalog = replicas.catalog()
 
-    def snaps() -> list[Any]:
+    def snaps() -> list[Any]:  # the six, and DATABASE_URL's own database
         rows = catalog.list_snapshots(limit=50, status=SnapshotStatus.OK)
-        return [s for s in rows if s.database.endswith(tuple(names))]
+        return [s for s in rows if not s.database.endswith("@globals")]
 
-    def copied() -> bool:
-        found = snaps()
+    def roles() -> list[Any]:
+        return [s for s in catalog.list_snapshots(limit=50) if s.database.endswith("@globals")]
+
+    def copied() -> bool:  # the databases, then the server's roles, each copied
+        found = snaps() + roles()
         done = [c for c in catalog.copies_of(*(s.id for s in found)) if c.state == "ok"]
-        return len(found) == 6 and len(done) == 6
+        return len(found) == 8 and len(done) == 8
 
-    eventually(copied, 120, "six snapshots, each copied")
+    eventually(copied, 120, "seven snapshots and the roles, each copied")
     found = snaps()
     copies = catalog.copies_of(*(s.id for s in found))
     assert sorted(c.snapshot_id for c in copies) == sorted(s.id for s in found)
     assert {c.attempts for c in copies} == {1}, "a copy was tried twice"
     made = [e.subject for e in catalog.audit_log(500) if e.action == "copy.ok"]
-    roles = [s for s in catalog.list_snapshots(limit=50) if s.database.endswith("@globals")]
-    assert len(roles) == 1  # the server's roles are copied too
-    assert sorted(made) == sorted([s.id for s in found] + [roles[0].id])
+    assert sorted(made) == sorted([s.id for s in found] + [roles()[0].id])
     with catalog.db() as db:  # each copy was made by the replica whose work item it was
         work = dict(db.execute("SELECT snapshot_id, owner FROM work").fetchall())
     assert {c.snapshot_id: c.owner for c in copies} == {s.id: work[s.id] for s in found}
