@@ -44,17 +44,19 @@ class Recovery:
     def sweep_pending(self, older_than_s: float = 3600.0) -> list[str]:
         """Remove unfinished writes in storage that no running snapshot owns: partial files
         and open S3 uploads a crash left unrecorded. Those younger than `older_than_s` are
-        left alone, in case another process has just started them."""
-        running = {
-            s.pending_ref
-            for s in self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
-            if s.pending_ref
-        }
+        left alone, in case another process has just started them, and so are those whose
+        name carries a running snapshot's id (moto dates every upload in 2010)."""
+        live = self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
+        running = {s.pending_ref for s in live if s.pending_ref}
+        # a snapshot that has opened its write but not yet recorded its name owns it too
+        live_ids = [s.id for s in live]
         cutoff = time.time() - older_than_s
         removed = []
         for target in self.settings.databases.values():
             for found in self.store.get().pending(f"{target.environment}/{target.name}/"):
                 if found.ref in running or found.started >= cutoff:
+                    continue
+                if any(i in found.ref for i in live_ids):
                     continue
                 if self._discard(found.ref):
                     self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])

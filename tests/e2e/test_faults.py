@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import AtlasError
+from bot.records import Snapshot
 from tests.support import pick_free_port
 from tests.support.bot import SECRET, start_bot
 from tests.support.helpers import (
@@ -77,9 +78,16 @@ def test_an_upload_cut_mid_transfer_is_aborted_once_s3_is_back(
         # housekeeping (moto dates every upload in 2010, so it counts as old)
         key = f"atlas/production/{good.database}/20261129-000000-dead.dump.zst"
         s3_client.create_multipart_upload(Bucket=bucket, Key=key)
+        # and one a running snapshot has just opened, before its name is recorded, is not
+        running = services.catalog.begin_snapshot(
+            Snapshot(id="20261129-000001-beef", database=good.database, storage_key="k")
+        )
+        mine = f"atlas/production/{good.database}/{running.id}.dump.zst"
+        s3_client.create_multipart_upload(Bucket=bucket, Key=mine)
         swept = services.recovery.sweep_pending()
         assert [r.split("\n")[0] for r in swept] == [key]
-        assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+        left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        assert [u["Key"] for u in left] == [mine]
 
 
 def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
@@ -286,7 +294,6 @@ def test_a_slack_snapshot_closed_out_by_a_cli_without_slack_is_announced_by_serv
     import socket
 
     from bot.catalog import open_catalog
-    from bot.records import Snapshot
     from tests.support.helpers import services_for, settings_for
 
     fill_sample(pg_url, rows=20)
