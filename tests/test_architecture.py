@@ -35,6 +35,7 @@ BASICS = {
     "bot.owners",
     "bot.pump",
     "bot.background",
+    "bot.interrupts",
 }
 ALLOWED: dict[str, set[str]] = {
     # pure decisions: values in, values out, `now` an argument

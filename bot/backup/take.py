@@ -138,8 +138,9 @@ class Taker:
         opened: list[_Committable] = []  # the writer, once _dump has opened it
         committing = False
         conn = Conn("", None)
-        stream = self.copies.open(snap) if self.copies is not None else None
+        stream: CopyStream | None = None
         try:
+            stream = self.copies.open(snap) if self.copies is not None else None
             conn = Conn.parse(target.url, target.url_setting)
             if on_start:
                 on_start(snap)

@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from bot import interrupts
 from bot.owners import Heartbeat
 from bot.records import Copy, CopyState, Snapshot, copy_key
 from bot.store import ArtifactWriter, StoredObject
@@ -90,9 +91,10 @@ class Streams:
         """Claim this snapshot's copies and open a writer in each destination."""
         self._beat.__enter__()
         try:
-            for name in self.copier.settings.copies:
-                if self.copier.claim(self.snap, name) is not None:
-                    self.lanes.append(self._lane(name))
+            with interrupts.held():  # a writer opened is a lane the abort can find
+                for name in self.copier.settings.copies:
+                    if self.copier.claim(self.snap, name) is not None:
+                        self.lanes.append(self._lane(name))
         except BaseException:
             self.abort("its copies could not be claimed")
             raise
