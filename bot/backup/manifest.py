@@ -24,6 +24,8 @@ WHERE c.relkind = 'r'
 ORDER BY 1, 2
 """
 
+PARTITIONED = TABLES.replace("c.relkind = 'r'", "c.relkind = 'p'")
+
 SEQUENCES = """
 SELECT schemaname, sequencename FROM pg_sequences
 WHERE schemaname NOT IN ('pg_catalog', 'information_schema')
@@ -32,7 +34,8 @@ ORDER BY 1, 2
 
 
 def collect(conn: psycopg.Connection) -> dict[str, Any]:
-    """Tables with exact row counts, sequences with their state, and extensions."""
+    """Tables with exact row counts, sequences with their state, extensions, and the
+    partitioned tables."""
     tables = {}
     for schema, name in conn.execute(TABLES).fetchall():
         q = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
@@ -54,7 +57,15 @@ def collect(conn: psycopg.Connection) -> dict[str, Any]:
             "SELECT extname, extversion FROM pg_extension ORDER BY 1"
         ).fetchall()
     }
-    return {"tables": tables, "sequences": sequences, "extensions": extensions}
+    # partitioned tables hold no rows of their own (their partitions are in `tables`):
+    # listed so that `--table` may name one
+    partitioned = [f"{schema}.{name}" for schema, name in conn.execute(PARTITIONED).fetchall()]
+    return {
+        "tables": tables,
+        "sequences": sequences,
+        "extensions": extensions,
+        "partitioned": partitioned,
+    }
 
 
 def compare(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from psycopg import sql
@@ -24,6 +24,7 @@ from bot.backup import archive, pipeline
 from bot.errors import AtlasError
 from bot.pg import Conn
 from bot.records import CheckResult, Segment, Snapshot
+from bot.restore import privileges
 from bot.restore.blocks import NOTHING_RESTORED, read_segment
 from bot.restore.cut import Pick, TableCut
 from bot.restore.strategies import (
@@ -89,11 +90,14 @@ class TablesIntoStaging(_Tables):
     ) -> None:
         super().__init__(tools, tables, segments)
         self.inward: list[tuple[str, str]] = []  # other tables' foreign keys to them
+        self.held: dict[str, privileges.Held] = {}  # owners and grants staging had
         self.committed = False  # pg_restore ended well: the tables are replaced
 
     def restore(self, job: RestoreInput) -> None:
         expected = job.snap.manifest or {}
         self.inward = links_pointing_at(job.dest, self.tables)
+        self.held = privileges.held(job.dest, [str(t) for t in self.tables])
+        given_back = privileges.statements(self.held)
 
         def pick(toc: archive.Toc) -> tuple[Selection, list[archive.Extra]]:
             chosen = select(toc, self.tables, standalone=False)
@@ -101,7 +105,7 @@ class TablesIntoStaging(_Tables):
             extra = archive.Extra(
                 "tables restored as one",
                 archive.SECTION_POST,
-                definition=epilogue(chosen, expected, tag),
+                definition=epilogue(chosen, expected, tag, given_back),
                 drop=prelude(chosen, job.lock_wait_s, tag),
             )
             return chosen, [extra]
@@ -214,17 +218,27 @@ DO {tag} DECLARE l record; BEGIN
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', l.on_table, l.name);
   END LOOP;
 END {tag};
-"""
+{_drop_partitioned(chosen)}"""
 
 
-def epilogue(chosen: Selection, manifest: dict[str, Any], tag: str) -> str:
+def _drop_partitioned(chosen: Selection) -> str:
+    """A partitioned table dropped whole, its partitions with it: --clean would drop the
+    partitions' inherited keys one by one, which PostgreSQL refuses."""
+    return "".join(f"DROP TABLE IF EXISTS {_ident(t)};\n" for t in chosen.partitioned)
+
+
+def epilogue(
+    chosen: Selection, manifest: dict[str, Any], tag: str, given_back: Sequence[str] = ()
+) -> str:
     """Runs last: the row counts and sequences the manifest recorded (a difference
     raises, and the transaction is not committed), then every foreign key between a
-    restored table and another added back, each where the rows it needs exist."""
+    restored table and another added back, each where the rows it needs exist, then the
+    owners and grants staging had (`privileges.statements`), each where Atlas may."""
     checks = [_count_check(str(t), manifest) for t in chosen.tables]
     checks += [_sequence_check(s, manifest) for s in chosen.sequences]
     outward = [link for link in chosen.links if link.outward]
     adds = "".join(_add_link(link) for link in outward)
+    owners = _each_where_allowed(given_back, tag)
     return f"""-- Atlas: the tables restored, checked against the snapshot's manifest
 DO {tag} DECLARE n bigint; v bigint; c boolean; BEGIN
 {"".join(checks)}END {tag};
@@ -234,6 +248,24 @@ DO {tag} DECLARE n bigint; v bigint; c boolean; BEGIN
       EXECUTE l.stmt;
     EXCEPTION WHEN OTHERS THEN
       NULL;  -- the rows it needs are not there: left out, and the result says so
+    END;
+  END LOOP;
+END {tag};
+{owners}"""
+
+
+def _each_where_allowed(statements: Sequence[str], tag: str) -> str:
+    """A block that runs each statement on its own: one Atlas's role may not run is
+    skipped (the result names what staging lost), never a reason to undo the tables."""
+    if not statements:
+        return ""
+    items = ", ".join(_lit(s) for s in statements)
+    return f"""DO {tag} DECLARE s text; BEGIN
+  FOREACH s IN ARRAY ARRAY[{items}]::text[] LOOP
+    BEGIN
+      EXECUTE s;
+    EXCEPTION WHEN OTHERS THEN
+      NULL;
     END;
   END LOOP;
 END {tag};
@@ -288,6 +320,22 @@ def link_results(
                 "(add it back once they are)"
             )
     return results, warnings
+
+
+def privilege_results(
+    dest: Conn, tables: tuple[TableName, ...], before: dict[str, privileges.Held]
+) -> tuple[list[CheckResult], list[str]]:
+    """Whether each table replaced has the owner and grants staging gave it before: a
+    passed check where so, a warning naming what it lost where Atlas's role could not
+    give it back."""
+    if not before:
+        return [], []
+    lost = privileges.differences(before, privileges.held(dest, [str(t) for t in tables]))
+    if lost:
+        hint = "(Atlas's role may not: grant them by hand, or restore as staging's owner)"
+        return [], [f"owner or grants not given back: {'; '.join(lost)} {hint}"]
+    kept = f"{len(before)} relation{'s' if len(before) != 1 else ''} as staging had them"
+    return [CheckResult("owners and grants", True, kept, 0.0)], []
 
 
 def links_in_place(dest: Conn, links: list[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -376,6 +376,8 @@ class Restores:
         if isinstance(how, partial.TablesIntoStaging):
             problems: list[str] = []
             results, notes = partial.link_results(job.dest, chosen, how.inward)
+            owned, lost = partial.privilege_results(job.dest, job.tables, how.held)
+            results, notes = results + owned, notes + lost
         else:
             say("Verifying the tables against the snapshot's manifest…")
             problems = checks.table_problems(job.snap, job.dest, chosen)

@@ -60,7 +60,8 @@ def known_tables(
     listed = (manifest or {}).get("tables")
     if not tables or not isinstance(listed, dict):
         return
-    missing = [str(t) for t in tables if str(t) not in listed]
+    parents = set((manifest or {}).get("partitioned") or ())  # not in "tables": no rows
+    missing = [str(t) for t in tables if str(t) not in listed and str(t) not in parents]
     if missing:
         some = ", ".join(sorted(listed)[:8]) + (", …" if len(listed) > 8 else "")
         raise AtlasError(
@@ -86,11 +87,12 @@ class Link:
 class Selection:
     """What restores the chosen tables."""
 
-    tables: tuple[TableName, ...]
+    tables: tuple[TableName, ...]  # those named, then the partitions of those partitioned
     keep: tuple[Entry, ...]  # in archive order
     links: tuple[Link, ...]  # left out of `keep`
     left_out: tuple[str, ...]  # other objects that need a table not chosen (e.g. a view)
     sequences: tuple[str, ...]  # SCHEMA.NAME of the owned sequences kept
+    partitioned: tuple[str, ...] = ()  # SCHEMA.TABLE of the chosen that hold no rows
 
     @property
     def dump_ids(self) -> frozenset[int]:
@@ -106,7 +108,8 @@ def select(toc: Toc, tables: tuple[TableName, ...], *, standalone: bool) -> Sele
     need to exist first (schemas, types, functions) and leaves out objects that need
     other tables; otherwise (into staging, where those exist) they are kept."""
     by_id = {e.dump_id: e for e in toc.entries}
-    chosen = _chosen(toc, tables)
+    chosen = _with_partitions(toc, _chosen(toc, tables))
+    tables = tuple(chosen.values())
     all_tables = {e.dump_id for e in toc.entries if e.desc == "TABLE"}
     down = _dependents(toc, set(chosen))
     touched = _Touched(by_id, all_tables)
@@ -128,7 +131,8 @@ def select(toc: Toc, tables: tuple[TableName, ...], *, standalone: bool) -> Sele
     keep |= {e.dump_id for e in toc.entries if e.desc in SESSION}
     kept = tuple(e for e in toc.entries if e.dump_id in keep and e.desc not in NOT_NEEDED)
     sequences = tuple(f"{e.namespace}.{e.tag}" for e in kept if e.desc == "SEQUENCE")
-    return Selection(tables, kept, tuple(links), tuple(left_out), sequences)
+    parents = tuple(str(chosen[i]) for i in chosen if "PARTITION BY" in by_id[i].definition)
+    return Selection(tables, kept, tuple(links), tuple(left_out), sequences, parents)
 
 
 def _chosen(toc: Toc, tables: tuple[TableName, ...]) -> dict[int, TableName]:
@@ -142,6 +146,30 @@ def _chosen(toc: Toc, tables: tuple[TableName, ...]) -> dict[int, TableName]:
             "`atlas show ID` lists the tables a snapshot holds (schema-qualified)",
         )
     return {found[t]: t for t in tables}
+
+
+def _with_partitions(toc: Toc, chosen: dict[int, TableName]) -> dict[int, TableName]:
+    """`chosen`, then the partitions of each partitioned table in it, at every level: a
+    partitioned table's rows are its partitions'. pg_dump attaches each partition in an
+    entry of its own (TABLE ATTACH) that depends on the partition and its parent."""
+    names = {e.dump_id: TableName(e.namespace or "", e.tag) for e in toc.entries}
+    tables = {e.dump_id for e in toc.entries if e.desc == "TABLE"}
+    children: dict[int, list[int]] = {}
+    for e in toc.entries:
+        if e.desc != "TABLE ATTACH":
+            continue
+        part = [d for d in e.deps if d in tables and names[d] == names[e.dump_id]]
+        parent = [d for d in e.deps if d in tables and d not in part]
+        if len(part) == 1 and len(parent) == 1:
+            children.setdefault(parent[0], []).append(part[0])
+    out = dict(chosen)
+    todo = list(chosen)
+    while todo:
+        for child in children.get(todo.pop(0), ()):
+            if child not in out:
+                out[child] = names[child]
+                todo.append(child)
+    return out
 
 
 def _dependents(toc: Toc, roots: set[int]) -> set[int]:
