@@ -41,9 +41,26 @@ LACKS = re.compile(
 )
 
 
+DEPENDS = re.compile(
+    r"DETAIL:\s+((?:materialized )?view|rule|function) (\S+) depends on table (\S+)"
+)
+
+
 def _lacking(exc: AtlasError) -> AtlasError:
     """A table restored in place needs what staging already holds (its extensions,
-    types, schemas): when staging lacks one, say so and how to get it there."""
+    types, schemas): when staging lacks one, say so and how to get it there. When
+    staging has something of its own over a table (a view the snapshot lacks), which
+    replacing the table would drop, name it and say what to do."""
+    held = DEPENDS.search(exc.message)
+    if held is not None:
+        kind, name, table = held.groups()
+        return AtlasError(
+            f"pg_restore stopped: staging has a {kind} {name} over {table} that the snapshot "
+            "does not (staging has drifted from the snapshot); replacing the table would "
+            "drop it.",
+            f"drop {name} in staging and create it again after the restore, or refresh the "
+            "whole database (atlas restore ID, without --table)",
+        )
     found = LACKS.search(exc.message)
     if found is None:
         return exc

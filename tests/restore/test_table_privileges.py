@@ -190,3 +190,34 @@ def test_a_partitioned_table_comes_with_its_partitions_at_every_level(pg, pg_db,
     for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
         if name == staging or name.startswith(f"atlas_kept_{staging}"):
             pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_a_view_only_staging_has_over_a_table_is_named_and_staging_is_untouched(
+    pg, pg_db, pg_url, tmp_path
+):
+    """Staging drifted: a view over the table, that the snapshot does not have. Replacing
+    the table would drop it, so the restore stops, names it and says what to do."""
+    for stmt in PARTITIONED.split(";\n"):
+        if stmt.strip():
+            pg.execute(pg_db, stmt)
+    staging = pg.create_database(pg_db + "_stg")
+    services = services_for(settings_for(pg_url, tmp_path, STAGING_DATABASE_URL=pg.url(staging)))
+    snap = services.taker.take(requested_by="U1")
+    assert services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1").swapped
+    pg.execute(
+        staging,
+        "CREATE VIEW public.recent AS SELECT other.id, kind FROM public.other, "
+        "public.events WHERE other.id = events.id",
+    )
+    pg.execute(staging, "DELETE FROM public.other WHERE id > 5")
+    job = services.restores.run(
+        kind="restore", snap_id=snap.id, requested_by="U1", tables=["public.other"]
+    )
+    assert job.status == "failed"
+    assert "staging has a view public.recent over public.other" in (job.error or ""), job
+    assert "drop public.recent in staging and create it again" in (job.error or "")
+    assert (job.error or "").endswith("was not touched.")
+    assert pg.execute(staging, "SELECT count(*) FROM public.other")[0][0] == 5
+    for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
+        if name == staging or name.startswith(f"atlas_kept_{staging}"):
+            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
