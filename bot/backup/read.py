@@ -42,6 +42,7 @@ class Cut(Protocol):
     every checksum held, asked to let out what it held back."""
 
     def __call__(self, chunk: bytes) -> None: ...
+    def read_itself(self) -> bool: ...  # True: it read what it needs (only some blocks)
     def end(self) -> None: ...
     def release(self) -> None: ...
 
@@ -224,8 +225,9 @@ class Reader:
             self.read(snap, write)
             return
         stream = cut(snap, write)
-        self.read(snap, stream)
-        stream.end()
+        if not stream.read_itself():
+            self.read(snap, stream)
+            stream.end()
         stream.release()
 
 

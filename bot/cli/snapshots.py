@@ -395,11 +395,11 @@ def fetch(
         return
     try:
         cut = None
+        services = open_services(source=source)
         if tables:
             from bot.restore.partial import cutter
 
-            cut = cutter(tables)
-        services = open_services(source=source)
+            cut = cutter(tables, services.store.get)
         ref = by_tags(services, snapshot_id, tag_items, database)
         if not ref:
             raise AtlasError("atlas fetch needs a snapshot id.", "name one, or pass --tag")

@@ -44,6 +44,7 @@ from bot.restore.strategies import (
     restore_file,
     session_env,
 )
+from bot.store import Storage
 from bot.words import count
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class Blocks:
         *,
         hint: str = "the restore stopped there",
     ) -> None:
-        read_segment(self.tools, job.snap, segment, consume, stop, hint=hint)
+        read_segment(self.tools.storage, job.snap, segment, consume, stop, hint=hint)
 
     def _verify_all(self, job: RestoreInput, blocks: list[Segment]) -> None:
         """Check every block's checksum, N at a time, before the target is touched."""
@@ -270,7 +271,7 @@ def _run_lanes(work: list[Callable[[], None]], stop: threading.Event) -> None:
 
 
 def read_segment(
-    tools: StrategyTools,
+    storage: Storage,
     snap: Snapshot,
     segment: Segment,
     consume: Callable[[bytes], object] | None,
@@ -283,7 +284,7 @@ def read_segment(
 
     A segment zstd rejects is still read to its end, so that the error names the
     checksum mismatch behind it."""
-    storage, key = tools.storage, snap.storage_key or ""
+    key = snap.storage_key or ""
     where = storage.location(key)
     what = "table of contents" if segment.dump_id == 0 else f"data block {segment.dump_id}"
     sha, size, plain = hashlib.sha256(), 0, 0

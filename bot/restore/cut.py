@@ -41,6 +41,16 @@ class TableCut:
         self.held = b""
         self.prefix = bytearray()  # the stream's start, until checked against `toc`
         self.checked = toc is None
+        # reads the head and the blocks wanted itself (a segmented snapshot's): no need to
+        # stream the whole artifact past
+        self.own_read: Callable[[], None] | None = None
+
+    def read_itself(self) -> bool:
+        """Read what it needs on its own, if it can; False: feed it the whole archive."""
+        if self.own_read is None:
+            return False
+        self.own_read()
+        return True
 
     def __call__(self, chunk: bytes) -> None:
         if not self.checked and self.toc_check is not None:

@@ -23,7 +23,7 @@ from psycopg import sql
 from bot.backup import archive, pipeline
 from bot.errors import AtlasError
 from bot.pg import Conn
-from bot.records import CheckResult, Segment, Snapshot
+from bot.records import CheckResult, Segment, Snapshot, segments_of
 from bot.restore import privileges
 from bot.restore.blocks import NOTHING_RESTORED, read_segment
 from bot.restore.cut import Pick, TableCut
@@ -35,6 +35,7 @@ from bot.restore.strategies import (
     session_env,
 )
 from bot.restore.tables import Link, Selection, TableName, known_tables, parse_tables, select
+from bot.store import Storage
 
 LACKS = re.compile(
     r'ERROR:\s+(type|function|schema|collation|operator) "?([^"\s]+)"? does not exist'
@@ -132,9 +133,13 @@ class TablesIntoStaging(_Tables):
         self.committed = True
 
 
-def cutter(names: Iterable[str]) -> Callable[[Snapshot, Callable[[bytes], object]], TableCut]:
+def cutter(
+    names: Iterable[str], storage: Callable[[], Storage]
+) -> Callable[[Snapshot, Callable[[bytes], object]], TableCut]:
     """For `atlas fetch --table`: a cut of a snapshot to the tables `names` alone (what
-    `drill --table` restores), its table of contents checked where its checksum is known."""
+    `drill --table` restores), its table of contents checked where its checksum is known.
+    A segmented snapshot's head and wanted blocks are read alone, each checked against
+    its sha256; the rest of the artifact is never read."""
     tables = parse_tables(names)
 
     def pick(toc: archive.Toc) -> tuple[Selection, list[archive.Extra]]:
@@ -143,7 +148,11 @@ def cutter(names: Iterable[str]) -> Callable[[Snapshot, Callable[[bytes], object
     def cut(snap: Snapshot, write: Callable[[bytes], object]) -> TableCut:
         known_tables(snap.id, snap.manifest, tables)
         toc = (snap.toc_bytes, snap.toc_sha256) if snap.toc_bytes and snap.toc_sha256 else None
-        return TableCut(pick, write, toc=toc, where=snap.location or snap.id)
+        made = TableCut(pick, write, toc=toc, where=snap.location or snap.id)
+        segments = segments_of(snap)
+        if segments is not None:
+            made.own_read = lambda: _read_wanted(storage(), snap, segments, made)
+        return made
 
     return cut
 
@@ -181,7 +190,7 @@ def feed_cut(
             tools.reader.read(job.snap, cut, source=job.source.chunks())
             cut.end()
         else:
-            _read_wanted(tools, job.snap, segments, cut)
+            _read_wanted(tools.storage, job.snap, segments, cut)
         cut.release()
         code, stderr = restore.finish()
         if code != 0:
@@ -193,16 +202,14 @@ def feed_cut(
     return cut.selection
 
 
-def _read_wanted(
-    tools: StrategyTools, snap: Snapshot, segments: list[Segment], cut: TableCut
-) -> None:
+def _read_wanted(storage: Storage, snap: Snapshot, segments: list[Segment], cut: TableCut) -> None:
     """The head segment, then the data blocks the cut wants, each read on its own."""
     head = bytearray()
-    read_segment(tools, snap, segments[0], head.extend, hint=NOTHING_RESTORED)
+    read_segment(storage, snap, segments[0], head.extend, hint=NOTHING_RESTORED)
     wanted = cut.from_head(bytes(head))
     for segment in segments[1:]:
         if segment.dump_id in wanted:
-            read_segment(tools, snap, segment, cut.block)
+            read_segment(storage, snap, segment, cut.block)
 
 
 def _lit(value: object) -> str:

@@ -264,3 +264,49 @@ def test_damage_found_after_the_tables_loaded_still_commits_nothing(
             for (db,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
                 if db.startswith(f"atlas_kept_{staging}"):
                     pg.execute("postgres", f'DROP DATABASE "{db}" WITH (FORCE)')
+
+
+def test_fetch_of_a_table_reads_only_its_block_and_the_head(pg, world, tmp_path):
+    """A segmented snapshot: fetch --table reads the head and that table's block alone,
+    each checked against its sha256. Damage in another table's block does not stop it
+    (it is never read); damage in its own block does, and writes nothing."""
+    services, snap, staging, expected = world
+    segments = segments_of(snap)
+    assert segments is not None
+    head = bytearray()
+    services.reader.read(snap, head.extend)
+    toc = archive.read_toc(head)
+    ids = {f"{e.namespace}.{e.tag}": e.dump_id for e in toc.blocks}
+    by_id = {s.dump_id: s for s in segments}
+    path = Path(snap.location or "")
+
+    def damage(table: str) -> None:
+        seg = by_id[ids[table]]
+        data = bytearray(path.read_bytes())
+        data[seg.start + seg.size // 2] ^= 0x55
+        path.write_bytes(bytes(data))
+
+    damage("app.order_items")
+    env = cli_env(tmp_path, DATABASE_URL=pg.url("postgres"))
+    env["ATLAS_STATE"] = services.settings.state
+    out = tmp_path / "orders.dump"
+    done = run_cli(["fetch", snap.id, "--table", "app.orders", "-o", str(out)], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    empty = pg.create_database(staging + "_f")
+    try:
+        subprocess.run(
+            [str(Path(pg_bindir()) / "pg_restore"), "--no-owner", "--exit-on-error"]
+            + ["-d", pg.url(empty), str(out)],
+            check=True,
+        )
+        assert _count(pg, empty, "app.orders") == expected["app.orders"]
+    finally:
+        pg.drop_database(empty)
+    damage("app.orders")
+    again = tmp_path / "again.dump"
+    failed = run_cli(
+        ["fetch", snap.id, "--table", "app.orders", "-o", str(again)], env, tmp_path, text=True
+    )
+    assert failed.returncode != 0 and "Checksum mismatch" in failed.stderr, failed.stderr
+    assert "Traceback" not in failed.stderr and not again.exists()
+    assert [p.name for p in tmp_path.glob(".again*")] == []
