@@ -86,8 +86,9 @@ def test_a_destination_lost_mid_copy_never_fails_the_snapshot(pg_url, tmp_path, 
 
 
 def test_the_schedule_retries_with_backoff_and_alerts_once_per_outage(
-    pg_url, tmp_path, offsite, nas, slack_api: FakeSlackApi
+    pg_url, tmp_path, offsite, nas, slack_api: FakeSlackApi, monkeypatch
 ):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # boto3 reads it from this process's own
     fill_sample(pg_url, 500)
     offsite.proxy.refuse()
     env = copies_env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1", ATLAS_CHANNEL="COPS")
