@@ -359,6 +359,14 @@ def fleet_snapshot(
     return [snap for _, snap in ok]
 
 
+def _sweep_copies(services: Services) -> list[str]:
+    if not services.settings.copies:
+        return []
+    from bot.copies.sweep import sweep_pending
+
+    return sweep_pending(services.copier)
+
+
 def daily(services: Services) -> dict[str, Any]:
     """Everything housekeeping does once a day (and once at start-up)."""
     from bot.ops import kept
@@ -373,6 +381,7 @@ def daily(services: Services) -> dict[str, Any]:
         ("provider", lambda: provider_check(services)),
         ("expired", services.jobs.expire_due),
         ("unfinished_writes", lambda: len(services.recovery.sweep_pending())),
+        ("unfinished_copies", lambda: len(_sweep_copies(services))),
         ("scratch_dropped", services.scratch.clean_up),
         ("kept_staging_dropped", lambda: kept.drop_expired(services)),
         # finished fleet work: a week of it is enough to see what a run did

@@ -6,6 +6,7 @@ snapshot, is retried by `atlas copy` and by the schedule's tick, and alerts once
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -173,3 +174,53 @@ def test_ctrl_c_mid_snapshot_leaves_no_copy_anywhere(pg_url, tmp_path, offsite, 
     listed = json.loads(run_cli(["list", "--json"], env, tmp_path, text=True).stdout)
     assert listed[0]["status"] == "interrupted"
     assert {c["state"] for c in listed[0]["copies"]} == {"deleted"}
+
+
+def test_a_copy_killed_mid_write_leaves_nothing_behind_after_housekeeping(
+    pg_url, tmp_path, offsite, nas, monkeypatch
+):
+    """SIGKILL while the copies stream: the destination keeps an open multipart upload
+    (billed, and shown by no listing) and the folder a hidden partial file. Once the dead
+    process is closed out and the writes are old, housekeeping removes both; a write a
+    live copy owns is never touched."""
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    fill_sample(pg_url, 200)
+    add_bulk(pg_url, 60)
+    env = copies_env(tmp_path, pg_url, offsite, nas)
+    offsite.proxy.throttle(400_000)  # the copy lags: the kill finds it mid-upload
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "snapshot"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def uploads() -> list[str]:
+        found = offsite.client.list_multipart_uploads(Bucket=offsite.bucket)
+        return [u["Key"] for u in found.get("Uploads", [])]
+
+    deadline = time.monotonic() + 60
+    while not (uploads() and any(p.is_file() for p in nas.rglob("*"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "no copy streamed"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    offsite.proxy.throttle(None)
+    assert uploads() and [p.name for p in nas.rglob("*.partial")]
+    services = services_for(load_settings(env))
+    services.recovery.recover()  # the dead process's snapshot is closed out
+    from bot.copies.sweep import sweep_pending
+
+    assert sweep_pending(services.copier) == [], "its copies' claims are still live"
+    (snap,) = services.catalog.list_snapshots(limit=1)
+    assert snap.status == "interrupted"
+    for c in services.catalog.copies_of(snap.id):  # silent past the stale period
+        services.catalog.update_copy(c.key, heartbeat_at=0.0)
+    for p in nas.rglob("*.partial"):  # and an hour old
+        old = time.time() - 7200
+        os.utime(p, (old, old))
+    swept = housekeeping.daily(services)
+    assert swept["unfinished_copies"] == 2, swept
+    assert uploads() == [] and [p for p in nas.rglob("*") if p.is_file()] == []
+    assert [e.action for e in services.catalog.audit_log(limit=10)].count("copy.discarded") == 2
