@@ -44,8 +44,15 @@ def open_destination(dest: Destination, access: files.Access = files.PRIVATE) ->
     from bot.store.s3 import Account, S3Storage
 
     bucket, _, prefix = dest.url[5:].partition("/")
+    from bot.destinations import env_prefix
+
     account = Account(
-        dest.endpoint_url, dest.region, dest.profile, dest.access_key_id, dest.secret_access_key
+        dest.endpoint_url,
+        dest.region,
+        dest.profile,
+        dest.access_key_id,
+        dest.secret_access_key,
+        env_prefix(dest.name),
     )
     return S3Storage(bucket, prefix.strip("/"), None, dest.sse, dest.kms_key_id, account)
 

@@ -17,7 +17,9 @@ from bot.errors import AtlasError, NotFound
 from bot.store.base import CHUNK, ArtifactWriter, Pending, StoredObject
 
 
-def _s3_error(exc: Exception, what: str) -> AtlasError:
+def _s3_error(exc: Exception, what: str, settings: str = "") -> AtlasError:
+    """`exc` in one line with what to do; `settings` is a copy destination's
+    ATLAS_COPY_<NAME>_ prefix (its endpoint and keys), "" for ATLAS_STORAGE's boto3 chain."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(exc, ClientError):
@@ -28,9 +30,11 @@ def _s3_error(exc: Exception, what: str) -> AtlasError:
             "check the bucket name, its policy and the credentials Atlas runs with",
         )
     if isinstance(exc, EndpointConnectionError):
-        return AtlasError(f"Cannot reach S3 for {what}: {exc}", "check AWS_ENDPOINT_URL/network")
+        endpoint = f"{settings}ENDPOINT_URL" if settings else "AWS_ENDPOINT_URL"
+        return AtlasError(f"Cannot reach S3 for {what}: {exc}", f"check {endpoint}/network")
     if isinstance(exc, NoCredentialsError):
-        return AtlasError(f"No AWS credentials for {what}.", "set AWS_* or an instance role")
+        keys = f"{settings}ACCESS_KEY_ID/SECRET_ACCESS_KEY (or PROFILE)" if settings else "AWS_*"
+        return AtlasError(f"No AWS credentials for {what}.", f"set {keys} or an instance role")
     return AtlasError(f"S3 failed during {what}: {exc}")
 
 
@@ -47,12 +51,14 @@ class S3Writer:
     MIN_PART = 5 << 20  # S3's minimum: the smallest buffers
     IN_FLIGHT = 2
 
-    def __init__(self, client: Any, bucket: str, key: str, sse: dict[str, str]) -> None:
-        self.client, self.bucket, self.key = client, bucket, key
+    def __init__(
+        self, client: Any, bucket: str, key: str, sse: dict[str, str], settings: str = ""
+    ) -> None:
+        self.client, self.bucket, self.key, self.settings = client, bucket, key, settings
         try:
             resp = client.create_multipart_upload(Bucket=bucket, Key=key, **sse)
         except Exception as exc:
-            raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}") from None
+            raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}", settings) from None
         self.upload_id: str = resp["UploadId"]
         self.pending_ref = f"{key}\n{self.upload_id}"
         self._abort_tried = False
@@ -133,7 +139,9 @@ class S3Writer:
         if self._error is not None:
             err = self._error
             self.abort()
-            raise _s3_error(err, f"the write to s3://{self.bucket}/{self.key}") from None
+            raise _s3_error(
+                err, f"the write to s3://{self.bucket}/{self.key}", self.settings
+            ) from None
 
     def commit(self) -> StoredObject:
         if self._filled or not self._parts:
@@ -152,7 +160,9 @@ class S3Writer:
             )
         except Exception as exc:
             self.abort()
-            raise _s3_error(exc, f"completing s3://{self.bucket}/{self.key}") from None
+            raise _s3_error(
+                exc, f"completing s3://{self.bucket}/{self.key}", self.settings
+            ) from None
         finally:
             self._pool.shutdown(wait=False)
         etag = str(resp.get("ETag", "")).strip('"') or None
@@ -206,6 +216,7 @@ class Account:
     profile: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
+    settings: str = ""  # ATLAS_COPY_<NAME>_: where its errors tell the operator to look
 
 
 class S3Storage:
@@ -226,6 +237,7 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix
+        self.settings = account.settings if account is not None else ""
         self.sse = sse_args(sse, kms_key_id)
         # boto3's own AWS_MAX_ATTEMPTS / AWS_RETRY_MODE win when set; else 5, standard
         retries: dict[str, Any] = {}
@@ -262,13 +274,13 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def writer(self, key: str) -> S3Writer:
-        return S3Writer(self.client, self.bucket, self._key(key), self.sse)
+        return S3Writer(self.client, self.bucket, self._key(key), self.sse, self.settings)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.sse)
         except Exception as exc:
-            raise _s3_error(exc, f"the write to {self.location(key)}") from None
+            raise _s3_error(exc, f"the write to {self.location(key)}", self.settings) from None
 
     def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         return self._get(key, chunk_size)
@@ -290,13 +302,13 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise NotFound(f"The artifact {self.location(key)} is missing from S3.") from None
-            raise _s3_error(exc, f"reading {self.location(key)}") from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
         except Exception as exc:
-            raise _s3_error(exc, f"reading {self.location(key)}") from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
         try:
             yield from body.iter_chunks(chunk_size)
         except Exception as exc:
-            raise _s3_error(exc, f"reading {self.location(key)}") from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
         finally:
             body.close()
 
@@ -311,7 +323,7 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     yield str(obj["Key"]).removeprefix(strip)
         except Exception as exc:
-            raise _s3_error(exc, f"listing {self.location(prefix)}") from None
+            raise _s3_error(exc, f"listing {self.location(prefix)}", self.settings) from None
 
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
         """A private download: an unnamed temporary file that no other process can open."""
@@ -335,7 +347,7 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
-            raise _s3_error(exc, f"checking {self.location(key)}") from None
+            raise _s3_error(exc, f"checking {self.location(key)}", self.settings) from None
         return StoredObject(
             int(head["ContentLength"]),
             str(head.get("ETag", "")).strip('"'),
@@ -346,7 +358,7 @@ class S3Storage:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            raise _s3_error(exc, f"deleting {self.location(key)}") from None
+            raise _s3_error(exc, f"deleting {self.location(key)}", self.settings) from None
 
     def discard_pending(self, pending_ref: str) -> bool:
         key, _, upload_id = pending_ref.partition("\n")
@@ -371,7 +383,9 @@ class S3Storage:
                 for up in page.get("Uploads", []):
                     yield Pending(f"{up['Key']}\n{up['UploadId']}", up["Initiated"].timestamp())
         except Exception as exc:
-            raise _s3_error(exc, f"listing open uploads under {self.location(prefix)}") from None
+            raise _s3_error(
+                exc, f"listing open uploads under {self.location(prefix)}", self.settings
+            ) from None
 
     def expected_etag(self, writer: ArtifactWriter) -> str | None:
         return writer.multipart_etag() if isinstance(writer, S3Writer) else None
