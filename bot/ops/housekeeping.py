@@ -347,9 +347,16 @@ def fleet_snapshot(
     failed = [(o.database, o.error or "failed") for o in outcomes if o.snapshot is None]
     title = "Scheduled snapshot" if source == "schedule" else "Snapshot"
     head = Message(services.chat, channel or services.settings.channel)
+    made = services.catalog.copies_of(*(s.id for _, s in ok)) if ok else []
     head.post(
         messages.fleet_summary(
-            ok, failed, fleet.gone, fleet.problems, title, skipped=fleet.skipped
+            ok,
+            failed,
+            fleet.gone,
+            fleet.problems,
+            title,
+            skipped=fleet.skipped,
+            copies=messages.fleet_copies(made),
         ),
         [],
     )

@@ -478,10 +478,12 @@ def fleet_summary(
     title: str = "Scheduled snapshot",
     shown: int = 20,
     skipped: list[str] | None = None,
+    copies: str = "",
 ) -> str:
     """One message for a run over the fleet: each failure named (the first `shown`), the
-    successes counted (they are listed in the thread). One database reads as before. A
-    database the run had to skip is a failure of the run, named with why."""
+    successes counted (they are listed in the thread), and how far their copies got
+    (`fleet_copies`). One database reads as before. A database the run had to skip is a
+    failure of the run, named with why."""
     total = len(ok) + len(failed)
     lines = []
     skipped = skipped or []
@@ -489,7 +491,8 @@ def fleet_summary(
     if total == 1 and not gone and not problems:
         if ok:
             name, snap = ok[0]
-            return f":white_check_mark: {title} `{snap.id}` of {escape(name)}: {_took(snap)}"
+            also = f", {copies}" if copies else ""
+            return f":white_check_mark: {title} `{snap.id}` of {escape(name)}: {_took(snap)}{also}"
         name, error = failed[0]
         return f"<!here> :rotating_light: *{title} of {escape(name)} FAILED*: {escape(error)}"
     if failed or problems:
@@ -517,6 +520,8 @@ def fleet_summary(
             f":white_check_mark: {title}s: all {total} ok, "
             f"{human_bytes(size)} in all (listed in the thread)"
         )
+    if copies:
+        lines.append(f"Copies: {copies}")
     if gone:
         lines.append(
             f":warning: No longer on their server (snapshots kept under retention): "
@@ -539,6 +544,25 @@ def copies_summary(copies: Iterable[Copy]) -> str:
     waiting = [c for c in rows if c.state != CopyState.OK]
     if waiting:
         text += " (" + "; ".join(_waits(c) for c in waiting) + ")"
+    return text
+
+
+def fleet_copies(copies: Iterable[Copy]) -> str:
+    """A run's copies in one line: 'copied to 2 of 2' for one snapshot; for many, how many
+    of them were made, and what each destination still owes."""
+    rows = list(copies)
+    if len({c.snapshot_id for c in rows}) <= 1:
+        return copies_summary(rows) if rows else ""
+    good = sum(c.state == CopyState.OK for c in rows)
+    owed: dict[str, int] = {}
+    for c in rows:
+        if c.state != CopyState.OK:
+            owed[c.destination] = owed.get(c.destination, 0) + 1
+    text = f"{good} of {len(rows)} made"
+    if owed:
+        text += (
+            " (" + "; ".join(f"{escape(d)}: {n} pending, retried" for d, n in owed.items()) + ")"
+        )
     return text
 
 

@@ -426,7 +426,7 @@ def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
         assert sum(1 for s, f in spans if s <= start < (f or "9")) <= 2
 
 
-def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path):
+def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path, slack_api):
     """Six databases over two replicas, each snapshot copied to a folder: every copy is
     made once (one claim, one `copy.ok`), whichever replica took the snapshot."""
     names = [unique_name("c_") for _ in range(6)]
@@ -471,3 +471,8 @@ def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path):
     assert len(set(work[s.id] for s in found)) == 2, "one replica did all of it"
     for s in found:
         assert (tmp_path / "vault" / (s.storage_key or "")).is_file()
+    # the run's one message says how far its copies got (made as each snapshot was stored)
+    head = slack_api.wait_for(
+        lambda c: c["method"] == "chat.postMessage" and "Snapshots: all" in str(c["params"])
+    )
+    assert "Copies: 8 of 8 made" in head["params"]["text"], head["params"]["text"]

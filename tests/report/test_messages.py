@@ -73,3 +73,32 @@ def test_human_bytes(n: float | None, expected: str) -> None:
 )
 def test_human_seconds(s: float | None, expected: str) -> None:
     assert human_seconds(s) == expected
+
+
+def test_a_fleet_run_says_how_far_its_copies_got():
+    from bot.records import Copy, CopyState
+
+    def copy(snap: str, dest: str, state: CopyState) -> Copy:
+        return Copy(
+            key=f"{snap}:{dest}", snapshot_id=snap, destination=dest, database="db", state=state
+        )
+
+    made = [copy(f"s{i}", d, CopyState.OK) for i in range(3) for d in ("vault", "offsite")]
+    made[-1] = copy("s2", "offsite", CopyState.PENDING)
+    made.append(copy("s3", "offsite", CopyState.PENDING))
+    line = messages.fleet_copies(made)
+    assert line == "5 of 7 made (offsite: 2 pending, retried)"
+    ok = [
+        (f"db{i}", Snapshot(id=f"s{i}", database=f"db{i}", size_bytes=10, duration_s=1.0))
+        for i in range(4)
+    ]
+    text = messages.fleet_summary(ok, [], [], [], "Snapshot", copies=line)
+    assert text.splitlines()[-1] == "Copies: 5 of 7 made (offsite: 2 pending, retried)"
+    one = messages.fleet_copies(
+        [copy("s0", "vault", CopyState.OK), copy("s0", "offsite", CopyState.OK)]
+    )
+    assert one == "copied to 2 of 2"
+    single = messages.fleet_summary(ok[:1], [], [], [], "Snapshot", copies=one)
+    assert single.endswith(", copied to 2 of 2") and "\n" not in single
+    assert messages.fleet_copies([]) == ""
+    assert "Copies" not in messages.fleet_summary(ok, [], [], [], "Snapshot")
