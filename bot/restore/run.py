@@ -256,7 +256,8 @@ class Restores:
             request_id=request_id,
             snapshot_id=job.snap.id,
             database=job.target.name,
-            target=job.dest.describe(),
+            # a refresh ends in staging, whatever it is built in first (`new_db`)
+            target=(job.staging if job.kind == Kind.RESTORE else job.dest).describe(),
             requested_by=job.requested_by,
             approved_by=approved_by or [],
             tables=[str(t) for t in job.tables],

@@ -88,6 +88,9 @@ def test_a_refresh_swaps_in_a_verified_database_with_stagings_owner_grants_and_s
     )
     assert job.status == "passed", job
     assert job.swapped and job.swap_s is not None and job.swap_s < 1.0
+    # the record names where the data ends up (staging), and what it was built in
+    assert job.target == services.restores.staging_for(snap)[1].describe(), job.target
+    assert job.target.endswith(f"/{staging}") and (job.new_db or "").startswith("atlas_refresh_")
     assert _counts(pg, staging, expected) == expected
     assert _shape(pg, staging) == before  # owner, grants, settings, limit, comment
     assert before[0].startswith("app_") and "pg_monitor:CONNECT:true" in before[3]
