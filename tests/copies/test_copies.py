@@ -9,8 +9,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -21,7 +19,7 @@ from bot.ops import copies as copy_ops
 from bot.ops import housekeeping, status
 from bot.ops.metrics import render
 from bot.records import CopyState, copy_key
-from tests.support.helpers import add_bulk, run_cli, services_for
+from tests.support.helpers import add_bulk, run_cli, services_for, start_cli
 from tests.support.pg import fill_sample
 from tests.support.slack import FakeSlackApi
 
@@ -155,13 +153,7 @@ def test_ctrl_c_mid_snapshot_leaves_no_copy_anywhere(pg_url, tmp_path, offsite, 
     fill_sample(pg_url, 200)
     add_bulk(pg_url, 120)
     env = copies_env(tmp_path, pg_url, offsite, nas)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "snapshot"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_cli(["snapshot"], env, tmp_path, output=True)
     deadline = time.monotonic() + 60
     while not any(p.is_file() for p in nas.rglob("*")):  # the copy is being written
         assert proc.poll() is None and time.monotonic() < deadline, "no copy streamed"
@@ -188,13 +180,7 @@ def test_a_copy_killed_mid_write_leaves_nothing_behind_after_housekeeping(
     add_bulk(pg_url, 60)
     env = copies_env(tmp_path, pg_url, offsite, nas)
     offsite.proxy.throttle(400_000)  # the copy lags: the kill finds it mid-upload
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "snapshot"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(["snapshot"], env, tmp_path)
 
     def uploads() -> list[str]:
         found = offsite.client.list_multipart_uploads(Bucket=offsite.bucket)

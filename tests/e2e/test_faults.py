@@ -29,6 +29,7 @@ from tests.support.helpers import (
     serve_command,
     services_for,
     settings_for,
+    start_cli,
     storage_files,
 )
 from tests.support.pg import fill_sample
@@ -243,13 +244,7 @@ def test_a_killed_cli_snapshot_is_closed_out_by_the_next_command(pg_url, tmp_pat
         ATLAS_CHANNEL="CKILL",
         ATLAS_ZSTD_LEVEL="19",  # slow enough to be caught mid-dump
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "snapshot"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(["snapshot"], env, tmp_path)
     folder = tmp_path / "backups"
     deadline = time.time() + 60
     while not any(p.name.endswith(".partial") for p in folder.rglob("*")):

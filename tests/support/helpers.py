@@ -67,6 +67,17 @@ def run_cli(
     )
 
 
+def start_cli(
+    args: list[str], env: dict[str, str], cwd: Path, *, output: bool = False
+) -> subprocess.Popen[bytes]:
+    """`atlas ARGS` started and left running (to be signalled or killed mid-way); its
+    output piped with `output`, else thrown away."""
+    out = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", *args], env=env, cwd=cwd, stdout=out, stderr=out
+    )
+
+
 def services_for(settings: Settings, slack: Any = None) -> Services:
     """Services on the settings' catalog; `slack` is a WebClient (pointed at the fake)."""
     chat = SlackChat(slack) if slack is not None else NoChat()
