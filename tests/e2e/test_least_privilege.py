@@ -50,14 +50,15 @@ def test_snapshot_drill_and_refresh_without_superuser(pg, least_privilege, shop,
         == shop["app.order_items"]
     )
     # the staging it replaced is kept, owned as staging was
-    assert restored.swapped and _databases(pg, "atlas_kept_%") == {restored.kept_db}
+    kept_here = f"atlas\\_kept\\_{lp.staging}\\_%"  # other tests' staging may be kept too
+    assert restored.swapped and _databases(pg, kept_here) == {restored.kept_db}
     owners = "SELECT datdba::regrole::text FROM pg_database WHERE datname = %s"
     assert pg.execute("postgres", owners, [lp.staging])[0][0] == lp.owner
     assert pg.execute("postgres", owners, [restored.kept_db])[0][0] == lp.owner
     # and again over its own earlier content, as a weekly refresh does: one kept at a time
     again = refresh.restores.run(kind="restore", snap_id=snap.id, requested_by="ops")
     assert again.status == "passed", again
-    assert _databases(pg, "atlas_kept_%") == {again.kept_db} != {restored.kept_db}
+    assert _databases(pg, kept_here) == {again.kept_db} != {restored.kept_db}
     assert refresh.catalog.get_job(restored.id).kept_dropped == 1
 
     # some tables: proven alone by the CREATEDB-only role, replaced in place by the owner

@@ -611,12 +611,18 @@ def pg() -> Iterator[PgCluster]:
 
 @pytest.fixture
 def pg_db(pg: PgCluster) -> Iterator[str]:
-    """A fresh, empty database ``t_<hex>``; dropped (forcefully) afterwards."""
+    """A fresh, empty database ``t_<hex>``; dropped (forcefully) afterwards, with every
+    database named after it (its staging, and what refreshes of that staging kept), so
+    that no test sees another's leftovers on the worker's cluster."""
     name = pg.create_database(unique_name("t_"))
     try:
         yield name
     finally:
-        pg.drop_database(name)
+        rows = pg.execute(
+            "postgres", "SELECT datname FROM pg_database WHERE strpos(datname, %s) > 0", [name]
+        )
+        for (found,) in rows:
+            pg.drop_database(found)
 
 
 @pytest.fixture
