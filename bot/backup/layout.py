@@ -20,9 +20,14 @@ def new_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
+def database_prefix(target: DatabaseTarget) -> str:
+    """Where a database's snapshots lie: environment/database/."""
+    return f"{target.environment}/{target.name}/"
+
+
 def artifact_key(target: DatabaseTarget, snap_id: str, *, encrypted: bool = False) -> str:
     """Production and staging stay apart: environment/database/id."""
-    key = f"{target.environment}/{target.name}/{snap_id}.dump.zst"
+    key = f"{database_prefix(target)}{snap_id}.dump.zst"
     return key + ENCRYPTED_SUFFIX if encrypted else key
 
 

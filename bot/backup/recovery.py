@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection, Iterable, Iterator
 
+from bot.backup.layout import database_prefix
 from bot.catalog import Catalog
 from bot.config import Settings
 from bot.errors import AtlasError
 from bot.records import Snapshot, SnapshotStatus
-from bot.store import LazyStorage
+from bot.store import LazyStorage, Pending, Storage
 
 log = logging.getLogger(__name__)
+
+
+def unowned_writes(
+    storage: Storage, prefixes: Iterable[str], owners: Collection[str], cutoff: float
+) -> Iterator[Pending]:
+    """Unfinished writes under `prefixes` begun before `cutoff` (epoch seconds) whose name
+    carries none of `owners`, the ids of snapshots still being written. A write's name
+    holds its snapshot's id from its first byte, before the catalog records it, so a
+    running one is spared whatever start date the server reports (moto says 2010)."""
+    for prefix in sorted(prefixes):
+        for found in list(storage.pending(prefix)):
+            if found.started < cutoff and not any(i in found.ref for i in owners):
+                yield found
 
 
 class Recovery:
@@ -43,24 +58,16 @@ class Recovery:
 
     def sweep_pending(self, older_than_s: float = 3600.0) -> list[str]:
         """Remove unfinished writes in storage that no running snapshot owns: partial files
-        and open S3 uploads a crash left unrecorded. Those younger than `older_than_s` are
-        left alone, in case another process has just started them, and so are those whose
-        name carries a running snapshot's id (moto dates every upload in 2010)."""
+        and open S3 uploads a crash left unrecorded (`unowned_writes`)."""
         live = self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
-        running = {s.pending_ref for s in live if s.pending_ref}
-        # a snapshot that has opened its write but not yet recorded its name owns it too
-        live_ids = [s.id for s in live]
-        cutoff = time.time() - older_than_s
+        prefixes = {database_prefix(t) for t in self.settings.databases.values()}
         removed = []
-        for target in self.settings.databases.values():
-            for found in self.store.get().pending(f"{target.environment}/{target.name}/"):
-                if found.ref in running or found.started >= cutoff:
-                    continue
-                if any(i in found.ref for i in live_ids):
-                    continue
-                if self._discard(found.ref):
-                    self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])
-                    removed.append(found.ref)
+        for found in unowned_writes(
+            self.store.get(), prefixes, {s.id for s in live}, time.time() - older_than_s
+        ):
+            if self._discard(found.ref):
+                self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])
+                removed.append(found.ref)
         return removed
 
     def _discard_unfinished(self, key: str) -> bool:

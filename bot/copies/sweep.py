@@ -8,12 +8,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bot.backup.layout import database_prefix
+from bot.backup.recovery import unowned_writes
 from bot.errors import AtlasError
 from bot.records import SnapshotStatus
 
 if TYPE_CHECKING:
     from bot.copies.copier import Copier
-    from bot.store import Storage
+    from bot.store import Pending, Storage
 
 log = logging.getLogger(__name__)
 
@@ -22,40 +24,34 @@ def sweep_pending(copier: Copier, older_than_s: float = 3600.0) -> list[str]:
     """Remove, in every destination, the unfinished writes older than `older_than_s` that
     no running snapshot and no copy being made owns; returns `NAME: key` of each."""
     settings, catalog = copier.settings, copier.catalog
-    if not settings.copies:
-        return []
     live = catalog.catalog_clock() - settings.stale_after_s  # a claim beaten since is live
-    busy = {
+    owners = {
         c.snapshot_id
         for c in catalog.unfinished_copies()
         if c.owner and (c.heartbeat_at or 0.0) > live
     }
-    busy |= {s.id for s in catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)}
+    owners |= {s.id for s in catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)}
+    prefixes = {database_prefix(t) for t in settings.databases.values()}
     cutoff = time.time() - older_than_s
-    prefixes = sorted({f"{t.environment}/{t.name}/" for t in settings.databases.values()})
     removed: list[str] = []
     for name in settings.copies:
-        try:
+        try:  # one destination that cannot be reached now is tried at the next housekeeping
             storage = copier.storage(name)
-            for prefix in prefixes:
-                removed += _sweep(storage, name, prefix, busy, cutoff)
-        except Exception as exc:  # unreachable now: the next housekeeping tries again
+            found = list(unowned_writes(storage, prefixes, owners, cutoff))
+        except Exception as exc:
             log.warning("cannot list the unfinished writes in copy %s yet: %s", name, exc)
+            continue
+        removed += [f"{name}: {f.ref.split(chr(10))[0]}" for f in found if _discard(storage, f)]
     for what in removed:
         catalog.audit("atlas", "copy.discarded", what)
     return removed
 
 
-def _sweep(storage: Storage, name: str, prefix: str, busy: set[str], cutoff: float) -> list[str]:
-    out = []
-    for found in list(storage.pending(prefix)):
-        if found.started >= cutoff or any(i in found.ref for i in busy):
-            continue
-        try:
-            gone = storage.discard_pending(found.ref)
-        except AtlasError as exc:
-            log.warning("cannot remove the unfinished write in copy %s yet: %s", name, exc)
-            continue
-        if gone:
-            out.append(f"{name}: {found.ref.split(chr(10))[0]}")
-    return out
+def _discard(storage: Storage, found: Pending) -> bool:
+    try:
+        return storage.discard_pending(found.ref)
+    except AtlasError as exc:
+        log.warning(
+            "cannot remove the unfinished write %s yet: %s", found.ref.split(chr(10))[0], exc
+        )
+        return False
