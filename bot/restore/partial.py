@@ -47,7 +47,7 @@ DEPENDS = re.compile(
 )
 
 
-def _lacking(exc: AtlasError) -> AtlasError:
+def _explained(exc: AtlasError) -> AtlasError:
     """A table restored in place needs what staging already holds (its extensions,
     types, schemas): when staging lacks one, say so and how to get it there. When
     staging has something of its own over a table (a view the snapshot lacks), which
@@ -194,7 +194,7 @@ def feed_cut(
         cut.release()
         code, stderr = restore.finish()
         if code != 0:
-            raise _lacking(restore_failed(stderr, code))
+            raise _explained(restore_failed(stderr, code))
     except BaseException:
         restore.kill()
         raise
@@ -252,7 +252,7 @@ def _drop_partitioned(chosen: Selection) -> str:
 
 
 def epilogue(
-    chosen: Selection, manifest: dict[str, Any], tag: str, given_back: Sequence[str] = ()
+    chosen: Selection, manifest: dict[str, Any], tag: str, given_back: Sequence[str]
 ) -> str:
     """Runs last: the row counts and sequences the manifest recorded (a difference
     raises, and the transaction is not committed), then every foreign key between a

@@ -86,14 +86,16 @@ def statements(before: dict[str, Held]) -> list[str]:
     """SQL that gives each relation back its owner, then its grants (a sequence follows
     its table's owner: it cannot be given one of its own)."""
     out = [
-        f"ALTER TABLE {h.name} OWNER TO {_role(h.owner)}" for h in before.values() if not h.sequence
+        f"ALTER TABLE {h.name} OWNER TO {_ident(h.owner)}"
+        for h in before.values()
+        if not h.sequence
     ]
     for h in before.values():
         kind = "SEQUENCE" if h.sequence else "TABLE"
         for g in sorted(h.grants):
             cols = f" ({_ident(g.column)})" if g.column else ""
             option = " WITH GRANT OPTION" if g.grantable else ""
-            who = _role(g.grantee) if g.grantee else "PUBLIC"
+            who = _ident(g.grantee) if g.grantee else "PUBLIC"
             out.append(f"GRANT {g.privilege}{cols} ON {kind} {h.name} TO {who}{option}")
     return out
 
@@ -126,8 +128,5 @@ def _qualified(table: str) -> str:
 
 
 def _ident(name: str) -> str:
-    return sql.Identifier(name).as_string(None)
-
-
-def _role(name: str) -> str:
+    """A column's or a role's name, quoted."""
     return sql.Identifier(name).as_string(None)

@@ -17,8 +17,8 @@ from bot.errors import AtlasError, NotFound
 from bot.store.base import CHUNK, ArtifactWriter, Pending, StoredObject
 
 
-def _s3_error(exc: Exception, what: str, settings: str = "") -> AtlasError:
-    """`exc` in one line with what to do; `settings` is a copy destination's
+def _s3_error(exc: Exception, what: str, setting_prefix: str = "") -> AtlasError:
+    """`exc` in one line with what to do; `setting_prefix` is a copy destination's
     ATLAS_COPY_<NAME>_ prefix (its endpoint and keys), "" for ATLAS_STORAGE's boto3 chain."""
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -30,10 +30,12 @@ def _s3_error(exc: Exception, what: str, settings: str = "") -> AtlasError:
             "check the bucket name, its policy and the credentials Atlas runs with",
         )
     if isinstance(exc, EndpointConnectionError):
-        endpoint = f"{settings}ENDPOINT_URL" if settings else "AWS_ENDPOINT_URL"
+        endpoint = f"{setting_prefix}ENDPOINT_URL" if setting_prefix else "AWS_ENDPOINT_URL"
         return AtlasError(f"Cannot reach S3 for {what}: {exc}", f"check {endpoint}/network")
     if isinstance(exc, NoCredentialsError):
-        keys = f"{settings}ACCESS_KEY_ID/SECRET_ACCESS_KEY (or PROFILE)" if settings else "AWS_*"
+        keys = "AWS_*"
+        if setting_prefix:
+            keys = f"{setting_prefix}ACCESS_KEY_ID/SECRET_ACCESS_KEY (or PROFILE)"
         return AtlasError(f"No AWS credentials for {what}.", f"set {keys} or an instance role")
     return AtlasError(f"S3 failed during {what}: {exc}")
 
@@ -52,13 +54,20 @@ class S3Writer:
     IN_FLIGHT = 2
 
     def __init__(
-        self, client: Any, bucket: str, key: str, sse: dict[str, str], settings: str = ""
+        self, client: Any, bucket: str, key: str, sse: dict[str, str], setting_prefix: str = ""
     ) -> None:
-        self.client, self.bucket, self.key, self.settings = client, bucket, key, settings
+        self.client, self.bucket, self.key, self.setting_prefix = (
+            client,
+            bucket,
+            key,
+            setting_prefix,
+        )
         try:
             resp = client.create_multipart_upload(Bucket=bucket, Key=key, **sse)
         except Exception as exc:
-            raise _s3_error(exc, f"starting the upload of s3://{bucket}/{key}", settings) from None
+            raise _s3_error(
+                exc, f"starting the upload of s3://{bucket}/{key}", setting_prefix
+            ) from None
         self.upload_id: str = resp["UploadId"]
         self.pending_ref = f"{key}\n{self.upload_id}"
         self._abort_tried = False
@@ -140,7 +149,7 @@ class S3Writer:
             err = self._error
             self.abort()
             raise _s3_error(
-                err, f"the write to s3://{self.bucket}/{self.key}", self.settings
+                err, f"the write to s3://{self.bucket}/{self.key}", self.setting_prefix
             ) from None
 
     def commit(self) -> StoredObject:
@@ -161,7 +170,7 @@ class S3Writer:
         except Exception as exc:
             self.abort()
             raise _s3_error(
-                exc, f"completing s3://{self.bucket}/{self.key}", self.settings
+                exc, f"completing s3://{self.bucket}/{self.key}", self.setting_prefix
             ) from None
         finally:
             self._pool.shutdown(wait=False)
@@ -216,7 +225,7 @@ class Account:
     profile: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = field(default=None, repr=False)
-    settings: str = ""  # ATLAS_COPY_<NAME>_: where its errors tell the operator to look
+    setting_prefix: str = ""  # ATLAS_COPY_<NAME>_: where its errors tell the operator to look
 
 
 class S3Storage:
@@ -237,7 +246,7 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix
-        self.settings = account.settings if account is not None else ""
+        self.setting_prefix = account.setting_prefix if account is not None else ""
         self.sse = sse_args(sse, kms_key_id)
         # boto3's own AWS_MAX_ATTEMPTS / AWS_RETRY_MODE win when set; else 5, standard
         retries: dict[str, Any] = {}
@@ -274,13 +283,15 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def writer(self, key: str) -> S3Writer:
-        return S3Writer(self.client, self.bucket, self._key(key), self.sse, self.settings)
+        return S3Writer(self.client, self.bucket, self._key(key), self.sse, self.setting_prefix)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **self.sse)
         except Exception as exc:
-            raise _s3_error(exc, f"the write to {self.location(key)}", self.settings) from None
+            raise _s3_error(
+                exc, f"the write to {self.location(key)}", self.setting_prefix
+            ) from None
 
     def read(self, key: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
         return self._get(key, chunk_size)
@@ -302,13 +313,13 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise NotFound(f"The artifact {self.location(key)} is missing from S3.") from None
-            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.setting_prefix) from None
         except Exception as exc:
-            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.setting_prefix) from None
         try:
             yield from body.iter_chunks(chunk_size)
         except Exception as exc:
-            raise _s3_error(exc, f"reading {self.location(key)}", self.settings) from None
+            raise _s3_error(exc, f"reading {self.location(key)}", self.setting_prefix) from None
         finally:
             body.close()
 
@@ -323,7 +334,7 @@ class S3Storage:
                 for obj in page.get("Contents", []):
                     yield str(obj["Key"]).removeprefix(strip)
         except Exception as exc:
-            raise _s3_error(exc, f"listing {self.location(prefix)}", self.settings) from None
+            raise _s3_error(exc, f"listing {self.location(prefix)}", self.setting_prefix) from None
 
     def open_copy(self, key: str, work_dir: Path) -> BinaryIO:
         """A private download: an unnamed temporary file that no other process can open."""
@@ -347,7 +358,7 @@ class S3Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
-            raise _s3_error(exc, f"checking {self.location(key)}", self.settings) from None
+            raise _s3_error(exc, f"checking {self.location(key)}", self.setting_prefix) from None
         return StoredObject(
             int(head["ContentLength"]),
             str(head.get("ETag", "")).strip('"'),
@@ -358,7 +369,7 @@ class S3Storage:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
-            raise _s3_error(exc, f"deleting {self.location(key)}", self.settings) from None
+            raise _s3_error(exc, f"deleting {self.location(key)}", self.setting_prefix) from None
 
     def discard_pending(self, pending_ref: str) -> bool:
         key, _, upload_id = pending_ref.partition("\n")
@@ -384,7 +395,7 @@ class S3Storage:
                     yield Pending(f"{up['Key']}\n{up['UploadId']}", up["Initiated"].timestamp())
         except Exception as exc:
             raise _s3_error(
-                exc, f"listing open uploads under {self.location(prefix)}", self.settings
+                exc, f"listing open uploads under {self.location(prefix)}", self.setting_prefix
             ) from None
 
     def expected_etag(self, writer: ArtifactWriter) -> str | None:

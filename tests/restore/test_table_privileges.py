@@ -1,7 +1,8 @@
 """`--table` into staging keeps what staging's application relies on: the owner and the
 grants of each table replaced (its columns and owned sequences included), and a
 partitioned table comes with its partitions, at every level, in a drill, a fetch and a
-restore. Against a real server, with roles of its own."""
+restore. Against a real server, with roles of its own; `pg_db` drops staging and what
+the refreshes kept."""
 
 from __future__ import annotations
 
@@ -97,9 +98,6 @@ def test_a_table_replaced_keeps_its_owner_and_every_grant_staging_gave(
             " SELECT customer_id, status, now() FROM app.orders LIMIT 1"
         )
         c.execute("UPDATE app.orders SET note = 'x' WHERE id = 1")
-    for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
-        if name == staging or name.startswith(f"atlas_kept_{staging}"):
-            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_what_was_not_given_back_is_named_in_plain_words():
@@ -187,9 +185,6 @@ def test_a_partitioned_table_comes_with_its_partitions_at_every_level(pg, pg_db,
     ).stdout
     data = {ln.split()[-2] for ln in listed.splitlines() if " TABLE DATA public " in ln}
     assert data == {"events_2025", "events_2026_a", "events_2026_b"}, listed
-    for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
-        if name == staging or name.startswith(f"atlas_kept_{staging}"):
-            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_a_view_only_staging_has_over_a_table_is_named_and_staging_is_untouched(
@@ -218,6 +213,3 @@ def test_a_view_only_staging_has_over_a_table_is_named_and_staging_is_untouched(
     assert "drop public.recent in staging and create it again" in (job.error or "")
     assert (job.error or "").endswith("was not touched.")
     assert pg.execute(staging, "SELECT count(*) FROM public.other")[0][0] == 5
-    for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
-        if name == staging or name.startswith(f"atlas_kept_{staging}"):
-            pg.execute("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
