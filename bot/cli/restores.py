@@ -53,6 +53,8 @@ def _restore_command(
                 f"Snapshot {snap.id} is of {snap.database}, not {database}.",
                 f"name a snapshot of {database}, or leave out --db",
             )
+        if tables:  # a mistyped table is refused before anything is asked or announced
+            tables = services.restores.check_tables(snap, tables)
         _, staging = services.restores.staging_for(snap, kind)
         where = (
             f"a new scratch database on {staging.describe().rsplit('/', 1)[0]}"

@@ -11,6 +11,7 @@ Pure: a parsed table of contents and names in, the entries to keep out.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -60,13 +61,15 @@ def known_tables(
     listed = (manifest or {}).get("tables")
     if not tables or not isinstance(listed, dict):
         return
-    parents = set((manifest or {}).get("partitioned") or ())  # not in "tables": no rows
-    missing = [str(t) for t in tables if str(t) not in listed and str(t) not in parents]
+    known = set(listed) | set((manifest or {}).get("partitioned") or ())  # parents: no rows
+    missing = [str(t) for t in tables if str(t) not in known]
     if missing:
-        some = ", ".join(sorted(listed)[:8]) + (", …" if len(listed) > 8 else "")
+        close = [m for n in missing for m in difflib.get_close_matches(n, known, n=1)]
+        some = ", ".join(sorted(known)[:8]) + (", …" if len(known) > 8 else "")
         raise AtlasError(
             f"Snapshot {snap_id} has no table {', '.join(missing)}.",
-            f"name them as SCHEMA.TABLE; it has {some or 'none'}",
+            (f"did you mean {', '.join(close)}? " if close else "")
+            + f"name them as SCHEMA.TABLE; it has {some or 'none'}",
         )
 
 

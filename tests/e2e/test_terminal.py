@@ -121,6 +121,21 @@ def test_drill_and_restore_ask_at_a_terminal(pg, least_privilege, terminal_env, 
     assert pg.execute(least_privilege.staging, staging_tables)[0][0] == 24
 
 
+def test_a_mistyped_table_is_refused_before_the_prompt(pg, least_privilege, terminal_env, tmp_path):
+    """`--table` names are checked against the snapshot before anything is asked: a typo
+    answers at once, in one line naming the nearest table, and nothing starts."""
+    assert _finish(_spawn("atlas snapshot", terminal_env, tmp_path))[0] == 0
+    for typed, named in (("app.ordres", "app.ordres"), ("orders", "public.orders")):
+        child = _spawn(f"atlas restore latest --table {typed}", terminal_env, tmp_path)
+        index = child.expect([r"\[y/N\]", pexpect.EOF])
+        out = _plain(child.before or "")
+        child.close()
+        assert index == 1, f"asked before checking the table: {out}"
+        assert child.exitstatus == 1 and f"has no table {named}." in out, out
+        assert "did you mean app.orders?" in out and "Traceback" not in out, out
+    assert open_catalog(terminal_env["ATLAS_STATE"]).list_jobs(limit=5) == []
+
+
 # -- Ctrl-C and waits: one truthful line, whatever was running ---------------------------
 
 
