@@ -60,7 +60,7 @@ def _explained(exc: AtlasError) -> AtlasError:
             "does not (staging has drifted from the snapshot); replacing the table would "
             "drop it.",
             f"drop {name} in staging and create it again after the restore, or refresh the "
-            "whole database (atlas restore ID, without --table)",
+            "whole database: atlas restore ID, without --table",
         )
     found = LACKS.search(exc.message)
     if found is None:
