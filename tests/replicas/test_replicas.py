@@ -433,6 +433,7 @@ def test_a_fleet_run_with_copies_makes_each_copy_once(replicas, pg, tmp_path, sl
     for name in names:
         pg.create_database(name)
         fill_sample(pg.url(name), rows=200)
+        add_bulk(pg.url(name), 4)  # long enough that the other replica's poll finds work
     host = f"{pg.host}:{pg.port}"
     config = replicas.tmp / "atlas.toml"
     config.write_text(
