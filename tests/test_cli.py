@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from tests.support import pick_free_port
+from tests.support import closed_port
 from tests.support.catalogs import catalog_text
 from tests.support.helpers import cli_env
 from tests.support.pg import PgCluster, fill_sample, unique_name
@@ -374,7 +374,7 @@ def _storage_files(atlas: Atlas) -> list[Path]:
 
 
 def test_unreachable_database(pg: PgCluster, pg_db: str, tmp_path: Path) -> None:
-    port = pick_free_port()
+    port = closed_port()
     url = f"postgresql://{pg.superuser}:{pg.password}@127.0.0.1:{port}/{pg_db}"
     atlas = Atlas(tmp_path, url)
     res = atlas("snapshot", "--note", "nobody home")
@@ -419,7 +419,7 @@ def test_wrong_password(pg: PgCluster, pg_db: str, tmp_path: Path) -> None:
 
 
 def test_json_failure(pg: PgCluster, pg_db: str, tmp_path: Path) -> None:
-    url = f"postgresql://{pg.superuser}:{pg.password}@127.0.0.1:{pick_free_port()}/{pg_db}"
+    url = f"postgresql://{pg.superuser}:{pg.password}@127.0.0.1:{closed_port()}/{pg_db}"
     atlas = Atlas(tmp_path, url)
     res = atlas("snapshot", "--json")
     assert res.code == 1

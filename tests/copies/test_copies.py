@@ -215,11 +215,11 @@ def test_a_copy_killed_mid_write_leaves_nothing_behind_after_housekeeping(
 def test_an_unreachable_destination_names_its_own_endpoint_setting(pg_url, tmp_path, offsite, nas):
     """A copy's endpoint is ATLAS_COPY_<NAME>_ENDPOINT_URL, not ATLAS_STORAGE's
     AWS_ENDPOINT_URL: the error says which to check."""
-    from tests.support import pick_free_port
+    from tests.support import closed_port
 
     fill_sample(pg_url, 50)
     env = copies_env(tmp_path, pg_url, offsite, nas, AWS_MAX_ATTEMPTS="1")
-    env["ATLAS_COPY_OFFSITE_ENDPOINT_URL"] = f"http://127.0.0.1:{pick_free_port()}"
+    env["ATLAS_COPY_OFFSITE_ENDPOINT_URL"] = f"http://127.0.0.1:{closed_port()}"
     done = run_cli(["snapshot"], env, tmp_path, text=True)
     assert done.returncode == 0, done.stderr
     still = run_cli(["copy"], env, tmp_path, text=True)

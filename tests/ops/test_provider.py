@@ -13,7 +13,7 @@ import pytest
 from bot.errors import AtlasError
 from bot.ops import provider
 from bot.ops.provider import ProviderStatus, check, evaluate, snapshot_identifier, start_snapshot
-from tests.support import pick_free_port
+from tests.support import closed_port
 from tests.support.rds import (
     RDS_REGION,
     create_cluster,
@@ -383,7 +383,7 @@ def test_unknown_credentials_are_explained(rds_client: Any, rds_env: str) -> Non
 
 
 def test_unreachable_endpoint(rds_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    dead = f"http://127.0.0.1:{pick_free_port()}"
+    dead = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
     # One attempt (the default client's standard back-off would only add seconds here).
     quick = boto3.client("rds", config=botocore.config.Config(retries={"max_attempts": 1}))

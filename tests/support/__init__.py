@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["pick_free_port"]
+__all__ = ["closed_port", "pick_free_port"]
+
+_HELD: list[socket.socket] = []
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:
@@ -18,3 +20,12 @@ def pick_free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def closed_port(host: str = "127.0.0.1") -> int:
+    """Return a port nothing will ever answer on: bound (not listening) and held
+    until this process ends, so no server of a parallel test can take it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    _HELD.append(sock)
+    return int(sock.getsockname()[1])

@@ -19,7 +19,7 @@ import pytest
 
 from bot.records import AuditEntry
 from bot.services import Services
-from tests.support import pick_free_port
+from tests.support import closed_port
 from tests.support.bot import Bot, start_bot
 from tests.support.pg import PgCluster, fill_sample
 from tests.support.rds import rds_client, rds_env, rds_server
@@ -123,7 +123,7 @@ def age_drill(services: Services, drill_id: str, days: float) -> None:
 
 
 def closed_port_url(dbname: str) -> str:
-    return f"postgresql://postgres@127.0.0.1:{pick_free_port()}/{dbname}?connect_timeout=3"
+    return f"postgresql://postgres@127.0.0.1:{closed_port()}/{dbname}?connect_timeout=3"
 
 
 def housekeeping_runs(services: Services) -> int:
