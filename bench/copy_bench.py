@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.s3 import make_s3_client, moto_server
 
     with contextlib.ExitStack() as stack:
-        cluster = stack.enter_context(PgCluster())
+        cluster = stack.enter_context(PgCluster(in_memory=False))
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-copy-")))
         first = stack.enter_context(moto_server())
         if args.copy_server == "moto":

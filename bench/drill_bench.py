@@ -430,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Path(tempfile.mkdtemp(prefix="atlas-drill-bench-"))
             stack.callback(shutil.rmtree, work, ignore_errors=True)
             log("starting a throwaway PostgreSQL cluster ...")
-            cluster = PgCluster(password_auth=True)
+            cluster = PgCluster(password_auth=True, in_memory=False)
             cluster.start()
             stack.callback(cluster.stop)  # also removes every database, scratch ones included
             pg_restore = os.path.join(cluster.bindir, "pg_restore")

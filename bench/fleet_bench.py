@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
 
     order = random.Random(args.seed)
     parallels = [int(x) for x in args.parallel.split(",")]
-    with PgCluster() as cluster, tempfile.TemporaryDirectory(prefix="atlas-fleet-") as tmp:
+    with (
+        PgCluster(in_memory=False) as cluster,
+        tempfile.TemporaryDirectory(prefix="atlas-fleet-") as tmp,
+    ):
         log(f"creating {args.databases} databases of {args.rows} users each ...")
         began = time.perf_counter()
         names = [f"fleet_{i:03d}" for i in range(args.databases)]

@@ -200,7 +200,11 @@ def main() -> int:
     from tests.support.slack import FakeSlackApi
 
     rounds = []
-    with PgCluster() as cluster, FakeSlackApi() as slack, tempfile.TemporaryDirectory() as tmp:
+    with (
+        PgCluster(in_memory=False) as cluster,
+        FakeSlackApi() as slack,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         cluster.create_database("app")
         fill_sample(cluster.url("app"), rows=100)
         for n in range(args.rounds):

@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     atlas = atlas_command()
     result: dict[str, object] = {}
-    with PgCluster() as cluster, tempfile.TemporaryDirectory(prefix="atlas-replicas-") as tmp:
+    with (
+        PgCluster(in_memory=False) as cluster,
+        tempfile.TemporaryDirectory(prefix="atlas-replicas-") as tmp,
+    ):
         folder = Path(tmp)
         cluster.create_database("app")
         fill_sample(cluster.url("app"), rows=200)

@@ -1177,7 +1177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Path(tempfile.mkdtemp(prefix="atlas-bench-"))
             stack.callback(shutil.rmtree, work, ignore_errors=True)
             log("starting a throwaway PostgreSQL cluster ...")
-            cluster = PgCluster(password_auth=True)
+            cluster = PgCluster(password_auth=True, in_memory=False)
             cluster.start()
             stack.callback(cluster.stop)
             meta["server"] = cluster.execute("postgres", "SHOW server_version")[0][0]

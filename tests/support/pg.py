@@ -58,6 +58,29 @@ def pg_bindir() -> str:
     raise RuntimeError("PostgreSQL server binaries (initdb/pg_ctl) not found")
 
 
+MEMORY_ROOM = 4 << 30  # free space /dev/shm must have for test clusters to go there
+
+
+def memory_folder(where: str = "/dev/shm") -> str | None:
+    """`where` when it is a tmpfs with room, else None (the usual temp folder).
+
+    Test clusters create and drop thousands of databases of ~300 files each. On an ext4
+    root, after enough of that churn, each new file's inode search walks past recently
+    deleted ones (perf: ext4_create -> recently_deleted), and CREATE DATABASE took 200-240
+    ms of CPU instead of 14-24 ms on tmpfs. Benches pass in_memory=False: a real server's
+    data is on disk."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            kinds = {fields[1]: fields[2] for fields in (line.split() for line in fh)}
+        room = os.statvfs(where)
+    except OSError:
+        return None
+    writable = os.access(where, os.W_OK | os.X_OK)
+    if kinds.get(where) != "tmpfs" or not writable or room.f_bavail * room.f_frsize < MEMORY_ROOM:
+        return None
+    return where
+
+
 class PgCluster:
     """A private PostgreSQL cluster listening on 127.0.0.1:<free port> and a unix socket.
 
@@ -68,8 +91,15 @@ class PgCluster:
     host = "127.0.0.1"
     superuser = "postgres"
 
-    def __init__(self, *, password_auth: bool = True, password: str = DEFAULT_PASSWORD) -> None:
+    def __init__(
+        self,
+        *,
+        password_auth: bool = True,
+        password: str = DEFAULT_PASSWORD,
+        in_memory: bool = True,
+    ) -> None:
         self.password_auth = password_auth
+        self.in_memory = in_memory
         self.password: str | None = password if password_auth else None
         self.port: int = 0
         self.base_dir: str = ""
@@ -107,7 +137,8 @@ class PgCluster:
     def start(self) -> PgCluster:
         """initdb + pg_ctl start on a free port; retries with a new port on a port race."""
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        self.base_dir = tempfile.mkdtemp(prefix=f"atlas-pg-{worker}-")
+        parent = memory_folder() if self.in_memory else None
+        self.base_dir = tempfile.mkdtemp(prefix=f"atlas-pg-{worker}-", dir=parent)
         self.socket_dir = self.base_dir
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_file = os.path.join(self.base_dir, "log")

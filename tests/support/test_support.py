@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
-from tests.support.pg import DEFAULT_PASSWORD, PgCluster, fill_sample
+from tests.support.pg import DEFAULT_PASSWORD, PgCluster, fill_sample, memory_folder
 from tests.support.s3 import list_keys
 from tests.support.slack import (
     FakeSlackApi,
@@ -98,6 +98,20 @@ def test_trust_cluster_start_stop() -> None:
         assert cluster.execute("postgres", "SELECT 1") == [(1,)]
         base = cluster.base_dir
     assert not os.path.exists(base)
+
+
+def test_clusters_go_to_memory_only_where_it_is_a_tmpfs(tmp_path) -> None:
+    """A folder that is not a tmpfs mount is never taken for memory; /dev/shm is when it is
+    one with room, and then a cluster lives there unless it asks for disk (as benches do)."""
+    assert memory_folder(str(tmp_path)) is None
+    assert memory_folder(str(tmp_path / "missing")) is None
+    shm = memory_folder()
+    if shm is None:
+        pytest.skip("no tmpfs with room at /dev/shm")
+    with PgCluster(password_auth=False) as in_memory, PgCluster(in_memory=False) as on_disk:
+        assert in_memory.base_dir.startswith(shm + "/")
+        assert not on_disk.base_dir.startswith(shm + "/")
+        assert on_disk.execute("postgres", "SELECT 1") == [(1,)]
 
 
 # -- S3 --------------------------------------------------------------------------------------
