@@ -354,6 +354,20 @@ def format_report(
 # -- main ------------------------------------------------------------------------------------
 
 
+def _create_database_ms(cluster: PgCluster, rounds: int = 5) -> list[float]:
+    """What one CREATE DATABASE costs here: [median, min, max] ms. Every drill makes one
+    inside its timing; on a file system without a journal (ext4 here), each new file's
+    inode search can cost 10x what it does on tmpfs or a journaled one."""
+    took = []
+    with cluster.connect("postgres") as conn:
+        for n in range(rounds):
+            began = time.perf_counter()
+            conn.execute(f"CREATE DATABASE bench_probe_{n}")
+            took.append((time.perf_counter() - began) * 1000)
+            conn.execute(f"DROP DATABASE bench_probe_{n}")
+    return [round(statistics.median(took)), round(min(took)), round(max(took))]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.drill_bench",
@@ -374,6 +388,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="untimed rounds of every variant first (default 1): a fresh cluster creates "
         "its WAL files during the first restores, which would tax whichever runs first",
+    )
+    p.add_argument(
+        "--pgdata",
+        choices=("disk", "memory"),
+        default="disk",
+        help="where the cluster's data lives (default disk); memory: /dev/shm, which leaves "
+        "out a file system's own cost of creating files (see bench/README.md)",
     )
     p.add_argument("--no-refresh", action="store_true", help="time drills only")
     p.add_argument("--seed", type=int, default=1, help="of each round's random order")
@@ -430,8 +451,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             work = Path(tempfile.mkdtemp(prefix="atlas-drill-bench-"))
             stack.callback(shutil.rmtree, work, ignore_errors=True)
             log("starting a throwaway PostgreSQL cluster ...")
-            cluster = PgCluster(password_auth=True, in_memory=False)
+            cluster = PgCluster(password_auth=True, in_memory=args.pgdata == "memory")
             cluster.start()
+            if args.pgdata == "memory" and not cluster.base_dir.startswith("/dev/shm/"):
+                raise BenchError("--pgdata memory needs /dev/shm as a tmpfs with 4 GiB free")
+            meta["pgdata"] = args.pgdata
+            meta["create_database_ms"] = _create_database_ms(cluster)
+            log(f"CREATE DATABASE on this cluster: {meta['create_database_ms']} ms (median, range)")
             stack.callback(cluster.stop)  # also removes every database, scratch ones included
             pg_restore = os.path.join(cluster.bindir, "pg_restore")
             meta["server"] = cluster.execute("postgres", "SHOW server_version")[0][0]

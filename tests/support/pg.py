@@ -64,11 +64,11 @@ MEMORY_ROOM = 4 << 30  # free space /dev/shm must have for test clusters to go t
 def memory_folder(where: str = "/dev/shm") -> str | None:
     """`where` when it is a tmpfs with room, else None (the usual temp folder).
 
-    Test clusters create and drop thousands of databases of ~300 files each. On an ext4
-    root, after enough of that churn, each new file's inode search walks past recently
-    deleted ones (perf: ext4_create -> recently_deleted), and CREATE DATABASE took 200-240
-    ms of CPU instead of 14-24 ms on tmpfs. Benches pass in_memory=False: a real server's
-    data is on disk."""
+    Test clusters create and drop thousands of databases of ~300 files each. On ext4
+    without a journal (this machine's root), each new file's inode search walks past
+    recently deleted ones (perf: ext4_create -> recently_deleted), and CREATE DATABASE took
+    200-300 ms of CPU instead of 12-25 ms on tmpfs. Benches default to in_memory=False: a
+    real server's data is on disk."""
     try:
         with open("/proc/mounts", encoding="utf-8") as fh:
             kinds = {fields[1]: fields[2] for fields in (line.split() for line in fh)}
