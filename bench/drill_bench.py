@@ -356,8 +356,8 @@ def format_report(
 
 def _create_database_ms(cluster: PgCluster, rounds: int = 5) -> list[float]:
     """What one CREATE DATABASE costs here: [median, min, max] ms. Every drill makes one
-    inside its timing; on a file system without a journal (ext4 here), each new file's
-    inode search can cost 10x what it does on tmpfs or a journaled one."""
+    inside its timing; on ext4 without a journal (this machine's root), each new file's
+    inode search made it cost 10-20x what it does on tmpfs."""
     took = []
     with cluster.connect("postgres") as conn:
         for n in range(rounds):
@@ -453,12 +453,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             log("starting a throwaway PostgreSQL cluster ...")
             cluster = PgCluster(password_auth=True, in_memory=args.pgdata == "memory")
             cluster.start()
+            stack.callback(cluster.stop)  # also removes every database, scratch ones included
             if args.pgdata == "memory" and not cluster.base_dir.startswith("/dev/shm/"):
                 raise BenchError("--pgdata memory needs /dev/shm as a tmpfs with 4 GiB free")
             meta["pgdata"] = args.pgdata
             meta["create_database_ms"] = _create_database_ms(cluster)
             log(f"CREATE DATABASE on this cluster: {meta['create_database_ms']} ms (median, range)")
-            stack.callback(cluster.stop)  # also removes every database, scratch ones included
             pg_restore = os.path.join(cluster.bindir, "pg_restore")
             meta["server"] = cluster.execute("postgres", "SHOW server_version")[0][0]
             meta["pg_restore"] = _version([pg_restore, "--version"])
