@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.backup.archive import Entry, Toc
 from bot.errors import AtlasError
+from bot.records import CheckResult
 
 SESSION = ("ENCODING", "STDSTRINGS", "SEARCHPATH")  # settings every restore script starts with
 NOT_NEEDED = ("DATABASE", "DATABASE PROPERTIES", "ACL", "DEFAULT ACL")
@@ -104,6 +105,25 @@ class Selection:
     def list_file(self) -> str:
         """`pg_restore -L` lines naming the entries kept."""
         return "".join(f"{e.dump_id}; {e.desc}\n" for e in self.keep)
+
+
+def partition_check(
+    chosen: Selection, named: Iterable[TableName], problems: list[str]
+) -> CheckResult | None:
+    """What a restore of a partitioned table brought with it, where its checks are read:
+    "public.events_2025, public.events_2026 (partitioned), …", failed when a problem names
+    one of them. None when no named table was partitioned."""
+    asked = {str(t) for t in named}
+    came = [str(t) for t in chosen.tables if str(t) not in asked]
+    if not came:
+        return None
+    parents = set(chosen.partitioned)
+    listed = ", ".join(f"{t} (partitioned)" if t in parents else t for t in came)
+    wrong = any(f" {t} " in f" {p} " for p in problems for t in came)
+    detail = (
+        f"{listed} restored with {', '.join(sorted(asked & parents))}; each leaf's rows counted"
+    )
+    return CheckResult("partitions", not wrong, detail, 0.0)
 
 
 def select(toc: Toc, tables: tuple[TableName, ...], *, standalone: bool) -> Selection:

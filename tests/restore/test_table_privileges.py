@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from bot.restore import privileges as P
+from bot.restore import tables as T
 from tests.support.helpers import cli_env, run_cli, services_for, settings_for
 from tests.support.pg import fill_realistic, pg_bindir
 
@@ -157,6 +158,9 @@ def test_a_partitioned_table_comes_with_its_partitions_at_every_level(pg, pg_db,
     )
     assert drill.status == "passed", drill
     assert not [p for p in drill.problems if not p.startswith("warning: ")], drill.problems
+    proved = {c.name: c for c in drill.checks}["partitions"]  # says what came with it
+    assert proved.passed and "public.events_2026 (partitioned)" in proved.detail, proved
+    assert all(part in proved.detail for part in PARTS), proved
     # into staging: refreshed whole, then drifted, then the partitioned table replaced
     assert services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1").swapped
     pg.execute(staging, "DELETE FROM public.events WHERE kind = 'a'")
@@ -165,6 +169,7 @@ def test_a_partitioned_table_comes_with_its_partitions_at_every_level(pg, pg_db,
         kind="restore", snap_id=snap.id, requested_by="U1", tables=["public.events"]
     )
     assert job.status == "passed", (job.error, job.problems)
+    assert "public.events_2025" in {c.name: c for c in job.checks}["partitions"].detail
     assert _counts(pg, staging) == want
     assert pg.execute(staging, "SELECT count(*) FROM public.other")[0][0] == 5  # untouched
     attached = pg.execute(
@@ -185,6 +190,23 @@ def test_a_partitioned_table_comes_with_its_partitions_at_every_level(pg, pg_db,
     ).stdout
     data = {ln.split()[-2] for ln in listed.splitlines() if " TABLE DATA public " in ln}
     assert data == {"events_2025", "events_2026_a", "events_2026_b"}, listed
+
+
+@pytest.mark.no_catalog
+def test_the_partitions_check_names_what_came_and_fails_on_a_problem_of_one() -> None:
+    events, leaf, mid = (T.TableName(*n.split(".")) for n in ("a.ev", "a.ev_1", "a.ev_2"))
+    chosen = T.Selection((events, leaf, mid), (), (), (), (), partitioned=("a.ev", "a.ev_2"))
+    check = T.partition_check(chosen, [events], [])
+    assert check is not None and check.passed
+    assert (
+        check.detail == "a.ev_1, a.ev_2 (partitioned) restored with a.ev; each leaf's rows counted"
+    )
+    bad = T.partition_check(chosen, [events], ["table a.ev_1 has 2 rows, expected 3"])
+    assert bad is not None and not bad.passed
+    other = T.partition_check(chosen, [events], ["table a.ev_10 is missing"])
+    assert other is not None and other.passed  # a.ev_10 is not a.ev_1
+    plain = T.Selection((leaf,), (), (), (), ())
+    assert T.partition_check(plain, [leaf], []) is None
 
 
 def test_a_view_only_staging_has_over_a_table_is_named_and_staging_is_untouched(
