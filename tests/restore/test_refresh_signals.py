@@ -4,6 +4,7 @@ building is dropped, by the refresh itself or by the next command that refreshes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,7 +89,7 @@ def refresh_env(pg, pg_db, pg_url, tmp_path):
 def _start(env: dict[str, str], cwd: Path, *extra: str) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.cli", "restore", "latest", "--yes", *extra],
-        env=env,
+        env={**env, "PYTHONFAULTHANDLER": "1"},  # SIGABRT prints every thread's stack
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -98,6 +99,20 @@ def _start(env: dict[str, str], cwd: Path, *extra: str) -> tuple[subprocess.Pope
     assert proc.stderr is not None
     threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
     return proc, lines
+
+
+def _stops(proc: subprocess.Popen[str], lines: list[str], timeout: float = 60) -> None:
+    """Wait for the stopped process; one that hangs is made to print where every thread
+    is (faulthandler on SIGABRT), so the failure says why."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        proc.kill()
+        time.sleep(0.5)  # the reader thread takes the last lines
+        raise AssertionError(f"still running {timeout:.0f} s after the signal:\n" + "".join(lines))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
@@ -118,7 +133,7 @@ def test_a_refresh_stopped_at_any_phase_leaves_staging_as_it_was(
             assert time.time() < deadline, f"never reached the {phase} phase: {lines}"
             time.sleep(0.02)
         os.kill(proc.pid, sig)
-        proc.wait(timeout=60)
+        _stops(proc, lines)
     finally:
         if holder is not None:
             holder.close()
@@ -186,7 +201,7 @@ def test_a_table_restore_stopped_mid_load_leaves_staging_as_it_was(pg, refresh_e
             assert time.time() < deadline, f"never loaded the table: {lines}"
             time.sleep(0.02)
         os.kill(proc.pid, sig)
-        proc.wait(timeout=60)
+        _stops(proc, lines)
         assert proc.returncode != 0
         deadline = time.time() + 20
         while _atlas_sessions(pg, staging):
