@@ -45,10 +45,29 @@ class Pump(Generic[T]):
             self._closed = True
             if not raise_error:
                 self.error = self.error or _Stopped()  # skip what is still queued
-            self._q.put(None)
-            self._t.join()
+            self._end()
         if raise_error and self.error is not None:
             raise self.error
+
+    def _end(self) -> None:
+        """Queue the end and wait for the thread to take it. A Ctrl-C that cut a `put`
+        short in the middle of the queue's Condition.wait can leave a stale waiter behind,
+        and the one notify a put makes then wakes nobody (CI saw a stopped restore hang
+        here): so every half second, wake all who wait, until the thread is done."""
+        while True:
+            try:
+                self._q.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                self._wake()
+        while self._t.is_alive():
+            self._t.join(timeout=0.5)
+            self._wake()
+
+    def _wake(self) -> None:
+        for waiting in (self._q.not_empty, self._q.not_full):
+            with waiting:
+                waiting.notify_all()
 
 
 class _Stopped(Exception):
