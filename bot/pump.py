@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+STOP_WAIT_S = 10.0  # how long a stopped pump waits for its thread
 
 
 class Pump(Generic[T]):
@@ -40,34 +42,43 @@ class Pump(Generic[T]):
         self._q.put(chunk)
 
     def close(self, *, raise_error: bool = True) -> None:
-        """Wait until every chunk was handled (or dropped after an error)."""
+        """Wait until every chunk was handled (or dropped after an error). A stop
+        (`raise_error=False`, an abort path) waits at most STOP_WAIT_S: the thread is a
+        daemon, and a stopped job must not hang its process."""
         if not self._closed:
             self._closed = True
             if not raise_error:
                 self.error = self.error or _Stopped()  # skip what is still queued
-            self._end()
+            self._end(None if raise_error else time.monotonic() + STOP_WAIT_S)
         if raise_error and self.error is not None:
             raise self.error
 
-    def _end(self) -> None:
-        """Queue the end and wait for the thread to take it. A Ctrl-C that cut a `put`
-        short in the middle of the queue's Condition.wait can leave a stale waiter behind,
-        and the one notify a put makes then wakes nobody (CI saw a stopped restore hang
-        here): so every half second, wake all who wait, until the thread is done."""
-        while True:
-            try:
-                self._q.put(None, timeout=0.5)
-                break
-            except queue.Full:
-                self._wake()
+    def _end(self, deadline: float | None) -> None:
+        """Queue the end and wait for the thread to take it. A Ctrl-C that lands inside a
+        queue operation can cost the thread its wake-up (CI saw a stopped `restore
+        --table` wait here for ever, the thread in get() with the end queued): so every
+        half second, wake all who wait, and queue the end again if the queue is empty."""
+        while not self._offer(None):
+            if deadline is not None and time.monotonic() > deadline:
+                return
         while self._t.is_alive():
             self._t.join(timeout=0.5)
-            self._wake()
+            if deadline is not None and time.monotonic() > deadline:
+                return
+            if self._q.empty():
+                self._offer(None, wait=0)
 
-    def _wake(self) -> None:
-        for waiting in (self._q.not_empty, self._q.not_full):
-            with waiting:
-                waiting.notify_all()
+    def _offer(self, item: T | None, wait: float = 0.5) -> bool:
+        """Put `item` within `wait` seconds, waking everyone who waits on the queue."""
+        try:
+            self._q.put(item, timeout=wait) if wait else self._q.put_nowait(item)
+            return True
+        except queue.Full:
+            return False
+        finally:
+            for waiting in (self._q.not_empty, self._q.not_full):
+                with waiting:
+                    waiting.notify_all()
 
 
 class _Stopped(Exception):
