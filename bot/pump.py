@@ -71,7 +71,7 @@ class Pump(Generic[T]):
     def _offer(self, item: T | None, wait: float = 0.5) -> bool:
         """Put `item` within `wait` seconds, waking everyone who waits on the queue."""
         try:
-            self._q.put(item, timeout=wait) if wait else self._q.put_nowait(item)
+            self._q.put(item, timeout=wait)  # 0: only if there is room now
             return True
         except queue.Full:
             return False

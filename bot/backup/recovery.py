@@ -30,6 +30,15 @@ def unowned_writes(
                 yield found
 
 
+def discard(storage: Storage, found: Pending) -> bool:
+    """Remove one unfinished write; False (and a log line) when storage refuses for now."""
+    try:
+        return storage.discard_pending(found.ref)
+    except AtlasError as exc:
+        log.warning("cannot remove the unfinished write %s yet: %s", found.name, exc)
+        return False
+
+
 class Recovery:
     """Closes out snapshots a dead process left running, and removes their unfinished writes."""
 
@@ -52,7 +61,7 @@ class Recovery:
             )
             self.catalog.audit("atlas", "snapshot.interrupted", snap.id)
         for snap in self.catalog.left_behind():
-            if snap.pending_ref and self._discard(snap.pending_ref):
+            if snap.pending_ref and discard(self.store.get(), Pending(snap.pending_ref, 0.0)):
                 self.catalog.update_snapshot(snap.id, pending_ref=None)
         return [self.catalog.get_snapshot(s.id) for s in stale]
 
@@ -65,8 +74,8 @@ class Recovery:
         for found in unowned_writes(
             self.store.get(), prefixes, {s.id for s in live}, time.time() - older_than_s
         ):
-            if self._discard(found.ref):
-                self.catalog.audit("atlas", "storage.discarded", found.ref.split("\n")[0])
+            if discard(self.store.get(), found):
+                self.catalog.audit("atlas", "storage.discarded", found.name)
                 removed.append(found.ref)
         return removed
 
@@ -75,11 +84,4 @@ class Recovery:
             return self.store.get().discard_unfinished(key)
         except AtlasError as exc:
             log.warning("cannot remove the unfinished write of %s yet: %s", key, exc)
-            return False
-
-    def _discard(self, ref: str) -> bool:
-        try:
-            return self.store.get().discard_pending(ref)
-        except AtlasError as exc:
-            log.warning("cannot remove the unfinished write %s yet: %s", ref.split("\n")[0], exc)
             return False

@@ -9,13 +9,11 @@ import time
 from typing import TYPE_CHECKING
 
 from bot.backup.layout import database_prefix
-from bot.backup.recovery import unowned_writes
-from bot.errors import AtlasError
+from bot.backup.recovery import discard, unowned_writes
 from bot.records import SnapshotStatus
 
 if TYPE_CHECKING:
     from bot.copies.copier import Copier
-    from bot.store import Pending, Storage
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +39,7 @@ def sweep_pending(copier: Copier, older_than_s: float = 3600.0) -> list[str]:
         except Exception as exc:
             log.warning("cannot list the unfinished writes in copy %s yet: %s", name, exc)
             continue
-        removed += [f"{name}: {f.ref.split(chr(10))[0]}" for f in found if _discard(storage, f)]
+        removed += [f"{name}: {f.name}" for f in found if discard(storage, f)]
     for what in removed:
         catalog.audit("atlas", "copy.discarded", what)
     return removed
-
-
-def _discard(storage: Storage, found: Pending) -> bool:
-    try:
-        return storage.discard_pending(found.ref)
-    except AtlasError as exc:
-        log.warning(
-            "cannot remove the unfinished write %s yet: %s", found.ref.split(chr(10))[0], exc
-        )
-        return False

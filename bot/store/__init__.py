@@ -41,11 +41,10 @@ def open_destination(dest: Destination, access: files.Access = files.PRIVATE) ->
     """A copy destination's storage, with its own endpoint and credentials."""
     if not dest.is_s3:
         return open_storage(dest.url, access=access)
+    from bot.destinations import env_prefix
     from bot.store.s3 import Account, S3Storage
 
     bucket, _, prefix = dest.url[5:].partition("/")
-    from bot.destinations import env_prefix
-
     account = Account(
         dest.endpoint_url,
         dest.region,

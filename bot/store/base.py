@@ -52,6 +52,11 @@ class Pending:
     ref: str  # what discard_pending takes
     started: float  # epoch seconds
 
+    @property
+    def name(self) -> str:
+        """The key it writes (an upload's ref also carries its upload id)."""
+        return self.ref.split("\n")[0]
+
 
 class Storage(Protocol):
     """Where artifacts live (a folder or S3); `LazyStorage` picks one from the settings."""

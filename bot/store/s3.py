@@ -56,12 +56,8 @@ class S3Writer:
     def __init__(
         self, client: Any, bucket: str, key: str, sse: dict[str, str], setting_prefix: str = ""
     ) -> None:
-        self.client, self.bucket, self.key, self.setting_prefix = (
-            client,
-            bucket,
-            key,
-            setting_prefix,
-        )
+        self.client, self.bucket, self.key = client, bucket, key
+        self.setting_prefix = setting_prefix
         try:
             resp = client.create_multipart_upload(Bucket=bucket, Key=key, **sse)
         except Exception as exc:
@@ -378,7 +374,7 @@ class S3Storage:
     def discard_unfinished(self, key: str) -> bool:
         """Abort every open upload of `key`, recorded or not."""
         try:
-            found = [p for p in self.pending(key) if p.ref.split("\n")[0] == self._key(key)]
+            found = [p for p in self.pending(key) if p.name == self._key(key)]
         except AtlasError:
             return False
         return all(self.discard_pending(p.ref) for p in found)
