@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 
 from bot.backup.layout import database_prefix
 from bot.catalog import Catalog
@@ -18,16 +18,20 @@ log = logging.getLogger(__name__)
 
 
 def unowned_writes(
-    storage: Storage, prefixes: Iterable[str], owners: Collection[str], cutoff: float
-) -> Iterator[Pending]:
+    storage: Storage,
+    prefixes: Iterable[str],
+    owners: Callable[[], Collection[str]],
+    cutoff: float,
+) -> list[Pending]:
     """Unfinished writes under `prefixes` begun before `cutoff` (epoch seconds) whose name
-    carries none of `owners`, the ids of snapshots still being written. A write's name
-    holds its snapshot's id from its first byte, before the catalog records it, so a
-    running one is spared whatever start date the server reports (moto says 2010)."""
-    for prefix in sorted(prefixes):
-        for found in list(storage.pending(prefix)):
-            if found.started < cutoff and not any(i in found.ref for i in owners):
-                yield found
+    carries none of `owners()`, the ids of snapshots still being written. A write's name
+    holds its snapshot's id from its first byte, so a running one is spared whatever start
+    date the server reports (moto says 2010). The owners are read after the listing: a
+    snapshot is recorded running before it opens its write, so one that began while the
+    listing ran is known by then (read first, CI saw a fleet's new upload aborted)."""
+    seen = [f for p in sorted(prefixes) for f in storage.pending(p) if f.started < cutoff]
+    held = owners() if seen else ()
+    return [f for f in seen if not any(i in f.ref for i in held)]
 
 
 def discard(storage: Storage, found: Pending) -> bool:
@@ -68,16 +72,20 @@ class Recovery:
     def sweep_pending(self, older_than_s: float = 3600.0) -> list[str]:
         """Remove unfinished writes in storage that no running snapshot owns: partial files
         and open S3 uploads a crash left unrecorded (`unowned_writes`)."""
-        live = self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
         prefixes = {database_prefix(t) for t in self.settings.databases.values()}
         removed = []
         for found in unowned_writes(
-            self.store.get(), prefixes, {s.id for s in live}, time.time() - older_than_s
+            self.store.get(), prefixes, self._running_ids, time.time() - older_than_s
         ):
             if discard(self.store.get(), found):
                 self.catalog.audit("atlas", "storage.discarded", found.name)
                 removed.append(found.ref)
         return removed
+
+    def _running_ids(self) -> set[str]:
+        return {
+            s.id for s in self.catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
+        }
 
     def _discard_unfinished(self, key: str) -> bool:
         try:

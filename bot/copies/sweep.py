@@ -22,20 +22,25 @@ def sweep_pending(copier: Copier, older_than_s: float = 3600.0) -> list[str]:
     """Remove, in every destination, the unfinished writes older than `older_than_s` that
     no running snapshot and no copy being made owns; returns `NAME: key` of each."""
     settings, catalog = copier.settings, copier.catalog
-    live = catalog.catalog_clock() - settings.stale_after_s  # a claim beaten since is live
-    owners = {
-        c.snapshot_id
-        for c in catalog.unfinished_copies()
-        if c.owner and (c.heartbeat_at or 0.0) > live
-    }
-    owners |= {s.id for s in catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)}
+
+    def owners() -> set[str]:
+        """Read after each listing (`unowned_writes`): a copy is claimed before it writes."""
+        live = catalog.catalog_clock() - settings.stale_after_s  # a claim beaten since is live
+        held = {
+            c.snapshot_id
+            for c in catalog.unfinished_copies()
+            if c.owner and (c.heartbeat_at or 0.0) > live
+        }
+        running = catalog.list_snapshots(limit=1000, status=SnapshotStatus.RUNNING)
+        return held | {s.id for s in running}
+
     prefixes = {database_prefix(t) for t in settings.databases.values()}
     cutoff = time.time() - older_than_s
     removed: list[str] = []
     for name in settings.copies:
         try:  # one destination that cannot be reached now is tried at the next housekeeping
             storage = copier.storage(name)
-            found = list(unowned_writes(storage, prefixes, owners, cutoff))
+            found = unowned_writes(storage, prefixes, owners, cutoff)
         except Exception as exc:
             log.warning("cannot list the unfinished writes in copy %s yet: %s", name, exc)
             continue

@@ -15,11 +15,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from bot.backup.layout import artifact_key, new_id
+from bot.backup.recovery import Recovery
 from bot.errors import AtlasError
 from bot.records import Snapshot
+from bot.store import LazyStorage, Pending, Storage
 from tests.support import pick_free_port
 from tests.support.bot import SECRET, start_bot
 from tests.support.helpers import (
@@ -89,6 +93,35 @@ def test_an_upload_cut_mid_transfer_is_aborted_once_s3_is_back(
         assert [r.split("\n")[0] for r in swept] == [key]
         left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         assert [u["Key"] for u in left] == [mine]
+
+
+def test_an_upload_opened_while_the_sweep_lists_is_spared(pg_url, tmp_path, s3_env, s3_client):
+    """Another process records a snapshot and opens its upload after the sweep began and
+    before it lists. moto dates every upload in 2010, so only its owner spares it: CI saw
+    a fleet run's new upload aborted when the sweep read the running snapshots first."""
+    bucket = s3_env
+    services = services_for(settings_for(pg_url, tmp_path, storage=f"s3://{bucket}/atlas"))
+    target = services.settings.target()
+    storage = services.store.get()
+    opened: list[str] = []
+
+    class Listing:  # the real storage; another process starts a snapshot as it lists
+        def __getattr__(self, name: str) -> object:
+            return getattr(storage, name)
+
+        def pending(self, prefix: str) -> Iterator[Pending]:
+            if not opened:
+                snap = Snapshot(id=new_id(), database=target.name, storage_key="k")
+                services.catalog.begin_snapshot(snap)
+                opened.append(f"atlas/{artifact_key(target, snap.id)}")
+                s3_client.create_multipart_upload(Bucket=bucket, Key=opened[0])
+            return storage.pending(prefix)
+
+    lazy = LazyStorage(services.settings, cast(Storage, Listing()))
+    recovery = Recovery(services.settings, services.catalog, lazy)
+    assert recovery.sweep_pending() == []
+    left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert opened and [u["Key"] for u in left] == opened
 
 
 def test_partial_files_nobody_owns_are_swept_once_old(pg_url, tmp_path):
