@@ -11,6 +11,7 @@ from bot.config import load_settings
 from bot.errors import AtlasError
 from bot.ops import housekeeping
 from tests.support.catalogs import state_for
+from tests.support.faketime import faked, needs_faketime
 from tests.support.helpers import services_for, settings_for, storage_files
 from tests.support.ops import CHANNEL, age_snapshot, atlas, audit_actions, closed_port_url, posts
 from tests.support.rds import create_instance, rds_client, rds_env, rds_server, unique
@@ -134,21 +135,21 @@ def test_provider_check_alerts_once_a_day(pg_url, tmp_path, slack_api, rds_clien
     settings = settings_for(pg_url, tmp_path, ATLAS_RDS_INSTANCE=low, ATLAS_CHANNEL=CHANNEL)
     services = services_for(settings, slack_api.client())
 
-    status = housekeeping.provider_check(services)
+    today = datetime.now(UTC)  # one day for both checks, also when the test spans midnight
+    status = housekeeping.provider_check(services, at=today)
     assert status is not None and not status.ok
     [alert] = posts(slack_api, ":rotating_light:")
     assert alert["params"]["channel"] == CHANNEL
     text = alert["params"]["text"]
     assert f"`{low}`" in text and "below the policy minimum of 14" in text
 
-    again = housekeeping.provider_check(services)
+    again = housekeeping.provider_check(services, at=today)
     assert again is not None and not again.ok
     assert len(posts(slack_api, ":rotating_light:")) == 1  # once a day
     alerts = [a for a in audit_actions(services) if a.action == "provider.alert"]
     assert len(alerts) == 1 and alerts[0].subject == low
     # the next day it is said again
-    tomorrow = datetime.now(UTC) + timedelta(days=1)
-    housekeeping.provider_check(services, at=tomorrow)
+    housekeeping.provider_check(services, at=today + timedelta(days=1))
     assert len(posts(slack_api, ":rotating_light:")) == 2
 
     good = unique("db")
@@ -173,7 +174,10 @@ def test_provider_check_alerts_once_a_day(pg_url, tmp_path, slack_api, rds_clien
     assert housekeeping.provider_check(services_for(settings_for(pg_url, tmp_path))) is None
 
 
+@needs_faketime
 def test_provider_alert_is_once_a_day_across_processes(pg_url, tmp_path, slack_api, rds_client):
+    """Two processes on one day alert once, a third on the next day again. The clock is
+    libfaketime's: a run that spanned midnight once saw two alerts, rightly."""
     low = unique("db")
     create_instance(rds_client, low, 7)
     env = {
@@ -185,11 +189,13 @@ def test_provider_alert_is_once_a_day_across_processes(pg_url, tmp_path, slack_a
         "SLACK_BOT_TOKEN": "xoxb-test",
         "SLACK_API_URL": slack_api.url,
     }
-    for seed in ("1", "2"):
-        res = atlas(tmp_path, "status", "--json", env={**env, "PYTHONHASHSEED": seed}, aws=True)
+    days = [("2026-11-16 10:00:00", 1), ("2026-11-16 23:00:00", 1), ("2026-11-17 00:30:00", 2)]
+    for seed, (when, alerts) in enumerate(days, 1):  # another hash seed: another process
+        run_env = faked(when, {**env, "PYTHONHASHSEED": str(seed)})
+        res = atlas(tmp_path, "status", "--json", env=run_env, aws=True)
         assert res.code == 1, res.output
         assert "below the policy minimum of 14" in res.output
-    assert len(posts(slack_api, ":rotating_light:")) == 1
+        assert len(posts(slack_api, ":rotating_light:")) == alerts, when
 
 
 def test_snapshot_with_provider_starts_a_tagged_rds_snapshot(pg_url, small, tmp_path, rds_client):
