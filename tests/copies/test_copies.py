@@ -10,15 +10,21 @@ import os
 import re
 import signal
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
+from bot.backup.layout import artifact_key, new_id
 from bot.config import load_settings
+from bot.copies.copier import Copier
+from bot.copies.sweep import sweep_pending
 from bot.ops import copies as copy_ops
 from bot.ops import housekeeping, status
 from bot.ops.metrics import render
-from bot.records import CopyState, copy_key
+from bot.records import CopyState, Snapshot, SnapshotStatus, copy_key
+from bot.store import Pending, Storage
 from tests.support.helpers import add_bulk, run_cli, services_for, start_cli
 from tests.support.pg import fill_sample
 from tests.support.slack import FakeSlackApi
@@ -196,8 +202,6 @@ def test_a_copy_killed_mid_write_leaves_nothing_behind_after_housekeeping(
     assert uploads() and [p.name for p in nas.rglob("*.partial")]
     services = services_for(load_settings(env))
     services.recovery.recover()  # the dead process's snapshot is closed out
-    from bot.copies.sweep import sweep_pending
-
     assert sweep_pending(services.copier) == [], "its copies' claims are still live"
     (snap,) = services.catalog.list_snapshots(limit=1)
     assert snap.status == "interrupted"
@@ -210,6 +214,42 @@ def test_a_copy_killed_mid_write_leaves_nothing_behind_after_housekeeping(
     assert swept["unfinished_copies"] == 2, swept
     assert uploads() == [] and [p for p in nas.rglob("*") if p.is_file()] == []
     assert [e.action for e in services.catalog.audit_log(limit=10)].count("copy.discarded") == 2
+
+
+def test_a_copy_claimed_while_the_sweep_lists_is_spared(pg_url, tmp_path, offsite, nas):
+    """`atlas copy` on another host claims a copy and opens its upload after housekeeping's
+    sweep began and before it lists the destination. moto dates the upload 2010, so only
+    the claim spares it, and the claim is read after the listing."""
+    fill_sample(pg_url, 20)
+    env = copies_env(tmp_path, pg_url, offsite, nas)
+    services = services_for(load_settings(env))
+    snap = services.catalog.begin_snapshot(
+        Snapshot(id=new_id(), database=services.settings.target().name, storage_key="k")
+    )
+    services.catalog.finish_snapshot(snap.id, SnapshotStatus.OK)  # copied after, not streamed
+    key = artifact_key(services.settings.target(), snap.id)
+    storage = services.copier.storage("offsite")
+    opened: list[Any] = []
+
+    class Listing:  # the real destination; another process starts a copy as it lists
+        def __getattr__(self, name: str) -> object:
+            return getattr(storage, name)
+
+        def pending(self, prefix: str) -> Iterator[Pending]:
+            if not opened:
+                other = Copier(services.settings, services.catalog, services.store, "other")
+                assert other.claim(services.catalog.get_snapshot(snap.id), "offsite")
+                opened.append(storage.writer(key))
+            return storage.pending(prefix)
+
+    services.copier._opened["offsite"] = cast(Storage, Listing())  # the destination, opened
+    try:
+        assert sweep_pending(services.copier) == []
+        found = offsite.client.list_multipart_uploads(Bucket=offsite.bucket)
+        assert opened and [u["Key"] for u in found.get("Uploads", [])] == [f"atlas/{key}"]
+    finally:
+        for writer in opened:
+            writer.abort()
 
 
 def test_an_unreachable_destination_names_its_own_endpoint_setting(pg_url, tmp_path, offsite, nas):
