@@ -202,6 +202,10 @@ class JobLog(Protocol):
         this host that is gone."""
         ...
 
+    def running_jobs(self) -> list[JobRecord]:
+        """Drills and refreshes recorded as running: retention keeps what they read."""
+        ...
+
 
 class Coordination(Protocol):
     """What makes one action happen once across retries, restarts and processes."""

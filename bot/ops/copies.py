@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from bot.backup.layout import sidecar_key
 from bot.copies import plan
 from bot.errors import AtlasError
+from bot.ops.housekeeping import reading
 from bot.policy import retention
 from bot.records import CopyState, Snapshot, copy_key
 from bot.report import messages
@@ -79,7 +80,8 @@ def prune_copies(
     for name, dest in services.settings.copies.items():
         copies = services.catalog.copies_in(name, CopyState.OK, CopyState.DAMAGED)
         rows = plan.retention_rows(copies, by_id)
-        out[name] = retention.plan(rows, plan.policy_for(dest, default), at)
+        kept = reading(services, name)
+        out[name] = retention.plan(rows, plan.policy_for(dest, default), at, kept)
         if not dry_run:
             _delete(services, name, [d for d in out[name] if not d.keep], by_id, actor)
     return out

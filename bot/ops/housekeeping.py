@@ -212,7 +212,17 @@ def protected_snapshots(services: Services) -> dict[str, str]:
     for c in services.catalog.unfinished_copies():  # not deleted before it is copied
         if c.destination in services.settings.copies:
             out.setdefault(c.snapshot_id, f"its copy to {c.destination} is not made yet")
-    return out
+    return {**reading(services, None), **out}
+
+
+def reading(services: Services, copy: str | None) -> dict[str, str]:
+    """Snapshots a running drill or refresh reads from ATLAS_STORAGE (`copy` None) or from
+    that copy: a CLI job makes no request, and a prune under it would fail it mid-read."""
+    return {
+        j.snapshot_id: f"read by {j.kind} {j.id}, still running"
+        for j in services.catalog.running_jobs()
+        if j.from_copy == copy
+    }
 
 
 def prune_copies_now(services: Services) -> dict[str, list[str]]:

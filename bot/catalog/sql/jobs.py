@@ -143,6 +143,9 @@ class JobRecords:
             if isinstance(r, Restore) and owner_gone(r.owner)
         ]
 
+    def running_jobs(self) -> list[JobRecord]:
+        return [j for kind in TABLES for j in self._jobs_where(kind, "status = 'running'", [])]
+
     def _jobs_where(
         self, kind: Kind, where: str, args: list[Any], limit: int | None = None
     ) -> list[JobRecord]:
