@@ -19,6 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 
+from tests.support import _own_ports, pick_free_port
 from tests.support.pg import DEFAULT_PASSWORD, PgCluster, fill_sample, memory_folder
 from tests.support.s3 import list_keys
 from tests.support.slack import (
@@ -33,6 +34,22 @@ from tests.support.slack import (
 def test_free_port_is_bindable(free_port: int) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", free_port))
+
+
+def test_picked_ports_are_this_workers_own_and_below_the_ephemeral_range(monkeypatch) -> None:
+    """No bind(0) and no outgoing connection is given them, and two workers never pick
+    the same one."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+        ephemeral = int(fh.read().split()[0])
+    slices = []
+    for worker in ("gw0", "gw1", "gw7"):
+        monkeypatch.setenv("PYTEST_XDIST_WORKER", worker)
+        first, span = _own_ports()
+        picked = [pick_free_port() for _ in range(3)]
+        assert len(set(picked)) == 3, picked  # in turn: not the same port twice
+        assert all(first <= p < first + span < ephemeral for p in picked), (picked, first)
+        slices.append(range(first, first + span))
+    assert all(not set(a) & set(b) for a, b in zip(slices, slices[1:], strict=False))
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------
