@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from bot.backup.layout import sidecar_key
 from bot.copies import plan
 from bot.errors import AtlasError
-from bot.ops.housekeeping import reading
+from bot.ops.readers import reading
 from bot.policy import retention
 from bot.records import CopyState, Snapshot, copy_key
 from bot.report import messages

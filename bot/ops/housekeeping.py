@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from bot.backup.layout import sidecar_key
 from bot.errors import AtlasError
+from bot.ops.readers import reading
 from bot.policy import reminders, retention, rotation
 from bot.records import CopyState, JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
@@ -213,16 +214,6 @@ def protected_snapshots(services: Services) -> dict[str, str]:
         if c.destination in services.settings.copies:
             out.setdefault(c.snapshot_id, f"its copy to {c.destination} is not made yet")
     return {**reading(services, None), **out}
-
-
-def reading(services: Services, copy: str | None) -> dict[str, str]:
-    """Snapshots a running drill or refresh reads from ATLAS_STORAGE (`copy` None) or from
-    that copy: a CLI job makes no request, and a prune under it would fail it mid-read."""
-    return {
-        j.snapshot_id: f"read by {j.kind} {j.id}, still running"
-        for j in services.catalog.running_jobs()
-        if j.from_copy == copy
-    }
 
 
 def prune_copies_now(services: Services) -> dict[str, list[str]]:

@@ -1,0 +1,18 @@
+"""Snapshots being read right now, which retention keeps wherever they are read from."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+
+def reading(services: Services, copy: str | None) -> dict[str, str]:
+    """Snapshots a running drill or refresh reads from ATLAS_STORAGE (`copy` None) or from
+    that copy: a CLI job makes no request, and a prune under it would fail it mid-read."""
+    return {
+        j.snapshot_id: f"read by {j.kind} {j.id}, still running"
+        for j in services.catalog.running_jobs()
+        if j.from_copy == copy
+    }
