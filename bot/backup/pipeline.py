@@ -167,7 +167,7 @@ class ArchiveCheck(FeedProcess):
         code, stderr = self.finish()
         if code != 0 or self.broken:
             detail = stderr or f"exit code {code}"
-            raise AtlasError(f"The archive does not read through to its end: {detail}")
+            raise Damaged(f"The archive does not read through to its end: {detail}")
 
 
 class TocProbe:

@@ -101,9 +101,12 @@ class Reader:
         try:
             self.read(snap, check.feed)
             check.verify()
-        except AtlasError as exc:
+        except Damaged as exc:
             check.kill()
             raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
+        except AtlasError as exc:
+            check.kill()
+            raise self._unread(snap, exc, actor) from None
         return self._verified(snap, actor, started)
 
     def _verify_globals(self, snap: Snapshot, actor: str, started: float) -> Verified:
@@ -113,10 +116,31 @@ class Reader:
         data = bytearray()
         try:
             self.read(snap, data.extend)
+        except Damaged as exc:
+            raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
+        except AtlasError as exc:
+            raise self._unread(snap, exc, actor) from None
+        try:
             check_text(bytes(data))
         except AtlasError as exc:
-            raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
+            raise self.mark_damaged(snap, Damaged(str(exc)), actor, found_by="verify") from None
         return self._verified(snap, actor, started)
+
+    def _unread(self, snap: Snapshot, exc: AtlasError, actor: str) -> AtlasError:
+        """A read that storage did not finish (a cut network, a refused credential) says
+        nothing about the artifact, and marks nothing; one that is gone is damage."""
+        try:
+            gone = self.store.get().stat(snap.storage_key or "") is None
+        except AtlasError:
+            gone = False  # storage does not answer: nothing is known
+        if gone:
+            missing = Damaged(f"The stored artifact {snap.location} is missing.")
+            return self.mark_damaged(snap, missing, actor, found_by="verify")
+        self.catalog.audit(actor, "snapshot.verify_failed", snap.id, error=str(exc))
+        return AtlasError(
+            f"Could not read {snap.id} through to verify it: {exc}",
+            "nothing was marked; run `atlas verify` again once storage answers",
+        )
 
     def mark_damaged(
         self, snap: Snapshot, exc: AtlasError, actor: str, *, found_by: str
@@ -137,6 +161,8 @@ class Reader:
             )
         if self.snapshots.copy is not None:
             return self._copy_damaged(snap, exc, actor, found_by)
+        if gone := self._pruned_meanwhile(snap):
+            return gone
         self.catalog.update_snapshot(snap.id, status=SnapshotStatus.CORRUPT, error=str(exc))
         self.catalog.audit(actor, "snapshot.damaged", snap.id, found_by=found_by, error=str(exc))
         log.warning("snapshot %s is damaged (found by %s): %s", snap.id, found_by, exc)
@@ -168,11 +194,20 @@ class Reader:
             )
             self.catalog.audit(actor, "copy.verified", snap.id, destination=self.snapshots.copy)
             return Verified(snap, time.monotonic() - started)
+        if gone := self._pruned_meanwhile(snap):
+            raise gone
         self.catalog.update_snapshot(
             snap.id, status=SnapshotStatus.OK, verified_at=now(), error=None
         )
         self.catalog.audit(actor, "snapshot.verified", snap.id)
         return Verified(self.catalog.get_snapshot(snap.id), time.monotonic() - started)
+
+    def _pruned_meanwhile(self, snap: Snapshot) -> AtlasError | None:
+        """Retention deleted the snapshot while it was read (a verify is no job it keeps
+        for): its row stays `deleted`, neither `ok` nor `corrupt` again."""
+        if self.catalog.get_snapshot(snap.id).status != SnapshotStatus.DELETED:
+            return None
+        return AtlasError(f"Snapshot {snap.id} was deleted by retention while it was read.")
 
     def _intact(self, snap: Snapshot) -> bool:
         assert snap.storage_key

@@ -355,6 +355,8 @@ class S3Storage:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
                 return None
             raise _s3_error(exc, f"checking {self.location(key)}", self.setting_prefix) from None
+        except Exception as exc:  # no answer at all: a cut network, a refused connection
+            raise _s3_error(exc, f"checking {self.location(key)}", self.setting_prefix) from None
         return StoredObject(
             int(head["ContentLength"]),
             str(head.get("ETag", "")).strip('"'),
