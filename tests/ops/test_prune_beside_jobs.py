@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -89,11 +91,21 @@ def test_a_copy_a_running_drill_reads_is_kept_in_that_destination_only(pg_url, t
         scratch_db="atlas_drill_beef",
     )
     services.catalog.add_job(reading)
+    gone = subprocess.Popen(["true"])  # a process of this host, ended and reaped
+    gone.wait()
+    dead = Drill(  # one of this host whose process is gone: it reads nothing any more
+        id="d-20261207-000000-dead",
+        snapshot_id=old["id"],
+        database=old["database"],
+        scratch_db="atlas_drill_dead",
+        owner=f"{socket.gethostname()}:{gone.pid}",
+    )
+    services.catalog.add_job(dead)
 
     primary, copies = housekeeping.prune_all(services)
     [in_storage] = [d for d in primary if d.snapshot_id == old["id"]]
     [in_nas] = [d for d in copies["nas"] if d.snapshot_id == old["id"]]
-    assert not in_storage.keep  # the drill reads the copy, not ATLAS_STORAGE
+    assert not in_storage.keep  # the live drill reads the copy; the dead one reads nothing
     assert in_nas.keep and reading.id in in_nas.reason
     assert list(nas.rglob(f"{old['id']}*"))
 
