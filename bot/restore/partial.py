@@ -57,20 +57,20 @@ def _explained(exc: AtlasError) -> AtlasError:
         kind, name, table = held.groups()
         return AtlasError(
             f"pg_restore stopped: staging has a {kind} {name} over {table} that the snapshot "
-            "does not (staging has drifted from the snapshot); replacing the table would "
-            "drop it.",
+            "does not have: staging has drifted from the snapshot, and replacing the table "
+            "would drop it.",
             f"drop {name} in staging and create it again after the restore, or refresh the "
-            "whole database: atlas restore ID, without --table",
+            "whole database with `atlas restore ID` and no --table",
         )
     found = LACKS.search(exc.message)
     if found is None:
         return exc
     kind, name = found.groups()
     return AtlasError(
-        f"pg_restore stopped: staging has no {kind} {name}, which the tables need "
-        "(staging has drifted from the snapshot).",
-        "refresh the whole database first (atlas restore ID, without --table), or create "
-        f"that {kind} in staging (an extension's, with CREATE EXTENSION)",
+        f"pg_restore stopped: staging has no {kind} {name}, which the tables need: staging "
+        "has drifted from the snapshot.",
+        "refresh the whole database first with `atlas restore ID` and no --table, or create "
+        f"that {kind} in staging, an extension's with CREATE EXTENSION",
     )
 
 
