@@ -3,6 +3,7 @@ recorded whoever finds it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from bot import files
-from bot.backup import pipeline
+from bot.backup import pipeline, reads
 from bot.backup.keys import Keys
 from bot.backup.lookup import Snapshots
 from bot.catalog import Catalog
@@ -99,7 +100,8 @@ class Reader:
         check = pipeline.ArchiveCheck(pg_restore, dict(os.environ))
         log.info("verify %s: reading %s through %s", snap.id, snap.location, pg_restore)
         try:
-            self.read(snap, check.feed)
+            with self._leased(snap):
+                self.read(snap, check.feed)
             check.verify()
         except Damaged as exc:
             check.kill()
@@ -115,7 +117,8 @@ class Reader:
 
         data = bytearray()
         try:
-            self.read(snap, data.extend)
+            with self._leased(snap):
+                self.read(snap, data.extend)
         except Damaged as exc:
             raise self.mark_damaged(snap, exc, actor, found_by="verify") from None
         except AtlasError as exc:
@@ -125,6 +128,10 @@ class Reader:
         except AtlasError as exc:
             raise self.mark_damaged(snap, Damaged(str(exc)), actor, found_by="verify") from None
         return self._verified(snap, actor, started)
+
+    def _leased(self, snap: Snapshot) -> contextlib.AbstractContextManager[None]:
+        """Retention keeps the snapshot while it is read here (no job records a read)."""
+        return reads.lease(self.catalog, snap.id, self.snapshots.copy, self.settings.stale_after_s)
 
     def _unread(self, snap: Snapshot, exc: AtlasError, actor: str) -> AtlasError:
         """A read that storage did not finish (a cut network, a refused credential) says
@@ -256,13 +263,14 @@ class Reader:
 
     def _write(self, snap: Snapshot, write: Callable[[bytes], object], cut: Cutter | None) -> None:
         """The artifact decompressed into `write`, whole or through `cut`."""
-        if cut is None:
-            self.read(snap, write)
-            return
-        stream = cut(snap, write)
-        if not stream.read_itself():
-            self.read(snap, stream)
-            stream.end()
+        with self._leased(snap):
+            if cut is None:
+                self.read(snap, write)
+                return
+            stream = cut(snap, write)
+            if not stream.read_itself():
+                self.read(snap, stream)
+                stream.end()
         stream.release()
 
 

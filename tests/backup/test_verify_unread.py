@@ -1,6 +1,6 @@
 """`atlas verify` marks a snapshot corrupt only for what it read: a network cut mid-read
-marks nothing, an artifact that is gone is damage, and one that retention deleted while
-it was read stays deleted (neither `ok` nor `corrupt` again)."""
+marks nothing, an artifact that is gone is damage, and one deleted while it was read stays
+deleted. Retention keeps what `verify` and `fetch` read while they read it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from bot.errors import AtlasError
 from bot.ops import housekeeping
+from bot.records import SnapshotStatus
 from tests.support.helpers import add_bulk, services_for, settings_for
 from tests.support.ops import age_snapshot, audit_actions
 from tests.support.pg import fill_sample
@@ -64,21 +65,49 @@ def test_an_artifact_that_is_gone_is_marked_corrupt(through_proxy, s3_client, s3
     assert after.status == "corrupt" and "missing" in (after.error or ""), after.error
 
 
-def test_a_snapshot_pruned_while_it_is_verified_stays_deleted(through_proxy):
+@pytest.mark.parametrize("read", ["verify", "fetch"])
+def test_a_prune_keeps_a_snapshot_while_it_is_read(through_proxy, tmp_path, read):
+    """verify and fetch are no jobs: they hold a lease while they read, which a prune in
+    another process sees."""
     services, proxy, settings = through_proxy
     old = services.taker.take(requested_by="ops")
     services.taker.take(requested_by="ops")  # the newest, which retention always keeps
     age_snapshot(services, old.id, days=30)
+    elsewhere = services_for(settings)  # housekeeping in another process
     proxy.throttle(2_000_000)  # about five seconds to read it
     with ThreadPoolExecutor(1) as pool:
-        verifying = pool.submit(services.reader.verify, old.id)
+        reading = pool.submit(
+            services.reader.verify
+            if read == "verify"
+            else lambda ref: services.reader.fetch(ref, str(tmp_path / "out.dump")),
+            old.id,
+        )
+        time.sleep(1.0)
+        assert not reading.done()
+        [kept] = [d for d in housekeeping.prune(elsewhere) if d.snapshot_id == old.id]
+        assert kept.keep and "being read" in kept.reason, kept
+        proxy.throttle(None)
+        reading.result(timeout=60)
+    assert services.catalog.get_snapshot(old.id).status == "ok"
+    [gone] = [d for d in housekeeping.prune(elsewhere) if d.snapshot_id == old.id]
+    assert not gone.keep  # read no more: pruned
+
+
+def test_a_snapshot_deleted_while_it_is_verified_stays_deleted(through_proxy, s3_client, s3_env):
+    """A deletion that knows no lease (an older Atlas's prune, by hand): the row stays
+    `deleted`, neither `ok` nor `corrupt` again."""
+    services, proxy, _ = through_proxy
+    snap = services.taker.take(requested_by="ops")
+    proxy.throttle(2_000_000)
+    with ThreadPoolExecutor(1) as pool:
+        verifying = pool.submit(services.reader.verify, snap.id)
         time.sleep(1.0)
         assert not verifying.done()
-        elsewhere = services_for(settings)  # housekeeping in another process
-        pruned = [d.snapshot_id for d in housekeeping.prune(elsewhere) if not d.keep]
-        assert pruned == [old.id]
+        key = (snap.location or "").removeprefix(f"s3://{s3_env}/")
+        s3_client.delete_object(Bucket=s3_env, Key=key)
+        services.catalog.update_snapshot(snap.id, status=SnapshotStatus.DELETED)
         proxy.throttle(None)
         with pytest.raises(AtlasError) as info:
             verifying.result(timeout=60)
     assert "deleted by retention" in str(info.value), info.value
-    assert services.catalog.get_snapshot(old.id).status == "deleted"
+    assert services.catalog.get_snapshot(snap.id).status == "deleted"
