@@ -394,6 +394,7 @@ def daily(services: Services) -> dict[str, Any]:
         ("kept_staging_dropped", lambda: kept.drop_expired(services)),
         # finished fleet work: a week of it is enough to see what a run did
         ("work_forgotten", lambda: services.catalog.forget_work(7 * 86400)),
+        ("leases_forgotten", lambda: services.catalog.forget_leases(86400)),
     ):
         try:
             result[name] = job()

@@ -206,6 +206,8 @@ def test_a_cut_link_to_the_catalog_is_one_line_and_heals(catalog_server: Catalog
         proxy.restore()
         assert [s.id for s in catalog.list_snapshots()] == ["before"]  # "during" never landed
         assert catalog.acquire_lease("scheduler", "r1", 30)
+        assert catalog.acquire_lease("read::s1:h:1:ab", "h:1", -2 * 86400)  # died holding it
+        assert catalog.forget_leases(86400) == 1 and catalog.lease_holder("scheduler") == "r1"
 
 
 def test_a_link_cut_mid_claim_leaves_the_work_queue_free(catalog_server: CatalogServer) -> None:

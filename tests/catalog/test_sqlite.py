@@ -208,6 +208,12 @@ def test_reminders_leases_and_seen_keys(catalog: SqliteCatalog) -> None:
     catalog.release_lease("scheduler", "one")
     assert catalog.lease_holder("scheduler") is None
     assert catalog.first_time("event:1") and not catalog.first_time("event:1")
+    # a lease its dead holder never released lapses, and a day later housekeeping forgets it
+    assert catalog.acquire_lease("read::s1:h:1:ab", "h:1", -2 * 86400)
+    assert catalog.acquire_lease("read::s2:h:2:cd", "h:2", 60)
+    assert catalog.live_leases("read:") == ["read::s2:h:2:cd"]
+    assert catalog.forget_leases(86400) == 1 and catalog.forget_leases(86400) == 0
+    assert catalog.live_leases("read:") == ["read::s2:h:2:cd"]
 
 
 def test_drills_owed_a_cleanup(catalog: SqliteCatalog) -> None:

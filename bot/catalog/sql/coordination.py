@@ -51,6 +51,13 @@ class Coordination:
         with self.conn.db() as db:
             db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", [name, owner])
 
+    def forget_leases(self, older_than_s: float) -> int:
+        """Delete leases lapsed more than `older_than_s` ago: those of processes that died
+        holding them (a read's lease has a name of its own each time); returns how many."""
+        with self.conn.db() as db:
+            cur = db.execute("DELETE FROM leases WHERE expires_at < ?", [db.clock() - older_than_s])
+            return int(cur.rowcount)
+
     def lease_holder(self, name: str) -> str | None:
         with self.conn.db() as db:
             row = db.execute(
