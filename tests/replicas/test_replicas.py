@@ -398,6 +398,11 @@ def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
     replicas.env.update(ATLAS_CONFIG=str(config), ATLAS_MAX_PARALLEL="2", PGPASSWORD=pg.password)
     a, b = replicas.start(2)
     eventually(lambda: len(replicas.catalog().live_leases("replica:")) == 2, 10, "both alive")
+    # the first database in the queue waits on a lock, so whichever replica claims it is
+    # held there and the other must take its share (on a busy host one replica once did
+    # all eight before the other's next look at the queue)
+    blocker = psycopg.connect(pg.url(sorted(names)[0]))
+    blocker.execute("LOCK TABLE bulk IN ACCESS EXCLUSIVE MODE")
     status, _ = post_slash_command(a.url, SECRET, text="snapshot --all nightly")
     assert status == 200
     catalog = replicas.catalog()
@@ -412,6 +417,10 @@ def test_a_fleet_run_is_spread_over_the_replicas(replicas, pg):
         rows = work()
         return len(rows) == 8 and all(st not in ("queued", "running") for _, st in rows)
 
+    try:
+        eventually(lambda: len({o for o, _ in work() if o}) == 2, 60, "both replicas claim")
+    finally:
+        blocker.close()  # its transaction ends, and with it the lock
     eventually(finished, 120, "all eight snapshots")
     rows = work()
     assert {r[1] for r in rows} == {WorkStatus.DONE.value}
