@@ -42,6 +42,10 @@ class Busy(AtlasError):
     """Another job already holds the resource."""
 
 
+class IdTaken(AtlasError):
+    """A new snapshot's id is another's already (two of one second drew the same suffix)."""
+
+
 class Refused(AtlasError):
     """A policy or safety check said no."""
 

@@ -4,20 +4,36 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from bot.config import DatabaseTarget
+from bot.errors import IdTaken
+from bot.records import Snapshot
 
 FORMAT = "pg_dump custom format (-Fc -Z0), compressed as zstd frames"
 GLOBALS_FORMAT = "pg_dumpall --globals-only --no-role-passwords SQL, compressed as one zstd frame"
 FORMATS = (FORMAT, "pg_dump custom format (-Fc -Z0), compressed as one zstd frame")  # read
 SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 ENCRYPTED_SUFFIX = ".age"
+FRESH_DRAWS = 5
 
 
 def new_id() -> str:
-    """UTC time and a random suffix: sorts by time, never collides in practice."""
+    """UTC time and a random suffix: sorts by time. Two snapshots of one second share a
+    suffix once in 65,536 pairs: a large fleet meets that a few times a year (`fresh`)."""
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def fresh(begin: Callable[[Snapshot], Snapshot], record: Callable[[str], Snapshot]) -> Snapshot:
+    """`begin` the snapshot `record` makes of a new id, drawing again while the catalog
+    says another snapshot has that id."""
+    for _ in range(FRESH_DRAWS - 1):
+        try:
+            return begin(record(new_id()))
+        except IdTaken:
+            continue
+    return begin(record(new_id()))
 
 
 def database_prefix(target: DatabaseTarget) -> str:

@@ -21,7 +21,7 @@ import psycopg
 
 from bot.backup import manifest, pipeline, sidecar
 from bot.backup.keys import Keys
-from bot.backup.layout import artifact_key, new_id, sidecar_key
+from bot.backup.layout import artifact_key, fresh, sidecar_key
 from bot.backup.recovery import Recovery
 from bot.catalog import Catalog, outage
 from bot.config import Settings
@@ -119,10 +119,10 @@ class Taker:
         target = self.settings.target(database)
         identity = self.keys.current()  # a bad key fails before anything starts
         storage = self.store.get()
-        snap_id = new_id()
-        key = artifact_key(target, snap_id, encrypted=identity is not None)
-        snap = self._begin(
-            Snapshot(
+
+        def record(snap_id: str) -> Snapshot:
+            key = artifact_key(target, snap_id, encrypted=identity is not None)
+            return Snapshot(
                 id=snap_id,
                 database=target.name,
                 environment=target.environment,
@@ -134,7 +134,9 @@ class Taker:
                 encryption="age" if identity is not None else "none",
                 tags=merged(self.settings.snapshot_tags, tags or {}),
             )
-        )
+
+        snap = fresh(self._begin, record)
+        snap_id, key = snap.id, snap.storage_key or ""
         opened: list[_Committable] = []  # the writer, once _dump has opened it
         committing = False
         conn = Conn("", None)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from bot.backup import pipeline, sidecar
 from bot.backup.keys import Keys
-from bot.backup.layout import globals_key, globals_name, new_id, sidecar_key
+from bot.backup.layout import fresh, globals_key, globals_name, sidecar_key
 from bot.catalog import Catalog, outage
 from bot.config import Server, Settings
 from bot.errors import AtlasError
@@ -97,10 +97,10 @@ class GlobalsTaker:
         Tagged as the run's databases are."""
         identity = self.keys.current()
         storage = self.store.get()
-        snap_id = new_id()
-        key = globals_key(server.environment, server.name, snap_id, encrypted=bool(identity))
-        snap = self.catalog.begin_snapshot(
-            Snapshot(
+
+        def record(snap_id: str) -> Snapshot:
+            key = globals_key(server.environment, server.name, snap_id, encrypted=bool(identity))
+            return Snapshot(
                 id=snap_id,
                 database=globals_name(server.name),
                 environment=server.environment,
@@ -112,7 +112,9 @@ class GlobalsTaker:
                 encryption="age" if identity is not None else "none",
                 tags=merged(self.settings.snapshot_tags, tags or {}),
             )
-        )
+
+        snap = fresh(self.catalog.begin_snapshot, record)
+        snap_id, key = snap.id, snap.storage_key or ""
         conn = Conn("", None)
         stored = _Stored()
         began = time.monotonic()

@@ -9,7 +9,7 @@ from typing import Any, Unpack
 
 from bot.catalog.sql.audit import write_audit
 from bot.catalog.sql.connection import Conflict, Connection, NotFoundError
-from bot.errors import Busy, NotFound
+from bot.errors import Busy, IdTaken, NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import (
     Snapshot,
@@ -43,6 +43,8 @@ class SnapshotRecords:
                 return snap
             except Conflict:
                 other = self.running_snapshot(snap.database, snap.environment)
+                if other is None and self.has_snapshot(snap.id):
+                    raise IdTaken(f"Snapshot id {snap.id} is taken.", "draw another") from None
             if other is not None:
                 raise Busy(
                     f"A snapshot of {snap.database} is already running: {other.id}, "
