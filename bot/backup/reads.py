@@ -1,6 +1,6 @@
-"""Reads of a stored snapshot that no job records (`verify`, `fetch`) hold a lease in the
-catalog while they run, so that retention keeps the snapshot until they end. A lease of a
-process that died lapses after ATLAS's stale period."""
+"""What is being read, for retention to keep. Reads that no job records (`verify`,
+`fetch`) hold a lease in the catalog while they run; a lease of a process that died lapses
+after the stale period."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Iterator
 
 from bot.catalog import Catalog
-from bot.owners import Heartbeat, owner_id
+from bot.owners import Heartbeat, owner_gone, owner_id
 
 READ_LEASE = "read:"  # read:<copy, or empty for ATLAS_STORAGE>:<snapshot id>:<owner>:<token>
 
@@ -32,11 +32,17 @@ def lease(catalog: Catalog, snap_id: str, copy: str | None, ttl_s: float) -> Ite
             catalog.release_lease(name, owner)
 
 
-def leased(catalog: Catalog, copy: str | None) -> set[str]:
-    """Ids of the snapshots read now from `copy` (None: ATLAS_STORAGE) under a lease."""
-    found = set()
+def being_read(catalog: Catalog) -> dict[str | None, dict[str, str]]:
+    """What is read now, by where it is read (None: ATLAS_STORAGE, else the copy's name):
+    snapshot id -> why, for retention to keep. Running drills and refreshes (a CLI job makes
+    no request; one whose process on this host is gone reads nothing), and `verify` and
+    `fetch` under their leases."""
+    found: dict[str | None, dict[str, str]] = {}
     for name in catalog.live_leases(READ_LEASE):
         where, _, rest = name.removeprefix(READ_LEASE).partition(":")
-        if where == (copy or ""):
-            found.add(rest.partition(":")[0])
+        found.setdefault(where or None, {})[rest.partition(":")[0]] = "being read (verify or fetch)"
+    for job in catalog.running_jobs():
+        if not owner_gone(job.owner):
+            why = f"read by {job.kind} {job.id}, still running"
+            found.setdefault(job.from_copy, {})[job.snapshot_id] = why
     return found

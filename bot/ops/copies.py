@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from bot.backup.layout import sidecar_key
+from bot.backup.reads import being_read
 from bot.copies import plan
 from bot.errors import AtlasError
-from bot.ops.readers import reading
 from bot.policy import retention
 from bot.records import CopyState, Snapshot, copy_key
 from bot.report import messages
@@ -76,11 +76,12 @@ def prune_copies(
     """Each destination's retention over its own copies (its days and GFS, else
     ATLAS_STORAGE's); the newest good copy of each database stays in every destination."""
     by_id = {s.id: s for s in snaps}
+    read = being_read(services.catalog)  # a copy a running job reads stays where it is
     out: dict[str, list[retention.Decision]] = {}
     for name, dest in services.settings.copies.items():
         copies = services.catalog.copies_in(name, CopyState.OK, CopyState.DAMAGED)
         rows = plan.retention_rows(copies, by_id)
-        kept = reading(services, name)
+        kept = read.get(name, {})
         out[name] = retention.plan(rows, plan.policy_for(dest, default), at, kept)
         if not dry_run:
             _delete(services, name, [d for d in out[name] if not d.keep], by_id, actor)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from bot.backup.layout import sidecar_key
+from bot.backup.reads import being_read
 from bot.errors import AtlasError
-from bot.ops.readers import reading
 from bot.policy import reminders, retention, rotation
 from bot.records import CopyState, JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
 from bot.report import messages
@@ -205,7 +205,8 @@ def retention_policy(services: Services) -> retention.RetentionPolicy:
 
 
 def protected_snapshots(services: Services) -> dict[str, str]:
-    """Snapshots that open restore/drill requests name must survive pruning."""
+    """Snapshots that must survive pruning: named by open restore/drill requests, not
+    copied yet, or read right now (`reads.being_read`)."""
     open_requests = services.catalog.list_requests(
         RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.RUNNING
     )
@@ -213,7 +214,7 @@ def protected_snapshots(services: Services) -> dict[str, str]:
     for c in services.catalog.unfinished_copies():  # not deleted before it is copied
         if c.destination in services.settings.copies:
             out.setdefault(c.snapshot_id, f"its copy to {c.destination} is not made yet")
-    return {**reading(services, None), **out}
+    return {**being_read(services.catalog).get(None, {}), **out}
 
 
 def prune_copies_now(services: Services) -> dict[str, list[str]]:
