@@ -10,9 +10,8 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -24,8 +23,7 @@ from bot.ops import copies as copy_ops
 from bot.ops import housekeeping, status
 from bot.ops.metrics import render
 from bot.records import CopyState, Snapshot, SnapshotStatus, copy_key
-from bot.store import Pending, Storage
-from tests.support.helpers import add_bulk, run_cli, services_for, start_cli
+from tests.support.helpers import add_bulk, listing_with, run_cli, services_for, start_cli
 from tests.support.pg import fill_sample
 from tests.support.slack import FakeSlackApi
 
@@ -231,18 +229,12 @@ def test_a_copy_claimed_while_the_sweep_lists_is_spared(pg_url, tmp_path, offsit
     storage = services.copier.storage("offsite")
     opened: list[Any] = []
 
-    class Listing:  # the real destination; another process starts a copy as it lists
-        def __getattr__(self, name: str) -> object:
-            return getattr(storage, name)
+    def another_copy() -> None:
+        other = Copier(services.settings, services.catalog, services.store, "other")
+        assert other.claim(services.catalog.get_snapshot(snap.id), "offsite")
+        opened.append(storage.writer(key))
 
-        def pending(self, prefix: str) -> Iterator[Pending]:
-            if not opened:
-                other = Copier(services.settings, services.catalog, services.store, "other")
-                assert other.claim(services.catalog.get_snapshot(snap.id), "offsite")
-                opened.append(storage.writer(key))
-            return storage.pending(prefix)
-
-    services.copier._opened["offsite"] = cast(Storage, Listing())  # the destination, opened
+    services.copier._opened["offsite"] = listing_with(storage, another_copy)  # opened
     try:
         assert sweep_pending(services.copier) == []
         found = offsite.client.list_multipart_uploads(Bucket=offsite.bucket)

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
@@ -23,12 +22,13 @@ from bot.backup.layout import artifact_key, new_id
 from bot.backup.recovery import Recovery
 from bot.errors import AtlasError
 from bot.records import Snapshot
-from bot.store import LazyStorage, Pending, Storage
+from bot.store import LazyStorage
 from tests.support import pick_free_port
 from tests.support.bot import SECRET, start_bot
 from tests.support.helpers import (
     add_bulk,
     cli_env,
+    listing_with,
     run_cli,
     serve_command,
     services_for,
@@ -105,19 +105,13 @@ def test_an_upload_opened_while_the_sweep_lists_is_spared(pg_url, tmp_path, s3_e
     storage = services.store.get()
     opened: list[str] = []
 
-    class Listing:  # the real storage; another process starts a snapshot as it lists
-        def __getattr__(self, name: str) -> object:
-            return getattr(storage, name)
+    def another_snapshot() -> None:
+        snap = Snapshot(id=new_id(), database=target.name, storage_key="k")
+        services.catalog.begin_snapshot(snap)
+        opened.append(f"atlas/{artifact_key(target, snap.id)}")
+        s3_client.create_multipart_upload(Bucket=bucket, Key=opened[0])
 
-        def pending(self, prefix: str) -> Iterator[Pending]:
-            if not opened:
-                snap = Snapshot(id=new_id(), database=target.name, storage_key="k")
-                services.catalog.begin_snapshot(snap)
-                opened.append(f"atlas/{artifact_key(target, snap.id)}")
-                s3_client.create_multipart_upload(Bucket=bucket, Key=opened[0])
-            return storage.pending(prefix)
-
-    lazy = LazyStorage(services.settings, cast(Storage, Listing()))
+    lazy = LazyStorage(services.settings, listing_with(storage, another_snapshot))
     recovery = Recovery(services.settings, services.catalog, lazy)
     assert recovery.sweep_pending() == []
     left = s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
@@ -18,6 +18,7 @@ from bot.config import Settings, load_settings
 from bot.report.chat import NoChat
 from bot.services import Services
 from bot.slack.client import SlackChat
+from bot.store import Pending, Storage
 from tests.support.catalogs import state_for
 from tests.support.pg import PgCluster
 
@@ -159,3 +160,22 @@ def wait_healthy(
             proc.kill()
             raise AssertionError(f"atlas serve did not become healthy: {output()}")
         time.sleep(0.1)
+
+
+def listing_with(storage: Storage, first: Callable[[], object]) -> Storage:
+    """`storage` as it is, except that `first` runs once just before its first listing of
+    unfinished writes: another process acting after a sweep began and before it listed."""
+
+    class Listing:
+        ran = False
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(storage, name)
+
+        def pending(self, prefix: str) -> Iterator[Pending]:
+            if not self.ran:
+                self.ran = True
+                first()
+            return storage.pending(prefix)
+
+    return cast(Storage, Listing())
