@@ -17,7 +17,7 @@ from bot.backup.lookup import Snapshots
 from bot.backup.read import Reader
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
-from bot.errors import AtlasError, Damaged, Interrupted, Refused
+from bot.errors import AtlasError, Damaged, IdTaken, Interrupted, Refused
 from bot.pg import Conn, find_tool
 from bot.records import (
     CheckResult,
@@ -46,6 +46,7 @@ from bot.words import count
 
 Phase = Callable[[str], None]
 log = logging.getLogger(__name__)
+ID_DRAWS = 5
 
 
 class Timings(TypedDict, total=False):
@@ -174,7 +175,6 @@ class Restores:
         approved_by: list[str] | None = None,
         request_id: str | None = None,
         phase: Phase | None = None,
-        drill_id: str | None = None,
         waiting: Phase | None = None,
         tables: Iterable[str] = (),
     ) -> JobRecord:
@@ -185,8 +185,13 @@ class Restores:
         A failed verification is a failed drill, recorded and returned (not raised);
         refusals and errors before the record exists are raised.
         """
-        job = self._prepare(Kind(kind), snap_id, requested_by, drill_id, parse_tables(tables))
-        self._record_start(job, request_id, approved_by)
+        job = self._prepare(Kind(kind), snap_id, requested_by, parse_tables(tables))
+        try:
+            self._record_start(job, request_id, approved_by)
+        except BaseException:
+            if job.artifact is not None:
+                job.artifact.close()
+            raise
         say = phase or (lambda _msg: None)
         try:  # from the record on: whatever stops the job, the record says so
             self._restore(job, say, waiting or say)
@@ -205,7 +210,6 @@ class Restores:
         kind: Kind,
         snap_id: str | None,
         requested_by: str,
-        drill_id: str | None,
         tables: tuple[TableName, ...],
     ) -> RestoreJob:
         """Pick the snapshot and the strategy, start checking the artifact, and refuse a
@@ -240,13 +244,10 @@ class Restores:
             if isinstance(exc, Refused):
                 self.catalog.audit(requested_by, f"{kind}.refused", snap.id, error=str(exc))
             raise
-        drill_id = drill_id or f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
-        scratch = scratch_name(drill_id) if kind == Kind.DRILL else swap.building_name(drill_id)
-        if kind == Kind.RESTORE and tables:
-            scratch = staging.address()[2]  # restored into in one transaction
+        drill_id = new_job_id(kind)
         return RestoreJob(
-            kind, snap, target, staging, production, known, how, artifact, drill_id, scratch,
-            requested_by, tables=tables,
+            kind, snap, target, staging, production, known, how, artifact, drill_id,
+            _built_in(kind, drill_id, staging, tables), requested_by, tables=tables,
         )  # fmt: skip
 
     def _record_start(
@@ -271,11 +272,29 @@ class Restores:
             record = Restore(id=job.drill_id, **shared)
         else:
             record = Restore(id=job.drill_id, new_db=job.scratch, new_db_dropped=False, **shared)
-        self.catalog.add_job(record)
+        self._add_fresh(job, record)
         job.started = time.monotonic()
         self.catalog.audit(
             job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
         )
+
+    def _add_fresh(self, job: RestoreJob, record: JobRecord) -> None:
+        """Record the job, drawing its id (and so its database's name) again while another
+        job has it: two jobs of one second share a suffix once in 65,536 pairs, which a
+        fleet's drills meet."""
+        for draw in range(1, ID_DRAWS + 1):
+            try:
+                self.catalog.add_job(record)
+                return
+            except IdTaken:
+                if draw == ID_DRAWS:
+                    raise
+            job.drill_id = record.id = new_job_id(job.kind)
+            job.scratch = _built_in(job.kind, job.drill_id, job.staging, job.tables)
+            if isinstance(record, Drill):
+                record.scratch_db = job.scratch
+            elif not job.in_place:
+                record.new_db = job.scratch
 
     def _restore(self, job: RestoreJob, say: Phase, waiting: Phase) -> None:
         """Stream the checked artifact into pg_restore by the planned strategy, the
@@ -569,3 +588,16 @@ def _major(version: str | None) -> int:
         return int(str(version or "0").split(".")[0])
     except ValueError:
         return 0
+
+
+def new_job_id(kind: Kind) -> str:
+    """d- (drill) or r- (refresh), the local time and a random suffix: sorts by time."""
+    return f"{kind[0]}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def _built_in(kind: Kind, job_id: str, staging: Conn, tables: tuple[TableName, ...]) -> str:
+    """The database the job restores into: a drill's scratch, a refresh's new database
+    beside staging, or (`--table` into staging) staging itself, in one transaction."""
+    if kind == Kind.DRILL:
+        return scratch_name(job_id)
+    return staging.address()[2] if tables else swap.building_name(job_id)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from bot.errors import AtlasError, Refused
+from bot.errors import AtlasError, IdTaken, Refused
 from bot.pg import Conn
+from bot.records import Drill, Restore
 from bot.restore import strategies
 from bot.restore.guard import guard_not_production, server_identity
 from bot.restore.source import Source
@@ -596,3 +599,62 @@ def test_a_staging_role_that_cannot_create_databases_fails_the_drill_clearly(
     finally:
         pg.drop_database(staging)
         pg.drop_role(role)
+
+
+def test_a_taken_job_id_is_refused_as_taken(tmp_path, pg_url):
+    """The catalog says a job id is taken in words the restore layer acts on (it draws
+    again), on either catalog, never with the database's own unique-violation error."""
+    catalog = services_for(settings_for(pg_url, tmp_path)).catalog
+    for record in (Drill(id="d-20261207-015703-e079"), Restore(id="r-20261207-015703-e079")):
+        catalog.add_job(record)
+        with pytest.raises(IdTaken, match="is taken"):
+            catalog.add_job(dataclasses.replace(record, database="other"))
+        assert catalog.get_job(record.id).database == record.database
+
+
+FIRST_INSERT_FINDS_ITS_ID_TAKEN = """
+CREATE SEQUENCE tries;
+CREATE FUNCTION another_job_first() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('tries') = 1 THEN  -- a sequence moves on even when the insert fails
+        EXECUTE format('INSERT INTO %I (id, database, status) VALUES ($1, $2, $3)',
+                       TG_TABLE_NAME) USING NEW.id, 'other', 'running';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER another_job_first BEFORE INSERT ON {table}
+    FOR EACH ROW EXECUTE FUNCTION another_job_first();
+"""
+
+
+@pytest.mark.own_catalog
+@pytest.mark.parametrize("kind,table", [("drill", "drills"), ("restore", "restores")])
+def test_a_job_id_another_job_took_first_is_drawn_again(
+    pg, pg_db, pg_url, tmp_path, catalog_server, kind, table
+):
+    """Job ids are a second and four hex digits, like snapshot ids: another process's job
+    that took this one's id in the same second is no reason to fail. Here a trigger in a
+    PostgreSQL catalog inserts the id just before the job's own insert, once; the job draws
+    again and names its database after the new id."""
+    fill_sample(pg_url, rows=50)
+    staging = pg_db + "_ids"
+    pg.create_database(staging)
+    _, state = catalog_server.new_url()
+    settings = settings_for(
+        pg_url, tmp_path, ATLAS_STATE=state, STAGING_DATABASE_URL=pg.url(staging)
+    )
+    services = services_for(settings)
+    services.taker.take(requested_by="U1")
+    with psycopg.connect(state, autocommit=True) as conn:
+        conn.execute(FIRST_INSERT_FINDS_ITS_ID_TAKEN.format(table=table))
+    try:
+        job = services.restores.run(kind=kind, snap_id=None, requested_by="U1")
+    finally:
+        pg.drop_database(staging)
+    with psycopg.connect(state) as conn:
+        tries = conn.execute("SELECT last_value FROM tries").fetchone()
+    assert tries == (3,)  # the first insert (and the other job's, inside it), then the second
+    assert job.status == "passed", job
+    built = job.scratch_db if isinstance(job, Drill) else job.new_db
+    assert built is not None and job.id.replace("-", "_") in built
+    assert [j.id for j in services.catalog.list_jobs()] == [job.id]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Unpack
 
 from bot.catalog.sql.connection import Connection, NotFoundError
-from bot.errors import NotFound
+from bot.catalog.sql.tables import Conflict
+from bot.errors import IdTaken, NotFound
 from bot.owners import owner_gone, owner_id
 from bot.records import (
     Drill,
@@ -37,8 +38,11 @@ class JobRecords:
         job.status = DrillStatus.RUNNING
         job.owner = job.owner or owner_id()
         job.started_at = job.started_at or now()
-        with self.conn.transaction() as db:
-            db[TABLES[job.kind][0]].insert(to_row(job))
+        try:
+            with self.conn.transaction() as db:
+                db[TABLES[job.kind][0]].insert(to_row(job))
+        except Conflict:
+            raise IdTaken(f"Job id {job.id} is taken.", "draw another") from None
 
     def update_job(self, job_id: str, kind: Kind, **fields: Unpack[RestoreFields]) -> None:
         table, record = TABLES[kind]
