@@ -145,7 +145,7 @@ class Reader:
             return self.mark_damaged(snap, missing, actor, found_by="verify")
         self.catalog.audit(actor, "snapshot.verify_failed", snap.id, error=str(exc))
         return AtlasError(
-            f"Could not read {snap.id} through to verify it: {exc}",
+            f"Could not read {snap.id} through to verify it: {exc.message}",
             "nothing was marked; run `atlas verify` again once storage answers",
         )
 

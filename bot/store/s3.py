@@ -20,7 +20,12 @@ from bot.store.base import CHUNK, ArtifactWriter, Pending, StoredObject
 def _s3_error(exc: Exception, what: str, setting_prefix: str = "") -> AtlasError:
     """`exc` in one line with what to do; `setting_prefix` is a copy destination's
     ATLAS_COPY_<NAME>_ prefix (its endpoint and keys), "" for ATLAS_STORAGE's boto3 chain."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+    )
 
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
@@ -37,7 +42,35 @@ def _s3_error(exc: Exception, what: str, setting_prefix: str = "") -> AtlasError
         if setting_prefix:
             keys = f"{setting_prefix}ACCESS_KEY_ID/SECRET_ACCESS_KEY (or PROFILE)"
         return AtlasError(f"No AWS credentials for {what}.", f"set {keys} or an instance role")
+    if isinstance(exc, HTTPClientError):  # the link broke, timed out or was closed
+        endpoint = f"{setting_prefix}ENDPOINT_URL" if setting_prefix else "AWS_ENDPOINT_URL"
+        return AtlasError(
+            f"The connection to S3 broke during {what}: {_how_it_broke(exc)}",
+            f"check {endpoint} and the network, then try again",
+        )
     return AtlasError(f"S3 failed during {what}: {exc}")
+
+
+def _how_it_broke(exc: Exception) -> str:
+    """A broken transfer in a few words: how far it got, where the chain of errors says
+    so (urllib3's IncompleteRead), instead of botocore's text that repeats it twice."""
+    from botocore.exceptions import ConnectionClosedError, ReadTimeoutError
+
+    seen: list[BaseException] = [exc]
+    for err in seen:  # grows as it goes: causes, contexts and wrapped errors
+        partial, expected = getattr(err, "partial", None), getattr(err, "expected", None)
+        if isinstance(partial, int) and isinstance(expected, int):
+            return f"{partial:,} bytes came, {expected:,} more were due"
+        inner = [err.__cause__, err.__context__, *getattr(err, "args", ())]
+        inner.append(getattr(err, "kwargs", {}).get("error"))
+        seen.extend(e for e in inner if isinstance(e, BaseException) and e not in seen)
+        if len(seen) > 12:
+            break
+    if isinstance(exc, ReadTimeoutError):
+        return "no answer within the read timeout"
+    if isinstance(exc, ConnectionClosedError):
+        return "the server closed the connection before it answered"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
 
 class S3Writer:

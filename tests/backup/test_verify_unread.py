@@ -46,6 +46,9 @@ def test_a_network_cut_mid_verify_marks_nothing(through_proxy):
     with pytest.raises(AtlasError) as info:
         services.reader.verify(snap.id)
     assert "nothing was marked" in str(info.value), info.value
+    said = str(info.value)  # one short line: how far the read got, once, and what to do
+    assert said.count("bytes came") == 1 and "IncompleteRead" not in said, said
+    assert len(said) < 400 and "\n" not in said, said
     assert services.catalog.get_snapshot(snap.id).status == "ok"
     actions = [e.action for e in audit_actions(services)]
     assert "snapshot.verify_failed" in actions and "snapshot.damaged" not in actions
