@@ -122,29 +122,29 @@ def test_a_scratch_database_that_cannot_be_dropped_is_dropped_later(
         settings_for(lp.reader_url, tmp_path, STAGING_DATABASE_URL=lp.stager_url)
     )
     snap = services.taker.take(requested_by="ops")
-    drill_id = "d-20261129-000000-beef"
-    scratch = "atlas_drill_d_20261129_000000_beef"
     stop = threading.Event()
 
     def hold() -> None:  # a superuser session that sits on the scratch database
         while not stop.is_set():
+            made = _databases(pg, "atlas_drill_%")
             try:
-                with psycopg.connect(pg.url(scratch), autocommit=True) as conn:
-                    conn.execute("SELECT 1")
-                    stop.wait()
-                return
+                if made:
+                    with psycopg.connect(pg.url(made.pop()), autocommit=True) as conn:
+                        conn.execute("SELECT 1")
+                        stop.wait()
+                    return
             except psycopg.OperationalError:
-                time.sleep(0.02)  # not created yet
+                pass  # not ready for connections yet
+            time.sleep(0.02)
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     try:
-        drill = services.restores.run(
-            kind="drill", snap_id=snap.id, requested_by="ops", drill_id=drill_id
-        )
+        drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="ops")
     finally:
         stop.set()
         holder.join(timeout=10)
+    drill_id, scratch = drill.id, drill.scratch_db
     assert drill.status == "passed", drill
     assert drill.scratch_dropped == 0 and "accessed by other users" in drill.cleanup_error
     assert any("could not be dropped yet" in p and scratch in p for p in drill.problems)
