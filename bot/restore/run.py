@@ -253,6 +253,26 @@ class Restores:
     def _record_start(
         self, job: RestoreJob, request_id: str | None, approved_by: list[str] | None
     ) -> None:
+        """Record the job as running, drawing its id (and so its database's name) again
+        while another job has it: two jobs of one second share a suffix once in 65,536
+        pairs, which a fleet's drills meet."""
+        for draw in range(1, ID_DRAWS + 1):
+            try:
+                self.catalog.add_job(self._record_of(job, request_id, approved_by))
+                break
+            except IdTaken:
+                if draw == ID_DRAWS:
+                    raise
+            job.drill_id = new_job_id(job.kind)
+            job.scratch = _built_in(job.kind, job.drill_id, job.staging, job.tables)
+        job.started = time.monotonic()
+        self.catalog.audit(
+            job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
+        )
+
+    def _record_of(
+        self, job: RestoreJob, request_id: str | None, approved_by: list[str] | None
+    ) -> JobRecord:
         shared = RestoreFields(
             request_id=request_id,
             snapshot_id=job.snap.id,
@@ -265,36 +285,10 @@ class Restores:
             from_copy=self.snapshots.copy,
         )
         if job.kind == Kind.DRILL:
-            record: JobRecord = Drill(
-                id=job.drill_id, scratch_db=job.scratch, scratch_dropped=False, **shared
-            )
-        elif job.in_place:
-            record = Restore(id=job.drill_id, **shared)
-        else:
-            record = Restore(id=job.drill_id, new_db=job.scratch, new_db_dropped=False, **shared)
-        self._add_fresh(job, record)
-        job.started = time.monotonic()
-        self.catalog.audit(
-            job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
-        )
-
-    def _add_fresh(self, job: RestoreJob, record: JobRecord) -> None:
-        """Record the job, drawing its id (and so its database's name) again while another
-        job has it: two jobs of one second share a suffix once in 65,536 pairs, which a
-        fleet's drills meet."""
-        for draw in range(1, ID_DRAWS + 1):
-            try:
-                self.catalog.add_job(record)
-                return
-            except IdTaken:
-                if draw == ID_DRAWS:
-                    raise
-            job.drill_id = record.id = new_job_id(job.kind)
-            job.scratch = _built_in(job.kind, job.drill_id, job.staging, job.tables)
-            if isinstance(record, Drill):
-                record.scratch_db = job.scratch
-            elif not job.in_place:
-                record.new_db = job.scratch
+            return Drill(id=job.drill_id, scratch_db=job.scratch, scratch_dropped=False, **shared)
+        if job.in_place:
+            return Restore(id=job.drill_id, **shared)
+        return Restore(id=job.drill_id, new_db=job.scratch, new_db_dropped=False, **shared)
 
     def _restore(self, job: RestoreJob, say: Phase, waiting: Phase) -> None:
         """Stream the checked artifact into pg_restore by the planned strategy, the

@@ -657,4 +657,5 @@ def test_a_job_id_another_job_took_first_is_drawn_again(
     assert job.status == "passed", job
     built = job.scratch_db if isinstance(job, Drill) else job.new_db
     assert built is not None and job.id.replace("-", "_") in built
+    assert kind == "restore" or job.target.endswith(built)  # where the drill ran, as recorded
     assert [j.id for j in services.catalog.list_jobs()] == [job.id]
