@@ -19,16 +19,14 @@ from bot.destinations import Destination
 from bot.errors import AtlasError
 from bot.fleet.patterns import Selection
 
-# Settings that are, or may carry, a secret: redacted from everything Atlas says.
-SECRET_SETTINGS = (
-    "DATABASE_URL",
-    "STAGING_DATABASE_URL",
-    "ATLAS_STATE",
+# Settings that may carry a secret (a URL's password, a key in a file's text), and those
+# that are one whole: redacted from everything Atlas says.
+SECRET_SETTINGS = ("DATABASE_URL", "STAGING_DATABASE_URL", "ATLAS_STATE", "ATLAS_ENCRYPTION_KEY")
+WHOLE_SECRET_SETTINGS = (
     "PGPASSWORD",
     "SLACK_BOT_TOKEN",
     "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN",
-    "ATLAS_ENCRYPTION_KEY",
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
 )
@@ -545,6 +543,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Read env (+ TOML), fill in the database list, and turn validation errors into one message."""
     source = dict(os.environ if env is None else env)
     redaction.remember(*(source.get(name) for name in SECRET_SETTINGS))
+    redaction.remember_whole(*(source.get(name) for name in WHOLE_SECRET_SETTINGS))
     values: dict[str, Any] = {}
     problems = []
     for attr, (name, read) in ENV.items():

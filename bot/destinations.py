@@ -114,7 +114,7 @@ def destination(name: str, body: Mapping[str, Any], primary: str, where: str) ->
         raise ValueError(f"{where}: sse is AES256 or aws:kms")
     if not url.startswith("s3://") and set(values) & set(TEXT_KEYS + SECRET_KEYS):
         raise ValueError(f"{where}: endpoint, credentials and sse are for s3:// URLs only")
-    redaction.remember(values.get("secret_access_key"))
+    redaction.remember_whole(values.get("secret_access_key"))
     return Destination(name=name, url=url, **values)
 
 

@@ -43,6 +43,18 @@ def remember(*values: str | None) -> None:
         _known.update(s for s in found if len(s) >= MIN_SECRET)
 
 
+def remember_whole(*values: str | None) -> None:
+    """Add settings that are a secret through and through (a signing secret, an AWS
+    secret key, PGPASSWORD): the whole value, which has no shape to be found by, and what
+    `secrets_in` finds in it as well."""
+    found: set[str] = set()
+    for value in values:
+        if value and value.strip():
+            found |= {value.strip(), *secrets_in(value)}
+    with _lock:
+        _known.update(s for s in found if len(s) >= MIN_SECRET)
+
+
 def secrets_in(text: str) -> set[str]:
     """The secret values a URL, connection string or token carries, however mistyped."""
     out: set[str] = set()

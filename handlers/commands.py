@@ -230,8 +230,8 @@ def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltCont
     """The `/atlas` listener: help for everyone, the rest for the allow-list."""
     services: Services = context["services"]
     user = command.get("user_id", "")
-    sub, _, rest = (command.get("text") or "").strip().partition(" ")
-    sub = sub.lower() or "help"
+    typed, _, rest = (command.get("text") or "").strip().partition(" ")
+    sub = typed.lower() or "help"
     if sub == "help":
         ack(text=messages.HELP)
         return
@@ -243,7 +243,7 @@ def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltCont
         ack(text=messages.terminal_only(sub))
         return
     if run is None:
-        ack(text=f"Unknown command `{messages.escape(sub)}`.\n{messages.HELP}")
+        ack(text=f"Unknown command `{messages.escape(messages.quoted(typed))}`.\n{messages.HELP}")
         return
     try:
         call = Call(

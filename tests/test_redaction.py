@@ -72,3 +72,27 @@ def test_log_lines_and_tracebacks_are_redacted(caplog: pytest.LogCaptureFixture)
         record.exc_info = sys.exc_info()
     out = formatter.format(record)
     assert "Pw-1x" not in out and "RuntimeError" in out
+
+
+def test_settings_that_are_a_secret_whole_are_masked_whole(tmp_path) -> None:
+    """A signing secret, an AWS key (a copy destination's too) or PGPASSWORD has no shape
+    to be found by: loading the settings is what makes each one known."""
+    from bot.config import load_settings
+
+    whole = {
+        "SLACK_SIGNING_SECRET": "8f14e45fceea167a5a36dedd4bea2543",
+        "PGPASSWORD": "hunter2hunter",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AWS_SESSION_TOKEN": "FwoGZXIvYXdzEXAMPLEtoken",
+        "ATLAS_COPY_OFFSITE_SECRET_ACCESS_KEY": "offsite+Secret/Key9",
+    }
+    load_settings(
+        {
+            "DATABASE_URL": "postgresql://app@db/app",
+            "ATLAS_STORAGE": str(tmp_path / "b"),
+            "ATLAS_COPIES": "offsite=s3://copies/atlas",
+            **whole,
+        }
+    )
+    for name, value in whole.items():
+        assert redaction.redact(f"it said {value}, then") == "it said ***, then", name

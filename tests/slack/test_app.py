@@ -16,7 +16,7 @@ import pytest
 
 from bot.records import Snapshot
 from tests.support import pick_free_port
-from tests.support.bot import TOKEN, Bot, start_bot
+from tests.support.bot import SECRET, TOKEN, Bot, start_bot
 from tests.support.helpers import add_bulk
 from tests.support.pg import fill_sample
 
@@ -74,6 +74,32 @@ def test_progress_updates_the_same_message(pg, pg_db, pg_url, tmp_path, slack_ap
         assert "stored and verified" in str(updates[-1]["params"]["blocks"])
     finally:
         server.close()
+
+
+def test_secrets_that_are_plain_values_never_reach_slack(pg, pg_db, pg_url, tmp_path, slack_api):
+    """A signing secret, an AWS secret key or PGPASSWORD has no shape to be found by: pasted
+    into a note or an id by mistake, each is masked all the same, in the channel and in the
+    reply, as a URL's password is."""
+    fill_sample(pg_url, rows=50)
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    b, server = start_bot(
+        pg_url, tmp_path, slack_api, AWS_SECRET_ACCESS_KEY=aws, PGPASSWORD="pw-7f3a9c"
+    )
+    try:
+        assert b.command(f"snapshot pasted by mistake: {SECRET} and {aws}")[0] == 200
+        b.wait_final()
+        _, body = b.command("verify pw-7f3a9c")
+        _, unknown = b.command(aws)  # as an unknown command (commands are not case-sensitive)
+        _, long = b.command("x" * 20_000)
+        assert "Unknown command" in long and len(long) < 5_000  # quoted back cut short
+        said = b.slack.all_text() + body + unknown
+        assert b.services.snapshots.recent()[0].status == "ok"
+        assert "pasted by mistake" in said
+        for secret in (SECRET, aws, "pw-7f3a9c", pg.password):
+            assert secret not in said and secret.lower() not in said, secret
+    finally:
+        server.close()
+        b.services.shutdown()
 
 
 def test_bad_or_stale_signature_is_401_and_does_nothing(bot):
