@@ -4,11 +4,13 @@ Each destination is a folder or an `s3://` URL with its own endpoint, credential
 server-side encryption and retention. Read from the environment
 (`ATLAS_COPIES=offsite=s3://bucket/atlas,nas=/mnt/nas/atlas` and
 `ATLAS_COPY_OFFSITE_ENDPOINT_URL=…`) or from the TOML file's `[copies.NAME]` tables.
-Pure: text in, records out; a mistyped key or URL is a ValueError naming it.
+Text in, records out (a folder is resolved on disk only to tell whether a copy lies
+where ATLAS_STORAGE does); a mistyped key or URL is a ValueError naming it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -104,6 +106,12 @@ def destination(name: str, body: Mapping[str, Any], primary: str, where: str) ->
         raise ValueError(f"{where}: url {exc}") from None
     if url.rstrip("/") == primary.rstrip("/"):
         raise ValueError(f"{where} is ATLAS_STORAGE itself: a copy in the same place is no copy")
+    if not body.get("endpoint_url") and _overlaps(url, primary):
+        raise ValueError(
+            f"{where} is ATLAS_STORAGE itself, spelled another way, or lies inside it (or it "
+            "inside the copy): a copy there is no copy, and its retention would delete "
+            "ATLAS_STORAGE's snapshots; point it at a place of its own"
+        )
     values: dict[str, Any] = {k: _text(body[k]) for k in TEXT_KEYS + SECRET_KEYS if k in body}
     for key in NUMBER_KEYS:
         if key in body:
@@ -116,6 +124,29 @@ def destination(name: str, body: Mapping[str, Any], primary: str, where: str) ->
         raise ValueError(f"{where}: endpoint, credentials and sse are for s3:// URLs only")
     redaction.remember_whole(values.get("secret_access_key"))
     return Destination(name=name, url=url, **values)
+
+
+def _overlaps(url: str, primary: str) -> bool:
+    """Whether two storage locations are one place, or one holds the other: folders as the
+    file system resolves them (`.`, `..`, `//`, `~`, links), S3 as bucket and prefix
+    without the slashes Atlas strips. A copy with its own endpoint is another server."""
+    if url.startswith("s3://") != primary.startswith("s3://"):
+        return False
+    if url.startswith("s3://"):
+        a, b = (_s3_parts(u) for u in (url, primary))
+        return a[0] == b[0] and _nested(a[1], b[1])
+    a_path, b_path = (os.path.realpath(os.path.expanduser(u.strip())) for u in (url, primary))
+    return _nested(a_path.rstrip("/"), b_path.rstrip("/"))
+
+
+def _s3_parts(url: str) -> tuple[str, str]:
+    bucket, _, prefix = url.strip()[5:].partition("/")
+    return bucket, "/".join(p for p in prefix.split("/") if p)
+
+
+def _nested(a: str, b: str) -> bool:
+    """`a` and `b` are the same path, or one lies under the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/") or not a or not b
 
 
 def _entries(text: str) -> list[str]:

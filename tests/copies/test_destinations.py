@@ -83,3 +83,34 @@ def test_a_mistyped_copy_is_refused_in_one_line(env, said):
         _load(**env)
     text = str(caught.value)
     assert said in text and "hunter2" not in text and "\n" not in text
+
+
+def test_a_copy_where_atlas_storage_already_is_is_refused(tmp_path: Path):
+    """A copy at ATLAS_STORAGE under another spelling would count as a second place, and
+    its retention would delete what ATLAS_STORAGE's policy keeps: refused, however spelled."""
+    primary = tmp_path / "backups"
+    primary.mkdir()
+    (tmp_path / "link").symlink_to(primary)
+    folder = {"ATLAS_STORAGE": str(primary)}
+    for spelled in (
+        f"{primary}/.",
+        f"{tmp_path}//backups",
+        str(tmp_path / "link"),
+        f"{primary}/nas",
+    ):
+        with pytest.raises(AtlasError, match="is ATLAS_STORAGE itself"):
+            _load(**folder, ATLAS_COPIES=f"nas={spelled}")
+    with pytest.raises(AtlasError, match="is ATLAS_STORAGE itself"):
+        _load(ATLAS_STORAGE=f"{primary}/copy", ATLAS_COPIES=f"nas={primary}")  # it holds it
+    for spelled in (
+        "s3://acme-prod//db",
+        "s3://acme-prod/db/",
+        "s3://acme-prod/db/dr",
+        "s3://acme-prod",
+    ):
+        with pytest.raises(AtlasError, match="is ATLAS_STORAGE itself"):
+            _load(ATLAS_COPIES=f"dr={spelled}")
+    assert _load(**folder, ATLAS_COPIES=f"nas={tmp_path / 'backups-nas'}").copies["nas"]
+    assert _load(ATLAS_COPIES="dr=s3://acme-prod/db-dr").copies["dr"]
+    elsewhere = _load(ATLAS_COPIES="dr=s3://acme-prod/db/dr", ATLAS_COPY_DR_ENDPOINT_URL="http://x")
+    assert elsewhere.copies["dr"].endpoint_url == "http://x"  # another server's bucket
