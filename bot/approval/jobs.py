@@ -78,6 +78,7 @@ class ApprovedJobs:
                 approved_by=req.approved_by,
                 request_id=req.id,
                 say=say,
+                undoes=req.snapshot_id,  # the refresh whose kept staging was approved
             )
         return self.restores.run(
             kind=req.kind,

@@ -115,6 +115,7 @@ def _undo_command(database: str | None, yes: bool, as_json: bool) -> None:
             requested_by=operator_name(),
             approved_by=["cli --yes" if yes else "cli confirm"],
             say=lambda text: err().print(text, highlight=False, markup=False),
+            undoes=kept.id,  # what the prompt named
         )
         services.jobs.announce(job, services.settings.channel)
     except AtlasError as exc:

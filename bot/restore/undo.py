@@ -65,8 +65,19 @@ class Undo:
         approved_by: list[str],
         request_id: str | None = None,
         say: Callable[[str], None] | None = None,
+        undoes: str | None = None,
     ) -> Restore:
+        """Swap back what the newest refresh of `database` kept; with `undoes` (the job the
+        request or the prompt named, and so what was approved), only if that is still it."""
         target, kept = kept_for(self.settings, self.catalog, database)
+        if undoes is not None and kept.id != undoes:
+            why = (
+                f"This undo was approved for the staging {undoes} replaced, but the newest "
+                f"kept staging of {target.name} is now the one {kept.id} replaced: staging "
+                "changed since, so nothing was swapped."
+            )
+            self.catalog.audit(requested_by, "undo.refused", undoes, error=why, newest=kept.id)
+            raise AtlasError(why, "ask for the undo again to bring back what is kept now")
         staging = Conn.parse(target.staging_url or "", target.staging_setting)
         try:
             guard_not_production(Conn.parse(target.url, target.url_setting), staging)

@@ -360,3 +360,30 @@ def test_slack_restore_of_one_table_is_approved_and_replaces_only_it(setup, pg, 
     for (name,) in pg.execute("postgres", "SELECT datname FROM pg_database"):
         if name.startswith(f"atlas_kept_{staging}"):
             pg.execute("postgres", f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_an_undo_approved_after_another_refresh_swaps_nothing(setup, pg, pg_db):
+    """An undo request names the refresh whose kept staging it brings back, and that is
+    what its approvers approve. A refresh that ran while the request waited keeps another
+    staging: the approved undo then swaps nothing and says why, instead of undoing the
+    refresh nobody approved an undo of."""
+    bot = setup()
+    staging = pg_db + "_stg"
+    snap = bot.services.snapshots.recent()[0]
+    first = bot.services.restores.run(kind="restore", snap_id=snap.id, requested_by="U_REQ")
+    assert first.status == "passed"
+    bot.command("undo", user_id="U_REQ")
+    msg = _request_message(bot)
+    assert first.id in str(msg["params"]["blocks"])
+    undo_req = next(r for r in bot.services.catalog.list_requests() if r.kind == "undo")
+    pg.execute(staging, "CREATE TABLE before_second_refresh (note text)")
+    second = bot.services.restores.run(kind="restore", snap_id=snap.id, requested_by="U_REQ")
+    assert second.status == "passed" and second.kept_db
+    bot.react("U_BOB", "white_check_mark", msg["response"]["ts"])
+    done = _wait_status(bot, undo_req.id, {"done", "failed"})
+    assert done.status == "failed" and "staging changed since" in (done.reason or ""), done
+    assert pg.execute(staging, "SELECT to_regclass('before_second_refresh') IS NULL")[0][0]
+    assert bot.services.catalog.kept_stagings(second.database)[0].id == second.id  # still kept
+    actions = [a.action for a in bot.services.catalog.audit_log(subject=first.id)]
+    assert "undo.refused" in actions
+    pg.execute("postgres", f'DROP DATABASE IF EXISTS "{second.kept_db}" WITH (FORCE)')
