@@ -186,6 +186,14 @@ MALFORMED = [
     ("signed JSON garbage", b"{nope", "application/json", True, 400),
     ("signed bytes", b"\xff\xfe\x00", "application/x-www-form-urlencoded", True, 400),
     ("signed plain text", b"hello", "text/plain", True, 400),
+    ("signed JSON nested past Python's depth", b"[" * 200_000, "application/json", True, 400),
+    (
+        "signed payload nested so",
+        b"payload=" + b"%5B" * 100_000,
+        "application/x-www-form-urlencoded",
+        True,
+        400,
+    ),
 ]
 
 
@@ -202,6 +210,36 @@ def test_malformed_requests_get_a_4xx_and_one_log_line(
         assert "Traceback" not in caplog.text, name
     assert _request(bot.url, b"", "text/plain", True, method="GET") == 405
     assert bot.command("help")[0] == 200  # and Slack's own requests still pass
+
+
+@pytest.mark.parametrize(
+    ("stamp", "signature"),
+    [
+        ("1" * 5000, "v0=00"),  # int() of it raises past 4,300 digits
+        (None, "v0=\u00e9\u00e9"),  # compare_digest raises on non-ASCII text
+    ],
+)
+def test_hostile_signature_headers_are_a_401_and_one_log_line(
+    bot: Any, caplog: pytest.LogCaptureFixture, stamp: str | None, signature: str
+) -> None:
+    """Unsigned requests whose headers would make the check itself raise: a 401 like any
+    bad signature, never a 500 with a traceback."""
+    caplog.set_level(logging.INFO)
+    conn = http.client.HTTPConnection(bot.url.removeprefix("http://"), timeout=10)
+    headers = {
+        "Content-Type": "application/json",
+        "X-Slack-Request-Timestamp": stamp or str(int(time.time())),
+        "X-Slack-Signature": signature,
+    }
+    conn.putrequest("POST", "/slack/events")
+    for name, value in headers.items():
+        conn.putheader(name, value.encode("latin-1", "replace") if not value.isascii() else value)
+    conn.putheader("Content-Length", "2")
+    conn.endheaders(b"{}")
+    assert conn.getresponse().status == 401
+    conn.close()
+    assert "Traceback" not in caplog.text and not any(r.exc_info for r in caplog.records)
+    assert bot.command("help")[0] == 200
 
 
 def test_shapes_slack_sends_pass_the_gate() -> None:

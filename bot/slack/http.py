@@ -50,7 +50,7 @@ def malformed(body: bytes, content_type: str) -> str | None:
         form = parse_qs(text, strict_parsing=False, max_num_fields=1000)
         if "payload" in form and not isinstance(json.loads(form["payload"][0]), dict):
             return "a payload that is no JSON object"
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nested past Python's depth
         return "a body that does not parse"
     return None
 
@@ -58,7 +58,11 @@ def malformed(body: bytes, content_type: str) -> str | None:
 def signed(body: bytes, stamp: str, signature: str, secret: bytes, now: float) -> bool:
     """Slack's v0 signature over the raw bytes, from the last five minutes. Pure; the
     bytes need not be text (slack_sdk's verifier would raise on those)."""
-    if not (stamp.isascii() and stamp.isdigit()) or abs(now - int(stamp)) > 300:
+    # a stamp of thousands of digits would make int() raise; a signature not in ASCII
+    # would make compare_digest raise: either is only a bad signature
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12 and signature.isascii()):
+        return False
+    if abs(now - int(stamp)) > 300:
         return False
     base = b"v0:" + stamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret, base, hashlib.sha256).hexdigest()
