@@ -225,8 +225,10 @@ def _state(v: str) -> Path | str:
         shape = "key=value …"
     if shape is None and re.match(r"\s*[\w.-]+:[^/]*@", v):  # user:password@host, no scheme
         shape = "USER:…@HOST"
+    if shape is None and not v.strip():
+        raise ValueError("is empty; write the path of a SQLite file, or a postgresql:// URL")
     if shape is None:
-        return Path(v)
+        return Path(v.strip()).expanduser()  # `~/atlas.db` as ATLAS_STORAGE reads `~`
     raise ValueError(
         f"{shape!r} is neither a file path nor a postgresql:// URL; write "
         "postgresql://USER@HOST:5432/DBNAME, or the path of a SQLite file"

@@ -39,7 +39,9 @@ KNOWN_SCHEMES = frozenset(
         "sqlite",
     }
 )
-_SHAPE = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)(://|:/|:|//)")
+# a space before the colon (`s3 ://bucket`) is still a mistyped URL, never a folder name
+_SHAPE = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*)\s*(://|:/|:|//)")
+_USERINFO = re.compile(r"[^/\s:@]+:[^/\s]*@")  # KEY:SECRET@bucket, with no scheme
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
@@ -71,6 +73,8 @@ def storage(text: str) -> str:
             )
         return value
     shape = url_shape(value)
+    if shape is None and _USERINFO.match(value):
+        shape = "USER:…@HOST without a scheme"
     if shape is not None:
         raise ValueError(
             f"{shape!r} looks like a URL but not one Atlas reads; write s3://BUCKET/PREFIX "

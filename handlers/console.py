@@ -20,6 +20,7 @@ from slack_bolt import BoltContext
 
 from bot.config import Settings
 from bot.ops import housekeeping
+from bot.redaction import redact
 from bot.report.chat import Blocks
 from bot.report.terminal import mrkdwn, render
 from bot.services import Services
@@ -68,7 +69,7 @@ class ConsoleChat:
         with self._lock:
             if self.prompt:
                 self.out.write("\r\x1b[K")  # the prompt's line: this goes above it
-            self.out.write(line + "\n")
+            self.out.write(redact(line) + "\n")  # as the Slack client redacts what it posts
             if self.prompt:
                 self.out.write(self.prompt)
             self.out.flush()

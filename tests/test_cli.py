@@ -468,3 +468,14 @@ def test_help_lists_commands() -> None:
     assert proc.returncode == 0, proc.stderr
     for command in ("snapshot", "list", "verify", "fetch", "serve"):
         assert re.search(rf"^\s+{command}\s", proc.stdout, re.MULTILINE), proc.stdout
+
+
+def test_list_and_snapshot_mask_a_password_quoted_in_a_note_or_a_tag(atlas: Atlas) -> None:
+    """A note or a tag that quotes a connection URL is user text, but the password in it
+    is still a password: masked in the table as in `show` and --json."""
+    leaked = "postgres://app:Hunter-2x9@db.internal/app"
+    res = atlas.ok("snapshot", "--note", f"copy of {leaked}", "--tag", f"source={leaked}")
+    listed = atlas.ok("list")
+    assert "copy of postgres://app:***@" in listed.stdout + "".join(listed.stdout.split())
+    for said in (res.output, listed.output, atlas.ok("show", "latest").output):
+        assert "Hunter-2x9" not in said and "Hunter-2x9" not in "".join(said.split())

@@ -296,3 +296,13 @@ def test_catalog_state_is_a_path_or_a_postgresql_url() -> None:
     )
     url = "postgres://atlas@db/atlas_catalog"
     assert load_settings(env={"ATLAS_STATE": f" {url} "}).state == url
+
+
+def test_catalog_state_reads_home_as_storage_does_and_is_never_blank(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_settings(env={"ATLAS_STATE": "~/atlas.db"}).state == tmp_path / "atlas.db"
+    for blank in ("", "  "):
+        with pytest.raises(AtlasError, match="ATLAS_STATE: is empty"):
+            load_settings(env={"ATLAS_STATE": blank})

@@ -539,12 +539,15 @@ MISTYPED = {
         "s3//acme-backups/atlas",
         "s3:acme-backups/atlas",
         "s3://Bad_Bucket/atlas",
+        "s3 ://acme-backups/atlas",  # a space before the colon: no folder of that name
+        f"AKIAKEY:{PASSWORD}@acme-backups/atlas",  # credentials, and no scheme
     ],
     "ATLAS_STATE": [
         f"postgres:/atlas:{PASSWORD}@db/catalog",
         f"postgresql:/atlas:{PASSWORD}@db/catalog",
         f"postgresql//atlas:{PASSWORD}@db/catalog",
         f"postgresq://atlas:{PASSWORD}@db/catalog",
+        f"postgres ://atlas:{PASSWORD}@db/catalog",
     ],
     "ATLAS_WORK_DIR": ["s3://acme-scratch/tmp"],
     "ATLAS_CONFIG": [f"https://atlas:{PASSWORD}@config.example/atlas.toml"],

@@ -11,13 +11,14 @@ import os
 import signal
 import socket
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import click
 
 from bot import records
 from bot.errors import AtlasError, Interrupted
-from bot.redaction import install_logging, redact_value
+from bot.redaction import RedactedStream, install_logging, redact, redact_value
 from bot.version import PACKAGE
 
 # Each command imports what it needs when it runs: `atlas --help` loads click and little
@@ -37,7 +38,7 @@ def err() -> Any:
     if _stderr is None:
         from rich.console import Console
 
-        _stderr = Console(stderr=True, soft_wrap=True)
+        _stderr = Console(file=_redacted(lambda: sys.stderr), soft_wrap=True)
     return _stderr
 
 
@@ -57,7 +58,13 @@ def out_console() -> Any:
     """Tables at full width when piped, so ids are never cut."""
     from rich.console import Console
 
-    return Console() if sys.stdout.isatty() else Console(width=250)
+    stdout = _redacted(lambda: sys.stdout)
+    return Console(file=stdout) if sys.stdout.isatty() else Console(file=stdout, width=250)
+
+
+def _redacted(stream: Callable[[], IO[str]]) -> IO[str]:
+    """What the CLI prints for people, through `redact` on its way out, as --json is."""
+    return cast(IO[str], RedactedStream(stream))
 
 
 def snapshot_json(snap: Snapshot, copies: list[Copy] | None = None) -> dict[str, Any]:
@@ -226,12 +233,12 @@ def print_table(rows: list[list[tuple[str, str]]], notes: list[str] | None = Non
         table.add_column(name, no_wrap=True, min_width=width)
     if notes is not None:
         table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
-    for i, row in enumerate(rows):
-        table.add_row(*(value for _, value in row), *([notes[i]] if notes is not None else []))
+    for i, row in enumerate(rows):  # a note or a tag may quote a URL, password and all
+        table.add_row(*(redact(value) for _, value in row), *([redact(notes[i])] if notes else []))
     out = out_console()
     needed = Measurement.get(out, out.options.update(max_width=10_000), table).minimum
     if out.width < needed:  # a narrow terminal wraps long lines rather than cut a value
         from rich.console import Console
 
-        out = Console(width=needed)
+        out = Console(file=_redacted(lambda: sys.stdout), width=needed)
     out.print(table)
