@@ -353,6 +353,21 @@ def test_fetch_never_writes_through_a_planted_link(
     assert victim.read_text() == "precious\n" and not out.is_symlink()
 
 
+def test_fetch_force_never_replaces_a_device_or_a_pipe(
+    snapped: tuple[dict[str, str], str], tmp_path: Path
+) -> None:
+    """`-o /dev/null --force` once renamed a file over the device itself."""
+    env, snap_id = snapped
+    null, pipe = tmp_path / "null", tmp_path / "pipe"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # as /dev/null
+    os.mkfifo(pipe)
+    for node, kind in ((null, stat.S_ISCHR), (pipe, stat.S_ISFIFO)):
+        refused = run_cli(["fetch", snap_id, "-o", str(node), "--force"], env, tmp_path, text=True)
+        assert refused.returncode == 1 and "not a regular file" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr and kind(node.lstat().st_mode)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing half-made
+
+
 def test_a_catalog_link_planted_by_another_user_is_refused(
     pg_url: str, tmp_path: Path, victim: Path
 ) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -241,6 +242,7 @@ class Reader:
         path = Path(out)
         if path.exists() and not force:
             raise AtlasError(f"{path} already exists.", "choose another -o path or pass --force")
+        _refuse_special(path)
         try:  # an unguessable name, never through a planted link, private until renamed
             tmp, fh = files.create_beside(path)
         except OSError as exc:
@@ -272,6 +274,21 @@ class Reader:
                 self.read(snap, stream)
                 stream.end()
         stream.release()
+
+
+def _refuse_special(path: Path) -> None:
+    """fetch writes a file beside `path` and renames it over it: over a device or a pipe
+    (`-o /dev/null --force`) that would replace the node itself, for every user."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return  # not there (or not visible): the write says what is wrong
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise AtlasError(
+            f"{path} is not a regular file (a device, a pipe or a folder): fetch writes a "
+            "file, and would replace it.",
+            "choose a file path, or -o - to stream the dump to stdout",
+        )
 
 
 def _major(version: str | None) -> int:
