@@ -137,18 +137,23 @@ class Reader:
     def _unread(self, snap: Snapshot, exc: AtlasError, actor: str) -> AtlasError:
         """A read that storage did not finish (a cut network, a refused credential) says
         nothing about the artifact, and marks nothing; one that is gone is damage."""
-        try:
-            gone = self.store.get().stat(snap.storage_key or "") is None
-        except AtlasError:
-            gone = False  # storage does not answer: nothing is known
-        if gone:
-            missing = Damaged(f"The stored artifact {snap.location} is missing.")
+        missing = self.missing(snap)
+        if missing is not None:
             return self.mark_damaged(snap, missing, actor, found_by="verify")
         self.catalog.audit(actor, "snapshot.verify_failed", snap.id, error=str(exc))
         return AtlasError(
             f"Could not read {snap.id} through to verify it: {exc.message}",
             "nothing was marked; run `atlas verify` again once storage answers",
         )
+
+    def missing(self, snap: Snapshot) -> Damaged | None:
+        """The damage when storage says the artifact is gone (a lifecycle rule, a hand);
+        None when it is there, or storage does not answer (then nothing is known)."""
+        try:
+            gone = self.store.get().stat(snap.storage_key or "") is None
+        except AtlasError:
+            return None
+        return Damaged(f"The stored artifact {snap.location} is missing.") if gone else None
 
     def mark_damaged(
         self, snap: Snapshot, exc: AtlasError, actor: str, *, found_by: str

@@ -373,11 +373,13 @@ def drill_report(drill: JobRecord, previous: JobRecord | None) -> tuple[str, Blo
         text += " (only " + ", ".join(f"`{escape(t)}`" for t in drill.tables) + ")"
     total = drill.total_s
     trend = ""
-    if previous and previous.total_s and total:
+    if ok and previous and previous.total_s and total:  # a failure restored nothing to time
         delta = total - previous.total_s
         trend = f" ({'+' if delta >= 0 else '−'}{human_seconds(abs(delta))} vs {human_seconds(previous.total_s)} on {str(previous.started_at)[:10]})"
     lines = [
-        f"*Time to restore:* {human_seconds(total)}{trend}",
+        f"*Time to restore:* {human_seconds(total)}{trend}"
+        if ok
+        else f"*Failed after:* {human_seconds(total)}",
         f"checked before restoring {human_seconds(drill.download_s)} · restore {human_seconds(drill.restore_s)} · verify {human_seconds(drill.verify_s)}",
         f"*Target:* `{escape(drill.target or '')}`" + _scratch_words(drill),
     ]

@@ -463,8 +463,13 @@ class Restores:
         interruption is raised as one, anything not an Exception raised again."""
         kind, staging = job.kind, job.staging
         error: BaseException = exc
-        if isinstance(exc, Damaged):
-            error = self.reader.mark_damaged(job.snap, exc, job.requested_by, found_by=job.drill_id)
+        damage = exc if isinstance(exc, Damaged) else None
+        if damage is None and isinstance(exc, AtlasError):  # a read that failed: gone?
+            damage = self.reader.missing(job.snap)
+        if damage is not None:
+            error = self.reader.mark_damaged(
+                job.snap, damage, job.requested_by, found_by=job.drill_id
+            )
         message = redact(str(error), [*job.production.secrets, *staging.secrets])
         stopped = isinstance(exc, KeyboardInterrupt)
         if stopped:

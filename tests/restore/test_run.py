@@ -659,3 +659,21 @@ def test_a_job_id_another_job_took_first_is_drawn_again(
     assert built is not None and job.id.replace("-", "_") in built
     assert kind == "restore" or job.target.endswith(built)  # where the drill ran, as recorded
     assert [j.id for j in services.catalog.list_jobs()] == [job.id]
+
+
+def test_a_drill_of_an_artifact_deleted_from_storage_marks_the_snapshot_missing(pg, env):
+    """An artifact a lifecycle rule (or a hand) deleted is damage, found by the drill as
+    `verify` finds it: the snapshot turns corrupt, so the next drill picks another, and
+    the verdict does not time a restore that never happened."""
+    from bot.report import messages
+
+    services, snap, _, _ = env
+    Path(snap.location or "").unlink()
+    drill = services.restores.run(kind="drill", snap_id=snap.id, requested_by="U1")
+    assert drill.status == "failed" and "is missing" in (drill.error or ""), drill.error
+    after = services.catalog.get_snapshot(snap.id)
+    assert after.status == "corrupt" and "is missing" in (after.error or "")
+    text = str(messages.drill_report(drill, None)[1])
+    assert "Failed after" in text and "Time to restore" not in text
+    with pytest.raises(AtlasError, match="no good snapshot"):
+        services.restores.run(kind="drill", snap_id=None, requested_by="U1")
