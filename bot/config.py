@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -645,6 +645,7 @@ def _load_toml(
         raise AtlasError(f"ATLAS_CONFIG file {path} does not exist.") from None
     except tomllib.TOMLDecodeError as exc:
         raise AtlasError(f"ATLAS_CONFIG file {path} is not valid TOML: {exc}") from None
+    _toml_shape(data)
     try:
         for name, dest in destinations.from_toml(
             data.get("copies") or {}, settings.storage
@@ -662,6 +663,11 @@ def _load_toml(
     for name, body in (data.get("databases") or {}).items():
         if not isinstance(body, dict):
             raise AtlasError(f"ATLAS_CONFIG: [databases.{name}] must be a table.")
+        if unknown := sorted(set(body) - DATABASE_KEYS):
+            raise AtlasError(
+                f"ATLAS_CONFIG: [databases.{name}]: unknown key {unknown[0]!r} "
+                f"(known: {', '.join(sorted(DATABASE_KEYS))})"
+            )
         body = {
             "environment": settings.environment,
             **body,
@@ -670,10 +676,7 @@ def _load_toml(
             "staging_setting": f"ATLAS_CONFIG [databases.{name}] staging_url",
         }
         redaction.remember(str(body.get("url") or ""), str(body.get("staging_url") or ""))
-        unknown = set(body) - ({f.name for f in fields(DatabaseTarget)} - {"server"})
         try:
-            if unknown:
-                raise ValueError(f"unknown key {sorted(unknown)[0]!r}")
             out[name] = DatabaseTarget(**body)
         except ValueError as exc:
             raise AtlasError(f"ATLAS_CONFIG: [databases.{name}]: {exc}") from None
@@ -684,6 +687,25 @@ def _load_toml(
         except ValueError as exc:
             raise AtlasError(f"ATLAS_CONFIG: [servers.{name}]: {exc}") from None
     return out, servers
+
+
+DATABASE_KEYS = {"url", "staging_url", "environment", "checks", "schedule"}
+TOML_TABLES = {"databases": dict, "servers": dict, "copies": dict, "checks": list}
+
+
+def _toml_shape(data: dict[str, Any]) -> None:
+    """The file's top level: only the tables Atlas reads, each of its kind. A misspelt
+    `[database.app]` would otherwise be ignored, and that database never backed up."""
+    for key, value in data.items():
+        kind = TOML_TABLES.get(key)
+        if kind is None:
+            raise AtlasError(
+                f"ATLAS_CONFIG: unknown key {key!r} (known: {', '.join(sorted(TOML_TABLES))})",
+                "tables are [databases.NAME], [servers.NAME], [copies.NAME] and [[checks]]",
+            )
+        if not isinstance(value, kind):
+            shape = f"[{key}.NAME] tables" if kind is dict else "[[checks]] tables"
+            raise AtlasError(f"ATLAS_CONFIG: {key} must be {shape}, not {type(value).__name__}")
 
 
 SERVER_KEYS = {
@@ -707,6 +729,13 @@ def _server(name: str, body: Any, settings: Settings) -> Server:
         raise ValueError(
             f"unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(SERVER_KEYS))})"
         )
+    for key in ("url", "staging_url", "environment"):
+        if key in body and not isinstance(body[key], str):
+            raise ValueError(f"{key} must be text in quotes")
+    for key in ("include", "exclude"):
+        value = body.get(key, "")
+        if not isinstance(value, str | list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key} must be names in quotes, or a list of them")
     include = _csv(body.get("include", "*"))
     exclude = _csv(body.get("exclude"))
     schedule = body.get("schedule")

@@ -100,6 +100,9 @@ def destination(name: str, body: Mapping[str, Any], primary: str, where: str) ->
     unknown = sorted(set(body) - set(KEYS))
     if unknown:
         raise ValueError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(KEYS)})")
+    for key in ("url", *TEXT_KEYS, *SECRET_KEYS):  # TOML may give a number or a list
+        if key in body and not isinstance(body[key], str):
+            raise ValueError(f"{where}: {key} must be text in quotes")
     try:
         url = locations.storage(str(body.get("url") or ""))
     except ValueError as exc:

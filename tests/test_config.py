@@ -247,6 +247,10 @@ drill_scope = "server"
         ('url = "postgresql://h/postgres"\nschedule = "every night"', "[servers.db2]"),
         ('url = "postgresql://h/postgres"\ninclude = ""', "nothing is included"),
         ('url = "postgresql://h/postgres"\ndrill_scope = "rotation"', "neither 'database'"),
+        ('url = "postgresql://h/postgres"\nstaging_url = 5', "staging_url must be text"),
+        ('url = "postgresql://h/postgres"\ninclude = 5', "include must be names"),
+        ('url = "postgresql://h/postgres"\nexclude = [1, 2]', "exclude must be names"),
+        ("url = 5", "url must be text"),
     ],
 )
 def test_mistyped_server_tables_are_refused_with_the_reason(
@@ -306,3 +310,32 @@ def test_catalog_state_reads_home_as_storage_does_and_is_never_blank(
     for blank in ("", "  "):
         with pytest.raises(AtlasError, match="ATLAS_STATE: is empty"):
             load_settings(env={"ATLAS_STATE": blank})
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[database.app]\nurl = "postgresql://h/app"', "unknown key 'database'"),
+        ('retention = 7\n[databases.app]\nurl = "postgresql://h/app"', "unknown key 'retention'"),
+        ("databases = 5", "databases must be [databases.NAME] tables, not int"),
+        ('databases = ["a"]', "databases must be [databases.NAME] tables, not list"),
+        ("servers = 5", "servers must be [servers.NAME] tables"),
+        ("checks = 5", "checks must be [[checks]] tables"),
+        ('[databases.app]\nurl = "postgresql://h/app"\nstaging_problem = "sure"', "unknown key"),
+        ('[databases.app]\nurl = "postgresql://h/app"\nname = "other"', "unknown key 'name'"),
+        ("[copies.x]\nurl = 5", "url must be text"),
+        ('[copies.x]\nurl = "s3://acme-x/db"\nregion = ["a"]', "region must be text"),
+    ],
+)
+def test_a_mistyped_config_file_is_refused_in_one_line(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    """A misspelt table would be ignored (that database never backed up), a value of the
+    wrong kind would break a later command with Python's words: both refused on loading."""
+    cfg = tmp_path / "atlas.toml"
+    cfg.write_text(text + "\n")
+    with pytest.raises(AtlasError) as err:
+        _load(ATLAS_CONFIG=str(cfg))
+    said = str(err.value)
+    assert said.startswith(("ATLAS_CONFIG", "Invalid configuration: ")) and words in said, said
+    assert "\n" not in said and "Error" not in said
