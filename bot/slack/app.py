@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App
@@ -26,6 +27,12 @@ def installed_listeners() -> list[Register]:
     return [ep.load() for ep in entry_points(group=LISTENERS)]
 
 
+# Listeners wait on Slack's Web API (a reaction's reply, a message's edit). Bolt's default
+# of 5 threads let five reactions on a slow day hold every thread, and every command then
+# went unanswered past Slack's 3 s; threads that mostly wait cost little.
+LISTENER_THREADS = 48
+
+
 def build_app(services: Services, register: Register | None = None) -> App:
     """A Bolt app with Atlas's listeners (`register`, or the installed ones)."""
     settings = services.settings
@@ -41,6 +48,7 @@ def build_app(services: Services, register: Register | None = None) -> App:
         client=chat.client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         process_before_response=False,
+        listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="listener"),
         token_verification_enabled=False,  # check_slack did it, with a clear error
     )
     registers = [register] if register is not None else installed_listeners()

@@ -387,3 +387,22 @@ def test_an_undo_approved_after_another_refresh_swaps_nothing(setup, pg, pg_db):
     actions = [a.action for a in bot.services.catalog.audit_log(subject=first.id)]
     assert "undo.refused" in actions
     pg.execute("postgres", f'DROP DATABASE IF EXISTS "{second.kept_db}" WITH (FORCE)')
+
+
+def test_commands_are_answered_while_slack_is_slow_to_take_reaction_replies(setup):
+    """Each reaction by someone who may not approve is answered through Slack's Web API;
+    with Slack slow to take those replies, a dozen such reactions must not hold every
+    listener: a command still gets its answer within Slack's 3 seconds."""
+    bot = setup()
+    bot.command("drill", user_id="U_REQ")
+    ts = _request_message(bot)["response"]["ts"]
+    bot.slack.delay("chat.postEphemeral", 8)
+    try:
+        for i in range(12):
+            assert bot.react(f"U_NOT{i}", "white_check_mark", ts)[0] == 200
+        time.sleep(0.5)  # their listeners are waiting on Slack now
+        started = time.monotonic()
+        status, body = bot.command("help")
+        assert status == 200 and "Atlas" in body and time.monotonic() - started < 3
+    finally:
+        bot.slack.delay("chat.postEphemeral", 0)
