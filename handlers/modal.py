@@ -27,7 +27,9 @@ def open_restore(
         if s.kind == SnapshotKind.DATABASE
     ]
     if chosen and chosen not in {s.id for s in snaps} and services.catalog.has_snapshot(chosen):
-        snaps.insert(0, services.catalog.get_snapshot(chosen))
+        older = services.catalog.get_snapshot(chosen)
+        if older.status == SnapshotStatus.OK:  # however old, but never a damaged one
+            snaps.insert(0, older)
     view = restore_view(snaps, channel or services.settings.channel or "", chosen)
     return services.chat.open_view(trigger_id, view)
 

@@ -123,9 +123,17 @@ def test_the_modal_asks_for_a_drill_that_is_approved_in_the_channel(
         [select] = [b["element"] for b in chosen["blocks"] if b["block_id"] == "snapshot"]
         assert select["initial_option"]["value"] == older.id
 
+        # on the message that says a snapshot is damaged: the form, never offering it
+        bot.services.catalog.update_snapshot(older.id, status="corrupt", error="checksum")
+        post_interaction(bot.url, SECRET, shortcut)
+        [select] = [
+            b["element"] for b in _opened(slack_api, 3)["blocks"] if b["block_id"] == "snapshot"
+        ]
+        assert "initial_option" not in select and older.id not in str(select["options"])
+
         # Home's button opens it too
         post_interaction(bot.url, SECRET, block_actions_payload(RESTORE_BUTTON, user_id="U_REQ"))
-        assert _opened(slack_api, 3)["callback_id"] == RESTORE_MODAL
+        assert _opened(slack_api, 4)["callback_id"] == RESTORE_MODAL
     finally:
         server.close()  # type: ignore[attr-defined]
         bot.services.shutdown()
