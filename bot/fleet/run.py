@@ -36,7 +36,16 @@ class Fleet:
 
     @property
     def problems(self) -> list[str]:
-        return [f"server {s.server}: {s.error}" for s in self.scans if s.error]
+        """Servers that could not be listed, and those whose selection takes nothing (a
+        mistyped ATLAS_DATABASES would otherwise back up nothing, and say all is well)."""
+        return [
+            f"server {s.server}: {s.error}"
+            if s.error
+            else f"server {s.server}: its selection matches none of its databases, so none "
+            "is backed up (check ATLAS_DATABASES, or the server's include and exclude)"
+            for s in self.scans
+            if s.error or not (s.targets or s.skipped)
+        ]
 
 
 def resolve(

@@ -328,6 +328,20 @@ def test_a_database_the_run_must_skip_fails_the_run_and_is_named(
     assert repr(odd) in text and "could not be listed" not in text
 
 
+def test_a_selection_that_matches_nothing_fails_the_run_and_status(
+    pg: PgCluster, prefix: str, tmp_path: Path
+) -> None:
+    """ATLAS_DATABASES mistyped (`appp` for `app`) backs up no database: the run and
+    `status` say so as failures, not "1 of 1 snapshot ok" and a green checklist."""
+    env = cli_env(tmp_path, DATABASE_URL=pg.url("postgres"), ATLAS_DATABASES=f"{prefix}typo")
+    doc = _all(env)
+    assert doc["status"] == "failed" and doc["failed"] == []
+    assert any("matches none of its databases" in p for p in doc["problems"]), doc
+    status = run_cli(["status"], env, REPO, text=True)
+    assert status.returncode == 1, status.stdout
+    assert "matches none of its databases" in " ".join(status.stdout.split())
+
+
 def test_slack_drills_a_fleet_database_on_the_staging_server(
     pg: PgCluster, prefix: str, tmp_path: Path, slack_api
 ) -> None:
