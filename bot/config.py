@@ -32,6 +32,12 @@ WHOLE_SECRET_SETTINGS = (
 )
 
 
+def _ids(v: str) -> list[str]:
+    """Slack user or group ids: commas or spaces between them (`U1 U2` once made one
+    approver named "U1 U2", whom no reaction could match)."""
+    return [part for part in re.split(r"[\s,]+", v) if part]
+
+
 def _csv(value: Any) -> list[str]:
     if value is None or value == "":
         return []
@@ -482,9 +488,9 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "slack_app_token": ("SLACK_APP_TOKEN", _secret),
     "slack_api_url": ("SLACK_API_URL", _slack_url),
     "channel": ("ATLAS_CHANNEL", _optional),
-    "allowed_users": ("ATLAS_ALLOWED_USERS", _csv),
+    "allowed_users": ("ATLAS_ALLOWED_USERS", _ids),
     "http_port": ("PORT", _integer(1, 65535)),
-    "approvers": ("ATLAS_APPROVERS", _csv),
+    "approvers": ("ATLAS_APPROVERS", _ids),
     "required_approvals": ("ATLAS_REQUIRED_APPROVALS", _integer(1, 20)),
     "approval_ttl_minutes": ("ATLAS_APPROVAL_TTL_MINUTES", _integer(1)),
     "approve_emojis": ("ATLAS_APPROVE_EMOJIS", _emojis),

@@ -35,6 +35,12 @@ def test_allowed_users_empty_and_sloppy() -> None:
     assert load_settings(env={"ATLAS_ALLOWED_USERS": " U1 ,, U2 ,"}).allowed_users == ["U1", "U2"]
 
 
+def test_approvers_and_users_split_on_spaces_as_on_commas() -> None:
+    """Ids hold no spaces: `U1 U2` is two approvers, not one that nobody's reaction is."""
+    settings = load_settings(env={"ATLAS_APPROVERS": "U1 U2,\tS3", "ATLAS_ALLOWED_USERS": "U1  U4"})
+    assert (settings.approvers, settings.allowed_users) == (["U1", "U2", "S3"], ["U1", "U4"])
+
+
 def test_slack_api_url_gets_trailing_slash() -> None:
     settings = load_settings(env={"SLACK_API_URL": "http://127.0.0.1:9999/api"})
     assert settings.slack_api_url == "http://127.0.0.1:9999/api/"
