@@ -32,6 +32,12 @@ WHOLE_SECRET_SETTINGS = (
 )
 
 
+def _environment(v: str) -> str:
+    """A folder name in storage (`production/app/…`): empty, as compose writes an unset
+    variable, is the default."""
+    return _safe_name(v.strip()) if v.strip() else "production"
+
+
 def _ids(v: str) -> list[str]:
     """Slack user or group ids: commas or spaces between them (`U1 U2` once made one
     approver named "U1 U2", whom no reaction could match)."""
@@ -475,7 +481,7 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "database_url": ("DATABASE_URL", _text),  # checked where used (Conn.parse): serve still
     # starts, and each job's failure is recorded and posted
     "staging_database_url": ("STAGING_DATABASE_URL", _text),  # checked by the restores
-    "environment": ("ATLAS_ENVIRONMENT", _text),
+    "environment": ("ATLAS_ENVIRONMENT", _environment),
     "database_name": ("ATLAS_DATABASE_NAME", _text),
     "storage": ("ATLAS_STORAGE", locations.storage),
     "state": ("ATLAS_STATE", _state),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -345,3 +346,15 @@ def test_a_mistyped_config_file_is_refused_in_one_line(
     said = str(err.value)
     assert said.startswith(("ATLAS_CONFIG", "Invalid configuration: ")) and words in said, said
     assert "\n" not in said and "Error" not in said
+
+
+def test_a_mistyped_environment_is_named_as_such() -> None:
+    """ATLAS_ENVIRONMENT names a folder in storage: a bad one is refused under its own name
+    (it was blamed on the database, or crashed with ATLAS_DATABASES); blank is the default."""
+    base = {"DATABASE_URL": "postgresql://h/app"}
+    for bad in ("prod/x", ".hidden"):
+        for extra in ({}, {"ATLAS_DATABASES": "app"}):
+            with pytest.raises(AtlasError, match=f"ATLAS_ENVIRONMENT: '{re.escape(bad)}' must be"):
+                load_settings(env={**base, **extra, "ATLAS_ENVIRONMENT": bad})
+    assert load_settings(env={**base, "ATLAS_ENVIRONMENT": ""}).environment == "production"
+    assert load_settings(env={**base, "ATLAS_ENVIRONMENT": " staging "}).environment == "staging"
