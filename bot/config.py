@@ -317,9 +317,13 @@ def _cron(v: str) -> str | None:
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(v)
+        trigger = CronTrigger.from_crontab(v, timezone="UTC")
     except ValueError as exc:
         raise ValueError(f"not a cron expression ({exc}); e.g. '0 3 * * *'") from None
+    from datetime import UTC, datetime
+
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(f"{v.strip()!r} never comes (no such date); e.g. '0 3 * * *'")
     return v
 
 
@@ -331,9 +335,11 @@ def _hhmm(v: str) -> str:
 
 
 def _every(v: str) -> str:
-    if v != "quarter" and not (v.isdigit() and int(v) > 0):
-        raise ValueError("use 'quarter' or a number of days")
-    return v
+    """'quarter' or 1-3660 days, as the reminders read it, checked here so that a typo is
+    a configuration error at start (`²` and 99999999999 were crashes later)."""
+    from bot.policy.reminders import parse_every
+
+    return str(parse_every(v))
 
 
 def _sse(v: str) -> str | None:

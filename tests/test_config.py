@@ -358,3 +358,21 @@ def test_a_mistyped_environment_is_named_as_such() -> None:
                 load_settings(env={**base, **extra, "ATLAS_ENVIRONMENT": bad})
     assert load_settings(env={**base, "ATLAS_ENVIRONMENT": ""}).environment == "production"
     assert load_settings(env={**base, "ATLAS_ENVIRONMENT": " staging "}).environment == "staging"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("ATLAS_DRILL_EVERY", "99999999999", "between 1 and 3660 days"),
+        ("ATLAS_DRILL_EVERY", "²", "'quarter' or a positive number of days"),
+        ("ATLAS_SNAPSHOT_SCHEDULE", "0 3 31 2 *", "never comes"),
+    ],
+)
+def test_a_setting_that_could_never_work_is_refused_at_start(
+    name: str, value: str, words: str
+) -> None:
+    """A drill interval past ten years or in superscript digits, a schedule on 31 February:
+    refused as the settings load, not a crash later or a schedule that never runs."""
+    with pytest.raises(AtlasError) as err:
+        load_settings(env={name: value})
+    assert f"{name}: " in str(err.value) and words in str(err.value)
