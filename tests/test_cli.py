@@ -479,3 +479,14 @@ def test_list_and_snapshot_mask_a_password_quoted_in_a_note_or_a_tag(atlas: Atla
     assert "copy of postgres://app:***@" in listed.stdout + "".join(listed.stdout.split())
     for said in (res.output, listed.output, atlas.ok("show", "latest").output):
         assert "Hunter-2x9" not in said and "Hunter-2x9" not in "".join(said.split())
+
+
+def test_a_limit_that_is_no_number_of_rows_is_refused(atlas: Atlas) -> None:
+    """`--limit 0` said there were no snapshots, `-1` listed all, a 20-digit one crashed."""
+    atlas.ok("snapshot")
+    for limit in ("0", "-1", "99999999999999999999"):
+        for command in ("list", "drills", "audit"):
+            res = atlas(command, "--limit", limit)
+            assert res.code == 2 and "Invalid value for '--limit'" in res.output, res.output
+            assert "Traceback" not in res.output and "No snapshots" not in res.output
+    assert len(atlas.ok("list", "--limit", "1", "--json").json()) == 1

@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 _stderr: Any = None
 
 
+# how many rows a listing shows: 0, a negative number or one past SQLite's integers is a
+# typo, refused by click in one line (it showed everything, nothing, or a crash)
+LIMIT = click.IntRange(1, 1_000_000)
+
+
 def err() -> Any:
     """rich's console on stderr, made on first use (`--json` runs never import rich). The
     real Console, not a proxy: rich's progress bar uses it as a context manager."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     pass
 
 from bot.cli.app import (
+    LIMIT,
     err,
     escape,
     fail,
@@ -82,7 +83,7 @@ def keygen(output: str) -> None:
 
 
 @main.command()
-@click.option("--limit", default=50, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 @click.option(
     "--verify", "check", is_flag=True, help="Check the hash chain; exit 1 if an entry changed."

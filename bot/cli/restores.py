@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 from bot.cli.app import (
     FROM_HELP,
+    LIMIT,
     by_tags,
     drill_json,
     err,
@@ -228,7 +229,7 @@ def drill(
 
 
 @main.command()
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--json", "as_json", is_flag=True)
 def drills(limit: int, as_json: bool) -> None:
     """Past drills and restores with their verdicts and timings."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 from bot.cli.app import (
     FROM_HELP,
+    LIMIT,
     TAG_HELP,
     by_tags,
     err,
@@ -220,7 +221,7 @@ class _progress_bar:
 
 
 @main.command("list")
-@click.option("--limit", default=20, show_default=True)
+@click.option("--limit", default=20, show_default=True, type=LIMIT)
 @click.option("--db", "database", default=None)
 @click.option(
     "--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help="Only those tagged so."
