@@ -34,13 +34,21 @@ class Call:
     trigger_id: str | None = None  # opens a modal
 
 
+SNAPSHOT_OPTIONS = ("--all", "--provider")
+
+
 def snapshot(call: Call) -> str:
     note, tags = _tagged(call.args)
-    provider = False
-    if note == "--all" or note.startswith("--all "):
-        return _snapshot_all(call, note.removeprefix("--all").strip(), tags)
-    if note.startswith("--provider"):
-        note, provider = note.removeprefix("--provider").strip(), True
+    options = _leading_options(note)
+    note = note.split(None, len(options))[-1] if len(note.split()) > len(options) else ""
+    if "--all" in options:
+        if "--provider" in options:
+            raise AtlasError(
+                "--provider takes one database, --all every one: nothing was started.",
+                "/atlas snapshot --all [note], or /atlas snapshot --provider [db:NAME]",
+            )
+        return _snapshot_all(call, note, tags)
+    provider = "--provider" in options
     words, database = _aim(call.services, note)
     call.services.reported.start(
         requested_by=call.user,
@@ -51,6 +59,22 @@ def snapshot(call: Call) -> str:
         tags=tags,
     )
     return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
+
+
+def _leading_options(text: str) -> list[str]:
+    """The `--words` a snapshot's text starts with; one it does not know is refused (a
+    mistyped `--dry-run` was kept as the note of a snapshot nobody meant to take)."""
+    options = []
+    for word in text.split():
+        if not word.startswith("--"):
+            break
+        if word not in SNAPSHOT_OPTIONS:
+            raise AtlasError(
+                f"Unknown option `{messages.quoted(word)}`: nothing was started.",
+                "/atlas snapshot takes --all or --provider, then the note",
+            )
+        options.append(word)
+    return options
 
 
 def _snapshot_all(call: Call, note: str, tags: dict[str, str]) -> str:

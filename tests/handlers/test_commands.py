@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from unittest.mock import Mock
 
+import pytest
 from slack_bolt import BoltContext
 
 from bot.records import Snapshot
@@ -111,6 +113,23 @@ def test_provider_flag_without_a_provider_is_refused(
 ) -> None:
     commands.atlas(ack, command("snapshot --provider before deploy"), respond, context)
     assert "--provider needs a provider" in replied(ack)
+    assert services.catalog.list_snapshots() == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("snapshot --all --provider", "--provider takes one database, --all every one"),
+        ("snapshot --provider --all", "--provider takes one database, --all every one"),
+        ("snapshot --dry-run before deploy", "Unknown option `--dry-run`: nothing was started"),
+    ],
+)
+def test_options_a_snapshot_does_not_take_are_refused_not_kept_as_its_note(
+    ack: Mock, respond: Mock, context: BoltContext, services: Services, text: str, said: str
+) -> None:
+    commands.atlas(ack, command(text), respond, context)
+    assert said in replied(ack)
+    time.sleep(0.3)  # nothing was started in the background either
     assert services.catalog.list_snapshots() == []
 
 
