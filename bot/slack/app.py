@@ -51,12 +51,28 @@ def build_app(services: Services, register: Register | None = None) -> App:
         listener_executor=ThreadPoolExecutor(LISTENER_THREADS, thread_name_prefix="listener"),
         token_verification_enabled=False,  # check_slack did it, with a clear error
     )
+    app.error(_one_line)  # a listener that failed is one log line, never a traceback
     registers = [register] if register is not None else installed_listeners()
     if not registers:
         raise AtlasError("No Slack listeners are installed.", "reinstall Atlas: pip install -e .")
     for add in registers:
         add(app, services)
     return app
+
+
+def _one_line(error: Exception, body: dict[str, Any], response: Any = None) -> None:
+    """What a listener could not handle: a signed request with a shape Slack does not
+    send (a field of another type), or a fault of ours, in one line with what it was; a
+    400, as the gate answers a body it cannot read (Slack would retry a 500)."""
+    from bot.slack.http import one_line_error
+
+    if response is not None and getattr(response, "status", None) == 500:
+        response.status = 400
+    what = body.get("type") or body.get("command") or "request"
+    if isinstance(body.get("event"), dict):
+        what = body["event"].get("type") or what
+    log.warning("a Slack %s could not be handled: %s", what, one_line_error(error))
+    log.debug("what could not be handled", exc_info=error)  # -v: the whole traceback
 
 
 class _TokenNotice(logging.Filter):

@@ -69,6 +69,12 @@ def signed(body: bytes, stamp: str, signature: str, secret: bytes, now: float) -
     return hmac.compare_digest(expected, signature)
 
 
+def one_line_error(exc: BaseException) -> str:
+    """An exception in one short line for the log: its type and first line, no traceback."""
+    first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def _answer(start_response: Callable[..., Any], status: str, text: str) -> list[bytes]:
     data = text.encode()
     start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(data)))])
@@ -101,7 +107,11 @@ def slack_gate(bolt: WSGIApp, signing_secret: str) -> WSGIApp:
             log.warning("refused a signed Slack request from %s: %s", peer, problem)
             return _answer(start_response, "400 Bad Request", "malformed request")
         environ["wsgi.input"] = io.BytesIO(body)
-        return bolt(environ, start_response)
+        try:
+            return bolt(environ, start_response)
+        except Exception as exc:  # a signed shape Bolt could not read (a field's type)
+            log.warning("refused a signed Slack request from %s: %s", peer, one_line_error(exc))
+            return _answer(start_response, "400 Bad Request", "malformed request")
 
     return gate
 
