@@ -87,8 +87,8 @@ class Fleets:
                     if target.server == scan.server:
                         fleet.targets.setdefault(name, target)
         self.settings.databases = fleet.targets  # one assignment: readers see old or new
-        for problem in fleet.problems:
-            log.error("fleet: %s", problem)
+        for problem in fleet.problems:  # a warning: commands say it in their own words,
+            log.warning("fleet: %s", problem)  # serve's log (its output) keeps it
         return fleet
 
     def _leave_out_catalog(self, fleet: Fleet) -> None:

@@ -262,6 +262,11 @@ def test_a_server_that_cannot_be_listed_keeps_its_databases_known(
     assert "pw-listing" not in fleet.problems[0]
     # a drill asked for meanwhile still knows the database (and then meets the outage itself)
     assert sorted(services.settings.databases) == [prefix + "a", prefix + "b"]
+    # a command says so in its own words, once: no log line of the listing beside them
+    env = cli_env(tmp_path, DATABASE_URL=server.url, ATLAS_DATABASES=f"{prefix}*")
+    said = run_cli(["status"], env, REPO, text=True)
+    assert said.returncode == 1 and "server default" in said.stdout
+    assert "bot.fleet" not in said.stdout + said.stderr, said.stderr
 
 
 def test_slash_snapshot_all_runs_the_fleet_and_posts_one_message(
