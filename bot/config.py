@@ -32,6 +32,29 @@ WHOLE_SECRET_SETTINGS = (
 )
 
 
+def _trimmed(v: str) -> str | None:
+    """An identifier (an RDS instance, a KMS key): spaces around it are a paste's, and
+    blank is unset."""
+    return v.strip() or None
+
+
+def _together(values: dict[str, Any]) -> list[str]:
+    """Settings that are each fine alone but not side by side."""
+    problems = []
+    if values.get("s3_kms_key_id") and values.get("s3_sse") != "aws:kms":
+        problems.append(
+            "ATLAS_S3_KMS_KEY_ID is set, but only ATLAS_S3_SSE=aws:kms uses a key: set it, "
+            "or unset the key id"
+        )
+    low = values.get("provider_retention_min", 14)
+    high = values.get("provider_retention_max", 30)
+    if low > high:
+        problems.append(
+            f"ATLAS_PROVIDER_RETENTION_MIN ({low}) is above ATLAS_PROVIDER_RETENTION_MAX ({high})"
+        )
+    return problems
+
+
 def _environment(v: str) -> str:
     """A folder name in storage (`production/app/…`): empty, as compose writes an unset
     variable, is the default."""
@@ -533,9 +556,9 @@ ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "encryption_key_file": ("ATLAS_ENCRYPTION_KEY_FILE", _optional_path),
     "sidecar_plain": ("ATLAS_SIDECAR_PLAIN", _boolean),
     "s3_sse": ("ATLAS_S3_SSE", _sse),
-    "s3_kms_key_id": ("ATLAS_S3_KMS_KEY_ID", _text),
-    "rds_instance": ("ATLAS_RDS_INSTANCE", _text),
-    "rds_cluster": ("ATLAS_RDS_CLUSTER", _text),
+    "s3_kms_key_id": ("ATLAS_S3_KMS_KEY_ID", _trimmed),
+    "rds_instance": ("ATLAS_RDS_INSTANCE", _trimmed),
+    "rds_cluster": ("ATLAS_RDS_CLUSTER", _trimmed),
     "provider_retention_min": ("ATLAS_PROVIDER_RETENTION_MIN", _integer(0)),
     "provider_retention_max": ("ATLAS_PROVIDER_RETENTION_MAX", _integer(1)),
     "database_patterns": ("ATLAS_DATABASES", _patterns),
@@ -572,6 +595,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                 values[attr] = read(source[name])
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
+    problems += [] if problems else _together(values)
     if not problems:
         try:
             values["copies"] = destinations.from_env(source, values.get("storage", "./backups"))

@@ -376,3 +376,27 @@ def test_a_setting_that_could_never_work_is_refused_at_start(
     with pytest.raises(AtlasError) as err:
         load_settings(env={name: value})
     assert f"{name}: " in str(err.value) and words in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ATLAS_S3_KMS_KEY_ID": "alias/atlas"}, "only ATLAS_S3_SSE=aws:kms uses a key"),
+        ({"ATLAS_S3_KMS_KEY_ID": "alias/atlas", "ATLAS_S3_SSE": "AES256"}, "ATLAS_S3_SSE=aws:kms"),
+        (
+            {"ATLAS_PROVIDER_RETENTION_MIN": "40"},
+            "MIN (40) is above ATLAS_PROVIDER_RETENTION_MAX (30)",
+        ),
+    ],
+)
+def test_settings_that_contradict_each_other_are_refused(env: dict[str, str], words: str) -> None:
+    """Each fine alone, silently ignored or never satisfiable together."""
+    with pytest.raises(AtlasError, match=re.escape(words)):
+        load_settings(env=env)
+
+
+def test_identifiers_pasted_with_spaces_are_trimmed() -> None:
+    settings = load_settings(env={"ATLAS_RDS_INSTANCE": " db-1\n", "ATLAS_S3_SSE": "aws:kms"})
+    assert settings.rds_instance == "db-1"
+    kms = {"ATLAS_S3_SSE": "aws:kms", "ATLAS_S3_KMS_KEY_ID": " alias/atlas "}
+    assert load_settings(env=kms).s3_kms_key_id == "alias/atlas"
