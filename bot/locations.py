@@ -115,11 +115,11 @@ def postgres_url(text: str) -> str:
     """A PostgreSQL connection setting: a postgresql:// URL or libpq's key=value form.
     Anything else shaped like a URL (`postgresql:/…`, `postgres//…`, `postgresq://…`) is a
     typo that libpq would quote back, password and all."""
-    value = text.strip()
+    value = text.strip()  # a pasted URL's spaces: libpq reads ` postgresql://…` as key=value
     if not value or value.lower().startswith(("postgresql://", "postgres://")):
-        return text
+        return value
     if "=" in value.split()[0]:
-        return text
+        return value
     shape = url_shape(value)
     if shape is None and re.match(r"[\w.-]+:[^/\s]*@", value):  # user:password@host
         shape = "USER@HOST without postgresql://"
@@ -127,7 +127,7 @@ def postgres_url(text: str) -> str:
         raise ValueError(
             f"{shape!r} is not a PostgreSQL URL; write postgresql://USER@HOST:5432/DBNAME"
         )
-    return text
+    return value
 
 
 def unencoded_at(url: str) -> bool:

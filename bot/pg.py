@@ -34,7 +34,7 @@ class Conn:
         names the setting and never quotes its password."""
         redaction.remember(url)
         try:
-            locations.postgres_url(url)
+            url = locations.postgres_url(url)  # stripped: a pasted space is no key=value
         except ValueError as exc:
             raise AtlasError(f"Invalid database URL in {setting}: {exc}.") from None
         if locations.unencoded_at(url):

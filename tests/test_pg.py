@@ -219,3 +219,10 @@ def test_find_tool_real_bindir(tool: str) -> None:
     path, version = find_tool(tool, 15, bindir=bindir)
     assert Path(path) == Path(bindir) / tool
     assert int(version.split(".")[0]) >= 15
+
+
+def test_a_url_pasted_with_spaces_around_it_is_read_as_the_url() -> None:
+    """libpq reads ` postgresql://…` (a leading space) as key=value text, and its error
+    ('missing "=" after …') says nothing of the space."""
+    conn = Conn.parse(" postgresql://app:pw-7x@db.internal:5433/app\n", "DATABASE_URL")
+    assert conn.describe() == "db.internal:5433/app" and conn.password == "pw-7x"
