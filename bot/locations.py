@@ -87,7 +87,8 @@ def storage(text: str) -> str:
 
 
 def path(text: str) -> Path | None:
-    """A setting that takes a local path (empty: not set). Raises ValueError for a URL."""
+    """A setting that takes a local path (empty: not set; `~` is home). Raises ValueError
+    for a URL."""
     value = text.strip()
     if not value:
         return None
@@ -97,7 +98,7 @@ def path(text: str) -> Path | None:
             f"{shape!r} looks like a URL, but this setting takes a local path (start it "
             "with ./ if the name really looks like this)"
         )
-    return Path(value)
+    return Path(value).expanduser()  # `~/atlas.toml`, as a shell would have read it
 
 
 def http_url(text: str) -> str | None:

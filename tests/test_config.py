@@ -314,6 +314,8 @@ def test_catalog_state_reads_home_as_storage_does_and_is_never_blank(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_settings(env={"ATLAS_STATE": "~/atlas.db"}).state == tmp_path / "atlas.db"
+    (tmp_path / "atlas.toml").write_text('[databases.app]\nurl = "postgresql://h/app"\n')
+    assert list(load_settings(env={"ATLAS_CONFIG": "~/atlas.toml"}).databases) == ["app"]
     for blank in ("", "  "):
         with pytest.raises(AtlasError, match="ATLAS_STATE: is empty"):
             load_settings(env={"ATLAS_STATE": blank})
