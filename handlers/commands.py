@@ -16,6 +16,7 @@ from slack_bolt import BoltContext
 from bot.errors import AtlasError
 from bot.policy import access
 from bot.records import Kind
+from bot.redaction import redact
 from bot.report import messages
 from bot.services import Services
 from bot.tags import parse
@@ -35,6 +36,14 @@ class Call:
 
 
 SNAPSHOT_OPTIONS = ("--all", "--provider")
+QUOTE_LIMIT = 40
+
+
+def _quoted(word: str) -> str:
+    """A word the user typed, quoted back in the reply (which no Slack client call
+    redacts): redacted first (a secret pasted by mistake, in any case), then cut short."""
+    shown = redact(word)
+    return shown if len(shown) <= QUOTE_LIMIT else shown[: QUOTE_LIMIT - 1] + "…"
 
 
 def snapshot(call: Call) -> str:
@@ -70,7 +79,7 @@ def _leading_options(text: str) -> list[str]:
             break
         if word not in SNAPSHOT_OPTIONS:
             raise AtlasError(
-                f"Unknown option `{messages.quoted(word)}`: nothing was started.",
+                f"Unknown option `{_quoted(word)}`: nothing was started.",
                 "/atlas snapshot takes --all or --provider, then the note",
             )
         options.append(word)
@@ -267,7 +276,7 @@ def atlas(ack: Reply, command: dict[str, Any], respond: Reply, context: BoltCont
         ack(text=messages.terminal_only(sub))
         return
     if run is None:
-        ack(text=f"Unknown command `{messages.escape(messages.quoted(typed))}`.\n{messages.HELP}")
+        ack(text=f"Unknown command `{messages.escape(_quoted(typed))}`.\n{messages.HELP}")
         return
     try:
         call = Call(

@@ -46,7 +46,7 @@ ALLOWED: dict[str, set[str]] = {
     "bot": BASICS,  # the package's own __init__
     "bot.pg": BASICS,
     "bot.catalog": BASICS | {"bot.pg"},
-    "bot.config": BASICS | {"bot.catalog", "bot.destinations", "bot.fleet"},
+    "bot.config": BASICS | {"bot.catalog", "bot.destinations", "bot.fleet", "bot.policy"},
     "bot.store": BASICS | {"bot.config", "bot.destinations"},
     "bot.destinations": BASICS,
     "bot.copies": BASICS

@@ -18,7 +18,6 @@ from bot.records import (
     Snapshot,
     SnapshotStatus,
 )
-from bot.redaction import redact
 from bot.tags import render
 from bot.words import count, human_seconds
 
@@ -127,16 +126,6 @@ def _fit_button(element: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("value"), str):
         out["value"] = out["value"][:MAX_BUTTON_VALUE]
     return out
-
-
-QUOTE_LIMIT = 40
-
-
-def quoted(word: str) -> str:
-    """A word the user typed, quoted back in a reply: redacted first (it may be a secret
-    pasted by mistake, in any case), then cut to a length a reply can hold."""
-    shown = redact(word)
-    return shown if len(shown) <= QUOTE_LIMIT else shown[: QUOTE_LIMIT - 1] + "…"
 
 
 def escape(text: str) -> str:
