@@ -342,6 +342,15 @@ def test_fetch_to_stdout(shared: Shared) -> None:
     assert proc.stdout == _plain_dump(shared.row)
 
 
+def test_fetch_with_db_of_another_database_writes_nothing(shared: Shared) -> None:
+    """`--db shop` with a snapshot of another database wrote that one's dump, silently;
+    restore and drill refuse it, and so does fetch now."""
+    out = shared.atlas.tmp / "shop.dump"
+    res = shared.atlas("fetch", shared.row["id"], "--db", "shop", "-o", str(out))
+    assert res.code == 1 and f"is of {shared.row['database']}, not shop" in _flat(res.stderr)
+    assert not out.exists()
+
+
 def test_manual_zstd_matches_fetch(shared: Shared, tmp_path: Path) -> None:
     zstd = shutil.which("zstd")
     if zstd is None:

@@ -231,11 +231,23 @@ class Reader:
         return stored == (snap.size_bytes, snap.sha256)
 
     def fetch(
-        self, ref: str, out: str, *, force: bool = False, cut: Cutter | None = None
+        self,
+        ref: str,
+        out: str,
+        *,
+        force: bool = False,
+        cut: Cutter | None = None,
+        database: str | None = None,
     ) -> Snapshot:
         """Write the plain pg_dump custom-format file that `pg_restore` reads as it is
-        (with `cut`, the file it makes of the stream: some tables of it)."""
+        (with `cut`, the file it makes of the stream: some tables of it); with `database`,
+        only a snapshot of that database, as restore and drill check."""
         snap = self.snapshots.readable(ref)
+        if database is not None and snap.database != database:
+            raise AtlasError(
+                f"Snapshot {snap.id} is of {snap.database}, not {database}.",
+                f"name a snapshot of {database}, or leave out --db",
+            )
         if out == "-":
             stream: IO[bytes] = sys.stdout.buffer
             try:

@@ -363,7 +363,7 @@ def verify(snapshot_id: str, source: str | None, as_json: bool) -> None:
 @main.command()
 @click.argument("snapshot_id", required=False)
 @click.option("-o", "--output", required=True, help="File to write, or - for stdout.")
-@click.option("--db", "database", default=None, help="With --tag: the database.")
+@click.option("--db", "database", default=None, help="The database the snapshot must be of.")
 @click.option("--tag", "tag_items", multiple=True, metavar="KEY=VALUE", help=TAG_HELP)
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 @click.option("--from", "source", default=None, metavar="NAME", help=FROM_HELP)
@@ -404,7 +404,7 @@ def fetch(
         ref = by_tags(services, snapshot_id, tag_items, database)
         if not ref:
             raise AtlasError("atlas fetch needs a snapshot id.", "name one, or pass --tag")
-        row = services.reader.fetch(ref, output, force=force, cut=cut)
+        row = services.reader.fetch(ref, output, force=force, cut=cut, database=database)
     except AtlasError as exc:
         fail(exc, False)
         return
