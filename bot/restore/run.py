@@ -33,7 +33,7 @@ from bot.records import (
     now,
 )
 from bot.redaction import redact
-from bot.restore import checks, partial, plan, refresh, strategies, swap
+from bot.restore import checks, hold, partial, plan, refresh, strategies, swap
 from bot.restore.databases import create_database, drop_database
 from bot.restore.guard import ServerIdentity, guard_not_catalog, guard_not_production
 from bot.restore.scratch import Scratch, ScratchCreation, scratch_name
@@ -186,14 +186,24 @@ class Restores:
         refusals and errors before the record exists are raised.
         """
         job = self._prepare(Kind(kind), snap_id, requested_by, parse_tables(tables))
+        with contextlib.ExitStack() as held:
+            try:
+                if job.kind == Kind.RESTORE:  # one refresh or undo of a staging at a time
+                    held.enter_context(self._staging_held(job.target.name))
+                self._record_start(job, request_id, approved_by)
+            except BaseException:
+                if job.artifact is not None:
+                    job.artifact.close()
+                raise
+            self._run_recorded(job, phase or (lambda _msg: None), waiting)
+        return self.catalog.get_job(job.drill_id)
+
+    def _staging_held(self, database: str) -> contextlib.AbstractContextManager[None]:
+        return hold.staging_held(self.catalog, database, self.settings.stale_after_s)
+
+    def _run_recorded(self, job: RestoreJob, say: Phase, waiting: Phase | None) -> None:
+        """From the record on: whatever stops the job, the record says so."""
         try:
-            self._record_start(job, request_id, approved_by)
-        except BaseException:
-            if job.artifact is not None:
-                job.artifact.close()
-            raise
-        say = phase or (lambda _msg: None)
-        try:  # from the record on: whatever stops the job, the record says so
             self._restore(job, say, waiting or say)
             outcome = self._verify(job, say)
             if job.kind == Kind.RESTORE and not job.in_place and outcome["status"] == "passed":
@@ -203,7 +213,6 @@ class Restores:
             self._record_failure(job, exc)
         finally:
             self._clean_up(job)
-        return self.catalog.get_job(job.drill_id)
 
     def _prepare(
         self,

@@ -14,7 +14,7 @@ from bot.errors import AtlasError, Interrupted, Refused
 from bot.pg import Conn
 from bot.records import DrillStatus, Restore, now
 from bot.redaction import redact
-from bot.restore import refresh, swap
+from bot.restore import hold, refresh, swap
 from bot.restore.guard import guard_not_production
 
 
@@ -69,6 +69,19 @@ class Undo:
     ) -> Restore:
         """Swap back what the newest refresh of `database` kept; with `undoes` (the job the
         request or the prompt named, and so what was approved), only if that is still it."""
+        name, ttl = self.settings.target(database).name, self.settings.stale_after_s
+        with hold.staging_held(self.catalog, name, ttl):  # one refresh or undo at a time
+            return self._run(database, requested_by, approved_by, request_id, say, undoes)
+
+    def _run(
+        self,
+        database: str | None,
+        requested_by: str,
+        approved_by: list[str],
+        request_id: str | None,
+        say: Callable[[str], None] | None,
+        undoes: str | None,
+    ) -> Restore:
         target, kept = kept_for(self.settings, self.catalog, database)
         if undoes is not None and kept.id != undoes:
             why = (

@@ -5,6 +5,8 @@ staging, undo and redo, and what is kept (and for how long)."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from bot.ops import kept as kept_stagings
 from bot.records import segments_of
 from bot.restore.shape import split_names
 from bot.restore.swap import kept_name
-from tests.support.helpers import services_for, settings_for
+from tests.support.helpers import cli_env, run_cli, services_for, settings_for
 from tests.support.pg import fill_realistic
 from tests.support.s3 import make_s3_client
 
@@ -207,6 +209,45 @@ def test_undo_swaps_the_kept_staging_back_and_can_itself_be_undone(pg, world):
     assert actions.count("undo.passed") == 2
     # an undo is no proof that a snapshot restores
     assert services.catalog.last_passed_job(refresh.database).id == refresh.id
+
+
+def test_one_refresh_or_undo_of_a_staging_at_a_time(pg, world, tmp_path):
+    """Two refreshes that swap one after the other lose the staging the first kept. While
+    another process (here the lease of one on another host) refreshes staging, a refresh
+    and an undo from the CLI are refused with who holds it, and staging is untouched; the
+    lease of a process of this host that died is taken over at once."""
+    services, snap, staging, _ = world
+    catalog, database = services.catalog, services.settings.target(None).name
+    services.restores.run(kind="restore", snap_id=snap.id, requested_by="U1")
+    before = _dbs(pg, "atlas\\_%")
+    ttl = services.settings.stale_after_s
+    assert catalog.acquire_lease(f"staging:{database}", "elsewhere:4242", ttl)
+    env = cli_env(tmp_path, **_settings_env(services))
+    for args in (["restore", snap.id, "--yes"], ["restore", "--undo", "--yes"]):
+        refused = run_cli(args, env, tmp_path, text=True)
+        said = " ".join(refused.stderr.split())
+        assert refused.returncode == 1 and "is already running (process elsewhere:4242)" in said
+    assert _dbs(pg, "atlas\\_%") == before  # nothing built, nothing swapped
+    catalog.release_lease(f"staging:{database}", "elsewhere:4242")
+    gone = f"{socket.gethostname()}:{_ended_pid()}"  # a process of this host, ended
+    assert catalog.acquire_lease(f"staging:{database}", gone, ttl)
+    assert run_cli(["restore", "--undo", "--yes"], env, tmp_path, text=True).returncode == 0
+
+
+def _ended_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _settings_env(services) -> dict[str, str]:
+    s = services.settings
+    return {
+        "DATABASE_URL": s.database_url or "",
+        "STAGING_DATABASE_URL": s.staging_database_url or "",
+        "ATLAS_STORAGE": str(s.storage),
+        "ATLAS_STATE": str(s.state),
+    }
 
 
 def test_undo_with_nothing_kept_is_one_clear_error(pg, world):
