@@ -16,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import io
 import os
 import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from bot.errors import AtlasError
 
@@ -103,7 +104,23 @@ def create(path: Path, access: Access = PRIVATE) -> BinaryIO:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    return os.fdopen(fd, "wb", buffering=0)
+    return _WholeWrites(fd, "wb", closefd=True)
+
+
+class _WholeWrites(io.FileIO):
+    """An unbuffered file whose `write` writes every byte or raises: a disk that fills
+    makes a raw write return short, and a caller that ignored the count renamed a cut
+    file into place (fetch and report said "wrote …" of a file missing its end)."""
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            wrote = super().write(view[done:])
+            if not wrote:  # 0 (or None) bytes taken: no room, and no error said so
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.name)
+            done += wrote
+        return done
 
 
 def create_beside(final: Path, access: Access = PRIVATE) -> tuple[Path, BinaryIO]:

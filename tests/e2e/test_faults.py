@@ -148,6 +148,36 @@ def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 @pytest.mark.sqlite_only
+def test_a_file_written_onto_a_disk_that_fills_is_never_left_cut_short(pg_url, tmp_path):
+    """A raw write on a disk that fills returns short: fetch and report once renamed the
+    cut file into place and said "wrote …". Now each fails in one line and leaves nothing."""
+    fill_sample(pg_url, rows=400)
+    env = cli_env(tmp_path, DATABASE_URL=pg_url)
+    assert run_cli(["snapshot"], env, tmp_path).returncode == 0
+    with _tmpfs(tmp_path / "out", "1m") as mnt:
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+        try:  # fill the disk to the last byte, then leave 4 KiB
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        os.truncate(filler, filler.stat().st_size - 4096)
+        for args in (
+            ["fetch", "latest", "-o", str(mnt / "app.dump")],
+            ["report", "-o", str(mnt / "r.html")],
+        ):
+            proc = run_cli(args, env, tmp_path, text=True)
+            assert proc.returncode == 1, (args, proc.stderr)
+            assert "Traceback" not in proc.stderr and "wrote" not in proc.stderr
+            assert "No space left" in _one_error_line(proc.stderr), proc.stderr
+            assert sorted(p.name for p in mnt.iterdir()) == ["filler"]  # nothing cut short
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+@pytest.mark.sqlite_only
 def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     fill_sample(pg_url, rows=50)
     with _tmpfs(tmp_path / "state", "2m") as mnt:
