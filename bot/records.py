@@ -35,6 +35,11 @@ class SnapshotStatus(StrEnum):
     DELETED = "deleted"  # pruned by retention
 
 
+# what pruning adds to the error of a snapshot that had failed (or was damaged): the proof
+# tells a deleted snapshot that was good from one that never was by it
+HAD_FAILED = "; it had failed: "
+
+
 class SnapshotKind(StrEnum):
     """What a snapshot holds: one database, or a server's roles."""
 

@@ -13,7 +13,15 @@ from bot.backup.layout import sidecar_key
 from bot.backup.reads import being_read
 from bot.errors import AtlasError
 from bot.policy import reminders, retention, rotation
-from bot.records import CopyState, JobRecord, RequestStatus, Snapshot, SnapshotStatus, now
+from bot.records import (
+    HAD_FAILED,
+    CopyState,
+    JobRecord,
+    RequestStatus,
+    Snapshot,
+    SnapshotStatus,
+    now,
+)
 from bot.report import messages
 from bot.report.chat import Message
 
@@ -272,8 +280,8 @@ def prune(
             services.catalog.audit(actor, "snapshot.prune_failed", d.snapshot_id, error=str(exc))
             continue
         why = f"pruned: {d.reason}"
-        if row.error:  # a failure's reason outlives its pruning
-            why += f"; it had failed: {row.error}"
+        if row.error:  # a failure's reason outlives its pruning (the proof reads it)
+            why += f"{HAD_FAILED}{row.error}"
         services.catalog.update_snapshot(d.snapshot_id, status=SnapshotStatus.DELETED, error=why)
         services.catalog.audit(actor, "snapshot.pruned", d.snapshot_id, reason=d.reason)
     return decisions

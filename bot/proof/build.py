@@ -12,9 +12,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from bot.proof.records import CheckLine, Gap, JobLine, Quarter, RowCount, Rpo, SnapshotLine
-from bot.records import JobRecord, Restore, Snapshot, SnapshotStatus
+from bot.records import HAD_FAILED, JobRecord, Restore, Snapshot, SnapshotStatus
 
-GOOD = (SnapshotStatus.OK, SnapshotStatus.DELETED)  # deleted: pruned after it was good
 MAX_SLOTS = 200_000  # a schedule every minute for a year is 525,600: cut long before
 
 
@@ -27,7 +26,14 @@ def iso(moment: datetime) -> str:
 
 
 def is_good(snap: Snapshot) -> bool:
-    return snap.status in GOOD and snap.started_at is not None
+    """Stored and proven, then or now: a deleted one only if retention pruned it after it
+    was good (it has an artifact's checksum, and no failure). A failed attempt that was
+    pruned counted as good, and hid the gap it was."""
+    if snap.started_at is None:
+        return False
+    if snap.status == SnapshotStatus.DELETED:
+        return bool(snap.sha256) and HAD_FAILED not in (snap.error or "")
+    return snap.status == SnapshotStatus.OK
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,15 +13,27 @@ from bot.errors import AtlasError
 from bot.proof import build, make, page, tabular
 from bot.proof.gather import Scope
 from bot.proof.records import Chain, DatabaseProof, Policy, Report, Rpo
-from bot.records import CheckResult, Drill, DrillStatus, Restore, Snapshot, SnapshotStatus
+from bot.records import (
+    HAD_FAILED,
+    CheckResult,
+    Drill,
+    DrillStatus,
+    Restore,
+    Snapshot,
+    SnapshotStatus,
+)
 
 
 def _t(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def _snap(sid: str, when: str, status: SnapshotStatus = SnapshotStatus.OK) -> Snapshot:
-    return Snapshot(id=sid, database="app", started_at=_t(when).isoformat(), status=status)
+def _snap(sid: str, when: str, status: SnapshotStatus = SnapshotStatus.OK, **more: str) -> Snapshot:
+    return Snapshot(id=sid, database="app", started_at=_t(when).isoformat(), status=status, **more)
+
+
+PRUNED_GOOD = {"sha256": "ab" * 32, "error": "pruned: older than 30 days"}
+PRUNED_FAILED = {"error": f"pruned: older than 30 days{HAD_FAILED}pg_dump failed"}
 
 
 def test_daily_schedule_gaps_name_the_failed_attempts_and_merge_missed_days():
@@ -32,12 +44,14 @@ def test_daily_schedule_gaps_name_the_failed_attempts_and_merge_missed_days():
         _snap("b", "2026-03-02T03:00:02", SnapshotStatus.FAILED),
         _snap("c", "2026-03-02T15:00:00", SnapshotStatus.CORRUPT),  # found bad later
         _snap("d", "2026-03-05T10:00:00"),  # by hand, late: still covers the 5th
-        _snap("e", "2026-03-06T03:00:02", SnapshotStatus.DELETED),  # pruned: was good
+        _snap("e", "2026-03-06T03:00:02", SnapshotStatus.DELETED, **PRUNED_GOOD),
+        # a failed attempt, pruned since: still no snapshot, never counted as one
+        _snap("f", "2026-03-07T03:00:02", SnapshotStatus.DELETED, **PRUNED_FAILED),
     ]
     found = build.gaps(times, snaps, _t("2026-03-08"))
     assert [(g.start[:10], g.end[:10], g.missed, g.failed) for g in found] == [
         ("2026-03-02", "2026-03-05", 3, ["b", "c"]),
-        ("2026-03-07", "2026-03-08", 1, []),
+        ("2026-03-07", "2026-03-08", 1, ["f"]),
     ]
 
 
