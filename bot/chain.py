@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -46,16 +47,33 @@ class ChainCheck:
         return self.broken_at is None and self.head_found is not False
 
 
+def noted(head: str) -> str:
+    """A head as someone noted it: the whole hash, or a prefix of at least 12 hex digits,
+    in either case. Anything else is a typo, not evidence of tampering."""
+    text = head.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{12,64}", text):
+        raise ValueError(
+            f"{head.strip()[:70]!r} is no chain head: one is 64 hex digits (12 or more of its "
+            "first ones will do), as a report or `atlas audit --verify` prints it"
+        )
+    return text
+
+
 def verify(entries: Iterable[AuditEntry], noted_head: str | None = None) -> ChainCheck:
     """Recompute the chain over `entries` (oldest first); the first that does not fit is
-    named. With `noted_head`, also whether that hash is still one of the chain's."""
+    named. With `noted_head` (see `noted`), also whether it is still one of the chain's."""
     prev, checked, unchained, found = GENESIS, 0, 0, False
+    latest: AuditEntry | None = None  # the newest entry written before the chain began
     for e in entries:
         if e.hash is None:
             if checked:  # an unchained entry after the chain began was slipped in
                 return ChainCheck(checked, unchained, prev, e, "it carries no hash")
             unchained += 1
+            latest = e if latest is None or e.at > latest.at else latest
             continue
+        if not checked and latest is not None and latest.at > e.at:
+            why = "it carries no hash, yet is dated after the chain began"
+            return ChainCheck(checked, unchained, prev, latest, why)
         if e.prev_hash != prev:
             why = "the entry before it is not the one it was written after"
             return ChainCheck(checked, unchained, prev, e, why)
@@ -63,6 +81,6 @@ def verify(entries: Iterable[AuditEntry], noted_head: str | None = None) -> Chai
         if e.hash != want:
             return ChainCheck(checked, unchained, prev, e, "its content changed after writing")
         prev, checked = e.hash, checked + 1
-        found = found or e.hash == noted_head
+        found = found or (noted_head is not None and e.hash.startswith(noted_head))
     head = prev if checked else None
     return ChainCheck(checked, unchained, head, head_found=found if noted_head else None)

@@ -114,9 +114,13 @@ def audit(limit: int, as_json: bool, check: bool, head: str | None) -> None:
 def _verify_audit(head: str | None, as_json: bool) -> None:
     """`audit --verify`: recompute the hash chain; exit 1 when an entry does not fit, or
     when a head noted earlier is no longer in it."""
-    from bot.chain import verify
+    from bot.chain import noted, verify
 
     try:
+        try:
+            head = noted(head) if head is not None else None
+        except ValueError as exc:
+            raise AtlasError(f"--head: {exc}.") from None
         found = verify(open_services().catalog.audit_chain(), head)
     except AtlasError as exc:
         fail(exc, as_json)

@@ -135,3 +135,38 @@ def test_an_entry_removed_from_the_middle_shows(tmp_path, what):
     env = cli_env(tmp_path, DATABASE_URL=NO_SERVER, ATLAS_STATE=str(settings.state))
     code, said = _verify(env, tmp_path)
     assert code == 1 and "not the one it was written after" in said["why"], said
+
+
+def test_an_entry_forged_below_the_first_id_shows(tmp_path):
+    """INSERT is what the triggers allow: a row forged with id -1 and no hash was never
+    read (paging began after id 0), and one with an old id but a date after the chain
+    began passed as an entry from before it."""
+    settings = settings_for(NO_SERVER, tmp_path)
+    catalog = services_for(settings).catalog
+    for i in range(3):
+        catalog.audit("U1", "snapshot.ok", f"s{i}")
+    [first] = [e for e in catalog.audit_chain()][:1]
+    _tamper(
+        str(settings.state),
+        "INSERT INTO audit (id, at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?, ?)",
+        [-1, "2099-01-01T00:00:00+00:00", "mallory", "drill.passed", "d-forged", "{}"],
+    )
+    env = cli_env(tmp_path, DATABASE_URL=NO_SERVER, ATLAS_STATE=str(settings.state))
+    code, said = _verify(env, tmp_path)
+    assert code == 1 and "dated after the chain began" in said["why"], said
+    assert first.at < "2099"
+
+
+def test_a_mistyped_head_is_refused_as_such_and_a_short_one_is_found(tmp_path):
+    """A typo in --head is no accusation of tampering; the first 12 digits of a head, in
+    either case, are as good as the whole."""
+    settings = settings_for(NO_SERVER, tmp_path)
+    catalog = services_for(settings).catalog
+    for i in range(3):
+        catalog.audit("U1", "snapshot.ok", f"s{i}")
+    head = [e for e in catalog.audit_chain()][-1].hash or ""
+    env = cli_env(tmp_path, DATABASE_URL=NO_SERVER, ATLAS_STATE=str(settings.state))
+    assert _verify(env, tmp_path, "--head", head[:12].upper())[1]["head_found"] is True
+    done = run_cli(["audit", "--verify", "--head", "not-a-hash"], env, tmp_path, text=True)
+    said = " ".join(done.stderr.split())
+    assert done.returncode == 1 and "is no chain head" in said and "changed" not in said

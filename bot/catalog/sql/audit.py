@@ -47,8 +47,11 @@ class Audit:
             write_audit(db, actor, action, subject, detail)
 
     def audit_chain(self) -> Iterator[AuditEntry]:
-        """Every entry, oldest first, a page at a time (the log only grows)."""
-        after = 0
+        """Every entry, oldest first, a page at a time (the log only grows). From below
+        the smallest id there is: a row forged with id 0 or -1 is read, and breaks it."""
+        with self.conn.db() as db:
+            low = db.execute("SELECT min(id) FROM audit").fetchone()
+        after = min(0, int(low[0])) - 1 if low and low[0] is not None else 0
         while True:
             with self.conn.db() as db:
                 rows = list(db["audit"].rows_where("id > ?", [after], order_by="id", limit=1000))
