@@ -61,7 +61,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"bot.catalog", "bot.config", "bot.pg", "bot.policy", "bot.report", "bot.restore"},
     "bot.demo": BASICS,
     # the report for auditors: read from the catalog, rendered without I/O
-    "bot.proof": BASICS | {"bot.catalog", "bot.config", "bot.report"},
+    "bot.proof": BASICS | {"bot.catalog", "bot.config", "bot.destinations", "bot.report"},
     "bot.ops": BASICS
     | {
         "bot.backup",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from bot.catalog.base import Catalog
 from bot.chain import verify
 from bot.config import Settings
+from bot.destinations import Destination
 from bot.errors import AtlasError
 from bot.proof import build
 from bot.proof.records import Chain, DatabaseProof, Policy, Report
@@ -47,12 +48,20 @@ def policy(st: Settings) -> Policy:
         keep_monthly=st.keep_monthly,
         encryption="age" if encrypted else "none",
         storage=redact(st.storage),
-        copies=[],
+        copies=[_copy_line(d) for d in st.copies.values()],
         approvers=list(st.approvers),
         required_approvals=st.required_approvals,
         drill_every=st.drill_every,
         rto_target_s=st.rto_target_minutes * 60,
     )
+
+
+def _copy_line(dest: Destination) -> str:
+    """`offsite: s3://acme-dr/atlas (https://…, 365 days)`: where, and how long it keeps."""
+    where = [dest.endpoint_url] if dest.endpoint_url else []
+    if dest.retention_days is not None:
+        where.append(f"{dest.retention_days} days")
+    return redact(f"{dest.name}: {dest.url}" + (f" ({', '.join(where)})" if where else ""))
 
 
 def schedule_of(st: Settings, database: str) -> str | None:

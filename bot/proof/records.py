@@ -23,7 +23,7 @@ class Policy:
     keep_monthly: int
     encryption: str  # "age": every artifact encrypted by Atlas; "none"
     storage: str  # where snapshots are stored (credentials redacted)
-    copies: list[str]  # further destinations; none yet
+    copies: list[str]  # ATLAS_COPIES: each destination, where and for how long
     approvers: list[str]
     required_approvals: int
     drill_every: str  # "quarter" or a number of days

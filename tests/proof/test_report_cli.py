@@ -65,3 +65,22 @@ def test_mistyped_options_are_one_line_each_and_write_nothing(tmp_path):
     bad = run_cli(["report", "-o", "x.pdf", "--format", "pdf"], env, tmp_path, text=True)
     assert bad.returncode == 2 and "'pdf' is not one of" in bad.stderr
     assert not Path(tmp_path / "x.pdf").exists()
+
+
+def test_the_policy_in_force_names_each_copy_destination(tmp_path):
+    """The report said "Copies: none configured" while every snapshot was copied."""
+    env = cli_env(
+        tmp_path,
+        ATLAS_COPIES="offsite=s3://acme-dr/atlas, nas=/mnt/nas/atlas",
+        ATLAS_COPY_OFFSITE_RETENTION_DAYS="365",
+        ATLAS_COPY_OFFSITE_SECRET_ACCESS_KEY="dr-secret-9x",
+    )
+    done = run_cli(["report", "--format", "json", "-o", "-"], env, tmp_path, text=True)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["policy"]["copies"] == [
+        "offsite: s3://acme-dr/atlas (365 days)",
+        "nas: /mnt/nas/atlas",
+    ]
+    assert "dr-secret-9x" not in done.stdout
