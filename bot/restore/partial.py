@@ -110,6 +110,7 @@ class TablesIntoStaging(_Tables):
         self.inward: list[tuple[str, str]] = []  # other tables' foreign keys to them
         self.held: dict[str, privileges.Held] = {}  # owners and grants staging had
         self.committed = False  # pg_restore ended well: the tables are replaced
+        self.ending = False  # every byte was in and pg_restore was committing
 
     def restore(self, job: RestoreInput) -> None:
         expected = job.snap.manifest or {}
@@ -129,7 +130,16 @@ class TablesIntoStaging(_Tables):
             return chosen, [extra]
 
         argv = [*base_argv(job), "--clean", "--if-exists", "--single-transaction"]
-        self.selection = feed_cut(self.tools, job, argv, pick, self.segments)
+        self.selection = feed_cut(
+            self.tools, job, argv, pick, self.segments, ending=self._ending, ended=self._ended
+        )
+        self.committed = True
+
+    def _ending(self) -> None:
+        self.ending = True
+
+    def _ended(self) -> None:
+        """pg_restore had exited well when the job was stopped: its transaction committed."""
         self.committed = True
 
 
@@ -163,10 +173,15 @@ def feed_cut(
     argv: list[str],
     pick: Pick,
     segments: list[Segment] | None,
+    *,
+    ending: Callable[[], None] = lambda: None,
+    ended: Callable[[], None] = lambda: None,
 ) -> Selection:
     """pg_restore ARGV fed the artifact cut down by `pick`: from `segments`, only the head
     and the blocks wanted are read (each checked against its sha256); otherwise the whole
-    artifact streams past. The end is released only once every checksum read held."""
+    artifact streams past. The end is released only once every checksum read held.
+    `ending` hears when all is fed (pg_restore commits from there); `ended`, when the job
+    is stopped after pg_restore had already exited well."""
     job.ready()
     restore = pipeline.FeedProcess(
         [*argv, "--dbname", job.dest.conninfo],
@@ -192,10 +207,13 @@ def feed_cut(
         else:
             _read_wanted(tools.storage, job.snap, segments, cut)
         cut.release()
+        ending()
         code, stderr = restore.finish()
         if code != 0:
             raise _explained(restore_failed(stderr, code))
     except BaseException:
+        if restore.proc.poll() == 0:  # stopped as pg_restore ended: it had committed
+            ended()
         restore.kill()
         raise
     assert cut.selection is not None

@@ -585,9 +585,14 @@ def _staging_state(job: RestoreJob) -> str:
     staging = job.staging.describe()
     if job.swapped:
         return f": the swap had happened, staging {staging} holds the snapshot."
-    if isinstance(job.how.strategy, partial.TablesIntoStaging) and job.how.strategy.committed:
-        tables = ", ".join(str(t) for t in job.tables)
+    how, tables = job.how.strategy, ", ".join(str(t) for t in job.tables)
+    if isinstance(how, partial.TablesIntoStaging) and how.committed:
         return f": its transaction had committed, {tables} in staging {staging} are the snapshot's."
+    if isinstance(how, partial.TablesIntoStaging) and how.ending:
+        return (
+            f": it was stopped as its transaction was committing, so {tables} in staging "
+            f"{staging} may already be the snapshot's; look before you rely on them."
+        )
     return f": staging {staging} was not touched."
 
 
