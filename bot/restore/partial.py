@@ -135,8 +135,8 @@ class TablesIntoStaging(_Tables):
         )
         self.committed = True
 
-    def _ending(self) -> None:
-        self.ending = True
+    def _ending(self, now: bool) -> None:
+        self.ending = now
 
     def _ended(self) -> None:
         """pg_restore had exited well when the job was stopped: its transaction committed."""
@@ -174,14 +174,15 @@ def feed_cut(
     pick: Pick,
     segments: list[Segment] | None,
     *,
-    ending: Callable[[], None] = lambda: None,
+    ending: Callable[[bool], None] = lambda _now: None,
     ended: Callable[[], None] = lambda: None,
 ) -> Selection:
     """pg_restore ARGV fed the artifact cut down by `pick`: from `segments`, only the head
     and the blocks wanted are read (each checked against its sha256); otherwise the whole
     artifact streams past. The end is released only once every checksum read held.
-    `ending` hears when all is fed (pg_restore commits from there); `ended`, when the job
-    is stopped after pg_restore had already exited well."""
+    `ending` hears True once all is fed (pg_restore may commit from there) and False once
+    pg_restore has exited (its code says how); `ended`, when the job is stopped after
+    pg_restore had already exited well."""
     job.ready()
     restore = pipeline.FeedProcess(
         [*argv, "--dbname", job.dest.conninfo],
@@ -207,8 +208,9 @@ def feed_cut(
         else:
             _read_wanted(tools.storage, job.snap, segments, cut)
         cut.release()
-        ending()
+        ending(True)
         code, stderr = restore.finish()
+        ending(False)
         if code != 0:
             raise _explained(restore_failed(stderr, code))
     except BaseException:
