@@ -499,3 +499,29 @@ def test_a_limit_that_is_no_number_of_rows_is_refused(atlas: Atlas) -> None:
             assert res.code == 2 and "Invalid value for '--limit'" in res.output, res.output
             assert "Traceback" not in res.output and "No snapshots" not in res.output
     assert len(atlas.ok("list", "--limit", "1", "--json").json()) == 1
+
+
+def test_serve_on_a_taken_or_impossible_port_says_so_in_one_line(tmp_path: Path) -> None:
+    """A port another process holds was 'Unexpected error: OSError … (report it)'; one past
+    65535 was taken modulo 65536 and served on another port."""
+    import socket
+
+    env = cli_env(tmp_path, DATABASE_URL="postgresql://app@127.0.0.1:1/app")
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        args = ["serve", "--http", "--host", "127.0.0.1", "--port", str(port)]
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", *args], env=env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+    said = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert done.returncode == 1 and len(said) == 1, done.stderr
+    assert f"Cannot listen on 127.0.0.1:{port}: Address already in use" in said[0]
+    assert "Unexpected" not in done.stderr and "Traceback" not in done.stderr
+    wrong = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve", "--http", "--port", "70000"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and "70000 is not in the range 1<=x<=65535" in wrong.stderr

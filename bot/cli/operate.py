@@ -174,7 +174,12 @@ def _detail(detail: dict[str, Any]) -> str:
     "--http", "force_http", is_flag=True, help="Serve HTTP even if SLACK_APP_TOKEN is set."
 )
 @click.option("--host", default="0.0.0.0", show_default=True)  # noqa: S104 - a server
-@click.option("--port", default=None, type=int, help="HTTP port (default: $PORT or 3000).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(1, 65535),
+    help="HTTP port (default: $PORT or 3000).",
+)
 def serve(force_http: bool, host: str, port: int | None) -> None:
     """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP."""
     from bot.config import load_settings

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from bot.errors import AtlasError
 from bot.services import Services
 from bot.version import version
 
@@ -210,4 +211,11 @@ def make_server(application: WSGIApp, host: str, port: int) -> Any:
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(THREADS)
-    return Server(application, map={}, dispatcher=dispatcher, adj=adj)
+    try:
+        return Server(application, map={}, dispatcher=dispatcher, adj=adj)
+    except OSError as exc:  # the port is taken, or not this user's to take
+        dispatcher.shutdown()
+        raise AtlasError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc}.",
+            "stop what holds the port or pick another with --port or PORT",
+        ) from None
