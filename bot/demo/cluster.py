@@ -97,7 +97,11 @@ class Cluster:
                     "--init-groups",
                     *argv,
                 ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # a session of its own: a Ctrl-C at the terminal is the demo's to handle, never
+        # one that stops pg_ctl half-way (the server left running)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True
+        )
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
             raise AtlasError(

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bot import files
+from bot import files, interrupts
 from bot.demo import sample
 from bot.demo.cluster import Cluster, server_bindir, work_folder
 from bot.errors import AtlasError
@@ -72,10 +72,11 @@ def run(keep: Path | None, say: Say) -> int:
         say(_explain(folder, env if keep is not None else None, time.monotonic() - started))
         return 0 if drill_ok else 1
     finally:
-        cluster.stop()
-        shutil.rmtree(pg_folder, ignore_errors=True)
-        if keep is None:
-            shutil.rmtree(folder, ignore_errors=True)
+        with interrupts.held():  # a Ctrl-C here would leave the server running, unsaid
+            cluster.stop()
+            shutil.rmtree(pg_folder, ignore_errors=True)
+            if keep is None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _prepare(cluster: Cluster, folder: Path) -> dict[str, str]:

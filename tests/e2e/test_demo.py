@@ -129,6 +129,21 @@ def test_ctrl_c_stops_the_server_and_removes_the_folders(tmpdir_of_its_own: Path
     assert _leftovers(tmpdir_of_its_own) == ([], [])
 
 
+def test_ctrl_c_as_it_cleans_up_still_stops_the_server(tmpdir_of_its_own: Path) -> None:
+    """A Ctrl-C just after the last line, as the demo stops its server: it said all was
+    stopped and removed while the server kept running and its folders stayed."""
+    child = _spawn(tmpdir_of_its_own)
+    child.expect("atlas console", timeout=120)  # the closing lines: the clean-up follows
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert "Traceback" not in ANSI.sub("", child.before or "")
+    deadline = time.time() + 10
+    while _leftovers(tmpdir_of_its_own) != ([], []) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _leftovers(tmpdir_of_its_own) == ([], [])
+
+
 def test_without_server_binaries_it_says_what_to_install(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bot.cli", "demo"],
