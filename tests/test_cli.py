@@ -525,3 +525,17 @@ def test_serve_on_a_taken_or_impossible_port_says_so_in_one_line(tmp_path: Path)
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert wrong.returncode == 2 and "70000 is not in the range 1<=x<=65535" in wrong.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_json_output_onto_a_full_disk_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """The failure's own JSON went to the same dead stdout: two tracebacks."""
+    env = cli_env(tmp_path, DATABASE_URL="postgresql://app@127.0.0.1:1/app")
+    for args in (["list", "--json"], ["audit", "--json"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-m", "bot.cli", *args], env=env, stdout=full,
+                stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+            )  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().startswith("error: No space left on device"), done.stderr

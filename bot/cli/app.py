@@ -3,6 +3,7 @@ Services, how they fail, print JSON and name the operator)."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import getpass
 import json
@@ -122,9 +123,15 @@ def print_json(value: Any, indent: int | None = None) -> None:
     click.echo(json.dumps(redact_value(value), indent=indent))
 
 
+FULL = "free space where it goes, or send it elsewhere, then run the command again"
+
+
 def fail(exc: AtlasError, as_json: bool, extra: dict[str, Any] | None = None) -> None:
     if as_json:
-        print_json({"status": "failed", "error": str(exc), **(extra or {})})
+        try:
+            print_json({"status": "failed", "error": str(exc), **(extra or {})})
+        except OSError:  # stdout itself failed: the error goes where a person sees it
+            err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     else:
         # One line, what is wrong and then what to do: the same words as in Slack and JSON.
         err().print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
@@ -187,6 +194,8 @@ class _Group(click.Group):
             raise
         except Exception as exc:
             logging.getLogger("atlas").debug("unexpected error", exc_info=True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # stdout's disk, most often
+                fail(AtlasError(f"{exc.strerror}: the output could not be written.", FULL), as_json)
             fail(
                 AtlasError(
                     f"Unexpected error: {type(exc).__name__}: {exc}",
