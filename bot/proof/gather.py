@@ -110,6 +110,12 @@ def database(
     cron = schedule_of(st, name)
     end = min(scope.until, datetime.now(UTC))
     times = build.scheduled(cron, st.timezone, scope.since, end) if cron else []
+    if len(times) >= build.MAX_SLOTS:  # counted on, the rest of the window went unseen
+        raise AtlasError(
+            f"The schedule {cron!r} of {name} asks for more than {build.MAX_SLOTS:,} snapshots "
+            "in this window, more than a report counts.",
+            "narrow it with --since and --until (a month, say), or --db for one database",
+        )
     before = catalog.good_before(name, catalog_time(scope.since))
     by_id = {s.id: s for s in snaps}
     good = [s for s in snaps if build.is_good(s)]
