@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bot.cli.app import err, fail, main, open_services
 from bot.errors import AtlasError
 from bot.words import count
+
+if TYPE_CHECKING:
+    from bot.proof.records import Chain
 
 
 @main.command()
@@ -45,6 +49,7 @@ def report(
     data = make.render(proof, kind)
     if output == "-":
         sys.stdout.buffer.write(data)  # a reader gone early: the group ends it quietly
+        _chain_intact(proof.chain)
         return
     try:
         files.replace_with(Path(output), data)
@@ -63,3 +68,10 @@ def report(
         highlight=False,
         markup=False,
     )
+    _chain_intact(proof.chain)
+
+
+def _chain_intact(chain: Chain) -> None:
+    """A broken chain is in the report, and the exit code: a cron job must hear it."""
+    if not chain.intact:
+        fail(AtlasError(f"The audit chain is BROKEN: {chain.problem}"), False)

@@ -170,3 +170,18 @@ def test_a_mistyped_head_is_refused_as_such_and_a_short_one_is_found(tmp_path):
     done = run_cli(["audit", "--verify", "--head", "not-a-hash"], env, tmp_path, text=True)
     said = " ".join(done.stderr.split())
     assert done.returncode == 1 and "is no chain head" in said and "changed" not in said
+
+
+def test_a_report_of_a_broken_chain_exits_one_and_says_so(tmp_path):
+    """The report shows a broken chain in its last section; the command said only
+    "wrote …, chain head …" and exited 0, so a cron job filing reports never heard."""
+    settings = settings_for(NO_SERVER, tmp_path)
+    catalog = services_for(settings).catalog
+    for i in range(3):
+        catalog.audit("U1", "snapshot.ok", f"s{i}")
+    _tamper(str(settings.state), "UPDATE audit SET actor = ? WHERE subject = ?", ["mallory", "s1"])
+    env = cli_env(tmp_path, DATABASE_URL=NO_SERVER, ATLAS_STATE=str(settings.state))
+    out = tmp_path / "r.html"
+    done = run_cli(["report", "-o", str(out)], env, tmp_path, text=True)
+    assert done.returncode == 1 and out.exists(), done.stderr
+    assert "The audit chain is BROKEN" in " ".join(done.stderr.split())
