@@ -35,7 +35,12 @@ def mark(good: bool | None, yes: str = "yes", no: str = "no") -> str:
     browser may not have)."""
     if good is None:
         return "<span class='muted'>—</span>"
-    return f"<span class='ok'>{yes}</span>" if good else f"<span class='bad'>{no}</span>"
+    # the words are text (a status comes from the catalog): escaped like everything else
+    return (
+        f"<span class='ok'>{escape(yes)}</span>"
+        if good
+        else f"<span class='bad'>{escape(no)}</span>"
+    )
 
 
 def table(head: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
@@ -64,7 +69,11 @@ def render(report: Report) -> str:
 def summary(report: Report) -> str:
     rows = []
     for db in report.databases:
-        last = next((j for j in reversed(db.jobs) if j.kind == "drill"), None)
+        # a refresh of the whole database is a restore proven as a drill is (README)
+        last = next(
+            (j for j in reversed(db.jobs) if j.kind in ("drill", "restore") and not j.tables),
+            None,
+        )
         proven = sum(q.passed for q in db.quarters)
         expected = "no schedule" if db.expected is None else str(db.expected)
         rows.append(
@@ -88,7 +97,7 @@ def summary(report: Report) -> str:
         "Good snapshots / expected",
         "Gaps",
         "Achieved RPO",
-        "Last drill",
+        "Last drill or refresh",
         "Quarters with a passed drill",
     ]
     return "<h2>Summary</h2>" + table(head, rows)

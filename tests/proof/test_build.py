@@ -4,6 +4,7 @@ quarters, and the three formats' handling of hostile text."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from datetime import UTC, datetime
 
@@ -132,7 +133,7 @@ def test_a_job_line_measures_rto_and_the_row_comparison():
 
 def _hostile_report() -> Report:
     evil = "<script>alert(1)</script>"
-    snap = _snap("s<1>", "2026-01-01T00:00:00", SnapshotStatus.FAILED)
+    snap = _snap("s<1>", "2026-01-01T00:00:00", "<img src=x onerror=alert(1)>")  # type: ignore[arg-type]
     snap.error, snap.tags = '=HYPERLINK("http://x")', {"app": evil}
     drill = Drill(id="d", snapshot_id="s<1>", database="app", requested_by="@here", error=evil)
     db = DatabaseProof(
@@ -158,6 +159,17 @@ def _hostile_report() -> Report:
         Chain(None, 0, True, None),
         [db],
     )
+
+
+def test_the_summary_counts_a_passed_refresh_as_its_last_drill():
+    """README: a refresh of the whole database proves a restore as a drill does; the
+    summary said "no drill" beside a quarter that the refresh proved."""
+    refresh = Restore(id="r-1", snapshot_id="s", database="app", status=DrillStatus.PASSED)
+    refresh.started_at, refresh.total_s = "2026-01-01T10:00:00+00:00", 12.0
+    report = _hostile_report()
+    db = dataclasses.replace(report.databases[0], jobs=[build.job_line(refresh, None, 60)])
+    html = page.summary(dataclasses.replace(report, databases=[db]))
+    assert "no drill" not in html and "passed</span> 2026-01-01" in html
 
 
 def test_hostile_text_is_data_in_html_and_never_a_formula_in_csv():
