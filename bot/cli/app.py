@@ -248,7 +248,8 @@ def print_table(rows: list[list[tuple[str, str]]], notes: list[str] | None = Non
     if notes is not None:
         table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=40)
     for i, row in enumerate(rows):  # a note or a tag may quote a URL, password and all
-        table.add_row(*(redact(value) for _, value in row), *([redact(notes[i])] if notes else []))
+        note = [redact(notes[i])] if notes is not None else []
+        table.add_row(*(redact(value) for _, value in row), *note)
     out = out_console()
     needed = Measurement.get(out, out.options.update(max_width=10_000), table).minimum
     if out.width < needed:  # a narrow terminal wraps long lines rather than cut a value

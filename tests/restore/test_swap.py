@@ -14,9 +14,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bot.errors import AtlasError
+from bot.errors import AtlasError, Busy
 from bot.ops import kept as kept_stagings
 from bot.records import segments_of
+from bot.restore import hold
 from bot.restore.shape import split_names
 from bot.restore.swap import kept_name
 from tests.support.helpers import cli_env, run_cli, services_for, settings_for
@@ -232,6 +233,21 @@ def test_one_refresh_or_undo_of_a_staging_at_a_time(pg, world, tmp_path):
     gone = f"{socket.gethostname()}:{_ended_pid()}"  # a process of this host, ended
     assert catalog.acquire_lease(f"staging:{database}", gone, ttl)
     assert run_cli(["restore", "--undo", "--yes"], env, tmp_path, text=True).returncode == 0
+
+
+def test_two_refreshes_of_one_staging_in_one_process_do_not_both_run(world):
+    """`serve` runs approved jobs on threads that share one lease owner (host:pid): the
+    lease alone let a second refresh of the same staging through, as a renewal."""
+    services, snap, _, _ = world
+    database = services.settings.target(None).name
+    with hold.staging_held(services.catalog, database, 60):
+        with pytest.raises(Busy, match="already running here"):
+            services.restores.run(kind="restore", snap_id=snap.id, requested_by="U2")
+        with pytest.raises(Busy, match="already running here"):
+            services.restores.undo.run(database=None, requested_by="U2", approved_by=["U3"])
+    assert services.restores.run(kind="restore", snap_id=snap.id, requested_by="U2").status == (
+        "passed"
+    )
 
 
 def _ended_pid() -> int:
