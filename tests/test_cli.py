@@ -524,7 +524,7 @@ def test_serve_on_a_taken_or_impossible_port_says_so_in_one_line(tmp_path: Path)
         [sys.executable, "-m", "bot.cli", "serve", "--http", "--port", "70000"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert wrong.returncode == 2 and "70000 is not in the range 1<=x<=65535" in wrong.stderr
+    assert wrong.returncode == 2 and "70000 is not in the range 0<=x<=65535" in wrong.stderr
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")

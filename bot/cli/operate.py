@@ -177,8 +177,8 @@ def _detail(detail: dict[str, Any]) -> str:
 @click.option(
     "--port",
     default=None,
-    type=click.IntRange(1, 65535),
-    help="HTTP port (default: $PORT or 3000).",
+    type=click.IntRange(0, 65535),
+    help="HTTP port (default: $PORT or 3000; 0: any free one).",
 )
 def serve(force_http: bool, host: str, port: int | None) -> None:
     """Run the Slack bot: Socket Mode when SLACK_APP_TOKEN is set, else HTTP."""

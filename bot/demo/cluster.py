@@ -82,7 +82,7 @@ class Cluster:
         self.port = 0
         self._as_postgres = os.geteuid() == 0
 
-    def _run(self, argv: list[str], timeout: float = 120) -> None:
+    def _run(self, argv: list[str], timeout: float = 120, own_session: bool = False) -> None:
         cmd = argv
         if self._as_postgres:
             runner = shutil.which("runuser")
@@ -97,10 +97,11 @@ class Cluster:
                     "--init-groups",
                     *argv,
                 ]
-        # a session of its own: a Ctrl-C at the terminal is the demo's to handle, never
-        # one that stops pg_ctl half-way (the server left running)
+        # `own_session` (the stop): a Ctrl-C at the terminal never cuts pg_ctl half-way,
+        # leaving the server running; the server itself stays in the terminal's group, so
+        # a Ctrl-C reaches it too, as a fast shutdown
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, start_new_session=True
+            cmd, capture_output=True, text=True, timeout=timeout, start_new_session=own_session
         )
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
@@ -187,6 +188,7 @@ class Cluster:
                         "stop",
                     ],
                     timeout=60,
+                    own_session=True,
                 )
 
 

@@ -14,6 +14,7 @@ from bot.proof import build
 from bot.proof.records import Chain, DatabaseProof, Policy, Report
 from bot.records import JobRecord, Snapshot, SnapshotKind
 from bot.redaction import redact
+from bot.words import count
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def _copy_line(dest: Destination) -> str:
     """`offsite: s3://acme-dr/atlas (https://…, 365 days)`: where, and how long it keeps."""
     where = [dest.endpoint_url] if dest.endpoint_url else []
     if dest.retention_days is not None:
-        where.append(f"{dest.retention_days} days")
+        where.append(count(dest.retention_days, "day"))
     return redact(f"{dest.name}: {dest.url}" + (f" ({', '.join(where)})" if where else ""))
 
 
@@ -112,9 +113,9 @@ def database(
     times = build.scheduled(cron, st.timezone, scope.since, end) if cron else []
     if len(times) >= build.MAX_SLOTS:  # counted on, the rest of the window went unseen
         raise AtlasError(
-            f"The schedule {cron!r} of {name} asks for more than {build.MAX_SLOTS:,} snapshots "
-            "in this window, more than a report counts.",
-            "narrow it with --since and --until (a month, say), or --db for one database",
+            f"The schedule {cron!r} of {name} asks for more than "
+            f"{count(build.MAX_SLOTS, 'snapshot')} in this window, more than a report counts.",
+            "narrow it with --since and --until, to a month say, or --db to one database",
         )
     before = catalog.good_before(name, catalog_time(scope.since))
     by_id = {s.id: s for s in snaps}

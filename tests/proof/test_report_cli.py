@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -95,5 +96,5 @@ def test_a_window_with_more_slots_than_a_report_counts_is_refused(tmp_path):
     args = ["report", "--db", "app", "--since", "2026-01-01", "--until", "2026-05-31"]
     done = run_cli([*args, "-o", str(tmp_path / "r.html")], env, tmp_path, text=True)
     said = " ".join(done.stderr.split())
-    assert done.returncode == 1 and "more than 200,000 snapshots" in said, done.stderr
+    assert done.returncode == 1 and re.search(r"more than 200,?000 snapshots", said), said
     assert "--since and --until" in said and not (tmp_path / "r.html").exists()
