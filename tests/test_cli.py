@@ -479,6 +479,7 @@ def test_help_lists_commands() -> None:
         assert re.search(rf"^\s+{command}\s", proc.stdout, re.MULTILINE), proc.stdout
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_list_and_snapshot_mask_a_password_quoted_in_a_note_or_a_tag(atlas: Atlas) -> None:
     """A note or a tag that quotes a connection URL is user text, but the password in it
     is still a password: masked in the table as in `show` and --json."""
@@ -490,6 +491,7 @@ def test_list_and_snapshot_mask_a_password_quoted_in_a_note_or_a_tag(atlas: Atla
         assert "Hunter-2x9" not in said and "Hunter-2x9" not in "".join(said.split())
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_a_limit_that_is_no_number_of_rows_is_refused(atlas: Atlas) -> None:
     """`--limit 0` said there were no snapshots, `-1` listed all, a 20-digit one crashed."""
     atlas.ok("snapshot")
@@ -501,6 +503,7 @@ def test_a_limit_that_is_no_number_of_rows_is_refused(atlas: Atlas) -> None:
     assert len(atlas.ok("list", "--limit", "1", "--json").json()) == 1
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_serve_on_a_taken_or_impossible_port_says_so_in_one_line(tmp_path: Path) -> None:
     """A port another process holds was 'Unexpected error: OSError … (report it)'; one past
     65535 was taken modulo 65536 and served on another port."""
@@ -527,6 +530,7 @@ def test_serve_on_a_taken_or_impossible_port_says_so_in_one_line(tmp_path: Path)
     assert wrong.returncode == 2 and "70000 is not in the range 0<=x<=65535" in wrong.stderr
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_json_output_onto_a_full_disk_is_one_line_on_stderr(tmp_path: Path) -> None:
     """The failure's own JSON went to the same dead stdout: two tracebacks."""

@@ -389,6 +389,7 @@ def test_an_undo_approved_after_another_refresh_swaps_nothing(setup, pg, pg_db):
     pg.execute("postgres", f'DROP DATABASE IF EXISTS "{second.kept_db}" WITH (FORCE)')
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_commands_are_answered_while_slack_is_slow_to_take_reaction_replies(setup):
     """Each reaction by someone who may not approve is answered through Slack's Web API;
     with Slack slow to take those replies, a dozen such reactions must not hold every

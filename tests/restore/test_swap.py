@@ -235,6 +235,7 @@ def test_one_refresh_or_undo_of_a_staging_at_a_time(pg, world, tmp_path):
     assert run_cli(["restore", "--undo", "--yes"], env, tmp_path, text=True).returncode == 0
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_two_refreshes_of_one_staging_in_one_process_do_not_both_run(world):
     """`serve` runs approved jobs on threads that share one lease owner (host:pid): the
     lease alone let a second refresh of the same staging through, as a renewal."""

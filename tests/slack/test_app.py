@@ -76,6 +76,7 @@ def test_progress_updates_the_same_message(pg, pg_db, pg_url, tmp_path, slack_ap
         server.close()
 
 
+@pytest.mark.sqlite_only  # nothing here depends on the catalog's kind
 def test_secrets_that_are_plain_values_never_reach_slack(pg, pg_db, pg_url, tmp_path, slack_api):
     """A signing secret, an AWS secret key or PGPASSWORD has no shape to be found by: pasted
     into a note or an id by mistake, each is masked all the same, in the channel and in the
