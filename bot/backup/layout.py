@@ -6,10 +6,10 @@ import re
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from bot.config import DatabaseTarget
 from bot.errors import IdTaken
-from bot.records import Snapshot
 
 FORMAT = "pg_dump custom format (-Fc -Z0), compressed as zstd frames"
 GLOBALS_FORMAT = "pg_dumpall --globals-only --no-role-passwords SQL, compressed as one zstd frame"
@@ -17,6 +17,7 @@ FORMATS = (FORMAT, "pg_dump custom format (-Fc -Z0), compressed as one zstd fram
 SNAPSHOT_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{4}")
 ENCRYPTED_SUFFIX = ".age"
 FRESH_DRAWS = 5
+T = TypeVar("T")
 
 
 def new_id() -> str:
@@ -25,15 +26,17 @@ def new_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
 
 
-def fresh(begin: Callable[[Snapshot], Snapshot], record: Callable[[str], Snapshot]) -> Snapshot:
-    """`begin` the snapshot `record` makes of a new id, drawing again while the catalog
-    says another snapshot has that id."""
+def fresh(
+    begin: Callable[[T], T], record: Callable[[str], T], draw: Callable[[], str] = new_id
+) -> T:
+    """`begin` what `record` makes of a new id (`draw`: a snapshot's, or a job's), drawing
+    again while the catalog says another has that id."""
     for _ in range(FRESH_DRAWS - 1):
         try:
-            return begin(record(new_id()))
+            return begin(record(draw()))
         except IdTaken:
             continue
-    return begin(record(new_id()))
+    return begin(record(draw()))
 
 
 def database_prefix(target: DatabaseTarget) -> str:

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from bot.backup.layout import fresh
 from bot.backup.lookup import Snapshots
 from bot.backup.read import Reader
 from bot.catalog import Catalog
 from bot.config import DatabaseTarget, Settings
-from bot.errors import AtlasError, Damaged, IdTaken, Interrupted, Refused
+from bot.errors import AtlasError, Damaged, Interrupted, Refused
 from bot.pg import Conn, find_tool
 from bot.records import (
     CheckResult,
@@ -46,7 +47,6 @@ from bot.words import count
 
 Phase = Callable[[str], None]
 log = logging.getLogger(__name__)
-ID_DRAWS = 5
 
 
 class Timings(TypedDict, total=False):
@@ -189,7 +189,8 @@ class Restores:
         with contextlib.ExitStack() as held:
             try:
                 if job.kind == Kind.RESTORE:  # one refresh or undo of a staging at a time
-                    held.enter_context(self._staging_held(job.target.name))
+                    ttl = self.settings.stale_after_s
+                    held.enter_context(hold.staging_held(self.catalog, job.target.name, ttl))
                 self._record_start(job, request_id, approved_by)
             except BaseException:
                 if job.artifact is not None:
@@ -197,9 +198,6 @@ class Restores:
                 raise
             self._run_recorded(job, phase or (lambda _msg: None), waiting)
         return self.catalog.get_job(job.drill_id)
-
-    def _staging_held(self, database: str) -> contextlib.AbstractContextManager[None]:
-        return hold.staging_held(self.catalog, database, self.settings.stale_after_s)
 
     def _run_recorded(self, job: RestoreJob, say: Phase, waiting: Phase | None) -> None:
         """From the record on: whatever stops the job, the record says so."""
@@ -265,15 +263,16 @@ class Restores:
         """Record the job as running, drawing its id (and so its database's name) again
         while another job has it: two jobs of one second share a suffix once in 65,536
         pairs, which a fleet's drills meet."""
-        for draw in range(1, ID_DRAWS + 1):
-            try:
-                self.catalog.add_job(self._record_of(job, request_id, approved_by))
-                break
-            except IdTaken:
-                if draw == ID_DRAWS:
-                    raise
-            job.drill_id = new_job_id(job.kind)
-            job.scratch = _built_in(job.kind, job.drill_id, job.staging, job.tables)
+
+        def record(job_id: str) -> JobRecord:
+            job.drill_id, job.scratch = job_id, _built_in(job.kind, job_id, job.staging, job.tables)
+            return self._record_of(job, request_id, approved_by)
+
+        def begin(made: JobRecord) -> JobRecord:
+            self.catalog.add_job(made)
+            return made
+
+        fresh(begin, record, lambda: new_job_id(job.kind))
         job.started = time.monotonic()
         self.catalog.audit(
             job.requested_by, f"{job.kind}.started", job.drill_id, snapshot=job.snap.id
