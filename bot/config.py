@@ -38,16 +38,15 @@ def _trimmed(v: str) -> str | None:
     return v.strip() or None
 
 
-def _together(values: dict[str, Any]) -> list[str]:
+def _together(st: Settings) -> list[str]:
     """Settings that are each fine alone but not side by side."""
     problems = []
-    if values.get("s3_kms_key_id") and values.get("s3_sse") != "aws:kms":
+    if st.s3_kms_key_id and st.s3_sse != "aws:kms":
         problems.append(
             "ATLAS_S3_KMS_KEY_ID is set, but only ATLAS_S3_SSE=aws:kms uses a key: set it, "
             "or unset the key id"
         )
-    low = values.get("provider_retention_min", 14)
-    high = values.get("provider_retention_max", 30)
+    low, high = st.provider_retention_min, st.provider_retention_max
     if low > high:
         problems.append(
             f"ATLAS_PROVIDER_RETENTION_MIN ({low}) is above ATLAS_PROVIDER_RETENTION_MAX ({high})"
@@ -595,7 +594,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
                 values[attr] = read(source[name])
             except ValueError as exc:
                 problems.append(f"{name}: {exc}")
-    problems += [] if problems else _together(values)
     if not problems:
         try:
             values["copies"] = destinations.from_env(source, values.get("storage", "./backups"))
@@ -604,6 +602,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if problems:
         raise AtlasError(f"Invalid configuration: {'; '.join(problems)}")
     settings = Settings(**values)
+    if together := _together(settings):
+        raise AtlasError(f"Invalid configuration: {'; '.join(together)}")
 
     if settings.config_file:
         databases, servers = _load_toml(settings.config_file, settings)

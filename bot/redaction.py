@@ -46,13 +46,10 @@ def remember(*values: str | None) -> None:
 def remember_whole(*values: str | None) -> None:
     """Add settings that are a secret through and through (a signing secret, an AWS
     secret key, PGPASSWORD): the whole value, which has no shape to be found by, and what
-    `secrets_in` finds in it as well."""
-    found: set[str] = set()
-    for value in values:
-        if value and value.strip():
-            found |= {value.strip(), *secrets_in(value)}
+    `remember` finds in it as well."""
+    remember(*values)
     with _lock:
-        _known.update(s for s in found if len(s) >= MIN_SECRET)
+        _known.update(v.strip() for v in values if v and len(v.strip()) >= MIN_SECRET)
 
 
 def secrets_in(text: str) -> set[str]:
