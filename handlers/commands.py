@@ -48,8 +48,7 @@ def _quoted(word: str) -> str:
 
 def snapshot(call: Call) -> str:
     note, tags = _tagged(call.args)
-    options = _leading_options(note)
-    note = note.split(None, len(options))[-1] if len(note.split()) > len(options) else ""
+    options, note = _leading_options(note)
     if "--all" in options:
         if "--provider" in options:
             raise AtlasError(
@@ -70,20 +69,21 @@ def snapshot(call: Call) -> str:
     return ":hourglass_flowing_sand: Snapshot starting; progress follows in the channel."
 
 
-def _leading_options(text: str) -> list[str]:
-    """The `--words` a snapshot's text starts with; one it does not know is refused (a
-    mistyped `--dry-run` was kept as the note of a snapshot nobody meant to take)."""
-    options = []
-    for word in text.split():
-        if not word.startswith("--"):
-            break
+def _leading_options(text: str) -> tuple[list[str], str]:
+    """(the `--words` a snapshot's text starts with, the note after them); one it does not
+    know is refused (a mistyped `--dry-run` was kept as the note of a snapshot nobody
+    meant to take)."""
+    options, rest = [], text.strip()
+    while rest.startswith("--"):
+        word, *after = rest.split(None, 1)
+        rest = after[0] if after else ""
         if word not in SNAPSHOT_OPTIONS:
             raise AtlasError(
                 f"Unknown option `{_quoted(word)}`: nothing was started.",
                 "/atlas snapshot takes --all or --provider, then the note",
             )
         options.append(word)
-    return options
+    return options, rest
 
 
 def _snapshot_all(call: Call, note: str, tags: dict[str, str]) -> str:
