@@ -146,6 +146,22 @@ def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def _fill(mnt: Path, leave: int = 0) -> None:
+    """Fill the volume at `mnt` to its last byte with a file named filler, then give
+    back `leave` bytes."""
+    filler = mnt / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 512):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, filler.stat().st_size - leave)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
 @pytest.mark.sqlite_only
 def test_a_file_written_onto_a_disk_that_fills_is_never_left_cut_short(pg_url, tmp_path):
@@ -155,16 +171,7 @@ def test_a_file_written_onto_a_disk_that_fills_is_never_left_cut_short(pg_url, t
     env = cli_env(tmp_path, DATABASE_URL=pg_url)
     assert run_cli(["snapshot"], env, tmp_path).returncode == 0
     with _tmpfs(tmp_path / "out", "1m") as mnt:
-        filler = mnt / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk to the last byte, then leave 4 KiB
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-        os.truncate(filler, filler.stat().st_size - 4096)
+        _fill(mnt, leave=4096)
         for args in (
             ["fetch", "latest", "-o", str(mnt / "app.dump")],
             ["report", "-o", str(mnt / "r.html")],
@@ -183,15 +190,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
     with _tmpfs(tmp_path / "state", "2m") as mnt:
         env = cli_env(tmp_path, DATABASE_URL=pg_url, ATLAS_STATE=str(mnt / "atlas.db"))
         assert run_cli(["snapshot"], env, tmp_path).returncode == 0
-        filler = mnt / "filler"
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-        try:  # fill the disk to the last byte
-            while os.write(fd, b"\0" * 512):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        _fill(mnt)
         for args in (["snapshot"], ["snapshot", "--json"], ["keep", "latest"]):
             proc = run_cli(args, env, tmp_path, text=True)
             assert proc.returncode == 1
@@ -203,7 +202,7 @@ def test_a_full_catalog_disk_is_one_clear_line(pg_url, tmp_path):
         # nothing that looks like a good snapshot was left in storage
         artifacts = [f for f in storage_files(tmp_path / "backups") if f.endswith(".zst")]
         assert len(artifacts) == 1
-        filler.unlink()
+        (mnt / "filler").unlink()
         listed = json.loads(run_cli(["list", "--json"], env, tmp_path).stdout)
         assert [r["status"] for r in listed][-1] == "ok"
         assert len([r for r in listed if r["status"] == "ok"]) == 1
